@@ -1,0 +1,186 @@
+"""Bytes each training step keeps alive for backward, itemised tensor by tensor.
+
+Rules follow what PyTorch autograd saves for the Hugging Face implementations (and peft's
+adapters): a matmul keeps its input only when its weight trains; an elementwise product keeps
+each factor only when the other needs a gradient; RMSNorm keeps an fp32 copy of its input;
+SDPA keeps q, k, v, its output and the fp32 log-sum-exp, but never the ``heads · s²`` scores
+that eager attention keeps (softmax output in fp32 and its cast copy). peft casts an adapter's
+input to the adapter's fp32 dtype, and lora_A keeps that copy. Dropout keeps a one-byte mask.
+
+Everything here is per sequence (micro-batch 1); callers multiply by the micro-batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from costplan.gradflow import LayerFlow, LinearUse, model_flow
+from costplan.methods import Method
+from costplan.model import ModelSpec
+from costplan.workload import Workload
+
+FP32 = 4
+MASK = 1
+ADAPTER_BYTES = 4  # peft keeps adapters in fp32 and casts their input to it
+
+
+@dataclass(frozen=True, slots=True)
+class SavedTensors:
+    """Saved-for-backward bytes of one sequence."""
+
+    first_layer: float
+    later_layer: float
+    """Each layer after the first (all are alike)."""
+    layer_input: float
+    """One layer's input, which is all a checkpointed layer keeps."""
+    outside_layers: float
+    """Embedding dropout masks, shared RoPE tables, the final norm and the LM head's input."""
+    items: tuple[tuple[str, float], ...]
+    """A later layer's terms, for display."""
+
+    def total(self, num_layers: int, grad_ckpt: bool) -> float:
+        if grad_ckpt:
+            # Each layer keeps its input; backward re-runs one layer at a time, so one layer's
+            # full set is alive on top of the checkpoints.
+            return num_layers * self.layer_input + self.later_layer + self.outside_layers
+        return self.first_layer + (num_layers - 1) * self.later_layer + self.outside_layers
+
+
+def _norm(model: ModelSpec, p: int, input_rg: bool, weight_trains: bool) -> float:
+    """Saved bytes per position of one RMSNorm or LayerNorm."""
+    h = model.hidden_size
+    if not (input_rg or weight_trains):
+        return 0.0
+    if model.norm == "rmsnorm":
+        # x.float() (kept by pow and mul), rsqrt of the variance, and the normalised x that
+        # the weight multiply keeps when the weight trains.
+        return FP32 * h + FP32 + (p * h if weight_trains else 0.0)
+    return p * h + 2 * FP32  # native_layer_norm keeps its input, mean and rstd
+
+
+def _linear_input(u: LinearUse, p: int, dropout: float) -> tuple[float, float]:
+    """(bytes kept for the base weight's dW, bytes kept by the adapter) per position."""
+    base = p * u.linear.in_features if u.trainable else 0.0
+    adapter = 0.0
+    if u.adapter is not None:
+        width = u.linear.in_features * u.linear.active
+        adapter = ADAPTER_BYTES * (width + u.adapter.rank * u.linear.active)
+        if dropout > 0:
+            adapter += MASK * width
+    return base, adapter
+
+
+def _reader_inputs(uses: list[LinearUse], p: int, lora_dropout: float) -> float:
+    """Bytes kept for several matrices reading the same input (kept once for all base weights)."""
+    bases = [_linear_input(u, p, lora_dropout) for u in uses]
+    return max(b for b, _ in bases) + sum(a for _, a in bases)
+
+
+def _activation(model: ModelSpec, p: int, f: int, x_rg: bool) -> float:
+    """Bytes the activation function keeps for width ``f`` when its input requires a gradient."""
+    if not x_rg:
+        return 0.0
+    # gelu_new is written in Python ops: it keeps x, tanh(...), 0.5·x and 1 + tanh(...).
+    return (4 if model.activation == "gelu_new" else 1) * p * f
+
+
+def layer_saved(model: ModelSpec, method: Method, work: Workload, flow: LayerFlow,
+                positions: int, keys: int) -> list[tuple[str, float]]:
+    """Saved bytes of one layer for one sequence, by term."""
+    p, h, f = work.compute_bytes, model.hidden_size, model.ffn_size
+    trains = method.trains_base
+    lora_dropout = getattr(method, "dropout", 0.0)
+    lin = flow.linears
+    items: list[tuple[str, float]] = []
+
+    def add(name: str, per_position: float) -> None:
+        if per_position:
+            items.append((name, per_position * positions))
+
+    attn_in_rg = flow.stream_in_rg or trains
+    add("attention norm", _norm(model, p, attn_in_rg, trains))
+    readers = [lin["qkv"]] if "qkv" in lin else [lin["q"], lin["k"], lin["v"]]
+    add("qkv inputs", _reader_inputs(readers, p, lora_dropout))
+    # Attention core.
+    if flow.attention_rg:
+        q, kv = model.q_size, model.kv_size
+        if work.attention == "flash":
+            kept_kv = kv if keys == positions else kv * keys / positions
+            add("attention q/k/v/out", p * (2 * q + 2 * kept_kv) + FP32 * model.num_heads)
+        else:
+            # Eager: q and k for the QKᵀ gradients, v (repeated to all heads for GQA),
+            # the softmax output in fp32 and its cast copy (heads · s² each).
+            add("attention q/k/v", p * (2 * q + q * keys / positions))
+            scores = model.num_heads * keys
+            kept = FP32 + p
+            if model.attention_dropout > 0:
+                kept += MASK + p
+            add("attention scores (s²)", scores * kept)
+    o_base, o_adapter = _linear_input(lin["o"], p, lora_dropout)
+    add("attention output", o_base + o_adapter)
+    if model.dropout > 0:
+        add("dropout masks", MASK * h * 2)
+    mlp_in_rg = flow.stream_in_rg or trains or (model.family != "gpt_neox" and lin["o"].output_rg)
+    add("mlp norm", _norm(model, p, mlp_in_rg, trains))
+    if model.is_moe:
+        add("router", _reader_inputs([lin["router"]], p, lora_dropout) + FP32 * model.num_experts)
+    mlp_readers = [lin[r] for r in ("gate", "up") if r in lin]
+    add("mlp inputs", _reader_inputs(mlp_readers, p, lora_dropout))
+    k = model.experts_per_token
+    if "gate" in lin:
+        g, u = lin["gate"], lin["up"]
+        act = _activation(model, p, f, g.output_rg)
+        product = (p * f if u.output_rg else 0.0) + (p * f if g.output_rg else 0.0)
+        add("mlp activations", k * (act + product))
+    else:
+        add("mlp activations", k * _activation(model, p, f, lin["up"].output_rg))
+    d_base, d_adapter = _linear_input(lin["down"], p, lora_dropout)
+    add("mlp down input", k * d_base + d_adapter)
+    if model.is_moe:
+        # Each routed copy of the hidden state and its expert output (kept by the routing-weight
+        # product), per selected expert.
+        add("expert routing", k * 2 * p * h)
+    if model.mlm_head:
+        add("post-norms", 0.0)  # BERT's post-norm LayerNorms are counted as the layer's norms
+    return items
+
+
+def saved_tensors(model: ModelSpec, method: Method, work: Workload) -> SavedTensors:
+    first, later = model_flow(model, method, work.grad_ckpt)
+    positions = work.seq_len + method.virtual_tokens
+    keys = positions + method.prefix_tokens
+    p, h = work.compute_bytes, model.hidden_size
+    first_items = layer_saved(model, method, work, first, positions, keys)
+    later_items = layer_saved(model, method, work, later, positions, keys)
+    outside = _norm(model, p, True, method.trains_base) * positions  # final norm (or MLM LayerNorm)
+    if method.trains_base:
+        outside += p * h * positions  # the LM head's input, kept for its dW
+    if model.dropout > 0:
+        outside += MASK * h * positions  # embedding dropout
+    if not model.learned_positions:
+        outside += 2 * p * model.head_dim * positions  # RoPE cos/sin, shared by all layers
+    if method.prefix_tokens:
+        outside += FP32 * method.prefix_tokens * model.num_layers * 2 * model.kv_size  # prefix expanded
+    return SavedTensors(
+        first_layer=sum(b for _, b in first_items),
+        later_layer=sum(b for _, b in later_items),
+        layer_input=p * h * positions,
+        outside_layers=outside,
+        items=tuple(later_items),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class LogitsBytes:
+    """Logits memory of one sequence in a training step (HF causal-LM loss in fp32)."""
+
+    kept: float
+    """After the forward: the logits the model returns and the fp32 log-softmax the loss keeps."""
+    backward_peak: float
+    """At the top of backward: the above plus the fp32 gradients of log-softmax and its input."""
+
+
+def logits_bytes(model: ModelSpec, method: Method, work: Workload) -> LogitsBytes:
+    positions = (work.seq_len + method.virtual_tokens) * model.vocab_size
+    p = work.compute_bytes
+    return LogitsBytes(kept=(p + FP32) * positions, backward_peak=(p + 3 * FP32) * positions)

@@ -1,0 +1,174 @@
+"""The ``costplan`` command line: a thin click layer over the library.
+
+Only this module reads arguments and prints. Mistakes become one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from costplan.errors import CostplanError
+from costplan.units import parse_count
+
+
+class _OneLineErrors(click.Group):
+    """Every user error, click's own included, as one ``Error:`` line and exit code 2."""
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except click.ClickException as exc:
+            click.echo(f"Error: {exc.format_message()}", err=True)
+            sys.exit(2)
+        except click.Abort:
+            click.echo("Aborted.", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+class _Count(click.ParamType):
+    name = "count"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> float:
+        try:
+            number = parse_count(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+        if number <= 0:
+            self.fail(f"{value!r} must be positive", param, ctx)
+        return number
+
+
+def _run(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    try:
+        return fn(*args, **kwargs)
+    except (CostplanError, ValueError) as exc:
+        raise click.ClickException(str(exc).rstrip(".") + ".") from None
+
+
+@click.group(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="costplan")
+def cli() -> None:
+    """Compute cost and feasibility planner for adapting large language models."""
+
+
+POSITIVE = click.IntRange(min=1)
+
+
+@cli.command()
+@click.option("--model", "-m", default="7b", show_default=True,
+              help="Preset name or alias (see `costplan models`), or a Hugging Face config.json / folder.")
+@click.option("--method", default="lora", show_default=True,
+              type=click.Choice(["inference", "prompt", "prefix", "lora", "qlora", "full", "cpt", "pretrain"],
+                                case_sensitive=False),
+              help="Approach to plan.")
+@click.option("--gpu", "-g", default="h100", show_default=True, help="GPU type (see `costplan gpus`).")
+@click.option("--gpus", type=POSITIVE, help="Fix the GPU count instead of taking the fewest that fit.")
+@click.option("--tokens", "-t", type=_Count(), help="Training tokens per epoch (100M, 2.5B, 1e9); "
+              "for inference, generated tokens to price. Default depends on the method.")
+@click.option("--epochs", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True)
+@click.option("--seq-len", type=POSITIVE, help="Training sequence length [default: 2048 or the model's context].")
+@click.option("--micro-batch", type=POSITIVE, default=1, show_default=True,
+              help="Sequences per GPU per step (inference: concurrent requests).")
+@click.option("--global-batch", type=POSITIVE, help="Sequences per optimizer step over all GPUs.")
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16", "fp8"]), default="bf16", show_default=True)
+@click.option("--optimizer", default="adamw", show_default=True,
+              help="adamw, adamw-fused, adamw-8bit, paged-adamw, paged-adamw-8bit, sgd, sgd-momentum, adafactor.")
+@click.option("--grad-ckpt/--no-grad-ckpt", default=False, show_default=True, help="Activation checkpointing.")
+@click.option("--attention", type=click.Choice(["flash", "eager"]), default="flash", show_default=True)
+@click.option("--zero", type=click.IntRange(0, 3), help="Force a ZeRO stage (0-3) [default: the lowest that fits].")
+@click.option("--lora-rank", type=POSITIVE, default=8, show_default=True)
+@click.option("--lora-targets", default="q,v", show_default=True,
+              help="Comma list of q,k,v,o,gate,up,down, or attn, mlp, all-linear.")
+@click.option("--lora-dropout", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True)
+@click.option("--virtual-tokens", type=POSITIVE, default=20, show_default=True,
+              help="Prompt/prefix tuning: trainable virtual tokens.")
+@click.option("--prompt-len", type=POSITIVE, default=512, show_default=True, help="Inference: prompt tokens.")
+@click.option("--gen-len", type=POSITIVE, default=256, show_default=True, help="Inference: generated tokens.")
+@click.option("--provider", help="Price from this provider [default: the cheapest listed].")
+@click.option("--spot", is_flag=True, help="Use spot/preemptible prices.")
+@click.option("--price", type=click.FloatRange(min=0), help="Override the price in $/GPU-hour.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object in base units.")
+@click.option("--brief", is_flag=True, help="Only the summary and assumptions.")
+def estimate(as_json: bool, brief: bool, **options: Any) -> None:
+    """Estimate FLOPs, memory, GPUs, hours and dollars for one approach.
+
+    \b
+    Examples:
+      costplan estimate --model 7b --method lora --tokens 100M
+      costplan estimate -m 70b --method qlora --gpu a100 --lora-targets all-linear --lora-rank 16
+      costplan estimate -m 8b --method full --gpu h100 --tokens 1B --grad-ckpt --json
+      costplan estimate -m mistral-7b --method inference --prompt-len 1024 --gen-len 512 --micro-batch 16
+      costplan estimate -m ./my-model/config.json --method prompt --virtual-tokens 50
+    """
+    from costplan.estimate import estimate as run_estimate
+    from costplan.render import estimate_view, to_json
+
+    result = _run(run_estimate, **options)
+    if as_json:
+        click.echo(to_json(result))
+        return
+    from rich.console import Console
+
+    Console().print(estimate_view(result, detail=not brief))
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def models(as_json: bool) -> None:
+    """List the model presets with their architecture numbers."""
+    from costplan.model import count_params, preset, preset_names
+    from costplan.tables import read_table
+
+    aliases = {row["key"]: row["aliases"].replace(";", ", ") for row in read_table("models")}
+    rows = []
+    for key in preset_names():
+        spec = _run(preset, key)
+        rows.append({"key": key, "aliases": aliases[key], "family": spec.family,
+                     "params": count_params(spec).total, "layers": spec.num_layers,
+                     "hidden": spec.hidden_size, "heads": f"{spec.num_heads}/{spec.num_kv_heads}",
+                     "vocab": spec.vocab_size, "context": spec.max_positions})
+    _emit(rows, as_json, "models_table")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def gpus(as_json: bool) -> None:
+    """List the GPU table: memory, bandwidth, dense peaks, power and the cheapest listed price."""
+    from costplan.hardware import gpu, gpu_names, price
+    from costplan.units import GIB
+
+    rows = []
+    for key in gpu_names():
+        spec = _run(gpu, key)
+        cheapest = price(key)
+        peaks = {dtype: spec.peak_flops.get(dtype) for dtype in ("bf16", "fp8", "fp32")}
+        rows.append({"key": key, "name": spec.name, "memory_gib": round(spec.memory_bytes / GIB),
+                     "bandwidth_gbps": round(spec.bandwidth_bytes_per_s / 1e9),
+                     **{f"{d}_tflops": (v / 1e12 if v else None) for d, v in peaks.items()},
+                     "tdp_watts": spec.tdp_watts,
+                     "usd_per_gpu_hour": cheapest.usd_per_gpu_hour if cheapest else None})
+    _emit(rows, as_json, "gpus_table")
+
+
+def _emit(rows: list[dict[str, Any]], as_json: bool, table: str) -> None:
+    if as_json:
+        import json
+
+        click.echo(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+
+    from costplan import render
+
+    Console().print(getattr(render, table)(rows))
+
+
+def main() -> None:
+    cli()

@@ -1,0 +1,181 @@
+"""Peak memory per GPU, itemised, for a training step or for generation.
+
+Training (steady state, ``zero_grad(set_to_none=True)``) has two peaks, and the larger wins:
+
+- **backward start**: weights + fp32 master weights + optimizer states (+ gradients kept across
+  micro-batches under gradient accumulation) + every saved activation + the logits at their
+  backward peak + workspaces. Weight gradients grow while activations are freed, so the
+  memory between the two points stays below the larger of them.
+- **optimizer step**: weights + master weights + states + all gradients + the step's
+  temporaries (see ``optimizers``).
+
+Mixed precision (bf16/fp16/fp8) keeps trained base weights and gradients in 16-bit with an fp32
+master copy; peft adapters, virtual tokens and prefixes are fp32 themselves. ZeRO stage 1
+shards master weights, states and step temporaries over the data-parallel GPUs; stage 2 also
+gradients; stage 3 (FSDP) also weights, gathering two layers at a time.
+
+The reserved total adds the caching allocator's slack; the device total adds the CUDA context.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from costplan.activations import logits_bytes, saved_tensors
+from costplan.methods import Method
+from costplan.model import ModelSpec, count_params, layer_linears
+from costplan.optimizers import optimizer
+from costplan.profile import Profile
+from costplan.workload import Workload
+
+FP32 = 4
+NF4_BLOCK = 64
+DOUBLE_QUANT_BLOCK = 256
+
+
+def nf4_bytes_per_param(double_quant: bool) -> float:
+    """4-bit values plus one absmax per 64 weights: fp32, or 8-bit with an fp32 constant per
+    256 blocks under double quantization (Dettmers et al. 2023, section 3)."""
+    if double_quant:
+        return 0.5 + 1 / NF4_BLOCK + FP32 / (NF4_BLOCK * DOUBLE_QUANT_BLOCK)
+    return 0.5 + FP32 / NF4_BLOCK
+
+
+def base_weight_bytes(model: ModelSpec, method: Method, compute_bytes: int) -> float:
+    """Bytes of the base model's weights as stored."""
+    total = count_params(model).total
+    if method.base_storage != "nf4":
+        return total * compute_bytes
+    matrices = model.num_layers * sum(lin.copies * lin.weight_elements for lin in layer_linears(model))
+    nf4 = nf4_bytes_per_param(getattr(method, "double_quant", True))
+    return matrices * nf4 + (total - matrices) * compute_bytes
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingMemory:
+    """One replica's memory before sharding (activations for one micro-batch)."""
+
+    weights: float
+    gradients: float
+    master_weights: float
+    optimizer_states: float
+    step_temporaries: float
+    activations: float
+    logits_peak: float
+    workspace: float
+    """Dequantized matrices (QLoRA): one weight matrix in the compute dtype."""
+    layer_weights: float
+    """One layer's weights in the compute dtype (what ZeRO-3 gathers)."""
+
+
+def training_memory(model: ModelSpec, method: Method, work: Workload) -> TrainingMemory:
+    p, mb = work.compute_bytes, work.micro_batch
+    tensors = method.trainable_tensors(model)
+    trainable = sum(t.elements for t in tensors)
+    opt = optimizer(work.optimizer)
+    if method.trains_base:
+        weight_bytes = p  # trained base weights in the compute dtype
+        master = FP32 * trainable if work.mixed_precision else 0.0
+        temps = opt.step_temp_bytes(tensors) + (FP32 * trainable if work.mixed_precision else 0.0)
+        weights = base_weight_bytes(model, method, p)
+    else:
+        weight_bytes = FP32  # peft parameters are fp32
+        master = 0.0
+        temps = opt.step_temp_bytes(tensors)
+        weights = base_weight_bytes(model, method, p) + FP32 * trainable
+    saved = saved_tensors(model, method, work)
+    largest = max(lin.weight_elements for lin in layer_linears(model))
+    layer = sum(lin.params for lin in layer_linears(model)) * p
+    return TrainingMemory(
+        weights=weights,
+        gradients=weight_bytes * trainable,
+        master_weights=master,
+        optimizer_states=opt.state_bytes(tensors),
+        step_temporaries=temps,
+        activations=mb * saved.total(model.num_layers, work.grad_ckpt),
+        logits_peak=mb * logits_bytes(model, method, work).backward_peak,
+        workspace=largest * p if method.base_storage == "nf4" else 0.0,
+        layer_weights=layer,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryBreakdown:
+    """Per-GPU bytes at the peak, by term, with the overheads on top."""
+
+    terms: dict[str, float]
+    """Live tensors at the peak phase, by term."""
+    phases: dict[str, float]
+    """Live tensor bytes at each candidate peak."""
+    peak_phase: str
+    reserved_bytes: float
+    """Caching-allocator reserve: the peak plus slack (compare ``max_memory_reserved``)."""
+    device_bytes: float
+    """Reserved plus the CUDA context: what the GPU must hold (compare nvidia-smi)."""
+
+    @property
+    def peak_bytes(self) -> float:
+        return self.phases[self.peak_phase]
+
+
+def _finish(phase_terms: dict[str, dict[str, float]], profile: Profile) -> MemoryBreakdown:
+    phases = {name: sum(terms.values()) for name, terms in phase_terms.items()}
+    peak_phase = max(phases, key=phases.__getitem__)
+    reserved = phases[peak_phase] * (1 + profile.allocator_slack())
+    terms = {k: v for k, v in phase_terms[peak_phase].items() if v}
+    return MemoryBreakdown(terms, phases, peak_phase, reserved, reserved + profile.cuda_context_bytes())
+
+
+def shard(mem: TrainingMemory, dp: int, zero: int, grad_accum: int, profile: Profile) -> MemoryBreakdown:
+    """Per-GPU memory of data parallelism over ``dp`` GPUs with ZeRO stage ``zero``."""
+    states = (mem.master_weights + mem.optimizer_states) / (dp if zero >= 1 else 1)
+    temps = mem.step_temporaries / (dp if zero >= 1 else 1)
+    grads = mem.gradients / (dp if zero >= 2 else 1)
+    weights = mem.weights / (dp if zero >= 3 else 1)
+    gather = 2 * mem.layer_weights if zero >= 3 and dp > 1 else 0.0
+    held = {"weights": weights, "master weights": mem.master_weights / (dp if zero >= 1 else 1),
+            "optimizer states": mem.optimizer_states / (dp if zero >= 1 else 1)}
+    assert abs(held["master weights"] + held["optimizer states"] - states) < 1.0
+    backward = {**held, "gradients": grads if grad_accum > 1 else 0.0,
+                "activations": mem.activations, "logits": mem.logits_peak,
+                "dequant workspace": mem.workspace, "zero-3 gather": gather}
+    step = {**held, "gradients": grads, "optimizer step temporaries": temps}
+    return _finish({"backward start": backward, "optimizer step": step}, profile)
+
+
+@dataclass(frozen=True, slots=True)
+class InferenceMemory:
+    weights: float
+    kv_cache: float
+    workspace: float
+    """Prefill's transient activations and the last position's fp32 logits."""
+
+
+def kv_cache_bytes(model: ModelSpec, tokens: int, batch: int, compute_bytes: int) -> float:
+    """``2 · layers · kv_heads · head_dim · tokens · bytes`` per sequence, times the batch."""
+    return 2.0 * model.num_layers * model.kv_size * tokens * batch * compute_bytes
+
+
+def inference_memory(model: ModelSpec, method: Method, work: Workload) -> InferenceMemory:
+    p, b, s = work.compute_bytes, work.micro_batch, work.prompt_len
+    # Prefill holds, for one layer at a time: the residual stream and norm output, q/k/v and the
+    # attention output, and the MLP's intermediates (gate, up and their product); eager attention
+    # adds fp32 scores and their cast copy.
+    per_token = 2 * model.hidden_size + 2 * model.q_size + 2 * model.kv_size
+    per_token += model.experts_per_token * (3 if model.gated_mlp else 2) * model.ffn_size
+    transient = b * s * per_token * p
+    if work.attention == "eager":
+        transient += b * model.num_heads * s * s * (FP32 + p)
+    transient += b * model.vocab_size * (p + FP32)  # last position's logits and their fp32 copy
+    return InferenceMemory(
+        weights=base_weight_bytes(model, method, p),
+        kv_cache=kv_cache_bytes(model, work.prompt_len + work.gen_len, b, p),
+        workspace=transient,
+    )
+
+
+def shard_inference(mem: InferenceMemory, tp: int, profile: Profile) -> MemoryBreakdown:
+    """Per-GPU memory with weights and KV cache split over ``tp`` tensor-parallel GPUs."""
+    terms = {"weights": mem.weights / tp, "kv cache": mem.kv_cache / tp,
+             "activations": mem.workspace / tp}
+    return _finish({"generation": terms}, profile)

@@ -1,0 +1,289 @@
+"""The approaches costplan plans, as a closed set of small types.
+
+Each method says which parameters it trains (base weights, LoRA adapters, virtual tokens or
+prefixes), how the frozen base is stored, how long its sequences become, what token volume it
+is planned over by default, and which assumptions it brings. The FLOPs and memory rules read
+these properties; they never branch on the method's name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
+
+from costplan.errors import CostplanError
+from costplan.model import Linear, ModelSpec, count_params, layer_linears
+
+BaseStorage = Literal["compute", "nf4"]
+
+LORA_ROLES = ("q", "k", "v", "o", "gate", "up", "down")
+_TARGET_GROUPS = {
+    "all-linear": ("q", "k", "v", "qkv", "o", "router", "gate", "up", "down"),
+    "attn": ("q", "k", "v", "o"),
+    "mlp": ("gate", "up", "down"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Adapter:
+    """A LoRA pair A (in × r) and B (r × out) on one base matrix (``copies`` for experts)."""
+
+    linear: Linear
+    rank: int
+
+    @property
+    def params(self) -> int:
+        return self.linear.copies * self.rank * (self.linear.in_features + self.linear.out_features)
+
+
+@dataclass(frozen=True, slots=True)
+class Tensor2D:
+    """A trainable tensor's shape, for optimizers whose state depends on it (Adafactor, 8-bit Adam)."""
+
+    rows: int
+    cols: int
+    count: int = 1
+
+    @property
+    def elements(self) -> int:
+        return self.rows * self.cols * self.count
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Method:
+    """Common behaviour: nothing trained, base stored in the compute dtype."""
+
+    key: ClassVar[str]
+    label: ClassVar[str]
+    training: ClassVar[bool] = True
+    trains_base: ClassVar[bool] = False
+    base_storage: ClassVar[BaseStorage] = "compute"
+
+    def adapters(self, model: ModelSpec) -> tuple[Adapter, ...]:
+        return ()
+
+    @property
+    def virtual_tokens(self) -> int:
+        """Trainable tokens prepended to every sequence (prompt tuning)."""
+        return 0
+
+    @property
+    def prefix_tokens(self) -> int:
+        """Trainable key/value positions prepended in every layer (prefix tuning)."""
+        return 0
+
+    def trainable_tensors(self, model: ModelSpec) -> tuple[Tensor2D, ...]:
+        return ()
+
+    def trainable_params(self, model: ModelSpec) -> int:
+        return sum(t.elements for t in self.trainable_tensors(model))
+
+    def default_tokens(self, model: ModelSpec) -> tuple[float, str]:
+        """The token volume planned when ``--tokens`` is not given, and why."""
+        return 100e6, "100M training tokens (a typical fine-tuning set; pass --tokens)"
+
+    def notes(self, model: ModelSpec) -> list[str]:
+        return []
+
+    def validate(self, model: ModelSpec) -> None:
+        if self.training is False and not model.causal:
+            raise CostplanError(f"{model.name} is an encoder: text generation does not apply to it.")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Inference(Method):
+    key: ClassVar[str] = "inference"
+    label: ClassVar[str] = "inference (prompting only)"
+    training: ClassVar[bool] = False
+
+    def default_tokens(self, model: ModelSpec) -> tuple[float, str]:
+        return 1e6, "1M generated tokens priced (pass --tokens)"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PromptTuning(Method):
+    key: ClassVar[str] = "prompt"
+    label: ClassVar[str] = "prompt tuning (soft prompt)"
+    num_virtual_tokens: int = 20
+
+    def __post_init__(self) -> None:
+        if self.num_virtual_tokens <= 0:
+            raise ValueError("--virtual-tokens must be a positive integer")
+
+    @property
+    def virtual_tokens(self) -> int:
+        return self.num_virtual_tokens
+
+    def trainable_tensors(self, model: ModelSpec) -> tuple[Tensor2D, ...]:
+        return (Tensor2D(self.num_virtual_tokens, model.hidden_size),)
+
+    def notes(self, model: ModelSpec) -> list[str]:
+        return [f"prompt tuning: {self.num_virtual_tokens} virtual tokens lengthen every sequence; "
+                "the frozen base still back-propagates to the input (peft PromptEmbedding in fp32)"]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PrefixTuning(Method):
+    key: ClassVar[str] = "prefix"
+    label: ClassVar[str] = "prefix tuning"
+    num_virtual_tokens: int = 20
+
+    def __post_init__(self) -> None:
+        if self.num_virtual_tokens <= 0:
+            raise ValueError("--virtual-tokens must be a positive integer")
+
+    @property
+    def prefix_tokens(self) -> int:
+        return self.num_virtual_tokens
+
+    def trainable_tensors(self, model: ModelSpec) -> tuple[Tensor2D, ...]:
+        # peft's PrefixEncoder without projection: one embedding of
+        # num_virtual_tokens x (layers * 2 * key/value width).
+        return (Tensor2D(self.num_virtual_tokens, model.num_layers * 2 * model.kv_size),)
+
+    def notes(self, model: ModelSpec) -> list[str]:
+        return [f"prefix tuning: {self.num_virtual_tokens} trainable key/value positions in each of "
+                f"{model.num_layers} layers (no reparameterisation MLP)"]
+
+    def validate(self, model: ModelSpec) -> None:
+        if not model.causal:
+            raise CostplanError("prefix tuning is planned for decoder models only.")
+
+
+def parse_targets(text: str) -> tuple[str, ...]:
+    """``q,v`` / ``all-linear`` / ``attn`` / ``mlp`` into LoRA target roles."""
+    roles: list[str] = []
+    for part in (p.strip().lower() for p in text.split(",")):
+        if not part:
+            continue
+        if part in _TARGET_GROUPS:
+            roles.extend(_TARGET_GROUPS[part])
+        elif part.removesuffix("_proj") in LORA_ROLES:
+            roles.append(part.removesuffix("_proj"))
+        else:
+            raise CostplanError(
+                f"Unknown LoRA target {part!r}: use q,k,v,o,gate,up,down, attn, mlp or all-linear."
+            )
+    if not roles:
+        raise CostplanError("--lora-targets is empty.")
+    return tuple(dict.fromkeys(roles))
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Lora(Method):
+    key: ClassVar[str] = "lora"
+    label: ClassVar[str] = "LoRA"
+    rank: int = 8
+    targets: tuple[str, ...] = ("q", "v")
+    """peft's default for Llama-style models is q and v."""
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.rank <= 0:
+            raise ValueError("--lora-rank must be a positive integer")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError("--lora-dropout must be in [0, 1)")
+
+    def _targeted(self, linear: Linear) -> bool:
+        if linear.role == "qkv":  # fused projections take an adapter when any of q, k, v is asked
+            return any(role in self.targets for role in ("q", "k", "v", "qkv"))
+        return linear.role in self.targets
+
+    def adapters(self, model: ModelSpec) -> tuple[Adapter, ...]:
+        return tuple(Adapter(lin, self.rank) for lin in layer_linears(model) if self._targeted(lin))
+
+    def trainable_tensors(self, model: ModelSpec) -> tuple[Tensor2D, ...]:
+        tensors = []
+        for adapter in self.adapters(model):
+            lin, count = adapter.linear, adapter.linear.copies * model.num_layers
+            tensors.append(Tensor2D(lin.in_features, self.rank, count))
+            tensors.append(Tensor2D(self.rank, lin.out_features, count))
+        return tuple(tensors)
+
+    def validate(self, model: ModelSpec) -> None:
+        adapters = self.adapters(model)
+        if not adapters:
+            raise CostplanError(f"None of the LoRA targets {','.join(self.targets)} exist in {model.name}.")
+        smallest = min(min(a.linear.in_features, a.linear.out_features) for a in adapters)
+        if self.rank > smallest:
+            raise CostplanError(
+                f"--lora-rank {self.rank} exceeds the smallest targeted matrix dimension ({smallest})."
+            )
+
+    def notes(self, model: ModelSpec) -> list[str]:
+        roles = sorted({a.linear.role for a in self.adapters(model)})
+        return [f"LoRA rank {self.rank} on {','.join(roles)} in every layer; adapters kept in fp32 "
+                "(peft default), their input cast to fp32"]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class QLora(Lora):
+    key: ClassVar[str] = "qlora"
+    label: ClassVar[str] = "QLoRA (4-bit NF4 base)"
+    base_storage: ClassVar[BaseStorage] = "nf4"
+    double_quant: bool = True
+
+    def notes(self, model: ModelSpec) -> list[str]:
+        quant = "with double quantization" if self.double_quant else "without double quantization"
+        return [*Lora.notes(self, model),
+                f"base linear layers stored in NF4 (block 64, {quant}); embeddings, norms and "
+                "LM head in the compute dtype; one layer matrix dequantized at a time"]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class FullFineTune(Method):
+    key: ClassVar[str] = "full"
+    label: ClassVar[str] = "full fine-tuning"
+    trains_base: ClassVar[bool] = True
+
+    def trainable_tensors(self, model: ModelSpec) -> tuple[Tensor2D, ...]:
+        return full_model_tensors(model)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ContinualPretraining(FullFineTune):
+    key: ClassVar[str] = "cpt"
+    label: ClassVar[str] = "continual pretraining"
+
+    def default_tokens(self, model: ModelSpec) -> tuple[float, str]:
+        return 10e9, "10B unlabelled tokens (continual pretraining budgets run to billions; pass --tokens)"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Pretraining(FullFineTune):
+    key: ClassVar[str] = "pretrain"
+    label: ClassVar[str] = "pretraining from scratch"
+
+    def default_tokens(self, model: ModelSpec) -> tuple[float, str]:
+        tokens = 20.0 * count_params(model).total
+        return tokens, "20 tokens per parameter (Chinchilla compute-optimal, Hoffmann et al. 2022)"
+
+
+METHODS: dict[str, type[Method]] = {
+    cls.key: cls
+    for cls in (Inference, PromptTuning, PrefixTuning, Lora, QLora, FullFineTune,
+                ContinualPretraining, Pretraining)
+}
+
+
+def full_model_tensors(model: ModelSpec) -> tuple[Tensor2D, ...]:
+    """Every parameter tensor of the model as (rows, cols, count); vectors have rows=1."""
+    h, layers = model.hidden_size, model.num_layers
+    tensors = [Tensor2D(model.vocab_size, h)]
+    if model.learned_positions:
+        tensors.append(Tensor2D(model.max_positions, h))
+    if model.token_types:
+        tensors.append(Tensor2D(model.token_types, h))
+    norm_vectors = 2 if model.norm == "layernorm" else 1
+    for lin in layer_linears(model):
+        tensors.append(Tensor2D(lin.out_features, lin.in_features, lin.copies * layers))
+        if lin.bias:
+            tensors.append(Tensor2D(1, lin.out_features, lin.copies * layers))
+    tensors.append(Tensor2D(1, h, 2 * norm_vectors * layers))
+    tensors.append(Tensor2D(1, h, norm_vectors))  # final norm, or BERT's embedding LayerNorm
+    if not model.tied_embeddings:
+        tensors.append(Tensor2D(model.vocab_size, h))
+    if model.mlm_head:
+        tensors += [Tensor2D(h, h), Tensor2D(1, h, 1 + norm_vectors), Tensor2D(1, model.vocab_size)]
+    assert sum(t.elements for t in tensors) == count_params(model).total
+    return tuple(tensors)

@@ -1,0 +1,79 @@
+"""Optimizer state and step-time temporaries, per trainable tensor.
+
+States live in fp32 (on the fp32 master copy under mixed precision). Conventions for the
+transient memory of a step:
+- ``adamw`` is PyTorch's default foreach implementation: ``_foreach_sqrt`` allocates one fp32
+  tensor the size of all trainable parameters during the step.
+- ``adamw-fused`` (``fused=True``) and bitsandbytes' 8-bit kernels update in place.
+- 8-bit Adam (bitsandbytes) keeps two uint8 states with one fp32 absmax per 256 values; tensors
+  under 4096 elements stay in 32-bit. The paged variants hold the same bytes but may spill
+  to host memory under pressure; they are planned as resident.
+- Adafactor (no first moment) factors the second moment of matrices into row and column
+  vectors; vectors keep a full second moment; one parameter is updated at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from costplan.errors import unknown_name
+from costplan.methods import Tensor2D
+
+FP32 = 4
+
+
+def _adam(t: Tensor2D) -> float:
+    return 2 * FP32 * t.elements
+
+
+def _adam_8bit(t: Tensor2D) -> float:
+    if t.rows * t.cols < 4096:
+        return _adam(t)
+    return 2 * t.elements * (1 + FP32 / 256)
+
+
+def _adafactor(t: Tensor2D) -> float:
+    if t.rows == 1 or t.cols == 1:
+        return FP32 * t.elements
+    return FP32 * (t.rows + t.cols) * t.count
+
+
+@dataclass(frozen=True, slots=True)
+class Optimizer:
+    name: str
+    state: Callable[[Tensor2D], float]
+    """State bytes of one trainable tensor."""
+    foreach_temp_bytes: float
+    """Temporary bytes per trainable element during the step (all at once)."""
+    per_tensor_temp: bool = False
+    """The step's temporary is one tensor's size at a time (fp32)."""
+    note: str = ""
+
+    def state_bytes(self, tensors: tuple[Tensor2D, ...]) -> float:
+        return sum(self.state(t) for t in tensors)
+
+    def step_temp_bytes(self, tensors: tuple[Tensor2D, ...]) -> float:
+        if self.per_tensor_temp:
+            return max((FP32 * t.rows * t.cols for t in tensors), default=0.0)
+        return self.foreach_temp_bytes * sum(t.elements for t in tensors)
+
+
+OPTIMIZERS: dict[str, Optimizer] = {o.name: o for o in (
+    Optimizer("adamw", _adam, FP32, note="AdamW (PyTorch foreach): fp32 m and v"),
+    Optimizer("adamw-fused", _adam, 0.0, note="AdamW fused: fp32 m and v, updated in place"),
+    Optimizer("adamw-8bit", _adam_8bit, 0.0, note="8-bit AdamW (bitsandbytes, block 256)"),
+    Optimizer("paged-adamw", _adam, 0.0, note="paged AdamW (bitsandbytes): fp32 m and v, pageable"),
+    Optimizer("paged-adamw-8bit", _adam_8bit, 0.0, note="paged 8-bit AdamW (bitsandbytes)"),
+    Optimizer("sgd", lambda t: 0.0, 0.0, note="SGD without momentum: no state"),
+    Optimizer("sgd-momentum", lambda t: FP32 * t.elements, 0.0, note="SGD with momentum: fp32 buffer"),
+    Optimizer("adafactor", _adafactor, 0.0, per_tensor_temp=True,
+              note="Adafactor: factored fp32 second moment, no first moment"),
+)}
+
+
+def optimizer(name: str) -> Optimizer:
+    try:
+        return OPTIMIZERS[name.lower()]
+    except KeyError:
+        raise unknown_name("optimizer", name, OPTIMIZERS) from None

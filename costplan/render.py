@@ -1,0 +1,119 @@
+"""Renderables for estimates: built here, printed only by the CLI."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+from costplan.estimate import Estimate
+from costplan.units import fmt_bytes, fmt_count, fmt_duration, fmt_flops, fmt_usd
+
+
+def summary_table(est: Estimate) -> Table:
+    title = f"{est.model.name} · {est.method.label} · {est.gpu.name}"
+    table = Table(title=title, show_header=False, title_justify="left")
+    table.add_column("what", style="bold")
+    table.add_column("value")
+    mem = est.memory
+    fit = Text("yes", style="green") if est.placement.fits else Text("NO", style="bold red")
+    rows: list[tuple[str, Any]] = [
+        ("parameters", f"{fmt_count(est.params_total)} total"
+         + (f", {fmt_count(est.params_trainable)} trainable "
+            f"({100 * est.params_trainable / est.params_total:.3g}%)" if est.method.training else "")),
+        ("FLOPs per token", fmt_flops(est.flops.per_token)
+         + ("" if est.method.training else " (generated token, prefill included)")),
+        ("FLOPs total", fmt_flops(est.flops_total)),
+        ("peak memory / GPU", f"{fmt_bytes(mem.peak_bytes)} tensors, {fmt_bytes(mem.reserved_bytes)} "
+         f"reserved, {fmt_bytes(mem.device_bytes)} with context"),
+        ("fits?", fit),
+        ("GPUs", f"{est.gpus} x {est.gpu.key}"
+         + (f", ZeRO-{est.placement.zero}" if est.method.training and est.gpus > 1 else "")),
+        ("tokens / s", f"{est.tokens_per_second:,.0f}"),
+    ]
+    if est.latency_seconds is not None:
+        rows.append(("latency / request", f"{fmt_duration(est.latency_seconds)} "
+                     f"(first token {fmt_duration(est.time_to_first_token_seconds or 0.0)})"))
+    rows += [
+        ("wall time", fmt_duration(est.wall_seconds)),
+        ("GPU-hours", f"{est.gpu_hours:,.3g}"),
+        ("cost", "no price" if est.cost_usd is None else fmt_usd(est.cost_usd)),
+    ]
+    if est.cost_usd_per_million_tokens is not None:
+        rows.append(("$ / 1M tokens", fmt_usd(est.cost_usd_per_million_tokens)))
+    rows.append(("energy", f"{est.energy_kwh:,.3g} kWh"))
+    for name, value in rows:
+        table.add_row(name, value)
+    if not est.placement.fits:
+        table.add_row("problem", Text(est.placement.reason, style="red"))
+    return table
+
+
+def memory_table(est: Estimate) -> Table:
+    mem = est.memory
+    table = Table(title=f"memory per GPU at the {mem.peak_phase}", title_justify="left")
+    table.add_column("term")
+    table.add_column("bytes", justify="right")
+    table.add_column("share", justify="right")
+    for term, value in sorted(mem.terms.items(), key=lambda kv: -kv[1]):
+        table.add_row(term, fmt_bytes(value), f"{100 * value / mem.peak_bytes:.1f}%")
+    table.add_row("allocator slack", fmt_bytes(mem.reserved_bytes - mem.peak_bytes), "", style="dim")
+    table.add_row("CUDA context", fmt_bytes(mem.device_bytes - mem.reserved_bytes), "", style="dim")
+    table.add_row("total on device", fmt_bytes(mem.device_bytes), "", style="bold")
+    return table
+
+
+def flops_table(est: Estimate) -> Table:
+    per = "data token" if est.method.training else "generated token"
+    table = Table(title=f"FLOPs per {per}", title_justify="left")
+    for column in ("part", "forward", "backward dX", "backward dW", "recompute", "total"):
+        table.add_column(column, justify="left" if column == "part" else "right")
+    for t in est.flops.terms:
+        table.add_row(t.name, *(fmt_flops(v) if v else "-" for v in
+                                (t.forward, t.backward_input, t.backward_weight, t.recompute, t.total)))
+    table.add_row("total", fmt_flops(est.flops.forward), fmt_flops(est.flops.column("backward_input")),
+                  fmt_flops(est.flops.column("backward_weight")), fmt_flops(est.flops.recompute),
+                  fmt_flops(est.flops.per_token), style="bold")
+    return table
+
+
+def assumptions_text(est: Estimate) -> Text:
+    text = Text("assumptions\n", style="bold")
+    for line in est.assumptions:
+        text.append(f"  - {line}\n")
+    return text
+
+
+def estimate_view(est: Estimate, detail: bool = True) -> Group:
+    parts: list[Any] = [summary_table(est)]
+    if detail:
+        parts += [memory_table(est), flops_table(est)]
+    parts.append(assumptions_text(est))
+    return Group(*parts)
+
+
+def to_json(est: Estimate) -> str:
+    return json.dumps(est.to_dict(), indent=2)
+
+
+def models_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table(title="model presets (tables/models.csv)", title_justify="left")
+    for column in ("key", "aliases", "family", "params", "layers", "hidden", "heads/kv", "vocab", "context"):
+        table.add_column(column, justify="right" if column in ("params", "layers", "hidden", "vocab", "context") else "left")
+    for row in rows:
+        table.add_row(row["key"], row["aliases"], row["family"], fmt_count(row["params"]), str(row["layers"]),
+                      str(row["hidden"]), row["heads"], str(row["vocab"]), str(row["context"]))
+    return table
+
+
+def gpus_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table(title="GPUs (tables/gpus.csv, dense peaks)", title_justify="left")
+    for column in ("key", "name", "memory", "GB/s", "bf16 TFLOPS", "fp8 TFLOPS", "fp32 TFLOPS", "TDP W",
+                   "cheapest $/h"):
+        table.add_column(column, justify="left" if column in ("key", "name") else "right")
+    for row in rows:
+        table.add_row(*(str(v) if v is not None else "-" for v in row.values()))
+    return table
