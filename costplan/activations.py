@@ -58,22 +58,28 @@ def _norm(model: ModelSpec, p: int, input_rg: bool, weight_trains: bool) -> floa
     return p * h + 2 * FP32  # native_layer_norm keeps its input, mean and rstd
 
 
-def _linear_input(u: LinearUse, p: int, dropout: float) -> tuple[float, float]:
-    """(bytes kept for the base weight's dW, bytes kept by the adapter) per position."""
-    base = p * u.linear.in_features if u.trainable else 0.0
-    adapter = 0.0
-    if u.adapter is not None:
-        width = u.linear.in_features * u.linear.active
-        adapter = ADAPTER_BYTES * (width + u.adapter.rank * u.linear.active)
-        if dropout > 0:
-            adapter += MASK * width
-    return base, adapter
+def _reader_inputs(uses: list[LinearUse], p: int, lora_dropout: float) -> tuple[float, float]:
+    """Bytes kept for the matrices that read one input tensor (q/k/v, gate/up, o, down).
 
-
-def _reader_inputs(uses: list[LinearUse], p: int, lora_dropout: float) -> float:
-    """Bytes kept for several matrices reading the same input (kept once for all base weights)."""
-    bases = [_linear_input(u, p, lora_dropout) for u in uses]
-    return max(b for b, _ in bases) + sum(a for _, a in bases)
+    The input is kept once when any base weight trains. Each adapter keeps the fp32 copy of it
+    that peft makes (the input itself when it is already fp32, or its dropout output and mask
+    when LoRA dropout is on) and the rank-wide output of its A matrix.
+    Returns (bytes of the shared input, bytes only the adapters keep).
+    """
+    width = uses[0].linear.in_features
+    adapters = [u for u in uses if u.adapter is not None]
+    shares_input = p == ADAPTER_BYTES and lora_dropout == 0
+    kept_input = any(u.trainable for u in uses) or (shares_input and bool(adapters))
+    shared = p * width if kept_input else 0.0
+    total = 0.0
+    for u in adapters:
+        active = u.linear.active
+        if not shares_input:
+            total += ADAPTER_BYTES * width * active
+        if lora_dropout > 0:
+            total += MASK * width * active
+        total += ADAPTER_BYTES * u.adapter.rank * active
+    return shared, total
 
 
 def _activation(model: ModelSpec, p: int, f: int, x_rg: bool) -> float:
@@ -100,32 +106,42 @@ def layer_saved(model: ModelSpec, method: Method, work: Workload, flow: LayerFlo
     attn_in_rg = flow.stream_in_rg or trains
     add("attention norm", _norm(model, p, attn_in_rg, trains))
     readers = [lin["qkv"]] if "qkv" in lin else [lin["q"], lin["k"], lin["v"]]
-    add("qkv inputs", _reader_inputs(readers, p, lora_dropout))
+    add("qkv inputs", sum(_reader_inputs(readers, p, lora_dropout)))
     # Attention core.
-    if flow.attention_rg:
-        q, kv = model.q_size, model.kv_size
-        if work.attention == "flash":
-            kept_kv = kv if keys == positions else kv * keys / positions
-            add("attention q/k/v/out", p * (2 * q + 2 * kept_kv) + FP32 * model.num_heads)
+    q, kv = model.q_size, model.kv_size
+    o_shared, o_adapters = _reader_inputs([lin["o"]], p, lora_dropout)
+    if work.attention == "flash":
+        # SDPA keeps q, k, v, the fp32 log-sum-exp and its output; the output is laid out
+        # (batch, seq, heads, dim), so the o projection reads (and keeps) that same tensor.
+        if flow.attention_rg:
+            kept_kv = kv * keys / positions
+            add("attention q/k/v/lse", p * (q + 2 * kept_kv) + FP32 * model.num_heads)
+        if flow.attention_rg or o_shared:
+            add("attention output", p * q)
+    else:
+        # Eager: QKᵀ keeps q when k needs a gradient and k (repeated to every head) when q does;
+        # softmax keeps its fp32 output and AV keeps the cast copy when v needs a gradient, and
+        # v (repeated) when the scores do. The output is transposed into a new tensor for o.
+        scores_rg = flow.q_rg or flow.k_rg
+        add("attention q/k/v", p * (q * flow.k_rg + q * keys / positions * (flow.q_rg + scores_rg)))
+        # In fp32 the cast is a no-op: softmax output and AV input are one tensor.
+        if p == FP32:
+            kept = FP32 * (scores_rg or flow.v_rg)
         else:
-            # Eager: q and k for the QKᵀ gradients, v (repeated to all heads for GQA),
-            # the softmax output in fp32 and its cast copy (heads · s² each).
-            add("attention q/k/v", p * (2 * q + q * keys / positions))
-            scores = model.num_heads * keys
-            kept = FP32 + p
-            if model.attention_dropout > 0:
-                kept += MASK + p
-            add("attention scores (s²)", scores * kept)
-    o_base, o_adapter = _linear_input(lin["o"], p, lora_dropout)
-    add("attention output", o_base + o_adapter)
+            kept = FP32 * scores_rg + p * flow.v_rg
+        if model.attention_dropout > 0 and flow.v_rg:
+            kept += MASK + p
+        add("attention scores (s²)", model.num_heads * keys * kept)
+        add("attention output", o_shared)
+    add("o adapter input", o_adapters)
     if model.dropout > 0:
         add("dropout masks", MASK * h * 2)
     mlp_in_rg = flow.stream_in_rg or trains or (model.family != "gpt_neox" and lin["o"].output_rg)
     add("mlp norm", _norm(model, p, mlp_in_rg, trains))
     if model.is_moe:
-        add("router", _reader_inputs([lin["router"]], p, lora_dropout) + FP32 * model.num_experts)
+        add("router", sum(_reader_inputs([lin["router"]], p, lora_dropout)) + FP32 * model.num_experts)
     mlp_readers = [lin[r] for r in ("gate", "up") if r in lin]
-    add("mlp inputs", _reader_inputs(mlp_readers, p, lora_dropout))
+    add("mlp inputs", sum(_reader_inputs(mlp_readers, p, lora_dropout)))
     k = model.experts_per_token
     if "gate" in lin:
         g, u = lin["gate"], lin["up"]
@@ -134,8 +150,7 @@ def layer_saved(model: ModelSpec, method: Method, work: Workload, flow: LayerFlo
         add("mlp activations", k * (act + product))
     else:
         add("mlp activations", k * _activation(model, p, f, lin["up"].output_rg))
-    d_base, d_adapter = _linear_input(lin["down"], p, lora_dropout)
-    add("mlp down input", k * d_base + d_adapter)
+    add("mlp down input", sum(_reader_inputs([lin["down"]], p, lora_dropout)))
     if model.is_moe:
         # Each routed copy of the hidden state and its expert output (kept by the routing-weight
         # product), per selected expert.

@@ -1,0 +1,143 @@
+"""Memory: hand-derived bytes for tiny configs, orderings, and saved tensors of the real modules."""
+
+import pytest
+
+from costplan.activations import logits_bytes, saved_tensors
+from costplan.memory import (
+    base_weight_bytes,
+    inference_memory,
+    kv_cache_bytes,
+    nf4_bytes_per_param,
+    shard,
+    training_memory,
+)
+from costplan.methods import FullFineTune, Inference, Lora, PromptTuning, QLora, parse_targets
+from costplan.model import ModelSpec, count_params, preset
+from costplan.profile import default_profile
+from costplan.workload import Workload
+
+TINY = ModelSpec(name="tiny", family="llama", hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
+                 head_dim=16, ffn_size=128, vocab_size=100, max_positions=64)
+N_TINY = 100 * 64 * 2 + 2 * (64 * 64 * 2 + 64 * 32 * 2 + 3 * 64 * 128 + 2 * 64) + 64
+
+
+def test_tiny_param_count_by_hand():
+    assert count_params(TINY).total == N_TINY
+
+
+def test_full_bf16_adamw_bytes_per_parameter():
+    mem = training_memory(TINY, FullFineTune(), Workload(seq_len=8))
+    assert mem.weights == 2 * N_TINY  # bf16
+    assert mem.gradients == 2 * N_TINY  # bf16
+    assert mem.master_weights == 4 * N_TINY  # fp32 master copy
+    assert mem.optimizer_states == 8 * N_TINY  # fp32 m and v
+    assert mem.step_temporaries == 8 * N_TINY  # fp32 grads for the master step + foreach sqrt
+
+
+def test_fp32_training_has_no_master_copy():
+    mem = training_memory(TINY, FullFineTune(), Workload(seq_len=8, precision="fp32"))
+    assert (mem.weights, mem.gradients, mem.master_weights) == (4 * N_TINY, 4 * N_TINY, 0)
+
+
+def test_optimizer_states():
+    w = lambda opt: training_memory(TINY, FullFineTune(), Workload(seq_len=8, optimizer=opt))  # noqa: E731
+    assert w("sgd").optimizer_states == 0
+    assert w("sgd-momentum").optimizer_states == 4 * N_TINY
+    # 8-bit Adam: tensors of >= 4096 elements (embeddings, LM head, q, o, MLP) in 2 bytes + an
+    # absmax per 256; smaller ones (k, v at 64 x 32, norms) in fp32.
+    big = 2 * 100 * 64 + 2 * (64 * 64 * 2 + 3 * 64 * 128)
+    small = N_TINY - big
+    assert w("adamw-8bit").optimizer_states == pytest.approx(2 * big * (1 + 4 / 256) + 8 * small)
+    # Adafactor: rows + cols per matrix (embeddings and LM head too), full second moment for vectors.
+    matrices = 2 * (100 + 64) + 2 * (2 * (64 + 64) + 2 * (32 + 64) + 2 * (128 + 64) + (64 + 128))
+    vectors = 2 * 2 * 64 + 64
+    assert w("adafactor").optimizer_states == 4 * (matrices + vectors)
+
+
+def test_nf4_storage():
+    assert nf4_bytes_per_param(True) == pytest.approx(0.5 + 1 / 64 + 4 / (64 * 256))  # 4.127 bits
+    assert nf4_bytes_per_param(False) == pytest.approx(0.5 + 4 / 64)
+    model = preset("llama-2-7b")
+    matrices = 32 * (4 * 4096**2 + 3 * 4096 * 11008)
+    others = count_params(model).total - matrices
+    assert base_weight_bytes(model, QLora(), 2) == pytest.approx(matrices * nf4_bytes_per_param(True) + 2 * others)
+
+
+def test_kv_cache_formula_is_gqa_aware():
+    # 2 · layers · kv_heads · head_dim · tokens · bytes: Llama-3-8B, 8K tokens, bf16 = 1 GiB.
+    assert kv_cache_bytes(preset("llama-3-8b"), 8192, 1, 2) == 2 * 32 * 8 * 128 * 8192 * 2 == 2**30
+    # Llama-2-7B has no GQA: 4x the bytes per token.
+    assert kv_cache_bytes(preset("llama-2-7b"), 8192, 1, 2) == 4 * 2**30
+    mem = inference_memory(preset("llama-3-8b"), Inference(), Workload(prompt_len=4096, gen_len=4096, micro_batch=3))
+    assert mem.kv_cache == 3 * 2**30
+
+
+def test_logits_scale_with_vocabulary():
+    # HF causal-LM loss: bf16 logits + fp32 log-softmax kept, two fp32 gradients at the peak.
+    lb = logits_bytes(preset("llama-3-8b"), FullFineTune(), Workload(seq_len=2048))
+    assert lb.backward_peak == (2 + 12) * 2048 * 128256
+    assert lb.kept == (2 + 4) * 2048 * 128256
+
+
+def test_llama_layer_activations_by_hand():
+    # Full fine-tuning, bf16, SDPA, per position of one layer (h=64, q=64, kv=32, f=128):
+    # each RMSNorm keeps an fp32 input (4h + 4 for rsqrt) and its normalised bf16 x (2h); the
+    # q/k/v and gate/up inputs (2h each); SDPA keeps q, k, v (2(q + 2kv)), lse (4 · heads) and its
+    # output (2q), which o reads; the MLP keeps gate, silu(gate), up and their product (4 · 2f).
+    h, q, kv, f = 64, 64, 32, 128
+    norm = 4 * h + 4 + 2 * h
+    per_position = 2 * norm + 2 * (2 * h) + 2 * (q + 2 * kv) + 4 * 4 + 2 * q + 4 * 2 * f
+    saved = saved_tensors(TINY, FullFineTune(), Workload(seq_len=8))
+    assert saved.later_layer == 8 * per_position
+
+
+def test_orderings():
+    model, work = preset("llama-2-7b"), Workload(seq_len=2048)
+    profile = default_profile()
+    peak = lambda method, w=work: shard(training_memory(model, method, w), 1, 0, 1, profile).peak_bytes  # noqa: E731
+    assert peak(Lora()) < peak(FullFineTune())
+    assert base_weight_bytes(model, QLora(), 2) < base_weight_bytes(model, Lora(), 2) / 3
+    plain = saved_tensors(model, FullFineTune(), work).total(32, False)
+    ckpt = saved_tensors(model, FullFineTune(), Workload(seq_len=2048, grad_ckpt=True)).total(32, True)
+    assert ckpt < plain / 5
+    eager = saved_tensors(model, FullFineTune(), Workload(seq_len=2048, attention="eager")).total(32, False)
+    assert eager - plain >= 32 * 32 * 2048 * 2048 * 4  # at least the fp32 softmax per head
+
+
+def test_zero_stages_shard_what_they_promise():
+    mem = training_memory(preset("llama-2-7b"), FullFineTune(), Workload(seq_len=2048))
+    profile = default_profile()
+    base = shard(mem, 8, 0, 1, profile).phases["optimizer step"]
+    z1 = shard(mem, 8, 1, 1, profile).phases["optimizer step"]
+    z2 = shard(mem, 8, 2, 1, profile).phases["optimizer step"]
+    z3 = shard(mem, 8, 3, 1, profile).phases["optimizer step"]
+    states = mem.master_weights + mem.optimizer_states + mem.step_temporaries
+    assert base - z1 == pytest.approx(states * 7 / 8)
+    assert z1 - z2 == pytest.approx(mem.gradients * 7 / 8)
+    assert z2 - z3 == pytest.approx(mem.weights * 7 / 8)
+
+
+# --- against the real modules: bytes autograd saves for backward ----------------------------
+
+TRACE = ModelSpec(name="trace", family="llama", hidden_size=128, num_layers=3, num_heads=8, num_kv_heads=2,
+                  head_dim=16, ffn_size=344, vocab_size=512, max_positions=256)
+CASES = {
+    "full": FullFineTune(),
+    "lora-qv": Lora(rank=8, targets=("q", "v")),
+    "lora-all": Lora(rank=4, targets=parse_targets("all-linear")),
+    "prompt": PromptTuning(num_virtual_tokens=8),
+}
+
+
+@pytest.mark.needs_torch
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+@pytest.mark.parametrize("attention", ["flash", "eager"])
+@pytest.mark.parametrize("key", list(CASES))
+def test_saved_activations_match_the_real_model(key, attention, precision):
+    from tests.reference import traced_saved_bytes
+
+    method, seq = CASES[key], 32
+    work = Workload(seq_len=seq, attention=attention, precision=precision)
+    traced = traced_saved_bytes(TRACE, method, work)
+    ours = saved_tensors(TRACE, method, work).total(TRACE.num_layers, False)
+    assert ours == pytest.approx(traced, rel=0.005)
