@@ -10,21 +10,21 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from costplan.estimate import Estimate
+    from costplan.api import Estimate
 
 __all__ = ["estimate", "Estimate"]
 
 
 def estimate(*args: Any, **kwargs: Any) -> Estimate:
-    """Estimate one approach; see :func:`costplan.estimate.estimate`."""
-    from costplan.estimate import estimate as run
+    """Estimate one approach; see :func:`costplan.api.estimate`."""
+    from costplan.api import estimate as run
 
     return run(*args, **kwargs)
 
 
 def __getattr__(name: str) -> Any:
     if name == "Estimate":
-        from costplan.estimate import Estimate
+        from costplan.api import Estimate
 
         return Estimate
     raise AttributeError(name)

@@ -107,7 +107,7 @@ def estimate(as_json: bool, brief: bool, **options: Any) -> None:
       costplan estimate -m mistral-7b --method inference --prompt-len 1024 --gen-len 512 --micro-batch 16
       costplan estimate -m ./my-model/config.json --method prompt --virtual-tokens 50
     """
-    from costplan.estimate import estimate as run_estimate
+    from costplan.api import estimate as run_estimate
     from costplan.render import estimate_view, to_json
 
     result = _run(run_estimate, **options)
@@ -130,7 +130,7 @@ def models(as_json: bool) -> None:
     rows = []
     for key in preset_names():
         spec = _run(preset, key)
-        rows.append({"key": key, "aliases": aliases[key], "family": spec.family,
+        rows.append({"key": key, "aliases": aliases[key], "name": spec.name, "family": spec.family,
                      "params": count_params(spec).total, "layers": spec.num_layers,
                      "hidden": spec.hidden_size, "heads": f"{spec.num_heads}/{spec.num_kv_heads}",
                      "vocab": spec.vocab_size, "context": spec.max_positions})

@@ -211,7 +211,7 @@ class Lora(Method):
             )
 
     def notes(self, model: ModelSpec) -> list[str]:
-        roles = sorted({a.linear.role for a in self.adapters(model)})
+        roles = [a.linear.role for a in self.adapters(model)]
         return [f"LoRA rank {self.rank} on {','.join(roles)} in every layer; adapters kept in fp32 "
                 "(peft default), their input cast to fp32"]
 

@@ -9,7 +9,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from costplan.estimate import Estimate
+from costplan.api import Estimate
 from costplan.units import fmt_bytes, fmt_count, fmt_duration, fmt_flops, fmt_usd
 
 
@@ -100,20 +100,25 @@ def to_json(est: Estimate) -> str:
 
 
 def models_table(rows: list[dict[str, Any]]) -> Table:
-    table = Table(title="model presets (tables/models.csv)", title_justify="left")
-    for column in ("key", "aliases", "family", "params", "layers", "hidden", "heads/kv", "vocab", "context"):
-        table.add_column(column, justify="right" if column in ("params", "layers", "hidden", "vocab", "context") else "left")
+    aliases = "; ".join(f"{row['key']}: {row['aliases']}" for row in rows if row["aliases"])
+    table = Table(title="model presets (tables/models.csv)", title_justify="left",
+                  caption=f"aliases - {aliases}", caption_justify="left")
+    numeric = ("params", "layers", "hidden", "vocab", "context")
+    for column in ("key", "family", "params", "layers", "hidden", "heads/kv", "vocab", "context"):
+        column = {"layers": "L", "hidden": "hidden", "context": "ctx", "heads/kv": "heads/kv"}.get(column, column)
+        table.add_column(column, justify="right" if column in (*numeric, "L", "ctx") else "left", no_wrap=True)
     for row in rows:
-        table.add_row(row["key"], row["aliases"], row["family"], fmt_count(row["params"]), str(row["layers"]),
+        table.add_row(row["key"], row["family"], fmt_count(row["params"]).replace(" ", ""), str(row["layers"]),
                       str(row["hidden"]), row["heads"], str(row["vocab"]), str(row["context"]))
     return table
 
 
 def gpus_table(rows: list[dict[str, Any]]) -> Table:
-    table = Table(title="GPUs (tables/gpus.csv, dense peaks)", title_justify="left")
-    for column in ("key", "name", "memory", "GB/s", "bf16 TFLOPS", "fp8 TFLOPS", "fp32 TFLOPS", "TDP W",
-                   "cheapest $/h"):
-        table.add_column(column, justify="left" if column in ("key", "name") else "right")
+    table = Table(title="GPUs (tables/gpus.csv; dense peak TFLOPS)", title_justify="left")
+    columns = {"key": "key", "memory_gib": "GiB", "bandwidth_gbps": "GB/s", "bf16_tflops": "bf16",
+               "fp8_tflops": "fp8", "fp32_tflops": "fp32", "tdp_watts": "W", "usd_per_gpu_hour": "$/GPU-h"}
+    for name in columns.values():
+        table.add_column(name, justify="left" if name == "key" else "right", no_wrap=True)
     for row in rows:
-        table.add_row(*(str(v) if v is not None else "-" for v in row.values()))
+        table.add_row(*("-" if row[c] is None else row[c] if c == "key" else f"{row[c]:,.4g}" for c in columns))
     return table

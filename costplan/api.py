@@ -201,7 +201,7 @@ def estimate(
         f"hidden {spec.hidden_size}, {spec.num_heads} heads / {spec.num_kv_heads} kv heads"
         + (f", {spec.num_experts} experts top-{spec.experts_per_token}" if spec.is_moe else "") + ")",
         *how.notes(spec),
-        f"volume: {tokens_note}" + (f" x {epochs:g} epochs" if how.training else ""),
+        f"volume: {tokens_note}" + (f" x {epochs:g} epoch{'s' if epochs != 1 else ''}" if how.training else ""),
         _precision_note(work, how),
         f"{device.name}: {work.precision} dense peak {peak / 1e12:.1f} TFLOPS, "
         f"{fmt_bytes(device.memory_bytes)}, {device.bandwidth_bytes_per_s / 1e9:.0f} GB/s "

@@ -1,0 +1,97 @@
+"""Cold-start latency of `costplan estimate` (a fresh process each time), and in-process time.
+
+    python benchmarks/cold_start.py [--runs 15] [--csv tables/generated/cold_start.csv]
+
+Targets: under 0.3 s cold on a 2-core machine (issue 2); under 0.15 s is the mission's bar.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+CASES = [
+    ("lora 7b", ["estimate", "--model", "7b", "--method", "lora", "--tokens", "100M"]),
+    ("full 70b --json", ["estimate", "--model", "70b", "--method", "full", "--json"]),
+    ("inference 8b --brief", ["estimate", "--model", "8b", "--method", "inference", "--brief"]),
+    ("--help", ["--help"]),
+]
+
+
+def cold(args: list[str], runs: int) -> list[float]:
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "costplan", *args], check=True, stdout=subprocess.DEVNULL)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def warm(runs: int) -> list[float]:
+    import costplan
+
+    costplan.estimate("7b", "lora")  # load the tables once
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        costplan.estimate("7b", "lora", tokens=1e8)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--csv", type=Path, help="also write the rows to this CSV file")
+    args = parser.parse_args()
+    baseline = cold_python(args.runs)
+    rows = [("python -c pass (floor)", baseline)]
+    rows += [(f"costplan {name}", cold(cli, args.runs)) for name, cli in CASES]
+    rows.append(("costplan.estimate() in-process", warm(args.runs * 10)))
+
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"cold start, {args.runs} runs each ({platform.processor() or platform.machine()}, "
+                        f"{os.cpu_count()} cores, Python {platform.python_version()})", title_justify="left")
+    for column in ("case", "median s", "min s", "max s"):
+        table.add_column(column, justify="left" if column == "case" else "right")
+    out = []
+    for name, times in rows:
+        med = statistics.median(times)
+        table.add_row(name, f"{med:.4f}", f"{min(times):.4f}", f"{max(times):.4f}")
+        out.append({"case": name, "median_s": round(med, 4), "min_s": round(min(times), 4),
+                    "max_s": round(max(times), 4), "runs": len(times)})
+    Console().print(table)
+    if args.csv:
+        write_csv_atomically(args.csv, out)
+
+
+def cold_python(runs: int) -> list[float]:
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "pass"], check=True)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def write_csv_atomically(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(handle.name, path)
+
+
+if __name__ == "__main__":
+    main()

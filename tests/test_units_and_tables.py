@@ -1,0 +1,54 @@
+import pytest
+
+from costplan.errors import CostplanError
+from costplan.hardware import gpu, price
+from costplan.tables import read_table
+from costplan.units import GIB, fmt_bytes, fmt_duration, parse_count, parse_duration_seconds
+
+
+@pytest.mark.parametrize("text,value", [("100M", 1e8), ("2.5B", 2.5e9), ("1e9", 1e9), ("50k", 5e4),
+                                        ("3T", 3e12), (" 7 ", 7.0), ("1.5g", 1.5e9)])
+def test_parse_count(text, value):
+    assert parse_count(text) == value
+
+
+@pytest.mark.parametrize("text", ["", "abc", "1MB", "1..2", "inf"])
+def test_parse_count_rejects(text):
+    with pytest.raises(ValueError):
+        parse_count(text)
+
+
+def test_durations_and_formats():
+    assert parse_duration_seconds("48h") == 48 * 3600
+    assert parse_duration_seconds("90m") == 5400
+    assert parse_duration_seconds("2d") == 172800
+    assert fmt_bytes(80 * GIB) == "80 GiB"
+    assert fmt_duration(5400) == "90 min"
+
+
+@pytest.mark.parametrize("table", ["gpus", "prices", "models", "efficiency"])
+def test_every_reference_row_has_source_and_date(table):
+    rows = read_table(table)
+    assert rows
+    for row in rows:
+        assert row["source"] and len(row["as_of"]) == 10 and row["as_of"][4] == "-"
+
+
+def test_gpu_table_numbers_against_datasheets():
+    h100 = gpu("h100")  # NVIDIA H100 SXM datasheet: 80 GB, 3.35 TB/s, 989 dense bf16 TFLOPS
+    assert h100.key == "h100-sxm" and h100.memory_bytes == 80 * GIB
+    assert h100.peak("bf16") == pytest.approx(989.5e12)
+    assert h100.bandwidth_bytes_per_s == pytest.approx(3.35e12)
+    assert gpu("a100").peak("bf16") == pytest.approx(312e12)  # A100 datasheet, dense
+    with pytest.raises(CostplanError, match="no bf16"):
+        gpu("t4").peak("bf16")
+
+
+def test_every_price_names_a_known_gpu_and_the_cheapest_is_chosen():
+    keys = {row["key"] for row in read_table("gpus")}
+    rows = read_table("prices")
+    assert {row["gpu"] for row in rows} <= keys
+    assert len({row["provider"] for row in rows}) >= 5
+    h100 = [float(r["usd_per_gpu_hour"]) for r in rows if r["gpu"] == "h100-sxm" and r["usd_per_gpu_hour"]]
+    assert price("h100-sxm").usd_per_gpu_hour == min(h100)
+    assert price("h100-sxm", override=1.5).usd_per_gpu_hour == 1.5
