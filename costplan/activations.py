@@ -33,17 +33,22 @@ class SavedTensors:
     """Each layer after the first (all are alike)."""
     layer_input: float
     """One layer's input, which is all a checkpointed layer keeps."""
-    outside_layers: float
-    """Embedding dropout masks, shared RoPE tables, the final norm and the LM head's input."""
+    head_side: float
+    """The final norm's and the LM head's saved inputs: freed first in backward."""
+    shared: float
+    """Kept through the whole backward: embedding dropout masks, RoPE tables, expanded prefixes."""
     items: tuple[tuple[str, float], ...]
     """A later layer's terms, for display."""
 
     def total(self, num_layers: int, grad_ckpt: bool) -> float:
+        """Bytes kept at the end of the forward. Checkpointed layers keep only their input;
+        backward then re-runs one layer at a time (see ``later_layer``)."""
+        return self.layers(num_layers, grad_ckpt) + self.head_side + self.shared
+
+    def layers(self, num_layers: int, grad_ckpt: bool) -> float:
         if grad_ckpt:
-            # Each layer keeps its input; backward re-runs one layer at a time, so one layer's
-            # full set is alive on top of the checkpoints.
-            return num_layers * self.layer_input + self.later_layer + self.outside_layers
-        return self.first_layer + (num_layers - 1) * self.later_layer + self.outside_layers
+            return num_layers * self.layer_input
+        return self.first_layer + (num_layers - 1) * self.later_layer
 
 
 def _norm(model: ModelSpec, p: int, input_rg: bool, weight_trains: bool) -> float:
@@ -167,20 +172,22 @@ def saved_tensors(model: ModelSpec, method: Method, work: Workload) -> SavedTens
     p, h = work.compute_bytes, model.hidden_size
     first_items = layer_saved(model, method, work, first, positions, keys)
     later_items = layer_saved(model, method, work, later, positions, keys)
-    outside = _norm(model, p, True, method.trains_base) * positions  # final norm (or MLM LayerNorm)
+    head_side = _norm(model, p, True, method.trains_base) * positions  # final norm (or MLM LayerNorm)
     if method.trains_base:
-        outside += p * h * positions  # the LM head's input, kept for its dW
+        head_side += p * h * positions  # the LM head's input, kept for its dW
+    shared = 0.0
     if model.dropout > 0:
-        outside += MASK * h * positions  # embedding dropout
+        shared += MASK * h * positions  # embedding dropout
     if not model.learned_positions:
-        outside += 2 * p * model.head_dim * positions  # RoPE cos/sin, shared by all layers
+        shared += 2 * p * model.head_dim * positions  # RoPE cos/sin, shared by all layers
     if method.prefix_tokens:
-        outside += FP32 * method.prefix_tokens * model.num_layers * 2 * model.kv_size  # prefix expanded
+        shared += FP32 * method.prefix_tokens * model.num_layers * 2 * model.kv_size  # prefix expanded
     return SavedTensors(
         first_layer=sum(b for _, b in first_items),
         later_layer=sum(b for _, b in later_items),
         layer_input=p * h * positions,
-        outside_layers=outside,
+        head_side=head_side,
+        shared=shared,
         items=tuple(later_items),
     )
 
@@ -190,12 +197,35 @@ class LogitsBytes:
     """Logits memory of one sequence in a training step (HF causal-LM loss in fp32)."""
 
     kept: float
-    """After the forward: the logits the model returns and the fp32 log-softmax the loss keeps."""
+    """After the forward: the fp32 log-softmax the loss keeps for backward."""
     backward_peak: float
-    """At the top of backward: the above plus the fp32 gradients of log-softmax and its input."""
+    """The largest of three moments at the top of backward (see ``logits_bytes``)."""
 
 
 def logits_bytes(model: ModelSpec, method: Method, work: Workload) -> LogitsBytes:
+    """Logits memory, following transformers' ``ForCausalLMLoss`` (logits upcast to fp32,
+    ``cross_entropy`` = log_softmax + nll_loss), a training loop that keeps only the loss of the
+    model's outputs (as transformers' Trainer does), and autograd's order of frees:
+
+    A. log_softmax backward: the saved fp32 log-softmax, its fp32 gradient and the fp32 gradient
+       of its input: 12 bytes per position and vocabulary entry;
+    B. the upcast's backward (16-bit only): the fp32 gradient and its p-byte cast;
+    C. the LM head's backward: the p-byte logits gradient and the head's weight gradient when it
+       trains (``vocab · hidden · p``).
+    """
     positions = (work.seq_len + method.virtual_tokens) * model.vocab_size
     p = work.compute_bytes
-    return LogitsBytes(kept=(p + FP32) * positions, backward_peak=(p + 3 * FP32) * positions)
+    moment_a = 3 * FP32 * positions
+    moment_b = (FP32 + p) * positions if p != FP32 else 0.0
+    head_grad = p * model.vocab_size * model.hidden_size if method.trains_base else 0.0
+    moment_c = p * positions + head_grad
+    return LogitsBytes(kept=FP32 * positions, backward_peak=max(moment_a, moment_b, moment_c))
+
+
+def layer_backward_transient(model: ModelSpec, method: Method, work: Workload) -> float:
+    """Gradient tensors alive inside one layer's backward, on top of its saved tensors, for one
+    sequence: the incoming residual gradient and, in the MLP, the gradients of the down
+    projection's input and of both factors of the gated product (one fewer for a plain MLP)."""
+    positions = work.seq_len + method.virtual_tokens
+    width = (3 if model.gated_mlp else 2) * model.ffn_size * model.experts_per_token
+    return work.compute_bytes * positions * (model.hidden_size + width)

@@ -1,11 +1,15 @@
 """Peak memory per GPU, itemised, for a training step or for generation.
 
-Training (steady state, ``zero_grad(set_to_none=True)``) has two peaks, and the larger wins:
+Training (steady state, ``zero_grad(set_to_none=True)``) has up to four candidate peaks; the largest wins:
 
 - **backward start**: weights + fp32 master weights + optimizer states (+ gradients kept across
   micro-batches under gradient accumulation) + every saved activation + the logits at their
   backward peak + workspaces. Weight gradients grow while activations are freed, so the
-  memory between the two points stays below the larger of them.
+  memory in between stays below the larger of this and the next point.
+- **layer recompute** (activation checkpointing only): every checkpoint plus the last layer
+  re-run and the gradients inside its backward;
+- **backward end**: weights + master weights + states + all gradients (+ the one layer that
+  activation checkpointing is re-running);
 - **optimizer step**: weights + master weights + states + all gradients + the step's
   temporaries (see ``optimizers``).
 
@@ -21,7 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from costplan.activations import logits_bytes, saved_tensors
+from costplan.activations import layer_backward_transient, logits_bytes, saved_tensors
 from costplan.methods import Method
 from costplan.model import ModelSpec, count_params, layer_linears
 from costplan.optimizers import optimizer
@@ -61,6 +65,13 @@ class TrainingMemory:
     optimizer_states: float
     step_temporaries: float
     activations: float
+    """Saved for backward at the end of the forward (only layer inputs when checkpointing)."""
+    checkpoints: float
+    """What stays saved once backward has passed the head: layer inputs and shared tables."""
+    recompute: float
+    """One checkpointed layer re-run in backward (0 without checkpointing)."""
+    layer_transient: float
+    """Gradients alive inside one layer's backward."""
     logits_peak: float
     workspace: float
     """Dequantized matrices (QLoRA): one weight matrix in the compute dtype."""
@@ -93,6 +104,9 @@ def training_memory(model: ModelSpec, method: Method, work: Workload) -> Trainin
         optimizer_states=opt.state_bytes(tensors),
         step_temporaries=temps,
         activations=mb * saved.total(model.num_layers, work.grad_ckpt),
+        checkpoints=mb * (saved.layers(model.num_layers, work.grad_ckpt) + saved.shared),
+        recompute=mb * saved.later_layer if work.grad_ckpt else 0.0,
+        layer_transient=mb * layer_backward_transient(model, method, work),
         logits_peak=mb * logits_bytes(model, method, work).backward_peak,
         workspace=largest * p if method.base_storage == "nf4" else 0.0,
         layer_weights=layer,
@@ -136,11 +150,26 @@ def shard(mem: TrainingMemory, dp: int, zero: int, grad_accum: int, profile: Pro
     held = {"weights": weights, "master weights": mem.master_weights / (dp if zero >= 1 else 1),
             "optimizer states": mem.optimizer_states / (dp if zero >= 1 else 1)}
     assert abs(held["master weights"] + held["optimizer states"] - states) < 1.0
-    backward = {**held, "gradients": grads if grad_accum > 1 else 0.0,
-                "activations": mem.activations, "logits": mem.logits_peak,
-                "dequant workspace": mem.workspace, "zero-3 gather": gather}
-    step = {**held, "gradients": grads, "optimizer step temporaries": temps}
-    return _finish({"backward start": backward, "optimizer step": step}, profile)
+    accumulated = grads if grad_accum > 1 else 0.0
+    # Top of backward: every saved tensor, with the loss's gradients (or, for tiny vocabularies,
+    # the last layer's backward gradients) on top.
+    backward = {**held, "gradients": accumulated, "activations": mem.activations,
+                "logits": mem.logits_peak, "dequant workspace": mem.workspace, "zero-3 gather": gather}
+    if mem.layer_transient > mem.logits_peak:
+        backward["logits"], backward["layer backward"] = 0.0, mem.layer_transient
+    phases = {"backward start": backward}
+    if mem.recompute:
+        # Checkpointing: the last layer re-run on top of every checkpoint, with its gradients.
+        phases["layer recompute"] = {
+            **held, "gradients": accumulated, "activations": mem.checkpoints + mem.recompute,
+            "layer backward": mem.layer_transient, "dequant workspace": mem.workspace,
+            "zero-3 gather": gather}
+    # Late in backward nearly all gradients exist; a checkpointed layer is being re-run.
+    phases["backward end"] = {**held, "gradients": grads, "activations": mem.recompute,
+                              "layer backward": mem.layer_transient if mem.recompute else 0.0,
+                              "dequant workspace": mem.workspace, "zero-3 gather": gather}
+    phases["optimizer step"] = {**held, "gradients": grads, "optimizer step temporaries": temps}
+    return _finish(phases, profile)
 
 
 @dataclass(frozen=True, slots=True)

@@ -72,8 +72,8 @@ MODULE_CASES = ["gpt2", "bert-base", "pythia-1b", "gemma-2b", "qwen2-7b", "llama
 @pytest.mark.needs_torch
 @pytest.mark.parametrize("name", MODULE_CASES)
 def test_counts_equal_the_transformers_module_on_meta_device(name, tmp_path):
-    from tests.reference import build_meta_model
+    from costplan.tracing import build_model
 
     model = preset(name)
-    module = build_meta_model(model)
+    module = build_model(model, device="meta")
     assert sum(p.numel() for p in module.parameters()) == count_params(model).total
