@@ -77,3 +77,44 @@ def test_counts_equal_the_transformers_module_on_meta_device(name, tmp_path):
     model = preset(name)
     module = build_model(model, device="meta")
     assert sum(p.numel() for p in module.parameters()) == count_params(model).total
+
+
+def _small_configs():
+    import transformers as T
+
+    return {
+        "llama": T.LlamaConfig(hidden_size=128, intermediate_size=344, num_hidden_layers=2, num_attention_heads=4,
+                               num_key_value_heads=2, vocab_size=500),
+        "mistral": T.MistralConfig(hidden_size=128, intermediate_size=344, num_hidden_layers=2,
+                                   num_attention_heads=4, num_key_value_heads=1, vocab_size=500),
+        "mixtral": T.MixtralConfig(hidden_size=128, intermediate_size=344, num_hidden_layers=2,
+                                   num_attention_heads=4, num_key_value_heads=2, vocab_size=500,
+                                   num_local_experts=4, num_experts_per_tok=2),
+        "qwen2": T.Qwen2Config(hidden_size=128, intermediate_size=344, num_hidden_layers=2, num_attention_heads=4,
+                               num_key_value_heads=2, vocab_size=500, tie_word_embeddings=True),
+        "gemma": T.GemmaConfig(hidden_size=128, intermediate_size=344, num_hidden_layers=2, num_attention_heads=4,
+                               num_key_value_heads=1, head_dim=64, vocab_size=500),
+        "gpt2": T.GPT2Config(n_embd=128, n_layer=2, n_head=4, n_positions=256, vocab_size=500),
+        "gpt_neox": T.GPTNeoXConfig(hidden_size=128, intermediate_size=512, num_hidden_layers=2,
+                                    num_attention_heads=4, vocab_size=500),
+        "bert": T.BertConfig(hidden_size=128, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
+                             vocab_size=500),
+    }
+
+
+@pytest.mark.needs_torch
+@pytest.mark.parametrize("family", ["llama", "mistral", "mixtral", "qwen2", "gemma", "gpt2", "gpt_neox", "bert"])
+def test_config_json_is_read_like_transformers_reads_it(family, tmp_path):
+    """A config written by transformers, read back without it, gives the module's exact count."""
+    import torch
+    import transformers as T
+
+    from costplan.model import from_hf_config
+
+    config = _small_configs()[family]
+    config.save_pretrained(tmp_path)
+    with torch.device("meta"):
+        module = T.BertForMaskedLM(config) if family == "bert" else T.AutoModelForCausalLM.from_config(config)
+    spec = from_hf_config(tmp_path)
+    assert spec.family == family
+    assert count_params(spec).total == sum(p.numel() for p in module.parameters())
