@@ -3,12 +3,14 @@ dollars, with every assumption written down."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from costplan.errors import CostplanError, unknown_name
 from costplan.flops import FlopsBreakdown, InferenceFlops, inference_flops, training_flops
-from costplan.hardware import GpuSpec, Price, gpu as find_gpu, price as find_price
+from costplan.hardware import GpuSpec, Price
+from costplan.hardware import gpu as find_gpu
+from costplan.hardware import price as find_price
 from costplan.memory import MemoryBreakdown, inference_memory, training_memory
 from costplan.methods import METHODS, Lora, Method, PrefixTuning, PromptTuning, parse_targets
 from costplan.model import ModelSpec, count_params, resolve_model
@@ -46,7 +48,6 @@ class Estimate:
     latency_seconds: float | None = None
     """Inference: one batch of requests, prompt to last token."""
     time_to_first_token_seconds: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def memory(self) -> MemoryBreakdown:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from costplan.errors import CostplanError, unknown_name
-from costplan.tables import number, read_table
+from costplan.tables import keys, number, read_table, row_by_name
 from costplan.units import GIB
 
 _PEAK_COLUMN = {"fp32": "fp32_tflops", "tf32": "tf32_tflops", "fp16": "fp16_tflops",
@@ -35,22 +35,13 @@ class GpuSpec:
             ) from None
 
 
-def _aliases() -> dict[str, dict[str, str]]:
-    rows: dict[str, dict[str, str]] = {}
-    for row in read_table("gpus"):
-        for alias in [row["key"], *filter(None, row.get("aliases", "").split(";"))]:
-            rows[alias.strip().lower()] = row
-    return rows
-
-
 def gpu_names() -> list[str]:
-    return [row["key"] for row in read_table("gpus")]
+    return keys("gpus")
 
 
 def gpu(name: str) -> GpuSpec:
-    row = _aliases().get(name.strip().lower())
-    if row is None:
-        raise unknown_name("GPU", name, _aliases())
+    """A GPU from ``tables/gpus.csv`` by key or alias (``h100`` is the SXM part)."""
+    row = row_by_name("gpus", name, "GPU")
     peaks = {}
     for dtype, column in _PEAK_COLUMN.items():
         value = number(row, column)

@@ -8,7 +8,7 @@ these properties; they never branch on the method's name.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 from costplan.errors import CostplanError
@@ -101,14 +101,20 @@ class Inference(Method):
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class PromptTuning(Method):
-    key: ClassVar[str] = "prompt"
-    label: ClassVar[str] = "prompt tuning (soft prompt)"
+class _VirtualTokens(Method):
+    """Shared by prompt and prefix tuning: a count of trainable virtual positions."""
+
     num_virtual_tokens: int = 20
 
     def __post_init__(self) -> None:
         if self.num_virtual_tokens <= 0:
             raise ValueError("--virtual-tokens must be a positive integer")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PromptTuning(_VirtualTokens):
+    key: ClassVar[str] = "prompt"
+    label: ClassVar[str] = "prompt tuning (soft prompt)"
 
     @property
     def virtual_tokens(self) -> int:
@@ -123,14 +129,9 @@ class PromptTuning(Method):
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class PrefixTuning(Method):
+class PrefixTuning(_VirtualTokens):
     key: ClassVar[str] = "prefix"
     label: ClassVar[str] = "prefix tuning"
-    num_virtual_tokens: int = 20
-
-    def __post_init__(self) -> None:
-        if self.num_virtual_tokens <= 0:
-            raise ValueError("--virtual-tokens must be a positive integer")
 
     @property
     def prefix_tokens(self) -> int:

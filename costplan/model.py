@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 from costplan.errors import CostplanError, unknown_name
-from costplan.tables import read_table
+from costplan.tables import keys, row_by_name
 
 Norm = Literal["rmsnorm", "layernorm"]
 Activation = Literal["silu", "gelu", "gelu_tanh", "gelu_new"]
@@ -222,23 +222,13 @@ def _spec(name: str, family: str, numbers: dict[str, int], **overrides: object) 
     return ModelSpec(name=name, family=family, **numbers, **traits)  # type: ignore[arg-type]
 
 
-def _preset_rows() -> dict[str, dict[str, str]]:
-    rows: dict[str, dict[str, str]] = {}
-    for row in read_table("models"):
-        for alias in [row["key"], *filter(None, row.get("aliases", "").split(";"))]:
-            rows[alias.strip().lower()] = row
-    return rows
-
-
 def preset_names() -> list[str]:
-    return [row["key"] for row in read_table("models")]
+    return keys("models")
 
 
 def preset(name: str) -> ModelSpec:
     """A model from ``tables/models.csv`` by key or alias (``7b`` is Llama-2-7B)."""
-    row = _preset_rows().get(name.strip().lower())
-    if row is None:
-        raise unknown_name("model", name, _preset_rows())
+    row = row_by_name("models", name, "model")
     numbers = {column: int(row[column]) for column in _INT_COLUMNS}
     overrides: dict[str, object] = {}
     if row.get("tied_embeddings"):

@@ -11,7 +11,7 @@ import csv
 import functools
 from pathlib import Path
 
-from costplan.errors import CostplanError
+from costplan.errors import CostplanError, unknown_name
 
 _PACKAGE = Path(__file__).resolve().parent
 
@@ -52,3 +52,19 @@ def number(row: dict[str, str], column: str) -> float | None:
         return float(text)
     except ValueError as exc:
         raise CostplanError(f"Reference table cell {column}={text!r} is not a number.") from exc
+
+
+def row_by_name(table: str, name: str, kind: str) -> dict[str, str]:
+    """The row whose ``key`` or one of its ``aliases`` (;-separated) is ``name``, any case."""
+    rows: dict[str, dict[str, str]] = {}
+    for row in read_table(table):
+        for alias in [row["key"], *filter(None, row.get("aliases", "").split(";"))]:
+            rows[alias.strip().lower()] = row
+    found = rows.get(name.strip().lower())
+    if found is None:
+        raise unknown_name(kind, name, rows)
+    return found
+
+
+def keys(table: str) -> list[str]:
+    return [row["key"] for row in read_table(table)]

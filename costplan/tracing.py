@@ -194,13 +194,13 @@ def trace_training_step(model: ModelSpec, method: Method, work: Workload, seed: 
         loss.backward()
         del loss
         if mixed:
-            for m, p in zip(master, trainable):
+            for m, p in zip(master, trainable, strict=True):
                 m.grad = p.grad.float()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if mixed:
             with torch.no_grad():
-                for m, p in zip(master, trainable):
+                for m, p in zip(master, trainable, strict=True):
                     p.copy_(m)
         for p in trainable:
             p.grad = None

@@ -6,6 +6,7 @@ from costplan.flops import inference_flops, training_flops
 from costplan.methods import FullFineTune, Inference, Lora, PrefixTuning, PromptTuning, parse_targets
 from costplan.model import ModelSpec, preset
 from costplan.workload import Workload
+from tests.specs import TRACE
 
 TINY = ModelSpec(name="tiny", family="llama", hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
                  head_dim=16, ffn_size=128, vocab_size=100, max_positions=64)
@@ -93,8 +94,6 @@ def test_inference_decode_reads_a_growing_context():
 
 # --- against the real modules, traced with torch.utils.flop_counter ------------------------
 
-TRACE = ModelSpec(name="trace", family="llama", hidden_size=128, num_layers=3, num_heads=8, num_kv_heads=2,
-                  head_dim=16, ffn_size=344, vocab_size=512, max_positions=256)
 METHODS = {
     "full": FullFineTune(),
     "lora-qv": Lora(rank=8, targets=("q", "v")),

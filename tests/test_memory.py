@@ -15,6 +15,7 @@ from costplan.methods import FullFineTune, Inference, Lora, PromptTuning, QLora,
 from costplan.model import ModelSpec, count_params, preset
 from costplan.profile import default_profile
 from costplan.workload import Workload
+from tests.specs import TRACE
 
 TINY = ModelSpec(name="tiny", family="llama", hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
                  head_dim=16, ffn_size=128, vocab_size=100, max_positions=64)
@@ -125,8 +126,6 @@ def test_zero_stages_shard_what_they_promise():
 
 # --- against the real modules: bytes autograd saves for backward ----------------------------
 
-TRACE = ModelSpec(name="trace", family="llama", hidden_size=128, num_layers=3, num_heads=8, num_kv_heads=2,
-                  head_dim=16, ffn_size=344, vocab_size=512, max_positions=256)
 CASES = {
     "full": FullFineTune(),
     "lora-qv": Lora(rank=8, targets=("q", "v")),
