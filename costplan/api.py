@@ -179,7 +179,7 @@ def estimate(
         raise ValueError("--tokens must be positive")
     if seq_len is None:
         seq_len = min(2048, spec.max_positions)
-    opt_name = optimizer or ("adamw" if how.training else "adamw")
+    opt_name = optimizer or "adamw"
     find_optimizer(opt_name)
     work = Workload(seq_len=seq_len, micro_batch=micro_batch, global_batch=global_batch,
                     precision=precision, optimizer=opt_name, grad_ckpt=grad_ckpt,
