@@ -120,7 +120,7 @@ def _layer_terms(model: ModelSpec, flow: LayerFlow, queries: int, keys: int,
     if not training or not flow.attention_rg:
         backward = 0.0
     elif not eager:
-        backward = 4 * scores
+        backward = 5 * scores
     else:
         p_rg = flow.q_rg or flow.k_rg
         backward = scores * (flow.q_rg + flow.k_rg + p_rg + flow.v_rg)

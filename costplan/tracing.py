@@ -67,16 +67,22 @@ def hf_config(model: ModelSpec, attention: str = "sdpa") -> Any:
     return cfg
 
 
-def build_model(model: ModelSpec, attention: str = "sdpa", device: str = "cpu") -> Any:
-    """The transformers module (randomly initialised; on ``meta`` for sizes without memory)."""
+def build_model(model: ModelSpec, attention: str = "sdpa", device: str = "cpu", dtype: Any = None) -> Any:
+    """The transformers module, randomly initialised in ``dtype`` (default fp32); on ``meta``, or
+    under a FakeTensorMode, it takes no memory."""
     import torch
     import transformers as T
 
     cfg = hf_config(model, attention)
-    with torch.device(device):
-        if model.family == "bert":
-            return T.BertForMaskedLM(cfg)
-        return T.AutoModelForCausalLM.from_config(cfg)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype or torch.float32)
+    try:
+        with torch.device(device):
+            if model.family == "bert":
+                return T.BertForMaskedLM(cfg)
+            return T.AutoModelForCausalLM.from_config(cfg)
+    finally:
+        torch.set_default_dtype(previous)
 
 
 def apply_method(module: Any, method: Method) -> Any:
@@ -170,7 +176,7 @@ def trace_training_step(model: ModelSpec, method: Method, work: Workload, seed: 
 
     torch.manual_seed(seed)
     dtype = {"fp32": torch.float32, "fp16": torch.float16}.get(work.precision, torch.bfloat16)
-    module = build_model(model, attention="sdpa" if work.attention == "flash" else "eager").to(dtype)
+    module = build_model(model, attention="sdpa" if work.attention == "flash" else "eager", dtype=dtype)
     params_total = sum(p.numel() for p in module.parameters())
     if work.grad_ckpt:
         module.gradient_checkpointing_enable()

@@ -21,10 +21,13 @@ FORWARD = 2 * (Q + K + V + O + MLP + SCORES) + HEAD
 
 
 def test_full_fine_tune_is_three_forwards():
-    f = training_flops(TINY, FullFineTune(), Workload(seq_len=S))
+    f = training_flops(TINY, FullFineTune(), Workload(seq_len=S, attention="eager"))
     assert f.forward == FORWARD
     assert f.per_token == 3 * FORWARD
     assert f.recompute == 0
+    # Fused attention recomputes QKᵀ in backward: one more score-sized matmul per layer.
+    fused = training_flops(TINY, FullFineTune(), Workload(seq_len=S, attention="flash"))
+    assert fused.per_token == 3 * FORWARD + 2 * SCORES / 2
 
 
 def test_lora_skips_frozen_weight_gradients_and_first_layer_input_gradients():
@@ -34,8 +37,9 @@ def test_lora_skips_frozen_weight_gradients_and_first_layer_input_gradients():
     adapters = qa + qb + va + vb
     assert f.forward == FORWARD + 2 * adapters
     # Layer 0: embeddings are frozen, so q/k/v get no dX, nor do the adapters' A matrices.
-    layer0 = (qa + qb + va + vb) + (qb + vb) + 2 * SCORES + O + MLP
-    layer1 = 2 * adapters + (Q + K + V + O + MLP) + 2 * SCORES
+    # Fused attention's backward is five score-sized matmuls: 2.5x its forward.
+    layer0 = (qa + qb + va + vb) + (qb + vb) + 2.5 * SCORES + O + MLP
+    layer1 = 2 * adapters + (Q + K + V + O + MLP) + 2.5 * SCORES
     assert f.backward == layer0 + layer1 + HEAD
     assert f.column("backward_weight") == 2 * adapters
 
@@ -57,7 +61,7 @@ def test_prompt_tuning_lengthens_the_sequence():
     assert f.forward * S == pytest.approx(positions * (per_position + scores))
     # No weight gradients, but dX everywhere (virtual tokens are a trainable input).
     assert f.column("backward_weight") == 0
-    assert f.column("backward_input") * S == pytest.approx(positions * (per_position + 2 * scores))
+    assert f.column("backward_input") * S == pytest.approx(positions * (per_position + 2.5 * scores))
 
 
 def test_prefix_tuning_lengthens_only_the_keys():
@@ -80,7 +84,9 @@ def test_llama2_7b_full_is_about_6n_plus_attention():
     model = preset("llama-2-7b")
     f = training_flops(model, FullFineTune(), Workload(seq_len=2048))
     n_matmul = 6_738_415_616 - 32000 * 4096 - 65 * 4096  # the input embedding and norms do no matmul
-    attention = 3 * 32 * 4 * 4096 * 2048  # 12 · layers · hidden · seq (Kaplan et al. 2020, eq. 2.2 ×3)
+    # QKᵀ and AV forward (2 · 2 · hidden · seq per layer, Kaplan et al. 2020 eq. 2.2) and a fused
+    # backward of five such matmuls (QKᵀ recomputed): 14 · layers · hidden · seq.
+    attention = 32 * (2 + 5) * 2 * 4096 * 2048
     assert f.per_token == 6 * n_matmul + attention
 
 
