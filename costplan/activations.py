@@ -66,7 +66,8 @@ def _norm(model: ModelSpec, p: int, input_rg: bool, weight_trains: bool) -> floa
 def _reader_inputs(uses: list[LinearUse], p: int, lora_dropout: float) -> tuple[float, float]:
     """Bytes kept for the matrices that read one input tensor (q/k/v, gate/up, o, down).
 
-    The input is kept once when any base weight trains. Each adapter keeps the fp32 copy of it
+    The input is kept once when any base matmul keeps it (its weight trains, or it is a
+    bitsandbytes 4-bit matmul, which keeps its input whenever it needs dX). Each adapter keeps the fp32 copy of it
     that peft makes (the input itself when it is already fp32, or its dropout output and mask
     when LoRA dropout is on) and the rank-wide output of its A matrix.
     Returns (bytes of the shared input, bytes only the adapters keep).
@@ -74,7 +75,7 @@ def _reader_inputs(uses: list[LinearUse], p: int, lora_dropout: float) -> tuple[
     width = uses[0].linear.in_features
     adapters = [u for u in uses if u.adapter is not None]
     shares_input = p == ADAPTER_BYTES and lora_dropout == 0
-    kept_input = any(u.trainable for u in uses) or (shares_input and bool(adapters))
+    kept_input = any(u.keeps_input for u in uses) or (shares_input and bool(adapters))
     shared = p * width if kept_input else 0.0
     total = 0.0
     for u in adapters:

@@ -279,7 +279,8 @@ def _inference(spec, how, device, work, profile, tokens, gpus, peak, mfu):
     n, b = placement.gpus, work.micro_batch
     bandwidth = profile.bandwidth().value * device.bandwidth_bytes_per_s * n
     prefill_seconds = fl.prefill.per_token * work.prompt_len * b / (n * peak * mfu)
-    mean_kv = mem.kv_cache * (work.prompt_len + (work.gen_len - 1) / 2) / (work.prompt_len + work.gen_len)
+    # Decode step i reads the KV cache of prompt_len + i tokens: prompt_len + gen_len / 2 on average.
+    mean_kv = mem.kv_cache * (work.prompt_len + work.gen_len / 2) / (work.prompt_len + work.gen_len)
     step_bytes = mem.weights + mean_kv
     step_seconds = max(step_bytes / bandwidth, fl.decode.per_token * b / (n * peak * mfu))
     latency = prefill_seconds + (work.gen_len - 1) * step_seconds

@@ -184,13 +184,13 @@ class InferenceFlops:
 
 def inference_flops(model: ModelSpec, method: Method, work: Workload) -> InferenceFlops:
     """Prefill over the prompt (logits for the last position only, as ``generate`` asks) and the
-    average decode step, whose attention reads a context growing from prompt_len to
-    prompt_len + gen_len - 1."""
+    average decode step: the prompt's prefill yields the first token, and decode step i (1 to
+    gen_len - 1) attends over prompt_len + i keys, prompt_len + gen_len / 2 on average."""
     flow = model_flow(model, method, False)[1]
     prefill_layer = _layer_terms(model, flow, work.prompt_len, work.prompt_len, False, False)
     prefill_terms = [t.scaled(model.num_layers / work.prompt_len) for t in prefill_layer.values()]
     prefill_terms.append(FlopTerm("lm head", _head_flops(model, 1) / work.prompt_len))
-    mean_context = work.prompt_len + (work.gen_len - 1) / 2.0  # steps see prompt+1 ... prompt+gen-1
+    mean_context = work.prompt_len + work.gen_len / 2.0
     decode_layer = _layer_terms(model, flow, 1, 1, False, False)
     decode_terms = []
     for name, term in decode_layer.items():

@@ -26,6 +26,13 @@ class LinearUse:
     trainable: bool
     """Its base weight is trained, so backward computes dW and the input is saved."""
     adapter: Adapter | None
+    quantized: bool = False
+    """Stored in 4 bits (bitsandbytes), whose matmul keeps its input whenever it needs dX."""
+
+    @property
+    def keeps_input(self) -> bool:
+        """Whether the base matmul saves its input for backward."""
+        return self.trainable or (self.quantized and self.input_rg)
 
     @property
     def output_rg(self) -> bool:
@@ -54,7 +61,8 @@ def layer_flow(model: ModelSpec, method: Method, stream_rg: bool) -> LayerFlow:
     uses: dict[str, LinearUse] = {}
 
     def use(linear: Linear, input_rg: bool) -> LinearUse:
-        u = LinearUse(linear, input_rg, method.trains_base, adapters.get(linear.role))
+        u = LinearUse(linear, input_rg, method.trains_base, adapters.get(linear.role),
+                      quantized=method.base_storage == "nf4")
         uses[linear.role] = u
         return u
 

@@ -63,6 +63,8 @@ class TrainingMemory:
     gradients: float
     master_weights: float
     optimizer_states: float
+    gradient_copies: float
+    """fp32 copies of 16-bit gradients handed to the fp32 master weights before the step."""
     step_temporaries: float
     activations: float
     """Saved for backward at the end of the forward (only layer inputs when checkpointing)."""
@@ -87,12 +89,12 @@ def training_memory(model: ModelSpec, method: Method, work: Workload) -> Trainin
     if method.trains_base:
         weight_bytes = p  # trained base weights in the compute dtype
         master = FP32 * trainable if work.mixed_precision else 0.0
-        temps = opt.step_temp_bytes(tensors) + (FP32 * trainable if work.mixed_precision else 0.0)
+        copies = FP32 * trainable if work.mixed_precision else 0.0
         weights = base_weight_bytes(model, method, p)
     else:
         weight_bytes = FP32  # peft parameters are fp32
         master = 0.0
-        temps = opt.step_temp_bytes(tensors)
+        copies = 0.0
         weights = base_weight_bytes(model, method, p) + FP32 * trainable
     saved = saved_tensors(model, method, work)
     largest = max(lin.weight_elements for lin in layer_linears(model))
@@ -102,7 +104,8 @@ def training_memory(model: ModelSpec, method: Method, work: Workload) -> Trainin
         gradients=weight_bytes * trainable,
         master_weights=master,
         optimizer_states=opt.state_bytes(tensors),
-        step_temporaries=temps,
+        gradient_copies=copies,
+        step_temporaries=opt.step_temp_bytes(tensors),
         activations=mb * saved.total(model.num_layers, work.grad_ckpt),
         checkpoints=mb * (saved.layers(model.num_layers, work.grad_ckpt) + saved.shared),
         recompute=mb * saved.later_layer if work.grad_ckpt else 0.0,
@@ -144,6 +147,7 @@ def shard(mem: TrainingMemory, dp: int, zero: int, grad_accum: int, profile: Pro
     """Per-GPU memory of data parallelism over ``dp`` GPUs with ZeRO stage ``zero``."""
     states = (mem.master_weights + mem.optimizer_states) / (dp if zero >= 1 else 1)
     temps = mem.step_temporaries / (dp if zero >= 1 else 1)
+    copies = mem.gradient_copies / (dp if zero >= 1 else 1)
     grads = mem.gradients / (dp if zero >= 2 else 1)
     weights = mem.weights / (dp if zero >= 3 else 1)
     gather = 2 * mem.layer_weights if zero >= 3 and dp > 1 else 0.0
@@ -168,7 +172,8 @@ def shard(mem: TrainingMemory, dp: int, zero: int, grad_accum: int, profile: Pro
     phases["backward end"] = {**held, "gradients": grads, "activations": mem.recompute,
                               "layer backward": mem.layer_transient if mem.recompute else 0.0,
                               "dequant workspace": mem.workspace, "zero-3 gather": gather}
-    phases["optimizer step"] = {**held, "gradients": grads, "optimizer step temporaries": temps}
+    phases["optimizer step"] = {**held, "gradients": grads, "fp32 gradient copies": copies,
+                                "optimizer step temporaries": temps}
     return _finish(phases, profile)
 
 

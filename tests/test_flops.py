@@ -93,7 +93,7 @@ def test_llama2_7b_full_is_about_6n_plus_attention():
 def test_inference_decode_reads_a_growing_context():
     work = Workload(prompt_len=8, gen_len=5)
     fl = inference_flops(TINY, Inference(), work)
-    mean_keys = 8 + (5 - 1) / 2
+    mean_keys = (9 + 10 + 11 + 12) / 4  # decode steps attend over prompt + 1 ... prompt + 4 keys
     assert fl.decode.per_token == pytest.approx(2 * (Q + K + V + O + MLP) + 2 * 2 * (2 * 64 * mean_keys) + HEAD)
     assert fl.prefill.per_token * 8 == pytest.approx(8 * 2 * (Q + K + V + O + MLP + SCORES) + HEAD)
 

@@ -32,7 +32,8 @@ def test_full_bf16_adamw_bytes_per_parameter():
     assert mem.gradients == 2 * N_TINY  # bf16
     assert mem.master_weights == 4 * N_TINY  # fp32 master copy
     assert mem.optimizer_states == 8 * N_TINY  # fp32 m and v
-    assert mem.step_temporaries == 8 * N_TINY  # fp32 grads for the master step + foreach sqrt
+    assert mem.gradient_copies == 4 * N_TINY  # fp32 gradients handed to the master weights
+    assert mem.step_temporaries == 4 * N_TINY  # foreach AdamW's sqrt buffer
 
 
 def test_fp32_training_has_no_master_copy():
@@ -118,7 +119,7 @@ def test_zero_stages_shard_what_they_promise():
     z1 = shard(mem, 8, 1, 1, profile).phases["optimizer step"]
     z2 = shard(mem, 8, 2, 1, profile).phases["optimizer step"]
     z3 = shard(mem, 8, 3, 1, profile).phases["optimizer step"]
-    states = mem.master_weights + mem.optimizer_states + mem.step_temporaries
+    states = mem.master_weights + mem.optimizer_states + mem.step_temporaries + mem.gradient_copies
     assert base - z1 == pytest.approx(states * 7 / 8)
     assert z1 - z2 == pytest.approx(mem.gradients * 7 / 8)
     assert z2 - z3 == pytest.approx(mem.weights * 7 / 8)
