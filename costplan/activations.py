@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from costplan.gradflow import LayerFlow, LinearUse, model_flow
+from costplan.gradflow import LayerFlow, LinearUse, input_requires_grad, model_flow
 from costplan.methods import Method
 from costplan.model import ModelSpec
 from costplan.workload import Workload
@@ -96,6 +96,43 @@ def _activation(model: ModelSpec, p: int, f: int, x_rg: bool) -> float:
     return (4 if model.activation == "gelu_new" else 1) * p * f
 
 
+def _attention_inputs(model: ModelSpec, method: Method, work: Workload, flow: LayerFlow, p: int,
+                      key_ratio: float) -> float:
+    """Bytes of q, k and v that attention keeps, per position (``key_ratio`` = keys / queries)."""
+    if not flow.attention_rg:
+        return 0.0
+    q, kv = model.q_size, model.kv_size
+    if model.fused_qkv and model.learned_positions:
+        # GPT-2: q, k, v are views of the fused projection's output, which stays alive whole;
+        # the KV cache that training builds (use_cache, off under checkpointing) re-allocates
+        # k and v by concatenation, and attention keeps those copies.
+        return p * (q + 2 * kv) + (0.0 if work.grad_ckpt else p * 2 * kv)
+    # With an attention mask (prefix tuning) or eager attention, k and v are repeated to every
+    # query head (GQA); unmasked SDPA takes them as they are.
+    repeated = q if (work.attention == "eager" or method.prefix_tokens) else kv
+    if work.attention == "flash":
+        return p * (q + 2 * repeated * key_ratio)
+    # Eager: QKᵀ keeps q when k needs a gradient and k when q does; AV keeps v when the scores do.
+    scores_rg = flow.q_rg or flow.k_rg
+    return p * (q * flow.k_rg + repeated * key_ratio * (flow.q_rg + scores_rg))
+
+
+def _eager_scores(model: ModelSpec, p: int, scores_rg: bool, v_rg: bool) -> float:
+    """Bytes eager attention keeps per score (per head, query and key).
+
+    Softmax keeps its output (fp32 when the implementation upcasts, as Llama's does); AV keeps
+    its input probabilities, the same tensor unless cast or dropped out; attention dropout keeps
+    a one-byte mask.
+    """
+    softmax = FP32 if model.softmax_fp32 else p
+    kept = softmax if scores_rg else 0.0
+    if model.attention_dropout > 0:
+        kept += (MASK if scores_rg else 0.0) + (p if v_rg else 0.0)
+    elif v_rg and (softmax != p or not scores_rg):
+        kept += p
+    return kept
+
+
 def layer_saved(model: ModelSpec, method: Method, work: Workload, flow: LayerFlow,
                 positions: int, keys: int) -> list[tuple[str, float]]:
     """Saved bytes of one layer for one sequence, by term."""
@@ -114,34 +151,23 @@ def layer_saved(model: ModelSpec, method: Method, work: Workload, flow: LayerFlo
     readers = [lin["qkv"]] if "qkv" in lin else [lin["q"], lin["k"], lin["v"]]
     add("qkv inputs", sum(_reader_inputs(readers, p, lora_dropout)))
     # Attention core.
-    q, kv = model.q_size, model.kv_size
+    q = model.q_size
     o_shared, o_adapters = _reader_inputs([lin["o"]], p, lora_dropout)
+    add("attention q/k/v", _attention_inputs(model, method, work, flow, p, keys / positions))
+    scores_rg = flow.q_rg or flow.k_rg
     if work.attention == "flash":
         # SDPA keeps q, k, v, the fp32 log-sum-exp and its output; the output is laid out
         # (batch, seq, heads, dim), so the o projection reads (and keeps) that same tensor.
         if flow.attention_rg:
-            kept_kv = kv * keys / positions
-            add("attention q/k/v/lse", p * (q + 2 * kept_kv) + FP32 * model.num_heads)
+            add("attention lse", FP32 * model.num_heads)
         if flow.attention_rg or o_shared:
             add("attention output", p * q)
     else:
-        # Eager: QKᵀ keeps q when k needs a gradient and k (repeated to every head) when q does;
-        # softmax keeps its fp32 output and AV keeps the cast copy when v needs a gradient, and
-        # v (repeated) when the scores do. The output is transposed into a new tensor for o.
-        scores_rg = flow.q_rg or flow.k_rg
-        add("attention q/k/v", p * (q * flow.k_rg + q * keys / positions * (flow.q_rg + scores_rg)))
-        # In fp32 the cast is a no-op: softmax output and AV input are one tensor.
-        if p == FP32:
-            kept = FP32 * (scores_rg or flow.v_rg)
-        else:
-            kept = FP32 * scores_rg + p * flow.v_rg
-        if model.attention_dropout > 0 and flow.v_rg:
-            kept += MASK + p
-        add("attention scores (s²)", model.num_heads * keys * kept)
-        add("attention output", o_shared)
+        add("attention scores (s²)", model.num_heads * keys * _eager_scores(model, p, scores_rg, flow.v_rg))
+        add("attention output", o_shared)  # the output, transposed into a new tensor for o
     add("o adapter input", o_adapters)
-    if model.dropout > 0:
-        add("dropout masks", MASK * h * 2)
+    if model.dropout > 0:  # residual dropouts keep a one-byte mask where their input needs dX
+        add("dropout masks", MASK * h * (lin["o"].output_rg + lin["down"].output_rg))
     mlp_in_rg = flow.stream_in_rg or trains or (model.family != "gpt_neox" and lin["o"].output_rg)
     add("mlp norm", _norm(model, p, mlp_in_rg, trains))
     if model.is_moe:
@@ -173,11 +199,20 @@ def saved_tensors(model: ModelSpec, method: Method, work: Workload) -> SavedTens
     p, h = work.compute_bytes, model.hidden_size
     first_items = layer_saved(model, method, work, first, positions, keys)
     later_items = layer_saved(model, method, work, later, positions, keys)
-    head_side = _norm(model, p, True, method.trains_base) * positions  # final norm (or MLM LayerNorm)
-    if method.trains_base:
-        head_side += p * h * positions  # the LM head's input, kept for its dW
+    trains = method.trains_base
+    # The head: the final norm and the LM head's input (kept for its dW); BERT's MLM head is a
+    # dense layer, GELU and LayerNorm before the decoder.
+    head_side = _norm(model, p, True, trains) + (p * h if trains else 0.0)
+    if model.mlm_head:
+        head_side += (p * h if trains else 0.0) + p * h
+    head_side *= positions
+    embeddings_rg = input_requires_grad(method, work.grad_ckpt)
     shared = 0.0
-    if model.dropout > 0:
+    if trains:  # embedding backward keeps the indices it gathered (int64)
+        shared += 8 * positions * (1 + model.learned_positions + (model.token_types > 0))
+    if model.mlm_head:  # BERT normalises its embeddings (post-norm)
+        shared += _norm(model, p, embeddings_rg, trains) * positions
+    if model.dropout > 0 and embeddings_rg:
         shared += MASK * h * positions  # embedding dropout
     if not model.learned_positions:
         shared += 2 * p * model.head_dim * positions  # RoPE cos/sin, shared by all layers
@@ -204,7 +239,8 @@ class LogitsBytes:
 
 
 def logits_bytes(model: ModelSpec, method: Method, work: Workload) -> LogitsBytes:
-    """Logits memory, following transformers' ``ForCausalLMLoss`` (logits upcast to fp32,
+    """Logits memory, following transformers' ``ForCausalLMLoss`` (logits upcast to fp32;
+    BERT's masked-LM loss stays in the compute dtype,
     ``cross_entropy`` = log_softmax + nll_loss), a training loop that keeps only the loss of the
     model's outputs (as transformers' Trainer does), and autograd's order of frees:
 
@@ -216,11 +252,12 @@ def logits_bytes(model: ModelSpec, method: Method, work: Workload) -> LogitsByte
     """
     positions = (work.seq_len + method.virtual_tokens) * model.vocab_size
     p = work.compute_bytes
-    moment_a = 3 * FP32 * positions
-    moment_b = (FP32 + p) * positions if p != FP32 else 0.0
+    loss = FP32 if model.causal else p  # BERT's masked-LM loss runs in the compute dtype
+    moment_a = 3 * loss * positions
+    moment_b = (loss + p) * positions if p != loss else 0.0
     head_grad = p * model.vocab_size * model.hidden_size if method.trains_base else 0.0
     moment_c = p * positions + head_grad
-    return LogitsBytes(kept=FP32 * positions, backward_peak=max(moment_a, moment_b, moment_c))
+    return LogitsBytes(kept=loss * positions, backward_peak=max(moment_a, moment_b, moment_c))
 
 
 def layer_backward_transient(model: ModelSpec, method: Method, work: Workload) -> float:

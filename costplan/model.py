@@ -63,6 +63,9 @@ class ModelSpec:
     dropout: float = 0.0
     """Hidden/residual dropout probability used in training."""
     attention_dropout: float = 0.0
+    softmax_fp32: bool = True
+    """Eager attention upcasts its softmax to fp32 (Llama-style implementations do; GPT-2's and
+    BERT's do not)."""
     params_published: int | None = field(default=None, compare=False)
     """The parameter count published for the real model, when known (for checking)."""
 
@@ -195,7 +198,7 @@ _FAMILY_TRAITS: dict[str, dict[str, object]] = {
     "gpt2": {
         "gated_mlp": False, "activation": "gelu_new", "norm": "layernorm", "qkv_bias": True,
         "out_bias": True, "mlp_bias": True, "fused_qkv": True, "learned_positions": True,
-        "tied_embeddings": True, "dropout": 0.1, "attention_dropout": 0.1,
+        "tied_embeddings": True, "dropout": 0.1, "attention_dropout": 0.1, "softmax_fp32": False,
     },
     "gpt_neox": {
         "gated_mlp": False, "activation": "gelu", "norm": "layernorm", "qkv_bias": True,
@@ -205,7 +208,7 @@ _FAMILY_TRAITS: dict[str, dict[str, object]] = {
         "gated_mlp": False, "activation": "gelu", "norm": "layernorm", "qkv_bias": True,
         "out_bias": True, "mlp_bias": True, "learned_positions": True, "token_types": 2,
         "causal": False, "mlm_head": True, "tied_embeddings": True, "dropout": 0.1,
-        "attention_dropout": 0.1,
+        "attention_dropout": 0.1, "softmax_fp32": False,
     },
 }
 

@@ -18,17 +18,28 @@ torch, transformers and peft are imported inside the functions: never on the est
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+from unittest import mock
 
 from costplan.methods import Lora, Method, PrefixTuning, PromptTuning
 from costplan.model import ModelSpec
 from costplan.workload import Workload
 
-_HF_LINEAR = {"q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "o_proj", "gate": "gate_proj",
-              "up": "up_proj", "down": "down_proj"}
+# Module names (regular expressions on the end of the qualified name) of each role, by family.
+_LLAMA_NAMES = {"q": r"q_proj", "k": r"k_proj", "v": r"v_proj", "o": r"o_proj", "gate": r"gate_proj",
+                "up": r"up_proj", "down": r"down_proj", "router": r"mlp\.gate"}
+_MODULE_NAMES = {
+    "gpt2": {"qkv": r"attn\.c_attn", "o": r"attn\.c_proj", "up": r"mlp\.c_fc", "down": r"mlp\.c_proj"},
+    "gpt_neox": {"qkv": r"query_key_value", "o": r"attention\.dense", "up": r"dense_h_to_4h",
+                 "down": r"dense_4h_to_h"},
+    "bert": {"q": r"attention\.self\.query", "k": r"attention\.self\.key", "v": r"attention\.self\.value",
+             "o": r"attention\.output\.dense", "up": r"intermediate\.dense", "down": r"layer\.\d+\.output\.dense"},
+}
 
 
 def hf_config(model: ModelSpec, attention: str = "sdpa") -> Any:
@@ -57,7 +68,10 @@ def hf_config(model: ModelSpec, attention: str = "sdpa") -> Any:
                "qwen2": T.Qwen2Config, "gemma": T.GemmaConfig}[model.family]
         extra: dict[str, Any] = {}
         if model.family == "mixtral":
-            extra = {"num_local_experts": model.num_experts, "num_experts_per_tok": model.experts_per_token}
+            extra = {"num_local_experts": model.num_experts, "num_experts_per_tok": model.experts_per_token,
+                     # Sorted tokens and one grouped matmul per projection: static shapes (traceable
+                     # without data), the implementation GPU training uses.
+                     "experts_implementation": "grouped_mm"}
         cfg = cls(hidden_size=model.hidden_size, num_hidden_layers=model.num_layers,
                   num_attention_heads=model.num_heads, num_key_value_heads=model.num_kv_heads,
                   head_dim=model.head_dim, intermediate_size=model.ffn_size,
@@ -79,10 +93,20 @@ def build_model(model: ModelSpec, attention: str = "sdpa", device: str = "cpu", 
     try:
         with torch.device(device):
             if model.family == "bert":
-                return T.BertForMaskedLM(cfg)
-            return T.AutoModelForCausalLM.from_config(cfg)
+                module = T.BertForMaskedLM(cfg)
+            else:
+                module = T.AutoModelForCausalLM.from_config(cfg)
+        module._costplan_spec = model
+        return module
     finally:
         torch.set_default_dtype(previous)
+
+
+def _spec_of(module: Any) -> ModelSpec:
+    spec = getattr(module, "_costplan_spec", None)
+    if spec is None:
+        raise ValueError("apply_method needs a module made by build_model")
+    return spec
 
 
 def apply_method(module: Any, method: Method) -> Any:
@@ -90,9 +114,12 @@ def apply_method(module: Any, method: Method) -> Any:
     import peft
 
     if isinstance(method, Lora):
-        targets = [_HF_LINEAR[t] for t in method.targets if t in _HF_LINEAR]
+        spec = _spec_of(module)
+        names = _MODULE_NAMES.get(spec.family, _LLAMA_NAMES)
+        roles = sorted({a.linear.role for a in method.adapters(spec)})
+        pattern = rf".*\.({'|'.join(names[role] for role in roles)})$"
         config = peft.LoraConfig(r=method.rank, lora_alpha=2 * method.rank, lora_dropout=method.dropout,
-                                 target_modules=targets)
+                                 target_modules=pattern)
         return peft.get_peft_model(module, config)
     if isinstance(method, PromptTuning):
         return peft.get_peft_model(module, peft.PromptTuningConfig(
@@ -109,17 +136,25 @@ def _live_bytes_mode() -> Any:
     from torch.utils._pytree import tree_flatten
 
     class LiveBytes(TorchDispatchMode):
-        """Live tensor bytes: each storage counts from the op that creates it until it is freed."""
+        """Live tensor bytes: each storage counts from the op that creates it until it is freed.
 
-        def __init__(self, existing: list[Any]) -> None:
+        ``snapshot_at`` (an op count from an earlier identical run) records which storages are
+        alive right after that op, with the shape each was created with, to attribute the peak.
+        """
+
+        def __init__(self, existing: list[Any], snapshot_at: int | None = None,
+                     on_snapshot: Any = None) -> None:
             super().__init__()
+            self.on_snapshot = on_snapshot
             self._op = "start"
             self.live = 0
             self.peak = 0
             self.peak_op = "start"
             self.ops = 0
             self.peak_at = 0
-            self._refs: dict[int, Any] = {}
+            self.snapshot_at = snapshot_at
+            self.snapshot: list[tuple[int, int, tuple[int, ...]]] = []
+            self._refs: dict[int, tuple[Any, int, tuple[int, ...]]] = {}
             for tensor in existing:
                 self.track(tensor)
 
@@ -136,7 +171,7 @@ def _live_bytes_mode() -> Any:
                 self.live -= size
                 self._refs.pop(key, None)
 
-            self._refs[key] = weakref.ref(storage, free)
+            self._refs[key] = (weakref.ref(storage, free), size, tuple(tensor.shape))
             self.live += size
             if self.live > self.peak:
                 self.peak, self.peak_op, self.peak_at = self.live, self._op, self.ops
@@ -147,9 +182,66 @@ def _live_bytes_mode() -> Any:
             out = func(*args, **(kwargs or {}))
             for tensor in tree_flatten(out)[0]:
                 self.track(tensor)
+            if self.ops == self.snapshot_at:
+                self.snapshot = [(key, size, shape) for key, (_, size, shape) in self._refs.items()]
+                if self.on_snapshot is not None:
+                    self.on_snapshot()
             return out
 
     return LiveBytes
+
+
+@contextlib.contextmanager
+def _gpu_kernels(device: str) -> Iterator[None]:
+    """Trace as a CUDA run would execute.
+
+    On the meta device, ``scaled_dot_product_attention`` would fall back to its math
+    decomposition, which materialises the ``heads · s²`` scores; a GPU runs FlashAttention (or the
+    memory-efficient kernel when a mask is given). Route SDPA to those aten ops: they have meta
+    kernels, autograd formulas and FlopCounterMode formulas. Dropout likewise goes to the fused
+    kernel with its one-byte mask. transformers' packed-sequence probe
+    reads tensor values, which meta tensors do not have; sequences here are never packed.
+    On a real CPU run, only teach FlopCounterMode the CPU flash kernel's cost.
+    """
+    import torch
+    from torch.utils import flop_counter
+
+    aten = torch.ops.aten
+    if not any("grouped_mm" in str(op) for op in flop_counter.flop_registry):
+        # Each token-expert row of a grouped matmul is one (1 x in) @ (in x out) product.
+        # Its backward runs through the same op (dX = dY Wᵀ, dW = Xᵀ dY per group).
+        flop_counter.register_flop_formula(aten._grouped_mm)(
+            lambda a, b, *args, out_shape=None, **kw: 2 * a[0] * a[-1] * b[-1])
+    if not any("flash_attention_for_cpu" in str(op) for op in flop_counter.flop_registry):
+        flop_counter.register_flop_formula(aten._scaled_dot_product_flash_attention_for_cpu)(
+            lambda q, k, v, *args, out_shape=None, **kw: flop_counter.sdpa_flop_count(q, k, v))
+        flop_counter.register_flop_formula(aten._scaled_dot_product_flash_attention_for_cpu_backward)(
+            lambda g, q, k, v, *args, out_shape=None, **kw: flop_counter.sdpa_backward_flop_count(g, q, k, v))
+    if device != "meta":
+        yield
+        return
+
+    def sdpa(query: Any, key: Any, value: Any, attn_mask: Any = None, dropout_p: float = 0.0,
+             is_causal: bool = False, scale: float | None = None, enable_gqa: bool = False) -> Any:
+        if attn_mask is None:
+            return aten._scaled_dot_product_flash_attention(query, key, value, dropout_p, is_causal, False,
+                                                            scale=scale)[0]
+        if attn_mask.dtype == torch.bool:
+            attn_mask = torch.zeros(attn_mask.shape, dtype=query.dtype, device=query.device)
+        bias = attn_mask.expand(query.shape[0], query.shape[1], query.shape[2], key.shape[2])
+        return aten._scaled_dot_product_efficient_attention(query, key, value, bias, True, dropout_p, is_causal,
+                                                            scale=scale)[0]
+
+    def dropout(input: Any, p: float = 0.5, training: bool = True, inplace: bool = False) -> Any:
+        # CUDA's fused dropout keeps a one-byte mask; the generic path would keep a full-width one.
+        if not training or p == 0:
+            return input
+        return torch.native_dropout(input, p, True)[0]
+
+    with mock.patch("torch.nn.functional.scaled_dot_product_attention", sdpa), \
+            mock.patch("torch.nn.functional.dropout", dropout), \
+            mock.patch("transformers.masking_utils.find_packed_sequence_indices", lambda *a, **k: None):
+        yield
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,8 +250,10 @@ class TracedStep:
 
     params_total: int
     params_trainable: int
-    flops: int
-    """Forward + backward (+ recompute) matmul FLOPs, as FlopCounterMode counts them."""
+    flops_forward: int
+    """Matmul FLOPs of the forward (loss included), as FlopCounterMode counts them."""
+    flops_backward: int
+    """Matmul FLOPs of the backward, checkpointed re-computation included."""
     saved_bytes: int
     """Distinct non-parameter storages the model saves for backward during a forward without
     labels (the loss's own saved log-softmax is not included)."""
@@ -167,16 +261,34 @@ class TracedStep:
     """Peak of live tensor bytes over a steady-state step (second step: optimizer states exist)."""
     peak_op: str
     """The operator whose output set the peak, and how far into the step it ran (op count)."""
+    peak_breakdown: dict[str, int]
+    """Live bytes at the peak by category: weights, gradients, optimizer states, logits, and
+    activations (everything else: saved tensors, backward gradients, step temporaries)."""
+
+    @property
+    def flops(self) -> int:
+        return self.flops_forward + self.flops_backward
 
 
-def trace_training_step(model: ModelSpec, method: Method, work: Workload, seed: int = 0) -> TracedStep:
-    """Run real training steps of a (small) model on the CPU and measure the second one."""
+def _dtype(precision: str) -> Any:
+    import torch
+
+    return {"fp32": torch.float32, "fp16": torch.float16}.get(precision, torch.bfloat16)
+
+
+def trace_training_step(model: ModelSpec, method: Method, work: Workload, *, device: str = "cpu",
+                        seed: int = 0) -> TracedStep:
+    """Run real training steps and measure the second one.
+
+    ``device="cpu"`` runs a small model for real; ``device="meta"`` runs any size without memory,
+    with attention on the kernels a GPU would use (see ``_gpu_kernels``).
+    """
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     torch.manual_seed(seed)
-    dtype = {"fp32": torch.float32, "fp16": torch.float16}.get(work.precision, torch.bfloat16)
-    module = build_model(model, attention="sdpa" if work.attention == "flash" else "eager", dtype=dtype)
+    attention = "sdpa" if work.attention == "flash" else "eager"
+    module = build_model(model, attention=attention, device=device, dtype=_dtype(work.precision))
     params_total = sum(p.numel() for p in module.parameters())
     if work.grad_ckpt:
         module.gradient_checkpointing_enable()
@@ -187,18 +299,18 @@ def trace_training_step(model: ModelSpec, method: Method, work: Workload, seed: 
     mixed = work.mixed_precision and method.trains_base
     master = [p.detach().float().clone().requires_grad_() for p in trainable] if mixed else trainable
     optimizer = torch.optim.AdamW(master, foreach=True, fused=False)
-    ids = torch.randint(0, model.vocab_size, (work.micro_batch, work.seq_len))
+    ids = torch.randint(0, model.vocab_size, (work.micro_batch, work.seq_len), device=device)
 
-    def forward() -> Any:
+    def loss() -> Any:
         # Causal LMs shift the labels; BERT's masked-LM loss is taken over every position.
-        return module(input_ids=ids, labels=ids)
+        return module(input_ids=ids, labels=ids).loss
 
     def step() -> None:
         # As transformers' Trainer does: keep the loss, drop the outputs (and their logits)
         # before backward.
-        loss = forward().loss
-        loss.backward()
-        del loss
+        value = loss()
+        value.backward()
+        del value
         if mixed:
             for m, p in zip(master, trainable, strict=True):
                 m.grad = p.grad.float()
@@ -211,29 +323,61 @@ def trace_training_step(model: ModelSpec, method: Method, work: Workload, seed: 
         for p in trainable:
             p.grad = None
 
-    with FlopCounterMode(display=False) as counter:
-        forward().loss.backward()
-    for p in trainable:
-        p.grad = None
-    step()  # the first step allocates the optimizer states
-    gc.collect()
-    saved: dict[int, int] = {}
-    param_storages = {p.untyped_storage().data_ptr() for p in module.parameters()}
+    with _gpu_kernels(device):
+        with FlopCounterMode(display=False) as forward_counter:
+            value = loss()
+        with FlopCounterMode(display=False) as backward_counter:
+            value.backward()
+        del value
+        for p in trainable:
+            p.grad = None
+        step()  # the first step allocates the optimizer states
+        gc.collect()
+        saved: dict[int, tuple[Any, int]] = {}
+        param_storages = {id(p.untyped_storage()) for p in module.parameters()}
 
-    def pack(t: Any) -> Any:
-        storage = t.untyped_storage()
-        if storage.data_ptr() not in param_storages:
-            saved[storage.data_ptr()] = storage.nbytes()
-        return t
+        def pack(t: Any) -> Any:
+            storage = t.untyped_storage()
+            if id(storage) not in param_storages:
+                saved[id(storage)] = (storage, storage.nbytes())
+            return t
 
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = module(input_ids=ids)
-    del out
-    gc.collect()
-    existing = [*module.parameters(), *module.buffers(), *([] if master is trainable else master),
-                *(v for state in optimizer.state.values() for v in state.values() if torch.is_tensor(v))]
-    with _live_bytes_mode()(existing) as tracker:
-        step()
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            out = module(input_ids=ids)
+        saved_bytes = sum(size for _, size in saved.values())
+        del out, saved
+        gc.collect()
+        states = [v for state in optimizer.state.values() for v in state.values() if torch.is_tensor(v)]
+        existing = [*module.parameters(), *module.buffers(), *([] if master is trainable else master), *states]
+        live_bytes = _live_bytes_mode()
+        with live_bytes(existing) as tracker:
+            step()
+        gc.collect()
+        grads_at_peak: set[int] = set()
+
+        def note_grads() -> None:
+            grads_at_peak.update(id(t.grad.untyped_storage()) for t in (*trainable, *master) if t.grad is not None)
+
+        with live_bytes(existing, snapshot_at=tracker.peak_at, on_snapshot=note_grads) as again:
+            step()
+    weights = {id(p.untyped_storage()) for p in module.parameters()}
+    opt_states = {id(t.untyped_storage()) for t in states} | (
+        set() if master is trainable else {id(m.untyped_storage()) for m in master})
+    breakdown = dict.fromkeys(("weights", "gradients", "optimizer states", "logits", "activations"), 0)
+    for key, size, shape in again.snapshot:
+        if key in weights:
+            breakdown["weights"] += size
+        elif key in grads_at_peak:
+            breakdown["gradients"] += size
+        elif key in opt_states:
+            breakdown["optimizer states"] += size
+        elif shape and shape[-1] == model.vocab_size:
+            breakdown["logits"] += size
+        else:
+            breakdown["activations"] += size
     return TracedStep(params_total=params_total, params_trainable=sum(p.numel() for p in trainable),
-                      flops=counter.get_total_flops(), saved_bytes=sum(saved.values()),
-                      peak_bytes=tracker.peak, peak_op=f"{tracker.peak_op} (op {tracker.peak_at} of {tracker.ops})")
+                      flops_forward=forward_counter.get_total_flops(),
+                      flops_backward=backward_counter.get_total_flops(), saved_bytes=saved_bytes,
+                      peak_bytes=tracker.peak,
+                      peak_op=f"{tracker.peak_op} (op {tracker.peak_at} of {tracker.ops})",
+                      peak_breakdown=breakdown)
