@@ -76,7 +76,7 @@ def _reader_inputs(uses: list[LinearUse], p: int, lora_dropout: float) -> tuple[
     adapters = [u for u in uses if u.adapter is not None]
     shares_input = p == ADAPTER_BYTES and lora_dropout == 0
     kept_input = any(u.keeps_input for u in uses) or (shares_input and bool(adapters))
-    shared = p * width if kept_input else 0.0
+    shared = p * width * uses[0].linear.active if kept_input else 0.0
     total = 0.0
     for u in adapters:
         active = u.linear.active
@@ -160,6 +160,10 @@ def layer_saved(model: ModelSpec, method: Method, work: Workload, flow: LayerFlo
         # (batch, seq, heads, dim), so the o projection reads (and keeps) that same tensor.
         if flow.attention_rg:
             add("attention lse", FP32 * model.num_heads)
+            if method.prefix_tokens:
+                # The padding mask over prefix + sequence, made additive (p bytes) for the
+                # memory-efficient kernel in each layer, which keeps it for backward.
+                add("attention mask", p * keys)
         if flow.attention_rg or o_shared:
             add("attention output", p * q)
     else:
@@ -173,7 +177,8 @@ def layer_saved(model: ModelSpec, method: Method, work: Workload, flow: LayerFlo
     if model.is_moe:
         add("router", sum(_reader_inputs([lin["router"]], p, lora_dropout)) + FP32 * model.num_experts)
     mlp_readers = [lin[r] for r in ("gate", "up") if r in lin]
-    add("mlp inputs", sum(_reader_inputs(mlp_readers, p, lora_dropout)))
+    if not model.is_moe:  # experts read gathered copies of their tokens (see "expert routing")
+        add("mlp inputs", sum(_reader_inputs(mlp_readers, p, lora_dropout)))
     k = model.experts_per_token
     if "gate" in lin:
         g, u = lin["gate"], lin["up"]
@@ -184,9 +189,12 @@ def layer_saved(model: ModelSpec, method: Method, work: Workload, flow: LayerFlo
         add("mlp activations", k * _activation(model, p, f, lin["up"].output_rg))
     add("mlp down input", sum(_reader_inputs([lin["down"]], p, lora_dropout)))
     if model.is_moe:
-        # Each routed copy of the hidden state and its expert output (kept by the routing-weight
-        # product), per selected expert.
-        add("expert routing", k * 2 * p * h)
+        # Grouped-matmul experts (tokens sorted by expert): the gathered copy of each routed
+        # token's hidden state when the experts train, each expert output (kept by the product
+        # with its routing weight), and the routing bookkeeping: top-k indices, the sort
+        # permutation and its token index (int64), the selected and normalised weights (fp32).
+        gathered = p * h if any(lin[r].trainable for r in ("gate", "up")) else 0.0
+        add("expert routing", k * (gathered + p * h) + 32 * k + FP32)
     if model.mlm_head:
         add("post-norms", 0.0)  # BERT's post-norm LayerNorms are counted as the layer's norms
     return items

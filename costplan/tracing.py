@@ -345,7 +345,8 @@ def trace_training_step(model: ModelSpec, method: Method, work: Workload, *, dev
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             out = module(input_ids=ids)
         saved_bytes = sum(size for _, size in saved.values())
-        del out, saved
+        saved.clear()
+        del out
         gc.collect()
         states = [v for state in optimizer.state.values() for v in state.values() if torch.is_tensor(v)]
         existing = [*module.parameters(), *module.buffers(), *([] if master is trainable else master), *states]
