@@ -192,20 +192,38 @@ def kv_cache_bytes(model: ModelSpec, tokens: int, batch: int, compute_bytes: int
 
 def inference_memory(model: ModelSpec, method: Method, work: Workload) -> InferenceMemory:
     p, b, s = work.compute_bytes, work.micro_batch, work.prompt_len
-    # Prefill holds, for one layer at a time: the residual stream and norm output, q/k/v and the
-    # attention output, and the MLP's intermediates (gate, up and their product); eager attention
-    # adds fp32 scores and their cast copy.
-    per_token = 2 * model.hidden_size + 2 * model.q_size + 2 * model.kv_size
-    per_token += model.experts_per_token * (3 if model.gated_mlp else 2) * model.ffn_size
-    transient = b * s * per_token * p
-    if work.attention == "eager":
-        transient += b * model.num_heads * s * s * (FP32 + p)
-    transient += b * model.vocab_size * (p + FP32)  # last position's logits and their fp32 copy
     return InferenceMemory(
         weights=base_weight_bytes(model, method, p),
         kv_cache=kv_cache_bytes(model, work.prompt_len + work.gen_len, b, p),
-        workspace=transient,
+        workspace=b * max(s * prefill_layer_bytes(model, work), model.vocab_size * (p + FP32)),
     )
+
+
+# transformers' GPT-2 and BERT blocks hold the attention module's returned probabilities in a
+# local variable until the block returns, so they are alive during the MLP.
+_BLOCKS_KEEPING_ATTENTION_WEIGHTS = frozenset({"gpt2", "bert"})
+
+
+def prefill_layer_bytes(model: ModelSpec, work: Workload) -> float:
+    """Transient bytes per prompt token at the widest moment of one layer's prefill.
+
+    A gated MLP holds the residual stream, gate and up outputs, the activation and their
+    product (4 · ffn); MoE adds each routed token's gathered copy; a plain MLP holds its
+    intermediate and activation output (GPT-2's Python-written GELU a few more temporaries).
+    Eager attention holds the scores, softmax output and its cast copy at their own moment.
+    """
+    p, h, f, k = work.compute_bytes, model.hidden_size, model.ffn_size, model.experts_per_token
+    if model.gated_mlp:
+        mlp = h + k * (4 * f + (h if model.is_moe else 0))
+    else:
+        mlp = h + (5 if model.activation == "gelu_new" else 2) * f
+    widest = p * mlp
+    if work.attention == "eager" and model.family in _BLOCKS_KEEPING_ATTENTION_WEIGHTS:
+        widest += p * model.num_heads * work.prompt_len  # the probabilities, alive to the block's end
+    if work.attention == "eager":
+        scores = p + (FP32 + p if model.softmax_fp32 else p)
+        widest = max(widest, p * (h + model.q_size + 2 * model.kv_size) + model.num_heads * work.prompt_len * scores)
+    return widest
 
 
 def shard_inference(mem: InferenceMemory, tp: int, profile: Profile) -> MemoryBreakdown:

@@ -382,3 +382,71 @@ def trace_training_step(model: ModelSpec, method: Method, work: Workload, *, dev
                       peak_bytes=tracker.peak,
                       peak_op=f"{tracker.peak_op} (op {tracker.peak_at} of {tracker.ops})",
                       peak_breakdown=breakdown)
+
+
+@dataclass(frozen=True, slots=True)
+class TracedInference:
+    """One prompt's prefill and one decode step, as ``generate`` runs them."""
+
+    params_total: int
+    flops_prefill: int
+    flops_decode: int
+    """The first decode step: one token attending over prompt_len + 1 keys."""
+    peak_bytes: int
+    peak_op: str
+    peak_breakdown: dict[str, int]
+    """Live bytes at the peak: weights, kv cache, logits, activations."""
+
+
+def trace_inference_step(model: ModelSpec, work: Workload, *, device: str = "cpu", seed: int = 0) -> TracedInference:
+    """Prefill ``prompt_len`` tokens then decode one, keeping logits of the last position only."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    torch.manual_seed(seed)
+    attention = "sdpa" if work.attention == "flash" else "eager"
+    module = build_model(model, attention=attention, device=device, dtype=_dtype(work.precision))
+    module.eval()
+    prompt = torch.randint(0, model.vocab_size, (work.micro_batch, work.prompt_len), device=device)
+    token = torch.randint(0, model.vocab_size, (work.micro_batch, 1), device=device)
+    kv_shapes: set[tuple[int, ...]] = set()
+
+    def generate(counters: tuple[Any, Any] | None = None) -> None:
+        first = counters[0] if counters else contextlib.nullcontext()
+        second = counters[1] if counters else contextlib.nullcontext()
+        with first:
+            out = module(input_ids=prompt, use_cache=True, logits_to_keep=1)
+        cache = out.past_key_values
+        del out
+        with second:
+            out = module(input_ids=token, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        del out, cache
+
+    with torch.no_grad(), _gpu_kernels(device):
+        counters = (FlopCounterMode(display=False), FlopCounterMode(display=False))
+        generate(counters)
+        existing = [*module.parameters(), *module.buffers()]
+        live_bytes = _live_bytes_mode()
+        with live_bytes(existing) as tracker:
+            generate()
+        with live_bytes(existing, snapshot_at=tracker.peak_at) as again:
+            generate()
+    batch, kv_heads, head_dim = work.micro_batch, model.num_kv_heads, model.head_dim
+    for length in (work.prompt_len, work.prompt_len + 1):
+        kv_shapes.add((batch, kv_heads, length, head_dim))
+    weights = {id(p.untyped_storage()) for p in module.parameters()}
+    breakdown = dict.fromkeys(("weights", "kv cache", "logits", "activations"), 0)
+    for key, size, shape in again.snapshot:
+        if key in weights:
+            breakdown["weights"] += size
+        elif shape in kv_shapes:
+            breakdown["kv cache"] += size
+        elif shape and shape[-1] == model.vocab_size:
+            breakdown["logits"] += size
+        else:
+            breakdown["activations"] += size
+    return TracedInference(params_total=sum(p.numel() for p in module.parameters()),
+                           flops_prefill=counters[0].get_total_flops(),
+                           flops_decode=counters[1].get_total_flops(), peak_bytes=tracker.peak,
+                           peak_op=f"{tracker.peak_op} (op {tracker.peak_at} of {tracker.ops})",
+                           peak_breakdown=breakdown)
