@@ -32,13 +32,22 @@ class SavedTensors:
     later_layer: float
     """Each layer after the first (all are alike)."""
     layer_input: float
-    """One layer's input, which is all a checkpointed layer keeps."""
+    """One layer's input, which is all a checkpointed layer keeps..."""
+    escaping_checkpoint: float
+    """...except what bitsandbytes' 4-bit matmuls keep: they hold their input on the autograd
+    context object rather than through ``save_for_backward``, so non-reentrant checkpointing
+    cannot drop it."""
     head_side: float
     """The final norm's and the LM head's saved inputs: freed first in backward."""
     shared: float
     """Kept through the whole backward: embedding dropout masks, RoPE tables, expanded prefixes."""
     items: tuple[tuple[str, float], ...]
     """A later layer's terms, for display."""
+
+    @property
+    def later_layer_mlp(self) -> float:
+        """The part of a later layer that its MLP keeps (freed before attention's backward)."""
+        return sum(b for name, b in self.items if name.startswith(("mlp ", "expert", "router")))
 
     def total(self, num_layers: int, grad_ckpt: bool) -> float:
         """Bytes kept at the end of the forward. Checkpointed layers keep only their input;
@@ -47,7 +56,7 @@ class SavedTensors:
 
     def layers(self, num_layers: int, grad_ckpt: bool) -> float:
         if grad_ckpt:
-            return num_layers * self.layer_input
+            return num_layers * (self.layer_input + self.escaping_checkpoint)
         return self.first_layer + (num_layers - 1) * self.later_layer
 
 
@@ -94,6 +103,15 @@ def _activation(model: ModelSpec, p: int, f: int, x_rg: bool) -> float:
         return 0.0
     # gelu_new is written in Python ops: it keeps x, tanh(...), 0.5·x and 1 + tanh(...).
     return (4 if model.activation == "gelu_new" else 1) * p * f
+
+
+def _quantized_inputs(model: ModelSpec, flow: LayerFlow, p: int) -> float:
+    """Bytes per position the layer's 4-bit matmuls keep on their autograd context."""
+    lin = flow.linears
+    groups = [[lin["qkv"]] if "qkv" in lin else [lin["q"], lin["k"], lin["v"]], [lin["o"]],
+              [lin[r] for r in ("router", "gate", "up") if r in lin], [lin["down"]]]
+    return sum(p * g[-1].linear.in_features * g[-1].linear.active
+               for g in groups if any(u.quantized and u.input_rg for u in g))
 
 
 def _attention_inputs(model: ModelSpec, method: Method, work: Workload, flow: LayerFlow, p: int,
@@ -230,6 +248,7 @@ def saved_tensors(model: ModelSpec, method: Method, work: Workload) -> SavedTens
         first_layer=sum(b for _, b in first_items),
         later_layer=sum(b for _, b in later_items),
         layer_input=p * h * positions,
+        escaping_checkpoint=_quantized_inputs(model, later, p) * positions,
         head_side=head_side,
         shared=shared,
         items=tuple(later_items),
@@ -266,6 +285,24 @@ def logits_bytes(model: ModelSpec, method: Method, work: Workload) -> LogitsByte
     head_grad = p * model.vocab_size * model.hidden_size if method.trains_base else 0.0
     moment_c = p * positions + head_grad
     return LogitsBytes(kept=loss * positions, backward_peak=max(moment_a, moment_b, moment_c))
+
+
+def eager_attention_backward(model: ModelSpec, method: Method, work: Workload) -> float:
+    """Extra bytes at eager attention's softmax backward, for one sequence: the probabilities'
+    gradient (upcast to fp32 where the softmax was) and the scores' gradient, less the cast
+    probabilities AV kept, which its backward has freed. 0 for fused attention."""
+    if work.attention != "eager":
+        return 0.0
+    p = work.compute_bytes
+    positions = work.seq_len + method.virtual_tokens
+    scores = model.num_heads * positions * (positions + method.prefix_tokens)
+    if model.softmax_fp32 and p != FP32:
+        per_score = 2 * FP32 - p  # fp32 dP and dS; the cast probabilities are freed
+    elif model.attention_dropout > 0:
+        per_score = p  # dP and dS; the dropped-out probabilities are freed
+    else:
+        per_score = 2 * p  # dP and dS; the probabilities are softmax's own output, still kept
+    return scores * per_score
 
 
 def layer_backward_transient(model: ModelSpec, method: Method, work: Workload) -> float:

@@ -121,7 +121,7 @@ class Estimate:
         return result
 
 
-def _method(name: str | Method, *, lora_rank: int, lora_targets: str, lora_dropout: float,
+def make_method(name: str | Method, *, lora_rank: int, lora_targets: str, lora_dropout: float,
             virtual_tokens: int) -> Method:
     if isinstance(name, Method):
         return name
@@ -164,7 +164,7 @@ def estimate(
 ) -> Estimate:
     """Estimate one way of adapting (or running) a model on a GPU type. See ``costplan estimate --help``."""
     spec = model if isinstance(model, ModelSpec) else resolve_model(model)
-    how = _method(method, lora_rank=lora_rank, lora_targets=lora_targets,
+    how = make_method(method, lora_rank=lora_rank, lora_targets=lora_targets,
                   lora_dropout=lora_dropout, virtual_tokens=virtual_tokens)
     how.validate(spec)
     device = find_gpu(gpu)

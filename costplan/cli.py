@@ -157,6 +157,72 @@ def gpus(as_json: bool) -> None:
     _emit(rows, as_json, "gpus_table")
 
 
+@cli.command()
+@click.option("--model", "-m", default="7b", show_default=True, help="Preset or config.json to trace.")
+@click.option("--method", default="lora", show_default=True,
+              type=click.Choice(["inference", "prompt", "prefix", "lora", "qlora", "full", "cpt", "pretrain"],
+                                case_sensitive=False))
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="bf16", show_default=True)
+@click.option("--grad-ckpt/--no-grad-ckpt", default=False, show_default=True)
+@click.option("--attention", type=click.Choice(["flash", "eager"]), default="flash", show_default=True)
+@click.option("--seq-len", type=POSITIVE, help="Sequence (or prompt) length [default: 2048, or 512 for inference].")
+@click.option("--micro-batch", type=POSITIVE, default=1, show_default=True)
+@click.option("--all", "run_all", is_flag=True, help="Run the verification matrix instead of one case.")
+@click.option("--full", is_flag=True, help="With --all: every combination (slow), not the representative subset.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=str),
+              help="Write every check as CSV [default with --all: tables/verification.csv].")
+def verify(model: str, method: str, precision: str, grad_ckpt: bool, attention: str, seq_len: int | None,
+           micro_batch: int, run_all: bool, full: bool, out: str | None) -> None:
+    """Trace the real model code (transformers + peft, meta device: no weights, no GPU) and put
+    the analytic estimate beside it: parameters, FLOPs and peak memory by term.
+
+    \b
+    Examples:
+      costplan verify --model 7b --method lora --seq-len 2048 --micro-batch 1
+      costplan verify --model mixtral --method full --grad-ckpt
+      costplan verify --all              # the representative matrix -> tables/verification.csv
+      costplan verify --all --full       # every model x method x precision x ckpt x attention
+    """
+    from pathlib import Path
+
+    try:
+        import peft  # noqa: F401
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+    except ImportError as exc:
+        raise click.ClickException(
+            f"costplan verify needs torch, transformers and peft ({exc.name} is missing): "
+            "pip install 'costplan[verify]'.") from None
+    from rich.console import Console
+
+    from costplan import verify as v
+    from costplan.render import verify_case_table, verify_matrix_table
+
+    if full and not run_all:
+        raise click.UsageError("--full goes with --all.")
+    stderr = Console(stderr=True)
+    if run_all:
+        cases = v.matrix(full=full)
+        with stderr.status("tracing") as status:
+            results = _run(v.run_matrix, cases, lambda c: status.update(f"tracing {c.label}"))
+        summary = v.summarize(results)
+        Console().print(verify_matrix_table(results, summary))
+        target = Path(out or Path("tables") / "verification.csv")
+    else:
+        case = v.Case(model=model, method=method.lower(), precision=precision, grad_ckpt=grad_ckpt,
+                      attention=attention, seq_len=seq_len, micro_batch=micro_batch)
+        with stderr.status(f"tracing {case.label}"):
+            results = [_run(v.run_case, case)]
+        summary = v.summarize(results)
+        Console().print(verify_case_table(results[0]))
+        target = Path(out) if out else None
+    if target is not None:
+        v.write_csv(results, target)
+        stderr.print(f"wrote {target}")
+    if not summary.passed:
+        raise click.exceptions.Exit(1)
+
+
 def _emit(rows: list[dict[str, Any]], as_json: bool, table: str) -> None:
     if as_json:
         import json

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from costplan.activations import layer_backward_transient, logits_bytes, saved_tensors
+from costplan.activations import eager_attention_backward, layer_backward_transient, logits_bytes, saved_tensors
 from costplan.methods import Method
 from costplan.model import ModelSpec, count_params, layer_linears
 from costplan.optimizers import optimizer
@@ -74,6 +74,8 @@ class TrainingMemory:
     """One checkpointed layer re-run in backward (0 without checkpointing)."""
     layer_transient: float
     """Gradients alive inside one layer's backward."""
+    attention_backward: float
+    """Eager attention's softmax backward: its extra bytes less the layer's freed MLP tensors."""
     logits_peak: float
     workspace: float
     """Dequantized matrices (QLoRA): one weight matrix in the compute dtype."""
@@ -110,6 +112,8 @@ def training_memory(model: ModelSpec, method: Method, work: Workload) -> Trainin
         checkpoints=mb * (saved.layers(model.num_layers, work.grad_ckpt) + saved.shared),
         recompute=mb * saved.later_layer if work.grad_ckpt else 0.0,
         layer_transient=mb * layer_backward_transient(model, method, work),
+        attention_backward=mb * (eager_attention_backward(model, method, work) - saved.later_layer_mlp)
+        if work.attention == "eager" else 0.0,
         logits_peak=mb * logits_bytes(model, method, work).backward_peak,
         workspace=largest * p if method.base_storage == "nf4" else 0.0,
         layer_weights=layer,
@@ -155,13 +159,21 @@ def shard(mem: TrainingMemory, dp: int, zero: int, grad_accum: int, profile: Pro
             "optimizer states": mem.optimizer_states / (dp if zero >= 1 else 1)}
     assert abs(held["master weights"] + held["optimizer states"] - states) < 1.0
     accumulated = grads if grad_accum > 1 else 0.0
-    # Top of backward: every saved tensor, with the loss's gradients (or, for tiny vocabularies,
-    # the last layer's backward gradients) on top.
+    # Top of backward: every saved tensor, with the loss's gradients on top, or, when larger (tiny
+    # vocabularies, QLoRA's dequantized matrices), the last layer's backward gradients.
     backward = {**held, "gradients": accumulated, "activations": mem.activations,
-                "logits": mem.logits_peak, "dequant workspace": mem.workspace, "zero-3 gather": gather}
-    if mem.layer_transient > mem.logits_peak:
-        backward["logits"], backward["layer backward"] = 0.0, mem.layer_transient
+                "logits": mem.logits_peak, "zero-3 gather": gather}
+    if mem.layer_transient + mem.workspace > mem.logits_peak:
+        backward["logits"] = 0.0
+        backward["layer backward"] = mem.layer_transient
+        backward["dequant workspace"] = mem.workspace
     phases = {"backward start": backward}
+    if mem.attention_backward > 0:
+        # Eager attention's softmax backward in the last layer (re-run when checkpointing).
+        phases["attention backward"] = {
+            **held, "gradients": accumulated, "zero-3 gather": gather,
+            "activations": (mem.checkpoints + mem.recompute if mem.recompute else mem.activations)
+            + mem.attention_backward}
     if mem.recompute:
         # Checkpointing: the last layer re-run on top of every checkpoint, with its gradients.
         phases["layer recompute"] = {

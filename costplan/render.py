@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
 from costplan.api import Estimate
+
+if TYPE_CHECKING:
+    from costplan.verify import CaseResult, Summary
 from costplan.units import fmt_bytes, fmt_count, fmt_duration, fmt_flops, fmt_usd
 
 
@@ -121,4 +124,44 @@ def gpus_table(rows: list[dict[str, Any]]) -> Table:
         table.add_column(name, justify="left" if name == "key" else "right", no_wrap=True)
     for row in rows:
         table.add_row(*("-" if row[c] is None else row[c] if c == "key" else f"{row[c]:,.4g}" for c in columns))
+    return table
+
+
+def _error_text(error: float, tolerance: float) -> Text:
+    return Text(f"{error:+.2%}", style="green" if abs(error) <= tolerance else "bold red")
+
+
+def verify_case_table(result: CaseResult) -> Table:
+    from costplan.verify import FLOPS_TOLERANCE, PEAK_MEDIAN_TOLERANCE
+
+    table = Table(title=f"verify {result.case.label}, length {result.length}: analytic vs traced",
+                  title_justify="left", caption=f"traced peak at {result.peak_at}; analytic peak at the "
+                  f"{result.analytic_phase}" + "".join(f"; {n}" for n in result.notes), caption_justify="left")
+    for column in ("quantity", "analytic", "traced", "error"):
+        table.add_column(column, justify="left" if column == "quantity" else "right")
+    for check in result.checks:
+        unit = fmt_count if check.quantity.startswith("params") else (
+            fmt_flops if check.quantity.startswith("flops") else fmt_bytes)
+        tolerance = 0.0 if check.quantity.startswith("params") else (
+            FLOPS_TOLERANCE if check.quantity.startswith("flops") else PEAK_MEDIAN_TOLERANCE)
+        error = _error_text(check.error, tolerance) if check.traced or check.analytic else Text("-")
+        table.add_row(check.quantity, unit(check.analytic), unit(check.traced), error)
+    return table
+
+
+def verify_matrix_table(results: list[CaseResult], summary: Summary) -> Table:
+    from costplan.verify import FLOPS_TOLERANCE, PEAK_WORST_TOLERANCE
+
+    verdict = "PASS" if summary.passed else "FAIL"
+    table = Table(title="verification: analytic vs traced (meta device, GPU kernels)", title_justify="left",
+                  caption=f"{verdict}: {summary.cases} cases; parameters exact in {summary.params_exact}; "
+                  f"FLOPs worst {summary.flops_worst:.2%}; peak memory median {summary.peak_median:.2%}, "
+                  f"worst {summary.peak_worst:.2%} ({summary.worst_case})", caption_justify="left")
+    for column in ("case", "len", "params", "FLOPs", "peak traced", "peak", "largest term"):
+        table.add_column(column, justify="left" if column in ("case", "largest term") else "right",
+                         no_wrap=column == "case")
+    for r in results:
+        table.add_row(r.case.label, str(r.length), "exact" if r.params_exact else Text("MISMATCH", style="red"),
+                      _error_text(r.flops_error, FLOPS_TOLERANCE), fmt_bytes(r.get("memory peak").traced),
+                      _error_text(r.peak_error, PEAK_WORST_TOLERANCE), r.largest_term)
     return table

@@ -87,6 +87,7 @@ def build_model(model: ModelSpec, attention: str = "sdpa", device: str = "cpu", 
     import torch
     import transformers as T
 
+    T.logging.set_verbosity_error()
     cfg = hf_config(model, attention)
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype or torch.float32)
@@ -128,6 +129,72 @@ def apply_method(module: Any, method: Method) -> Any:
         return peft.get_peft_model(module, peft.PrefixTuningConfig(
             task_type="CAUSAL_LM", num_virtual_tokens=method.num_virtual_tokens))
     return module
+
+
+def _quantize_base(module: Any, model: ModelSpec, double_quant: bool) -> None:
+    """Replace every layer's linear with a stand-in for bitsandbytes' ``Linear4bit``.
+
+    bitsandbytes runs only on CUDA, so its 4-bit layer is reproduced from its source, op for
+    op where memory is concerned: the weight packed two values per byte with its blockwise
+    absmax (8-bit with an fp32 constant per 256 blocks under double quantization, else fp32);
+    a forward that dequantizes the whole matrix into the compute dtype, multiplies, and keeps
+    its input and packed weight (``ctx.tensors = (A, B)``) when either needs a gradient; a
+    backward that dequantizes again for dX. The dequantized values are not computed (the
+    trace runs on the meta device); their allocation is what matters.
+    """
+    import torch
+    from torch import nn
+
+    class MatMul4Bit(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx: Any, A: Any, B: Any, bias: Any, shape: tuple[int, int]) -> Any:
+            weight = torch.empty(shape, dtype=A.dtype, device=A.device)  # dequantize_4bit(B)
+            ctx.shape = shape
+            ctx.tensors = (A, B) if any(ctx.needs_input_grad[:2]) else (None, None)
+            return nn.functional.linear(A, weight, bias)
+
+        @staticmethod
+        def backward(ctx: Any, grad: Any) -> Any:
+            weight = torch.empty(ctx.shape, dtype=grad.dtype, device=grad.device)
+            grad_a = torch.matmul(grad, weight) if ctx.needs_input_grad[0] else None
+            return grad_a, None, None, None
+
+    class Linear4bit(nn.Linear):
+        def __init__(self, linear: Any) -> None:
+            nn.Module.__init__(self)
+            self.in_features, self.out_features = linear.in_features, linear.out_features
+            device = linear.weight.device
+            n = linear.in_features * linear.out_features
+            blocks = -(-n // 64)
+            self.weight = nn.Parameter(torch.empty((n + 1) // 2, 1, dtype=torch.uint8, device=device),
+                                       requires_grad=False)
+            self.bias = linear.bias
+            if double_quant:
+                self.register_buffer("absmax", torch.empty(blocks, dtype=torch.uint8, device=device))
+                self.register_buffer("nested_absmax", torch.empty(-(-blocks // 256), dtype=torch.float32,
+                                                                  device=device))
+            else:
+                self.register_buffer("absmax", torch.empty(blocks, dtype=torch.float32, device=device))
+
+        def forward(self, x: Any) -> Any:
+            return MatMul4Bit.apply(x, self.weight, self.bias, (self.out_features, self.in_features))
+
+    for layer in _layers(module, model):
+        for name, child in list(layer.named_modules()):
+            if isinstance(child, nn.Linear) and name:
+                parent_name, _, attr = name.rpartition(".")
+                parent = layer.get_submodule(parent_name) if parent_name else layer
+                setattr(parent, attr, Linear4bit(child))
+
+
+def _layers(module: Any, model: ModelSpec) -> Any:
+    """The transformer layers of a transformers model."""
+    for name in ("model.layers", "transformer.h", "gpt_neox.layers", "bert.encoder.layer"):
+        try:
+            return module.get_submodule(name)
+        except AttributeError:
+            continue
+    raise ValueError(f"cannot find the layers of {model.name}")
 
 
 def _live_bytes_mode() -> Any:
@@ -290,6 +357,8 @@ def trace_training_step(model: ModelSpec, method: Method, work: Workload, *, dev
     attention = "sdpa" if work.attention == "flash" else "eager"
     module = build_model(model, attention=attention, device=device, dtype=_dtype(work.precision))
     params_total = sum(p.numel() for p in module.parameters())
+    if method.base_storage == "nf4":
+        _quantize_base(module, model, getattr(method, "double_quant", True))
     if work.grad_ckpt:
         module.gradient_checkpointing_enable()
         module.config.use_cache = False
@@ -361,7 +430,7 @@ def trace_training_step(model: ModelSpec, method: Method, work: Workload, *, dev
 
         with live_bytes(existing, snapshot_at=tracker.peak_at, on_snapshot=note_grads) as again:
             step()
-    weights = {id(p.untyped_storage()) for p in module.parameters()}
+    weights = {id(t.untyped_storage()) for t in (*module.parameters(), *module.buffers())}
     opt_states = {id(t.untyped_storage()) for t in states} | (
         set() if master is trainable else {id(m.untyped_storage()) for m in master})
     breakdown = dict.fromkeys(("weights", "gradients", "optimizer states", "logits", "activations"), 0)

@@ -1,0 +1,290 @@
+"""``costplan verify``: the analytical model beside a traced step of the real model code.
+
+Each case builds the Hugging Face model from its architecture numbers on PyTorch's meta device
+(no weights, no memory, any size on a laptop), applies the real peft adapter, runs one training
+step (forward, backward, optimizer step) or one inference step (prefill + a decode step) with
+attention and dropout on the kernels a GPU runs (see ``tracing``), and compares:
+
+- parameters, total and trainable, counted from the module;
+- FLOPs of forward and backward, counted by ``FlopCounterMode``;
+- peak live tensor bytes over the step, and its make-up at the traced peak (weights, gradients,
+  optimizer states, logits, KV cache, activations) against the analytic terms.
+
+QLoRA needs bitsandbytes' CUDA kernels, which a CPU trace cannot run; its 4-bit layer is
+replaced by a stand-in reproduced from bitsandbytes' source (packed storage and block constants,
+dequantize-then-matmul, the tensors its autograd function keeps), see
+``tracing._quantize_base``; the peft adapters on top are the real ones.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import statistics
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from costplan.flops import inference_flops, training_flops
+from costplan.memory import MemoryBreakdown, inference_memory, shard, shard_inference, training_memory
+from costplan.methods import Inference, Method
+from costplan.model import ModelSpec, count_params, resolve_model
+from costplan.profile import default_profile
+from costplan.workload import Workload
+
+FLOPS_TOLERANCE = 0.01
+PEAK_MEDIAN_TOLERANCE = 0.03
+PEAK_WORST_TOLERANCE = 0.08
+
+# Analytic memory terms grouped into the categories a trace can tell apart.
+_TRACE_CATEGORY = {
+    "weights": "weights", "gradients": "gradients", "fp32 gradient copies": "gradients",
+    "master weights": "optimizer states", "optimizer states": "optimizer states",
+    "logits": "logits", "kv cache": "kv cache",
+}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Case:
+    """One configuration to verify."""
+
+    model: str
+    method: str
+    precision: str = "bf16"
+    grad_ckpt: bool = False
+    attention: str = "flash"
+    seq_len: int | None = None
+    """Training sequence length, or the prompt length for inference [default: 2048 or the context]."""
+    micro_batch: int = 1
+
+    @property
+    def label(self) -> str:
+        parts = [self.model, self.method, self.precision, self.attention]
+        if self.grad_ckpt:
+            parts.append("ckpt")
+        return " ".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One quantity, analytic beside traced."""
+
+    quantity: str
+    analytic: float
+    traced: float
+
+    @property
+    def error(self) -> float:
+        """Relative error of the analytic value (0 when both are 0)."""
+        if self.traced == 0:
+            return 0.0 if self.analytic == 0 else math.inf
+        return self.analytic / self.traced - 1
+
+
+@dataclass(frozen=True, slots=True)
+class CaseResult:
+    case: Case
+    checks: tuple[Check, ...]
+    seconds: float
+    peak_at: str
+    """Where the traced peak happened (operator, op count)."""
+    analytic_phase: str
+    length: int
+    """Sequence (training) or prompt (inference) length traced."""
+    notes: tuple[str, ...] = field(default=())
+
+    def get(self, quantity: str) -> Check:
+        return next(c for c in self.checks if c.quantity == quantity)
+
+    @property
+    def params_exact(self) -> bool:
+        return all(c.analytic == c.traced for c in self.checks if c.quantity.startswith("params"))
+
+    @property
+    def flops_error(self) -> float:
+        return self.get("flops total").error
+
+    @property
+    def peak_error(self) -> float:
+        return self.get("memory peak").error
+
+    @property
+    def largest_term(self) -> str:
+        """The memory category whose analytic bytes miss the traced ones by the most."""
+        terms = [c for c in self.checks if c.quantity.startswith("memory: ")]
+        worst = max(terms, key=lambda c: abs(c.analytic - c.traced))
+        return worst.quantity.removeprefix("memory: ")
+
+
+def _workload(case: Case, model: ModelSpec, method: Method) -> Workload:
+    length = case.seq_len or min(2048, model.max_positions - method.virtual_tokens)
+    if not method.training:
+        length = case.seq_len or min(512, model.max_positions - 1)
+        return Workload(prompt_len=length, gen_len=1, micro_batch=case.micro_batch,
+                        precision=case.precision, attention=case.attention)  # type: ignore[arg-type]
+    return Workload(seq_len=length, micro_batch=case.micro_batch, precision=case.precision,
+                    grad_ckpt=case.grad_ckpt, attention=case.attention)  # type: ignore[arg-type]
+
+
+def _memory_checks(analytic: MemoryBreakdown, traced: dict[str, int]) -> list[Check]:
+    grouped = dict.fromkeys(traced, 0.0)
+    for term, value in analytic.terms.items():
+        grouped[_TRACE_CATEGORY.get(term, "activations")] += value
+    return [Check(f"memory: {name}", grouped[name], traced[name]) for name in traced]
+
+
+def run_case(case: Case) -> CaseResult:
+    """Trace one case on the meta device and compare it with the analytic model."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # transformers and peft warn about training-time options
+        return _run_case(case)
+
+
+def _run_case(case: Case) -> CaseResult:
+    from costplan.api import make_method
+    from costplan.tracing import trace_inference_step, trace_training_step
+
+    started = time.perf_counter()
+    model = resolve_model(case.model)
+    method = make_method(case.method, lora_rank=8, lora_targets="q,v", lora_dropout=0.0, virtual_tokens=20)
+    method.validate(model)
+    work = _workload(case, model, method)
+    profile = default_profile()
+    notes: list[str] = []
+    if not method.training:
+        traced = trace_inference_step(model, work, device="meta")
+        fl = inference_flops(model, Inference(), Workload(prompt_len=work.prompt_len, gen_len=2,
+                                                           micro_batch=work.micro_batch, attention=work.attention))
+        memory = shard_inference(inference_memory(model, method, work), 1, profile)
+        b = work.micro_batch
+        checks = [
+            Check("params total", count_params(model).total, traced.params_total),
+            Check("flops forward", fl.prefill.per_token * work.prompt_len * b, traced.flops_prefill),
+            Check("flops backward", fl.decode.per_token * b, traced.flops_decode),
+            Check("flops total", fl.prefill.per_token * work.prompt_len * b + fl.decode.per_token * b,
+                  traced.flops_prefill + traced.flops_decode),
+            Check("memory peak", memory.peak_bytes, traced.peak_bytes),
+            *_memory_checks(memory, traced.peak_breakdown),
+        ]
+        notes.append("inference: 'flops forward' is the prefill, 'flops backward' the first decode step")
+        return CaseResult(case, tuple(checks), time.perf_counter() - started, traced.peak_op, "generation",
+                          work.prompt_len, tuple(notes))
+    traced_step = trace_training_step(model, method, work, device="meta")
+    flops = training_flops(model, method, work)
+    tokens = work.seq_len * work.micro_batch
+    memory = shard(training_memory(model, method, work), 1, 0, 1, profile)
+    checks = [
+        Check("params total", count_params(model).total, traced_step.params_total),
+        Check("params trainable", method.trainable_params(model), traced_step.params_trainable),
+        Check("flops forward", flops.forward * tokens, traced_step.flops_forward),
+        Check("flops backward", (flops.backward + flops.recompute) * tokens, traced_step.flops_backward),
+        Check("flops total", flops.per_token * tokens, traced_step.flops),
+        Check("memory peak", memory.peak_bytes, traced_step.peak_bytes),
+        *_memory_checks(memory, traced_step.peak_breakdown),
+    ]
+    if method.base_storage == "nf4":
+        notes.append("qlora: bitsandbytes' 4-bit layer emulated from its source (CUDA-only library)")
+    return CaseResult(case, tuple(checks), time.perf_counter() - started, traced_step.peak_op,
+                      memory.peak_phase, work.seq_len, tuple(notes))
+
+
+MODELS = ("gpt2", "bert-base", "llama-2-7b", "llama-3-8b", "mistral-7b", "mixtral-8x7b")
+METHODS = ("inference", "prompt", "prefix", "lora", "qlora", "full")
+
+
+def matrix(full: bool = False) -> list[Case]:
+    """The verification matrix: every model x method x precision x checkpointing x attention
+    (``full``), or a representative subset that covers each value at least once (default)."""
+    if full:
+        cases = []
+        for model in MODELS:
+            for method in METHODS:
+                if model == "bert-base" and method in ("inference", "prefix", "prompt"):
+                    # An encoder: no generation or key/value prefix, and peft's prompt tuning
+                    # wraps generative or classification heads, not a masked-LM head.
+                    continue
+                for precision in ("bf16", "fp32"):
+                    for attention in ("flash", "eager"):
+                        # peft's prefix tuning refuses activation checkpointing; inference has none.
+                        ckpts = (False,) if method in ("inference", "prefix") else (False, True)
+                        cases += [Case(model=model, method=method, precision=precision, grad_ckpt=ckpt,
+                                       attention=attention) for ckpt in ckpts]
+        return cases
+    return [
+        Case(model="gpt2", method="full"),
+        Case(model="gpt2", method="lora", attention="eager"),
+        Case(model="gpt2", method="inference"),
+        Case(model="bert-base", method="full", precision="fp32"),
+        Case(model="bert-base", method="lora", grad_ckpt=True),
+        Case(model="llama-2-7b", method="lora"),
+        Case(model="llama-2-7b", method="qlora", grad_ckpt=True),
+        Case(model="llama-2-7b", method="full", grad_ckpt=True),
+        Case(model="llama-2-7b", method="prompt", precision="fp32"),
+        Case(model="llama-2-7b", method="inference", attention="eager"),
+        Case(model="llama-3-8b", method="lora", grad_ckpt=True),
+        Case(model="llama-3-8b", method="full"),
+        Case(model="llama-3-8b", method="prefix"),
+        Case(model="llama-3-8b", method="inference"),
+        Case(model="mistral-7b", method="lora", attention="eager"),
+        Case(model="mistral-7b", method="prompt", grad_ckpt=True),
+        Case(model="mixtral-8x7b", method="lora"),
+        Case(model="mixtral-8x7b", method="full"),
+        Case(model="mixtral-8x7b", method="inference"),
+    ]
+
+
+def run_matrix(cases: Iterable[Case], progress: Callable[[Case], None] | None = None) -> list[CaseResult]:
+    results = []
+    for case in cases:
+        if progress:
+            progress(case)
+        results.append(run_case(case))
+    return results
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    cases: int
+    params_exact: int
+    flops_worst: float
+    peak_median: float
+    peak_worst: float
+    worst_case: str
+
+    @property
+    def passed(self) -> bool:
+        return (self.params_exact == self.cases and self.flops_worst <= FLOPS_TOLERANCE
+                and self.peak_median <= PEAK_MEDIAN_TOLERANCE and self.peak_worst <= PEAK_WORST_TOLERANCE)
+
+
+def summarize(results: list[CaseResult]) -> Summary:
+    peaks = [abs(r.peak_error) for r in results]
+    worst = max(results, key=lambda r: abs(r.peak_error))
+    return Summary(cases=len(results), params_exact=sum(r.params_exact for r in results),
+                   flops_worst=max(abs(r.flops_error) for r in results),
+                   peak_median=statistics.median(peaks), peak_worst=max(peaks), worst_case=worst.case.label)
+
+
+CSV_COLUMNS = ("model", "method", "precision", "attention", "grad_ckpt", "seq_len", "quantity", "analytic",
+               "traced", "rel_error", "peak_at", "analytic_phase", "seconds")
+
+
+def write_csv(results: list[CaseResult], path: Path) -> None:
+    """Every check of every case, written atomically (a temporary file renamed into place)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp", newline="",
+                                     encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(CSV_COLUMNS)
+        for result in results:
+            c = result.case
+            for check in result.checks:
+                writer.writerow([c.model, c.method, c.precision, c.attention, c.grad_ckpt, result.length,
+                                 check.quantity, f"{check.analytic:.0f}", f"{check.traced:.0f}",
+                                 f"{check.error:.6f}", result.peak_at, result.analytic_phase,
+                                 f"{result.seconds:.2f}"])
+    os.replace(handle.name, path)

@@ -1,0 +1,80 @@
+"""costplan verify: the analytic model against traced steps of the real model code (meta device)."""
+
+import csv
+import math
+
+import pytest
+from click.testing import CliRunner
+
+from costplan.cli import cli
+from costplan.verify import (
+    FLOPS_TOLERANCE,
+    PEAK_MEDIAN_TOLERANCE,
+    PEAK_WORST_TOLERANCE,
+    Case,
+    Check,
+    matrix,
+    run_case,
+    run_matrix,
+    summarize,
+)
+
+
+def test_check_errors():
+    assert Check("x", 103, 100).error == pytest.approx(0.03)
+    assert Check("x", 0, 0).error == 0
+    assert math.isinf(Check("x", 1, 0).error)
+
+
+def test_the_matrices_cover_what_the_issue_names():
+    full = matrix(full=True)
+    for field, values in (("model", {"gpt2", "bert-base", "llama-2-7b", "llama-3-8b", "mistral-7b", "mixtral-8x7b"}),
+                          ("method", {"inference", "prompt", "prefix", "lora", "qlora", "full"}),
+                          ("precision", {"bf16", "fp32"}), ("grad_ckpt", {False, True}),
+                          ("attention", {"flash", "eager"})):
+        assert {getattr(c, field) for c in full} == values
+        assert {getattr(c, field) for c in matrix()} == values  # the subset covers every value too
+
+
+@pytest.mark.needs_torch
+def test_representative_matrix_meets_the_accuracy_targets():
+    """Parameters exact, FLOPs within 1%, peak memory within 3% median and 8% worst."""
+    results = run_matrix(matrix())
+    for result in results:
+        assert result.params_exact, result.case.label
+        assert abs(result.flops_error) <= FLOPS_TOLERANCE, result.case.label
+        assert abs(result.peak_error) <= PEAK_WORST_TOLERANCE, result.case.label
+    summary = summarize(results)
+    assert summary.peak_median <= PEAK_MEDIAN_TOLERANCE and summary.passed
+
+
+@pytest.mark.needs_torch
+def test_a_seven_billion_model_traces_without_memory():
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    result = run_case(Case(model="llama-2-7b", method="full", grad_ckpt=True))
+    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert result.get("memory peak").traced > 140 * 2**30  # the traced step needs > 140 GiB ...
+    assert grown_mib < 2048  # ... of which this process allocated none
+    assert result.get("params total").traced == 6_738_415_616
+
+
+@pytest.mark.needs_torch
+def test_cli_single_case_writes_csv(tmp_path):
+    out = tmp_path / "v.csv"
+    result = CliRunner().invoke(cli, ["verify", "--model", "gpt2", "--method", "lora", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "flops total" in result.output and "memory peak" in result.output
+    rows = list(csv.DictReader(out.open()))
+    quantities = {row["quantity"] for row in rows}
+    assert {"params total", "params trainable", "flops total", "memory peak"} <= quantities
+    assert all(row["model"] == "gpt2" and row["seq_len"] == "1024" for row in rows)
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_cli_verify_errors_are_one_line():
+    for args, message in ((["--model", "nope"], "Unknown model"), (["--full"], "--full goes with --all")):
+        result = CliRunner().invoke(cli, ["verify", *args])
+        assert result.exit_code == 2 and message in result.output
+        assert len(result.output.strip().splitlines()) == 1
