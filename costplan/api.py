@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from costplan import scaling
+from costplan.energy import energy_model
 from costplan.errors import CostplanError, unknown_name
 from costplan.flops import FlopsBreakdown, InferenceFlops, inference_flops, training_flops
 from costplan.hardware import GpuSpec, Price
@@ -43,7 +45,14 @@ class Estimate:
     wall_seconds: float
     price: Price | None
     energy_kwh: float
+    co2_kg: float
     assumptions: tuple[str, ...]
+    wall_seconds_range: tuple[float, float] = (0.0, 0.0)
+    """Wall time at the high and low ends of the efficiency range (fast, slow)."""
+    scaling_efficiency: float = 1.0
+    """Compute time over compute plus exposed communication."""
+    serve: Estimate | None = None
+    """The cost of serving the adapted model (``serve_tokens``), when asked."""
     inference: InferenceFlops | None = None
     latency_seconds: float | None = None
     """Inference: one batch of requests, prompt to last token."""
@@ -68,6 +77,21 @@ class Estimate:
     @property
     def cost_usd(self) -> float | None:
         return None if self.price is None else self.gpu_hours * self.price.usd_per_gpu_hour
+
+    @property
+    def cost_usd_range(self) -> tuple[float, float] | None:
+        """(low, high) dollars from the efficiency range."""
+        if self.price is None:
+            return None
+        rate = self.gpus * self.price.usd_per_gpu_hour / 3600
+        return self.wall_seconds_range[0] * rate, self.wall_seconds_range[1] * rate
+
+    @property
+    def total_cost_usd(self) -> float | None:
+        """Training plus serving, when serving was asked for."""
+        if self.cost_usd is None:
+            return None
+        return self.cost_usd + (self.serve.cost_usd or 0.0 if self.serve else 0.0)
 
     @property
     def cost_usd_per_million_tokens(self) -> float | None:
@@ -112,8 +136,15 @@ class Estimate:
             "usd_per_gpu_hour": None if self.price is None else self.price.usd_per_gpu_hour,
             "cost_usd": self.cost_usd,
             "energy_kwh": self.energy_kwh,
+            "co2_kg": self.co2_kg,
+            "scaling_efficiency": self.scaling_efficiency,
+            "wall_hours_range": [t / 3600 for t in self.wall_seconds_range],
+            "cost_usd_range": None if self.cost_usd_range is None else list(self.cost_usd_range),
             "assumptions": list(self.assumptions),
         }
+        if self.serve is not None:
+            result["serve"] = self.serve.to_dict()
+            result["total_cost_usd"] = self.total_cost_usd
         if not self.method.training:
             result["cost_usd_per_million_tokens"] = self.cost_usd_per_million_tokens
             result["latency_seconds"] = self.latency_seconds
@@ -160,6 +191,10 @@ def estimate(
     virtual_tokens: int = 20,
     prompt_len: int = 512,
     gen_len: int = 256,
+    pue: float | None = None,
+    grid: str | float | None = None,
+    serve_tokens: float | None = None,
+    serve_batch: int = 32,
     profile: Profile | None = None,
 ) -> Estimate:
     """Estimate one way of adapting (or running) a model on a GPU type. See ``costplan estimate --help``."""
@@ -177,6 +212,9 @@ def estimate(
         raise ValueError("--epochs must be positive")
     if tokens is not None and tokens <= 0:
         raise ValueError("--tokens must be positive")
+    if serve_tokens is not None and serve_tokens <= 0:
+        raise ValueError("--serve-tokens must be positive")
+    power = energy_model(pue, grid)
     if seq_len is None:
         seq_len = min(2048, spec.max_positions)
     opt_name = optimizer or "adamw"
@@ -219,20 +257,33 @@ def estimate(
     else:
         result = _inference(spec, how, device, work, profile, tokens, gpus, peak, mfu.value)
     flops, total, placement, tps, seconds, extra, more_notes = result
+    # Time scales inversely with efficiency: the range of MFU gives the range of hours.
+    seconds_range = (seconds * mfu.value / mfu.high, seconds * mfu.value / mfu.low)
     notes += more_notes
     if chosen_price is None:
         notes.append(f"no listed price for {device.key}{' at ' + provider if provider else ''}: "
                      "pass --price to get dollars")
     else:
         notes.append(chosen_price.describe())
-    energy = placement.gpus * device.tdp_watts * seconds / 3600 / 1000
-    notes.append(f"energy at board TDP {device.tdp_watts:.0f} W per GPU, without PUE")
+    energy = power.kwh(placement.gpus, device.tdp_watts, seconds)
+    notes.append(f"{power.described}; board TDP {device.tdp_watts:.0f} W")
+    notes.append(f"ranges: wall time and cost at MFU {mfu.high:.2f} (low) to {mfu.low:.2f} (high)")
+    serve = None
+    if serve_tokens is not None and how.training:
+        serve = estimate(spec, "inference", gpu=device.key, tokens=serve_tokens, micro_batch=serve_batch,
+                         precision=precision if precision != "fp8" else "bf16", prompt_len=prompt_len,
+                         gen_len=gen_len, provider=provider, spot=spot, price=price, pue=pue, grid=grid,
+                         profile=profile)
+        notes.append(f"serving: {fmt_count(serve_tokens)} generated tokens on the adapted model, "
+                     f"{serve_batch} concurrent requests ({serve.gpus} x {device.key}; adapters merged "
+                     "into the weights, so served at the base model's cost)")
     return Estimate(
         model=spec, method=how, gpu=device, workload=work, params_total=params,
         params_trainable=how.trainable_params(spec) if how.training else 0, flops=flops,
         tokens=tokens, epochs=epochs if how.training else 1.0, flops_total=total,
         placement=placement, mfu=mfu.value, tokens_per_second=tps, wall_seconds=seconds,
-        price=chosen_price, energy_kwh=energy, assumptions=tuple(notes), **extra,
+        price=chosen_price, energy_kwh=energy, co2_kg=power.co2_kg(energy), assumptions=tuple(notes),
+        wall_seconds_range=seconds_range, serve=serve, **extra,
     )
 
 
@@ -253,8 +304,10 @@ def _training(spec, how, device, work, profile, tokens, epochs, gpus, zero, peak
     placement = place_training(mem, device.memory_bytes, profile, micro_batch=work.micro_batch,
                                global_batch=work.global_batch, gpus=gpus, zero=zero)
     total = flops.per_token * tokens * epochs
-    tps = placement.gpus * peak * mfu / flops.per_token
-    seconds = total / (placement.gpus * peak * mfu)
+    n = placement.gpus
+    timing = _step_timing(spec, how, device, work, flops, mem, placement, peak * mfu)
+    tps = n * peak * mfu / flops.per_token * timing.efficiency
+    seconds = total / (n * peak * mfu) / timing.efficiency
     opt = find_optimizer(work.optimizer)
     notes = [
         f"sequence {work.seq_len} tokens, micro-batch {work.micro_batch} per GPU"
@@ -263,13 +316,40 @@ def _training(spec, how, device, work, profile, tokens, epochs, gpus, zero, peak
         f"optimizer: {opt.note}",
         f"activation checkpointing {'on (non-reentrant, every layer)' if work.grad_ckpt else 'off'}; "
         f"attention {'SDPA/flash: no s² scores kept' if work.attention == 'flash' else 'eager: s² scores kept'}",
-        f"data parallel over {placement.gpus} GPU(s) with ZeRO-{placement.zero}; "
-        "communication assumed overlapped with compute (not modelled yet)",
+        f"data parallel over {n} GPU(s) with ZeRO-{placement.zero}"
+        + (f": {fmt_bytes(timing.comm_bytes)} per GPU per step over {scaling.link(device.key).described}; "
+           f"{timing.timing.exposed_seconds * 1e3:.3g} ms of {timing.timing.comm_seconds * 1e3:.3g} ms not hidden "
+           f"behind backward, scaling efficiency {timing.efficiency:.1%}" if n > 1 else ""),
         f"peak memory at the {placement.memory.peak_phase}",
     ]
     if not placement.fits:
         notes.append(f"does not fit: {placement.reason}")
-    return flops, total, placement, tps, seconds, {}, notes
+    return flops, total, placement, tps, seconds, {"scaling_efficiency": timing.efficiency}, notes
+
+
+@dataclass(frozen=True, slots=True)
+class _DataParallelTiming:
+    timing: scaling.StepTiming
+    comm_bytes: float
+
+    @property
+    def efficiency(self) -> float:
+        return self.timing.efficiency
+
+
+def _step_timing(spec, how, device, work, flops, mem, placement, flops_per_second) -> _DataParallelTiming:
+    """One optimizer step: compute over every micro-batch, gradient sync after the last."""
+    n, zero = placement.gpus, placement.zero
+    per_micro_batch = work.seq_len * work.micro_batch / flops_per_second
+    compute = flops.per_token * per_micro_batch * placement.grad_accum
+    overlap = flops.backward * per_micro_batch  # the last micro-batch's backward
+    if zero >= 3:
+        overlap += flops.forward * per_micro_batch  # gathers run ahead of forward too
+    comm_bytes = scaling.data_parallel_bytes(mem.gradients, mem.weights, n, zero)  # trained parameters' grads
+    link = scaling.link(device.key)
+    timing = scaling.step_timing(compute_seconds=compute, overlap_seconds=overlap, comm_bytes=comm_bytes,
+                                 bandwidth=link.bandwidth(n))
+    return _DataParallelTiming(timing, comm_bytes)
 
 
 def _inference(spec, how, device, work, profile, tokens, gpus, peak, mfu):
@@ -278,11 +358,16 @@ def _inference(spec, how, device, work, profile, tokens, gpus, peak, mfu):
     placement = place_inference(mem, device.memory_bytes, profile, gpus=gpus)
     n, b = placement.gpus, work.micro_batch
     bandwidth = profile.bandwidth().value * device.bandwidth_bytes_per_s * n
+    link = scaling.link(device.key)
+    p = work.compute_bytes
     prefill_seconds = fl.prefill.per_token * work.prompt_len * b / (n * peak * mfu)
+    prefill_seconds += scaling.tensor_parallel_seconds(spec.num_layers, b * work.prompt_len * spec.hidden_size * p,
+                                                       n, link.bandwidth(n))
+    tp_step = scaling.tensor_parallel_seconds(spec.num_layers, b * spec.hidden_size * p, n, link.bandwidth(n))
     # Decode step i reads the KV cache of prompt_len + i tokens: prompt_len + gen_len / 2 on average.
     mean_kv = mem.kv_cache * (work.prompt_len + work.gen_len / 2) / (work.prompt_len + work.gen_len)
     step_bytes = mem.weights + mean_kv
-    step_seconds = max(step_bytes / bandwidth, fl.decode.per_token * b / (n * peak * mfu))
+    step_seconds = max(step_bytes / bandwidth, fl.decode.per_token * b / (n * peak * mfu)) + tp_step
     latency = prefill_seconds + (work.gen_len - 1) * step_seconds
     tps = b * work.gen_len / latency
     seconds = tokens / tps
@@ -297,7 +382,8 @@ def _inference(spec, how, device, work, profile, tokens, gpus, peak, mfu):
         f"KV cache {fmt_bytes(mem.kv_cache)} (2 x layers x kv_heads x head_dim x tokens x bytes)",
         f"decode is {bound}-bound: each step reads weights and KV cache at "
         f"{profile.bandwidth().value:.0%} of peak bandwidth",
-        f"tensor parallel over {n} GPU(s); communication not modelled yet",
+        f"tensor parallel over {n} GPU(s)" + (f" ({link.described}): two all-reduces per layer, "
+                                               f"{tp_step * 1e3:.3g} ms per decode step" if n > 1 else ""),
     ]
     if not placement.fits:
         notes.append(f"does not fit: {placement.reason}")

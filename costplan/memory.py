@@ -24,6 +24,7 @@ The reserved total adds the caching allocator's slack; the device total adds the
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from costplan.activations import eager_attention_backward, layer_backward_transient, logits_bytes, saved_tensors
 from costplan.methods import Method
@@ -243,3 +244,36 @@ def shard_inference(mem: InferenceMemory, tp: int, profile: Profile) -> MemoryBr
     terms = {"weights": mem.weights / tp, "kv cache": mem.kv_cache / tp,
              "activations": mem.workspace / tp}
     return _finish({"generation": terms}, profile)
+
+
+def device_bytes_array(mem: TrainingMemory, *, dp: Any, zero: Any, grad_accum: Any, micro_batch: Any,
+                       profile: Profile) -> Any:
+    """``shard(...).device_bytes`` for whole arrays of configurations at once (numpy broadcasting).
+
+    ``mem`` must be built for a micro-batch of 1: every activation-like term scales with the
+    micro-batch. Same phases as ``shard``; kept equal to it by a test.
+    """
+    import numpy as np
+
+    dp, zero = np.asarray(dp, dtype=float), np.asarray(zero)
+    mb = np.asarray(micro_batch, dtype=float)
+    by_states = np.where(zero >= 1, dp, 1.0)
+    held = (mem.weights / np.where(zero >= 3, dp, 1.0) + (mem.master_weights + mem.optimizer_states) / by_states)
+    grads = mem.gradients / np.where(zero >= 2, dp, 1.0)
+    temps = (mem.step_temporaries + mem.gradient_copies) / by_states
+    gather = np.where((zero >= 3) & (dp > 1), 2 * mem.layer_weights, 0.0)
+    accumulated = np.where(np.asarray(grad_accum) > 1, grads, 0.0)
+    base = held + accumulated + gather
+    phases = [
+        base + mem.activations * mb + np.maximum(mem.logits_peak * mb, mem.layer_transient * mb + mem.workspace),
+        held + grads + temps,
+        held + grads + gather + mem.recompute * mb + (mem.layer_transient * mb if mem.recompute else 0.0)
+        + mem.workspace,
+    ]
+    if mem.attention_backward > 0:
+        kept = (mem.checkpoints + mem.recompute) if mem.recompute else mem.activations
+        phases.append(base + (kept + mem.attention_backward) * mb)
+    if mem.recompute:
+        phases.append(base + (mem.checkpoints + mem.recompute + mem.layer_transient) * mb + mem.workspace)
+    peak = np.maximum.reduce(phases)
+    return peak * (1 + profile.allocator_slack()) + profile.cuda_context_bytes()

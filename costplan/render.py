@@ -12,6 +12,9 @@ from rich.text import Text
 from costplan.api import Estimate
 
 if TYPE_CHECKING:
+    from costplan.compare import Comparison
+    from costplan.cram import CramResult
+    from costplan.plan import PlanResult
     from costplan.verify import CaseResult, Summary
 from costplan.units import fmt_bytes, fmt_count, fmt_duration, fmt_flops, fmt_usd
 
@@ -40,14 +43,23 @@ def summary_table(est: Estimate) -> Table:
     if est.latency_seconds is not None:
         rows.append(("latency / request", f"{fmt_duration(est.latency_seconds)} "
                      f"(first token {fmt_duration(est.time_to_first_token_seconds or 0.0)})"))
+    low, high = est.wall_seconds_range
     rows += [
-        ("wall time", fmt_duration(est.wall_seconds)),
+        ("wall time", f"{fmt_duration(est.wall_seconds)} (range {fmt_duration(low)} to {fmt_duration(high)})"),
         ("GPU-hours", f"{est.gpu_hours:,.3g}"),
-        ("cost", "no price" if est.cost_usd is None else fmt_usd(est.cost_usd)),
+        ("cost", "no price" if est.cost_usd is None else
+         f"{fmt_usd(est.cost_usd)} (range {fmt_usd(est.cost_usd_range[0])} to {fmt_usd(est.cost_usd_range[1])})"
+         if est.cost_usd_range else fmt_usd(est.cost_usd)),
     ]
+    if est.method.training and est.gpus > 1:
+        rows.append(("scaling efficiency", f"{est.scaling_efficiency:.1%}"))
     if est.cost_usd_per_million_tokens is not None:
         rows.append(("$ / 1M tokens", fmt_usd(est.cost_usd_per_million_tokens)))
-    rows.append(("energy", f"{est.energy_kwh:,.3g} kWh"))
+    rows.append(("energy", f"{est.energy_kwh:,.3g} kWh, {est.co2_kg:,.3g} kg CO2"))
+    if est.serve is not None and est.serve.cost_usd is not None:
+        rows.append(("serving", f"{fmt_usd(est.serve.cost_usd)} for {fmt_count(est.serve.tokens)} tokens "
+                     f"({fmt_usd(est.serve.cost_usd_per_million_tokens or 0.0)} / 1M)"))
+        rows.append(("training + serving", fmt_usd(est.total_cost_usd or 0.0)))
     for name, value in rows:
         table.add_row(name, value)
     if not est.placement.fits:
@@ -165,3 +177,75 @@ def verify_matrix_table(results: list[CaseResult], summary: Summary) -> Table:
                       _error_text(r.flops_error, FLOPS_TOLERANCE), fmt_bytes(r.get("memory peak").traced),
                       _error_text(r.peak_error, PEAK_WORST_TOLERANCE), r.largest_term)
     return table
+
+
+def compare_table(result: Comparison) -> Group:
+    first = result.estimates[0]
+    table = Table(title=f"{first.model.name} on {first.gpu.name}: every approach", title_justify="left")
+    columns = ("approach", "trainable", "tokens", "memory/GPU", "GPUs", "wall time", "GPU-h", "cost", "x cheapest",
+               "kWh")
+    for column in columns:
+        table.add_column(column, justify="left" if column == "approach" else "right", no_wrap=column == "approach")
+    serving = any(e.serve for e in result.estimates)
+    if serving:
+        table.add_column("+ serving", justify="right")
+    for e, row in zip(result.estimates, result.rows(), strict=True):
+        fits = e.placement.fits
+        cells = [e.method.key, fmt_count(e.params_trainable) if e.method.training else "-",
+                 fmt_count(row["tokens"]), fmt_bytes(e.memory.device_bytes) + ("" if fits else " (no fit)"),
+                 str(e.gpus), fmt_duration(e.wall_seconds), f"{e.gpu_hours:,.3g}",
+                 "-" if e.cost_usd is None else fmt_usd(e.cost_usd),
+                 "-" if row["relative_cost"] is None else f"{row['relative_cost']:,.3g}x", f"{e.energy_kwh:,.3g}"]
+        if serving:
+            cells.append("-" if e.total_cost_usd is None or e.serve is None else fmt_usd(e.total_cost_usd))
+        table.add_row(*cells, style=None if fits else "red")
+    notes = Text("\n".join(f"  - {n}" for n in result.notes))
+    return Group(table, notes, assumptions_text(result.estimates[-1]))
+
+
+def plan_table(result: PlanResult) -> Group:
+    table = Table(title=f"Pareto front: {len(result.pareto)} of {result.feasible:,} feasible configurations "
+                        f"({result.fitting:,} fit, {result.evaluated:,} evaluated)", title_justify="left")
+    for column in ("", "method", "GPUs", "precision", "micro-batch", "ckpt", "ZeRO", "memory/GPU", "scaling",
+                   "wall time", "cost"):
+        table.add_column(column, justify="left" if column in ("", "method") else "right", no_wrap=True)
+    for i, c in enumerate(result.pareto):
+        tag = "cheapest" if i == 0 else ("fastest" if i == len(result.pareto) - 1 else "")
+        table.add_row(tag, c.method, f"{c.gpus} x {c.gpu}", c.precision, str(c.micro_batch),
+                      "on" if c.grad_ckpt else "off", str(c.zero), fmt_bytes(c.device_bytes),
+                      f"{c.scaling_efficiency:.0%}", fmt_duration(c.wall_seconds), fmt_usd(c.cost_usd))
+    return Group(table, Text("\n".join(f"  - {n}" for n in result.notes)))
+
+
+def cram_view(result: CramResult) -> Group:
+    seconds = result.hours * 3600
+    head = Text(f"{result.hours:g} h on one {result.gpu}: {fmt_flops(result.compute_flops)} of compute; "
+                f"compute-optimal: {fmt_count(result.optimal_params)} parameters on "
+                f"{fmt_count(result.optimal_tokens)} tokens", style="bold")
+    table = Table(title="from scratch (Llama-shaped)", title_justify="left")
+    for column in ("model", "params", "fits", "memory/GPU", "tokens/s", f"tokens in {result.hours:g} h",
+                   "h for 20 tok/param"):
+        table.add_column(column, justify="left" if column == "model" else "right", no_wrap=True)
+    for o in result.options:
+        style = "bold green" if o is result.largest_fitting else (None if o.fits else "dim")
+        fits = ("yes" + (" (ckpt)" if o.grad_ckpt else "")) if o.fits else "no"
+        table.add_row(o.model.name, fmt_count(o.params), fits,
+                      fmt_bytes(o.device_bytes), f"{o.tokens_per_second:,.0f}", fmt_count(o.tokens_in_budget),
+                      f"{o.hours_for_optimal:,.3g}" + (" ok" if o.finishes else ""), style=style)
+    parts: list[Any] = [head, table]
+    if result.approaches:
+        model = result.approaches[0].model.name
+        adapt = Table(title=f"{model}: each approach on one {result.gpu} for {result.hours:g} h", title_justify="left")
+        epochs = f"epochs of {fmt_count(result.dataset_tokens)}"
+        for column in ("approach", "fits", "memory/GPU", "tokens/s", "tokens", epochs):
+            adapt.add_column(column, justify="left" if column == "approach" else "right", no_wrap=True)
+        for e in result.approaches:
+            fits = e.placement.fits
+            tokens = e.tokens_per_second * seconds if fits else 0.0
+            adapt.add_row(e.method.key, ("yes" + (" (ckpt)" if e.workload.grad_ckpt else "")) if fits else "no",
+                          fmt_bytes(e.memory.device_bytes), f"{e.tokens_per_second:,.0f}" if fits else "-",
+                          fmt_count(tokens) if fits else "-",
+                          f"{tokens / result.dataset_tokens:,.3g}" if fits else "-", style=None if fits else "dim")
+        parts.append(adapt)
+    parts.append(Text("\n".join(f"  - {n}" for n in result.notes)))
+    return Group(*parts)

@@ -159,12 +159,17 @@ def _quantize_base(module: Any, model: ModelSpec, double_quant: bool) -> None:
             grad_a = torch.matmul(grad, weight) if ctx.needs_input_grad[0] else None
             return grad_a, None, None, None
 
+    from transformers.pytorch_utils import Conv1D
+
     class Linear4bit(nn.Linear):
         def __init__(self, linear: Any) -> None:
             nn.Module.__init__(self)
-            self.in_features, self.out_features = linear.in_features, linear.out_features
+            if isinstance(linear, Conv1D):  # GPT-2's transposed linear, which bitsandbytes also replaces
+                self.in_features, self.out_features = linear.weight.shape
+            else:
+                self.in_features, self.out_features = linear.in_features, linear.out_features
             device = linear.weight.device
-            n = linear.in_features * linear.out_features
+            n = self.in_features * self.out_features
             blocks = -(-n // 64)
             self.weight = nn.Parameter(torch.empty((n + 1) // 2, 1, dtype=torch.uint8, device=device),
                                        requires_grad=False)
@@ -181,7 +186,7 @@ def _quantize_base(module: Any, model: ModelSpec, double_quant: bool) -> None:
 
     for layer in _layers(module, model):
         for name, child in list(layer.named_modules()):
-            if isinstance(child, nn.Linear) and name:
+            if isinstance(child, (nn.Linear, Conv1D)) and name:
                 parent_name, _, attr = name.rpartition(".")
                 parent = layer.get_submodule(parent_name) if parent_name else layer
                 setattr(parent, attr, Linear4bit(child))

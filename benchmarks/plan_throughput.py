@@ -1,0 +1,48 @@
+"""Configurations evaluated per second by `costplan plan` (target: at least 100,000 per second).
+
+    python benchmarks/plan_throughput.py [--repeat 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+
+CASES = [
+    ("70b lora+qlora, 48h deadline", "70b", ("lora", "qlora"), 1e9, 48 * 3600.0),
+    ("8b full", "8b", ("full",), 1e9, None),
+    ("mixtral lora", "mixtral-8x7b", ("lora",), 1e9, None),
+]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    from rich.console import Console
+    from rich.table import Table
+
+    from costplan.plan import search
+
+    table = Table(title=f"plan search throughput ({platform.machine()}, {os.cpu_count()} cores)", title_justify="left")
+    for column in ("case", "configurations", "median s", "configurations / s", "Pareto points"):
+        table.add_column(column, justify="left" if column == "case" else "right")
+    for name, model, methods, tokens, deadline in CASES:
+        search(model, methods, tokens=tokens, deadline_seconds=deadline)  # warm the table caches
+        times, result = [], None
+        for _ in range(args.repeat):
+            start = time.perf_counter()
+            result = search(model, methods, tokens=tokens, deadline_seconds=deadline)
+            times.append(time.perf_counter() - start)
+        assert result is not None
+        med = statistics.median(times)
+        table.add_row(name, f"{result.evaluated:,}", f"{med:.3f}", f"{result.evaluated / med:,.0f}",
+                      str(len(result.pareto)))
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    main()
