@@ -90,6 +90,7 @@ def write_csv_atomically(path: Path, rows: list[dict]) -> None:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+    os.chmod(handle.name, 0o644)  # NamedTemporaryFile creates it private
     os.replace(handle.name, path)
 
 

@@ -18,7 +18,7 @@ from costplan.methods import METHODS, Lora, Method, PrefixTuning, PromptTuning, 
 from costplan.model import ModelSpec, count_params, resolve_model
 from costplan.optimizers import optimizer as find_optimizer
 from costplan.parallel import Placement, place_inference, place_training
-from costplan.profile import Profile, default_profile
+from costplan.profile import Profile, default_profile, saved_profile_for
 from costplan.units import fmt_bytes, fmt_count
 from costplan.workload import Workload
 
@@ -203,7 +203,7 @@ def estimate(
                   lora_dropout=lora_dropout, virtual_tokens=virtual_tokens)
     how.validate(spec)
     device = find_gpu(gpu)
-    profile = profile or default_profile()
+    profile = profile or saved_profile_for(device.key) or default_profile()
     if gpus is not None and gpus <= 0:
         raise ValueError("--gpus must be a positive integer")
     if zero is not None and zero not in (0, 1, 2, 3):
@@ -245,7 +245,7 @@ def estimate(
         f"{device.name}: {work.precision} dense peak {peak / 1e12:.1f} TFLOPS, "
         f"{fmt_bytes(device.memory_bytes)}, {device.bandwidth_bytes_per_s / 1e9:.0f} GB/s "
         f"(datasheet, as of {device.as_of})",
-        f"{profile.describe()}: MFU {mfu.value:.2f} (range {mfu.low:.2f}-{mfu.high:.2f}) for "
+        f"{profile.describe(device.key)}: MFU {mfu.value:.2f} (range {mfu.low:.2f}-{mfu.high:.2f}) for "
         f"{how.key}/{work.precision}",
         "FLOPs count matmuls only (2mnk), causal mask not discounted",
         f"memory overhead: allocator slack {profile.allocator_slack():.0%} and CUDA context "
@@ -305,7 +305,7 @@ def _training(spec, how, device, work, profile, tokens, epochs, gpus, zero, peak
                                global_batch=work.global_batch, gpus=gpus, zero=zero)
     total = flops.per_token * tokens * epochs
     n = placement.gpus
-    timing = _step_timing(spec, how, device, work, flops, mem, placement, peak * mfu)
+    timing = _step_timing(spec, how, device, work, flops, mem, placement, peak * mfu, profile)
     tps = n * peak * mfu / flops.per_token * timing.efficiency
     seconds = total / (n * peak * mfu) / timing.efficiency
     opt = find_optimizer(work.optimizer)
@@ -337,7 +337,7 @@ class _DataParallelTiming:
         return self.timing.efficiency
 
 
-def _step_timing(spec, how, device, work, flops, mem, placement, flops_per_second) -> _DataParallelTiming:
+def _step_timing(spec, how, device, work, flops, mem, placement, flops_per_second, profile) -> _DataParallelTiming:
     """One optimizer step: compute over every micro-batch, gradient sync after the last."""
     n, zero = placement.gpus, placement.zero
     per_micro_batch = work.seq_len * work.micro_batch / flops_per_second
@@ -347,8 +347,12 @@ def _step_timing(spec, how, device, work, flops, mem, placement, flops_per_secon
         overlap += flops.forward * per_micro_batch  # gathers run ahead of forward too
     comm_bytes = scaling.data_parallel_bytes(mem.gradients, mem.weights, n, zero)  # trained parameters' grads
     link = scaling.link(device.key)
+    bandwidth = link.bandwidth(n)
+    measured = profile.measured_collective_bandwidth
+    if measured and profile.device_key == device.key and n <= link.gpus_per_node:
+        bandwidth = min(bandwidth, measured)  # calibrated all-reduce inside a node
     timing = scaling.step_timing(compute_seconds=compute, overlap_seconds=overlap, comm_bytes=comm_bytes,
-                                 bandwidth=link.bandwidth(n))
+                                 bandwidth=bandwidth)
     return _DataParallelTiming(timing, comm_bytes)
 
 

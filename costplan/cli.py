@@ -99,9 +99,11 @@ POSITIVE = click.IntRange(min=1)
 @click.option("--grid", help="Grid carbon intensity: world, us, eu, france, or kg CO2 per kWh [default: world].")
 @click.option("--serve-tokens", type=_Count(), help="Also price serving this many generated tokens on the result.")
 @click.option("--serve-batch", type=POSITIVE, default=32, show_default=True, help="Concurrent requests when serving.")
+@click.option("--profile", "profile_path", type=click.Path(dir_okay=False),
+              help="Calibration profile [default: the saved one for this GPU, if any].")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object in base units.")
 @click.option("--brief", is_flag=True, help="Only the summary and assumptions.")
-def estimate(as_json: bool, brief: bool, **options: Any) -> None:
+def estimate(as_json: bool, brief: bool, profile_path: str | None, **options: Any) -> None:
     """Estimate FLOPs, memory, GPUs, hours and dollars for one approach.
 
     \b
@@ -116,6 +118,10 @@ def estimate(as_json: bool, brief: bool, **options: Any) -> None:
     from costplan.api import estimate as run_estimate
     from costplan.render import estimate_view, to_json
 
+    if profile_path:
+        from costplan.profile import load_profile
+
+        options["profile"] = _run(load_profile, profile_path)
     result = _run(run_estimate, **options)
     if as_json:
         click.echo(to_json(result))
@@ -396,6 +402,86 @@ def _cram_json(result: Any) -> dict[str, Any]:
                        for e in result.approaches],
         "notes": list(result.notes),
     }
+
+
+@cli.command()
+@click.option("--model", "-m", default="7b", show_default=True,
+              help="Architecture whose shapes to measure (a scaled-down copy is trained).")
+@click.option("--quick", is_flag=True, help="Fewer sizes and repeats (under 20 s on a GPU).")
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]),
+              help="[default: bf16 on a GPU, fp32 on a CPU]")
+@click.option("--seq-len", type=POSITIVE)
+@click.option("--out", type=click.Path(dir_okay=False), help="Also write the profile here.")
+@click.option("--collectives", is_flag=True,
+              help="Under torchrun: measure all-reduce/all-gather bandwidth and add it to the profile.")
+def calibrate(model: str, quick: bool, precision: str | None, seq_len: int | None, out: str | None,
+              collectives: bool) -> None:
+    """Measure this machine (matmul curves, bandwidth, attention, a training step per method,
+    power) and save a profile that `estimate` then uses instead of default efficiencies.
+
+    \b
+    Examples:
+      costplan calibrate                       # ~1 minute on a GPU
+      costplan calibrate --quick --out profile.json
+      costplan estimate -m 7b --method lora --profile profile.json
+      torchrun --nproc_per_node=2 -m costplan calibrate --collectives --out profile.json
+    """
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from costplan import calibrate as cal
+    from costplan.model import resolve_model
+
+    spec = _run(resolve_model, model)
+    stderr = Console(stderr=True)
+    if collectives:
+        points = _run(cal.collectives, quick)
+        if points:  # rank 0
+            target = Path(out) if out else None
+            data = _collectives_profile(target, points)
+            target = target or cal.default_profile_path(data["device"]["name"])
+            cal.write_json_atomically(data, target)
+            stderr.print(f"wrote collectives ({len(points)} sizes, {points[0]['world_size']} processes) to {target}")
+        return
+    from rich.progress import Progress
+
+    with Progress(console=stderr, transient=True) as bar:
+        task = bar.add_task("calibrating", total=None)
+
+        def progress(stage: str, done: int, total: int) -> None:
+            bar.update(task, description=stage, completed=done, total=total)
+
+        profile = _run(cal.calibrate, spec, quick=quick, precision=precision, seq_len=seq_len, progress=progress)
+    saved = cal.default_profile_path(profile["device"]["name"])
+    cal.write_json_atomically(profile, saved)
+    if out:
+        cal.write_json_atomically(profile, Path(out))
+    from costplan.render import calibration_table
+
+    Console().print(calibration_table(profile))
+    if profile["device"]["kind"] != "cuda":
+        stderr.print("No GPU here: measured on the CPU (useful for tiny models and tests); GPU projections keep "
+                     "their default efficiencies.")
+    stderr.print(f"saved {saved}" + (f" and {out}" if out else ""))
+
+
+def _collectives_profile(target: Any, points: list[dict[str, Any]]) -> dict[str, Any]:
+    import json
+
+    from costplan import calibrate as cal
+
+    data: dict[str, Any] | None = None
+    if target is not None and target.exists():
+        data = json.loads(target.read_text(encoding="utf-8"))
+    if data is None:
+        import datetime
+
+        data = {"version": cal.PROFILE_VERSION, "created": datetime.date.today().isoformat(),
+                "device": cal.describe_device(), "gpu_key": None, "precision": "fp32", "gemm": [], "methods": {}}
+        data["gpu_key"] = cal.match_gpu_row(data["device"])
+    data["collectives"] = points
+    return data
 
 
 def _emit(rows: list[dict[str, Any]], as_json: bool, table: str) -> None:

@@ -249,3 +249,28 @@ def cram_view(result: CramResult) -> Group:
         parts.append(adapt)
     parts.append(Text("\n".join(f"  - {n}" for n in result.notes)))
     return Group(*parts)
+
+
+def calibration_table(profile: dict[str, Any]) -> Table:
+    device = profile["device"]
+    table = Table(title=f"calibration on {device['name']} ({profile['created']}, {profile['precision']})",
+                  title_justify="left")
+    for column in ("measurement", "value"):
+        table.add_column(column, justify="left" if column == "measurement" else "right")
+    best: dict[str, float] = {}
+    for point in profile["gemm"]:
+        best[point["dtype"]] = max(best.get(point["dtype"], 0.0), point["flops_per_second"])
+    for dtype, flops in best.items():
+        table.add_row(f"best matmul, {dtype}", f"{flops / 1e12:,.3g} TFLOP/s")
+    table.add_row("copy bandwidth", f"{profile['copy_bandwidth_bytes_per_second'] / 1e9:,.3g} GB/s")
+    attention = profile["attention"]
+    table.add_row(f"attention fwd+bwd, seq {attention['seq_len']}",
+                  f"{attention['flops_per_second'] / 1e12:,.3g} TFLOP/s")
+    for method, entry in profile["methods"].items():
+        extra = ""
+        if entry.get("max_allocated"):
+            extra = (f", allocated {fmt_bytes(entry['max_allocated'])} vs analytic {fmt_bytes(entry['analytic_peak'])}"
+                     f", reserved {fmt_bytes(entry['max_reserved'])}")
+        table.add_row(f"training step, {method}",
+                      f"{entry['achieved_flops_per_second'] / 1e12:,.3g} TFLOP/s{extra}")
+    return table

@@ -312,4 +312,5 @@ def write_csv(results: list[CaseResult], path: Path) -> None:
                                  check.quantity, f"{check.analytic:.0f}", f"{check.traced:.0f}",
                                  f"{check.error:.6f}", result.peak_at, result.analytic_phase,
                                  f"{result.seconds:.2f}"])
+    os.chmod(handle.name, 0o644)  # NamedTemporaryFile creates it private
     os.replace(handle.name, path)

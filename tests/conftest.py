@@ -12,3 +12,9 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if "needs_torch" in item.keywords:
                 item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Profiles saved by `costplan calibrate` go to a throw-away folder, never the user's cache."""
+    monkeypatch.setenv("COSTPLAN_CACHE", str(tmp_path_factory.mktemp("costplan-cache")))

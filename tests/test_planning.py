@@ -68,7 +68,8 @@ def test_ranges_follow_the_efficiency_range():
     est = costplan.estimate("7b", "lora", gpu="h100", tokens=1e8)
     low, high = est.wall_seconds_range
     assert low < est.wall_seconds < high
-    assert low == pytest.approx(est.wall_seconds * 0.35 / 0.45) and high == pytest.approx(est.wall_seconds * 0.35 / 0.25)
+    assert low == pytest.approx(est.wall_seconds * 0.35 / 0.45)
+    assert high == pytest.approx(est.wall_seconds * 0.35 / 0.25)
     cost_low, cost_high = est.cost_usd_range
     assert cost_low < est.cost_usd < cost_high
 

@@ -1,0 +1,361 @@
+"""``costplan calibrate``: short micro-benchmarks on the local device that replace the assumed
+efficiencies with measured ones.
+
+Measured, with warm-ups, device-side timing (CUDA events on a GPU) and medians:
+
+- matrix-multiply throughput per dtype over a range of sizes, including the shapes the planned
+  model uses (hidden x hidden, hidden x ffn at the tokens of one micro-batch): a curve over size;
+- memory bandwidth: a large device copy, bytes read plus written;
+- attention: SDPA forward + backward at the planned sequence length;
+- a real short training step of a scaled-down model of the planned architecture family for each
+  method (full, LoRA, prompt tuning; QLoRA when bitsandbytes is present): analytic FLOPs over
+  measured time gives each method's efficiency; on a GPU, ``max_memory_allocated`` and
+  ``max_memory_reserved`` against the analytic peak give the allocator slack and context overhead;
+- on a GPU, average board power during the training steps (pynvml), for energy per token;
+- under ``torchrun`` (see ``collectives``): all-reduce and all-gather bandwidth over message sizes.
+
+On a CPU-only machine the same suite runs on the CPU, labelled as such: useful for tiny models and
+for testing the flow; GPU projections keep their default efficiencies.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from costplan.errors import CostplanError
+from costplan.model import ModelSpec, with_overrides
+
+PROFILE_VERSION = 1
+
+
+def cache_dir() -> Path:
+    """Where profiles are saved: ``$COSTPLAN_CACHE`` or ``~/.cache/costplan``."""
+    return Path(os.environ.get("COSTPLAN_CACHE") or Path.home() / ".cache" / "costplan")
+
+
+def _slug(name: str) -> str:
+    return "".join(c.lower() if c.isalnum() else "-" for c in name).strip("-")
+
+
+def default_profile_path(device_name: str) -> Path:
+    return cache_dir() / "profiles" / f"{_slug(device_name)}.json"
+
+
+def write_json_atomically(data: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=2)
+    os.chmod(handle.name, 0o644)
+    os.replace(handle.name, path)
+
+
+@dataclass(frozen=True, slots=True)
+class Timer:
+    """Median seconds of ``fn`` after warm-ups; CUDA events on a GPU, perf_counter on the CPU."""
+
+    device: str
+    warmup: int = 2
+    repeat: int = 5
+
+    def __call__(self, fn: Callable[[], Any]) -> float:
+        import torch
+
+        for _ in range(self.warmup):
+            fn()
+        times = []
+        for _ in range(self.repeat):
+            if self.device == "cuda":
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                fn()
+                end.record()
+                torch.cuda.synchronize()
+                times.append(start.elapsed_time(end) / 1000)
+            else:
+                t0 = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - t0)
+        return statistics.median(times)
+
+
+def describe_device() -> dict[str, Any]:
+    import torch
+
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        info: dict[str, Any] = {"kind": "cuda", "name": props.name, "memory_bytes": props.total_memory,
+                                "sm_count": props.multi_processor_count,
+                                "capability": f"{props.major}.{props.minor}"}
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+            info["driver"] = pynvml.nvmlSystemGetDriverVersion()
+            info["power_limit_watts"] = pynvml.nvmlDeviceGetPowerManagementLimit(handle) / 1000
+            info["max_sm_clock_mhz"] = pynvml.nvmlDeviceGetMaxClockInfo(handle, pynvml.NVML_CLOCK_SM)
+        except Exception as exc:  # pynvml missing or no permission: keep what torch told
+            info["nvml"] = f"unavailable ({type(exc).__name__})"
+        return info
+    return {"kind": "cpu", "name": f"CPU {platform.processor() or platform.machine()} ({os.cpu_count()} cores)",
+            "memory_bytes": None, "cores": os.cpu_count(), "threads": torch.get_num_threads()}
+
+
+def match_gpu_row(device: dict[str, Any]) -> str | None:
+    """The GPU table key whose name or alias appears in the device name (None for a CPU or unknown)."""
+    if device["kind"] != "cuda":
+        return None
+    from costplan.tables import read_table
+
+    name = device["name"].lower().replace(" ", "-")
+    best = None
+    for row in read_table("gpus"):
+        for alias in [row["key"], *filter(None, row["aliases"].split(";"))]:
+            if alias and alias in name and (best is None or len(alias) > len(best[1])):
+                best = (row["key"], alias)
+    return best[0] if best else None
+
+
+def gemm_curve(device: str, dtypes: list[str], sizes: list[tuple[int, int, int]], timer: Timer,
+               progress: Callable[[], None] | None = None) -> list[dict[str, Any]]:
+    import torch
+
+    points = []
+    for dtype_name in dtypes:
+        dtype = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16,
+                 "fp16": torch.float16}[dtype_name]
+        if device == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = dtype_name == "tf32"
+        for m, n, k in sizes:
+            a = torch.randn(m, k, device=device, dtype=dtype)
+            b = torch.randn(k, n, device=device, dtype=dtype)
+            seconds = timer(lambda a=a, b=b: a @ b)
+            points.append({"dtype": dtype_name, "m": m, "n": n, "k": k, "seconds": seconds,
+                           "flops_per_second": 2 * m * n * k / seconds})
+            if progress:
+                progress()
+    return points
+
+
+def copy_bandwidth(device: str, timer: Timer, megabytes: int) -> float:
+    import torch
+
+    src = torch.empty(megabytes * 2**20, dtype=torch.uint8, device=device)
+    dst = torch.empty_like(src)
+    seconds = timer(lambda: dst.copy_(src))
+    return 2 * src.numel() / seconds  # read + write
+
+
+def attention_throughput(device: str, dtype_name: str, model: ModelSpec, seq_len: int, timer: Timer) -> dict[str, Any]:
+    import torch
+
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype_name]
+    shape = (1, model.num_heads, seq_len, model.head_dim)
+    q, k, v = (torch.randn(shape, device=device, dtype=dtype, requires_grad=True) for _ in range(3))
+
+    def step() -> None:
+        out = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+        out.sum().backward()
+
+    seconds = timer(step)
+    flops = 2 * 2 * model.num_heads * seq_len * seq_len * model.head_dim * (1 + 2.5)  # fwd + fused bwd
+    return {"seq_len": seq_len, "seconds": seconds, "flops_per_second": flops / seconds}
+
+
+def scaled_down(model: ModelSpec, device: str) -> ModelSpec:
+    """The same family and layer structure, small enough to step quickly on this device."""
+    if device == "cuda":
+        hidden, layers, ffn, vocab = min(model.hidden_size, 2048), min(model.num_layers, 4), None, model.vocab_size
+    else:
+        hidden, layers, ffn, vocab = min(model.hidden_size, 256), 2, None, min(model.vocab_size, 4096)
+    heads = max(1, min(model.num_heads, hidden // model.head_dim if model.head_dim <= hidden else 1))
+    kv = max(1, min(model.num_kv_heads, heads))
+    while heads % kv:
+        kv -= 1
+    ratio = model.ffn_size / model.hidden_size
+    ffn = int(hidden * ratio) // 16 * 16
+    return with_overrides(model, name=f"{model.name}-calibration", hidden_size=hidden, num_layers=layers,
+                          num_heads=heads, num_kv_heads=kv, head_dim=hidden // heads, ffn_size=ffn,
+                          vocab_size=vocab, num_experts=model.num_experts, params_published=None)
+
+
+def method_steps(model: ModelSpec, device: str, precision: str, seq_len: int, timer: Timer,
+                 methods: list[str], progress: Callable[[], None] | None = None) -> dict[str, dict[str, Any]]:
+    """A short real training step per method: achieved FLOPs per second over the analytic FLOPs."""
+    import torch
+
+    from costplan.api import make_method
+    from costplan.flops import training_flops
+    from costplan.memory import shard, training_memory
+    from costplan.profile import default_profile
+    from costplan.tracing import apply_method, build_model
+    from costplan.workload import Workload
+
+    results: dict[str, dict[str, Any]] = {}
+    dtype = {"fp32": torch.float32, "fp16": torch.float16}.get(precision, torch.bfloat16)
+    for key in methods:
+        method = make_method(key, lora_rank=8, lora_targets="q,v", lora_dropout=0.0, virtual_tokens=20)
+        work = Workload(seq_len=seq_len, precision=precision)  # type: ignore[arg-type]
+        module = apply_method(build_model(model, device=device, dtype=dtype), method)
+        module.train()
+        params = [p for p in module.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params)
+        ids = torch.randint(0, model.vocab_size, (1, seq_len), device=device)
+        if device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        power = _PowerSampler() if device == "cuda" else None
+        seconds = timer(_training_step(module, optimizer, ids))
+        flops = training_flops(model, method, work).per_token * seq_len
+        entry: dict[str, Any] = {"seconds": seconds, "flops": flops, "achieved_flops_per_second": flops / seconds}
+        if device == "cuda":
+            analytic = shard(training_memory(model, method, work), 1, 0, 1, default_profile()).peak_bytes
+            entry.update(max_allocated=torch.cuda.max_memory_allocated(), max_reserved=torch.cuda.max_memory_reserved(),
+                         analytic_peak=analytic)
+            entry["power_watts"] = power.average() if power else None
+        results[key] = entry
+        if progress:
+            progress()
+    return results
+
+
+def _training_step(module: Any, optimizer: Any, ids: Any) -> Callable[[], None]:
+    def step() -> None:
+        loss = module(input_ids=ids, labels=ids).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+class _PowerSampler:
+    """Board power from NVML at the start and end of the timed steps (a coarse average)."""
+
+    def __init__(self) -> None:
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            self._nvml = pynvml
+            self._handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+            self.samples = [pynvml.nvmlDeviceGetPowerUsage(self._handle) / 1000]
+        except Exception:
+            self._nvml = None
+            self.samples = []
+
+    def average(self) -> float | None:
+        if self._nvml is None:
+            return None
+        self.samples.append(self._nvml.nvmlDeviceGetPowerUsage(self._handle) / 1000)
+        return statistics.mean(self.samples)
+
+
+def calibrate(model: ModelSpec, *, quick: bool = False, precision: str | None = None, seq_len: int | None = None,
+              progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
+    """Run the suite on the local device and return the profile (a JSON-ready dict)."""
+    try:
+        import torch
+    except ImportError as exc:
+        raise CostplanError("costplan calibrate needs torch: pip install 'costplan[verify]'.") from exc
+    import transformers
+    info = describe_device()
+    device = "cuda" if info["kind"] == "cuda" else "cpu"
+    precision = precision or ("bf16" if device == "cuda" else "fp32")
+    timer = Timer(device, warmup=1 if quick else 2, repeat=3 if quick else 5)
+    small = scaled_down(model, device)
+    seq = seq_len or (512 if device == "cuda" and quick else 2048 if device == "cuda" else 128)
+    tokens = seq
+    if device == "cuda":
+        square = [512, 1024, 2048, 4096] if quick else [256, 512, 1024, 2048, 4096, 8192]
+        dtypes = ["bf16", "fp16", "tf32", "fp32"] if not quick else ["bf16", "fp32"]
+    else:
+        square = [64, 128, 256] if quick else [64, 128, 256, 512]
+        dtypes = ["fp32"] if quick else ["fp32", "bf16"]
+    sizes = [(s, s, s) for s in square]
+    shaped = model if device == "cuda" else small  # the planned model's own matmul shapes, on a GPU
+    sizes += [(tokens, shaped.hidden_size, shaped.hidden_size), (tokens, shaped.ffn_size, shaped.hidden_size)]
+    methods = ["full", "lora", "prompt"]
+    try:
+        import bitsandbytes  # noqa: F401
+
+        if device == "cuda":
+            methods.append("qlora")
+    except ImportError:
+        pass
+    total = len(dtypes) * len(sizes) + 2 + len(methods)
+    done = [0]
+
+    def tick(stage: str) -> Callable[[], None]:
+        def advance() -> None:
+            done[0] += 1
+            if progress:
+                progress(stage, done[0], total)
+        return advance
+
+    gemm = gemm_curve(device, dtypes, sizes, timer, tick("matmul"))
+    bandwidth = copy_bandwidth(device, timer, 512 if device == "cuda" and not quick else 64)
+    tick("bandwidth")()
+    attention = attention_throughput(device, precision, small if device == "cpu" else model, seq, timer)
+    tick("attention")()
+    steps = method_steps(small, device, precision, seq, timer, methods, tick("training steps"))
+    return {
+        "version": PROFILE_VERSION,
+        "created": date.today().isoformat(),
+        "device": info,
+        "gpu_key": match_gpu_row(info),
+        "software": {"torch": torch.__version__, "transformers": transformers.__version__,
+                     "python": platform.python_version()},
+        "model_family": model.family,
+        "calibration_model": small.name,
+        "precision": precision,
+        "seq_len": seq,
+        "quick": quick,
+        "gemm": gemm,
+        "copy_bandwidth_bytes_per_second": bandwidth,
+        "attention": attention,
+        "methods": steps,
+    }
+
+
+def collectives(quick: bool = False) -> list[dict[str, Any]]:
+    """All-reduce and all-gather bandwidth over message sizes, inside a ``torchrun`` launch
+    (NCCL on GPUs, gloo on CPUs). Bus bandwidth as NCCL reports it: all-reduce moves
+    2 (n-1)/n of the message per GPU, all-gather (n-1)/n."""
+    import torch
+    import torch.distributed as dist
+
+    if "RANK" not in os.environ:
+        raise CostplanError("--collectives runs under torchrun: torchrun --nproc_per_node=N -m costplan calibrate "
+                            "--collectives")
+    cuda = torch.cuda.is_available()
+    dist.init_process_group(backend="nccl" if cuda else "gloo")
+    try:
+        rank, world = dist.get_rank(), dist.get_world_size()
+        device = f"cuda:{rank % torch.cuda.device_count()}" if cuda else "cpu"
+        if cuda:
+            torch.cuda.set_device(device)
+        timer = Timer("cuda" if cuda else "cpu", warmup=1, repeat=3 if quick else 5)
+        sizes = [2**k for k in (range(12, 25, 4) if quick else range(10, 29, 2))]
+        points = []
+        for size in sizes:
+            tensor = torch.ones(size // 4, dtype=torch.float32, device=device)
+            gathered = torch.empty(world * tensor.numel(), dtype=torch.float32, device=device)
+            reduce_s = timer(lambda t=tensor: dist.all_reduce(t))
+            gather_s = timer(lambda t=tensor, g=gathered: dist.all_gather_into_tensor(g, t))
+            share = (world - 1) / world
+            points.append({"bytes": size, "all_reduce_seconds": reduce_s, "all_gather_seconds": gather_s,
+                           "all_reduce_bus_bytes_per_second": 2 * share * size / reduce_s,
+                           "all_gather_bus_bytes_per_second": share * size * world / gather_s})
+        return [dict(p, world_size=world, backend=dist.get_backend()) for p in points] if rank == 0 else []
+    finally:
+        dist.destroy_process_group()
