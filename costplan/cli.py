@@ -484,6 +484,35 @@ def _collectives_profile(target: Any, points: list[dict[str, Any]]) -> dict[str,
     return data
 
 
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--show-skipped", is_flag=True, help="List the rows that could not be predicted, and why.")
+def validate(as_json: bool, show_skipped: bool) -> None:
+    """Predict the published runs in tables/published_runs.csv with default settings and compare.
+
+    \b
+    Example:
+      costplan validate --show-skipped
+    """
+    from costplan import validate as val
+
+    results, skipped = _run(val.validate)
+    summary = val.summarize(results)
+    if as_json:
+        import json
+        from dataclasses import asdict
+
+        click.echo(json.dumps({"rows": [dict(asdict(r), error=r.error) for r in results],
+                               "summary": [asdict(s) for s in summary],
+                               "skipped": [asdict(s) for s in skipped]}, indent=2))
+        return
+    from rich.console import Console
+
+    from costplan.render import validation_view
+
+    Console().print(validation_view(results, summary, skipped if show_skipped else []))
+
+
 def _emit(rows: list[dict[str, Any]], as_json: bool, table: str) -> None:
     if as_json:
         import json

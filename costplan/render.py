@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from costplan.compare import Comparison
     from costplan.cram import CramResult
     from costplan.plan import PlanResult
+    from costplan.validate import ErrorSummary, Skipped, Validation
     from costplan.verify import CaseResult, Summary
 from costplan.units import fmt_bytes, fmt_count, fmt_duration, fmt_flops, fmt_usd
 
@@ -274,3 +275,23 @@ def calibration_table(profile: dict[str, Any]) -> Table:
         table.add_row(f"training step, {method}",
                       f"{entry['achieved_flops_per_second'] / 1e12:,.3g} TFLOP/s{extra}")
     return table
+
+
+def validation_view(results: list[Validation], summary: list[ErrorSummary], skipped: list[Skipped]) -> Group:
+    table = Table(title="published runs: predicted (default settings) vs reported", title_justify="left")
+    for column in ("kind", "run", "quantity", "predicted", "reported", "error"):
+        table.add_column(column, justify="right" if column in ("predicted", "reported", "error") else "left")
+    for r in results:
+        unit = {"memory": lambda v: f"{v:,.3g} GiB", "gpu_hours": lambda v: f"{v:,.4g} GPU-h",
+                "mfu": lambda v: f"{v:.1%}"}[r.quantity]
+        table.add_row(r.kind, r.name, r.quantity, unit(r.predicted), unit(r.reported),
+                      _error_text(r.error, 0.15 if r.quantity == "gpu_hours" else 0.03))
+    totals = Table(title="error by kind", title_justify="left")
+    for column in ("kind", "quantity", "rows", "median |error|", "worst"):
+        totals.add_column(column, justify="left" if column in ("kind", "quantity") else "right")
+    for s in summary:
+        totals.add_row(s.kind, s.quantity, str(s.rows), f"{s.median_abs:.1%}", f"{s.worst:+.1%}")
+    parts: list[Any] = [table, totals]
+    if skipped:
+        parts.append(Text("skipped:\n" + "\n".join(f"  - {s.kind}: {s.name}: {s.reason}" for s in skipped)))
+    return Group(*parts)
