@@ -10,6 +10,7 @@ import os
 import platform
 import statistics
 import time
+from pathlib import Path
 
 CASES = [
     ("70b lora+qlora, 48h deadline", "70b", ("lora", "qlora"), 1e9, 48 * 3600.0),
@@ -21,7 +22,9 @@ CASES = [
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--csv", type=Path, help="also write the rows to this CSV file")
     args = parser.parse_args()
+    rows = []
     from rich.console import Console
     from rich.table import Table
 
@@ -41,7 +44,13 @@ def main() -> None:
         med = statistics.median(times)
         table.add_row(name, f"{result.evaluated:,}", f"{med:.3f}", f"{result.evaluated / med:,.0f}",
                       str(len(result.pareto)))
+        rows.append({"case": name, "configurations": result.evaluated, "median_s": round(med, 4),
+                     "configurations_per_s": round(result.evaluated / med)})
     Console().print(table)
+    if args.csv:
+        from cold_start import write_csv_atomically
+
+        write_csv_atomically(args.csv, rows)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from costplan.flops import FlopsBreakdown, InferenceFlops, inference_flops, trai
 from costplan.hardware import GpuSpec, Price
 from costplan.hardware import gpu as find_gpu
 from costplan.hardware import price as find_price
-from costplan.memory import MemoryBreakdown, inference_memory, training_memory
+from costplan.memory import MemoryBreakdown, inference_memory, tensor_parallel, training_memory
 from costplan.methods import METHODS, Lora, Method, PrefixTuning, PromptTuning, parse_targets
 from costplan.model import ModelSpec, count_params, resolve_model
 from costplan.optimizers import optimizer as find_optimizer
@@ -182,6 +182,7 @@ def estimate(
     grad_ckpt: bool = False,
     attention: str = "flash",
     zero: int | None = None,
+    tp: int = 1,
     provider: str | None = None,
     spot: bool = False,
     price: float | None = None,
@@ -208,6 +209,8 @@ def estimate(
         raise ValueError("--gpus must be a positive integer")
     if zero is not None and zero not in (0, 1, 2, 3):
         raise ValueError("--zero must be 0, 1, 2 or 3")
+    if tp < 1:
+        raise ValueError("--tp must be a positive integer")
     if epochs <= 0:
         raise ValueError("--epochs must be positive")
     if tokens is not None and tokens <= 0:
@@ -253,7 +256,7 @@ def estimate(
         + ("" if profile.calibrated else " (defaults, not calibrated)"),
     ]
     if how.training:
-        result = _training(spec, how, device, work, profile, tokens, epochs, gpus, zero, peak, mfu.value)
+        result = _training(spec, how, device, work, profile, tokens, epochs, gpus, zero, peak, mfu.value, tp)
     else:
         result = _inference(spec, how, device, work, profile, tokens, gpus, peak, mfu.value)
     flops, total, placement, tps, seconds, extra, more_notes = result
@@ -265,7 +268,11 @@ def estimate(
                      "pass --price to get dollars")
     else:
         notes.append(chosen_price.describe())
-    energy = power.kwh(placement.gpus, device.tdp_watts, seconds)
+    watts = device.tdp_watts
+    if profile.measured_power_watts and profile.device_key == device.key:
+        watts = profile.measured_power_watts
+        notes.append(f"board power {watts:.0f} W as measured by calibration (TDP {device.tdp_watts:.0f} W)")
+    energy = power.kwh(placement.gpus, watts, seconds)
     notes.append(f"{power.described}; board TDP {device.tdp_watts:.0f} W")
     notes.append(f"ranges: wall time and cost at MFU {mfu.high:.2f} (low) to {mfu.low:.2f} (high)")
     serve = None
@@ -298,11 +305,17 @@ def _precision_note(work: Workload, how: Method) -> str:
     return text
 
 
-def _training(spec, how, device, work, profile, tokens, epochs, gpus, zero, peak, mfu):
+def _training(spec, how, device, work, profile, tokens, epochs, gpus, zero, peak, mfu, tp):
     flops = training_flops(spec, how, work)
-    mem = training_memory(spec, how, work)
+    link = scaling.link(device.key)
+    if tp > link.gpus_per_node:
+        raise CostplanError(f"--tp {tp} exceeds the {link.gpus_per_node} GPUs of a {device.key} node; tensor "
+                            "parallelism is planned inside a node.")
+    if spec.num_heads % tp or spec.num_kv_heads % tp and tp % spec.num_kv_heads:
+        raise CostplanError(f"--tp {tp} does not divide {spec.name}'s {spec.num_heads} attention heads.")
+    mem = tensor_parallel(training_memory(spec, how, work), tp)
     placement = place_training(mem, device.memory_bytes, profile, micro_batch=work.micro_batch,
-                               global_batch=work.global_batch, gpus=gpus, zero=zero)
+                               global_batch=work.global_batch, gpus=gpus, zero=zero, tp=tp)
     total = flops.per_token * tokens * epochs
     n = placement.gpus
     timing = _step_timing(spec, how, device, work, flops, mem, placement, peak * mfu, profile)
@@ -316,7 +329,10 @@ def _training(spec, how, device, work, profile, tokens, epochs, gpus, zero, peak
         f"optimizer: {opt.note}",
         f"activation checkpointing {'on (non-reentrant, every layer)' if work.grad_ckpt else 'off'}; "
         f"attention {'SDPA/flash: no s² scores kept' if work.attention == 'flash' else 'eager: s² scores kept'}",
-        f"data parallel over {n} GPU(s) with ZeRO-{placement.zero}"
+        (f"tensor parallel {tp} within a node (Megatron-style with sequence parallelism: weights, states, "
+         f"activations and logits split {tp} ways; {timing.tp_seconds * 1e3:.3g} ms of collectives per step, "
+         "not overlapped); " if tp > 1 else "")
+        + f"data parallel over {placement.dp} replica(s) with ZeRO-{placement.zero}"
         + (f": {fmt_bytes(timing.comm_bytes)} per GPU per step over {scaling.link(device.key).described}; "
            f"{timing.timing.exposed_seconds * 1e3:.3g} ms of {timing.timing.comm_seconds * 1e3:.3g} ms not hidden "
            f"behind backward, scaling efficiency {timing.efficiency:.1%}" if n > 1 else ""),
@@ -331,6 +347,7 @@ def _training(spec, how, device, work, profile, tokens, epochs, gpus, zero, peak
 class _DataParallelTiming:
     timing: scaling.StepTiming
     comm_bytes: float
+    tp_seconds: float = 0.0
 
     @property
     def efficiency(self) -> float:
@@ -338,22 +355,27 @@ class _DataParallelTiming:
 
 
 def _step_timing(spec, how, device, work, flops, mem, placement, flops_per_second, profile) -> _DataParallelTiming:
-    """One optimizer step: compute over every micro-batch, gradient sync after the last."""
-    n, zero = placement.gpus, placement.zero
-    per_micro_batch = work.seq_len * work.micro_batch / flops_per_second
+    """One optimizer step: compute over every micro-batch (split over the tensor-parallel group),
+    tensor-parallel collectives inside each layer, gradient sync across replicas after the last."""
+    n, zero, tp = placement.dp, placement.zero, placement.tp
+    per_micro_batch = work.seq_len * work.micro_batch / flops_per_second / tp
     compute = flops.per_token * per_micro_batch * placement.grad_accum
     overlap = flops.backward * per_micro_batch  # the last micro-batch's backward
     if zero >= 3:
         overlap += flops.forward * per_micro_batch  # gathers run ahead of forward too
     comm_bytes = scaling.data_parallel_bytes(mem.gradients, mem.weights, n, zero)  # trained parameters' grads
     link = scaling.link(device.key)
-    bandwidth = link.bandwidth(n)
+    bandwidth = link.bandwidth(n * tp)
+    # Forward and backward each run two all-gather/reduce-scatter pairs of the layer's activations.
+    message = work.micro_batch * work.seq_len * spec.hidden_size * work.compute_bytes
+    tp_seconds = 2 * scaling.tensor_parallel_seconds(spec.num_layers, message, tp, link.intra_bytes_per_s)
+    compute += tp_seconds * placement.grad_accum
     measured = profile.measured_collective_bandwidth
     if measured and profile.device_key == device.key and n <= link.gpus_per_node:
         bandwidth = min(bandwidth, measured)  # calibrated all-reduce inside a node
     timing = scaling.step_timing(compute_seconds=compute, overlap_seconds=overlap, comm_bytes=comm_bytes,
                                  bandwidth=bandwidth)
-    return _DataParallelTiming(timing, comm_bytes)
+    return _DataParallelTiming(timing, comm_bytes, tp_seconds * placement.grad_accum)
 
 
 def _inference(spec, how, device, work, profile, tokens, gpus, peak, mfu):

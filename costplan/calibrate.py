@@ -144,6 +144,27 @@ def gemm_curve(device: str, dtypes: list[str], sizes: list[tuple[int, int, int]]
                            "flops_per_second": 2 * m * n * k / seconds})
             if progress:
                 progress()
+    if device == "cuda" and torch.cuda.get_device_capability() >= (8, 9):
+        points += _fp8_gemm(sizes, timer)
+    return points
+
+
+def _fp8_gemm(sizes: list[tuple[int, int, int]], timer: Timer) -> list[dict[str, Any]]:
+    """FP8 (e4m3) matmuls through ``torch._scaled_mm`` on GPUs that have FP8 tensor cores."""
+    import torch
+
+    points = []
+    one = torch.ones((), device="cuda")
+    for m, n, k in sizes:
+        try:
+            a = torch.randn(m, k, device="cuda").to(torch.float8_e4m3fn)
+            b = torch.randn(n, k, device="cuda").to(torch.float8_e4m3fn).t()
+            seconds = timer(lambda a=a, b=b: torch._scaled_mm(a, b, scale_a=one, scale_b=one,
+                                                              out_dtype=torch.bfloat16))
+        except (RuntimeError, TypeError) as exc:  # shapes or builds without FP8 support
+            return points + [{"dtype": "fp8", "unsupported": f"{type(exc).__name__}: {exc}"[:200]}]
+        points.append({"dtype": "fp8", "m": m, "n": n, "k": k, "seconds": seconds,
+                       "flops_per_second": 2 * m * n * k / seconds})
     return points
 
 
@@ -222,6 +243,9 @@ def method_steps(model: ModelSpec, device: str, precision: str, seq_len: int, ti
             entry.update(max_allocated=torch.cuda.max_memory_allocated(), max_reserved=torch.cuda.max_memory_reserved(),
                          analytic_peak=analytic)
             entry["power_watts"] = power.average() if power else None
+            if entry["power_watts"]:
+                entry["joules_per_token"] = entry["power_watts"] * seconds / seq_len
+            entry["context_bytes"] = _context_bytes()
         results[key] = entry
         if progress:
             progress()
@@ -236,6 +260,20 @@ def _training_step(module: Any, optimizer: Any, ids: Any) -> Callable[[], None]:
         optimizer.zero_grad(set_to_none=True)
 
     return step
+
+
+def _context_bytes() -> float | None:
+    """Device memory in use beyond PyTorch's reservation: the CUDA context and library workspaces."""
+    import torch
+
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        used = pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(0)).used
+    except Exception:
+        return None
+    return float(used - torch.cuda.memory_reserved())
 
 
 class _PowerSampler:

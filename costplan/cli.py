@@ -83,6 +83,8 @@ POSITIVE = click.IntRange(min=1)
 @click.option("--grad-ckpt/--no-grad-ckpt", default=False, show_default=True, help="Activation checkpointing.")
 @click.option("--attention", type=click.Choice(["flash", "eager"]), default="flash", show_default=True)
 @click.option("--zero", type=click.IntRange(0, 3), help="Force a ZeRO stage (0-3) [default: the lowest that fits].")
+@click.option("--tp", type=POSITIVE, default=1, show_default=True,
+              help="Training: tensor-parallel degree inside a node (data-parallel replicas of TP groups).")
 @click.option("--lora-rank", type=POSITIVE, default=8, show_default=True)
 @click.option("--lora-targets", default="q,v", show_default=True,
               help="Comma list of q,k,v,o,gate,up,down, or attn, mlp, all-linear.")
@@ -511,6 +513,34 @@ def validate(as_json: bool, show_skipped: bool) -> None:
     from costplan.render import validation_view
 
     Console().print(validation_view(results, summary, skipped if show_skipped else []))
+
+
+@cli.command()
+@click.option("--model", "-m", default="7b", show_default=True)
+@click.option("--tokens", "-t", type=_Count(), default="100M", show_default=True)
+@click.option("--gpu", "-g", default="h100", show_default=True)
+@click.option("--plan-methods", default="lora,qlora", show_default=True, help="Method variants for the plan section.")
+@click.option("--deadline", help="Deadline for the plan section (48h, 2d).")
+@click.option("--budget", type=click.FloatRange(min=0, min_open=True), help="Budget for the plan section.")
+@click.option("--out", type=click.Path(file_okay=False), default="report", show_default=True)
+def report(model: str, tokens: float, gpu: str, plan_methods: str, deadline: str | None, budget: float | None,
+           out: str) -> None:
+    """Write report.md and a self-contained report.html (plots embedded) to justify a budget.
+
+    \b
+    Example:
+      costplan report --model 7b --tokens 100M --out report/
+    """
+    from pathlib import Path
+
+    from costplan.report import build
+    from costplan.units import parse_duration_seconds
+
+    deadline_seconds = _run(parse_duration_seconds, deadline) if deadline else None
+    files = _run(build, model, tokens=tokens, gpu=gpu, out=Path(out),
+                 plan_methods=tuple(m.strip() for m in plan_methods.split(",") if m.strip()),
+                 deadline_seconds=deadline_seconds, budget_usd=budget)
+    click.echo(f"wrote {files.markdown}, {files.html} and {files.data}")
 
 
 def _emit(rows: list[dict[str, Any]], as_json: bool, table: str) -> None:

@@ -41,12 +41,12 @@ class Comparison:
 
 
 def compare(model: str, *, tokens: float | None = None, cpt_tokens: float | None = None,
-            eval_tokens: float = 1e6, approaches: tuple[str, ...] = APPROACHES, **options: Any) -> Comparison:
+            eval_tokens: float = 1e5, approaches: tuple[str, ...] = APPROACHES, **options: Any) -> Comparison:
     """Estimate each approach for the same model, GPU type and options.
 
     Fine-tuning approaches train on ``tokens``; continual pretraining on its own, larger budget
     (``cpt_tokens``, default 10B); inference-only (prompting) is priced for generating
-    ``eval_tokens`` (default 1M: an evaluation or a pilot).
+    ``eval_tokens`` (default 100k: an evaluation or a pilot).
     """
     estimates = []
     for approach in approaches:

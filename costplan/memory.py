@@ -121,6 +121,15 @@ def training_memory(model: ModelSpec, method: Method, work: Workload) -> Trainin
     )
 
 
+def tensor_parallel(mem: TrainingMemory, tp: int) -> TrainingMemory:
+    """One tensor-parallel rank's share (Megatron-style, with sequence parallelism): weights,
+    gradients, optimizer states, activations and vocabulary-parallel logits all split ``tp`` ways.
+    The small replicated pieces (norm weights, the unsplit parts of activations) are ignored."""
+    if tp == 1:
+        return mem
+    return TrainingMemory(*(getattr(mem, f) / tp for f in mem.__slots__))  # type: ignore[attr-defined]
+
+
 @dataclass(frozen=True, slots=True)
 class MemoryBreakdown:
     """Per-GPU bytes at the peak, by term, with the overheads on top."""

@@ -30,6 +30,12 @@ class Placement:
     fits: bool
     reason: str
     """Why it does not fit (empty when it does)."""
+    tp: int = 1
+    """Tensor-parallel degree; ``gpus`` counts every GPU (data-parallel replicas x tp)."""
+
+    @property
+    def dp(self) -> int:
+        return self.gpus // self.tp
 
 
 def grad_accumulation(global_batch: int | None, micro_batch: int, gpus: int) -> int:
@@ -39,24 +45,27 @@ def grad_accumulation(global_batch: int | None, micro_batch: int, gpus: int) -> 
 
 
 def place_training(mem: TrainingMemory, capacity: float, profile: Profile, *, micro_batch: int,
-                   global_batch: int | None, gpus: int | None, zero: int | None) -> Placement:
+                   global_batch: int | None, gpus: int | None, zero: int | None, tp: int = 1) -> Placement:
+    """``mem`` is one tensor-parallel rank's share; data-parallel replicas of ``tp`` GPUs are added."""
     stages = [zero] if zero is not None else [0, 1, 2, 3]
-    counts = [gpus] if gpus is not None else gpu_counts()
+    if gpus is not None and gpus % tp:
+        raise ValueError(f"--gpus {gpus} is not a multiple of --tp {tp}")
+    counts = [gpus // tp] if gpus is not None else gpu_counts(MAX_GPUS // tp)
     best: Placement | None = None
     for n in counts:
         accum = grad_accumulation(global_batch, micro_batch, n)
         for stage in stages:
             if stage > 0 and n == 1 and zero is None:
-                continue  # sharding over one GPU changes nothing
+                continue  # sharding over one replica changes nothing
             breakdown = shard(mem, n, stage, accum, profile)
-            placement = Placement(n, stage, accum, breakdown, breakdown.device_bytes <= capacity, "")
+            placement = Placement(n * tp, stage, accum, breakdown, breakdown.device_bytes <= capacity, "", tp)
             if placement.fits:
                 return placement
             if best is None or breakdown.device_bytes < best.memory.device_bytes:
                 best = placement
     assert best is not None
     return Placement(best.gpus, best.zero, best.grad_accum, best.memory, False,
-                     _why_not(mem, best, capacity, profile, fixed=gpus is not None))
+                     _why_not(mem, best, capacity, profile, fixed=gpus is not None), tp)
 
 
 def _why_not(mem: TrainingMemory, best: Placement, capacity: float, profile: Profile, *, fixed: bool) -> str:

@@ -28,6 +28,9 @@ from costplan.scaling import link
 from costplan.workload import Workload
 
 MICRO_BATCHES = (1, 2, 4, 8, 16)
+STARTUP_SECONDS = 600.0
+"""Per run: provisioning, loading weights and data, warm-up (assumption). Without it a tiny job
+would always spread over the most GPUs; with it, each GPU costs at least this much."""
 ZERO_STAGES = (0, 1, 2, 3)
 
 
@@ -59,6 +62,8 @@ class PlanResult:
     feasible: int
     """Fit and meet the deadline and budget."""
     notes: tuple[str, ...]
+    samples: tuple[tuple[float, float], ...] = ()
+    """(wall seconds, dollars) of up to a few thousand feasible configurations, for plotting."""
 
     @property
     def cheapest(self) -> Candidate:
@@ -142,6 +147,8 @@ def search(
     share = (n - 1) / n
     evaluated = fitting = feasible_count = 0
     best: list[Candidate] = []
+    samples: list[tuple[float, float]] = []
+    rng = np.random.default_rng(0)
     for method_key in methods:
         method = make_method(method_key, lora_rank=lora_rank, lora_targets=lora_targets, lora_dropout=0.0,
                              virtual_tokens=20)
@@ -167,7 +174,7 @@ def search(
                 comm_bytes = np.where(zero >= 3, share * (mem.gradients + 2 * mem.weights), 2 * share * mem.gradients)
                 exposed = np.maximum(0.0, comm_bytes / bandwidth - overlap)
                 efficiency = compute / (compute + exposed)
-                seconds = flops.per_token * tokens * epochs / (n * rate) / efficiency
+                seconds = flops.per_token * tokens * epochs / (n * rate) / efficiency + STARTUP_SECONDS
                 cost = seconds / 3600 * n * table.price[g_idx]
                 feasible = fits.copy()
                 if deadline_seconds is not None:
@@ -177,6 +184,10 @@ def search(
                 evaluated += int(((n > 1) | (zero == 0)).sum())
                 fitting += int(fits.sum())
                 feasible_count += int(feasible.sum())
+                chosen = np.flatnonzero(feasible)
+                if chosen.size > 500:
+                    chosen = rng.choice(chosen, 500, replace=False)
+                samples += [(float(seconds[i]), float(cost[i])) for i in chosen]
                 for i in np.flatnonzero(feasible & _pareto_mask(seconds, cost, feasible)):
                     best.append(Candidate(method.key, table.keys[g_idx[i]], int(n[i]), int(mb[i]), ckpt,
                                           int(zero[i]), precision, float(seconds[i]), float(cost[i]),
@@ -188,8 +199,10 @@ def search(
         f"searched {len(table.keys)} priced GPU types x {len(counts)} counts (1-8, then nodes of 8, up to "
         f"{max_gpus}) x micro-batch {MICRO_BATCHES} x ZeRO 0-3 x checkpointing on/off x {', '.join(precisions)}",
         "efficiency not calibrated: default MFU per method and precision (tables/efficiency.csv)",
+        f"each run adds {STARTUP_SECONDS / 60:g} min of start-up (provisioning, loading; assumption) to wall time "
+        "and cost",
     )
-    return PlanResult(tuple(front), evaluated, fitting, feasible_count, notes)
+    return PlanResult(tuple(front), evaluated, fitting, feasible_count, notes, tuple(samples))
 
 
 def _pareto_mask(seconds: Any, cost: Any, feasible: Any) -> Any:

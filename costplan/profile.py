@@ -4,7 +4,6 @@ calibration profile measured on real hardware replaces them."""
 from __future__ import annotations
 
 import json
-import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +36,9 @@ class Profile:
     """Method key -> measured model FLOPs utilisation (fraction of the datasheet peak)."""
     measured_bandwidth: float | None = None
     measured_slack: float | None = None
+    measured_context_bytes: float | None = None
+    measured_power_watts: float | None = None
+    """Average board power during the calibration's training steps."""
     measured_collective_bandwidth: float | None = None
     """Best all-reduce bus bandwidth measured under torchrun (bytes/s per GPU), inside a node."""
     device_key: str | None = None
@@ -76,6 +78,8 @@ class Profile:
         return self._factor("bandwidth", "inference", "*")
 
     def cuda_context_bytes(self) -> float:
+        if self.measured_context_bytes is not None:
+            return self.measured_context_bytes
         return self._factor("cuda_context_gib", "*", "*").value * GIB
 
     def allocator_slack(self) -> float:
@@ -122,6 +126,8 @@ def load_profile(path: str | Path) -> Profile:
 
 
 def _from_profile_data(data: dict) -> Profile:
+    import statistics
+
     from costplan.hardware import gpu
 
     device = data["device"]
@@ -135,7 +141,7 @@ def _from_profile_data(data: dict) -> Profile:
         peak = gpu(key).peak(precision)
         bandwidth = data["copy_bandwidth_bytes_per_second"] / gpu(key).bandwidth_bytes_per_s
     else:  # an unknown GPU: efficiency relative to the best matmul it measured
-        peak = max(p["flops_per_second"] for p in data["gemm"] if p["dtype"] == precision)
+        peak = max(p["flops_per_second"] for p in data["gemm"] if p["dtype"] == precision and "flops_per_second" in p)
         bandwidth = None
         name += " (unknown GPU: efficiency relative to its measured matmul peak)"
     mfu = tuple((method, float(entry["achieved_flops_per_second"]) / peak)
@@ -143,9 +149,13 @@ def _from_profile_data(data: dict) -> Profile:
     slacks = [e["max_reserved"] / e["max_allocated"] - 1 for e in data["methods"].values()
               if e.get("max_allocated")]
     collective = max((p["all_reduce_bus_bytes_per_second"] for p in data.get("collectives", [])), default=None)
+    contexts = [e["context_bytes"] for e in data["methods"].values() if e.get("context_bytes")]
+    powers = [e["power_watts"] for e in data["methods"].values() if e.get("power_watts")]
     return Profile(name=name, calibrated=True, rows=rows, measured_mfu=mfu, measured_collective_bandwidth=collective,
                    measured_bandwidth=min(bandwidth, 1.0) if bandwidth else None,
-                   measured_slack=statistics.median(slacks) if slacks else None, device_key=key,
+                   measured_slack=statistics.median(slacks) if slacks else None,
+                   measured_context_bytes=max(contexts) if contexts else None,
+                   measured_power_watts=statistics.mean(powers) if powers else None, device_key=key,
                    device_name=device["name"])
 
 

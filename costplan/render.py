@@ -260,7 +260,8 @@ def calibration_table(profile: dict[str, Any]) -> Table:
         table.add_column(column, justify="left" if column == "measurement" else "right")
     best: dict[str, float] = {}
     for point in profile["gemm"]:
-        best[point["dtype"]] = max(best.get(point["dtype"], 0.0), point["flops_per_second"])
+        if "flops_per_second" in point:
+            best[point["dtype"]] = max(best.get(point["dtype"], 0.0), point["flops_per_second"])
     for dtype, flops in best.items():
         table.add_row(f"best matmul, {dtype}", f"{flops / 1e12:,.3g} TFLOP/s")
     table.add_row("copy bandwidth", f"{profile['copy_bandwidth_bytes_per_second'] / 1e9:,.3g} GB/s")

@@ -54,7 +54,8 @@ def _gpu_profile(base: dict, key: str, peak: float, mfu: float) -> dict:
     data["gemm"] = [{"dtype": "bf16", "m": 4096, "n": 4096, "k": 4096, "seconds": 1.0, "flops_per_second": 0.8 * peak}]
     data["copy_bandwidth_bytes_per_second"] = 0.8 * 2039e9
     for method in data["methods"].values():
-        method.update(achieved_flops_per_second=mfu * peak, max_allocated=10e9, max_reserved=11e9, analytic_peak=10e9)
+        method.update(achieved_flops_per_second=mfu * peak, max_allocated=10e9, max_reserved=11e9, analytic_peak=10e9,
+                      power_watts=300.0, context_bytes=0.6e9)
     return data
 
 
@@ -68,6 +69,10 @@ def test_a_gpu_profile_replaces_default_efficiencies_and_transfers(cpu_profile, 
     assert on_a100.mfu == pytest.approx(0.5)
     assert profile.allocator_slack() == pytest.approx(0.1)  # reserved 11 GB over allocated 10 GB
     assert profile.bandwidth().value == pytest.approx(0.8)
+    assert profile.cuda_context_bytes() == pytest.approx(0.6e9)
+    # Measured board power replaces the 400 W TDP in the energy figure, on the calibrated GPU type.
+    kwh = on_a100_kwh = costplan.estimate("7b", "lora", gpu="a100", tokens=1e8, profile=profile, pue=1.0)
+    assert on_a100_kwh.energy_kwh == pytest.approx(kwh.gpus * 300 * kwh.wall_seconds / 3.6e6)
     assert any("calibrated on NVIDIA A100" in a for a in on_a100.assumptions)
     # Another GPU type: the measured efficiency transfers, throughput scales with the datasheet peak.
     on_h100 = costplan.estimate("7b", "lora", gpu="h100", tokens=1e8, profile=profile)

@@ -16,7 +16,7 @@ from costplan.energy import energy_model
 from costplan.memory import device_bytes_array, shard, training_memory
 from costplan.methods import FullFineTune, Lora, PromptTuning, QLora
 from costplan.model import preset
-from costplan.plan import search
+from costplan.plan import STARTUP_SECONDS, search
 from costplan.profile import default_profile
 from costplan.scaling import data_parallel_bytes, link
 from costplan.workload import Workload
@@ -106,7 +106,7 @@ def test_plan_results_fit_meet_the_deadline_and_are_non_dominated():
                                 grad_ckpt=c.grad_ckpt, precision=c.precision, tokens=1e9)
         assert est.placement.fits
         assert est.memory.device_bytes == pytest.approx(c.device_bytes)
-        assert est.wall_seconds == pytest.approx(c.wall_seconds)
+        assert est.wall_seconds + STARTUP_SECONDS == pytest.approx(c.wall_seconds)
     costs = [c.cost_usd for c in result.pareto]
     times = [c.wall_seconds for c in result.pareto]
     assert costs == sorted(costs) and times == sorted(times, reverse=True)
@@ -165,3 +165,22 @@ def test_plan_search_is_vectorised():
     result = search("8b", ("lora",), tokens=1e8)
     assert result.evaluated > 100_000
     assert np.isfinite([c.cost_usd for c in result.pareto]).all()
+
+
+def test_tensor_parallel_training_splits_memory_and_adds_collectives():
+    plain = costplan.estimate("70b", "full", gpu="h100", gpus=32, zero=1, tokens=1e9, grad_ckpt=True)
+    tp4 = costplan.estimate("70b", "full", gpu="h100", gpus=32, zero=1, tp=4, tokens=1e9, grad_ckpt=True)
+    assert tp4.placement.dp == 8 and tp4.gpus == 32
+    # Weights and activations split 4 ways; ZeRO-1 shards states over 8 replicas instead of 32.
+    assert tp4.memory.terms["weights"] == pytest.approx(plain.memory.terms["weights"] / 4)
+    assert any("tensor parallel 4" in a for a in tp4.assumptions)
+    with pytest.raises(costplan_error()):
+        costplan.estimate("70b", "full", gpu="h100", gpus=32, tp=16)  # beyond an 8-GPU node
+    with pytest.raises(ValueError):
+        costplan.estimate("70b", "full", gpu="h100", gpus=30, tp=4)  # not a multiple
+
+
+def costplan_error():
+    from costplan.errors import CostplanError
+
+    return CostplanError

@@ -1,0 +1,36 @@
+"""costplan report: files produced, numbers equal to the API's, a self-contained HTML."""
+
+import json
+import re
+
+from click.testing import CliRunner
+
+from costplan.cli import cli
+from costplan.compare import compare
+from costplan.units import fmt_usd
+
+
+def test_report_files_and_numbers(tmp_path):
+    out = tmp_path / "report"
+    result = CliRunner().invoke(cli, ["report", "--model", "7b", "--tokens", "100M", "--out", str(out),
+                                      "--deadline", "48h"])
+    assert result.exit_code == 0, result.output
+    for name in ("report.md", "report.html", "report.json", "memory.png", "plan.png"):
+        assert (out / name).stat().st_size > 0
+    assert not list(out.glob("*.tmp"))
+    data = json.loads((out / "report.json").read_text())
+    expected = compare("7b", tokens=100e6, gpu="h100").rows()
+    assert [r["method"] for r in data["comparison"]] == [r["method"] for r in expected]
+    for got, want in zip(data["comparison"], expected, strict=True):
+        assert got["cost_usd"] == want["cost_usd"] and got["gpus"] == want["gpus"]
+    markdown = (out / "report.md").read_text()
+    lora = next(r for r in expected if r["method"] == "lora")
+    assert "| lora |" in markdown and fmt_usd(lora["cost_usd"]) in markdown
+    assert "Pareto front" in markdown and data["plan"]["pareto"]
+    assert all(c["wall_seconds"] <= 48 * 3600 for c in data["plan"]["pareto"])
+    html = (out / "report.html").read_text()
+    # Self-contained: plots embedded, nothing fetched from the network.
+    assert html.count("data:image/png;base64,") == 2
+    assert not re.search(r"""(src|href)=["']https?://""", html)
+    assert fmt_usd(lora["cost_usd"]) in html and "Accuracy record" in html
+    assert data["verification"]["cases"] >= 18 and data["verification"]["params_exact"] == data["verification"]["cases"]
