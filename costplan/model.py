@@ -7,13 +7,12 @@ itemisation. It is checked against the real modules built on PyTorch's meta devi
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
 from costplan.errors import CostplanError, unknown_name
-from costplan.tables import keys, row_by_name
+from costplan.tables import keys, read_json, row_by_name
 
 Norm = Literal["rmsnorm", "layernorm"]
 Activation = Literal["silu", "gelu", "gelu_tanh", "gelu_new"]
@@ -253,12 +252,7 @@ def from_hf_config(path: str | Path) -> ModelSpec:
     path = Path(path)
     if path.is_dir():
         path = path / "config.json"
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise CostplanError(f"No config.json at {path}.") from exc
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CostplanError(f"{path} is not a readable JSON config: {exc}.") from exc
+    config = read_json(path, "config.json")
     if not isinstance(config, dict):
         raise CostplanError(f"{path} does not hold a JSON object.")
     model_type = str(config.get("model_type", ""))

@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from costplan.tables import number, read_table
+from costplan.tables import number, read_json, read_table
 from costplan.units import GIB
 
 
@@ -111,12 +111,7 @@ def load_profile(path: str | Path) -> Profile:
     from costplan.errors import CostplanError
 
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise CostplanError(f"No calibration profile at {path}.") from exc
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CostplanError(f"{path} is not a readable calibration profile: {exc}.") from exc
+    data = read_json(path, "calibration profile")
     if not isinstance(data, dict) or data.get("version") != 1 or not {"device", "methods", "gemm"} <= set(data):
         raise CostplanError(f"{path} is not a costplan calibration profile (version 1).")
     try:
@@ -159,14 +154,14 @@ def _from_profile_data(data: dict) -> Profile:
                    device_name=device["name"])
 
 
-def saved_profile_for(gpu_key: str) -> Profile | None:
-    """The newest profile saved by ``costplan calibrate`` for this GPU type, if any."""
+def saved_profile_path(gpu_key: str) -> Path | None:
+    """The newest profile file saved by ``costplan calibrate`` for this GPU type, if any."""
     import os
 
     folder = Path(os.environ.get("COSTPLAN_CACHE") or Path.home() / ".cache" / "costplan") / "profiles"
     if not folder.is_dir():
         return None
-    best: tuple[str, Profile] | None = None
+    best: tuple[str, Path] | None = None
     for path in folder.glob("*.json"):
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
@@ -174,5 +169,10 @@ def saved_profile_for(gpu_key: str) -> Profile | None:
             continue
         if isinstance(data, dict) and data.get("gpu_key") == gpu_key and data.get("version") == 1:
             if best is None or data.get("created", "") > best[0]:
-                best = (data.get("created", ""), load_profile(path))
+                best = (data.get("created", ""), path)
     return best[1] if best else None
+
+
+def saved_profile_for(gpu_key: str) -> Profile | None:
+    path = saved_profile_path(gpu_key)
+    return load_profile(path) if path else None

@@ -125,7 +125,7 @@ def verification_summary(path: Path | None = None) -> dict[str, Any] | None:
 def build(model: str, *, tokens: float, gpu: str = "h100", out: Path, plan_methods: tuple[str, ...] = ("lora", "qlora"),
           deadline_seconds: float | None = None, budget_usd: float | None = None) -> ReportFiles:
     from costplan import validate as val
-    from costplan.profile import saved_profile_for
+    from costplan.profile import load_profile, saved_profile_path
 
     comparison = compare(model, tokens=tokens, gpu=gpu)
     plan = search(model, plan_methods, tokens=tokens, deadline_seconds=deadline_seconds, budget_usd=budget_usd)
@@ -133,7 +133,8 @@ def build(model: str, *, tokens: float, gpu: str = "h100", out: Path, plan_metho
     validation_summary = val.summarize(validation)
     verification = verification_summary()
     first = comparison.estimates[0]
-    profile = saved_profile_for(first.gpu.key)
+    profile_path = saved_profile_path(first.gpu.key)
+    profile = load_profile(profile_path) if profile_path else None
     versions = {"costplan": _version(), "python": platform.python_version(), "numpy": _module_version("numpy"),
                 "matplotlib": _module_version("matplotlib")}
     data = {
@@ -145,6 +146,7 @@ def build(model: str, *, tokens: float, gpu: str = "h100", out: Path, plan_metho
                        "summary": [asdict(s) for s in validation_summary], "skipped": len(skipped)},
         "verification": verification,
         "calibration": profile.describe(first.gpu.key) if profile else "none: default efficiencies (not calibrated)",
+        "calibration_ceilings": _ceilings(profile_path) if profile_path else [],
         "assumptions": {e.method.key: list(e.assumptions) for e in comparison.estimates},
     }
     memory_png, plan_png = _memory_chart(comparison), _plan_chart(plan)
@@ -156,6 +158,26 @@ def build(model: str, *, tokens: float, gpu: str = "h100", out: Path, plan_metho
     _write(out / "report.md", _markdown(data, sections).encode())
     _write(out / "report.html", _html(data, sections, memory_png, plan_png).encode())
     return ReportFiles(out / "report.md", out / "report.html", out / "report.json")
+
+
+def _ceilings(path: Path) -> list[list[str]]:
+    """Measured ceilings of a calibration profile beside the datasheet row."""
+    from costplan.hardware import gpu
+
+    data = json.loads(path.read_text(encoding="utf-8"))
+    sheet = gpu(data["gpu_key"]) if data.get("gpu_key") else None
+    rows = [["ceiling", "measured", "datasheet"]]
+    best: dict[str, float] = {}
+    for point in data.get("gemm", []):
+        if "flops_per_second" in point:
+            best[point["dtype"]] = max(best.get(point["dtype"], 0.0), point["flops_per_second"])
+    for dtype, flops in best.items():
+        peak = sheet.peak_flops.get(dtype) if sheet else None
+        rows.append([f"matmul {dtype}", f"{flops / 1e12:,.4g} TFLOP/s", f"{peak / 1e12:,.4g} TFLOP/s" if peak else "-"])
+    if data.get("copy_bandwidth_bytes_per_second"):
+        rows.append(["copy bandwidth", f"{data['copy_bandwidth_bytes_per_second'] / 1e9:,.4g} GB/s",
+                     f"{sheet.bandwidth_bytes_per_s / 1e9:,.4g} GB/s" if sheet else "-"])
+    return rows
 
 
 def _version() -> str:
@@ -238,6 +260,8 @@ Generated {data['date']} with costplan {data['versions']['costplan']} (Python {d
 
 {data['calibration']}
 
+{_md_table(data['calibration_ceilings']) if data['calibration_ceilings'] else ''}
+
 ## Accuracy record
 
 Verification against traced steps of the real model code: {_verification_text(data['verification'])}
@@ -286,6 +310,7 @@ matplotlib {data['versions']['matplotlib']}).</p>
 {data['plan']['feasible']:,} meet the deadline and budget.</p>
 {_html_table(sections['plan'])}{img(plan_png, 'plan')}
 <h2>Calibration</h2><p>{html.escape(data['calibration'])}</p>
+{_html_table(data['calibration_ceilings']) if data['calibration_ceilings'] else ''}
 <h2>Accuracy record</h2>
 <p>Verification against traced steps of the real model code: {html.escape(_verification_text(data['verification']))}</p>
 <p>Published runs predicted with default settings ({data['validation']['skipped']} more rows skipped):</p>

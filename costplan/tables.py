@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import csv
 import functools
+import json
 from pathlib import Path
+from typing import Any
 
 from costplan.errors import CostplanError, unknown_name
 
@@ -68,3 +70,13 @@ def row_by_name(table: str, name: str, kind: str) -> dict[str, str]:
 
 def keys(table: str) -> list[str]:
     return [row["key"] for row in read_table(table)]
+
+
+def read_json(path: Path, what: str) -> Any:
+    """A JSON file's content, or one clear error naming ``what`` the file should have been."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise CostplanError(f"No {what} at {path}.") from exc
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CostplanError(f"{path} is not a readable {what}: {exc}.") from exc

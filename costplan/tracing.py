@@ -316,6 +316,16 @@ def _gpu_kernels(device: str) -> Iterator[None]:
         yield
 
 
+def _categorize(snapshot: list[tuple[int, int, tuple[int, ...]]],
+                rules: list[tuple[str, Any]]) -> dict[str, int]:
+    """Bytes of the live storages by the first rule that claims each; the rest are activations."""
+    breakdown = dict.fromkeys([name for name, _ in rules] + ["activations"], 0)
+    for key, size, shape in snapshot:
+        name = next((name for name, claims in rules if claims(key, shape)), "activations")
+        breakdown[name] += size
+    return breakdown
+
+
 @dataclass(frozen=True, slots=True)
 class TracedStep:
     """What one real training step did."""
@@ -438,18 +448,12 @@ def trace_training_step(model: ModelSpec, method: Method, work: Workload, *, dev
     weights = {id(t.untyped_storage()) for t in (*module.parameters(), *module.buffers())}
     opt_states = {id(t.untyped_storage()) for t in states} | (
         set() if master is trainable else {id(m.untyped_storage()) for m in master})
-    breakdown = dict.fromkeys(("weights", "gradients", "optimizer states", "logits", "activations"), 0)
-    for key, size, shape in again.snapshot:
-        if key in weights:
-            breakdown["weights"] += size
-        elif key in grads_at_peak:
-            breakdown["gradients"] += size
-        elif key in opt_states:
-            breakdown["optimizer states"] += size
-        elif shape and shape[-1] == model.vocab_size:
-            breakdown["logits"] += size
-        else:
-            breakdown["activations"] += size
+    breakdown = _categorize(again.snapshot, [
+        ("weights", lambda key, shape: key in weights),
+        ("gradients", lambda key, shape: key in grads_at_peak),
+        ("optimizer states", lambda key, shape: key in opt_states),
+        ("logits", lambda key, shape: bool(shape) and shape[-1] == model.vocab_size),
+    ])
     return TracedStep(params_total=params_total, params_trainable=sum(p.numel() for p in trainable),
                       flops_forward=forward_counter.get_total_flops(),
                       flops_backward=backward_counter.get_total_flops(), saved_bytes=saved_bytes,
@@ -508,17 +512,12 @@ def trace_inference_step(model: ModelSpec, work: Workload, *, device: str = "cpu
     batch, kv_heads, head_dim = work.micro_batch, model.num_kv_heads, model.head_dim
     for length in (work.prompt_len, work.prompt_len + 1):
         kv_shapes.add((batch, kv_heads, length, head_dim))
-    weights = {id(p.untyped_storage()) for p in module.parameters()}
-    breakdown = dict.fromkeys(("weights", "kv cache", "logits", "activations"), 0)
-    for key, size, shape in again.snapshot:
-        if key in weights:
-            breakdown["weights"] += size
-        elif shape in kv_shapes:
-            breakdown["kv cache"] += size
-        elif shape and shape[-1] == model.vocab_size:
-            breakdown["logits"] += size
-        else:
-            breakdown["activations"] += size
+    weights = {id(t.untyped_storage()) for t in (*module.parameters(), *module.buffers())}
+    breakdown = _categorize(again.snapshot, [
+        ("weights", lambda key, shape: key in weights),
+        ("kv cache", lambda key, shape: shape in kv_shapes),
+        ("logits", lambda key, shape: bool(shape) and shape[-1] == model.vocab_size),
+    ])
     return TracedInference(params_total=sum(p.numel() for p in module.parameters()),
                            flops_prefill=counters[0].get_total_flops(),
                            flops_decode=counters[1].get_total_flops(), peak_bytes=tracker.peak,

@@ -128,7 +128,7 @@ def test_bad_input_is_one_line_and_exit_code_2(args, message):
 
 
 @pytest.mark.parametrize("content,message", [
-    ("{not json", "not a readable JSON config"),
+    ("{not json", "not a readable config.json"),
     ('{"model_type": "llama"}', "required field"),
     ('{"model_type": "t5"}', "not supported"),
     ('{"model_type": "llama", "hidden_size": -4, "intermediate_size": 8, "num_hidden_layers": 1, '

@@ -34,3 +34,25 @@ def test_report_files_and_numbers(tmp_path):
     assert not re.search(r"""(src|href)=["']https?://""", html)
     assert fmt_usd(lora["cost_usd"]) in html and "Accuracy record" in html
     assert data["verification"]["cases"] >= 18 and data["verification"]["params_exact"] == data["verification"]["cases"]
+
+
+def test_report_shows_the_calibration_in_use(tmp_path, monkeypatch):
+    import os
+
+    from costplan.report import build
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("COSTPLAN_CACHE", str(cache))
+    (cache / "profiles").mkdir(parents=True)
+    profile = {"version": 1, "created": "2026-11-26", "gpu_key": "h100-sxm", "precision": "bf16",
+               "device": {"kind": "cuda", "name": "NVIDIA H100 80GB HBM3"},
+               "gemm": [{"dtype": "bf16", "m": 8192, "n": 8192, "k": 8192, "seconds": 1.0, "flops_per_second": 7.5e14}],
+               "copy_bandwidth_bytes_per_second": 2.9e12,
+               "methods": {"lora": {"achieved_flops_per_second": 3.8e14, "max_allocated": 1e10,
+                                    "max_reserved": 1.1e10}}}
+    (cache / "profiles" / "h100.json").write_text(json.dumps(profile))
+    files = build("7b", tokens=1e8, gpu="h100", out=tmp_path / "r")
+    markdown = files.markdown.read_text()
+    assert "calibrated on NVIDIA H100 80GB HBM3, 2026-11-26" in markdown
+    assert "| matmul bf16 | 750 TFLOP/s | 989.5 TFLOP/s |" in markdown
+    assert os.path.getsize(files.html) > 0
