@@ -200,8 +200,8 @@ def estimate(
 ) -> Estimate:
     """Estimate one way of adapting (or running) a model on a GPU type. See ``costplan estimate --help``."""
     spec = model if isinstance(model, ModelSpec) else resolve_model(model)
-    how = make_method(method, lora_rank=lora_rank, lora_targets=lora_targets,
-                  lora_dropout=lora_dropout, virtual_tokens=virtual_tokens)
+    how = make_method(method, lora_rank=lora_rank, lora_targets=lora_targets, lora_dropout=lora_dropout,
+                      virtual_tokens=virtual_tokens)
     how.validate(spec)
     device = find_gpu(gpu)
     profile = profile or saved_profile_for(device.key) or default_profile()
