@@ -204,14 +204,20 @@ def compare_table(result: Comparison) -> Group:
     return Group(table, notes, assumptions_text(result.estimates[-1]))
 
 
-def plan_table(result: PlanResult) -> Group:
+def plan_table(result: PlanResult, rows: int = 15) -> Group:
+    """The Pareto front, thinned to ``rows`` evenly spread points (cheapest and fastest kept)."""
+    front = result.pareto
+    if len(front) > rows:
+        picks = sorted({round(i * (len(front) - 1) / (rows - 1)) for i in range(rows)})
+        front = tuple(front[i] for i in picks)
+    shown = "" if len(front) == len(result.pareto) else f", {len(front)} shown"
     table = Table(title=f"Pareto front: {len(result.pareto)} of {result.feasible:,} feasible configurations "
-                        f"({result.fitting:,} fit, {result.evaluated:,} evaluated)", title_justify="left")
+                        f"({result.fitting:,} fit, {result.evaluated:,} evaluated{shown})", title_justify="left")
     for column in ("", "method", "GPUs", "precision", "micro-batch", "ckpt", "ZeRO", "memory/GPU", "scaling",
                    "wall time", "cost"):
         table.add_column(column, justify="left" if column in ("", "method") else "right", no_wrap=True)
-    for i, c in enumerate(result.pareto):
-        tag = "cheapest" if i == 0 else ("fastest" if i == len(result.pareto) - 1 else "")
+    for i, c in enumerate(front):
+        tag = "cheapest" if i == 0 else ("fastest" if i == len(front) - 1 else "")
         table.add_row(tag, c.method, f"{c.gpus} x {c.gpu}", c.precision, str(c.micro_batch),
                       "on" if c.grad_ckpt else "off", str(c.zero), fmt_bytes(c.device_bytes),
                       f"{c.scaling_efficiency:.0%}", fmt_duration(c.wall_seconds), fmt_usd(c.cost_usd))
