@@ -118,17 +118,20 @@ def estimate(as_json: bool, brief: bool, profile_path: str | None, **options: An
       costplan estimate -m 8b --method lora --tokens 50M --serve-tokens 1B --grid eu
     """
     from costplan.api import estimate as run_estimate
-    from costplan.render import estimate_view, to_json
 
     if profile_path:
         from costplan.profile import load_profile
 
         options["profile"] = _run(load_profile, profile_path)
     result = _run(run_estimate, **options)
-    if as_json:
-        click.echo(to_json(result))
+    if as_json:  # without rich: scripts only pay for the estimate
+        import json
+
+        click.echo(json.dumps(result.to_dict(), indent=2))
         return
     from rich.console import Console
+
+    from costplan.render import estimate_view
 
     Console().print(estimate_view(result, detail=not brief))
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Group
@@ -109,10 +108,6 @@ def estimate_view(est: Estimate, detail: bool = True) -> Group:
         parts += [memory_table(est), flops_table(est)]
     parts.append(assumptions_text(est))
     return Group(*parts)
-
-
-def to_json(est: Estimate) -> str:
-    return json.dumps(est.to_dict(), indent=2)
 
 
 def models_table(rows: list[dict[str, Any]]) -> Table:
