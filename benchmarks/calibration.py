@@ -21,6 +21,7 @@ def main() -> None:
     from costplan.calibrate import calibrate
     from costplan.hardware import gpu
     from costplan.model import resolve_model
+    from costplan.profile import measured_matmul_peaks
 
     profile = calibrate(resolve_model(args.model), quick=True)
     sheet = gpu(profile["gpu_key"]) if profile["gpu_key"] else None
@@ -28,10 +29,7 @@ def main() -> None:
     for column in ("ceiling", "measured", "datasheet", "fraction"):
         table.add_column(column, justify="left" if column == "ceiling" else "right")
     rows = []
-    best: dict[str, float] = {}
-    for point in profile["gemm"]:
-        if "flops_per_second" in point:
-            best[point["dtype"]] = max(best.get(point["dtype"], 0.0), point["flops_per_second"])
+    best = measured_matmul_peaks(profile)
     for dtype, measured in best.items():
         peak = sheet.peak_flops.get(dtype) if sheet else None
         rows.append({"ceiling": f"matmul {dtype} FLOP/s", "measured": measured, "datasheet": peak})
@@ -49,9 +47,9 @@ def main() -> None:
         table.add_row(row["ceiling"], f"{row['measured']:.4g}", sheet_text, fraction_text)
     Console().print(table)
     if args.csv:
-        from cold_start import write_csv_atomically
+        from costplan.files import write_csv
 
-        write_csv_atomically(args.csv, rows)
+        write_csv(args.csv, rows)
 
 
 if __name__ == "__main__":

@@ -8,13 +8,11 @@ Targets: under 0.3 s cold on a 2-core machine (issue 2); under 0.15 s is the mis
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import platform
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -72,7 +70,9 @@ def main() -> None:
                     "max_s": round(max(times), 4), "runs": len(times)})
     Console().print(table)
     if args.csv:
-        write_csv_atomically(args.csv, out)
+        from costplan.files import write_csv
+
+        write_csv(args.csv, out)
 
 
 def cold_python(runs: int) -> list[float]:
@@ -82,16 +82,6 @@ def cold_python(runs: int) -> list[float]:
         subprocess.run([sys.executable, "-c", "pass"], check=True)
         times.append(time.perf_counter() - start)
     return times
-
-
-def write_csv_atomically(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    os.chmod(handle.name, 0o644)  # NamedTemporaryFile creates it private
-    os.replace(handle.name, path)
 
 
 if __name__ == "__main__":

@@ -48,9 +48,9 @@ def main() -> None:
                      "configurations_per_s": round(result.evaluated / med)})
     Console().print(table)
     if args.csv:
-        from cold_start import write_csv_atomically
+        from costplan.files import write_csv
 
-        write_csv_atomically(args.csv, rows)
+        write_csv(args.csv, rows)
 
 
 if __name__ == "__main__":

@@ -21,9 +21,9 @@ def main() -> None:
     results, skipped = validate()
     Console().print(validation_view(results, summarize(results), skipped))
     if args.csv:
-        from cold_start import write_csv_atomically
+        from costplan.files import write_csv
 
-        write_csv_atomically(args.csv, [{"kind": r.kind, "run": r.name, "quantity": r.quantity,
+        write_csv(args.csv, [{"kind": r.kind, "run": r.name, "quantity": r.quantity,
                                          "predicted": r.predicted, "reported": r.reported, "error": r.error,
                                          "detail": r.detail, "source": r.source} for r in results])
 

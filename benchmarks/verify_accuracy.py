@@ -24,9 +24,9 @@ def main() -> None:
     results = run_matrix(matrix(full=args.full))
     Console().print(verify_matrix_table(results, summarize(results)))
     if args.csv:
-        from cold_start import write_csv_atomically
+        from costplan.files import write_csv
 
-        write_csv_atomically(args.csv, [{"case": r.case.label, "length": r.length, "params_exact": r.params_exact,
+        write_csv(args.csv, [{"case": r.case.label, "length": r.length, "params_exact": r.params_exact,
                                          "flops_error": r.flops_error, "peak_error": r.peak_error,
                                          "largest_term": r.largest_term} for r in results])
 

@@ -318,7 +318,7 @@ def _training(spec, how, device, work, profile, tokens, epochs, gpus, zero, peak
                                global_batch=work.global_batch, gpus=gpus, zero=zero, tp=tp)
     total = flops.per_token * tokens * epochs
     n = placement.gpus
-    timing = _step_timing(spec, how, device, work, flops, mem, placement, peak * mfu, profile)
+    timing = _step_timing(spec, device, work, flops, mem, placement, peak * mfu, profile)
     tps = n * peak * mfu / flops.per_token * timing.efficiency
     seconds = total / (n * peak * mfu) / timing.efficiency
     opt = find_optimizer(work.optimizer)
@@ -354,7 +354,7 @@ class _DataParallelTiming:
         return self.timing.efficiency
 
 
-def _step_timing(spec, how, device, work, flops, mem, placement, flops_per_second, profile) -> _DataParallelTiming:
+def _step_timing(spec, device, work, flops, mem, placement, flops_per_second, profile) -> _DataParallelTiming:
     """One optimizer step: compute over every micro-batch (split over the tensor-parallel group),
     tensor-parallel collectives inside each layer, gradient sync across replicas after the last."""
     n, zero, tp = placement.dp, placement.zero, placement.tp

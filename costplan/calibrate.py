@@ -24,7 +24,6 @@ import json
 import os
 import platform
 import statistics
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,14 +32,11 @@ from pathlib import Path
 from typing import Any
 
 from costplan.errors import CostplanError
+from costplan.files import write_atomically
 from costplan.model import ModelSpec, with_overrides
+from costplan.profile import cache_dir
 
 PROFILE_VERSION = 1
-
-
-def cache_dir() -> Path:
-    """Where profiles are saved: ``$COSTPLAN_CACHE`` or ``~/.cache/costplan``."""
-    return Path(os.environ.get("COSTPLAN_CACHE") or Path.home() / ".cache" / "costplan")
 
 
 def _slug(name: str) -> str:
@@ -52,11 +48,7 @@ def default_profile_path(device_name: str) -> Path:
 
 
 def write_json_atomically(data: dict[str, Any], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2)
-    os.chmod(handle.name, 0o644)
-    os.replace(handle.name, path)
+    write_atomically(path, json.dumps(data, indent=2))
 
 
 @dataclass(frozen=True, slots=True)

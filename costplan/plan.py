@@ -24,7 +24,7 @@ from costplan.memory import device_bytes_array, training_memory
 from costplan.model import count_params, resolve_model
 from costplan.parallel import gpu_counts
 from costplan.profile import Profile, default_profile
-from costplan.scaling import link
+from costplan.scaling import data_parallel_bytes, link
 from costplan.workload import Workload
 
 MICRO_BATCHES = (1, 2, 4, 8, 16)
@@ -144,7 +144,6 @@ def search(
     accum = np.ones_like(n) if global_batch is None else np.maximum(1, np.ceil(global_batch / (mb * n)))
     bandwidth = np.where(n <= table.per_node[g_idx], table.intra[g_idx],
                          np.minimum(table.intra[g_idx], table.inter[g_idx]))
-    share = (n - 1) / n
     evaluated = fitting = feasible_count = 0
     best: list[Candidate] = []
     samples: list[tuple[float, float]] = []
@@ -171,7 +170,7 @@ def search(
                 per_micro = flops.per_token * seq * mb / rate
                 compute = per_micro * accum
                 overlap = per_micro * (flops.backward + np.where(zero >= 3, flops.forward, 0.0)) / flops.per_token
-                comm_bytes = np.where(zero >= 3, share * (mem.gradients + 2 * mem.weights), 2 * share * mem.gradients)
+                comm_bytes = data_parallel_bytes(mem.gradients, mem.weights, n, zero)
                 exposed = np.maximum(0.0, comm_bytes / bandwidth - overlap)
                 efficiency = compute / (compute + exposed)
                 seconds = flops.per_token * tokens * epochs / (n * rate) / efficiency + STARTUP_SECONDS

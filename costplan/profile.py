@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from costplan.tables import number, read_json, read_table
 from costplan.units import GIB
@@ -136,7 +137,7 @@ def _from_profile_data(data: dict) -> Profile:
         peak = gpu(key).peak(precision)
         bandwidth = data["copy_bandwidth_bytes_per_second"] / gpu(key).bandwidth_bytes_per_s
     else:  # an unknown GPU: efficiency relative to the best matmul it measured
-        peak = max(p["flops_per_second"] for p in data["gemm"] if p["dtype"] == precision and "flops_per_second" in p)
+        peak = measured_matmul_peaks(data)[precision]
         bandwidth = None
         name += " (unknown GPU: efficiency relative to its measured matmul peak)"
     mfu = tuple((method, float(entry["achieved_flops_per_second"]) / peak)
@@ -154,11 +155,25 @@ def _from_profile_data(data: dict) -> Profile:
                    device_name=device["name"])
 
 
-def saved_profile_path(gpu_key: str) -> Path | None:
-    """The newest profile file saved by ``costplan calibrate`` for this GPU type, if any."""
+def cache_dir() -> Path:
+    """Where profiles are saved: ``$COSTPLAN_CACHE`` or ``~/.cache/costplan``."""
     import os
 
-    folder = Path(os.environ.get("COSTPLAN_CACHE") or Path.home() / ".cache" / "costplan") / "profiles"
+    return Path(os.environ.get("COSTPLAN_CACHE") or Path.home() / ".cache" / "costplan")
+
+
+def measured_matmul_peaks(data: dict[str, Any]) -> dict[str, float]:
+    """The best matmul throughput a profile measured, per dtype (FLOP/s)."""
+    best: dict[str, float] = {}
+    for point in data.get("gemm", []):
+        if "flops_per_second" in point:
+            best[point["dtype"]] = max(best.get(point["dtype"], 0.0), point["flops_per_second"])
+    return best
+
+
+def saved_profile_path(gpu_key: str) -> Path | None:
+    """The newest profile file saved by ``costplan calibrate`` for this GPU type, if any."""
+    folder = cache_dir() / "profiles"
     if not folder.is_dir():
         return None
     best: tuple[str, Path] | None = None

@@ -254,15 +254,14 @@ def cram_view(result: CramResult) -> Group:
 
 
 def calibration_table(profile: dict[str, Any]) -> Table:
+    from costplan.profile import measured_matmul_peaks
+
     device = profile["device"]
     table = Table(title=f"calibration on {device['name']} ({profile['created']}, {profile['precision']})",
                   title_justify="left")
     for column in ("measurement", "value"):
         table.add_column(column, justify="left" if column == "measurement" else "right")
-    best: dict[str, float] = {}
-    for point in profile["gemm"]:
-        if "flops_per_second" in point:
-            best[point["dtype"]] = max(best.get(point["dtype"], 0.0), point["flops_per_second"])
+    best = measured_matmul_peaks(profile)
     for dtype, flops in best.items():
         table.add_row(f"best matmul, {dtype}", f"{flops / 1e12:,.3g} TFLOP/s")
     table.add_row("copy bandwidth", f"{profile['copy_bandwidth_bytes_per_second'] / 1e9:,.3g} GB/s")

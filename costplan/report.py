@@ -15,16 +15,15 @@ import csv
 import html
 import io
 import json
-import os
 import platform
 import statistics
-import tempfile
 from dataclasses import asdict, dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 from costplan.compare import Comparison, compare
+from costplan.files import write_atomically
 from costplan.plan import PlanResult, search
 from costplan.tables import tables_dir
 from costplan.units import fmt_bytes, fmt_count, fmt_duration, fmt_usd
@@ -35,14 +34,6 @@ class ReportFiles:
     markdown: Path
     html: Path
     data: Path
-
-
-def _write(path: Path, content: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("wb", dir=path.parent, delete=False, suffix=".tmp") as handle:
-        handle.write(content)
-    os.chmod(handle.name, 0o644)
-    os.replace(handle.name, path)
 
 
 def _memory_chart(result: Comparison) -> bytes:
@@ -152,25 +143,23 @@ def build(model: str, *, tokens: float, gpu: str = "h100", out: Path, plan_metho
     memory_png, plan_png = _memory_chart(comparison), _plan_chart(plan)
     sections = _sections(data, comparison, plan, validation, validation_summary)
     out = Path(out)
-    _write(out / "memory.png", memory_png)
-    _write(out / "plan.png", plan_png)
-    _write(out / "report.json", json.dumps(data, indent=2, default=str).encode())
-    _write(out / "report.md", _markdown(data, sections).encode())
-    _write(out / "report.html", _html(data, sections, memory_png, plan_png).encode())
+    write_atomically(out / "memory.png", memory_png)
+    write_atomically(out / "plan.png", plan_png)
+    write_atomically(out / "report.json", json.dumps(data, indent=2, default=str))
+    write_atomically(out / "report.md", _markdown(data, sections))
+    write_atomically(out / "report.html", _html(data, sections, memory_png, plan_png))
     return ReportFiles(out / "report.md", out / "report.html", out / "report.json")
 
 
 def _ceilings(path: Path) -> list[list[str]]:
     """Measured ceilings of a calibration profile beside the datasheet row."""
     from costplan.hardware import gpu
+    from costplan.profile import measured_matmul_peaks
 
     data = json.loads(path.read_text(encoding="utf-8"))
     sheet = gpu(data["gpu_key"]) if data.get("gpu_key") else None
     rows = [["ceiling", "measured", "datasheet"]]
-    best: dict[str, float] = {}
-    for point in data.get("gemm", []):
-        if "flops_per_second" in point:
-            best[point["dtype"]] = max(best.get(point["dtype"], 0.0), point["flops_per_second"])
+    best = measured_matmul_peaks(data)
     for dtype, flops in best.items():
         peak = sheet.peak_flops.get(dtype) if sheet else None
         rows.append([f"matmul {dtype}", f"{flops / 1e12:,.4g} TFLOP/s", f"{peak / 1e12:,.4g} TFLOP/s" if peak else "-"])

@@ -19,6 +19,7 @@ Tensor parallelism for inference: two all-reduces of the hidden state per layer 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from costplan.tables import number, read_table
 
@@ -59,14 +60,12 @@ def link(gpu_key: str) -> Link:
     return Link(16e9, FALLBACK_NODE_NETWORK_BYTES_PER_S / 8, 8, "no interconnect listed: PCIe assumed")
 
 
-def data_parallel_bytes(gradient_bytes: float, weight_bytes: float, gpus: int, zero: int) -> float:
-    """Bytes each GPU sends per optimizer step (ring collectives)."""
-    if gpus <= 1:
-        return 0.0
-    share = (gpus - 1) / gpus
-    if zero >= 3:
-        return share * (gradient_bytes + 2 * weight_bytes)
-    return 2 * share * gradient_bytes
+def data_parallel_bytes(gradient_bytes: float, weight_bytes: float, gpus: Any, zero: Any) -> Any:
+    """Bytes each GPU sends per optimizer step (ring collectives); ``gpus`` and ``zero`` may be
+    numpy arrays (the plan search evaluates whole grids with this same formula)."""
+    share = (gpus - 1) / gpus  # 0 on one GPU
+    stage3 = zero >= 3
+    return share * (gradient_bytes * (2 - stage3) + 2 * weight_bytes * stage3)
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,17 +18,15 @@ dequantize-then-matmul, the tensors its autograd function keeps), see
 
 from __future__ import annotations
 
-import csv
 import math
-import os
 import statistics
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from costplan import files
 from costplan.errors import CostplanError
 from costplan.flops import inference_flops, training_flops
 from costplan.memory import MemoryBreakdown, inference_memory, shard, shard_inference, training_memory
@@ -299,18 +297,13 @@ CSV_COLUMNS = ("model", "method", "precision", "attention", "grad_ckpt", "seq_le
 
 
 def write_csv(results: list[CaseResult], path: Path) -> None:
-    """Every check of every case, written atomically (a temporary file renamed into place)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp", newline="",
-                                     encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(CSV_COLUMNS)
-        for result in results:
-            c = result.case
-            for check in result.checks:
-                writer.writerow([c.model, c.method, c.precision, c.attention, c.grad_ckpt, result.length,
-                                 check.quantity, f"{check.analytic:.0f}", f"{check.traced:.0f}",
-                                 f"{check.error:.6f}", result.peak_at, result.analytic_phase,
-                                 f"{result.seconds:.2f}"])
-    os.chmod(handle.name, 0o644)  # NamedTemporaryFile creates it private
-    os.replace(handle.name, path)
+    """Every check of every case, written atomically."""
+    rows = []
+    for result in results:
+        c = result.case
+        for check in result.checks:
+            values = [c.model, c.method, c.precision, c.attention, c.grad_ckpt, result.length, check.quantity,
+                      f"{check.analytic:.0f}", f"{check.traced:.0f}", f"{check.error:.6f}", result.peak_at,
+                      result.analytic_phase, f"{result.seconds:.2f}"]
+            rows.append(dict(zip(CSV_COLUMNS, values, strict=True)))
+    files.write_csv(path, rows)
