@@ -25,6 +25,17 @@ ADAPTER_BYTES = 4  # peft keeps adapters in fp32 and casts their input to it
 
 
 @dataclass(frozen=True, slots=True)
+class SavedItem:
+    """Bytes one layer keeps for one tensor (or group of tensors) of one sequence."""
+
+    name: str
+    """For display."""
+    bytes: float
+    in_mlp: bool
+    """Kept by the MLP block (router and experts included), whose backward runs before attention's."""
+
+
+@dataclass(frozen=True, slots=True)
 class SavedTensors:
     """Saved-for-backward bytes of one sequence."""
 
@@ -41,13 +52,13 @@ class SavedTensors:
     """The final norm's and the LM head's saved inputs: freed first in backward."""
     shared: float
     """Kept through the whole backward: embedding dropout masks, RoPE tables, expanded prefixes."""
-    items: tuple[tuple[str, float], ...]
-    """A later layer's terms, for display."""
+    items: tuple[SavedItem, ...]
+    """A later layer's terms."""
 
     @property
     def later_layer_mlp(self) -> float:
         """The part of a later layer that its MLP keeps (freed before attention's backward)."""
-        return sum(b for name, b in self.items if name.startswith(("mlp ", "expert", "router")))
+        return sum(item.bytes for item in self.items if item.in_mlp)
 
     def total(self, num_layers: int, grad_ckpt: bool) -> float:
         """Bytes kept at the end of the forward. Checkpointed layers keep only their input;
@@ -152,17 +163,18 @@ def _eager_scores(model: ModelSpec, p: int, scores_rg: bool, v_rg: bool) -> floa
 
 
 def layer_saved(model: ModelSpec, method: Method, work: Workload, flow: LayerFlow,
-                positions: int, keys: int) -> list[tuple[str, float]]:
+                positions: int, keys: int) -> list[SavedItem]:
     """Saved bytes of one layer for one sequence, by term."""
     p, h, f = work.compute_bytes, model.hidden_size, model.ffn_size
     trains = method.trains_base
     lora_dropout = getattr(method, "dropout", 0.0)
     lin = flow.linears
-    items: list[tuple[str, float]] = []
+    items: list[SavedItem] = []
+    in_mlp = False
 
     def add(name: str, per_position: float) -> None:
         if per_position:
-            items.append((name, per_position * positions))
+            items.append(SavedItem(name, per_position * positions, in_mlp))
 
     attn_in_rg = flow.stream_in_rg or trains
     add("attention norm", _norm(model, p, attn_in_rg, trains))
@@ -191,6 +203,7 @@ def layer_saved(model: ModelSpec, method: Method, work: Workload, flow: LayerFlo
     if model.dropout > 0:  # residual dropouts keep a one-byte mask where their input needs dX
         add("dropout masks", MASK * h * (lin["o"].output_rg + lin["down"].output_rg))
     mlp_in_rg = flow.stream_in_rg or trains or (model.family != "gpt_neox" and lin["o"].output_rg)
+    in_mlp = True
     add("mlp norm", _norm(model, p, mlp_in_rg, trains))
     if model.is_moe:
         add("router", sum(_reader_inputs([lin["router"]], p, lora_dropout)) + FP32 * model.num_experts)
@@ -245,8 +258,8 @@ def saved_tensors(model: ModelSpec, method: Method, work: Workload) -> SavedTens
     if method.prefix_tokens:
         shared += FP32 * method.prefix_tokens * model.num_layers * 2 * model.kv_size  # prefix expanded
     return SavedTensors(
-        first_layer=sum(b for _, b in first_items),
-        later_layer=sum(b for _, b in later_items),
+        first_layer=sum(item.bytes for item in first_items),
+        later_layer=sum(item.bytes for item in later_items),
         layer_input=p * h * positions,
         escaping_checkpoint=_quantized_inputs(model, later, p) * positions,
         head_side=head_side,

@@ -1,26 +1,34 @@
-"""One estimate: specs in, FLOPs and memory from the pure rules, projected onto GPUs, hours and
-dollars, with every assumption written down."""
+"""One estimate: specs in, FLOPs and memory from the pure rules, a layout chosen as a practitioner
+would, projected by the engine onto GPUs, hours and dollars, with every assumption written down."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from costplan import scaling
+from costplan import engine
 from costplan.energy import energy_model
 from costplan.errors import CostplanError, unknown_name
-from costplan.flops import FlopsBreakdown, InferenceFlops, inference_flops, training_flops
+from costplan.flops import FlopsBreakdown, InferenceFlops, inference_flops
+from costplan.frameworks import Framework, default_framework
+from costplan.frameworks import framework as find_framework
 from costplan.hardware import GpuSpec, Price
 from costplan.hardware import gpu as find_gpu
 from costplan.hardware import price as find_price
-from costplan.memory import MemoryBreakdown, inference_memory, tensor_parallel, training_memory
+from costplan.layout import Job, Pins, Placement, check_pins, choose, default_global_batch, practice
+from costplan.memory import inference_memory
 from costplan.methods import METHODS, Lora, Method, PrefixTuning, PromptTuning, parse_targets
 from costplan.model import ModelSpec, count_params, resolve_model
 from costplan.optimizers import optimizer as find_optimizer
-from costplan.parallel import Placement, place_inference, place_training
 from costplan.profile import Profile, default_profile, saved_profile_for
+from costplan.scaling import Link, link
+from costplan.speed import decode_shape, micro_batch_seconds, step_shape
 from costplan.units import fmt_bytes, fmt_count
 from costplan.workload import Workload
+
+SCHEMA_VERSION = 2
+"""Of the ``--json`` object; 2: enum keys in ``memory_breakdown``/``flops_breakdown``, ``mfu`` on
+model FLOPs with ``hfu`` beside it, ``layout``."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -31,6 +39,8 @@ class Estimate:
     method: Method
     gpu: GpuSpec
     workload: Workload
+    """The workload as run: the chosen micro-batch and checkpointing included."""
+    framework: Framework
     params_total: int
     params_trainable: int
     flops: FlopsBreakdown
@@ -40,17 +50,23 @@ class Estimate:
     epochs: float
     flops_total: float
     placement: Placement
-    mfu: float
     tokens_per_second: float
     wall_seconds: float
+    mfu: float
+    """Model FLOPs (no recompute) per second over the GPUs' dense peak."""
+    hfu: float
+    """Executed FLOPs (recompute included) per second over the dense peak."""
     price: Price | None
     energy_kwh: float
     co2_kg: float
     assumptions: tuple[str, ...]
     wall_seconds_range: tuple[float, float] = (0.0, 0.0)
-    """Wall time at the high and low ends of the efficiency range (fast, slow)."""
+    """Wall time at the fast and slow ends of the model's spread on published runs."""
     scaling_efficiency: float = 1.0
-    """Compute time over compute plus exposed communication."""
+    """Compute over the whole step (communication, pipeline bubble and optimizer step are the rest)."""
+    step: engine.StepTime | None = None
+    global_batch: int | None = None
+    """Training: sequences per optimizer step."""
     serve: Estimate | None = None
     """The cost of serving the adapted model (``serve_tokens``), when asked."""
     inference: InferenceFlops | None = None
@@ -59,12 +75,16 @@ class Estimate:
     time_to_first_token_seconds: float | None = None
 
     @property
-    def memory(self) -> MemoryBreakdown:
+    def memory(self) -> Any:
         return self.placement.memory
 
     @property
     def gpus(self) -> int:
         return self.placement.gpus
+
+    @property
+    def billed_gpus(self) -> int:
+        return self.gpus if self.price is None else self.price.billed_gpus(self.gpus)
 
     @property
     def wall_hours(self) -> float:
@@ -76,14 +96,16 @@ class Estimate:
 
     @property
     def cost_usd(self) -> float | None:
-        return None if self.price is None else self.gpu_hours * self.price.usd_per_gpu_hour
+        if self.price is None or not self.placement.fits:
+            return None
+        return self.wall_hours * self.billed_gpus * self.price.usd_per_gpu_hour
 
     @property
     def cost_usd_range(self) -> tuple[float, float] | None:
-        """(low, high) dollars from the efficiency range."""
-        if self.price is None:
+        """(low, high) dollars from the wall-time range."""
+        if self.cost_usd is None:
             return None
-        rate = self.gpus * self.price.usd_per_gpu_hour / 3600
+        rate = self.cost_usd / self.wall_seconds if self.wall_seconds else 0.0
         return self.wall_seconds_range[0] * rate, self.wall_seconds_range[1] * rate
 
     @property
@@ -91,71 +113,27 @@ class Estimate:
         """Training plus serving, when serving was asked for."""
         if self.cost_usd is None:
             return None
-        return self.cost_usd + (self.serve.cost_usd or 0.0 if self.serve else 0.0)
+        return self.cost_usd + ((self.serve.cost_usd or 0.0) if self.serve else 0.0)
 
     @property
     def cost_usd_per_million_tokens(self) -> float | None:
-        if self.price is None or self.method.training:
+        if self.cost_usd is None or self.method.training:
             return None
-        return self.gpus * self.price.usd_per_gpu_hour / 3600 / self.tokens_per_second * 1e6
+        return self.billed_gpus * self.price.usd_per_gpu_hour / 3600 / self.tokens_per_second * 1e6  # type: ignore
 
     def to_dict(self) -> dict[str, Any]:
         """One JSON-ready object in base units (bytes, FLOPs, seconds, dollars)."""
-        mem = self.memory
-        result: dict[str, Any] = {
-            "model": self.model.name,
-            "method": self.method.key,
-            "gpu": self.gpu.key,
-            "precision": self.workload.precision,
-            "params_total": self.params_total,
-            "params_trainable": self.params_trainable,
-            "tokens": self.tokens,
-            "epochs": self.epochs,
-            "flops_per_token": self.flops.per_token,
-            "flops_breakdown": {t.name: {"forward": t.forward, "backward_input": t.backward_input,
-                                         "backward_weight": t.backward_weight,
-                                         "recompute": t.recompute} for t in self.flops.terms},
-            "flops_total": self.flops_total,
-            "memory_peak_bytes": mem.peak_bytes,
-            "memory_reserved_bytes": mem.reserved_bytes,
-            "memory_device_bytes": mem.device_bytes,
-            "memory_breakdown": dict(mem.terms),
-            "memory_peak_phase": mem.peak_phase,
-            "memory_phases": dict(mem.phases),
-            "gpu_memory_bytes": self.gpu.memory_bytes,
-            "fits": self.placement.fits,
-            "fit_problem": self.placement.reason or None,
-            "gpus": self.gpus,
-            "zero_stage": self.placement.zero,
-            "grad_accumulation": self.placement.grad_accum,
-            "mfu": self.mfu,
-            "tokens_per_second": self.tokens_per_second,
-            "wall_seconds": self.wall_seconds,
-            "wall_hours": self.wall_hours,
-            "gpu_hours": self.gpu_hours,
-            "usd_per_gpu_hour": None if self.price is None else self.price.usd_per_gpu_hour,
-            "cost_usd": self.cost_usd,
-            "energy_kwh": self.energy_kwh,
-            "co2_kg": self.co2_kg,
-            "scaling_efficiency": self.scaling_efficiency,
-            "wall_hours_range": [t / 3600 for t in self.wall_seconds_range],
-            "cost_usd_range": None if self.cost_usd_range is None else list(self.cost_usd_range),
-            "assumptions": list(self.assumptions),
-        }
-        if self.serve is not None:
-            result["serve"] = self.serve.to_dict()
-            result["total_cost_usd"] = self.total_cost_usd
-        if not self.method.training:
-            result["cost_usd_per_million_tokens"] = self.cost_usd_per_million_tokens
-            result["latency_seconds"] = self.latency_seconds
-            result["time_to_first_token_seconds"] = self.time_to_first_token_seconds
-        return result
+        from costplan.serialize import estimate_dict
+
+        return estimate_dict(self)
 
 
-def make_method(name: str | Method, *, lora_rank: int, lora_targets: str, lora_dropout: float,
-            virtual_tokens: int) -> Method:
+def make_method(name: str | Method, *, lora_rank: int = 8, lora_targets: str = "q,v", lora_dropout: float = 0.0,
+                virtual_tokens: int = 20) -> Method:
     if isinstance(name, Method):
         return name
+    if not isinstance(name, str):
+        raise CostplanError(f"method must be a method name such as 'lora', not {name!r}.")
     cls = METHODS.get(name.lower())
     if cls is None:
         raise unknown_name("method", name, METHODS)
@@ -164,6 +142,33 @@ def make_method(name: str | Method, *, lora_rank: int, lora_targets: str, lora_d
     if issubclass(cls, (PromptTuning, PrefixTuning)):
         return cls(num_virtual_tokens=virtual_tokens)
     return cls()
+
+
+def hardware(device: GpuSpec, net: Link, precision: str, profile: Profile, *, usd_per_gpu_hour: float = 0.0,
+             watts: float | None = None) -> engine.Hardware:
+    """The engine's GPU inputs for one GPU type, with the profile's measured constants where it has them."""
+    sixteen = "fp16" if precision in ("fp16", "fp8") and "bf16" not in device.peak_flops else (
+        "fp32" if precision == "fp32" else "bf16")
+    if sixteen not in device.peak_flops:
+        sixteen = "fp16"
+    peak = device.peak(precision)
+    measured_link = profile.collective_bytes_per_s(device.key)
+    return engine.Hardware(
+        memory_bytes=device.memory_bytes, peak=peak, peak_16bit=device.peak(sixteen) if precision != "fp32" else peak,
+        bandwidth=device.bandwidth_bytes_per_s,
+        gemm_efficiency=profile.factor("gemm_efficiency", device.key, device.arch).value,
+        attention_efficiency=profile.factor("attention_efficiency", device.key, device.arch).value,
+        intra_bytes_per_s=min(net.intra_bytes_per_s, measured_link) if measured_link else net.intra_bytes_per_s,
+        node_bytes_per_s=net.node_bytes_per_s, gpus_per_node=net.gpus_per_node, usd_per_gpu_hour=usd_per_gpu_hour,
+        watts=watts if watts is not None else (profile.power_watts(device.key) or device.tdp_watts))
+
+
+def _positive_int(name: str, value: Any, *, allow_none: bool = True) -> int | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"--{name} must be a positive integer, got {value!r}")
+    return value
 
 
 def estimate(
@@ -175,14 +180,18 @@ def estimate(
     tokens: float | None = None,
     epochs: float = 1.0,
     seq_len: int | None = None,
-    micro_batch: int = 1,
+    micro_batch: int | None = None,
     global_batch: int | None = None,
+    global_batch_tokens: float | None = None,
     precision: str = "bf16",
     optimizer: str | None = None,
-    grad_ckpt: bool = False,
+    grad_ckpt: bool | None = None,
     attention: str = "flash",
     zero: int | None = None,
-    tp: int = 1,
+    tp: int | None = None,
+    pp: int | None = None,
+    framework: str | None = None,
+    runtime: str | None = None,
     provider: str | None = None,
     spot: bool = False,
     price: float | None = None,
@@ -196,48 +205,50 @@ def estimate(
     grid: str | float | None = None,
     serve_tokens: float | None = None,
     serve_batch: int = 32,
+    startup_seconds: float = 0.0,
     profile: Profile | None = None,
 ) -> Estimate:
-    """Estimate one way of adapting (or running) a model on a GPU type. See ``costplan estimate --help``."""
+    """Estimate one way of adapting (or running) a model on a GPU type. See ``costplan estimate --help``.
+
+    Layout values left at None (GPU count, micro-batch, global batch, checkpointing, ZeRO stage,
+    tensor and pipeline parallelism) are chosen as a practitioner would (``costplan.layout``).
+    """
     spec = model if isinstance(model, ModelSpec) else resolve_model(model)
     how = make_method(method, lora_rank=lora_rank, lora_targets=lora_targets, lora_dropout=lora_dropout,
                       virtual_tokens=virtual_tokens)
     how.validate(spec)
     device = find_gpu(gpu)
     profile = profile or saved_profile_for(device.key) or default_profile()
-    if gpus is not None and gpus <= 0:
-        raise ValueError("--gpus must be a positive integer")
+    for name, value in (("gpus", gpus), ("micro-batch", micro_batch), ("global-batch", global_batch),
+                        ("tp", tp), ("pp", pp), ("seq-len", seq_len)):
+        _positive_int(name, value)
     if zero is not None and zero not in (0, 1, 2, 3):
         raise ValueError("--zero must be 0, 1, 2 or 3")
-    if tp < 1:
-        raise ValueError("--tp must be a positive integer")
-    if epochs <= 0:
+    if not epochs > 0:
         raise ValueError("--epochs must be positive")
-    if tokens is not None and tokens <= 0:
+    if tokens is not None and not tokens > 0:
         raise ValueError("--tokens must be positive")
-    if serve_tokens is not None and serve_tokens <= 0:
+    if serve_tokens is not None and not serve_tokens > 0:
         raise ValueError("--serve-tokens must be positive")
+    if global_batch is not None and global_batch_tokens is not None:
+        raise CostplanError("give --global-batch (sequences) or --global-batch-tokens, not both.")
     power = energy_model(pue, grid)
     if seq_len is None:
-        seq_len = min(2048, spec.max_positions)
+        seq_len = min(2048, spec.max_positions - how.virtual_tokens)
     opt_name = optimizer or "adamw"
     find_optimizer(opt_name)
-    work = Workload(seq_len=seq_len, micro_batch=micro_batch, global_batch=global_batch,
-                    precision=precision, optimizer=opt_name, grad_ckpt=grad_ckpt,
-                    attention=attention, prompt_len=prompt_len, gen_len=gen_len)  # type: ignore[arg-type]
+    work = Workload(seq_len=seq_len, micro_batch=micro_batch or 1, precision=precision,  # type: ignore[arg-type]
+                    optimizer=opt_name, grad_ckpt=bool(grad_ckpt), attention=attention,  # type: ignore[arg-type]
+                    prompt_len=prompt_len, gen_len=gen_len)
     context = (work.prompt_len + work.gen_len) if not how.training else seq_len + how.virtual_tokens
     if context > spec.max_positions:
-        raise CostplanError(
-            f"{context} positions exceed {spec.name}'s context of {spec.max_positions} tokens."
-        )
+        raise CostplanError(f"{context} positions exceed {spec.name}'s context of {spec.max_positions} tokens.")
     peak = device.peak(work.precision)
-    chosen_price = find_price(device.key, provider, spot, price)
+    params = count_params(spec).total
     if tokens is None:
         tokens, tokens_note = how.default_tokens(spec)
     else:
         tokens_note = f"{fmt_count(tokens)} tokens" + ("" if how.training else " generated")
-    params = count_params(spec).total
-    mfu = profile.mfu(how.key, work.precision)
     notes = [
         f"model {spec.name}: {fmt_count(params)} parameters ({spec.family}, {spec.num_layers} layers, "
         f"hidden {spec.hidden_size}, {spec.num_heads} heads / {spec.num_kv_heads} kv heads"
@@ -248,50 +259,70 @@ def estimate(
         f"{device.name}: {work.precision} dense peak {peak / 1e12:.1f} TFLOPS, "
         f"{fmt_bytes(device.memory_bytes)}, {device.bandwidth_bytes_per_s / 1e9:.0f} GB/s "
         f"(datasheet, as of {device.as_of})",
-        f"{profile.describe(device.key)}: MFU {mfu.value:.2f} (range {mfu.low:.2f}-{mfu.high:.2f}) for "
-        f"{how.key}/{work.precision}",
-        "FLOPs count matmuls only (2mnk), causal mask not discounted",
-        f"memory overhead: allocator slack {profile.allocator_slack():.0%} and CUDA context "
-        f"{fmt_bytes(profile.cuda_context_bytes())}"
-        + ("" if profile.calibrated else " (defaults, not calibrated)"),
+        "FLOPs count matmuls only (2mnk), causal mask not discounted; MFU is model FLOPs (no recompute) over "
+        "the dense peak, HFU counts the recompute",
     ]
+    net = link(device.key)
     if how.training:
-        result = _training(spec, how, device, work, profile, tokens, epochs, gpus, zero, peak, mfu.value, tp)
+        stack = find_framework(framework) if framework else default_framework(
+            True, how.trains_base, how.key in ("pretrain", "cpt") and (gpus is None or gpus > 1))
+        pins = Pins(gpus=gpus, tp=tp, pp=pp, zero=zero, micro_batch=micro_batch, grad_ckpt=grad_ckpt)
+        check_pins(spec, pins, stack, net)
+        _check_layout_for_stack(pins, stack)
+        result = _training(spec, how, device, net, stack, work, profile, pins, tokens, epochs, global_batch,
+                           global_batch_tokens, runtime, startup_seconds, power.pue, provider, spot, price)
     else:
-        result = _inference(spec, how, device, work, profile, tokens, gpus, peak, mfu.value)
-    flops, total, placement, tps, seconds, extra, more_notes = result
-    # Time scales inversely with efficiency: the range of MFU gives the range of hours.
-    seconds_range = (seconds * mfu.value / mfu.high, seconds * mfu.value / mfu.low)
-    notes += more_notes
+        stack = find_framework(framework) if framework else default_framework(False, False, False)
+        result = _inference(spec, how, device, net, work, profile, tokens, gpus, runtime or "compiled",
+                            startup_seconds, power.pue, provider, spot, price)
+    notes += result.notes
+    chosen_price = result.price
     if chosen_price is None:
-        notes.append(f"no listed price for {device.key}{' at ' + provider if provider else ''}: "
-                     "pass --price to get dollars")
+        notes.append(f"no listed offer of {device.key}{' at ' + provider if provider else ''} for "
+                     f"{result.placement.gpus} GPU(s): pass --price to get dollars")
     else:
-        notes.append(chosen_price.describe())
-    watts = device.tdp_watts
-    if profile.measured_power_watts and profile.device_key == device.key:
-        watts = profile.measured_power_watts
-        notes.append(f"board power {watts:.0f} W as measured by calibration (TDP {device.tdp_watts:.0f} W)")
-    energy = power.kwh(placement.gpus, watts, seconds)
-    notes.append(f"{power.described}; board TDP {device.tdp_watts:.0f} W")
-    notes.append(f"ranges: wall time and cost at MFU {mfu.high:.2f} (low) to {mfu.low:.2f} (high)")
+        notes.append(chosen_price.describe(result.placement.gpus))
+    spread = profile.time_spread()
+    seconds = result.wall_seconds
+    seconds_range = (seconds * spread.low, seconds * spread.high)
+    energy = result.energy_kwh
+    notes.append(f"{power.described}; board power {result.watts:.0f} W"
+                 + (" as measured by calibration" if profile.power_watts(device.key) else
+                    f" (TDP {device.tdp_watts:.0f} W)"))
+    notes.append(f"ranges: wall time x{spread.low:g} to x{spread.high:g} ({spread.source})")
     serve = None
     if serve_tokens is not None and how.training:
         serve = estimate(spec, "inference", gpu=device.key, tokens=serve_tokens, micro_batch=serve_batch,
-                         precision=precision if precision != "fp8" else "bf16", prompt_len=prompt_len,
-                         gen_len=gen_len, provider=provider, spot=spot, price=price, pue=pue, grid=grid,
-                         profile=profile)
+                         precision=precision if precision != "fp8" else "bf16",
+                         prompt_len=prompt_len + how.virtual_tokens + how.prefix_tokens, gen_len=gen_len,
+                         provider=provider, spot=spot, price=price, pue=pue, grid=grid, profile=profile,
+                         runtime=runtime)
+        served = ("LoRA adapters merged into the weights, so served at the base model's cost"
+                  if isinstance(how, Lora) else
+                  f"{how.virtual_tokens + how.prefix_tokens} virtual tokens added to every prompt"
+                  if how.virtual_tokens or how.prefix_tokens else "the trained weights served as they are")
         notes.append(f"serving: {fmt_count(serve_tokens)} generated tokens on the adapted model, "
-                     f"{serve_batch} concurrent requests ({serve.gpus} x {device.key}; adapters merged "
-                     "into the weights, so served at the base model's cost)")
+                     f"{serve_batch} concurrent requests ({serve.gpus} x {device.key}; {served})")
     return Estimate(
-        model=spec, method=how, gpu=device, workload=work, params_total=params,
-        params_trainable=how.trainable_params(spec) if how.training else 0, flops=flops,
-        tokens=tokens, epochs=epochs if how.training else 1.0, flops_total=total,
-        placement=placement, mfu=mfu.value, tokens_per_second=tps, wall_seconds=seconds,
-        price=chosen_price, energy_kwh=energy, co2_kg=power.co2_kg(energy), assumptions=tuple(notes),
-        wall_seconds_range=seconds_range, serve=serve, **extra,
+        model=spec, method=how, gpu=device, workload=result.workload, framework=stack, params_total=params,
+        params_trainable=how.trainable_params(spec) if how.training else 0, flops=result.flops,
+        tokens=tokens, epochs=epochs if how.training else 1.0, flops_total=result.flops_total,
+        placement=result.placement, tokens_per_second=result.tokens_per_second, wall_seconds=seconds,
+        mfu=result.mfu, hfu=result.hfu, price=chosen_price, energy_kwh=energy, co2_kg=power.co2_kg(energy),
+        assumptions=tuple(notes), wall_seconds_range=seconds_range, scaling_efficiency=result.scaling_efficiency,
+        step=result.step, global_batch=result.global_batch, serve=serve, inference=result.inference,
+        latency_seconds=result.latency, time_to_first_token_seconds=result.ttft,
     )
+
+
+def _check_layout_for_stack(pins: Pins, stack: Framework) -> None:
+    if pins.tp not in (None, 1) and not stack.tensor_parallel:
+        raise CostplanError(f"{stack.key} has no tensor parallelism; use --framework megatron for --tp.")
+    if pins.pp not in (None, 1) and not stack.pipeline_parallel:
+        raise CostplanError(f"{stack.key} has no pipeline parallelism; use --framework megatron for --pp.")
+    if pins.zero is not None and pins.zero not in stack.zero_stages:
+        raise CostplanError(f"{stack.key} offers ZeRO stages {', '.join(map(str, stack.zero_stages))}, "
+                            f"not {pins.zero}.")
 
 
 def _precision_note(work: Workload, how: Method) -> str:
@@ -305,113 +336,171 @@ def _precision_note(work: Workload, how: Method) -> str:
     return text
 
 
-def _training(spec, how, device, work, profile, tokens, epochs, gpus, zero, peak, mfu, tp):
-    flops = training_flops(spec, how, work)
-    link = scaling.link(device.key)
-    if tp > link.gpus_per_node:
-        raise CostplanError(f"--tp {tp} exceeds the {link.gpus_per_node} GPUs of a {device.key} node; tensor "
-                            "parallelism is planned inside a node.")
-    if spec.num_heads % tp or spec.num_kv_heads % tp and tp % spec.num_kv_heads:
-        raise CostplanError(f"--tp {tp} does not divide {spec.name}'s {spec.num_heads} attention heads.")
-    mem = tensor_parallel(training_memory(spec, how, work), tp)
-    placement = place_training(mem, device.memory_bytes, profile, micro_batch=work.micro_batch,
-                               global_batch=work.global_batch, gpus=gpus, zero=zero, tp=tp)
-    total = flops.per_token * tokens * epochs
-    n = placement.gpus
-    timing = _step_timing(spec, device, work, flops, mem, placement, peak * mfu, profile)
-    tps = n * peak * mfu / flops.per_token * timing.efficiency
-    seconds = total / (n * peak * mfu) / timing.efficiency
+@dataclass(frozen=True, slots=True)
+class _Result:
+    workload: Workload
+    flops: FlopsBreakdown
+    flops_total: float
+    placement: Placement
+    tokens_per_second: float
+    wall_seconds: float
+    mfu: float
+    hfu: float
+    price: Price | None
+    energy_kwh: float
+    watts: float
+    notes: list[str]
+    scaling_efficiency: float = 1.0
+    step: engine.StepTime | None = None
+    global_batch: int | None = None
+    inference: InferenceFlops | None = None
+    latency: float | None = None
+    ttft: float | None = None
+
+
+def training_job(spec: ModelSpec, how: Method, device: GpuSpec, net: Link, stack: Framework, work: Workload,
+                 profile: Profile, global_batch: int, precision_price: float = 0.0) -> Job:
+    """The layout-independent part of a training job (``plan`` builds the same for its grids)."""
+    hw = hardware(device, net, work.precision, profile, usd_per_gpu_hour=precision_price)
+    correction = profile.correction(spec.name, how.key, device.key)
+    return Job(model=spec, method=how, work=work, gpu=device, link=net, framework=stack, profile=profile, hw=hw,
+               constants=profile.constants(device.key, stack.runtime),
+               correction=correction.factor if correction else 1.0, global_batch=global_batch)
+
+
+def _training(spec, how, device, net, stack, work, profile, pins, tokens, epochs, global_batch, global_batch_tokens,
+              runtime, startup_seconds, pue, provider, spot, price_override) -> _Result:
+    if global_batch_tokens is not None:
+        if not global_batch_tokens > 0:
+            raise ValueError("--global-batch-tokens must be positive")
+        global_batch = max(1, round(global_batch_tokens / work.seq_len))
+        batch_note = f"global batch {global_batch} sequences ({fmt_count(global_batch_tokens).strip()} tokens, given)"
+    elif global_batch is not None:
+        batch_note = f"global batch {global_batch} sequences (given)"
+    else:
+        global_batch, batch_note = default_global_batch(spec, how, work.seq_len)
+    if runtime is not None:
+        stack = replace(stack, runtime=runtime)
+    job = training_job(spec, how, device, net, stack, work, profile, global_batch)
+    total_tokens = tokens * epochs
+    target = None
+    if pins.gpus is None and how.key in ("pretrain", "cpt"):
+        days, _ = practice("target_wall_days", how.key, count_params(spec).total)
+        target = days * 86400
+    placement = choose(job, pins, tokens=total_tokens, target_seconds=target)
+    layout = placement.layout
+    parts = job.parts(layout.grad_ckpt)
+    offer = find_price(device.key, provider, spot, price_override, gpus=layout.gpus)
+    hw = replace(job.hw, usd_per_gpu_hour=offer.usd_per_gpu_hour if offer else 0.0)
+    step = job.step(layout)
+    result = engine.throughput(step, parts.shape, gpus=layout.gpus, hw=hw, tokens=total_tokens,
+                               startup_seconds=startup_seconds, pue=pue)
+    run = replace(work, micro_batch=layout.micro_batch, grad_ckpt=layout.grad_ckpt)
     opt = find_optimizer(work.optimizer)
+    correction = profile.correction(spec.name, how.key, device.key)
     notes = [
-        f"sequence {work.seq_len} tokens, micro-batch {work.micro_batch} per GPU"
-        + (f", global batch {work.global_batch} ({placement.grad_accum} accumulation steps)"
-           if work.global_batch else ""),
+        f"stack: {stack.label}",
+        batch_note,
+        f"sequence {work.seq_len} tokens; layout: {_layout_text(layout)}",
+        *(f"  {line}" for line in placement.why),
         f"optimizer: {opt.note}",
-        f"activation checkpointing {'on (non-reentrant, every layer)' if work.grad_ckpt else 'off'}; "
         f"attention {'SDPA/flash: no s² scores kept' if work.attention == 'flash' else 'eager: s² scores kept'}",
-        (f"tensor parallel {tp} within a node (Megatron-style with sequence parallelism: weights, states, "
-         f"activations and logits split {tp} ways; {timing.tp_seconds * 1e3:.3g} ms of collectives per step, "
-         "not overlapped); " if tp > 1 else "")
-        + f"data parallel over {placement.dp} replica(s) with ZeRO-{placement.zero}"
-        + (f": {fmt_bytes(timing.comm_bytes)} per GPU per step over {scaling.link(device.key).described}; "
-           f"{timing.timing.exposed_seconds * 1e3:.3g} ms of {timing.timing.comm_seconds * 1e3:.3g} ms not hidden "
-           f"behind backward, scaling efficiency {timing.efficiency:.1%}" if n > 1 else ""),
-        f"peak memory at the {placement.memory.peak_phase}",
+        f"{profile.describe(device.key)}: GEMMs at {job.hw.gemm_efficiency:.0%} and attention at "
+        f"{job.hw.attention_efficiency:.0%} of peak, memory traffic at {job.constants.bandwidth_efficiency:.0%} of "
+        f"bandwidth, {stack.runtime} dispatch"
+        + (f"; measured correction x{correction.factor:.2f} ({correction.source})" if correction else ""),
+        f"step: {_step_text(step)}; MFU {float(result.mfu):.1%}, HFU {float(result.hfu):.1%}",
+        f"communication: {net.described}",
+        f"peak memory at the {placement.memory.peak_phase.label}",
     ]
+    if startup_seconds:
+        notes.append(f"start-up {startup_seconds / 60:g} min added to the wall time")
     if not placement.fits:
         notes.append(f"does not fit: {placement.reason}")
-    return flops, total, placement, tps, seconds, {"scaling_efficiency": timing.efficiency}, notes
+    return _Result(run, parts.flops, parts.flops.per_token * total_tokens, placement,
+                   float(result.tokens_per_second), float(result.wall_seconds), float(result.mfu), float(result.hfu),
+                   offer, float(result.energy_kwh), float(hw.watts), notes, float(step.scaling_efficiency), step,
+                   global_batch)
 
 
-@dataclass(frozen=True, slots=True)
-class _DataParallelTiming:
-    timing: scaling.StepTiming
-    comm_bytes: float
-    tp_seconds: float = 0.0
-
-    @property
-    def efficiency(self) -> float:
-        return self.timing.efficiency
-
-
-def _step_timing(spec, device, work, flops, mem, placement, flops_per_second, profile) -> _DataParallelTiming:
-    """One optimizer step: compute over every micro-batch (split over the tensor-parallel group),
-    tensor-parallel collectives inside each layer, gradient sync across replicas after the last."""
-    n, zero, tp = placement.dp, placement.zero, placement.tp
-    per_micro_batch = work.seq_len * work.micro_batch / flops_per_second / tp
-    compute = flops.per_token * per_micro_batch * placement.grad_accum
-    overlap = flops.backward * per_micro_batch  # the last micro-batch's backward
-    if zero >= 3:
-        overlap += flops.forward * per_micro_batch  # gathers run ahead of forward too
-    comm_bytes = scaling.data_parallel_bytes(mem.gradients, mem.weights, n, zero)  # trained parameters' grads
-    link = scaling.link(device.key)
-    bandwidth = link.bandwidth(n * tp)
-    # Forward and backward each run two all-gather/reduce-scatter pairs of the layer's activations.
-    message = work.micro_batch * work.seq_len * spec.hidden_size * work.compute_bytes
-    tp_seconds = 2 * scaling.tensor_parallel_seconds(spec.num_layers, message, tp, link.intra_bytes_per_s)
-    compute += tp_seconds * placement.grad_accum
-    measured = profile.measured_collective_bandwidth
-    if measured and profile.device_key == device.key and n <= link.gpus_per_node:
-        bandwidth = min(bandwidth, measured)  # calibrated all-reduce inside a node
-    timing = scaling.step_timing(compute_seconds=compute, overlap_seconds=overlap, comm_bytes=comm_bytes,
-                                 bandwidth=bandwidth)
-    return _DataParallelTiming(timing, comm_bytes, tp_seconds * placement.grad_accum)
+def _layout_text(layout: engine.Layout) -> str:
+    parts = [f"{layout.gpus} GPU(s)"]
+    if layout.tp > 1 or layout.pp > 1:
+        parts.append(f"TP {layout.tp} x PP {layout.pp} x DP {layout.dp}")
+    elif layout.dp > 1:
+        parts.append(f"DP {layout.dp}")
+    if layout.dp > 1:
+        parts.append(f"ZeRO-{layout.zero}")
+    parts.append(f"micro-batch {layout.micro_batch}")
+    if layout.grad_accum > 1:
+        parts.append(f"{layout.grad_accum} accumulation steps")
+    parts.append("checkpointing " + ("on" if layout.grad_ckpt else "off"))
+    return ", ".join(parts)
 
 
-def _inference(spec, how, device, work, profile, tokens, gpus, peak, mfu):
+def _step_text(step: engine.StepTime) -> str:
+    def ms(v: Any) -> str:
+        return f"{float(v) * 1e3:.3g} ms"
+
+    text = f"{ms(step.total)} per optimizer step ({ms(step.compute)} compute"
+    for label, value in (("tensor-parallel", step.tensor_parallel), ("pipeline bubble", step.pipeline_bubble),
+                         ("exposed data-parallel", step.data_parallel), ("optimizer", step.optimizer)):
+        if float(value) > 0:
+            text += f", {ms(value)} {label}"
+    return text + f"), scaling efficiency {float(step.scaling_efficiency):.1%}"
+
+
+def _inference(spec, how, device, net, work, profile, tokens, gpus, runtime, startup_seconds, pue, provider, spot,
+               price_override) -> _Result:
     fl = inference_flops(spec, how, work)
     mem = inference_memory(spec, how, work)
-    placement = place_inference(mem, device.memory_bytes, profile, gpus=gpus)
-    n, b = placement.gpus, work.micro_batch
-    bandwidth = profile.bandwidth().value * device.bandwidth_bytes_per_s * n
-    link = scaling.link(device.key)
-    p = work.compute_bytes
-    prefill_seconds = fl.prefill.per_token * work.prompt_len * b / (n * peak * mfu)
-    prefill_seconds += scaling.tensor_parallel_seconds(spec.num_layers, b * work.prompt_len * spec.hidden_size * p,
-                                                       n, link.bandwidth(n))
-    tp_step = scaling.tensor_parallel_seconds(spec.num_layers, b * spec.hidden_size * p, n, link.bandwidth(n))
-    # Decode step i reads the KV cache of prompt_len + i tokens: prompt_len + gen_len / 2 on average.
-    mean_kv = mem.kv_cache * (work.prompt_len + work.gen_len / 2) / (work.prompt_len + work.gen_len)
-    step_bytes = mem.weights + mean_kv
-    step_seconds = max(step_bytes / bandwidth, fl.decode.per_token * b / (n * peak * mfu)) + tp_step
-    latency = prefill_seconds + (work.gen_len - 1) * step_seconds
+    slack, context = profile.allocator_slack(), profile.cuda_context_bytes()
+    counts = [gpus] if gpus is not None else [n for n in (1, 2, 4, 8) if n <= net.gpus_per_node] or [1]
+    for n in counts:
+        phases = engine.inference_phases(mem, tp=n)
+        memory = engine.breakdown(phases, slack, context)
+        if memory.device_bytes <= device.memory_bytes:
+            break
+    fits = memory.device_bytes <= device.memory_bytes
+    reason = "" if fits else (f"needs {fmt_bytes(memory.device_bytes)} per GPU on {n} GPU(s) (GPU holds "
+                              f"{fmt_bytes(device.memory_bytes)}); reduce --micro-batch or the context")
+    placement = Placement(engine.Layout(gpus=n, tp=n, micro_batch=work.micro_batch), memory, fits, reason)
+    offer = find_price(device.key, provider, spot, price_override, gpus=n)
+    hw = hardware(device, net, work.precision, profile, usd_per_gpu_hour=offer.usd_per_gpu_hour if offer else 0.0)
+    constants = profile.constants(device.key, runtime)
+    b = work.micro_batch
+    prefill_shape = step_shape(spec, how, work, fl.prefill, training=False, positions=work.prompt_len)
+    prefill = micro_batch_seconds(prefill_shape, sequences=b, tp=n, peak=hw.peak, peak_16bit=hw.peak_16bit,
+                                  bandwidth=hw.bandwidth, gemm_efficiency=hw.gemm_efficiency,
+                                  attention_efficiency=hw.attention_efficiency, constants=constants)
+    prefill += engine.tensor_parallel_seconds(b * work.prompt_len * spec.hidden_size * work.compute_bytes,
+                                              layers=spec.num_layers, tp=n, pp=1, collectives_per_layer=2.0, hw=hw)
+    shape = decode_shape(spec, how, work, fl.decode.per_token)
+    decode = engine.decode_step_seconds(shape, batch=b, tp=n, hw=hw, constants=constants,
+                                        dispatch_seconds=constants.dispatch_seconds)
+    latency = prefill + (work.gen_len - 1) * decode
     tps = b * work.gen_len / latency
-    seconds = tokens / tps
+    seconds = tokens / tps + startup_seconds
     per_generated = (fl.prefill.per_token * work.prompt_len + fl.decode.per_token * (work.gen_len - 1)) / work.gen_len
     flops = FlopsBreakdown(tuple(
         t.scaled(work.prompt_len / work.gen_len) for t in fl.prefill.terms
     ) + tuple(t.scaled((work.gen_len - 1) / work.gen_len) for t in fl.decode.terms), 1)
-    assert abs(flops.per_token - per_generated) <= 1e-6 * per_generated
-    bound = "memory-bandwidth" if step_bytes / bandwidth >= fl.decode.per_token * b / (n * peak * mfu) else "compute"
+    mfu = tps * per_generated / (n * hw.peak)
+    read = shape.weight_bytes + engine.experts_hit(shape.experts, shape.experts_per_token, b) * shape.expert_bytes
     notes = [
         f"{b} concurrent request(s) of {work.prompt_len} prompt + {work.gen_len} generated tokens; "
         f"KV cache {fmt_bytes(mem.kv_cache)} (2 x layers x kv_heads x head_dim x tokens x bytes)",
-        f"decode is {bound}-bound: each step reads weights and KV cache at "
-        f"{profile.bandwidth().value:.0%} of peak bandwidth",
-        f"tensor parallel over {n} GPU(s)" + (f" ({link.described}): two all-reduces per layer, "
-                                               f"{tp_step * 1e3:.3g} ms per decode step" if n > 1 else ""),
+        f"decode step {decode * 1e3:.3g} ms: reads {fmt_bytes(read)} of weights"
+        + (f" ({float(engine.experts_hit(shape.experts, shape.experts_per_token, b)):.3g} of {shape.experts} "
+           "experts per layer for this batch)" if spec.is_moe else "")
+        + f" and {fmt_bytes(b * shape.kv_bytes_per_sequence)} of KV cache at {constants.bandwidth_efficiency:.0%} "
+        f"of bandwidth; {runtime} runtime ({constants.dispatch_seconds * 1e6:.3g} µs per operator dispatched)",
+        f"prefill {prefill * 1e3:.3g} ms; tensor parallel over {n} GPU(s)"
+        + (f" ({net.described}): two all-reduces per layer and step" if n > 1 else ""),
     ]
-    if not placement.fits:
-        notes.append(f"does not fit: {placement.reason}")
-    extra = {"inference": fl, "latency_seconds": latency, "time_to_first_token_seconds": prefill_seconds}
-    return flops, per_generated * tokens, placement, tps, seconds, extra, notes
+    if not fits:
+        notes.append(f"does not fit: {reason}")
+    energy = n * hw.watts * seconds / 3600 / 1000 * pue
+    return _Result(work, flops, per_generated * tokens, placement, tps, seconds, mfu, mfu, offer, energy,
+                   float(hw.watts), notes, inference=fl, latency=latency, ttft=prefill)
+

@@ -209,9 +209,8 @@ def method_steps(model: ModelSpec, device: str, precision: str, seq_len: int, ti
 
     from costplan.api import make_method
     from costplan.flops import training_flops
-    from costplan.memory import shard, training_memory
-    from costplan.profile import default_profile
     from costplan.tracing import apply_method, build_model
+    from costplan.verify import analytic_breakdown
     from costplan.workload import Workload
 
     results: dict[str, dict[str, Any]] = {}
@@ -231,7 +230,7 @@ def method_steps(model: ModelSpec, device: str, precision: str, seq_len: int, ti
         flops = training_flops(model, method, work).per_token * seq_len
         entry: dict[str, Any] = {"seconds": seconds, "flops": flops, "achieved_flops_per_second": flops / seconds}
         if device == "cuda":
-            analytic = shard(training_memory(model, method, work), 1, 0, 1, default_profile()).peak_bytes
+            analytic = analytic_breakdown(model, method, work).peak_bytes
             entry.update(max_allocated=torch.cuda.max_memory_allocated(), max_reserved=torch.cuda.max_memory_reserved(),
                          analytic_peak=analytic)
             entry["power_watts"] = power.average() if power else None

@@ -1,11 +1,14 @@
 """The ``costplan`` command line: a thin click layer over the library.
 
 Only this module reads arguments and prints. Mistakes become one line on stderr and exit code 2.
+Layout options left out are "auto": chosen as a practitioner would (see ``costplan.layout``).
 """
 
 from __future__ import annotations
 
+import math
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -24,7 +27,7 @@ class _OneLineErrors(click.Group):
         try:
             code = super().main(args, prog_name, complete_var, False, **extra)
         except click.ClickException as exc:
-            click.echo(f"Error: {exc.format_message()}", err=True)
+            click.echo(f"Error: {' '.join(exc.format_message().split())}", err=True)
             sys.exit(2)
         except click.Abort:
             click.echo("Aborted.", err=True)
@@ -33,16 +36,57 @@ class _OneLineErrors(click.Group):
 
 
 class _Count(click.ParamType):
+    """A count with an optional suffix (100M, 2.5B, 1e9), finite, within bounds."""
+
     name = "count"
+
+    def __init__(self, low: float = 1.0, high: float = 1e16, integer: bool = False) -> None:
+        self.low, self.high, self.integer = low, high, integer
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            number = float(value)
+        else:
+            try:
+                number = parse_count(str(value))
+            except ValueError as exc:
+                self.fail(str(exc), param, ctx)
+        if not math.isfinite(number) or number <= 0:
+            self.fail(f"{value!r} must be positive", param, ctx)
+        if not self.low <= number <= self.high:
+            self.fail(f"{value!r} is outside {self.low:g} to {self.high:g}", param, ctx)
+        return float(round(number)) if self.integer else number
+
+
+class _Number(click.ParamType):
+    """A finite real number in [low, high] (``low_open``: strictly above low)."""
+
+    name = "number"
+
+    def __init__(self, low: float, high: float, low_open: bool = False) -> None:
+        self.low, self.high, self.low_open = low, high, low_open
 
     def convert(self, value: Any, param: Any, ctx: Any) -> float:
         try:
-            number = parse_count(value)
-        except ValueError as exc:
-            self.fail(str(exc), param, ctx)
-        if number <= 0:
-            self.fail(f"{value!r} must be positive", param, ctx)
-        return number
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        below = number <= self.low if self.low_open else number < self.low
+        if below or number > self.high:
+            bound = "above" if self.low_open else "from"
+            self.fail(f"{value!r} must be {bound} {self.low:g} up to {self.high:g}", param, ctx)
+        return number + 0.0  # -0.0 becomes 0.0
+
+
+def _ints(high: int) -> click.IntRange:
+    return click.IntRange(1, high)
+
+
+MAX_SEQ = 10_000_000
+MAX_BATCH = 1_000_000
+MAX_GPUS = 1_000_000
 
 
 def _run(fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -50,57 +94,96 @@ def _run(fn: Any, *args: Any, **kwargs: Any) -> Any:
         return fn(*args, **kwargs)
     except (CostplanError, ValueError) as exc:
         raise click.ClickException(str(exc).rstrip(".") + ".") from None
+    except RecursionError:
+        raise click.ClickException("The input is nested too deeply to read.") from None
+    except OverflowError as exc:
+        raise click.ClickException(f"A number is too large to compute with ({exc}).") from None
 
 
-@click.group(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]},
+             invoke_without_command=True)
 @click.version_option(package_name="costplan")
-def cli() -> None:
+@click.pass_context
+def cli(ctx: click.Context) -> None:
     """Compute cost and feasibility planner for adapting large language models."""
+    if ctx.invoked_subcommand is None:
+        click.echo(ctx.get_help())
 
 
-POSITIVE = click.IntRange(min=1)
+METHOD_CHOICE = click.Choice(["inference", "prompt", "prefix", "lora", "qlora", "full", "cpt", "pretrain"],
+                             case_sensitive=False)
+PRECISION_CHOICE = click.Choice(["fp32", "bf16", "fp16", "fp8"])
+
+
+def _options(*decorators: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def apply(fn: Any) -> Any:
+        for decorator in reversed(decorators):
+            fn = decorator(fn)
+        return fn
+    return apply
+
+
+MODEL = click.option("--model", "-m", default="7b", show_default=True,
+                     help="Preset name or alias (see `costplan models`), or a Hugging Face config.json / folder.")
+PRICES = _options(
+    click.option("--provider", help="Price from this provider [default: the cheapest offer that rents the GPUs]."),
+    click.option("--spot", is_flag=True, help="Use spot/preemptible prices."),
+    click.option("--price", type=_Number(0, 10_000), help="Override the price in $/GPU-hour (0 for owned GPUs)."),
+)
+LAYOUT = _options(
+    click.option("--gpus", type=_ints(MAX_GPUS), show_default="auto",
+                 help="GPU count [auto: the fewest that fit; for pretraining the fewest nodes that finish in a "
+                      "month]."),
+    click.option("--micro-batch", type=_ints(MAX_BATCH), show_default="auto",
+                 help="Sequences per GPU per forward/backward [auto: the fastest that fits]; for inference the "
+                      "concurrent requests [1]."),
+    click.option("--global-batch", type=_ints(100_000_000), show_default="auto",
+                 help="Sequences per optimizer step [auto: published practice for the method and size]."),
+    click.option("--global-batch-tokens", type=_Count(1, 1e12), show_default="auto",
+                 help="The global batch in tokens instead (4M, 2^21 = 2.1M)."),
+    click.option("--grad-ckpt/--no-grad-ckpt", default=None, show_default="auto",
+                 help="Activation checkpointing [auto: only where it fits or runs faster]."),
+    click.option("--zero", type=click.IntRange(0, 3), show_default="auto",
+                 help="ZeRO stage 0-3 (3 = FSDP full shard) [auto: the fastest that fits]."),
+    click.option("--tp", type=_ints(64), show_default="auto",
+                 help="Tensor-parallel degree inside a node (Megatron) [auto]."),
+    click.option("--pp", type=_ints(1024), show_default="auto", help="Pipeline stages across nodes (Megatron) [auto]."),
+    click.option("--framework", type=click.Choice(["hf-trainer", "megatron"]), show_default="auto",
+                 help="Training stack [auto: Megatron for multi-GPU pretraining and continual pretraining, the "
+                      "Hugging Face Trainer otherwise]."),
+)
 
 
 @cli.command()
-@click.option("--model", "-m", default="7b", show_default=True,
-              help="Preset name or alias (see `costplan models`), or a Hugging Face config.json / folder.")
-@click.option("--method", default="lora", show_default=True,
-              type=click.Choice(["inference", "prompt", "prefix", "lora", "qlora", "full", "cpt", "pretrain"],
-                                case_sensitive=False),
-              help="Approach to plan.")
+@MODEL
+@click.option("--method", default="lora", show_default=True, type=METHOD_CHOICE, help="Approach to plan.")
 @click.option("--gpu", "-g", default="h100", show_default=True, help="GPU type (see `costplan gpus`).")
-@click.option("--gpus", type=POSITIVE, help="Fix the GPU count instead of taking the fewest that fit.")
 @click.option("--tokens", "-t", type=_Count(), help="Training tokens per epoch (100M, 2.5B, 1e9); "
               "for inference, generated tokens to price. Default depends on the method.")
-@click.option("--epochs", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True)
-@click.option("--seq-len", type=POSITIVE, help="Training sequence length [default: 2048 or the model's context].")
-@click.option("--micro-batch", type=POSITIVE, default=1, show_default=True,
-              help="Sequences per GPU per step (inference: concurrent requests).")
-@click.option("--global-batch", type=POSITIVE, help="Sequences per optimizer step over all GPUs.")
-@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16", "fp8"]), default="bf16", show_default=True)
+@click.option("--epochs", type=_Number(0, 10_000, low_open=True), default=1.0, show_default=True)
+@click.option("--seq-len", type=_ints(MAX_SEQ), help="Training sequence length [default: 2048 or the model's context].")
+@LAYOUT
+@click.option("--precision", type=PRECISION_CHOICE, default="bf16", show_default=True)
 @click.option("--optimizer", default="adamw", show_default=True,
               help="adamw, adamw-fused, adamw-8bit, paged-adamw, paged-adamw-8bit, sgd, sgd-momentum, adafactor.")
-@click.option("--grad-ckpt/--no-grad-ckpt", default=False, show_default=True, help="Activation checkpointing.")
 @click.option("--attention", type=click.Choice(["flash", "eager"]), default="flash", show_default=True)
-@click.option("--zero", type=click.IntRange(0, 3), help="Force a ZeRO stage (0-3) [default: the lowest that fits].")
-@click.option("--tp", type=POSITIVE, default=1, show_default=True,
-              help="Training: tensor-parallel degree inside a node (data-parallel replicas of TP groups).")
-@click.option("--lora-rank", type=POSITIVE, default=8, show_default=True)
+@click.option("--runtime", type=click.Choice(["eager", "compiled"]), show_default="auto",
+              help="Kernel dispatch: eager PyTorch, or compiled (CUDA graphs / torch.compile, as vLLM, TensorRT-LLM "
+                   "and gpt-fast run) [auto: compiled for inference, the stack's own for training].")
+@click.option("--lora-rank", type=_ints(65_536), default=8, show_default=True)
 @click.option("--lora-targets", default="q,v", show_default=True,
               help="Comma list of q,k,v,o,gate,up,down, or attn, mlp, all-linear.")
-@click.option("--lora-dropout", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True)
-@click.option("--virtual-tokens", type=POSITIVE, default=20, show_default=True,
+@click.option("--lora-dropout", type=_Number(0, 0.99), default=0.0, show_default=True)
+@click.option("--virtual-tokens", type=_ints(100_000), default=20, show_default=True,
               help="Prompt/prefix tuning: trainable virtual tokens.")
-@click.option("--prompt-len", type=POSITIVE, default=512, show_default=True, help="Inference: prompt tokens.")
-@click.option("--gen-len", type=POSITIVE, default=256, show_default=True, help="Inference: generated tokens.")
-@click.option("--provider", help="Price from this provider [default: the cheapest listed].")
-@click.option("--spot", is_flag=True, help="Use spot/preemptible prices.")
-@click.option("--price", type=click.FloatRange(min=0), help="Override the price in $/GPU-hour.")
-@click.option("--pue", type=click.FloatRange(1.0, 3.0),
-              help="Data-centre PUE [default: industry average, tables/energy.csv].")
+@click.option("--prompt-len", type=_ints(MAX_SEQ), default=512, show_default=True, help="Inference: prompt tokens.")
+@click.option("--gen-len", type=_ints(MAX_SEQ), default=256, show_default=True, help="Inference: generated tokens.")
+@PRICES
+@click.option("--pue", type=_Number(1.0, 3.0), help="Data-centre PUE [default: industry average, tables/energy.csv].")
 @click.option("--grid", help="Grid carbon intensity: world, us, eu, france, or kg CO2 per kWh [default: world].")
 @click.option("--serve-tokens", type=_Count(), help="Also price serving this many generated tokens on the result.")
-@click.option("--serve-batch", type=POSITIVE, default=32, show_default=True, help="Concurrent requests when serving.")
+@click.option("--serve-batch", type=_ints(MAX_BATCH), default=32, show_default=True,
+              help="Concurrent requests when serving.")
 @click.option("--profile", "profile_path", type=click.Path(dir_okay=False),
               help="Calibration profile [default: the saved one for this GPU, if any].")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object in base units.")
@@ -112,7 +195,8 @@ def estimate(as_json: bool, brief: bool, profile_path: str | None, **options: An
     Examples:
       costplan estimate --model 7b --method lora --tokens 100M
       costplan estimate -m 70b --method qlora --gpu a100 --lora-targets all-linear --lora-rank 16
-      costplan estimate -m 8b --method full --gpu h100 --tokens 1B --grad-ckpt --json
+      costplan estimate -m 8b --method full --gpu h100 --tokens 1B --json
+      costplan estimate -m 8b --method cpt --tokens 20B --gpu h100 --gpus 64
       costplan estimate -m mistral-7b --method inference --prompt-len 1024 --gen-len 512 --micro-batch 16
       costplan estimate -m ./my-model/config.json --method prompt --virtual-tokens 50
       costplan estimate -m 8b --method lora --tokens 50M --serve-tokens 1B --grid eu
@@ -123,11 +207,13 @@ def estimate(as_json: bool, brief: bool, profile_path: str | None, **options: An
         from costplan.profile import load_profile
 
         options["profile"] = _run(load_profile, profile_path)
+    if options.get("global_batch_tokens") is not None and options.get("global_batch") is not None:
+        raise click.UsageError("give --global-batch or --global-batch-tokens, not both.")
     result = _run(run_estimate, **options)
     if as_json:  # without rich: scripts only pay for the estimate
-        import json
+        from costplan.serialize import dumps
 
-        click.echo(json.dumps(result.to_dict(), indent=2))
+        click.echo(dumps(result.to_dict()))
         return
     from rich.console import Console
 
@@ -165,7 +251,7 @@ def gpus(as_json: bool) -> None:
     for key in gpu_names():
         spec = _run(gpu, key)
         cheapest = price(key)
-        peaks = {dtype: spec.peak_flops.get(dtype) for dtype in ("bf16", "fp8", "fp32")}
+        peaks = {dtype: spec.peak_flops.get(dtype) for dtype in ("bf16", "fp16", "fp8", "fp32")}
         rows.append({"key": key, "name": spec.name, "memory_gib": round(spec.memory_bytes / GIB),
                      "bandwidth_gbps": round(spec.bandwidth_bytes_per_s / 1e9),
                      **{f"{d}_tflops": (v / 1e12 if v else None) for d, v in peaks.items()},
@@ -176,14 +262,13 @@ def gpus(as_json: bool) -> None:
 
 @cli.command()
 @click.option("--model", "-m", default="7b", show_default=True, help="Preset or config.json to trace.")
-@click.option("--method", default="lora", show_default=True,
-              type=click.Choice(["inference", "prompt", "prefix", "lora", "qlora", "full", "cpt", "pretrain"],
-                                case_sensitive=False))
+@click.option("--method", default="lora", show_default=True, type=METHOD_CHOICE)
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="bf16", show_default=True)
 @click.option("--grad-ckpt/--no-grad-ckpt", default=False, show_default=True)
 @click.option("--attention", type=click.Choice(["flash", "eager"]), default="flash", show_default=True)
-@click.option("--seq-len", type=POSITIVE, help="Sequence (or prompt) length [default: 2048, or 512 for inference].")
-@click.option("--micro-batch", type=POSITIVE, default=1, show_default=True)
+@click.option("--seq-len", type=_ints(1_048_576),
+              help="Sequence (or prompt) length [default: 2048, or 512 for inference].")
+@click.option("--micro-batch", type=_ints(4096), default=1, show_default=True)
 @click.option("--all", "run_all", is_flag=True, help="Run the verification matrix instead of one case.")
 @click.option("--full", is_flag=True, help="With --all: every combination (slow), not the representative subset.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=str),
@@ -202,14 +287,11 @@ def verify(model: str, method: str, precision: str, grad_ckpt: bool, attention: 
     """
     from pathlib import Path
 
-    try:
-        import peft  # noqa: F401
-        import torch  # noqa: F401
-        import transformers  # noqa: F401
-    except ImportError as exc:
+    missing = [name for name in ("torch", "transformers", "peft") if not _importable(name)]
+    if missing:
         raise click.ClickException(
-            f"costplan verify needs torch, transformers and peft ({exc.name} is missing): "
-            "pip install 'costplan[verify]'.") from None
+            f"costplan verify needs torch, transformers and peft ({', '.join(missing)} missing): "
+            "pip install 'costplan[verify]'.")
     from rich.console import Console
 
     from costplan import verify as v
@@ -240,47 +322,53 @@ def verify(model: str, method: str, precision: str, grad_ckpt: bool, attention: 
         Console().print(verify_case_table(results[0]))
         target = Path(out) if out else None
     if target is not None:
-        v.write_csv(results, target)
+        _run(v.write_csv, results, target)
         stderr.print(f"wrote {target}")
     if not summary.passed or (run_all and failed):
         raise click.exceptions.Exit(1)
 
 
+def _importable(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
 @cli.command()
-@click.option("--model", "-m", default="7b", show_default=True, help="Preset or config.json.")
+@MODEL
 @click.option("--gpu", "-g", default="h100", show_default=True)
 @click.option("--tokens", "-t", type=_Count(), default="100M", show_default=True,
               help="Fine-tuning tokens (prompt, prefix, LoRA, QLoRA, full).")
 @click.option("--cpt-tokens", type=_Count(), default="10B", show_default=True, help="Continual-pretraining tokens.")
 @click.option("--eval-tokens", type=_Count(), default="100k", show_default=True,
               help="Tokens generated by the inference-only (prompting) row.")
-@click.option("--seq-len", type=POSITIVE)
-@click.option("--grad-ckpt/--no-grad-ckpt", default=False, show_default=True)
-@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16", "fp8"]), default="bf16", show_default=True)
+@click.option("--seq-len", type=_ints(MAX_SEQ))
+@click.option("--grad-ckpt/--no-grad-ckpt", default=None, show_default="auto")
+@click.option("--precision", type=PRECISION_CHOICE, default="bf16", show_default=True)
 @click.option("--serve-tokens", type=_Count(), help="Add the cost of serving this many generated tokens.")
-@click.option("--provider")
-@click.option("--spot", is_flag=True)
-@click.option("--price", type=click.FloatRange(min=0))
+@click.option("--serve-batch", type=_ints(MAX_BATCH), default=32, show_default=True,
+              help="Concurrent requests when serving (and for the prompting row).")
+@PRICES
 @click.option("--json", "as_json", is_flag=True)
 def compare(model: str, gpu: str, tokens: float, cpt_tokens: float, eval_tokens: float, seq_len: int | None,
-            grad_ckpt: bool, precision: str, serve_tokens: float | None, provider: str | None, spot: bool,
-            price: float | None, as_json: bool) -> None:
+            grad_ckpt: bool | None, precision: str, serve_tokens: float | None, serve_batch: int,
+            provider: str | None, spot: bool, price: float | None, as_json: bool) -> None:
     """Every approach side by side: trainable parameters, memory, GPUs, hours, dollars, energy.
 
     \b
     Examples:
       costplan compare --model 7b --tokens 100M
-      costplan compare -m 70b --gpu a100 --grad-ckpt --serve-tokens 1B
+      costplan compare -m 70b --gpu a100 --serve-tokens 1B
     """
     from costplan.compare import compare as run_compare
 
     result = _run(run_compare, model, tokens=tokens, cpt_tokens=cpt_tokens, eval_tokens=eval_tokens, gpu=gpu,
                   seq_len=seq_len, grad_ckpt=grad_ckpt, precision=precision, serve_tokens=serve_tokens,
-                  provider=provider, spot=spot, price=price)
+                  serve_batch=serve_batch, provider=provider, spot=spot, price=price)
     if as_json:
-        import json
+        from costplan.serialize import compare_dict, dumps
 
-        click.echo(json.dumps({"rows": result.rows(), "notes": list(result.notes)}, indent=2))
+        click.echo(dumps(compare_dict(result)))
         return
     from rich.console import Console
 
@@ -290,59 +378,63 @@ def compare(model: str, gpu: str, tokens: float, cpt_tokens: float, eval_tokens:
 
 
 @cli.command()
-@click.option("--model", "-m", default="7b", show_default=True)
+@MODEL
 @click.option("--method", "methods", default="lora", show_default=True,
               help="One method or a comma list of variants to search (e.g. lora,qlora).")
 @click.option("--tokens", "-t", type=_Count(), required=True)
-@click.option("--epochs", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True)
+@click.option("--epochs", type=_Number(0, 10_000, low_open=True), default=1.0, show_default=True)
 @click.option("--deadline", help="Longest acceptable wall time (48h, 90m, 2d).")
-@click.option("--budget", type=click.FloatRange(min=0, min_open=True), help="Most dollars to spend.")
-@click.option("--gpus", "gpu_types", help="Comma list of GPU types to consider [default: every priced GPU].")
-@click.option("--max-gpus", type=POSITIVE, default=1024, show_default=True)
-@click.option("--precisions", default="bf16,fp8", show_default=True)
-@click.option("--seq-len", type=POSITIVE)
-@click.option("--global-batch", type=POSITIVE)
-@click.option("--provider")
-@click.option("--spot", is_flag=True)
-@click.option("--lora-rank", type=POSITIVE, default=8, show_default=True)
+@click.option("--budget", type=_Number(0, 1e12, low_open=True), help="Most dollars to spend.")
+@click.option("--gpu", "-g", "gpu_types", help="GPU type or comma list of types [default: every priced GPU].")
+@click.option("--max-gpus", type=click.IntRange(1, 16_384), default=1024, show_default=True)
+@click.option("--precision", "precisions", default="bf16", show_default=True,
+              help="Precision or comma list to search (fp8 only when asked; never for 4-bit bases).")
+@click.option("--seq-len", type=_ints(MAX_SEQ))
+@click.option("--global-batch", type=_ints(100_000_000), show_default="auto",
+              help="Sequences per optimizer step [auto: published practice for the method and size].")
+@click.option("--framework", type=click.Choice(["hf-trainer", "megatron"]), show_default="auto")
+@PRICES
+@click.option("--lora-rank", type=_ints(65_536), default=8, show_default=True)
 @click.option("--lora-targets", default="q,v", show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 def plan(model: str, methods: str, tokens: float, epochs: float, deadline: str | None, budget: float | None,
          gpu_types: str | None, max_gpus: int, precisions: str, seq_len: int | None, global_batch: int | None,
-         provider: str | None, spot: bool, lora_rank: int, lora_targets: str, as_json: bool) -> None:
-    """Search GPU type x count x micro-batch x checkpointing x ZeRO x precision for what fits, meets
-    the deadline and budget, and show the Pareto front of cost against wall time.
+         framework: str | None, provider: str | None, spot: bool, price: float | None, lora_rank: int,
+         lora_targets: str, as_json: bool) -> None:
+    """Search GPU type x count x layout (micro-batch, checkpointing, ZeRO, TP/PP) x precision for what fits,
+    meets the deadline and budget, and show the Pareto front of cost against wall time.
 
     \b
     Examples:
       costplan plan --model 70b --method lora --tokens 1B --deadline 48h --budget 5000
-      costplan plan -m 8b --method lora,qlora --tokens 500M --gpus a100,l40s,rtx-4090
+      costplan plan -m 8b --method lora,qlora --tokens 500M --gpu a100,l40s,rtx-4090
     """
     from costplan.plan import search
     from costplan.units import parse_duration_seconds
 
     deadline_seconds = _run(parse_duration_seconds, deadline) if deadline else None
-    result = _run(search, model, tuple(m.strip().lower() for m in methods.split(",") if m.strip()),
-                  tokens=tokens, epochs=epochs, deadline_seconds=deadline_seconds, budget_usd=budget,
-                  gpus=tuple(_run(_gpu_key, g) for g in gpu_types.split(",")) if gpu_types else None,
-                  max_gpus=max_gpus, precisions=tuple(p.strip() for p in precisions.split(",")),
-                  seq_len=seq_len, global_batch=global_batch, provider=provider, spot=spot,
-                  lora_rank=lora_rank, lora_targets=lora_targets)
-    if not result.pareto:
-        wanted = " and ".join(filter(None, [f"a {deadline} deadline" if deadline else "",
-                                            f"a ${budget:,.0f} budget" if budget else ""])) or "memory"
-        # A valid question with a negative answer: said plainly, exit status 1 (not a usage error).
-        click.echo(f"No configuration meets {wanted} for {tokens:.3g} tokens of {model} ({result.fitting:,} of "
-                   f"{result.evaluated:,} configurations fit in memory); relax the deadline or budget, or allow "
-                   "more GPUs with --max-gpus.", err=True)
-        raise click.exceptions.Exit(1)
-    if as_json:
-        import json
-        from dataclasses import asdict
+    method_list = tuple(m.strip().lower() for m in methods.split(",") if m.strip())
+    if not method_list:
+        raise click.UsageError("--method is empty.")
+    precision_list = tuple(p.strip().lower() for p in precisions.split(",") if p.strip())
+    for p in precision_list:
+        if p not in ("fp32", "bf16", "fp16", "fp8"):
+            raise click.UsageError(f"--precision {p!r} is not one of fp32, bf16, fp16, fp8.")
+    result = _run(search, model, method_list, tokens=tokens, epochs=epochs, deadline_seconds=deadline_seconds,
+                  budget_usd=budget,
+                  gpus=tuple(_run(_gpu_key, g) for g in gpu_types.split(",") if g.strip()) if gpu_types else None,
+                  max_gpus=max_gpus, precisions=precision_list, seq_len=seq_len, global_batch=global_batch,
+                  framework=framework, provider=provider, spot=spot, price=price, lora_rank=lora_rank,
+                  lora_targets=lora_targets)
+    from costplan.serialize import plan_dict, plan_why
 
-        click.echo(json.dumps({"pareto": [asdict(c) for c in result.pareto], "evaluated": result.evaluated,
-                               "fitting": result.fitting, "feasible": result.feasible,
-                               "notes": list(result.notes)}, indent=2))
+    if as_json:
+        from costplan.serialize import dumps
+
+        click.echo(dumps(plan_dict(result, deadline, budget)))
+        return
+    if not result.pareto:
+        click.echo(plan_why(result, deadline, budget))
         return
     from rich.console import Console
 
@@ -359,12 +451,12 @@ def _gpu_key(name: str) -> str:
 
 @cli.command()
 @click.option("--gpu", "-g", default="h100", show_default=True)
-@click.option("--hours", type=click.FloatRange(min=0, min_open=True), default=24.0, show_default=True)
+@click.option("--hours", type=_Number(0, 24 * 365, low_open=True), default=24.0, show_default=True)
 @click.option("--model", "-m", help="Also check which approaches fit this model on the one GPU.")
 @click.option("--dataset-tokens", type=_Count(), default="50M", show_default=True,
               help="Size of the fine-tuning set, to count epochs.")
-@click.option("--seq-len", type=POSITIVE, default=2048, show_default=True)
-@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16", "fp8"]), default="bf16", show_default=True)
+@click.option("--seq-len", type=_ints(MAX_SEQ), default=2048, show_default=True)
+@click.option("--precision", type=PRECISION_CHOICE, default="bf16", show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 def cram(gpu: str, hours: float, model: str | None, dataset_tokens: float, seq_len: int, precision: str,
          as_json: bool) -> None:
@@ -381,9 +473,9 @@ def cram(gpu: str, hours: float, model: str | None, dataset_tokens: float, seq_l
     result = _run(run_cram, gpu, hours, model=model, dataset_tokens=dataset_tokens, seq_len=seq_len,
                   precision=precision)
     if as_json:
-        import json
+        from costplan.serialize import cram_dict, dumps
 
-        click.echo(json.dumps(_cram_json(result), indent=2))
+        click.echo(dumps(cram_dict(result)))
         return
     from rich.console import Console
 
@@ -392,37 +484,20 @@ def cram(gpu: str, hours: float, model: str | None, dataset_tokens: float, seq_l
     Console().print(cram_view(result))
 
 
-def _cram_json(result: Any) -> dict[str, Any]:
-    seconds = result.hours * 3600
-    return {
-        "gpu": result.gpu, "hours": result.hours, "compute_flops": result.compute_flops,
-        "optimal_params": result.optimal_params, "optimal_tokens": result.optimal_tokens,
-        "largest_fitting_params": result.largest_fitting.params if result.largest_fitting else None,
-        "options": [{"model": o.model.name, "params": o.params, "fits": o.fits, "grad_ckpt": o.grad_ckpt,
-                     "tokens_per_second": o.tokens_per_second, "tokens_in_budget": o.tokens_in_budget,
-                     "finishes_compute_optimal": o.finishes} for o in result.options],
-        "approaches": [{"method": e.method.key, "fits": e.placement.fits, "grad_ckpt": e.workload.grad_ckpt,
-                        "tokens_in_budget": e.tokens_per_second * seconds if e.placement.fits else 0.0,
-                        "epochs": e.tokens_per_second * seconds / result.dataset_tokens if e.placement.fits else 0.0}
-                       for e in result.approaches],
-        "notes": list(result.notes),
-    }
-
-
 @cli.command()
 @click.option("--model", "-m", default="7b", show_default=True,
               help="Architecture whose shapes to measure (a scaled-down copy is trained).")
 @click.option("--quick", is_flag=True, help="Fewer sizes and repeats (under 20 s on a GPU).")
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]),
               help="[default: bf16 on a GPU, fp32 on a CPU]")
-@click.option("--seq-len", type=POSITIVE)
+@click.option("--seq-len", type=_ints(65_536))
 @click.option("--out", type=click.Path(dir_okay=False), help="Also write the profile here.")
 @click.option("--collectives", is_flag=True,
               help="Under torchrun: measure all-reduce/all-gather bandwidth and add it to the profile.")
 def calibrate(model: str, quick: bool, precision: str | None, seq_len: int | None, out: str | None,
               collectives: bool) -> None:
     """Measure this machine (matmul curves, bandwidth, attention, a training step per method,
-    power) and save a profile that `estimate` then uses instead of default efficiencies.
+    power) and save a profile that `estimate` then uses instead of the table's constants.
 
     \b
     Examples:
@@ -444,9 +519,9 @@ def calibrate(model: str, quick: bool, precision: str | None, seq_len: int | Non
         points = _run(cal.collectives, quick)
         if points:  # rank 0
             target = Path(out) if out else None
-            data = _collectives_profile(target, points)
+            data = _run(_collectives_profile, target, points)
             target = target or cal.default_profile_path(data["device"]["name"])
-            cal.write_json_atomically(data, target)
+            _run(cal.write_json_atomically, data, target)
             stderr.print(f"wrote collectives ({len(points)} sizes, {points[0]['world_size']} processes) to {target}")
         return
     from rich.progress import Progress
@@ -459,26 +534,25 @@ def calibrate(model: str, quick: bool, precision: str | None, seq_len: int | Non
 
         profile = _run(cal.calibrate, spec, quick=quick, precision=precision, seq_len=seq_len, progress=progress)
     saved = cal.default_profile_path(profile["device"]["name"])
-    cal.write_json_atomically(profile, saved)
+    _run(cal.write_json_atomically, profile, saved)
     if out:
-        cal.write_json_atomically(profile, Path(out))
+        _run(cal.write_json_atomically, profile, Path(out))
     from costplan.render import calibration_table
 
     Console().print(calibration_table(profile))
     if profile["device"]["kind"] != "cuda":
         stderr.print("No GPU here: measured on the CPU (useful for tiny models and tests); GPU projections keep "
-                     "their default efficiencies.")
+                     "the table's constants.")
     stderr.print(f"saved {saved}" + (f" and {out}" if out else ""))
 
 
 def _collectives_profile(target: Any, points: list[dict[str, Any]]) -> dict[str, Any]:
-    import json
-
     from costplan import calibrate as cal
+    from costplan.tables import read_json
 
     data: dict[str, Any] | None = None
     if target is not None and target.exists():
-        data = json.loads(target.read_text(encoding="utf-8"))
+        data = read_json(target, "calibration profile")
     if data is None:
         import datetime
 
@@ -493,7 +567,8 @@ def _collectives_profile(target: Any, points: list[dict[str, Any]]) -> dict[str,
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--show-skipped", is_flag=True, help="List the rows that could not be predicted, and why.")
 def validate(as_json: bool, show_skipped: bool) -> None:
-    """Predict the published runs in tables/published_runs.csv with default settings and compare.
+    """Predict the published runs in tables/published_runs.csv with default settings and compare,
+    beside the naive rules a user would otherwise apply.
 
     \b
     Example:
@@ -504,12 +579,9 @@ def validate(as_json: bool, show_skipped: bool) -> None:
     results, skipped = _run(val.validate)
     summary = val.summarize(results)
     if as_json:
-        import json
-        from dataclasses import asdict
+        from costplan.serialize import dumps, validate_dict
 
-        click.echo(json.dumps({"rows": [dict(asdict(r), error=r.error) for r in results],
-                               "summary": [asdict(s) for s in summary],
-                               "skipped": [asdict(s) for s in skipped]}, indent=2))
+        click.echo(dumps(validate_dict(results, summary, skipped)))
         return
     from rich.console import Console
 
@@ -519,12 +591,12 @@ def validate(as_json: bool, show_skipped: bool) -> None:
 
 
 @cli.command()
-@click.option("--model", "-m", default="7b", show_default=True)
+@MODEL
 @click.option("--tokens", "-t", type=_Count(), default="100M", show_default=True)
 @click.option("--gpu", "-g", default="h100", show_default=True)
 @click.option("--plan-methods", default="lora,qlora", show_default=True, help="Method variants for the plan section.")
 @click.option("--deadline", help="Deadline for the plan section (48h, 2d).")
-@click.option("--budget", type=click.FloatRange(min=0, min_open=True), help="Budget for the plan section.")
+@click.option("--budget", type=_Number(0, 1e12, low_open=True), help="Budget for the plan section.")
 @click.option("--out", type=click.Path(file_okay=False), default="report", show_default=True)
 def report(model: str, tokens: float, gpu: str, plan_methods: str, deadline: str | None, budget: float | None,
            out: str) -> None:
@@ -548,9 +620,9 @@ def report(model: str, tokens: float, gpu: str, plan_methods: str, deadline: str
 
 def _emit(rows: list[dict[str, Any]], as_json: bool, table: str) -> None:
     if as_json:
-        import json
+        from costplan.serialize import dumps
 
-        click.echo(json.dumps(rows, indent=2))
+        click.echo(dumps(rows))
         return
     from rich.console import Console
 

@@ -14,17 +14,29 @@ APPROACHES = ("inference", "prompt", "prefix", "lora", "qlora", "full", "cpt")
 class Comparison:
     estimates: tuple[Estimate, ...]
     notes: tuple[str, ...]
+    serving: bool = False
+    """Every row includes serving the same volume of generated tokens."""
+
+    def total(self, est: Estimate) -> float | None:
+        """What the row is compared on: its cost, plus serving when asked (like for like)."""
+        return est.total_cost_usd if self.serving else est.cost_usd
 
     @property
     def cheapest_usd(self) -> float | None:
-        costs = [e.cost_usd for e in self.estimates if e.cost_usd is not None and e.placement.fits]
+        costs = [c for c in (self.total(e) for e in self.estimates) if c is not None]
         return min(costs) if costs else None
 
     def relative_cost(self, est: Estimate) -> float | None:
-        cheapest = self.cheapest_usd
-        if cheapest is None or est.cost_usd is None or cheapest == 0:
+        cheapest, cost = self.cheapest_usd, self.total(est)
+        if cheapest is None or cost is None or cheapest == 0:
             return None
-        return est.cost_usd / cheapest
+        return cost / cheapest
+
+    @property
+    def common_assumptions(self) -> tuple[str, ...]:
+        """Assumptions every row shares (the rest are each row's own)."""
+        first = self.estimates[0].assumptions
+        return tuple(a for a in first if all(a in e.assumptions for e in self.estimates[1:]))
 
     def rows(self) -> list[dict[str, Any]]:
         rows = []
@@ -34,32 +46,42 @@ class Comparison:
                 "memory_device_bytes": e.memory.device_bytes, "fits": e.placement.fits, "gpus": e.gpus,
                 "wall_hours": e.wall_hours, "gpu_hours": e.gpu_hours, "cost_usd": e.cost_usd,
                 "cost_usd_range": e.cost_usd_range, "energy_kwh": e.energy_kwh, "co2_kg": e.co2_kg,
-                "relative_cost": self.relative_cost(e),
-                "total_cost_usd": e.total_cost_usd,
+                "relative_cost": self.relative_cost(e), "total_cost_usd": e.total_cost_usd,
+                "fit_problem": e.placement.reason or None,
             })
         return rows
 
 
 def compare(model: str, *, tokens: float | None = None, cpt_tokens: float | None = None,
-            eval_tokens: float = 1e5, approaches: tuple[str, ...] = APPROACHES, **options: Any) -> Comparison:
+            eval_tokens: float = 1e5, serve_tokens: float | None = None, serve_batch: int = 32,
+            approaches: tuple[str, ...] = APPROACHES, **options: Any) -> Comparison:
     """Estimate each approach for the same model, GPU type and options.
 
     Fine-tuning approaches train on ``tokens``; continual pretraining on its own, larger budget
-    (``cpt_tokens``, default 10B); inference-only (prompting) is priced for generating
-    ``eval_tokens`` (default 100k: an evaluation or a pilot).
+    (``cpt_tokens``, default 10B); inference-only (prompting) generates ``eval_tokens`` (default 100k:
+    an evaluation or a pilot) at the same ``serve_batch`` concurrency serving uses. With
+    ``serve_tokens`` every row adds the cost of serving that many generated tokens, the prompting
+    row included, so the totals compare like for like.
     """
     estimates = []
     for approach in approaches:
         if approach == "inference":
-            volume = eval_tokens
-        elif approach == "cpt":
-            volume = cpt_tokens
+            est = estimate(model, approach, tokens=eval_tokens, micro_batch=serve_batch, **options)
+            if serve_tokens is not None:
+                served = estimate(model, approach, tokens=serve_tokens, micro_batch=serve_batch, **options)
+                from dataclasses import replace
+
+                est = replace(est, serve=served)
         else:
-            volume = tokens
-        estimates.append(estimate(model, approach, tokens=volume, **options))
+            volume = cpt_tokens if approach == "cpt" else tokens
+            est = estimate(model, approach, tokens=volume, serve_tokens=serve_tokens, serve_batch=serve_batch,
+                           **options)
+        estimates.append(est)
     notes = (
-        f"inference-only: generating {eval_tokens:.3g} tokens with prompts (no training)",
+        f"inference-only (prompting): generating {eval_tokens:.3g} tokens, {serve_batch} requests at a time "
+        "(no training)",
         "continual pretraining: its own token budget " + (f"{cpt_tokens:.3g}" if cpt_tokens else "(10B default)"),
-        "relative cost: dollars over the cheapest approach that fits",
+        "relative cost: " + ("training plus serving " if serve_tokens else "") + "dollars over the cheapest row "
+        "that fits (a row that does not fit has no price)",
     )
-    return Comparison(tuple(estimates), notes)
+    return Comparison(tuple(estimates), notes, serving=serve_tokens is not None)

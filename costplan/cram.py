@@ -1,6 +1,7 @@
 """``costplan cram``: how far one GPU gets in a fixed number of hours.
 
-From scratch, the compute budget is ``C = peak x MFU x seconds``. The compute-optimal split
+From scratch, the compute budget is ``C = peak x MFU x seconds``, with the MFU the engine predicts
+for a model of that size on that GPU (small models run far below a large model's MFU). The compute-optimal split
 follows Hoffmann et al. 2022 (Chinchilla): about 20 training tokens per parameter with
 ``C ~= 6 N D``, so ``N_opt = sqrt(C / 120)`` and ``D_opt = 20 N_opt``. Candidate models are
 Llama-shaped (SwiGLU, RMSNorm, RoPE, 32K vocabulary) on a ladder of widths and depths close to
@@ -56,6 +57,7 @@ class ScratchOption:
     tokens_in_budget: float
     hours_for_optimal: float
     """Hours to train on 20 tokens per parameter."""
+    mfu: float = 0.0
 
     @property
     def finishes(self) -> bool:
@@ -79,45 +81,40 @@ class CramResult:
 
 def cram(gpu: str = "h100", hours: float = 24.0, *, model: str | None = None, dataset_tokens: float = 50e6,
          seq_len: int = 2048, precision: str = "bf16", profile: Profile | None = None) -> CramResult:
-    if hours <= 0 or hours > 24 * 365:
+    if not 0 < hours <= 24 * 365:
         raise ValueError("--hours must be positive and at most a year")
-    if dataset_tokens <= 0:
+    if not dataset_tokens > 0:
         raise ValueError("--dataset-tokens must be positive")
     profile = profile or default_profile()
     device = find_gpu(gpu)
-    mfu = profile.mfu("pretrain", precision).value
     seconds = hours * 3600
-    compute = device.peak(precision) * mfu * seconds
-    n_opt = math.sqrt(compute / (6 * TOKENS_PER_PARAM))
     options = []
     for hidden, layers in LADDER:
         spec = llama_shaped(hidden, layers, seq_len)
-        option = None
-        for ckpt in (False, True):
-            est = estimate(spec, "pretrain", gpu=device.key, gpus=1, tokens=1e9, seq_len=seq_len,
-                           precision=precision, grad_ckpt=ckpt, profile=profile, price=0.0)
-            option = ScratchOption(spec, count_params(spec).total, est.placement.fits, ckpt, est.memory.device_bytes,
-                                   est.tokens_per_second, est.tokens_per_second * seconds,
-                                   TOKENS_PER_PARAM * count_params(spec).total / est.tokens_per_second / 3600)
-            if option.fits:
-                break
-        assert option is not None
-        options.append(option)
+        est = estimate(spec, "pretrain", gpu=device.key, gpus=1, tokens=1e9, seq_len=seq_len, precision=precision,
+                       profile=profile, price=0.0)
+        params = count_params(spec).total
+        options.append(ScratchOption(spec, params, est.placement.fits, est.workload.grad_ckpt, est.memory.device_bytes,
+                                     est.tokens_per_second, est.tokens_per_second * seconds,
+                                     TOKENS_PER_PARAM * params / est.tokens_per_second / 3600, est.mfu))
+    compute, n_opt = _compute_optimal(options, device.peak(precision), seconds)
     fitting = [o for o in options if o.fits]
     approaches: list[Estimate] = []
     if model is not None:
         for method in ("prompt", "prefix", "lora", "qlora", "full"):
             try:
-                est = _fit_one_gpu(model, method, device.key, None, precision, profile)
+                est = estimate(model, method, gpu=device.key, gpus=1, tokens=1e9, precision=precision,
+                               profile=profile, price=0.0)
             except CostplanError:
                 continue  # e.g. prefix tuning of an encoder
             approaches.append(est)
     notes = (
-        f"compute budget: {device.name}, {precision} dense peak x MFU {mfu:.2f} (not calibrated) x {hours:g} h",
+        f"compute budget: {device.name}, {precision} dense peak x the MFU the engine predicts for a model of the "
+        f"compute-optimal size ({compute / (device.peak(precision) * seconds):.0%}) x {hours:g} h",
         f"compute-optimal rule: D = {TOKENS_PER_PARAM:g} N tokens and C = 6 N D (Hoffmann et al. 2022), "
         f"so N = sqrt(C / {6 * TOKENS_PER_PARAM:g})",
         "from-scratch candidates: Llama-shaped, 32K vocabulary, full bf16 mixed-precision training with AdamW, "
-        f"sequence {seq_len}, micro-batch 1, checkpointing only when needed to fit",
+        f"sequence {seq_len}, on one GPU; micro-batch and checkpointing chosen as for `estimate`",
         CRAMMING_REFERENCE,
     )
     return CramResult(device.key, hours, compute, n_opt, TOKENS_PER_PARAM * n_opt, tuple(options),
@@ -125,14 +122,19 @@ def cram(gpu: str = "h100", hours: float = 24.0, *, model: str | None = None, da
                       dataset_tokens, notes)
 
 
-def _fit_one_gpu(model: str, method: str, gpu: str, seq_len: int | None, precision: str,
-                 profile: Profile) -> Estimate:
-    est = None
-    for ckpt in (False, True):
-        est = estimate(model, method, gpu=gpu, gpus=1, tokens=1e9, precision=precision, grad_ckpt=ckpt,
-                       profile=profile, price=0.0,
-                       seq_len=None if seq_len is None else seq_len)
-        if est.placement.fits:
-            return est
-    assert est is not None
-    return est
+def _compute_optimal(options: list[ScratchOption], peak: float, seconds: float) -> tuple[float, float]:
+    """The compute budget C and Chinchilla-optimal size N = sqrt(C / 120), where C is what a model of
+    that very size achieves in the time: the crossing of N and sqrt(C(N) / 120) along the ladder,
+    interpolated in log space."""
+    points = [(math.log(o.params), math.log(math.sqrt(o.mfu * peak * seconds / (6 * TOKENS_PER_PARAM))), o)
+              for o in options if o.mfu > 0]
+    for (x0, y0, a), (x1, y1, b) in zip(points, points[1:], strict=False):
+        d0, d1 = y0 - x0, y1 - x1
+        if d0 >= 0 >= d1:
+            t = d0 / (d0 - d1) if d0 != d1 else 0.0
+            n = math.exp(x0 + t * (x1 - x0))
+            mfu = math.exp(math.log(a.mfu) + t * (math.log(b.mfu) - math.log(a.mfu)))
+            return mfu * peak * seconds, n
+    last = points[-1][2] if points[-1][1] > points[-1][0] else points[0][2]
+    compute = last.mfu * peak * seconds
+    return compute, math.sqrt(compute / (6 * TOKENS_PER_PARAM))

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from costplan.gradflow import LayerFlow, model_flow
 from costplan.methods import Method
 from costplan.model import ModelSpec
+from costplan.terms import Part
 from costplan.workload import Workload
 
 
@@ -37,7 +38,7 @@ from costplan.workload import Workload
 class FlopTerm:
     """FLOPs of one part, per step; columns add up to the step's total."""
 
-    name: str
+    part: Part
     forward: float
     backward_input: float = 0.0
     backward_weight: float = 0.0
@@ -48,13 +49,13 @@ class FlopTerm:
         return self.forward + self.backward_input + self.backward_weight + self.recompute
 
     def __add__(self, other: FlopTerm) -> FlopTerm:
-        return FlopTerm(self.name, self.forward + other.forward,
+        return FlopTerm(self.part, self.forward + other.forward,
                         self.backward_input + other.backward_input,
                         self.backward_weight + other.backward_weight,
                         self.recompute + other.recompute)
 
     def scaled(self, factor: float) -> FlopTerm:
-        return FlopTerm(self.name, self.forward * factor, self.backward_input * factor,
+        return FlopTerm(self.part, self.forward * factor, self.backward_input * factor,
                         self.backward_weight * factor, self.recompute * factor)
 
 
@@ -86,26 +87,26 @@ class FlopsBreakdown:
     def per_token(self) -> float:
         return sum(t.total for t in self.terms)
 
-    def by_name(self) -> dict[str, float]:
-        return {t.name: t.total for t in self.terms}
+    def by_part(self) -> dict[Part, float]:
+        return {t.part: t.total for t in self.terms}
 
 
-def _matmul(name: str, flops: float, input_rg: bool, weight_rg: bool) -> FlopTerm:
-    return FlopTerm(name, flops, flops if input_rg else 0.0, flops if weight_rg else 0.0)
+def _matmul(part: Part, flops: float, input_rg: bool, weight_rg: bool) -> FlopTerm:
+    return FlopTerm(part, flops, flops if input_rg else 0.0, flops if weight_rg else 0.0)
 
 
-_PART = {"q": "attention projections", "k": "attention projections", "v": "attention projections",
-         "qkv": "attention projections", "o": "attention projections", "router": "router",
-         "gate": "mlp", "up": "mlp", "down": "mlp"}
+_PART = {"q": Part.ATTENTION_PROJECTIONS, "k": Part.ATTENTION_PROJECTIONS, "v": Part.ATTENTION_PROJECTIONS,
+         "qkv": Part.ATTENTION_PROJECTIONS, "o": Part.ATTENTION_PROJECTIONS, "router": Part.ROUTER,
+         "gate": Part.MLP, "up": Part.MLP, "down": Part.MLP}
 
 
 def _layer_terms(model: ModelSpec, flow: LayerFlow, queries: int, keys: int,
-                 eager: bool, training: bool) -> dict[str, FlopTerm]:
+                 eager: bool, training: bool) -> dict[Part, FlopTerm]:
     """One layer's FLOPs for ``queries`` query positions attending over ``keys`` positions."""
-    terms: dict[str, FlopTerm] = {}
+    terms: dict[Part, FlopTerm] = {}
 
     def add(term: FlopTerm) -> None:
-        terms[term.name] = terms[term.name] + term if term.name in terms else term
+        terms[term.part] = terms[term.part] + term if term.part in terms else term
 
     for role, u in flow.linears.items():
         lin = u.linear
@@ -115,7 +116,7 @@ def _layer_terms(model: ModelSpec, flow: LayerFlow, queries: int, keys: int,
             r = u.adapter.rank
             a = 2.0 * queries * lin.in_features * r * lin.active
             b = 2.0 * queries * r * lin.out_features * lin.active
-            add(FlopTerm("lora adapters", a + b, (a if u.input_rg else 0.0) + b, a + b))
+            add(FlopTerm(Part.ADAPTERS, a + b, (a if u.input_rg else 0.0) + b, a + b))
     scores = 2.0 * queries * keys * model.q_size  # QKᵀ, and the same again for AV
     if not training or not flow.attention_rg:
         backward = 0.0
@@ -124,18 +125,18 @@ def _layer_terms(model: ModelSpec, flow: LayerFlow, queries: int, keys: int,
     else:
         p_rg = flow.q_rg or flow.k_rg
         backward = scores * (flow.q_rg + flow.k_rg + p_rg + flow.v_rg)
-    add(FlopTerm("attention scores", 2 * scores, backward))
+    add(FlopTerm(Part.SCORES, 2 * scores, backward))
     return terms
 
 
-def _not_recomputed(model: ModelSpec, flow: LayerFlow, positions: int) -> dict[str, float]:
+def _not_recomputed(model: ModelSpec, flow: LayerFlow, positions: int) -> dict[Part, float]:
     """Forward FLOPs at the end of a layer that non-reentrant checkpointing does not redo."""
     if model.is_moe or model.dropout > 0 or model.mlm_head:
         return {}  # a later op saves a tensor (routing product, dropout mask, post-norm input)
     down = flow.linears["down"]
     if down.adapter is None:
-        return {"mlp": 2.0 * positions * down.linear.in_features * down.linear.out_features}
-    return {"lora adapters": 2.0 * positions * down.adapter.rank * down.linear.out_features}
+        return {Part.MLP: 2.0 * positions * down.linear.in_features * down.linear.out_features}
+    return {Part.ADAPTERS: 2.0 * positions * down.adapter.rank * down.linear.out_features}
 
 
 def _head_flops(model: ModelSpec, positions: float) -> float:
@@ -151,23 +152,23 @@ def training_flops(model: ModelSpec, method: Method, work: Workload) -> FlopsBre
     positions = work.seq_len + method.virtual_tokens
     keys = positions + method.prefix_tokens
     eager = work.attention == "eager"
-    layer: dict[str, FlopTerm] = {}
+    layer: dict[Part, FlopTerm] = {}
     for flow, count in ((first, 1), (later, model.num_layers - 1)):
         if count == 0:
             continue
-        for name, term in _layer_terms(model, flow, positions, keys, eager, True).items():
+        for part, term in _layer_terms(model, flow, positions, keys, eager, True).items():
             term = term.scaled(count)
-            layer[name] = layer[name] + term if name in layer else term
+            layer[part] = layer[part] + term if part in layer else term
     if work.grad_ckpt:
         layer = {n: FlopTerm(n, t.forward, t.backward_input, t.backward_weight, t.forward)
                  for n, t in layer.items()}
-        for name, skipped in _not_recomputed(model, later, positions).items():
-            t = layer[name]
-            layer[name] = FlopTerm(name, t.forward, t.backward_input, t.backward_weight,
+        for part, skipped in _not_recomputed(model, later, positions).items():
+            t = layer[part]
+            layer[part] = FlopTerm(part, t.forward, t.backward_input, t.backward_weight,
                                    t.recompute - skipped * model.num_layers)
     head = _head_flops(model, positions)
     # The LM head's input is the last layer's output, which requires a gradient here always.
-    head_term = FlopTerm("lm head", head, head, head if method.trains_base else 0.0)
+    head_term = FlopTerm(Part.HEAD, head, head, head if method.trains_base else 0.0)
     terms = tuple(t.scaled(1.0 / work.seq_len) for t in (*layer.values(), head_term))
     return FlopsBreakdown(terms, work.seq_len)
 
@@ -189,13 +190,13 @@ def inference_flops(model: ModelSpec, method: Method, work: Workload) -> Inferen
     flow = model_flow(model, method, False)[1]
     prefill_layer = _layer_terms(model, flow, work.prompt_len, work.prompt_len, False, False)
     prefill_terms = [t.scaled(model.num_layers / work.prompt_len) for t in prefill_layer.values()]
-    prefill_terms.append(FlopTerm("lm head", _head_flops(model, 1) / work.prompt_len))
+    prefill_terms.append(FlopTerm(Part.HEAD, _head_flops(model, 1) / work.prompt_len))
     mean_context = work.prompt_len + work.gen_len / 2.0
     decode_layer = _layer_terms(model, flow, 1, 1, False, False)
     decode_terms = []
-    for name, term in decode_layer.items():
-        scale = mean_context if name == "attention scores" else 1.0
+    for part, term in decode_layer.items():
+        scale = mean_context if part is Part.SCORES else 1.0
         decode_terms.append(term.scaled(model.num_layers * scale))
-    decode_terms.append(FlopTerm("lm head", _head_flops(model, 1)))
+    decode_terms.append(FlopTerm(Part.HEAD, _head_flops(model, 1)))
     return InferenceFlops(FlopsBreakdown(tuple(prefill_terms), work.prompt_len),
                           FlopsBreakdown(tuple(decode_terms), 1))

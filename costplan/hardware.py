@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from costplan.errors import CostplanError, unknown_name
@@ -16,6 +17,8 @@ _PEAK_COLUMN = {"fp32": "fp32_tflops", "tf32": "tf32_tflops", "fp16": "fp16_tflo
 class GpuSpec:
     key: str
     name: str
+    arch: str
+    """Architecture (hopper, ampere, ada, ...): efficiency constants are kept per architecture."""
     memory_bytes: float
     bandwidth_bytes_per_s: float
     peak_flops: dict[str, float]
@@ -50,50 +53,80 @@ def gpu(name: str) -> GpuSpec:
     memory, bandwidth = number(row, "memory_gib"), number(row, "mem_bandwidth_gbps")
     if not memory or not bandwidth:
         raise CostplanError(f"GPU table row {row['key']} lacks memory or bandwidth.")
-    return GpuSpec(key=row["key"], name=row["name"], memory_bytes=memory * GIB,
+    return GpuSpec(key=row["key"], name=row["name"], arch=row["arch"], memory_bytes=memory * GIB,
                    bandwidth_bytes_per_s=bandwidth * 1e9, peak_flops=peaks,
                    tdp_watts=number(row, "tdp_watts") or 0.0, source=row["source"], as_of=row["as_of"])
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Price:
+    """One rental offer: an instance of ``gpus_per_instance`` GPUs, priced per GPU-hour."""
+
     usd_per_gpu_hour: float
     provider: str
     instance: str
     spot: bool
     source: str
     as_of: str
+    gpus_per_instance: int = 1
+    cluster: bool = False
+    """The provider sells multi-node clusters of this instance (a fast network between nodes)."""
 
-    def describe(self) -> str:
+    def billed_gpus(self, gpus: int) -> int:
+        """GPUs paid for: whole instances."""
+        if self.provider == "user":
+            return gpus
+        return math.ceil(gpus / self.gpus_per_instance) * self.gpus_per_instance
+
+    def describe(self, gpus: int = 1) -> str:
         if self.provider == "user":
             return f"price ${self.usd_per_gpu_hour:.2f}/GPU-hour given with --price"
         kind = "spot" if self.spot else "on-demand"
-        return (f"price ${self.usd_per_gpu_hour:.2f}/GPU-hour, {self.provider} {self.instance} {kind}, "
-                f"as of {self.as_of}")
+        instances = math.ceil(gpus / self.gpus_per_instance)
+        count = f"{instances} x " if instances > 1 else ""
+        billed = self.billed_gpus(gpus)
+        idle = f" ({billed} GPUs billed for {gpus} used)" if billed > gpus else ""
+        return (f"price ${self.usd_per_gpu_hour:.2f}/GPU-hour, {self.provider} {count}{self.instance} {kind}"
+                f"{idle}, as of {self.as_of}")
 
 
 def providers() -> list[str]:
     return sorted({row["provider"] for row in read_table("prices")})
 
 
-def price(gpu_key: str, provider: str | None = None, spot: bool = False,
-          override: float | None = None) -> Price | None:
-    """The cheapest listed price for the GPU (at one provider when given); None when unlisted."""
-    if override is not None:
-        if override < 0:
-            raise ValueError("--price must not be negative")
-        return Price(usd_per_gpu_hour=override, provider="user", instance="", spot=spot, source="--price", as_of="")
+def offers(gpu_key: str, provider: str | None = None, spot: bool = False) -> list[Price]:
+    """Every listed offer of the GPU (at one provider when given) with a price of that kind."""
     if provider is not None and provider.lower() not in providers():
         raise unknown_name("provider", provider, providers())
     column = "usd_per_gpu_hour_spot" if spot else "usd_per_gpu_hour"
-    best: Price | None = None
+    found = []
     for row in read_table("prices"):
         if row["gpu"] != gpu_key or (provider and row["provider"] != provider.lower()):
             continue
         value = number(row, column)
         if value is None:
             continue
-        if best is None or value < best.usd_per_gpu_hour:
-            best = Price(usd_per_gpu_hour=value, provider=row["provider"], instance=row["instance"],
-                         spot=spot, source=row["source"], as_of=row["as_of"])
-    return best
+        found.append(Price(usd_per_gpu_hour=value, provider=row["provider"], instance=row["instance"], spot=spot,
+                           source=row["source"], as_of=row["as_of"],
+                           gpus_per_instance=int(number(row, "gpus_per_instance") or 1),
+                           cluster=row.get("cluster", "").lower() == "true"))
+    return found
+
+
+def can_host(offer: Price, gpus: int) -> bool:
+    """One instance holds the job, or the provider clusters its instances."""
+    return gpus <= offer.gpus_per_instance or offer.cluster
+
+
+def price(gpu_key: str, provider: str | None = None, spot: bool = False, override: float | None = None,
+          gpus: int = 1) -> Price | None:
+    """The offer that rents ``gpus`` GPUs most cheaply (whole instances; several instances only where
+    the provider sells clusters), at one provider when given; None when none is listed."""
+    if override is not None:
+        if not override >= 0:
+            raise ValueError("--price must be zero or positive")
+        return Price(usd_per_gpu_hour=override, provider="user", instance="", spot=spot, source="--price", as_of="")
+    fitting = [o for o in offers(gpu_key, provider, spot) if can_host(o, gpus)]
+    if not fitting:
+        return None
+    return min(fitting, key=lambda o: (o.usd_per_gpu_hour * o.billed_gpus(gpus), o.provider, o.instance))

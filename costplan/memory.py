@@ -18,19 +18,21 @@ master copy; peft adapters, virtual tokens and prefixes are fp32 themselves. ZeR
 shards master weights, states and step temporaries over the data-parallel GPUs; stage 2 also
 gradients; stage 3 (FSDP) also weights, gathering two layers at a time.
 
+Everything here is one replica's memory for the given workload, before any parallelism; the
+engine (``costplan.engine``) splits it over a layout and finds the peak phase.
+
 The reserved total adds the caching allocator's slack; the device total adds the CUDA context.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from costplan.activations import eager_attention_backward, layer_backward_transient, logits_bytes, saved_tensors
 from costplan.methods import Method
 from costplan.model import ModelSpec, count_params, layer_linears
 from costplan.optimizers import optimizer
-from costplan.profile import Profile
+from costplan.terms import Mem, Phase
 from costplan.workload import Workload
 
 FP32 = 4
@@ -121,24 +123,15 @@ def training_memory(model: ModelSpec, method: Method, work: Workload) -> Trainin
     )
 
 
-def tensor_parallel(mem: TrainingMemory, tp: int) -> TrainingMemory:
-    """One tensor-parallel rank's share (Megatron-style, with sequence parallelism): weights,
-    gradients, optimizer states, activations and vocabulary-parallel logits all split ``tp`` ways.
-    The small replicated pieces (norm weights, the unsplit parts of activations) are ignored."""
-    if tp == 1:
-        return mem
-    return TrainingMemory(*(getattr(mem, f) / tp for f in mem.__slots__))  # type: ignore[attr-defined]
-
-
 @dataclass(frozen=True, slots=True)
 class MemoryBreakdown:
     """Per-GPU bytes at the peak, by term, with the overheads on top."""
 
-    terms: dict[str, float]
+    terms: dict[Mem, float]
     """Live tensors at the peak phase, by term."""
-    phases: dict[str, float]
+    phases: dict[Phase, float]
     """Live tensor bytes at each candidate peak."""
-    peak_phase: str
+    peak_phase: Phase
     reserved_bytes: float
     """Caching-allocator reserve: the peak plus slack (compare ``max_memory_reserved``)."""
     device_bytes: float
@@ -147,56 +140,6 @@ class MemoryBreakdown:
     @property
     def peak_bytes(self) -> float:
         return self.phases[self.peak_phase]
-
-
-def _finish(phase_terms: dict[str, dict[str, float]], profile: Profile) -> MemoryBreakdown:
-    phases = {name: sum(terms.values()) for name, terms in phase_terms.items()}
-    peak_phase = max(phases, key=phases.__getitem__)
-    reserved = phases[peak_phase] * (1 + profile.allocator_slack())
-    terms = {k: v for k, v in phase_terms[peak_phase].items() if v}
-    return MemoryBreakdown(terms, phases, peak_phase, reserved, reserved + profile.cuda_context_bytes())
-
-
-def shard(mem: TrainingMemory, dp: int, zero: int, grad_accum: int, profile: Profile) -> MemoryBreakdown:
-    """Per-GPU memory of data parallelism over ``dp`` GPUs with ZeRO stage ``zero``."""
-    states = (mem.master_weights + mem.optimizer_states) / (dp if zero >= 1 else 1)
-    temps = mem.step_temporaries / (dp if zero >= 1 else 1)
-    copies = mem.gradient_copies / (dp if zero >= 1 else 1)
-    grads = mem.gradients / (dp if zero >= 2 else 1)
-    weights = mem.weights / (dp if zero >= 3 else 1)
-    gather = 2 * mem.layer_weights if zero >= 3 and dp > 1 else 0.0
-    held = {"weights": weights, "master weights": mem.master_weights / (dp if zero >= 1 else 1),
-            "optimizer states": mem.optimizer_states / (dp if zero >= 1 else 1)}
-    assert abs(held["master weights"] + held["optimizer states"] - states) < 1.0
-    accumulated = grads if grad_accum > 1 else 0.0
-    # Top of backward: every saved tensor, with the loss's gradients on top, or, when larger (tiny
-    # vocabularies, QLoRA's dequantized matrices), the last layer's backward gradients.
-    backward = {**held, "gradients": accumulated, "activations": mem.activations,
-                "logits": mem.logits_peak, "zero-3 gather": gather}
-    if mem.layer_transient + mem.workspace > mem.logits_peak:
-        backward["logits"] = 0.0
-        backward["layer backward"] = mem.layer_transient
-        backward["dequant workspace"] = mem.workspace
-    phases = {"backward start": backward}
-    if mem.attention_backward > 0:
-        # Eager attention's softmax backward in the last layer (re-run when checkpointing).
-        phases["attention backward"] = {
-            **held, "gradients": accumulated, "zero-3 gather": gather,
-            "activations": (mem.checkpoints + mem.recompute if mem.recompute else mem.activations)
-            + mem.attention_backward}
-    if mem.recompute:
-        # Checkpointing: the last layer re-run on top of every checkpoint, with its gradients.
-        phases["layer recompute"] = {
-            **held, "gradients": accumulated, "activations": mem.checkpoints + mem.recompute,
-            "layer backward": mem.layer_transient, "dequant workspace": mem.workspace,
-            "zero-3 gather": gather}
-    # Late in backward nearly all gradients exist; a checkpointed layer is being re-run.
-    phases["backward end"] = {**held, "gradients": grads, "activations": mem.recompute,
-                              "layer backward": mem.layer_transient if mem.recompute else 0.0,
-                              "dequant workspace": mem.workspace, "zero-3 gather": gather}
-    phases["optimizer step"] = {**held, "gradients": grads, "fp32 gradient copies": copies,
-                                "optimizer step temporaries": temps}
-    return _finish(phases, profile)
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,43 +189,3 @@ def prefill_layer_bytes(model: ModelSpec, work: Workload) -> float:
         scores = p + (FP32 + p if model.softmax_fp32 else p)
         widest = max(widest, p * (h + model.q_size + 2 * model.kv_size) + model.num_heads * work.prompt_len * scores)
     return widest
-
-
-def shard_inference(mem: InferenceMemory, tp: int, profile: Profile) -> MemoryBreakdown:
-    """Per-GPU memory with weights and KV cache split over ``tp`` tensor-parallel GPUs."""
-    terms = {"weights": mem.weights / tp, "kv cache": mem.kv_cache / tp,
-             "activations": mem.workspace / tp}
-    return _finish({"generation": terms}, profile)
-
-
-def device_bytes_array(mem: TrainingMemory, *, dp: Any, zero: Any, grad_accum: Any, micro_batch: Any,
-                       profile: Profile) -> Any:
-    """``shard(...).device_bytes`` for whole arrays of configurations at once (numpy broadcasting).
-
-    ``mem`` must be built for a micro-batch of 1: every activation-like term scales with the
-    micro-batch. Same phases as ``shard``; kept equal to it by a test.
-    """
-    import numpy as np
-
-    dp, zero = np.asarray(dp, dtype=float), np.asarray(zero)
-    mb = np.asarray(micro_batch, dtype=float)
-    by_states = np.where(zero >= 1, dp, 1.0)
-    held = (mem.weights / np.where(zero >= 3, dp, 1.0) + (mem.master_weights + mem.optimizer_states) / by_states)
-    grads = mem.gradients / np.where(zero >= 2, dp, 1.0)
-    temps = (mem.step_temporaries + mem.gradient_copies) / by_states
-    gather = np.where((zero >= 3) & (dp > 1), 2 * mem.layer_weights, 0.0)
-    accumulated = np.where(np.asarray(grad_accum) > 1, grads, 0.0)
-    base = held + accumulated + gather
-    phases = [
-        base + mem.activations * mb + np.maximum(mem.logits_peak * mb, mem.layer_transient * mb + mem.workspace),
-        held + grads + temps,
-        held + grads + gather + mem.recompute * mb + (mem.layer_transient * mb if mem.recompute else 0.0)
-        + mem.workspace,
-    ]
-    if mem.attention_backward > 0:
-        kept = (mem.checkpoints + mem.recompute) if mem.recompute else mem.activations
-        phases.append(base + (kept + mem.attention_backward) * mb)
-    if mem.recompute:
-        phases.append(base + (mem.checkpoints + mem.recompute + mem.layer_transient) * mb + mem.workspace)
-    peak = np.maximum.reduce(phases)
-    return peak * (1 + profile.allocator_slack()) + profile.cuda_context_bytes()

@@ -49,9 +49,17 @@ class Optimizer:
     per_tensor_temp: bool = False
     """The step's temporary is one tensor's size at a time (fp32)."""
     note: str = ""
+    streamed_bytes: float = 44.0
+    """Bytes the step reads and writes per trainable element (fp32 weight, gradient, states and
+    temporaries), which makes its time: it is memory-bound."""
 
     def state_bytes(self, tensors: tuple[Tensor2D, ...]) -> float:
         return sum(self.state(t) for t in tensors)
+
+    def step_bytes_per_param(self, compute_bytes: int, master: bool) -> float:
+        """Bytes streamed per trainable parameter; with fp32 master weights also the 16-bit
+        gradient's copy to fp32 and the updated weight's copy back."""
+        return self.streamed_bytes + (2 * (compute_bytes + FP32) if master else 0.0)
 
     def step_temp_bytes(self, tensors: tuple[Tensor2D, ...]) -> float:
         if self.per_tensor_temp:
@@ -60,15 +68,19 @@ class Optimizer:
 
 
 OPTIMIZERS: dict[str, Optimizer] = {o.name: o for o in (
-    Optimizer("adamw", _adam, FP32, note="AdamW (PyTorch foreach): fp32 m and v"),
-    Optimizer("adamw-fused", _adam, 0.0, note="AdamW fused: fp32 m and v, updated in place"),
-    Optimizer("adamw-8bit", _adam_8bit, 0.0, note="8-bit AdamW (bitsandbytes, block 256)"),
-    Optimizer("paged-adamw", _adam, 0.0, note="paged AdamW (bitsandbytes): fp32 m and v, pageable"),
-    Optimizer("paged-adamw-8bit", _adam_8bit, 0.0, note="paged 8-bit AdamW (bitsandbytes)"),
-    Optimizer("sgd", lambda t: 0.0, 0.0, note="SGD without momentum: no state"),
-    Optimizer("sgd-momentum", lambda t: FP32 * t.elements, 0.0, note="SGD with momentum: fp32 buffer"),
+    # Streamed bytes: weight, gradient and both states read, weight and states written (28), and
+    # for foreach AdamW the temporaries of its multi-step update (about 16 more).
+    Optimizer("adamw", _adam, FP32, note="AdamW (PyTorch foreach): fp32 m and v", streamed_bytes=44.0),
+    Optimizer("adamw-fused", _adam, 0.0, note="AdamW fused: fp32 m and v, updated in place", streamed_bytes=28.0),
+    Optimizer("adamw-8bit", _adam_8bit, 0.0, note="8-bit AdamW (bitsandbytes, block 256)", streamed_bytes=16.0),
+    Optimizer("paged-adamw", _adam, 0.0, note="paged AdamW (bitsandbytes): fp32 m and v, pageable",
+              streamed_bytes=28.0),
+    Optimizer("paged-adamw-8bit", _adam_8bit, 0.0, note="paged 8-bit AdamW (bitsandbytes)", streamed_bytes=16.0),
+    Optimizer("sgd", lambda t: 0.0, 0.0, note="SGD without momentum: no state", streamed_bytes=12.0),
+    Optimizer("sgd-momentum", lambda t: FP32 * t.elements, 0.0, note="SGD with momentum: fp32 buffer",
+              streamed_bytes=20.0),
     Optimizer("adafactor", _adafactor, 0.0, per_tensor_temp=True,
-              note="Adafactor: factored fp32 second moment, no first moment"),
+              note="Adafactor: factored fp32 second moment, no first moment", streamed_bytes=24.0),
 )}
 
 

@@ -1,37 +1,42 @@
-"""``costplan plan``: search GPU type x count x micro-batch x checkpointing x ZeRO x precision (x
-method variant) for the configurations that fit, meet a deadline and a budget, and keep the Pareto
-front of dollars against wall time.
+"""``costplan plan``: search GPU type x count x layout (micro-batch, checkpointing, ZeRO stage,
+tensor and pipeline parallelism where the stack has them) x precision (x method variant) for the
+configurations that fit, meet a deadline and a budget, and keep the Pareto front of dollars
+against wall time.
 
-The per-token FLOPs and the per-sequence memory terms depend only on (method, precision,
-checkpointing); they are computed once per such combination with the scalar model, then every
-(GPU, count, micro-batch, ZeRO stage) is evaluated at once with numpy, using the same memory
-phases (``memory.device_bytes_array``) and the same communication model (``scaling``).
+The per-sequence memory terms and the step's shape depend only on (method, precision,
+checkpointing); ``api.training_job`` builds them once per such combination, exactly as
+``estimate`` does. Every (GPU, count, layout) is then evaluated at once by the engine's own
+functions on numpy arrays, so a row of the plan and ``estimate`` with the same pinned layout give
+the same numbers.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from costplan.api import make_method
+from costplan import engine
+from costplan.api import make_method, training_job
+from costplan.energy import energy_model
 from costplan.errors import CostplanError
-from costplan.flops import training_flops
+from costplan.frameworks import FRAMEWORKS, default_framework
 from costplan.hardware import gpu as find_gpu
-from costplan.hardware import gpu_names
+from costplan.hardware import gpu_names, offers
 from costplan.hardware import price as find_price
-from costplan.memory import device_bytes_array, training_memory
+from costplan.layout import MAX_GPUS, default_global_batch, gpu_counts
 from costplan.model import count_params, resolve_model
-from costplan.parallel import gpu_counts
 from costplan.profile import Profile, default_profile
-from costplan.scaling import data_parallel_bytes, link
+from costplan.scaling import link
 from costplan.workload import Workload
 
-MICRO_BATCHES = (1, 2, 4, 8, 16)
+MICRO_BATCHES = (1, 2, 4, 8, 16, 32)
 STARTUP_SECONDS = 600.0
 """Per run: provisioning, loading weights and data, warm-up (assumption). Without it a tiny job
 would always spread over the most GPUs; with it, each GPU costs at least this much."""
 ZERO_STAGES = (0, 1, 2, 3)
+MAX_PLAN_GPUS = 16384
+"""The most GPUs ``plan`` searches (``--max-gpus``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +52,13 @@ class Candidate:
     cost_usd: float
     device_bytes: float
     scaling_efficiency: float
+    tp: int = 1
+    pp: int = 1
+    grad_accum: int = 1
+    framework: str = "hf-trainer"
+    provider: str = ""
+    instance: str = ""
+    usd_per_gpu_hour: float = 0.0
 
     @property
     def wall_hours(self) -> float:
@@ -75,31 +87,33 @@ class PlanResult:
 
 
 @dataclass(frozen=True, slots=True)
-class _Gpus:
-    keys: list[str]
-    memory: Any
+class _Offers:
+    """Per GPU type and count: the offer that rents that many most cheaply."""
+
     price: Any
-    intra: Any
-    inter: Any
-    per_node: Any
+    """$/GPU-hour, shape (types, counts); NaN where no offer can host the count."""
+    billed: Any
+    """GPUs billed per GPU used."""
+    provider: list[list[str]]
+    instance: list[list[str]]
 
 
-def _gpu_arrays(keys: list[str], provider: str | None, spot: bool, price: float | None) -> _Gpus:
+def _offers(keys: list[str], counts: list[int], provider: str | None, spot: bool, override: float | None) -> _Offers:
     import numpy as np
 
-    rows = []
-    for key in keys:
-        chosen = find_price(key, provider, spot, price)
-        if chosen is None:
-            continue  # unpriced GPUs cannot be planned for dollars
-        spec, net = find_gpu(key), link(key)
-        rows.append((key, spec.memory_bytes, chosen.usd_per_gpu_hour, net.intra_bytes_per_s,
-                     net.inter_bytes_per_s, net.gpus_per_node))
-    if not rows:
-        raise CostplanError("None of the GPU types has a listed price; pass --price.")
-    keys, memory, usd, intra, inter, per_node = zip(*rows, strict=True)
-    return _Gpus(list(keys), np.array(memory), np.array(usd), np.array(intra), np.array(inter),
-                 np.array(per_node))
+    usd = np.full((len(keys), len(counts)), np.nan)
+    billed = np.ones_like(usd)
+    providers = [[""] * len(counts) for _ in keys]
+    instances = [[""] * len(counts) for _ in keys]
+    for i, key in enumerate(keys):
+        for j, n in enumerate(counts):
+            offer = find_price(key, provider, spot, override, gpus=n)
+            if offer is None:
+                continue
+            usd[i, j] = offer.usd_per_gpu_hour
+            billed[i, j] = offer.billed_gpus(n) / n
+            providers[i][j], instances[i][j] = offer.provider, offer.instance
+    return _Offers(usd, billed, providers, instances)
 
 
 def search(
@@ -112,96 +126,188 @@ def search(
     budget_usd: float | None = None,
     gpus: tuple[str, ...] | None = None,
     max_gpus: int = 1024,
-    precisions: tuple[str, ...] = ("bf16", "fp8"),
+    precisions: tuple[str, ...] = ("bf16",),
     seq_len: int | None = None,
     global_batch: int | None = None,
+    framework: str | None = None,
     provider: str | None = None,
     spot: bool = False,
     price: float | None = None,
     lora_rank: int = 8,
     lora_targets: str = "q,v",
+    startup_seconds: float = STARTUP_SECONDS,
     profile: Profile | None = None,
 ) -> PlanResult:
     import numpy as np
 
-    if tokens <= 0 or epochs <= 0:
+    if not (tokens > 0 and epochs > 0):
         raise ValueError("--tokens and --epochs must be positive")
-    if deadline_seconds is not None and deadline_seconds <= 0:
+    if deadline_seconds is not None and not deadline_seconds > 0:
         raise ValueError("--deadline must be positive")
-    if budget_usd is not None and budget_usd <= 0:
+    if budget_usd is not None and not budget_usd > 0:
         raise ValueError("--budget must be positive")
-    if max_gpus < 1:
-        raise ValueError("--max-gpus must be positive")
+    if not 1 <= max_gpus <= MAX_PLAN_GPUS:
+        raise ValueError(f"--max-gpus must be between 1 and {MAX_PLAN_GPUS}")
     spec = resolve_model(model)
     profile = profile or default_profile()
-    table = _gpu_arrays(list(gpus) if gpus else gpu_names(), provider, spot, price)
-    seq = seq_len or min(2048, spec.max_positions)
-    counts = np.array(gpu_counts(max_gpus), dtype=float)
-    # Grid axes: GPU type x count x micro-batch x ZeRO stage.
-    g_idx, n, mb, zero = np.meshgrid(np.arange(len(table.keys)), counts, np.array(MICRO_BATCHES, dtype=float),
-                                     np.array(ZERO_STAGES), indexing="ij")
-    g_idx, n, mb, zero = (a.ravel() for a in (g_idx, n, mb, zero))
-    accum = np.ones_like(n) if global_batch is None else np.maximum(1, np.ceil(global_batch / (mb * n)))
-    bandwidth = np.where(n <= table.per_node[g_idx], table.intra[g_idx],
-                         np.minimum(table.intra[g_idx], table.inter[g_idx]))
+    pue = energy_model().pue
+    keys = list(gpus) if gpus else gpu_names()
     evaluated = fitting = feasible_count = 0
     best: list[Candidate] = []
     samples: list[tuple[float, float]] = []
     rng = np.random.default_rng(0)
+    skipped: list[str] = []
+    batch_notes: set[str] = set()
     for method_key in methods:
-        method = make_method(method_key, lora_rank=lora_rank, lora_targets=lora_targets, lora_dropout=0.0,
-                             virtual_tokens=20)
+        method = make_method(method_key, lora_rank=lora_rank, lora_targets=lora_targets)
         method.validate(spec)
         if not method.training:
             raise CostplanError("plan searches training configurations; use estimate for inference.")
+        seq = seq_len or min(2048, spec.max_positions - method.virtual_tokens)
+        if seq + method.virtual_tokens > spec.max_positions:
+            raise CostplanError(f"{seq + method.virtual_tokens} positions exceed {spec.name}'s context of "
+                                f"{spec.max_positions} tokens.")
+        batch, batch_note = (global_batch, f"global batch {global_batch} sequences (given)") if global_batch else \
+            default_global_batch(spec, method, seq)
+        batch_notes.add(f"{method.key}: {batch_note}")
+        stack = FRAMEWORKS[framework] if framework else default_framework(True, method.trains_base,
+                                                                          method.key in ("pretrain", "cpt"))
         for precision in precisions:
-            peaks = np.array([find_gpu(k).peak_flops.get(precision, 0.0) for k in table.keys])
-            usable = peaks[g_idx] > 0
-            mfu = profile.mfu(method.key, precision).value
+            if precision == "fp8" and method.base_storage == "nf4":
+                skipped.append(f"{method.key} at fp8: a 4-bit base is not trained in fp8")
+                continue
+            usable = [k for k in keys if precision in find_gpu(k).peak_flops]
+            if not usable:
+                skipped.append(f"{method.key} at {precision}: none of the GPU types has a {precision} peak")
+                continue
             for ckpt in (False, True):
-                work = Workload(seq_len=seq, micro_batch=1, precision=precision, grad_ckpt=ckpt)  # type: ignore[arg-type]
-                mem = training_memory(spec, method, work)
-                flops = training_flops(spec, method, work)
-                device = device_bytes_array(mem, dp=n, zero=zero, grad_accum=accum, micro_batch=mb, profile=profile)
-                fits = usable & (device <= table.memory[g_idx])
-                # Remove stages that change nothing on one GPU, so each configuration counts once.
-                fits &= (n > 1) | (zero == 0)
-                rate = np.where(usable, peaks[g_idx], 1.0) * mfu
-                per_micro = flops.per_token * seq * mb / rate
-                compute = per_micro * accum
-                overlap = per_micro * (flops.backward + np.where(zero >= 3, flops.forward, 0.0)) / flops.per_token
-                comm_bytes = data_parallel_bytes(mem.gradients, mem.weights, n, zero)
-                exposed = np.maximum(0.0, comm_bytes / bandwidth - overlap)
-                efficiency = compute / (compute + exposed)
-                seconds = flops.per_token * tokens * epochs / (n * rate) / efficiency + STARTUP_SECONDS
-                cost = seconds / 3600 * n * table.price[g_idx]
-                feasible = fits.copy()
+                work = Workload(seq_len=seq, micro_batch=1, precision=precision, grad_ckpt=ckpt)  # type: ignore
+                grid = _grid(spec, method, stack, work, profile, usable, batch, max_gpus, provider, spot, price)
+                if grid is None:
+                    continue
+                fits, seconds, cost, device, efficiency, layout = _evaluate(grid, tokens * epochs, startup_seconds,
+                                                                            pue, ckpt)
+                feasible = fits & np.isfinite(cost)
                 if deadline_seconds is not None:
                     feasible &= seconds <= deadline_seconds
                 if budget_usd is not None:
                     feasible &= cost <= budget_usd
-                evaluated += int(((n > 1) | (zero == 0)).sum())
+                evaluated += int(seconds.size)
                 fitting += int(fits.sum())
                 feasible_count += int(feasible.sum())
                 chosen = np.flatnonzero(feasible)
                 if chosen.size > 500:
                     chosen = rng.choice(chosen, 500, replace=False)
                 samples += [(float(seconds[i]), float(cost[i])) for i in chosen]
-                for i in np.flatnonzero(feasible & _pareto_mask(seconds, cost, feasible)):
-                    best.append(Candidate(method.key, table.keys[g_idx[i]], int(n[i]), int(mb[i]), ckpt,
-                                          int(zero[i]), precision, float(seconds[i]), float(cost[i]),
-                                          float(device[i]), float(efficiency[i])))
+                for i in np.flatnonzero(_pareto_mask(seconds, cost, feasible)):
+                    g, j = int(layout["g"][i]), int(layout["j"][i])
+                    best.append(Candidate(
+                        method.key, grid.keys[g], int(layout["n"][i]), int(layout["mb"][i]), ckpt,
+                        int(layout["zero"][i]), precision, float(seconds[i]), float(cost[i]), float(device[i]),
+                        float(efficiency[i]), tp=int(layout["tp"][i]), pp=int(layout["pp"][i]),
+                        grad_accum=int(layout["accum"][i]), framework=stack.key,
+                        provider=grid.offers.provider[g][j], instance=grid.offers.instance[g][j],
+                        usd_per_gpu_hour=float(grid.offers.price[g, j])))
     front = _front(best)
     notes = (
-        f"{spec.name}, {count_params(spec).total / 1e9:.3g}B parameters, {tokens:.3g} tokens x {epochs:g} epochs, "
-        f"sequence {seq}" + (f", global batch {global_batch}" if global_batch else ", no gradient accumulation"),
-        f"searched {len(table.keys)} priced GPU types x {len(counts)} counts (1-8, then nodes of 8, up to "
-        f"{max_gpus}) x micro-batch {MICRO_BATCHES} x ZeRO 0-3 x checkpointing on/off x {', '.join(precisions)}",
-        "efficiency not calibrated: default MFU per method and precision (tables/efficiency.csv)",
-        f"each run adds {STARTUP_SECONDS / 60:g} min of start-up (provisioning, loading; assumption) to wall time "
-        "and cost",
+        f"{spec.name}, {count_params(spec).total / 1e9:.3g}B parameters, {tokens:.3g} tokens x {epochs:g} epochs",
+        *sorted(batch_notes),
+        f"searched {len(keys)} GPU type(s) x counts 1 to {max_gpus} (whole nodes past one; several nodes only "
+        "where a provider sells clusters of that GPU) x micro-batch x ZeRO stage x checkpointing"
+        + (" x tensor/pipeline parallelism" if any(c.tp > 1 or c.pp > 1 for c in best) else "")
+        + f" x {', '.join(precisions)}; at most one micro-batch of sequences per replica",
+        f"{profile.describe()}; the same engine as `costplan estimate`",
+        f"each run adds {startup_seconds / 60:g} min of start-up (provisioning, loading; assumption) to wall time "
+        "and cost; prices from the offer that rents each count most cheaply (whole instances)",
+        *skipped,
     )
     return PlanResult(tuple(front), evaluated, fitting, feasible_count, notes, tuple(samples))
+
+
+@dataclass(frozen=True, slots=True)
+class _Grid:
+    keys: list[str]
+    hw: engine.Hardware
+    constants: Any
+    parts: Any
+    layout: dict[str, Any]
+    offers: _Offers
+    correction: Any
+    hidden: int
+    allocator_slack: float
+    context_bytes: float
+
+
+def _grid(spec, method, stack, work, profile, keys, batch, max_gpus, provider, spot, price) -> _Grid | None:
+    """Every (GPU type, count, tp, pp, ZeRO, micro-batch) the stack supports, as flat arrays."""
+    import numpy as np
+
+    counts = gpu_counts(1, min(max_gpus, MAX_GPUS))  # every count; the masks keep whole nodes past one
+    jobs = []
+    for key in keys:
+        device, net = find_gpu(key), link(key)
+        jobs.append(training_job(spec, method, device, net, stack, work, profile, batch))
+    parts = jobs[0].parts(work.grad_ckpt)
+    per_node = np.array([j.link.gpus_per_node for j in jobs])
+    cluster = np.array([price is not None or any(o.cluster for o in offers(k, provider, spot)) for k in keys])
+    tps = [1, 2, 4, 8] if stack.tensor_parallel else [1]
+    pps = [1, 2, 4, 8, 16, 32] if stack.pipeline_parallel else [1]
+    g, j, tp, pp, zero, mb = (a.ravel() for a in np.meshgrid(
+        np.arange(len(keys)), np.arange(len(counts)), tps, pps, list(stack.zero_stages), MICRO_BATCHES,
+        indexing="ij"))
+    n = np.array(counts)[j]
+    gpn = per_node[g]
+    ok = (n <= gpn) | ((n % gpn == 0) & cluster[g])  # several nodes only as whole nodes of a cluster
+    ok &= (n % (tp * pp) == 0) & (tp <= gpn) & (pp <= spec.num_layers)
+    ok &= (spec.num_heads % tp == 0) & ((spec.num_kv_heads % tp == 0) | (tp % spec.num_kv_heads == 0))
+    ok &= (pp == 1) | (n > gpn)  # pipeline stages across nodes
+    dp = np.maximum(n // (tp * pp), 1)
+    ok &= (dp > 1) | (zero == 0)  # sharding over one replica changes nothing
+    ok &= (dp * mb <= batch) | ((mb == 1) & (dp <= batch))  # no more sequences in flight than a global batch
+    if not ok.any():
+        return None
+    keep = np.flatnonzero(ok)
+    layout = {"g": g[keep], "j": j[keep], "n": n[keep], "tp": tp[keep], "pp": pp[keep], "zero": zero[keep],
+              "mb": mb[keep]}
+    layout["accum"] = np.maximum(1, np.ceil(batch / (layout["n"] // (layout["tp"] * layout["pp"]) * layout["mb"])))
+    found = _offers(keys, counts, provider, spot, price)
+    gi, ji = layout["g"], layout["j"]
+
+    def column(values: list[float]) -> Any:
+        return np.array(values, dtype=float)[gi]
+
+    hws = [job.hw for job in jobs]
+    hw = engine.Hardware(
+        memory_bytes=column([h.memory_bytes for h in hws]), peak=column([h.peak for h in hws]),
+        peak_16bit=column([h.peak_16bit for h in hws]), bandwidth=column([h.bandwidth for h in hws]),
+        gemm_efficiency=column([h.gemm_efficiency for h in hws]),
+        attention_efficiency=column([h.attention_efficiency for h in hws]),
+        intra_bytes_per_s=column([h.intra_bytes_per_s for h in hws]),
+        node_bytes_per_s=column([h.node_bytes_per_s for h in hws]), gpus_per_node=per_node[gi],
+        usd_per_gpu_hour=found.price[gi, ji] * found.billed[gi, ji], watts=column([h.watts for h in hws]))
+    first = jobs[0].constants
+    constants = replace(first, bandwidth_efficiency=column([job.constants.bandwidth_efficiency for job in jobs]))
+    return _Grid(keys, hw, constants, parts, layout, found, column([job.correction for job in jobs]),
+                 spec.hidden_size, profile.allocator_slack(), profile.cuda_context_bytes())
+
+
+def _evaluate(grid: _Grid, tokens: float, startup_seconds: float, pue: float, ckpt: bool) -> tuple[Any, ...]:
+    import numpy as np
+
+    lay = grid.layout
+    n, tp, pp, zero, mb, accum = lay["n"], lay["tp"], lay["pp"], lay["zero"], lay["mb"], lay["accum"]
+    dp = n // (tp * pp)
+    parts = grid.parts
+    phases = engine.training_phases(parts.memory, dp=dp, zero=zero, micro_batch=mb, grad_accum=accum, tp=tp, pp=pp)
+    device = engine.device_bytes(engine.peak_bytes(phases), grid.allocator_slack, grid.context_bytes)
+    fits = device <= grid.hw.memory_bytes
+    step = engine.training_step(parts.shape, parts.memory, hw=grid.hw, constants=grid.constants, dp=dp, tp=tp,
+                                pp=pp, zero=zero, micro_batch=mb, grad_accum=accum, hidden_size=grid.hidden,
+                                correction=grid.correction)
+    result = engine.throughput(step, parts.shape, gpus=n, hw=grid.hw, tokens=tokens,
+                               startup_seconds=startup_seconds, pue=pue)
+    cost = np.where(np.isfinite(result.cost_usd), result.cost_usd, np.inf)
+    return fits, np.asarray(result.wall_seconds, dtype=float), cost, device, step.scaling_efficiency, lay
 
 
 def _pareto_mask(seconds: Any, cost: Any, feasible: Any) -> Any:

@@ -1,13 +1,14 @@
-"""Efficiency and overhead factors: the defaults from ``tables/efficiency.csv`` until a
-calibration profile measured on real hardware replaces them."""
+"""Efficiency and overhead factors: the speed model's constants from ``tables/efficiency.csv``
+until a calibration profile measured on real hardware, or a finished run's log, replaces them."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from costplan.speed import Constants
 from costplan.tables import number, read_json, read_table
 from costplan.units import GIB
 
@@ -22,85 +23,103 @@ class Factor:
     source: str
 
 
+@dataclass(frozen=True, slots=True)
+class Correction:
+    """A measured step time over the speed model's prediction for the same configuration."""
+
+    factor: float
+    """Multiplies the predicted compute time (above 1: the real run was slower)."""
+    model: str
+    """The model it was measured on ('*' for any)."""
+    method: str
+    source: str
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Profile:
     """Factors that turn FLOPs and bytes into seconds and reserved memory.
 
     The defaults come from ``tables/efficiency.csv``; a calibration profile (``costplan
-    calibrate``) overrides them with measured values where it has them.
+    calibrate``) overrides them with measured values for the GPU type it was measured on.
     """
 
     name: str
     calibrated: bool
     rows: tuple[dict[str, str], ...]
-    measured_mfu: tuple[tuple[str, float], ...] = ()
-    """Method key -> measured model FLOPs utilisation (fraction of the datasheet peak)."""
-    measured_bandwidth: float | None = None
-    measured_slack: float | None = None
-    measured_context_bytes: float | None = None
-    measured_power_watts: float | None = None
-    """Average board power during the calibration's training steps."""
-    measured_collective_bandwidth: float | None = None
-    """Best all-reduce bus bandwidth measured under torchrun (bytes/s per GPU), inside a node."""
     device_key: str | None = None
     """The GPU table row the profile was measured on (None: a CPU or an unknown GPU)."""
     device_name: str = ""
+    measured: tuple[tuple[str, float], ...] = ()
+    """Measured constants by kind (gemm_efficiency, attention_efficiency, bandwidth_efficiency,
+    allocator_slack, cuda_context_bytes, power_watts, collective_bytes_per_s)."""
+    corrections: tuple[Correction, ...] = field(default=())
 
-    def _factor(self, kind: str, method: str, precision: str) -> Factor:
-        best: tuple[int, dict[str, str]] | None = None
-        for row in self.rows:
-            if row["kind"] != kind or row["method"] not in (method, "*") or row["precision"] not in (precision, "*"):
-                continue
-            # A precision-specific row beats a method-specific one (fp32 and fp8 run differently).
-            score = 2 * (row["precision"] == precision) + (row["method"] == method)
-            if best is None or score > best[0]:
-                best = (score, row)
-        if best is None:
-            raise LookupError(f"no {kind} factor for {method}/{precision}")
-        row = best[1]
-        value = number(row, "value")
-        assert value is not None
-        return Factor(value, number(row, "low") or value, number(row, "high") or value,
-                      row["source"])
+    def _row(self, kind: str, scopes: tuple[str, ...]) -> Factor:
+        found = {row["scope"]: row for row in self.rows if row["kind"] == kind}
+        for scope in (*scopes, "*"):
+            row = found.get(scope)
+            if row is not None:
+                value = number(row, "value")
+                assert value is not None
+                return Factor(value, number(row, "low") or value, number(row, "high") or value, row["source"])
+        raise LookupError(f"tables/efficiency.csv has no {kind} row")
 
-    def mfu(self, method: str, precision: str) -> Factor:
-        measured = dict(self.measured_mfu)
-        # Methods without their own measurement borrow the closest measured one.
-        for key in (method, *_SIMILAR.get(method, ())):
-            if key in measured:
-                value = measured[key]
-                return Factor(value, value * 0.9, value * 1.1, f"measured ({self.name})")
-        return self._factor("mfu", method, precision)
+    def _measured(self, kind: str, gpu_key: str | None) -> float | None:
+        if gpu_key is not None and gpu_key != self.device_key:
+            return None
+        return dict(self.measured).get(kind)
 
-    def bandwidth(self) -> Factor:
-        if self.measured_bandwidth is not None:
-            value = self.measured_bandwidth
-            return Factor(value, value * 0.9, min(1.0, value * 1.1), f"measured ({self.name})")
-        return self._factor("bandwidth", "inference", "*")
+    def factor(self, kind: str, gpu_key: str | None = None, arch: str | None = None) -> Factor:
+        """A constant for a GPU: measured on it, else the table's row for the GPU, its
+        architecture, or any."""
+        value = self._measured(kind, gpu_key)
+        if value is not None:
+            return Factor(value, value * 0.95, value * 1.05, f"measured ({self.name})")
+        return self._row(kind, tuple(s for s in (gpu_key, arch) if s))
+
+    def constants(self, gpu_key: str | None, runtime: str) -> Constants:
+        return Constants(
+            bandwidth_efficiency=self.factor("bandwidth_efficiency", gpu_key).value,
+            elementwise_hidden=self._row("elementwise_hidden", ()).value,
+            elementwise_ffn=self._row("elementwise_ffn", ()).value,
+            dispatch_seconds=self._row("dispatch_seconds", (runtime,)).value,
+        )
+
+    def correction(self, model: str, method: str, gpu_key: str) -> Correction | None:
+        """The calibration that applies to this model, method and GPU (a model's own first)."""
+        if gpu_key != self.device_key:
+            return None
+        for wanted in (model, "*"):
+            for c in self.corrections:
+                if c.model == wanted and c.method == method:
+                    return c
+        return None
+
+    def time_spread(self) -> Factor:
+        return self._row("time_spread", ())
 
     def cuda_context_bytes(self) -> float:
-        if self.measured_context_bytes is not None:
-            return self.measured_context_bytes
-        return self._factor("cuda_context_gib", "*", "*").value * GIB
+        measured = dict(self.measured).get("cuda_context_bytes")
+        return measured if measured is not None else self._row("cuda_context_gib", ()).value * GIB
 
     def allocator_slack(self) -> float:
-        if self.measured_slack is not None:
-            return self.measured_slack
-        return self._factor("allocator_slack", "*", "*").value
+        measured = dict(self.measured).get("allocator_slack")
+        return measured if measured is not None else self._row("allocator_slack", ()).value
+
+    def power_watts(self, gpu_key: str) -> float | None:
+        return self._measured("power_watts", gpu_key)
+
+    def collective_bytes_per_s(self, gpu_key: str) -> float | None:
+        return self._measured("collective_bytes_per_s", gpu_key)
 
     def describe(self, gpu_key: str | None = None) -> str:
         if not self.calibrated:
-            return "efficiency not calibrated: default factors from tables/efficiency.csv"
-        if not self.measured_mfu:
-            return f"{self.name}: measured on a CPU, so GPU projections keep the default (not calibrated) factors"
-        if gpu_key is not None and self.device_key not in (None, gpu_key):
-            return (f"{self.name}, transferred to {gpu_key}: measured efficiency kept, throughput scaled by the "
-                    "ratio of datasheet peaks")
-        return f"efficiency {self.name}"
-
-
-_SIMILAR = {"cpt": ("full",), "pretrain": ("full",), "prefix": ("prompt", "lora"), "prompt": ("lora",),
-            "qlora": ()}
+            return "speed model constants from tables/efficiency.csv (not calibrated on this GPU)"
+        if self.device_key is None:
+            return f"{self.name}: measured on a CPU, so GPU projections keep the table's constants"
+        if gpu_key is not None and self.device_key != gpu_key:
+            return f"{self.name} is for {self.device_key}; {gpu_key} keeps the table's constants"
+        return f"speed model calibrated: {self.name}"
 
 
 def default_profile() -> Profile:
@@ -129,30 +148,45 @@ def _from_profile_data(data: dict) -> Profile:
     device = data["device"]
     name = f"calibrated on {device['name']}, {data['created']}"
     rows = read_table("efficiency")
+    corrections = tuple(Correction(float(c["factor"]), c["model"], c["method"], c["source"])
+                        for c in data.get("corrections", []))
     if device["kind"] != "cuda":
-        return Profile(name=name, calibrated=True, rows=rows, device_name=device["name"])
+        return Profile(name=name, calibrated=True, rows=rows, device_name=device["name"], corrections=corrections)
     key = data.get("gpu_key")
-    precision = data["precision"]
+    measured: dict[str, float] = {}
     if key:
-        peak = gpu(key).peak(precision)
-        bandwidth = data["copy_bandwidth_bytes_per_second"] / gpu(key).bandwidth_bytes_per_s
-    else:  # an unknown GPU: efficiency relative to the best matmul it measured
-        peak = measured_matmul_peaks(data)[precision]
-        bandwidth = None
-        name += " (unknown GPU: efficiency relative to its measured matmul peak)"
-    mfu = tuple((method, float(entry["achieved_flops_per_second"]) / peak)
-                for method, entry in data["methods"].items())
-    slacks = [e["max_reserved"] / e["max_allocated"] - 1 for e in data["methods"].values()
-              if e.get("max_allocated")]
-    collective = max((p["all_reduce_bus_bytes_per_second"] for p in data.get("collectives", [])), default=None)
+        spec = gpu(key)
+        best = measured_matmul_peaks(data)
+        precision = "bf16" if "bf16" in best else data["precision"]
+        if precision in best and precision in spec.peak_flops:
+            measured["gemm_efficiency"] = min(best[precision] / spec.peak_flops[precision], 1.0)
+        measured["bandwidth_efficiency"] = min(data["copy_bandwidth_bytes_per_second"] / spec.bandwidth_bytes_per_s,
+                                               1.0)
+        attention = data.get("attention") or {}
+        if attention.get("flops_per_second") and precision in spec.peak_flops:
+            # The benchmark counts causal attention's FLOPs in full; the kernel runs half of them.
+            measured["attention_efficiency"] = min(0.5 * attention["flops_per_second"] / spec.peak_flops[precision],
+                                                   1.0)
+    else:
+        name += " (unknown GPU: its measurements cannot be matched to the GPU table)"
+    slacks = [e["max_reserved"] / e["max_allocated"] - 1 for e in data["methods"].values() if e.get("max_allocated")]
     contexts = [e["context_bytes"] for e in data["methods"].values() if e.get("context_bytes")]
     powers = [e["power_watts"] for e in data["methods"].values() if e.get("power_watts")]
-    return Profile(name=name, calibrated=True, rows=rows, measured_mfu=mfu, measured_collective_bandwidth=collective,
-                   measured_bandwidth=min(bandwidth, 1.0) if bandwidth else None,
-                   measured_slack=statistics.median(slacks) if slacks else None,
-                   measured_context_bytes=max(contexts) if contexts else None,
-                   measured_power_watts=statistics.mean(powers) if powers else None, device_key=key,
-                   device_name=device["name"])
+    collective = max((p["all_reduce_bus_bytes_per_second"] for p in data.get("collectives", [])), default=None)
+    if slacks:
+        measured["allocator_slack"] = statistics.median(slacks)
+    if contexts:
+        measured["cuda_context_bytes"] = max(contexts)
+    if powers:
+        measured["power_watts"] = statistics.mean(powers)
+    if collective:
+        measured["collective_bytes_per_s"] = collective
+    for method, entry in data["methods"].items():
+        if entry.get("predicted_seconds") and entry.get("seconds"):
+            corrections += (Correction(entry["seconds"] / entry["predicted_seconds"], "*", method,
+                                       f"calibration step ({data.get('calibration_model', '?')})"),)
+    return Profile(name=name, calibrated=True, rows=rows, device_key=key, device_name=device["name"],
+                   measured=tuple(measured.items()), corrections=corrections)
 
 
 def cache_dir() -> Path:

@@ -36,9 +36,10 @@ def summary_table(est: Estimate) -> Table:
         ("peak memory / GPU", f"{fmt_bytes(mem.peak_bytes)} tensors, {fmt_bytes(mem.reserved_bytes)} "
          f"reserved, {fmt_bytes(mem.device_bytes)} with context"),
         ("fits?", fit),
-        ("GPUs", f"{est.gpus} x {est.gpu.key}"
-         + (f", ZeRO-{est.placement.zero}" if est.method.training and est.gpus > 1 else "")),
-        ("tokens / s", f"{est.tokens_per_second:,.0f}"),
+        ("GPUs", f"{est.gpus} x {est.gpu.key}" + (f" ({_layout(est)})" if est.method.training else "")),
+        ("tokens / s", f"{est.tokens_per_second:,.0f}"
+         + (f" (MFU {est.mfu:.0%}" + (f", HFU {est.hfu:.0%}" if est.hfu != est.mfu else "") + ")"
+            if est.method.training else "")),
     ]
     if est.latency_seconds is not None:
         rows.append(("latency / request", f"{fmt_duration(est.latency_seconds)} "
@@ -67,14 +68,29 @@ def summary_table(est: Estimate) -> Table:
     return table
 
 
+def _layout(est: Estimate) -> str:
+    layout = est.placement.layout
+    parts = []
+    if layout.tp > 1 or layout.pp > 1:
+        parts.append(f"TP {layout.tp} x PP {layout.pp} x DP {layout.dp}")
+    if layout.dp > 1:
+        parts.append(f"ZeRO-{layout.zero}")
+    parts.append(f"micro-batch {layout.micro_batch}")
+    if layout.grad_accum > 1:
+        parts.append(f"x{layout.grad_accum} accumulation")
+    if layout.grad_ckpt:
+        parts.append("checkpointing")
+    return ", ".join(parts)
+
+
 def memory_table(est: Estimate) -> Table:
     mem = est.memory
-    table = Table(title=f"memory per GPU at the {mem.peak_phase}", title_justify="left")
+    table = Table(title=f"memory per GPU at the {mem.peak_phase.label}", title_justify="left")
     table.add_column("term")
     table.add_column("bytes", justify="right")
     table.add_column("share", justify="right")
     for term, value in sorted(mem.terms.items(), key=lambda kv: -kv[1]):
-        table.add_row(term, fmt_bytes(value), f"{100 * value / mem.peak_bytes:.1f}%")
+        table.add_row(term.label, fmt_bytes(value), f"{100 * value / mem.peak_bytes:.1f}%")
     table.add_row("allocator slack", fmt_bytes(mem.reserved_bytes - mem.peak_bytes), "", style="dim")
     table.add_row("CUDA context", fmt_bytes(mem.device_bytes - mem.reserved_bytes), "", style="dim")
     table.add_row("total on device", fmt_bytes(mem.device_bytes), "", style="bold")
@@ -82,16 +98,34 @@ def memory_table(est: Estimate) -> Table:
 
 
 def flops_table(est: Estimate) -> Table:
-    per = "data token" if est.method.training else "generated token"
-    table = Table(title=f"FLOPs per {per}", title_justify="left")
+    if est.inference is not None:
+        return _inference_flops_table(est)
+    table = Table(title="FLOPs per data token", title_justify="left")
     for column in ("part", "forward", "backward dX", "backward dW", "recompute", "total"):
         table.add_column(column, justify="left" if column == "part" else "right")
     for t in est.flops.terms:
-        table.add_row(t.name, *(fmt_flops(v) if v else "-" for v in
-                                (t.forward, t.backward_input, t.backward_weight, t.recompute, t.total)))
+        table.add_row(t.part.label, *(fmt_flops(v) if v else "-" for v in
+                                      (t.forward, t.backward_input, t.backward_weight, t.recompute, t.total)))
     table.add_row("total", fmt_flops(est.flops.forward), fmt_flops(est.flops.column("backward_input")),
                   fmt_flops(est.flops.column("backward_weight")), fmt_flops(est.flops.recompute),
                   fmt_flops(est.flops.per_token), style="bold")
+    return table
+
+
+def _inference_flops_table(est: Estimate) -> Table:
+    fl = est.inference
+    assert fl is not None
+    work = est.workload
+    table = Table(title=f"FLOPs per request: prefill of {work.prompt_len} prompt tokens, then "
+                        f"{work.gen_len - 1} decode steps", title_justify="left")
+    for column in ("stage", "part", "per token", "per request"):
+        table.add_column(column, justify="left" if column in ("stage", "part") else "right")
+    for stage, part, tokens in (("prefill", fl.prefill, work.prompt_len), ("decode", fl.decode, work.gen_len - 1)):
+        for t in part.terms:
+            table.add_row(stage, t.part.label, fmt_flops(t.total), fmt_flops(t.total * tokens))
+    table.add_row("total", "", fmt_flops(est.flops.per_token) + " per generated token",
+                  fmt_flops(fl.prefill.per_token * work.prompt_len + fl.decode.per_token * (work.gen_len - 1)),
+                  style="bold")
     return table
 
 

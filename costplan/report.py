@@ -42,13 +42,13 @@ def _memory_chart(result: Comparison) -> bytes:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    terms = sorted({t for e in result.estimates for t in e.memory.terms})
+    terms = sorted({t for e in result.estimates for t in e.memory.terms}, key=lambda t: t.value)
     fig, ax = plt.subplots(figsize=(8, 4.2))
     bottoms = [0.0] * len(result.estimates)
     labels = [e.method.key for e in result.estimates]
     for term in terms:
         values = [e.memory.terms.get(term, 0.0) / 2**30 for e in result.estimates]
-        ax.bar(labels, values, bottom=bottoms, label=term)
+        ax.bar(labels, values, bottom=bottoms, label=term.label)
         bottoms = [b + v for b, v in zip(bottoms, values, strict=True)]
     ax.axhline(result.estimates[0].gpu.memory_bytes / 2**30, color="black", linestyle="--", linewidth=1,
                label=f"{result.estimates[0].gpu.key} memory")

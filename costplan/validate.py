@@ -87,11 +87,8 @@ def _lora_settings(detail: str) -> tuple[int, str]:
 
 def validate() -> tuple[list[Validation], list[Skipped]]:
     from costplan.api import estimate
-    from costplan.flops import training_flops
     from costplan.hardware import gpu
-    from costplan.methods import Pretraining
     from costplan.profile import default_profile
-    from costplan.workload import Workload
 
     profile = default_profile()
     results: list[Validation] = []
@@ -113,16 +110,17 @@ def validate() -> tuple[list[Validation], list[Skipped]]:
                 if not tokens or not hours:
                     raise CostplanError("tokens or GPU-hours (or GPUs and days) not stated")
                 precision = _precision(row["precision"], device.key)
-                flops = training_flops(spec, Pretraining(), Workload(seq_len=seq, precision=precision)).per_token
-                total = flops * tokens
-                mfu = profile.mfu(kind if kind == "cpt" else "pretrain", precision).value
-                predicted = total / (device.peak(precision) * mfu) / 3600
-                results.append(Validation(kind, name, "gpu_hours", predicted, hours, row["source"],
-                                          f"{device.key} {precision}, {tokens:.3g} tokens, default MFU {mfu:.2f}"
-                                          + derived))
+                gpus = int(number(row, "gpus") or 0) or None
+                batch = number(row, "global_batch_tokens")
+                est = estimate(spec, kind if kind == "cpt" else "pretrain", gpu=device.key, gpus=gpus, tokens=tokens,
+                               seq_len=seq, precision=precision, global_batch_tokens=batch, price=0.0,
+                               profile=profile)
+                results.append(Validation(kind, name, "gpu_hours", est.gpu_hours, hours, row["source"],
+                                          f"{device.key} {precision}, {tokens:.3g} tokens, {est.gpus} GPUs, "
+                                          f"MFU {est.mfu:.2f}" + derived))
                 reported_mfu = number(row, "mfu_reported")
                 if reported_mfu:
-                    implied = total / (hours * 3600 * device.peak(precision))
+                    implied = est.flops_total / (hours * 3600 * device.peak(precision))
                     results.append(Validation(kind, name, "mfu", implied, reported_mfu, row["source"],
                                               "MFU implied by the reported GPU-hours and costplan's FLOPs"))
             elif kind in ("full", "lora", "qlora"):

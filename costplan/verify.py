@@ -23,16 +23,17 @@ import statistics
 import time
 import warnings
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from costplan import files
+from costplan import engine, files
 from costplan.errors import CostplanError
 from costplan.flops import inference_flops, training_flops
-from costplan.memory import MemoryBreakdown, inference_memory, shard, shard_inference, training_memory
+from costplan.memory import MemoryBreakdown, inference_memory, training_memory
 from costplan.methods import Inference, Method
 from costplan.model import ModelSpec, count_params, resolve_model
 from costplan.profile import default_profile
+from costplan.terms import Mem
 from costplan.workload import Workload
 
 FLOPS_TOLERANCE = 0.01
@@ -41,9 +42,9 @@ PEAK_WORST_TOLERANCE = 0.08
 
 # Analytic memory terms grouped into the categories a trace can tell apart.
 _TRACE_CATEGORY = {
-    "weights": "weights", "gradients": "gradients", "fp32 gradient copies": "gradients",
-    "master weights": "optimizer states", "optimizer states": "optimizer states",
-    "logits": "logits", "kv cache": "kv cache",
+    Mem.WEIGHTS: "weights", Mem.GRADIENTS: "gradients", Mem.GRAD_COPIES: "gradients",
+    Mem.MASTER: "optimizer states", Mem.OPTIMIZER: "optimizer states",
+    Mem.LOGITS: "logits", Mem.KV_CACHE: "kv cache",
 }
 
 
@@ -129,6 +130,14 @@ def _workload(case: Case, model: ModelSpec, method: Method) -> Workload:
                     grad_ckpt=case.grad_ckpt, attention=case.attention)  # type: ignore[arg-type]
 
 
+def analytic_breakdown(model: ModelSpec, method: Method, work: Workload) -> MemoryBreakdown:
+    """The engine's memory for one GPU, no sharding, the workload's micro-batch, one step."""
+    profile = default_profile()
+    one = training_memory(model, method, replace(work, micro_batch=1))
+    phases = engine.training_phases(one, dp=1, zero=0, micro_batch=work.micro_batch, grad_accum=1)
+    return engine.breakdown(phases, profile.allocator_slack(), profile.cuda_context_bytes())
+
+
 def _memory_checks(analytic: MemoryBreakdown, traced: dict[str, int]) -> list[Check]:
     grouped = dict.fromkeys(traced, 0.0)
     for term, value in analytic.terms.items():
@@ -167,7 +176,8 @@ def _run_case(case: Case) -> CaseResult:
         traced = trace_inference_step(model, work, device="meta")
         fl = inference_flops(model, Inference(), Workload(prompt_len=work.prompt_len, gen_len=2,
                                                            micro_batch=work.micro_batch, attention=work.attention))
-        memory = shard_inference(inference_memory(model, method, work), 1, profile)
+        memory = engine.breakdown(engine.inference_phases(inference_memory(model, method, work), tp=1),
+                                  profile.allocator_slack(), profile.cuda_context_bytes())
         b = work.micro_batch
         checks = [
             Check("params total", count_params(model).total, traced.params_total),
@@ -184,7 +194,7 @@ def _run_case(case: Case) -> CaseResult:
     traced_step = trace_training_step(model, method, work, device="meta")
     flops = training_flops(model, method, work)
     tokens = work.seq_len * work.micro_batch
-    memory = shard(training_memory(model, method, work), 1, 0, 1, profile)
+    memory = analytic_breakdown(model, method, work)
     checks = [
         Check("params total", count_params(model).total, traced_step.params_total),
         Check("params trainable", method.trainable_params(model), traced_step.params_trainable),
@@ -197,7 +207,7 @@ def _run_case(case: Case) -> CaseResult:
     if method.base_storage == "nf4":
         notes.append("qlora: bitsandbytes' 4-bit layer emulated from its source (CUDA-only library)")
     return CaseResult(case, tuple(checks), time.perf_counter() - started, traced_step.peak_op,
-                      memory.peak_phase, work.seq_len, tuple(notes))
+                      memory.peak_phase.label, work.seq_len, tuple(notes))
 
 
 MODELS = ("gpt2", "bert-base", "llama-2-7b", "llama-3-8b", "mistral-7b", "mixtral-8x7b")

@@ -5,6 +5,7 @@ import pytest
 from costplan.flops import inference_flops, training_flops
 from costplan.methods import FullFineTune, Inference, Lora, PrefixTuning, PromptTuning, parse_targets
 from costplan.model import ModelSpec, preset
+from costplan.terms import Part
 from costplan.workload import Workload
 from tests.specs import TRACE
 
@@ -76,8 +77,8 @@ def test_moe_counts_router_and_top_k_experts():
                     head_dim=16, ffn_size=128, vocab_size=100, max_positions=64, num_experts=4,
                     experts_per_token=2)
     f = training_flops(moe, FullFineTune(), Workload(seq_len=S))
-    assert f.by_name()["router"] == 3 * 2 * 64 * 4
-    assert f.by_name()["mlp"] == 3 * 2 * MLP  # two experts per token, forward + dX + dW
+    assert f.by_part()[Part.ROUTER] == 3 * 2 * 64 * 4
+    assert f.by_part()[Part.MLP] == 3 * 2 * MLP  # two experts per token, forward + dX + dW
 
 
 def test_llama2_7b_full_is_about_6n_plus_attention():

@@ -8,14 +8,14 @@ from costplan.memory import (
     inference_memory,
     kv_cache_bytes,
     nf4_bytes_per_param,
-    shard,
     training_memory,
 )
 from costplan.methods import FullFineTune, Inference, Lora, PromptTuning, QLora, parse_targets
 from costplan.model import ModelSpec, count_params, preset
-from costplan.profile import default_profile
+from costplan.terms import Phase
+from costplan.verify import analytic_breakdown
 from costplan.workload import Workload
-from tests.specs import TRACE
+from tests.specs import TRACE, sharded
 
 TINY = ModelSpec(name="tiny", family="llama", hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
                  head_dim=16, ffn_size=128, vocab_size=100, max_positions=64)
@@ -101,8 +101,7 @@ def test_llama_layer_activations_by_hand():
 
 def test_orderings():
     model, work = preset("llama-2-7b"), Workload(seq_len=2048)
-    profile = default_profile()
-    peak = lambda method, w=work: shard(training_memory(model, method, w), 1, 0, 1, profile).peak_bytes  # noqa: E731
+    peak = lambda method, w=work: analytic_breakdown(model, method, w).peak_bytes  # noqa: E731
     assert peak(Lora()) < peak(FullFineTune())
     assert base_weight_bytes(model, QLora(), 2) < base_weight_bytes(model, Lora(), 2) / 3
     plain = saved_tensors(model, FullFineTune(), work).total(32, False)
@@ -114,11 +113,7 @@ def test_orderings():
 
 def test_zero_stages_shard_what_they_promise():
     mem = training_memory(preset("llama-2-7b"), FullFineTune(), Workload(seq_len=2048))
-    profile = default_profile()
-    base = shard(mem, 8, 0, 1, profile).phases["optimizer step"]
-    z1 = shard(mem, 8, 1, 1, profile).phases["optimizer step"]
-    z2 = shard(mem, 8, 2, 1, profile).phases["optimizer step"]
-    z3 = shard(mem, 8, 3, 1, profile).phases["optimizer step"]
+    base, z1, z2, z3 = (sharded(mem, dp=8, zero=z).phases[Phase.OPTIMIZER_STEP] for z in range(4))
     states = mem.master_weights + mem.optimizer_states + mem.step_temporaries + mem.gradient_copies
     assert base - z1 == pytest.approx(states * 7 / 8)
     assert z1 - z2 == pytest.approx(mem.gradients * 7 / 8)
@@ -160,7 +155,7 @@ def test_step_peak_matches_live_bytes_of_a_real_step(key, precision, grad_ckpt):
     method = CASES[key]
     work = Workload(seq_len=64, precision=precision, grad_ckpt=grad_ckpt)
     traced = trace_training_step(TRACE, method, work)
-    ours = shard(training_memory(TRACE, method, work), 1, 0, 1, default_profile()).peak_bytes
+    ours = analytic_breakdown(TRACE, method, work).peak_bytes
     # Without checkpointing the peak is one exact moment (loss gradients or optimizer step); with
     # it, the re-run layer's backward interleaves frees and allocations the model only brackets.
     assert ours == pytest.approx(traced.peak_bytes, rel=0.04 if grad_ckpt else 0.002)

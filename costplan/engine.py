@@ -1,0 +1,328 @@
+"""The projection engine: per-GPU memory, step time, communication, cost and energy of a layout.
+
+One set of formulas serves one configuration (``costplan estimate``: Python numbers, no numpy) and
+millions of them at once (``costplan plan``: numpy arrays over GPU type x count x micro-batch x
+ZeRO stage x tensor parallelism ...), through the helpers in ``xp``. What depends only on the
+model, method and workload (the per-sequence memory terms, the FLOPs and the shape of a step) is
+computed once by the pure rules in ``memory``, ``flops`` and ``speed``; what depends on the GPU and
+the layout is computed here.
+
+Layout (Megatron/DeepSpeed vocabulary): ``gpus = dp x tp x pp``; tensor parallelism (``tp``) inside
+a node, pipeline stages (``pp``) across nodes, data-parallel replicas (``dp``) with ZeRO stage
+``zero`` (3 = FSDP full sharding); ``micro_batch`` sequences per GPU per forward/backward and
+``grad_accum`` micro-batches per optimizer step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from costplan import xp
+from costplan.memory import InferenceMemory, MemoryBreakdown, TrainingMemory
+from costplan.speed import HOST_SHARPNESS, Constants, DecodeShape, StepShape, micro_batch_seconds, optimizer_seconds
+from costplan.terms import Mem, Phase
+
+NCCL_LATENCY_SECONDS = 10e-6
+"""Latency of one collective inside a node (typical NCCL small-message latency; assumption)."""
+INTER_NODE_LATENCY_SECONDS = 25e-6
+"""Extra latency of a collective that crosses nodes (InfiniBand/RoCE round trips; assumption)."""
+DDP_BUCKET_BYTES = 25 * 2**20
+"""PyTorch DDP's default gradient bucket (``bucket_cap_mb=25``): one all-reduce per bucket."""
+BACKWARD_OVERLAP = 0.8
+"""Fraction of a micro-batch's backward (and, for ZeRO-3, forward) during which bucketed
+collectives can run; the first and last buckets cannot overlap (assumption)."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Layout:
+    """How a training job is laid out over GPUs."""
+
+    gpus: int
+    tp: int = 1
+    pp: int = 1
+    zero: int = 0
+    micro_batch: int = 1
+    grad_accum: int = 1
+    grad_ckpt: bool = False
+
+    def __post_init__(self) -> None:
+        if self.gpus % (self.tp * self.pp):
+            raise ValueError(f"{self.gpus} GPUs are not a multiple of tp {self.tp} x pp {self.pp}")
+
+    @property
+    def dp(self) -> int:
+        return self.gpus // (self.tp * self.pp)
+
+    @property
+    def sequences_per_step(self) -> int:
+        return self.dp * self.micro_batch * self.grad_accum
+
+
+@dataclass(frozen=True, slots=True)
+class Hardware:
+    """The GPU-dependent inputs; each a number, or (plan) an array over configurations."""
+
+    memory_bytes: Any
+    peak: Any
+    """Dense peak FLOP/s at the matmul precision (fp8 under fp8)."""
+    peak_16bit: Any
+    """Dense peak FLOP/s at the 16-bit (or fp32) precision attention and adapters run at."""
+    bandwidth: Any
+    """Memory bandwidth, bytes/s (datasheet)."""
+    gemm_efficiency: Any
+    attention_efficiency: Any
+    intra_bytes_per_s: Any
+    """Per-GPU one-way bandwidth to the other GPUs of its node."""
+    node_bytes_per_s: Any
+    """A node's network bandwidth to other nodes, all its NICs together."""
+    gpus_per_node: Any
+    usd_per_gpu_hour: Any
+    watts: Any
+
+
+# --- memory ------------------------------------------------------------------------------------
+
+def training_phases(mem: TrainingMemory, *, dp: Any, zero: Any, micro_batch: Any, grad_accum: Any, tp: Any = 1,
+                    pp: Any = 1) -> dict[Phase, dict[Mem, Any]]:
+    """Live bytes per GPU at each candidate peak of a training step, by term.
+
+    ``mem`` holds one replica's terms for ONE sequence (micro-batch 1, no parallelism). Tensor
+    parallelism (Megatron-style with sequence parallelism) splits every term ``tp`` ways; pipeline
+    stages split the model ``pp`` ways, and 1F1B keeps up to ``pp`` micro-batches in flight on the
+    first stage (``min(pp, grad_accum)`` micro-batches of ``1/pp`` of the layers). ZeRO stage 1
+    shards master weights, optimizer states and step temporaries over the ``dp`` replicas, stage 2
+    also gradients, stage 3 (FSDP) also weights, gathering two layers at a time.
+    """
+    model_split = tp * pp
+    mb = micro_batch / tp
+    in_flight = xp.minimum(pp, grad_accum) / pp
+    by_states = xp.where(zero >= 1, dp, 1) * model_split
+    held = {Mem.WEIGHTS: mem.weights / (xp.where(zero >= 3, dp, 1) * model_split),
+            Mem.MASTER: mem.master_weights / by_states,
+            Mem.OPTIMIZER: mem.optimizer_states / by_states}
+    grads = mem.gradients / (xp.where(zero >= 2, dp, 1) * model_split)
+    gather = xp.where((zero >= 3) & (dp > 1), 2 * mem.layer_weights / model_split, 0.0)
+    accumulated = xp.where(grad_accum > 1, grads, 0.0)
+    activations = mem.activations * mb * in_flight
+    logits = mem.logits_peak * mb
+    transient = mem.layer_transient * mb
+    # Top of backward: every saved tensor with the loss's gradients on top or, when larger (tiny
+    # vocabularies, QLoRA's dequantized matrices), the last layer's backward gradients.
+    loss_side = logits >= transient + mem.workspace
+    phases: dict[Phase, dict[Mem, Any]] = {Phase.BACKWARD_START: {
+        **held, Mem.GRADIENTS: accumulated, Mem.ACTIVATIONS: activations, Mem.GATHER: gather,
+        Mem.LOGITS: xp.where(loss_side, logits, 0.0),
+        Mem.LAYER_BACKWARD: xp.where(loss_side, 0.0, transient),
+        Mem.DEQUANT: xp.where(loss_side, 0.0, mem.workspace)}}
+    if mem.attention_backward > 0:
+        # Eager attention's softmax backward in the last layer (re-run when checkpointing).
+        kept = (mem.checkpoints * in_flight + mem.recompute) if mem.recompute else mem.activations * in_flight
+        phases[Phase.ATTENTION_BACKWARD] = {
+            **held, Mem.GRADIENTS: accumulated, Mem.GATHER: gather,
+            Mem.ACTIVATIONS: (kept + mem.attention_backward) * mb}
+    if mem.recompute:
+        # Checkpointing: the last layer re-run on top of every checkpoint, with its gradients.
+        phases[Phase.LAYER_RECOMPUTE] = {
+            **held, Mem.GRADIENTS: accumulated,
+            Mem.ACTIVATIONS: (mem.checkpoints * in_flight + mem.recompute) * mb,
+            Mem.LAYER_BACKWARD: transient, Mem.DEQUANT: mem.workspace, Mem.GATHER: gather}
+    # Late in backward nearly all gradients exist; a checkpointed layer is being re-run.
+    phases[Phase.BACKWARD_END] = {
+        **held, Mem.GRADIENTS: grads, Mem.ACTIVATIONS: mem.recompute * mb,
+        Mem.LAYER_BACKWARD: transient if mem.recompute else 0.0, Mem.DEQUANT: mem.workspace, Mem.GATHER: gather}
+    phases[Phase.OPTIMIZER_STEP] = {
+        **held, Mem.GRADIENTS: grads, Mem.GRAD_COPIES: mem.gradient_copies / by_states,
+        Mem.STEP_TEMPS: mem.step_temporaries / by_states}
+    return phases
+
+
+def inference_phases(mem: InferenceMemory, *, tp: Any) -> dict[Phase, dict[Mem, Any]]:
+    """Weights, KV cache and the prefill's transient activations, split over ``tp`` GPUs."""
+    return {Phase.GENERATION: {Mem.WEIGHTS: mem.weights / tp, Mem.KV_CACHE: mem.kv_cache / tp,
+                               Mem.ACTIVATIONS: mem.workspace / tp}}
+
+
+def phase_totals(phases: dict[Phase, dict[Mem, Any]]) -> dict[Phase, Any]:
+    return {phase: sum(terms.values()) for phase, terms in phases.items()}
+
+
+def peak_bytes(phases: dict[Phase, dict[Mem, Any]]) -> Any:
+    return xp.maximum(*phase_totals(phases).values())
+
+
+def device_bytes(peak: Any, allocator_slack: float, context_bytes: float) -> Any:
+    """What the GPU must hold: live tensors, the caching allocator's slack and the CUDA context."""
+    return peak * (1 + allocator_slack) + context_bytes
+
+
+def breakdown(phases: dict[Phase, dict[Mem, Any]], allocator_slack: float, context_bytes: float) -> MemoryBreakdown:
+    """The peak phase and its terms, for one configuration."""
+    totals = {phase: float(total) for phase, total in phase_totals(phases).items()}
+    peak_phase = max(totals, key=totals.__getitem__)
+    terms = {term: float(v) for term, v in phases[peak_phase].items() if float(v)}
+    reserved = totals[peak_phase] * (1 + allocator_slack)
+    return MemoryBreakdown(terms, totals, peak_phase, reserved, reserved + context_bytes)
+
+
+# --- communication ----------------------------------------------------------------------------
+
+def _hierarchical(size: Any, members: Any, per_node: Any, groups_per_node: Any, hw: Hardware,
+                  factor: float) -> Any:
+    """Seconds of a ring collective over ``members`` GPUs, ``per_node`` of them in each node:
+    ``factor`` 2 for an all-reduce, 1 for an all-gather or reduce-scatter of ``size`` bytes (the
+    whole tensor). Inside a node it runs over NVLink/PCIe at each GPU's bandwidth; between nodes
+    each node sends its share over its NICs, which ``groups_per_node`` such collectives share."""
+    g = xp.maximum(xp.minimum(members, per_node), 1)
+    nodes = xp.ceil(members / g)
+    intra = factor * (g - 1) / g * size / hw.intra_bytes_per_s
+    inter = factor * (nodes - 1) / nodes * size * groups_per_node / hw.node_bytes_per_s
+    latency = xp.where(members > 1, NCCL_LATENCY_SECONDS, 0.0) + xp.where(nodes > 1, INTER_NODE_LATENCY_SECONDS, 0.0)
+    return intra + inter + latency
+
+
+def data_parallel_seconds(gradient_bytes: Any, weight_bytes: Any, *, dp: Any, tp: Any, pp: Any, zero: Any,
+                          hw: Hardware) -> tuple[Any, Any]:
+    """(once per optimizer step, per micro-batch) seconds of data-parallel communication on one GPU.
+
+    DDP and ZeRO-1/2 all-reduce (or reduce-scatter then all-gather: the same volume) the trained
+    parameters' gradients once per optimizer step, after the last micro-batch's backward; ZeRO-3 /
+    FSDP all-gathers every layer's weights in forward and again in backward and reduce-scatters
+    the gradients in every micro-batch (Rajbhandari et al. 2020, section 7). A frozen base sends
+    no gradients. ``gradient_bytes`` and ``weight_bytes`` are one replica's, unsplit.
+    """
+    # Members of one data-parallel group inside a node (tensor-parallel ranks fill the rest); the
+    # node's other groups (one per tensor-parallel rank) share its NICs.
+    per_node = xp.minimum(xp.maximum(hw.gpus_per_node // tp, 1), dp)
+    groups = hw.gpus_per_node / per_node
+    share = tp * pp
+    grads = gradient_bytes / share
+    buckets = xp.ceil(grads / DDP_BUCKET_BYTES)
+    reduce = _hierarchical(grads, dp, per_node, groups, hw, 2.0) + (buckets - 1) * xp.where(
+        dp > 1, NCCL_LATENCY_SECONDS, 0.0)
+    gather = 2 * _hierarchical(weight_bytes / share, dp, per_node, groups, hw, 1.0) + _hierarchical(
+        grads, dp, per_node, groups, hw, 1.0)
+    stage3 = zero >= 3
+    return xp.where(stage3, 0.0, reduce), xp.where(stage3, gather, 0.0)
+
+
+def tensor_parallel_seconds(message_bytes: Any, *, layers: int, tp: Any, pp: Any, collectives_per_layer: float,
+                            hw: Hardware) -> Any:
+    """Megatron tensor parallelism with sequence parallelism: each layer all-gathers and
+    reduce-scatters its activations before and after attention and the MLP (two of each in the
+    forward, as many in the backward and in a recompute), over NVLink inside the node; not
+    overlapped with compute (Megatron's default)."""
+    one = (tp - 1) / tp * message_bytes / hw.intra_bytes_per_s + NCCL_LATENCY_SECONDS
+    return xp.where(tp > 1, layers / pp * collectives_per_layer * one, 0.0)
+
+
+# --- training time --------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class StepTime:
+    """One optimizer step on one GPU, in seconds; fields are numbers or arrays."""
+
+    micro_batch: Any
+    """Compute of one micro-batch (this GPU's share)."""
+    compute: Any
+    """All micro-batches of the step."""
+    tensor_parallel: Any
+    pipeline_bubble: Any
+    data_parallel: Any
+    """Communication not hidden behind backward."""
+    data_parallel_total: Any
+    optimizer: Any
+    total: Any
+    tokens: Any
+    """Data tokens the whole job processes per optimizer step."""
+
+    @property
+    def scaling_efficiency(self) -> Any:
+        """Compute over the whole step."""
+        return self.compute / self.total
+
+
+def training_step(shape: StepShape, mem: TrainingMemory, *, hw: Hardware, constants: Constants, dp: Any, tp: Any,
+                  pp: Any, zero: Any, micro_batch: Any, grad_accum: Any, hidden_size: int,
+                  correction: float = 1.0) -> StepTime:
+    """The time of one optimizer step for the layout; ``correction`` scales the compute by a
+    calibration (measured over predicted step time; 1 without one)."""
+    mb_seconds = correction * micro_batch_seconds(
+        shape, sequences=micro_batch, tp=tp, pp=pp, peak=hw.peak, peak_16bit=hw.peak_16bit,
+        bandwidth=hw.bandwidth, gemm_efficiency=hw.gemm_efficiency,
+        attention_efficiency=hw.attention_efficiency, constants=constants)
+    message = micro_batch * shape.tokens * hidden_size * shape.bytes_per_element
+    passes = 8.0 + (4.0 if mem.recompute else 0.0)
+    tp_seconds = tensor_parallel_seconds(message, layers=shape.layers, tp=tp, pp=pp,
+                                         collectives_per_layer=passes, hw=hw)
+    per_micro = mb_seconds + tp_seconds
+    compute = grad_accum * per_micro
+    # 1F1B: pp - 1 micro-batch slots idle while the pipeline fills and drains; stages pass
+    # activations to their neighbour over the node network.
+    p2p = xp.where(pp > 1, 2 * message / tp / (hw.node_bytes_per_s / hw.gpus_per_node), 0.0)
+    bubble = (pp - 1) * per_micro + grad_accum * p2p
+    once, per_batch = data_parallel_seconds(mem.gradients, mem.weights, dp=dp, tp=tp, pp=pp, zero=zero, hw=hw)
+    backward = mb_seconds * 2.0 / 3.0
+    exposed = (xp.maximum(once - BACKWARD_OVERLAP * backward, 0.0)
+               + grad_accum * xp.maximum(per_batch - BACKWARD_OVERLAP * mb_seconds, 0.0))
+    shards = tp * pp * xp.where(zero >= 1, dp, 1)
+    optimizer = optimizer_seconds(shape, shards=shards, bandwidth=hw.bandwidth, constants=constants)
+    total = compute + bubble + exposed + optimizer
+    tokens = dp * micro_batch * grad_accum * shape.tokens
+    return StepTime(mb_seconds, compute, grad_accum * tp_seconds, bubble, exposed, once + grad_accum * per_batch,
+                    optimizer, total, tokens)
+
+
+@dataclass(frozen=True, slots=True)
+class Throughput:
+    """A job's speed and cost over its layout; fields are numbers or arrays."""
+
+    tokens_per_second: Any
+    """Whole job."""
+    wall_seconds: Any
+    gpu_hours: Any
+    cost_usd: Any
+    energy_kwh: Any
+    mfu: Any
+    """Model FLOPs (no recompute) per second over the GPUs' dense peak (PaLM's definition)."""
+    hfu: Any
+    """Executed FLOPs (recompute included) per second over the dense peak."""
+
+
+def throughput(step: StepTime, shape: StepShape, *, gpus: Any, hw: Hardware, tokens: float,
+               startup_seconds: float, pue: float) -> Throughput:
+    """Speed, wall time (plus ``startup_seconds`` per run), GPU-hours, dollars and kWh of ``tokens``
+    data tokens."""
+    tokens_per_second = step.tokens / step.total
+    seconds = tokens / tokens_per_second + startup_seconds
+    gpu_hours = gpus * seconds / 3600
+    per_token_model = shape.model_flops / shape.tokens
+    per_token_hardware = shape.hardware_flops / shape.tokens
+    return Throughput(tokens_per_second, seconds, gpu_hours, gpu_hours * hw.usd_per_gpu_hour,
+                      gpu_hours * hw.watts / 1000 * pue,
+                      tokens_per_second * per_token_model / (gpus * hw.peak),
+                      tokens_per_second * per_token_hardware / (gpus * hw.peak))
+
+
+# --- inference --------------------------------------------------------------------------------
+
+def experts_hit(experts: int, per_token: int, tokens: Any) -> Any:
+    """Expected distinct experts a layer reads for ``tokens`` independently routed tokens."""
+    if experts <= 1:
+        return 1.0
+    return experts * (1.0 - (1.0 - per_token / experts) ** tokens)
+
+
+def decode_step_seconds(shape: DecodeShape, *, batch: Any, tp: Any, hw: Hardware, constants: Constants,
+                        dispatch_seconds: float) -> Any:
+    """One decode step for ``batch`` requests: weights (the experts the batch hits) and KV cache read
+    at the achieved bandwidth, or the FLOPs if larger; the host's dispatch overlaps; tensor
+    parallelism adds two all-reduces per layer."""
+    read = shape.weight_bytes + experts_hit(shape.experts, shape.experts_per_token, batch) * shape.expert_bytes
+    memory = (read + batch * shape.kv_bytes_per_sequence) / tp / (hw.bandwidth * constants.bandwidth_efficiency)
+    compute = batch * shape.flops_per_token / tp / (hw.peak * hw.gemm_efficiency)
+    device = xp.maximum(memory, compute)
+    step = xp.soft_max(device, shape.operators * dispatch_seconds, HOST_SHARPNESS)
+    message = batch * shape.hidden_size * shape.bytes_per_element
+    all_reduce = 2 * (tp - 1) / tp * message / hw.intra_bytes_per_s + NCCL_LATENCY_SECONDS
+    return step + xp.where(tp > 1, 2 * shape.layers * all_reduce, 0.0)

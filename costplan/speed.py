@@ -1,0 +1,263 @@
+"""How long one micro-batch takes on one GPU: the FLOPs and bytes of a step, priced kernel by kind.
+
+MFU is not one constant: it follows from what a step runs. Per micro-batch, on one GPU:
+
+1. Every matrix multiply (base matrices, LoRA adapters, the LM head; forward, dX, dW and the
+   checkpointing recompute) is a roofline: ``2·m·k·n`` FLOPs at the GPU's dense peak times its
+   achievable GEMM fraction, against ``bytes(m·k + k·n + m·n)`` at its memory bandwidth; the two
+   overlap, so the kernel takes a smooth maximum of both. Wide matmuls run near the GEMM fraction;
+   rank-16 adapters and small models are memory-bound.
+2. Fused attention runs at its own fraction of the 16-bit peak (FlashAttention-2 reaches less of
+   the peak than a GEMM, and on Hopper much less); a causal mask skips half of the score FLOPs
+   that the FLOPs convention counts. Eager attention streams its ``heads·s²`` scores.
+3. Elementwise kernels (norms, activation functions, residual adds, rotary embeddings, dropout,
+   casts) move a number of bytes per token and layer proportional to the hidden and MLP widths.
+4. QLoRA dequantizes each 4-bit matrix into the compute dtype before every use.
+5. The optimizer step streams every trainable parameter's weight, gradient and states once.
+6. The host issues one kernel at a time: in eager PyTorch each operator costs a few microseconds
+   of dispatch, so a step takes at least ``operators x dispatch`` (this is what makes small models
+   and batch-1 decoding slow); GPU time and host time overlap (smooth maximum).
+
+The constants (GEMM and attention fractions per GPU, bandwidth fraction, elementwise bytes,
+dispatch time) are in ``tables/efficiency.csv`` with their sources or the fit that set them; a
+calibration profile replaces them with measured values. Every function takes numbers or numpy
+arrays (see ``xp``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from costplan import xp
+from costplan.flops import FlopsBreakdown
+from costplan.gradflow import model_flow
+from costplan.methods import Method
+from costplan.model import ModelSpec, layer_linears
+from costplan.terms import Part
+from costplan.workload import Workload
+
+GEMM_SHARPNESS = 3.0
+"""Overlap of a kernel's compute and memory traffic (smooth maximum exponent)."""
+HOST_SHARPNESS = 4.0
+"""Overlap of GPU time and host dispatch time."""
+OPS_PER_LAYER = 42
+"""Operators one transformer layer's forward dispatches in eager PyTorch (Hugging Face Llama
+decoder layer: two RMSNorms of six ops, four projections, rotary embedding, SDPA, views and
+transposes, the gated MLP, two residual adds); a backward dispatches about as many again."""
+OPS_PER_ADAPTER = 6
+"""peft LoRA forward: dropout (or identity), cast, A, B, scaling, add."""
+OPS_HEAD = 12
+"""Final norm, LM head, loss (upcast, log-softmax, NLL) and their backward."""
+LOSS_BYTES_PER_LOGIT = 40
+"""Bytes moved per position and vocabulary entry by the causal-LM loss and its backward in eager
+PyTorch (transformers' ``ForCausalLMLoss``): the 16-bit logits upcast to fp32 (2 + 4), log-softmax
+(4 + 4), NLL, log-softmax backward (about 16), the cast of the gradient back (4 + 2) and its read by
+the LM head's backward (2). For a 32K vocabulary that is 1.3 MB per token: it caps small models."""
+
+
+@dataclass(frozen=True, slots=True)
+class Gemm:
+    """Matrix multiplies of one shape in one micro-batch of one sequence."""
+
+    rows_per_token: float
+    """Input rows per data token (1; ``top-k / experts`` for each expert's matrix)."""
+    k: int
+    n: int
+    calls: float
+    """How many such matmuls a sequence runs: layers x copies x passes (forward, dX, dW, recompute)."""
+    column: bool
+    """Tensor parallelism splits its output (column-parallel) rather than its input (row-parallel)."""
+    low_precision: bool
+    """Runs at the workload's matmul precision (fp8 under fp8); adapters and the head stay 16-bit."""
+
+
+@dataclass(frozen=True, slots=True)
+class StepShape:
+    """What one sequence's training step (or forward pass) runs, independent of the GPU."""
+
+    gemms: tuple[Gemm, ...]
+    attention_flops: float
+    """Score FLOPs per sequence as counted (causal mask not discounted)."""
+    causal: bool
+    eager_scores_bytes: float
+    """Eager attention: bytes of ``heads·s²`` scores moved per sequence (0 for fused attention)."""
+    elementwise_hidden: float
+    """Token-layers x hidden width x passes: times ``Constants.elementwise_hidden`` gives bytes."""
+    elementwise_ffn: float
+    """Token-layers x MLP width x passes: times ``Constants.elementwise_ffn`` gives bytes."""
+    loss_bytes: float
+    """Bytes the loss over the vocabulary moves per sequence."""
+    dequant_bytes: float
+    """QLoRA: bytes the dequantization of every 4-bit matrix moves per micro-batch (any batch size)."""
+    operators: float
+    """Operators dispatched per micro-batch."""
+    optimizer_bytes: float
+    """Bytes the optimizer step moves per replica, before ZeRO sharding (0 for inference)."""
+    bytes_per_element: int
+    """Activation and weight bytes of the 16-bit (or fp32) compute."""
+    model_flops: float
+    """FLOPs per sequence without recompute (what MFU counts)."""
+    hardware_flops: float
+    """FLOPs per sequence with recompute (what the GPU executes; HFU)."""
+    tokens: int
+    """Data tokens per sequence."""
+    layers: int
+
+
+@dataclass(frozen=True, slots=True)
+class Constants:
+    """The speed model's constants: defaults from ``tables/efficiency.csv`` or a calibration."""
+
+    bandwidth_efficiency: float
+    """Achieved fraction of the datasheet memory bandwidth by streaming kernels."""
+    elementwise_hidden: float
+    """Elementwise bytes per token and layer per hidden unit in a training step (forward and
+    backward) at 2-byte activations."""
+    elementwise_ffn: float
+    """The same per MLP unit (per routed expert)."""
+    dispatch_seconds: float
+    """Host time per dispatched operator."""
+
+
+_COLUMN = frozenset({"q", "k", "v", "qkv", "gate", "up", "router"})
+
+
+def step_shape(model: ModelSpec, method: Method, work: Workload, flops: FlopsBreakdown, *,
+               training: bool = True, positions: int | None = None, optimizer_bytes: float = 0.0) -> StepShape:
+    """The shape of one sequence's training step, or (``training=False``) of one forward pass over
+    ``positions`` tokens (prefill; decode is priced apart)."""
+    ckpt = work.grad_ckpt and training
+    positions = positions or (work.seq_len + method.virtual_tokens)
+    tokens = work.seq_len if training else positions
+    per_token = positions / tokens  # virtual tokens ride along every data token
+    first, later = model_flow(model, method, ckpt)
+    recompute = 1.0 if ckpt else 0.0
+    low = work.precision == "fp8"
+    gemms: list[Gemm] = []
+    adapters = 0.0
+    for flow, layers in ((first, 1), (later, model.num_layers - 1)):
+        if layers == 0:
+            continue
+        for role, u in flow.linears.items():
+            lin = u.linear
+            rows = per_token * (lin.active / lin.copies if lin.copies > 1 else 1.0)
+            column = role in _COLUMN
+            if training:
+                passes = 1.0 + u.input_rg + u.trainable + recompute
+            else:
+                passes = 1.0
+            gemms.append(Gemm(rows, lin.in_features, lin.out_features, layers * lin.copies * passes, column, low))
+            if u.adapter is not None:
+                adapters += layers * lin.copies
+                r = u.adapter.rank
+                # A: forward, dW, dX when the input needs it; B: forward, dW and dX (A's output needs it).
+                a_passes = 1.0 + (1.0 + u.input_rg + recompute if training else 0.0)
+                b_passes = 1.0 + (2.0 + recompute if training else 0.0)
+                gemms.append(Gemm(rows, lin.in_features, r, layers * lin.copies * a_passes, column, False))
+                gemms.append(Gemm(rows, r, lin.out_features, layers * lin.copies * b_passes, column, False))
+    if training:
+        head_rows, head_passes = per_token, 2.0 + method.trains_base
+    else:
+        head_rows, head_passes = 1.0 / positions, 1.0  # generate keeps the last position's logits only
+    gemms.append(Gemm(head_rows, model.hidden_size, model.vocab_size, head_passes, True, False))
+    attention = flops.by_part().get(Part.SCORES, 0.0) * tokens
+    p = work.compute_bytes
+    passes = (1.0 + recompute / 3.0) if training else 1.0 / 3.0  # forward is a third of a step's traffic
+    eager = 0.0
+    if work.attention == "eager":
+        scores = model.num_heads * positions * (positions + method.prefix_tokens)
+        # Scores written and read by softmax, probabilities written and read by AV: forward and backward.
+        eager = scores * (p + 4) * 2 * model.num_layers * passes * 3
+    token_layers = positions * model.num_layers * passes * p / 2.0
+    loss = positions * model.vocab_size * LOSS_BYTES_PER_LOGIT if training else 0.0
+    dequant = 0.0
+    if method.base_storage == "nf4":
+        matrices = sum(lin.copies * lin.weight_elements for lin in layer_linears(model))
+        uses = (2.0 + recompute) if training else 1.0  # forward and dX (and the recompute)
+        dequant = model.num_layers * matrices * (0.5 + p) * uses
+    op_passes = (2.0 + recompute) if training else 1.0
+    operators = (model.num_layers * (OPS_PER_LAYER + (12 if model.is_moe else 0)) + OPS_HEAD) * op_passes
+    operators += adapters * OPS_PER_ADAPTER * op_passes
+    hardware = flops.per_token * tokens
+    return StepShape(
+        gemms=tuple(gemms), attention_flops=attention, causal=model.causal, eager_scores_bytes=eager,
+        elementwise_hidden=token_layers * model.hidden_size,
+        elementwise_ffn=token_layers * model.ffn_size * model.experts_per_token,
+        loss_bytes=loss, dequant_bytes=dequant, operators=operators, optimizer_bytes=optimizer_bytes,
+        bytes_per_element=p,
+        model_flops=hardware - flops.recompute * tokens, hardware_flops=hardware, tokens=tokens,
+        layers=model.num_layers)
+
+
+def micro_batch_seconds(shape: StepShape, *, sequences: Any, tp: Any, peak: Any, peak_16bit: Any, bandwidth: Any,
+                        gemm_efficiency: Any, attention_efficiency: Any, constants: Constants,
+                        pp: Any = 1) -> Any:
+    """Seconds of one micro-batch of ``sequences`` on one GPU of a ``tp``-way tensor-parallel group
+    (and one of ``pp`` pipeline stages). Every argument but ``shape`` and ``constants`` may be an array."""
+    p = shape.bytes_per_element
+    stream = bandwidth * constants.bandwidth_efficiency
+    tokens = sequences * shape.tokens
+    gemm = 0.0
+    for g in shape.gemms:
+        rows = tokens * g.rows_per_token
+        flops = 2.0 * rows * g.k * g.n / tp
+        rate = (peak if g.low_precision else peak_16bit) * gemm_efficiency
+        inputs = rows * g.k * (1.0 if g.column else 1.0 / tp)
+        outputs = rows * g.n * (1.0 / tp if g.column else 1.0)
+        moved = p * (inputs + g.k * g.n / tp + outputs)
+        gemm = gemm + g.calls * xp.soft_max(flops / rate, moved / stream, GEMM_SHARPNESS)
+    executed = shape.attention_flops * (0.5 if shape.causal else 1.0)
+    attention = sequences * executed / tp / (peak_16bit * attention_efficiency)
+    attention = xp.maximum(attention, sequences * shape.eager_scores_bytes / tp / stream)
+    elementwise = sequences * (constants.elementwise_hidden * shape.elementwise_hidden
+                               + constants.elementwise_ffn * shape.elementwise_ffn + shape.loss_bytes) / tp / stream
+    dequant = shape.dequant_bytes / tp / stream
+    device = (gemm + attention + elementwise + dequant) / pp
+    host = shape.operators / pp * constants.dispatch_seconds
+    return xp.soft_max(device, host, HOST_SHARPNESS)
+
+
+def optimizer_seconds(shape: StepShape, *, shards: Any, bandwidth: Any, constants: Constants) -> Any:
+    """The optimizer step: every local trainable parameter's weight, gradient and states streamed once."""
+    return shape.optimizer_bytes / shards / (bandwidth * constants.bandwidth_efficiency)
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeShape:
+    """What one decode step reads and runs, independent of the GPU and the batch."""
+
+    weight_bytes: float
+    """Weights every step reads whatever the batch (attention, norms, LM head, router; for a dense
+    model every matrix)."""
+    expert_bytes: float
+    """One expert's matrices in every layer (MoE; 0 for dense)."""
+    experts: int
+    experts_per_token: int
+    kv_bytes_per_sequence: float
+    """Mean KV cache read per decode step per sequence (prompt + half the generation)."""
+    flops_per_token: float
+    operators: float
+    """Operators dispatched per decode step."""
+    layers: int
+    hidden_size: int
+    bytes_per_element: int
+
+
+def decode_shape(model: ModelSpec, method: Method, work: Workload, flops_per_token: float) -> DecodeShape:
+    from costplan.memory import base_weight_bytes, kv_cache_bytes
+
+    p = work.compute_bytes
+    total = base_weight_bytes(model, method, p)
+    embedding = model.vocab_size * model.hidden_size * p if not model.tied_embeddings else 0.0
+    experts = 0.0
+    if model.is_moe:
+        per_expert = sum(lin.weight_elements for lin in layer_linears(model) if lin.copies > 1)
+        experts = model.num_layers * per_expert * p
+    mean_context = work.prompt_len + work.gen_len // 2
+    return DecodeShape(
+        weight_bytes=total - embedding - experts * model.num_experts, expert_bytes=experts,
+        experts=model.num_experts, experts_per_token=model.experts_per_token,
+        kv_bytes_per_sequence=kv_cache_bytes(model, mean_context, 1, p), flops_per_token=flops_per_token,
+        operators=model.num_layers * (OPS_PER_LAYER + (12 if model.is_moe else 0)) + OPS_HEAD,
+        layers=model.num_layers, hidden_size=model.hidden_size, bytes_per_element=p)
