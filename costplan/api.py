@@ -16,8 +16,8 @@ from costplan.hardware import GpuSpec, Price
 from costplan.hardware import gpu as find_gpu
 from costplan.hardware import price as find_price
 from costplan.layout import Job, Pins, Placement, check_pins, choose, default_global_batch, practice
-from costplan.memory import inference_memory
-from costplan.methods import METHODS, Lora, Method, PrefixTuning, PromptTuning, parse_targets
+from costplan.memory import WEIGHT_FORMATS, inference_memory
+from costplan.methods import METHODS, Inference, Lora, Method, PrefixTuning, PromptTuning, parse_targets
 from costplan.model import ModelSpec, count_params, resolve_model
 from costplan.optimizers import optimizer as find_optimizer
 from costplan.profile import Profile, default_profile, saved_profile_for
@@ -129,7 +129,7 @@ class Estimate:
 
 
 def make_method(name: str | Method, *, lora_rank: int = 8, lora_targets: str = "q,v", lora_dropout: float = 0.0,
-                virtual_tokens: int = 20) -> Method:
+                virtual_tokens: int = 20, weights: str | None = None) -> Method:
     if isinstance(name, Method):
         return name
     if not isinstance(name, str):
@@ -141,23 +141,33 @@ def make_method(name: str | Method, *, lora_rank: int = 8, lora_targets: str = "
         return cls(rank=lora_rank, targets=parse_targets(lora_targets), dropout=lora_dropout)
     if issubclass(cls, (PromptTuning, PrefixTuning)):
         return cls(num_virtual_tokens=virtual_tokens)
+    if cls is Inference:
+        if weights and weights not in WEIGHT_FORMATS:
+            raise CostplanError(f"--weights must be one of {', '.join(WEIGHT_FORMATS)}, not {weights!r}.")
+        return Inference(weights=weights or "")
+    if weights:
+        raise CostplanError("--weights (weight-only quantization) applies to inference; use qlora to train on a "
+                            "4-bit base.")
     return cls()
 
 
 def hardware(device: GpuSpec, net: Link, precision: str, profile: Profile, *, usd_per_gpu_hour: float = 0.0,
-             watts: float | None = None) -> engine.Hardware:
+             watts: float | None = None, kernels: str = "eager") -> engine.Hardware:
     """The engine's GPU inputs for one GPU type, with the profile's measured constants where it has them."""
     sixteen = "fp16" if precision in ("fp16", "fp8") and "bf16" not in device.peak_flops else (
         "fp32" if precision == "fp32" else "bf16")
     if sixteen not in device.peak_flops:
         sixteen = "fp16"
     peak = device.peak(precision)
+    # Transformer Engine's fp8 GEMMs reach a smaller share of their (twice as high) peak than 16-bit
+    # GEMMs do, and every input is quantized first: fitted on published fp8 runs.
+    low = profile.value("fp8_gemm_factor").value if precision == "fp8" else 1.0
     measured_link = profile.collective_bytes_per_s(device.key)
     return engine.Hardware(
         memory_bytes=device.memory_bytes, peak=peak, peak_16bit=device.peak(sixteen) if precision != "fp32" else peak,
         bandwidth=device.bandwidth_bytes_per_s,
-        gemm_efficiency=profile.factor("gemm_efficiency", device.key, device.arch).value,
-        attention_efficiency=profile.factor("attention_efficiency", device.key, device.arch).value,
+        gemm_efficiency=profile.factor("gemm_efficiency", device.key, device.arch).value, low_precision_factor=low,
+        attention_efficiency=profile.factor("attention_efficiency", device.key, device.arch, kernels).value,
         intra_bytes_per_s=min(net.intra_bytes_per_s, measured_link) if measured_link else net.intra_bytes_per_s,
         node_bytes_per_s=net.node_bytes_per_s, gpus_per_node=net.gpus_per_node, usd_per_gpu_hour=usd_per_gpu_hour,
         watts=watts if watts is not None else (profile.power_watts(device.key) or device.tdp_watts))
@@ -190,6 +200,7 @@ def estimate(
     zero: int | None = None,
     tp: int | None = None,
     pp: int | None = None,
+    cp: int = 1,
     framework: str | None = None,
     runtime: str | None = None,
     provider: str | None = None,
@@ -199,6 +210,7 @@ def estimate(
     lora_targets: str = "q,v",
     lora_dropout: float = 0.0,
     virtual_tokens: int = 20,
+    weights: str | None = None,
     prompt_len: int = 512,
     gen_len: int = 256,
     pue: float | None = None,
@@ -215,7 +227,7 @@ def estimate(
     """
     spec = model if isinstance(model, ModelSpec) else resolve_model(model)
     how = make_method(method, lora_rank=lora_rank, lora_targets=lora_targets, lora_dropout=lora_dropout,
-                      virtual_tokens=virtual_tokens)
+                      virtual_tokens=virtual_tokens, weights=weights)
     how.validate(spec)
     device = find_gpu(gpu)
     profile = profile or saved_profile_for(device.key) or default_profile()
@@ -266,7 +278,8 @@ def estimate(
     if how.training:
         stack = find_framework(framework) if framework else default_framework(
             True, how.trains_base, how.key in ("pretrain", "cpt") and (gpus is None or gpus > 1))
-        pins = Pins(gpus=gpus, tp=tp, pp=pp, zero=zero, micro_batch=micro_batch, grad_ckpt=grad_ckpt)
+        _positive_int("cp", cp, allow_none=False)
+        pins = Pins(gpus=gpus, tp=tp, pp=pp, zero=zero, micro_batch=micro_batch, grad_ckpt=grad_ckpt, cp=cp)
         check_pins(spec, pins, stack, net)
         _check_layout_for_stack(pins, stack)
         result = _training(spec, how, device, net, stack, work, profile, pins, tokens, epochs, global_batch,
@@ -361,10 +374,10 @@ class _Result:
 def training_job(spec: ModelSpec, how: Method, device: GpuSpec, net: Link, stack: Framework, work: Workload,
                  profile: Profile, global_batch: int, precision_price: float = 0.0) -> Job:
     """The layout-independent part of a training job (``plan`` builds the same for its grids)."""
-    hw = hardware(device, net, work.precision, profile, usd_per_gpu_hour=precision_price)
+    hw = hardware(device, net, work.precision, profile, usd_per_gpu_hour=precision_price, kernels=stack.kernels)
     correction = profile.correction(spec.name, how.key, device.key)
     return Job(model=spec, method=how, work=work, gpu=device, link=net, framework=stack, profile=profile, hw=hw,
-               constants=profile.constants(device.key, stack.runtime),
+               constants=profile.constants(device.key, stack.runtime, stack.kernels),
                correction=correction.factor if correction else 1.0, global_batch=global_batch)
 
 
@@ -393,8 +406,9 @@ def _training(spec, how, device, net, stack, work, profile, pins, tokens, epochs
     offer = find_price(device.key, provider, spot, price_override, gpus=layout.gpus)
     hw = replace(job.hw, usd_per_gpu_hour=offer.usd_per_gpu_hour if offer else 0.0)
     step = job.step(layout)
+    goodput = profile.value("run_goodput").value
     result = engine.throughput(step, parts.shape, gpus=layout.gpus, hw=hw, tokens=total_tokens,
-                               startup_seconds=startup_seconds, pue=pue)
+                               startup_seconds=startup_seconds, pue=pue, goodput=goodput)
     run = replace(work, micro_batch=layout.micro_batch, grad_ckpt=layout.grad_ckpt)
     opt = find_optimizer(work.optimizer)
     correction = profile.correction(spec.name, how.key, device.key)
@@ -410,6 +424,8 @@ def _training(spec, how, device, net, stack, work, profile, pins, tokens, epochs
         f"bandwidth, {stack.runtime} dispatch"
         + (f"; measured correction x{correction.factor:.2f} ({correction.source})" if correction else ""),
         f"step: {_step_text(step)}; MFU {float(result.mfu):.1%}, HFU {float(result.hfu):.1%}",
+        f"wall time: steady-state steps over a goodput of {goodput:.0%} (evaluation, checkpoint saves, data stalls "
+        "and restarts take the rest; fitted on published whole runs)",
         f"communication: {net.described}",
         f"peak memory at the {placement.memory.peak_phase.label}",
     ]
@@ -425,8 +441,9 @@ def _training(spec, how, device, net, stack, work, profile, pins, tokens, epochs
 
 def _layout_text(layout: engine.Layout) -> str:
     parts = [f"{layout.gpus} GPU(s)"]
-    if layout.tp > 1 or layout.pp > 1:
-        parts.append(f"TP {layout.tp} x PP {layout.pp} x DP {layout.dp}")
+    if layout.tp > 1 or layout.pp > 1 or layout.cp > 1:
+        parts.append(f"TP {layout.tp} x PP {layout.pp}" + (f" x CP {layout.cp}" if layout.cp > 1 else "")
+                     + f" x DP {layout.dp}")
     elif layout.dp > 1:
         parts.append(f"DP {layout.dp}")
     if layout.dp > 1:
@@ -469,15 +486,21 @@ def _inference(spec, how, device, net, work, profile, tokens, gpus, runtime, sta
     hw = hardware(device, net, work.precision, profile, usd_per_gpu_hour=offer.usd_per_gpu_hour if offer else 0.0)
     constants = profile.constants(device.key, runtime)
     b = work.micro_batch
-    prefill_shape = step_shape(spec, how, work, fl.prefill, training=False, positions=work.prompt_len)
+    fused = runtime != "eager"
+    prefill_shape = step_shape(spec, how, work, fl.prefill, training=False, positions=work.prompt_len,
+                               fused_ops=fused)
     prefill = micro_batch_seconds(prefill_shape, sequences=b, tp=n, peak=hw.peak, peak_16bit=hw.peak_16bit,
                                   bandwidth=hw.bandwidth, gemm_efficiency=hw.gemm_efficiency,
                                   attention_efficiency=hw.attention_efficiency, constants=constants)
     prefill += engine.tensor_parallel_seconds(b * work.prompt_len * spec.hidden_size * work.compute_bytes,
                                               layers=spec.num_layers, tp=n, pp=1, collectives_per_layer=2.0, hw=hw)
-    shape = decode_shape(spec, how, work, fl.decode.per_token)
+    shape = decode_shape(spec, how, work, fl.decode.per_token, fused=fused)
+    fmt = getattr(how, "weights", "") or "16bit"
+    format_efficiency = profile.value("dequant_bandwidth", fmt).value if fmt not in ("16bit", "bf16", "fp16") else 1.0
     decode = engine.decode_step_seconds(shape, batch=b, tp=n, hw=hw, constants=constants,
-                                        dispatch_seconds=constants.dispatch_seconds)
+                                        dispatch_seconds=constants.dispatch_seconds,
+                                        format_efficiency=format_efficiency,
+                                        collective_latency=profile.value("collective_latency").value)
     latency = prefill + (work.gen_len - 1) * decode
     tps = b * work.gen_len / latency
     seconds = tokens / tps + startup_seconds

@@ -148,7 +148,11 @@ LAYOUT = _options(
     click.option("--tp", type=_ints(64), show_default="auto",
                  help="Tensor-parallel degree inside a node (Megatron) [auto]."),
     click.option("--pp", type=_ints(1024), show_default="auto", help="Pipeline stages across nodes (Megatron) [auto]."),
-    click.option("--framework", type=click.Choice(["hf-trainer", "megatron"]), show_default="auto",
+    click.option("--cp", type=_ints(64), default=1, show_default=True,
+                 help="Context parallelism: each sequence split over this many GPUs (Megatron, torchtitan)."),
+    click.option("--framework", type=click.Choice(["hf-trainer", "fsdp", "deepspeed", "torchtune", "litgpt",
+                                                   "unsloth", "axolotl", "megatron", "torchtitan"]),
+                 show_default="auto",
                  help="Training stack [auto: Megatron for multi-GPU pretraining and continual pretraining, the "
                       "Hugging Face Trainer otherwise]."),
 )
@@ -167,9 +171,13 @@ LAYOUT = _options(
 @click.option("--optimizer", default="adamw", show_default=True,
               help="adamw, adamw-fused, adamw-8bit, paged-adamw, paged-adamw-8bit, sgd, sgd-momentum, adafactor.")
 @click.option("--attention", type=click.Choice(["flash", "eager"]), default="flash", show_default=True)
-@click.option("--runtime", type=click.Choice(["eager", "compiled"]), show_default="auto",
-              help="Kernel dispatch: eager PyTorch, or compiled (CUDA graphs / torch.compile, as vLLM, TensorRT-LLM "
-                   "and gpt-fast run) [auto: compiled for inference, the stack's own for training].")
+@click.option("--runtime", type=click.Choice(["eager", "compiled", "native"]), show_default="auto",
+              help="Kernel dispatch: eager PyTorch (transformers generate), compiled (CUDA graphs / torch.compile, as "
+                   "vLLM, TensorRT-LLM and gpt-fast run) or native (C++ engines: llama.cpp, exllamav2) [auto: compiled "
+                   "for inference, the stack's own for training].")
+@click.option("--weights", type=click.Choice(["bf16", "fp16", "fp8", "int8", "int4", "nf4"]),
+              help="Inference: weight-only quantization of the layers' matrices (int4: AWQ/GPTQ groups of 128) "
+                   "[default: the precision].")
 @click.option("--lora-rank", type=_ints(65_536), default=8, show_default=True)
 @click.option("--lora-targets", default="q,v", show_default=True,
               help="Comma list of q,k,v,o,gate,up,down, or attn, mlp, all-linear.")
@@ -392,7 +400,8 @@ def compare(model: str, gpu: str, tokens: float, cpt_tokens: float, eval_tokens:
 @click.option("--seq-len", type=_ints(MAX_SEQ))
 @click.option("--global-batch", type=_ints(100_000_000), show_default="auto",
               help="Sequences per optimizer step [auto: published practice for the method and size].")
-@click.option("--framework", type=click.Choice(["hf-trainer", "megatron"]), show_default="auto")
+@click.option("--framework", type=click.Choice(["hf-trainer", "fsdp", "deepspeed", "torchtune", "litgpt", "unsloth",
+                                               "axolotl", "megatron", "torchtitan"]), show_default="auto")
 @PRICES
 @click.option("--lora-rank", type=_ints(65_536), default=8, show_default=True)
 @click.option("--lora-targets", default="q,v", show_default=True)
@@ -566,7 +575,11 @@ def _collectives_profile(target: Any, points: list[dict[str, Any]]) -> dict[str,
 @cli.command()
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--show-skipped", is_flag=True, help="List the rows that could not be predicted, and why.")
-def validate(as_json: bool, show_skipped: bool) -> None:
+@click.option("--rows", "show_rows", is_flag=True, help="Show every row's prediction, not only the summary.")
+@click.option("--kind", "kinds", multiple=True, type=click.Choice(["pretrain", "throughput", "finetune_throughput",
+                                                                  "decode", "memory", "fit"]),
+              help="Only these kinds (repeatable).")
+def validate(as_json: bool, show_skipped: bool, show_rows: bool, kinds: tuple[str, ...]) -> None:
     """Predict the published runs in tables/published_runs.csv with default settings and compare,
     beside the naive rules a user would otherwise apply.
 
@@ -576,7 +589,7 @@ def validate(as_json: bool, show_skipped: bool) -> None:
     """
     from costplan import validate as val
 
-    results, skipped = _run(val.validate)
+    results, skipped = _run(val.validate, kinds or val.KINDS)
     summary = val.summarize(results)
     if as_json:
         from costplan.serialize import dumps, validate_dict
@@ -587,7 +600,7 @@ def validate(as_json: bool, show_skipped: bool) -> None:
 
     from costplan.render import validation_view
 
-    Console().print(validation_view(results, summary, skipped if show_skipped else []))
+    Console().print(validation_view(results, summary, skipped if show_skipped else [], rows=show_rows))
 
 
 @cli.command()

@@ -24,7 +24,8 @@ from costplan.speed import HOST_SHARPNESS, Constants, DecodeShape, StepShape, mi
 from costplan.terms import Mem, Phase
 
 NCCL_LATENCY_SECONDS = 10e-6
-"""Latency of one collective inside a node (typical NCCL small-message latency; assumption)."""
+"""Latency of one collective inside a node (typical NCCL small-message latency; assumption).
+Decode's many tiny all-reduces use the fitted ``collective_latency`` of tables/efficiency.csv."""
 INTER_NODE_LATENCY_SECONDS = 25e-6
 """Extra latency of a collective that crosses nodes (InfiniBand/RoCE round trips; assumption)."""
 DDP_BUCKET_BYTES = 25 * 2**20
@@ -45,14 +46,16 @@ class Layout:
     micro_batch: int = 1
     grad_accum: int = 1
     grad_ckpt: bool = False
+    cp: int = 1
+    """Context parallelism: each sequence's tokens split over ``cp`` GPUs (ring attention)."""
 
     def __post_init__(self) -> None:
-        if self.gpus % (self.tp * self.pp):
-            raise ValueError(f"{self.gpus} GPUs are not a multiple of tp {self.tp} x pp {self.pp}")
+        if self.gpus % (self.tp * self.pp * self.cp):
+            raise ValueError(f"{self.gpus} GPUs are not a multiple of tp {self.tp} x pp {self.pp} x cp {self.cp}")
 
     @property
     def dp(self) -> int:
-        return self.gpus // (self.tp * self.pp)
+        return self.gpus // (self.tp * self.pp * self.cp)
 
     @property
     def sequences_per_step(self) -> int:
@@ -79,23 +82,27 @@ class Hardware:
     gpus_per_node: Any
     usd_per_gpu_hour: Any
     watts: Any
+    low_precision_factor: Any = 1.0
+    """fp8 matmuls: the share of ``peak`` they reach relative to a 16-bit matmul's share of its own."""
 
 
 # --- memory ------------------------------------------------------------------------------------
 
 def training_phases(mem: TrainingMemory, *, dp: Any, zero: Any, micro_batch: Any, grad_accum: Any, tp: Any = 1,
-                    pp: Any = 1) -> dict[Phase, dict[Mem, Any]]:
+                    pp: Any = 1, cp: Any = 1) -> dict[Phase, dict[Mem, Any]]:
     """Live bytes per GPU at each candidate peak of a training step, by term.
 
     ``mem`` holds one replica's terms for ONE sequence (micro-batch 1, no parallelism). Tensor
     parallelism (Megatron-style with sequence parallelism) splits every term ``tp`` ways; pipeline
     stages split the model ``pp`` ways, and 1F1B keeps up to ``pp`` micro-batches in flight on the
-    first stage (``min(pp, grad_accum)`` micro-batches of ``1/pp`` of the layers). ZeRO stage 1
+    first stage (``min(pp, grad_accum)`` micro-batches of ``1/pp`` of the layers); context
+    parallelism splits each sequence ``cp`` ways. ZeRO stage 1
     shards master weights, optimizer states and step temporaries over the ``dp`` replicas, stage 2
     also gradients, stage 3 (FSDP) also weights, gathering two layers at a time.
     """
     model_split = tp * pp
-    mb = micro_batch / tp
+    mb = micro_batch / (tp * cp)  # context parallelism splits each sequence's activations too
+    dp = dp * cp  # optimizer states shard over every data-parallel and context-parallel rank
     in_flight = xp.minimum(pp, grad_accum) / pp
     by_states = xp.where(zero >= 1, dp, 1) * model_split
     held = {Mem.WEIGHTS: mem.weights / (xp.where(zero >= 3, dp, 1) * model_split),
@@ -244,28 +251,33 @@ class StepTime:
 
 def training_step(shape: StepShape, mem: TrainingMemory, *, hw: Hardware, constants: Constants, dp: Any, tp: Any,
                   pp: Any, zero: Any, micro_batch: Any, grad_accum: Any, hidden_size: int,
-                  correction: float = 1.0) -> StepTime:
+                  correction: float = 1.0, cp: Any = 1) -> StepTime:
     """The time of one optimizer step for the layout; ``correction`` scales the compute by a
     calibration (measured over predicted step time; 1 without one)."""
+    # Context parallelism: each GPU runs 1/cp of every sequence's tokens and of its attention
+    # queries (against all keys, exchanged around a ring and hidden behind the attention kernel).
     mb_seconds = correction * micro_batch_seconds(
-        shape, sequences=micro_batch, tp=tp, pp=pp, peak=hw.peak, peak_16bit=hw.peak_16bit,
+        shape, sequences=micro_batch / cp, tp=tp, pp=pp, peak=hw.peak * hw.low_precision_factor,
+        peak_16bit=hw.peak_16bit,
         bandwidth=hw.bandwidth, gemm_efficiency=hw.gemm_efficiency,
         attention_efficiency=hw.attention_efficiency, constants=constants)
-    message = micro_batch * shape.tokens * hidden_size * shape.bytes_per_element
+    message = micro_batch / cp * shape.tokens * hidden_size * shape.bytes_per_element
     passes = 8.0 + (4.0 if mem.recompute else 0.0)
     tp_seconds = tensor_parallel_seconds(message, layers=shape.layers, tp=tp, pp=pp,
                                          collectives_per_layer=passes, hw=hw)
     per_micro = mb_seconds + tp_seconds
     compute = grad_accum * per_micro
-    # 1F1B: pp - 1 micro-batch slots idle while the pipeline fills and drains; stages pass
-    # activations to their neighbour over the node network.
-    p2p = xp.where(pp > 1, 2 * message / tp / (hw.node_bytes_per_s / hw.gpus_per_node), 0.0)
-    bubble = (pp - 1) * per_micro + grad_accum * p2p
-    once, per_batch = data_parallel_seconds(mem.gradients, mem.weights, dp=dp, tp=tp, pp=pp, zero=zero, hw=hw)
+    # Interleaved 1F1B (Megatron's virtual pipeline, as NeMo's recipes run large models: about two
+    # layers per virtual stage): (pp - 1) / v micro-batch slots idle while the pipeline fills and
+    # drains; stages pass activations to their neighbour over the node network, v times as often.
+    virtual = xp.maximum(shape.layers // (2 * pp), 1)
+    p2p = xp.where(pp > 1, 2 * virtual * message / tp / (hw.node_bytes_per_s / hw.gpus_per_node), 0.0)
+    bubble = (pp - 1) / virtual * per_micro + grad_accum * p2p
+    once, per_batch = data_parallel_seconds(mem.gradients, mem.weights, dp=dp * cp, tp=tp, pp=pp, zero=zero, hw=hw)
     backward = mb_seconds * 2.0 / 3.0
     exposed = (xp.maximum(once - BACKWARD_OVERLAP * backward, 0.0)
                + grad_accum * xp.maximum(per_batch - BACKWARD_OVERLAP * mb_seconds, 0.0))
-    shards = tp * pp * xp.where(zero >= 1, dp, 1)
+    shards = tp * pp * xp.where(zero >= 1, dp * cp, 1)
     optimizer = optimizer_seconds(shape, shards=shards, bandwidth=hw.bandwidth, constants=constants)
     total = compute + bubble + exposed + optimizer
     tokens = dp * micro_batch * grad_accum * shape.tokens
@@ -290,11 +302,13 @@ class Throughput:
 
 
 def throughput(step: StepTime, shape: StepShape, *, gpus: Any, hw: Hardware, tokens: float,
-               startup_seconds: float, pue: float) -> Throughput:
-    """Speed, wall time (plus ``startup_seconds`` per run), GPU-hours, dollars and kWh of ``tokens``
-    data tokens."""
+               startup_seconds: float, pue: float, goodput: float = 1.0) -> Throughput:
+    """Speed (steady state), wall time, GPU-hours, dollars and kWh of ``tokens`` data tokens. The
+    wall time divides the steady-state time by ``goodput``, the share of a run spent in training
+    steps (the rest: evaluation, checkpoint saves, data stalls, restarts after failures), and adds
+    ``startup_seconds`` per run."""
     tokens_per_second = step.tokens / step.total
-    seconds = tokens / tokens_per_second + startup_seconds
+    seconds = tokens / tokens_per_second / goodput + startup_seconds
     gpu_hours = gpus * seconds / 3600
     per_token_model = shape.model_flops / shape.tokens
     per_token_hardware = shape.hardware_flops / shape.tokens
@@ -314,15 +328,18 @@ def experts_hit(experts: int, per_token: int, tokens: Any) -> Any:
 
 
 def decode_step_seconds(shape: DecodeShape, *, batch: Any, tp: Any, hw: Hardware, constants: Constants,
-                        dispatch_seconds: float) -> Any:
+                        dispatch_seconds: float, format_efficiency: float = 1.0,
+                        collective_latency: float = NCCL_LATENCY_SECONDS) -> Any:
     """One decode step for ``batch`` requests: weights (the experts the batch hits) and KV cache read
-    at the achieved bandwidth, or the FLOPs if larger; the host's dispatch overlaps; tensor
+    at the achieved bandwidth (quantized weights at ``format_efficiency`` of it: their kernels
+    dequantize as they read), or the FLOPs if larger; the host's dispatch overlaps; tensor
     parallelism adds two all-reduces per layer."""
     read = shape.weight_bytes + experts_hit(shape.experts, shape.experts_per_token, batch) * shape.expert_bytes
-    memory = (read + batch * shape.kv_bytes_per_sequence) / tp / (hw.bandwidth * constants.bandwidth_efficiency)
+    stream = hw.bandwidth * constants.bandwidth_efficiency
+    memory = (read / format_efficiency + batch * shape.kv_bytes_per_sequence) / tp / stream
     compute = batch * shape.flops_per_token / tp / (hw.peak * hw.gemm_efficiency)
     device = xp.maximum(memory, compute)
     step = xp.soft_max(device, shape.operators * dispatch_seconds, HOST_SHARPNESS)
     message = batch * shape.hidden_size * shape.bytes_per_element
-    all_reduce = 2 * (tp - 1) / tp * message / hw.intra_bytes_per_s + NCCL_LATENCY_SECONDS
+    all_reduce = 2 * (tp - 1) / tp * message / hw.intra_bytes_per_s + collective_latency
     return step + xp.where(tp > 1, 2 * shape.layers * all_reduce, 0.0)

@@ -91,14 +91,16 @@ class Job:
             trainable = sum(t.elements for t in tensors)
             moved = trainable * opt.step_bytes_per_param(work.compute_bytes, self.method.trains_base
                                                          and work.mixed_precision)
-            shape = step_shape(self.model, self.method, work, flops, optimizer_bytes=moved)
+            shape = step_shape(self.model, self.method, work, flops, optimizer_bytes=moved,
+                               fused_loss=self.framework.kernels == "fused",
+                               fused_ops=self.framework.runtime != "eager")
             self._parts[grad_ckpt] = Parts(training_memory(self.model, self.method, work), flops, shape)
         return self._parts[grad_ckpt]
 
     def phases(self, layout: engine.Layout) -> dict:
         return engine.training_phases(self.parts(layout.grad_ckpt).memory, dp=layout.dp, zero=layout.zero,
                                       micro_batch=layout.micro_batch, grad_accum=layout.grad_accum, tp=layout.tp,
-                                      pp=layout.pp)
+                                      pp=layout.pp, cp=layout.cp)
 
     def device_bytes(self, layout: engine.Layout) -> float:
         return engine.device_bytes(engine.peak_bytes(self.phases(layout)), self.profile.allocator_slack(),
@@ -109,7 +111,7 @@ class Job:
         return engine.training_step(parts.shape, parts.memory, hw=self.hw, constants=self.constants, dp=layout.dp,
                                     tp=layout.tp, pp=layout.pp, zero=layout.zero, micro_batch=layout.micro_batch,
                                     grad_accum=layout.grad_accum, hidden_size=self.model.hidden_size,
-                                    correction=self.correction)
+                                    correction=self.correction, cp=layout.cp)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -122,6 +124,8 @@ class Pins:
     zero: int | None = None
     micro_batch: int | None = None
     grad_ckpt: bool | None = None
+    cp: int = 1
+    """Context parallelism: never chosen automatically, only given (--cp)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,9 +206,9 @@ def _fastest_at(job: Job, gpus: int, pins: Pins) -> tuple[_Tried | None, _Tried 
     for ckpt in ckpts:
         for tp in tensor_parallel_options(job, gpus, pins.tp):
             for pp in pipeline_options(job, gpus, tp, pins.pp):
-                if gpus % (tp * pp):
+                if gpus % (tp * pp * pins.cp):
                     continue
-                dp = gpus // (tp * pp)
+                dp = gpus // (tp * pp * pins.cp)
                 stages = [pins.zero] if pins.zero is not None else [z for z in job.framework.zero_stages
                                                                      if dp > 1 or z == 0]
                 for zero in stages:
@@ -215,12 +219,13 @@ def _fastest_at(job: Job, gpus: int, pins: Pins) -> tuple[_Tried | None, _Tried 
                     for mb in batches:
                         accum = max(1, math.ceil(job.global_batch / (dp * mb)))
                         layout = engine.Layout(gpus=gpus, tp=tp, pp=pp, zero=zero, micro_batch=mb, grad_accum=accum,
-                                               grad_ckpt=ckpt)
+                                               grad_ckpt=ckpt, cp=pins.cp)
                         needed = job.device_bytes(layout)
                         if needed <= capacity:
                             step = job.step(layout)
                             fitting.append(_Tried(layout, needed, step.total / step.tokens))
-                            break
+                            if pp == 1:
+                                break  # smaller micro-batches only pay off against a pipeline's bubble
                         if smallest is None or needed < smallest.device_bytes:
                             smallest = _Tried(layout, needed, math.inf)
     if not fitting:
@@ -248,12 +253,12 @@ def _floor_fits(job: Job, gpus: int, pins: Pins) -> bool:
     tp = max(tps) if tps else 1
     pps = pipeline_options(job, gpus, tp, pins.pp)
     pp = max(pps) if pps else 1
-    if gpus % (tp * pp):
+    if gpus % (tp * pp * pins.cp):
         return False
-    dp = gpus // (tp * pp)
+    dp = gpus // (tp * pp * pins.cp)
     zero = pins.zero if pins.zero is not None else max(job.framework.zero_stages if dp > 1 else (0,))
     layout = engine.Layout(gpus=gpus, tp=tp, pp=pp, zero=zero, micro_batch=pins.micro_batch or 1,
-                           grad_accum=2, grad_ckpt=pins.grad_ckpt if pins.grad_ckpt is not None else True)
+                           grad_accum=2, grad_ckpt=pins.grad_ckpt if pins.grad_ckpt is not None else True, cp=pins.cp)
     return job.device_bytes(layout) <= job.gpu.memory_bytes
 
 
@@ -368,7 +373,9 @@ def check_pins(model: ModelSpec, pins: Pins, framework: Framework, link: Link) -
                                 f"({model.num_kv_heads} key/value heads).")
     if pins.pp is not None and pins.pp > model.num_layers:
         raise CostplanError(f"--pp {pins.pp} exceeds {model.name}'s {model.num_layers} layers.")
+    if pins.cp > 1 and not framework.tensor_parallel:
+        raise CostplanError(f"{framework.key} has no context parallelism; use --framework megatron or torchtitan.")
     if pins.gpus is not None:
-        split = (pins.tp or 1) * (pins.pp or 1)
+        split = (pins.tp or 1) * (pins.pp or 1) * pins.cp
         if pins.gpus % split:
-            raise CostplanError(f"--gpus {pins.gpus} is not a multiple of --tp x --pp ({split}).")
+            raise CostplanError(f"--gpus {pins.gpus} is not a multiple of --tp x --pp x --cp ({split}).")

@@ -48,14 +48,32 @@ def nf4_bytes_per_param(double_quant: bool) -> float:
     return 0.5 + FP32 / NF4_BLOCK
 
 
+WEIGHT_FORMATS = ("bf16", "fp16", "fp8", "int8", "int4", "nf4")
+INT4_GROUP = 128
+"""AWQ and GPTQ quantize in groups of 128 weights with a 16-bit scale and a zero point each."""
+
+
+def weight_bytes_per_param(weights: str, compute_bytes: int) -> float:
+    """Stored bytes per element of a quantized matrix (weight-only quantization for inference):
+    int8 with a per-row scale (about 1 byte), int4 AWQ/GPTQ with a 16-bit scale and zero per group
+    of 128, NF4 with double quantization (bitsandbytes), fp8 (1 byte)."""
+    return {"bf16": 2.0, "fp16": 2.0, "fp32": 4.0, "fp8": 1.0, "int8": 1.0,
+            "int4": 0.5 + 4 / INT4_GROUP, "nf4": nf4_bytes_per_param(True)}.get(weights, float(compute_bytes))
+
+
 def base_weight_bytes(model: ModelSpec, method: Method, compute_bytes: int) -> float:
-    """Bytes of the base model's weights as stored."""
+    """Bytes of the base model's weights as stored: the layers' matrices in NF4 for QLoRA (or in a
+    weight-only format for inference), embeddings, norms and the LM head in the compute dtype."""
     total = count_params(model).total
-    if method.base_storage != "nf4":
+    weights = getattr(method, "weights", "")
+    if method.base_storage != "nf4" and weights in ("", "bf16", "fp16"):
         return total * compute_bytes
     matrices = model.num_layers * sum(lin.copies * lin.weight_elements for lin in layer_linears(model))
-    nf4 = nf4_bytes_per_param(getattr(method, "double_quant", True))
-    return matrices * nf4 + (total - matrices) * compute_bytes
+    if method.base_storage == "nf4":
+        per = nf4_bytes_per_param(getattr(method, "double_quant", True))
+    else:
+        per = weight_bytes_per_param(weights, compute_bytes)
+    return matrices * per + (total - matrices) * compute_bytes
 
 
 @dataclass(frozen=True, slots=True)

@@ -95,6 +95,14 @@ class Inference(Method):
     key: ClassVar[str] = "inference"
     label: ClassVar[str] = "inference (prompting only)"
     training: ClassVar[bool] = False
+    weights: str = ""
+    """Weight-only quantization of the layers' matrices (int8, int4, nf4, fp8); empty: the compute dtype."""
+
+    def notes(self, model: ModelSpec) -> list[str]:
+        if not self.weights or self.weights in ("bf16", "fp16"):
+            return []
+        return [f"weights: the layers' matrices stored in {self.weights} (weight-only quantization; embeddings "
+                "and the LM head in 16 bits), dequantized on the fly as each decode step reads them"]
 
     def default_tokens(self, model: ModelSpec) -> tuple[float, str]:
         return 1e6, "1M generated tokens priced (pass --tokens)"

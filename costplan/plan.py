@@ -236,6 +236,7 @@ class _Grid:
     hidden: int
     allocator_slack: float
     context_bytes: float
+    goodput: float
 
 
 def _grid(spec, method, stack, work, profile, keys, batch, max_gpus, provider, spot, price) -> _Grid | None:
@@ -284,11 +285,13 @@ def _grid(spec, method, stack, work, profile, keys, batch, max_gpus, provider, s
         attention_efficiency=column([h.attention_efficiency for h in hws]),
         intra_bytes_per_s=column([h.intra_bytes_per_s for h in hws]),
         node_bytes_per_s=column([h.node_bytes_per_s for h in hws]), gpus_per_node=per_node[gi],
+        low_precision_factor=column([h.low_precision_factor for h in hws]),
         usd_per_gpu_hour=found.price[gi, ji] * found.billed[gi, ji], watts=column([h.watts for h in hws]))
     first = jobs[0].constants
     constants = replace(first, bandwidth_efficiency=column([job.constants.bandwidth_efficiency for job in jobs]))
     return _Grid(keys, hw, constants, parts, layout, found, column([job.correction for job in jobs]),
-                 spec.hidden_size, profile.allocator_slack(), profile.cuda_context_bytes())
+                 spec.hidden_size, profile.allocator_slack(), profile.cuda_context_bytes(),
+                 profile.value("run_goodput").value)
 
 
 def _evaluate(grid: _Grid, tokens: float, startup_seconds: float, pue: float, ckpt: bool) -> tuple[Any, ...]:
@@ -305,7 +308,7 @@ def _evaluate(grid: _Grid, tokens: float, startup_seconds: float, pue: float, ck
                                 pp=pp, zero=zero, micro_batch=mb, grad_accum=accum, hidden_size=grid.hidden,
                                 correction=grid.correction)
     result = engine.throughput(step, parts.shape, gpus=n, hw=grid.hw, tokens=tokens,
-                               startup_seconds=startup_seconds, pue=pue)
+                               startup_seconds=startup_seconds, pue=pue, goodput=grid.goodput)
     cost = np.where(np.isfinite(result.cost_usd), result.cost_usd, np.inf)
     return fits, np.asarray(result.wall_seconds, dtype=float), cost, device, step.scaling_efficiency, lay
 

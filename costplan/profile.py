@@ -54,6 +54,10 @@ class Profile:
     allocator_slack, cuda_context_bytes, power_watts, collective_bytes_per_s)."""
     corrections: tuple[Correction, ...] = field(default=())
 
+    def value(self, kind: str, *scopes: str) -> Factor:
+        """A table constant for the most specific of ``scopes`` that has a row (else ``*``)."""
+        return self._row(kind, scopes)
+
     def _row(self, kind: str, scopes: tuple[str, ...]) -> Factor:
         found = {row["scope"]: row for row in self.rows if row["kind"] == kind}
         for scope in (*scopes, "*"):
@@ -69,19 +73,21 @@ class Profile:
             return None
         return dict(self.measured).get(kind)
 
-    def factor(self, kind: str, gpu_key: str | None = None, arch: str | None = None) -> Factor:
-        """A constant for a GPU: measured on it, else the table's row for the GPU, its
-        architecture, or any."""
+    def factor(self, kind: str, gpu_key: str | None = None, arch: str | None = None,
+               kernels: str | None = None) -> Factor:
+        """A constant for a GPU: measured on it, else the table's row for the GPU, its architecture
+        with the stack's kernels (``hopper-fused``), its architecture, or any."""
         value = self._measured(kind, gpu_key)
         if value is not None:
             return Factor(value, value * 0.95, value * 1.05, f"measured ({self.name})")
-        return self._row(kind, tuple(s for s in (gpu_key, arch) if s))
+        scopes = (gpu_key, f"{arch}-{kernels}" if arch and kernels else None, arch)
+        return self._row(kind, tuple(s for s in scopes if s))
 
-    def constants(self, gpu_key: str | None, runtime: str) -> Constants:
+    def constants(self, gpu_key: str | None, runtime: str, kernels: str = "eager") -> Constants:
         return Constants(
             bandwidth_efficiency=self.factor("bandwidth_efficiency", gpu_key).value,
-            elementwise_hidden=self._row("elementwise_hidden", ()).value,
-            elementwise_ffn=self._row("elementwise_ffn", ()).value,
+            elementwise_hidden=self._row("elementwise_hidden", (kernels,)).value,
+            elementwise_ffn=self._row("elementwise_ffn", (kernels,)).value,
             dispatch_seconds=self._row("dispatch_seconds", (runtime,)).value,
         )
 

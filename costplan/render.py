@@ -312,21 +312,40 @@ def calibration_table(profile: dict[str, Any]) -> Table:
     return table
 
 
-def validation_view(results: list[Validation], summary: list[ErrorSummary], skipped: list[Skipped]) -> Group:
-    table = Table(title="published runs: predicted (default settings) vs reported", title_justify="left")
-    for column in ("kind", "run", "quantity", "predicted", "reported", "error"):
-        table.add_column(column, justify="right" if column in ("predicted", "reported", "error") else "left")
-    for r in results:
-        unit = {"memory": lambda v: f"{v:,.3g} GiB", "gpu_hours": lambda v: f"{v:,.4g} GPU-h",
-                "mfu": lambda v: f"{v:.1%}"}[r.quantity]
-        table.add_row(r.kind, r.name, r.quantity, unit(r.predicted), unit(r.reported),
-                      _error_text(r.error, 0.15 if r.quantity == "gpu_hours" else 0.03))
-    totals = Table(title="error by kind", title_justify="left")
-    for column in ("kind", "quantity", "rows", "median |error|", "worst"):
-        totals.add_column(column, justify="left" if column in ("kind", "quantity") else "right")
+def validation_view(results: list[Validation], summary: list[ErrorSummary], skipped: list[Skipped],
+                    rows: bool = False) -> Group:
+    units = {"gpu_hours": lambda v: f"{v:,.4g} GPU-h", "tokens_per_second_per_gpu": lambda v: f"{v:,.4g} tok/s/GPU",
+             "tokens_per_second": lambda v: f"{v:,.4g} tok/s", "memory_gib": lambda v: f"{v:,.3g} GiB",
+             "ran": lambda v: "OOM" if v else "ran"}
+    parts: list[Any] = []
+    if rows:
+        table = Table(title="published measurements: predicted (defaults + the source's settings) vs reported",
+                      title_justify="left")
+        for column in ("kind", "split", "run", "predicted", "reported", "error", "naive"):
+            table.add_column(column, justify="right" if column in ("predicted", "reported", "error", "naive")
+                             else "left")
+        for r in results:
+            unit = units[r.quantity]
+            naive = "-" if r.naive_error is None else f"{r.naive_error:+.0%}"
+            table.add_row(r.kind, r.split, r.name, unit(r.predicted), unit(r.reported),
+                          _error_text(r.error, 0.15), naive)
+        parts.append(table)
+    totals = Table(title="error by kind: costplan's defaults against the naive rule on the same rows "
+                         "(fit: rows the constants were fitted on; holdout: the rest)", title_justify="left")
+    for column in ("kind", "split", "rows", "median |error|", "worst", "naive median", "naive worst"):
+        totals.add_column(column, justify="left" if column in ("kind", "split") else "right")
     for s in summary:
-        totals.add_row(s.kind, s.quantity, str(s.rows), f"{s.median_abs:.1%}", f"{s.worst:+.1%}")
-    parts: list[Any] = [table, totals]
+        label = "share wrong" if s.kind == "fit" else ""
+        naive = "-" if s.naive_median_abs is None else f"{s.naive_median_abs:.1%}"
+        naive_worst = "-" if s.naive_worst is None else f"{s.naive_worst:+.1%}"
+        style = None if s.beats_naive in (None, True) else "red"
+        totals.add_row(s.kind + (f" ({label})" if label else ""), s.split, str(s.rows), f"{s.median_abs:.1%}",
+                       f"{s.worst:+.1%}", naive, naive_worst, style=style)
+    parts.append(totals)
+    parts.append(Text("naive rules: GPU-hours and tokens/s from 6 N D / (0.4 x dense peak); decode from the bandwidth "
+                      "roofline (bandwidth over the weights' bytes); memory 16 B/param for full fine-tuning, the "
+                      "weights + 20% for adapters; fit verdicts from that memory"))
     if skipped:
-        parts.append(Text("skipped:\n" + "\n".join(f"  - {s.kind}: {s.name}: {s.reason}" for s in skipped)))
+        parts.append(Text(f"skipped ({len(skipped)}):\n" + "\n".join(f"  - {s.kind}: {s.name}: {s.reason}"
+                                                                       for s in skipped)))
     return Group(*parts)

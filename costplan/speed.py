@@ -45,11 +45,16 @@ OPS_PER_LAYER = 42
 """Operators one transformer layer's forward dispatches in eager PyTorch (Hugging Face Llama
 decoder layer: two RMSNorms of six ops, four projections, rotary embedding, SDPA, views and
 transposes, the gated MLP, two residual adds); a backward dispatches about as many again."""
+FUSED_OPS_PER_LAYER = 12
+"""Kernels one layer's forward launches when compiled (torch.compile/Inductor fuses the elementwise
+operators between the matmuls; CUDA graphs replay them) or in a C++ engine with fused kernels."""
 OPS_PER_ADAPTER = 6
 """peft LoRA forward: dropout (or identity), cast, A, B, scaling, add."""
 OPS_HEAD = 12
 """Final norm, LM head, loss (upcast, log-softmax, NLL) and their backward."""
 LOSS_BYTES_PER_LOGIT = 40
+FUSED_LOSS_BYTES_PER_LOGIT = 10
+"""A fused (or chunked) cross-entropy reads the logits once and writes their gradient once."""
 """Bytes moved per position and vocabulary entry by the causal-LM loss and its backward in eager
 PyTorch (transformers' ``ForCausalLMLoss``): the 16-bit logits upcast to fp32 (2 + 4), log-softmax
 (4 + 4), NLL, log-softmax backward (about 16), the cast of the gradient back (4 + 2) and its read by
@@ -124,7 +129,8 @@ _COLUMN = frozenset({"q", "k", "v", "qkv", "gate", "up", "router"})
 
 
 def step_shape(model: ModelSpec, method: Method, work: Workload, flops: FlopsBreakdown, *,
-               training: bool = True, positions: int | None = None, optimizer_bytes: float = 0.0) -> StepShape:
+               training: bool = True, positions: int | None = None, optimizer_bytes: float = 0.0,
+               fused_loss: bool = False, fused_ops: bool = False) -> StepShape:
     """The shape of one sequence's training step, or (``training=False``) of one forward pass over
     ``positions`` tokens (prefill; decode is priced apart)."""
     ckpt = work.grad_ckpt and training
@@ -170,14 +176,16 @@ def step_shape(model: ModelSpec, method: Method, work: Workload, flops: FlopsBre
         # Scores written and read by softmax, probabilities written and read by AV: forward and backward.
         eager = scores * (p + 4) * 2 * model.num_layers * passes * 3
     token_layers = positions * model.num_layers * passes * p / 2.0
-    loss = positions * model.vocab_size * LOSS_BYTES_PER_LOGIT if training else 0.0
+    per_logit = FUSED_LOSS_BYTES_PER_LOGIT if fused_loss else LOSS_BYTES_PER_LOGIT
+    loss = positions * model.vocab_size * per_logit if training else 0.0
     dequant = 0.0
     if method.base_storage == "nf4":
         matrices = sum(lin.copies * lin.weight_elements for lin in layer_linears(model))
         uses = (2.0 + recompute) if training else 1.0  # forward and dX (and the recompute)
         dequant = model.num_layers * matrices * (0.5 + p) * uses
     op_passes = (2.0 + recompute) if training else 1.0
-    operators = (model.num_layers * (OPS_PER_LAYER + (12 if model.is_moe else 0)) + OPS_HEAD) * op_passes
+    per_layer = FUSED_OPS_PER_LAYER if fused_ops else OPS_PER_LAYER
+    operators = (model.num_layers * (per_layer + (12 if model.is_moe else 0)) + OPS_HEAD) * op_passes
     operators += adapters * OPS_PER_ADAPTER * op_passes
     hardware = flops.per_token * tokens
     return StepShape(
@@ -244,7 +252,9 @@ class DecodeShape:
     bytes_per_element: int
 
 
-def decode_shape(model: ModelSpec, method: Method, work: Workload, flops_per_token: float) -> DecodeShape:
+def decode_shape(model: ModelSpec, method: Method, work: Workload, flops_per_token: float,
+                 fused: bool = False) -> DecodeShape:
+    """``fused``: kernels as a compiled or C++ engine launches them (fewer per layer)."""
     from costplan.memory import base_weight_bytes, kv_cache_bytes
 
     p = work.compute_bytes
@@ -259,5 +269,6 @@ def decode_shape(model: ModelSpec, method: Method, work: Workload, flops_per_tok
         weight_bytes=total - embedding - experts * model.num_experts, expert_bytes=experts,
         experts=model.num_experts, experts_per_token=model.experts_per_token,
         kv_bytes_per_sequence=kv_cache_bytes(model, mean_context, 1, p), flops_per_token=flops_per_token,
-        operators=model.num_layers * (OPS_PER_LAYER + (12 if model.is_moe else 0)) + OPS_HEAD,
+        operators=model.num_layers * ((FUSED_OPS_PER_LAYER if fused else OPS_PER_LAYER) + (12 if model.is_moe else 0))
+        + OPS_HEAD,
         layers=model.num_layers, hidden_size=model.hidden_size, bytes_per_element=p)

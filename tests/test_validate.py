@@ -1,43 +1,83 @@
-"""costplan validate: published runs predicted with default settings."""
+"""costplan validate: published measurements predicted through `estimate`, beside the naive rules."""
 
+import collections
 import json
 
 import pytest
 from click.testing import CliRunner
 
+import costplan
 from costplan.cli import cli
 from costplan.tables import read_table
-from costplan.validate import summarize, validate
+from costplan.validate import KINDS, architecture, summarize, validate
 
 
-def test_published_runs_table_is_sourced_and_large_enough():
+@pytest.fixture(scope="module")
+def validated():
+    return validate()
+
+
+def test_published_runs_are_sourced_and_split_by_source():
     rows = read_table("published_runs")
-    assert len(rows) >= 30
-    assert {r["kind"] for r in rows} >= {"pretrain", "cpt", "full", "lora", "qlora", "inference"}
+    assert len(rows) >= 500
+    assert {r["kind"] for r in rows} >= set(KINDS)
+    assert all(r["source"] and r["as_of"] and r["split"] in ("fit", "holdout") for r in rows)
+    # A source group never lands in both splits of a kind: the split is by source, not by row.
+    splits = collections.defaultdict(set)
+    for r in rows:
+        splits[(r["kind"], r["group"])].add(r["split"])
+    assert all(len(s) == 1 for s in splits.values())
+    for kind in ("pretrain", "throughput", "finetune_throughput", "decode"):
+        assert {r["split"] for r in rows if r["kind"] == kind} == {"fit", "holdout"}
 
 
-def test_llama2_gpu_hours_by_hand():
-    # Llama 2 model card: 7B took 184,320 A100-80GB hours for 2T tokens. Our prediction is the
-    # analytic FLOPs per token (6N plus attention at 4K context) over 312 TFLOPS x MFU 0.42.
-    results, _ = validate()
-    row = next(r for r in results if r.name == "Llama 2 7B pretraining" and r.quantity == "gpu_hours")
-    from costplan.flops import training_flops
-    from costplan.methods import Pretraining
-    from costplan.model import preset
-    from costplan.workload import Workload
-
-    flops = training_flops(preset("llama-2-7b"), Pretraining(), Workload(seq_len=4096)).per_token
-    assert row.predicted == pytest.approx(flops * 2e12 / (312e12 * 0.42) / 3600)
-    assert row.reported == 184_320 and abs(row.error) < 0.15
+def test_a_row_is_predicted_by_estimate_itself(validated):
+    # Llama 2 7B: 184,320 A100-80GB hours for 2T tokens at 4K context in 4M-token batches.
+    results, _ = validated
+    row = next(r for r in results if r.name == "Llama-2-7B")
+    est = costplan.estimate("llama-2-7b", "pretrain", gpu="a100-80gb", tokens=2e12, seq_len=4096,
+                            global_batch=round(4e6 / 4096), price=0.0)
+    assert row.predicted == pytest.approx(est.gpu_hours, rel=1e-9)
+    assert row.reported == 184_320 and abs(row.error) < 0.25
+    # The naive rule: 6 N D / (0.4 x 312 TFLOPS).
+    assert row.naive == pytest.approx(6 * 6_738_415_616 * 2e12 / (0.4 * 312e12) / 3600)
 
 
-def test_validation_reports_every_row_once():
-    results, skipped = validate()
-    names = {r.name for r in results} | {s.name for s in skipped}
-    assert names == {r["name"] for r in read_table("published_runs")}
+def test_decode_roofline_by_hand(validated):
+    results, _ = validated
+    row = next(r for r in results if r.name == "gptfast-l2-7b-bf16-a100")
+    assert row.naive == pytest.approx(2039e9 / (6_738_415_616 * 2))  # bandwidth over the weights' bytes
+    assert row.reported == pytest.approx(104.9)
+    assert abs(row.error) < abs(row.naive_error)
+
+
+def test_every_row_is_reported_once_with_a_reason_when_skipped(validated):
+    results, skipped = validated
+    assert len(results) + len(skipped) == len(read_table("published_runs")) - sum(
+        1 for r in read_table("published_runs") if r["kind"] not in KINDS)
     assert all(s.reason for s in skipped)
-    kinds = {s.kind for s in summarize(results)}
-    assert kinds == {"pretrain/cpt", "fine-tuning"}
+    # Figures that would need more than the GPU's dense peak are mislabelled totals, not per-GPU.
+    assert any("dense peak" in s.reason for s in skipped)
+
+
+def test_summary_by_kind_and_split_beats_the_naive_rule_where_it_is_fitted(validated):
+    results, _ = validated
+    summary = {(s.kind, s.split): s for s in summarize(results)}
+    for kind in ("pretrain", "throughput", "finetune_throughput", "decode"):
+        for split in ("fit", "holdout", "all"):
+            assert (kind, split) in summary
+        fitted = summary[(kind, "fit")]
+        assert fitted.beats_naive, fitted
+    assert summary[("throughput", "all")].median_abs < 0.15
+    assert summary[("decode", "all")].median_abs < summary[("decode", "all")].naive_median_abs / 2
+
+
+def test_architecture_strings_count_learned_positions_for_the_sequence():
+    gpt2 = architecture("hidden=768;layers=12;heads=12;kv_heads=12;ffn=3072;vocab=50257;mlp=plain;pos=learned;"
+                        "tied=true", positions=1024)
+    from costplan.model import count_params
+
+    assert count_params(gpt2).total == pytest.approx(124e6, rel=0.02)
 
 
 def test_cli_validate_json():
@@ -45,3 +85,4 @@ def test_cli_validate_json():
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     assert data["rows"] and data["summary"] and all("error" in r for r in data["rows"])
+    assert {s["split"] for s in data["summary"]} == {"fit", "holdout", "all"}
