@@ -66,6 +66,8 @@ class Estimate:
     """Compute over the whole step (communication, pipeline bubble and optimizer step are the rest)."""
     step: engine.StepTime | None = None
     global_batch: int | None = None
+    correction_applied: float | None = None
+    """The measured correction (calibration step or the user's run log) the step time carries."""
     """Training: sequences per optimizer step."""
     serve: Estimate | None = None
     """The cost of serving the adapted model (``serve_tokens``), when asked."""
@@ -230,7 +232,7 @@ def estimate(
                       virtual_tokens=virtual_tokens, weights=weights)
     how.validate(spec)
     device = find_gpu(gpu)
-    profile = profile or saved_profile_for(device.key) or default_profile()
+    profile = (profile or saved_profile_for(device.key) or default_profile()).with_run_logs(device.key)
     for name, value in (("gpus", gpus), ("micro-batch", micro_batch), ("global-batch", global_batch),
                         ("tp", tp), ("pp", pp), ("seq-len", seq_len)):
         _positive_int(name, value)
@@ -323,9 +325,16 @@ def estimate(
         placement=result.placement, tokens_per_second=result.tokens_per_second, wall_seconds=seconds,
         mfu=result.mfu, hfu=result.hfu, price=chosen_price, energy_kwh=energy, co2_kg=power.co2_kg(energy),
         assumptions=tuple(notes), wall_seconds_range=seconds_range, scaling_efficiency=result.scaling_efficiency,
-        step=result.step, global_batch=result.global_batch, serve=serve, inference=result.inference,
+        step=result.step, global_batch=result.global_batch, correction_applied=result.correction,
+        serve=serve, inference=result.inference,
         latency_seconds=result.latency, time_to_first_token_seconds=result.ttft,
     )
+
+
+def run_goodput(method: Method, profile: Profile) -> float:
+    """The share of a pretraining or continual-pretraining run spent in steady-state steps, fitted on
+    published whole runs (1 for fine-tuning, whose published figures are steady-state speeds)."""
+    return profile.value("run_goodput").value if method.key in ("pretrain", "cpt") else 1.0
 
 
 def _check_layout_for_stack(pins: Pins, stack: Framework) -> None:
@@ -369,6 +378,7 @@ class _Result:
     inference: InferenceFlops | None = None
     latency: float | None = None
     ttft: float | None = None
+    correction: float | None = None
 
 
 def training_job(spec: ModelSpec, how: Method, device: GpuSpec, net: Link, stack: Framework, work: Workload,
@@ -406,7 +416,7 @@ def _training(spec, how, device, net, stack, work, profile, pins, tokens, epochs
     offer = find_price(device.key, provider, spot, price_override, gpus=layout.gpus)
     hw = replace(job.hw, usd_per_gpu_hour=offer.usd_per_gpu_hour if offer else 0.0)
     step = job.step(layout)
-    goodput = profile.value("run_goodput").value
+    goodput = run_goodput(how, profile)
     result = engine.throughput(step, parts.shape, gpus=layout.gpus, hw=hw, tokens=total_tokens,
                                startup_seconds=startup_seconds, pue=pue, goodput=goodput)
     run = replace(work, micro_batch=layout.micro_batch, grad_ckpt=layout.grad_ckpt)
@@ -424,8 +434,10 @@ def _training(spec, how, device, net, stack, work, profile, pins, tokens, epochs
         f"bandwidth, {stack.runtime} dispatch"
         + (f"; measured correction x{correction.factor:.2f} ({correction.source})" if correction else ""),
         f"step: {_step_text(step)}; MFU {float(result.mfu):.1%}, HFU {float(result.hfu):.1%}",
-        f"wall time: steady-state steps over a goodput of {goodput:.0%} (evaluation, checkpoint saves, data stalls "
-        "and restarts take the rest; fitted on published whole runs)",
+        (f"wall time: steady-state steps over a whole-run efficiency of {goodput:.0%} (published pretraining runs "
+         "took 1/{goodput:.2f} of the steady-state time: evaluation, checkpoint saves, data stalls, restarts, "
+         "older stacks)".replace("{goodput:.2f}", f"{goodput:.2f}") if goodput < 1 else
+         "wall time: steady-state steps (fine-tuning jobs are short; no whole-run allowance)"),
         f"communication: {net.described}",
         f"peak memory at the {placement.memory.peak_phase.label}",
     ]
@@ -436,7 +448,7 @@ def _training(spec, how, device, net, stack, work, profile, pins, tokens, epochs
     return _Result(run, parts.flops, parts.flops.per_token * total_tokens, placement,
                    float(result.tokens_per_second), float(result.wall_seconds), float(result.mfu), float(result.hfu),
                    offer, float(result.energy_kwh), float(hw.watts), notes, float(step.scaling_efficiency), step,
-                   global_batch)
+                   global_batch, correction=correction.factor if correction else None)
 
 
 def _layout_text(layout: engine.Layout) -> str:

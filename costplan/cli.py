@@ -503,8 +503,23 @@ def cram(gpu: str, hours: float, model: str | None, dataset_tokens: float, seq_l
 @click.option("--out", type=click.Path(dir_okay=False), help="Also write the profile here.")
 @click.option("--collectives", is_flag=True,
               help="Under torchrun: measure all-reduce/all-gather bandwidth and add it to the profile.")
+@click.option("--from-log", "from_log", type=click.Path(dir_okay=False),
+              help="Learn from a finished run instead: a Hugging Face trainer_state.json or a torchtune metric log.")
+@click.option("--method", default="lora", show_default=True, type=METHOD_CHOICE, help="With --from-log: the method.")
+@click.option("--gpu", "-g", default="h100", show_default=True, help="With --from-log: the GPU type it ran on.")
+@click.option("--gpus", type=_ints(MAX_GPUS), default=1, show_default=True, help="With --from-log: GPUs it ran on.")
+@click.option("--micro-batch", type=_ints(MAX_BATCH), help="With --from-log: the run's micro-batch.")
+@click.option("--global-batch", type=_ints(100_000_000), help="With --from-log: sequences per optimizer step.")
+@click.option("--grad-ckpt/--no-grad-ckpt", default=None, help="With --from-log: whether it checkpointed.")
+@click.option("--lora-rank", type=_ints(65_536), default=8, show_default=True)
+@click.option("--lora-targets", default="q,v", show_default=True)
+@click.option("--framework", type=click.Choice(["hf-trainer", "fsdp", "deepspeed", "torchtune", "litgpt", "unsloth",
+                                               "axolotl", "megatron", "torchtitan"]),
+              help="With --from-log: the stack it ran on [auto].")
 def calibrate(model: str, quick: bool, precision: str | None, seq_len: int | None, out: str | None,
-              collectives: bool) -> None:
+              collectives: bool, from_log: str | None, method: str, gpu: str, gpus: int, micro_batch: int | None,
+              global_batch: int | None, grad_ckpt: bool | None, lora_rank: int, lora_targets: str,
+              framework: str | None) -> None:
     """Measure this machine (matmul curves, bandwidth, attention, a training step per method,
     power) and save a profile that `estimate` then uses instead of the table's constants.
 
@@ -514,7 +529,22 @@ def calibrate(model: str, quick: bool, precision: str | None, seq_len: int | Non
       costplan calibrate --quick --out profile.json
       costplan estimate -m 7b --method lora --profile profile.json
       torchrun --nproc_per_node=2 -m costplan calibrate --collectives --out profile.json
+      costplan calibrate --from-log out/checkpoint-500/trainer_state.json -m 8b --method lora --gpu a100 \\
+          --seq-len 2048 --micro-batch 4 --global-batch 16
     """
+    if from_log:
+        from costplan.runlogs import learn
+
+        options = {"micro_batch": micro_batch, "global_batch": global_batch, "grad_ckpt": grad_ckpt,
+                   "lora_rank": lora_rank, "lora_targets": lora_targets, "framework": framework,
+                   "precision": precision or "bf16"}
+        correction, measured, predicted, saved = _run(learn, from_log, model, method, gpu=gpu, gpus=gpus,
+                                                      seq_len=seq_len, **options)
+        click.echo(f"{correction.model} {correction.method} on {correction.gpu}: measured "
+                   f"{measured.tokens_per_second_per_gpu:,.0f} tokens/s per GPU ({measured.detail}), predicted "
+                   f"{predicted:,.0f}; estimates of this model and method on {correction.gpu} now scale the step "
+                   f"time by {correction.factor:.3f} (saved in {saved})")
+        return
     from pathlib import Path
 
     from rich.console import Console

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from costplan import engine
-from costplan.api import make_method, training_job
+from costplan.api import make_method, run_goodput, training_job
 from costplan.energy import energy_model
 from costplan.errors import CostplanError
 from costplan.frameworks import FRAMEWORKS, default_framework
@@ -291,7 +291,7 @@ def _grid(spec, method, stack, work, profile, keys, batch, max_gpus, provider, s
     constants = replace(first, bandwidth_efficiency=column([job.constants.bandwidth_efficiency for job in jobs]))
     return _Grid(keys, hw, constants, parts, layout, found, column([job.correction for job in jobs]),
                  spec.hidden_size, profile.allocator_slack(), profile.cuda_context_bytes(),
-                 profile.value("run_goodput").value)
+                 run_goodput(method, profile))
 
 
 def _evaluate(grid: _Grid, tokens: float, startup_seconds: float, pue: float, ckpt: bool) -> tuple[Any, ...]:

@@ -33,6 +33,8 @@ class Correction:
     """The model it was measured on ('*' for any)."""
     method: str
     source: str
+    gpu: str | None = None
+    """The GPU type it was measured on (None: the profile's own device)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -92,14 +94,22 @@ class Profile:
         )
 
     def correction(self, model: str, method: str, gpu_key: str) -> Correction | None:
-        """The calibration that applies to this model, method and GPU (a model's own first)."""
-        if gpu_key != self.device_key:
-            return None
+        """The calibration that applies to this model, method and GPU: one learned from the user's own
+        run logs first, then the profile's measured steps; a model's own before any model's."""
         for wanted in (model, "*"):
             for c in self.corrections:
-                if c.model == wanted and c.method == method:
+                if c.model == wanted and c.method == method and (c.gpu or self.device_key) == gpu_key:
                     return c
         return None
+
+    def with_run_logs(self, gpu_key: str) -> Profile:
+        """This profile plus the corrections ``calibrate --from-log`` saved for the GPU type."""
+        from dataclasses import replace
+
+        from costplan.runlogs import load_corrections
+
+        learned = load_corrections(gpu_key)
+        return replace(self, corrections=learned + self.corrections) if learned else self
 
     def time_spread(self) -> Factor:
         return self._row("time_spread", ())

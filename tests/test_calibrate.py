@@ -128,3 +128,64 @@ def test_collectives_under_torchrun_with_gloo(tmp_path):
 def test_collectives_outside_torchrun_is_a_clear_error():
     result = CliRunner().invoke(cli, ["calibrate", "--collectives"])
     assert result.exit_code == 2 and "torchrun" in result.output
+
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "logs")
+
+
+def test_learning_from_a_trainer_state_json_scales_later_estimates():
+    from costplan.runlogs import read_log
+
+    path = os.path.join(FIXTURES, "trainer_state.json")
+    measured = read_log(path, seq_len=None, gpus=1)
+    assert measured.tokens_per_second_per_gpu == pytest.approx(500 * 16 * 2048 / 3276.8)
+    settings = ["-m", "8b", "--method", "lora", "--gpu", "a100", "--seq-len", "2048", "--micro-batch", "4",
+                "--global-batch", "16", "--no-grad-ckpt"]
+    before = costplan.estimate("8b", "lora", gpu="a100", gpus=1, seq_len=2048, micro_batch=4, global_batch=16,
+                               grad_ckpt=False, tokens=1e8)
+    result = CliRunner().invoke(cli, ["calibrate", "--from-log", path, *settings])
+    assert result.exit_code == 0, result.output
+    after = costplan.estimate("8b", "lora", gpu="a100", gpus=1, seq_len=2048, micro_batch=4, global_batch=16,
+                              grad_ckpt=False, tokens=1e8)
+    # The correction multiplies the step's compute: the same run is now predicted at the log's speed.
+    assert after.tokens_per_second == pytest.approx(measured.tokens_per_second_per_gpu, rel=0.02)
+    assert after.correction_applied == pytest.approx(before.tokens_per_second / measured.tokens_per_second_per_gpu)
+    assert any("trainer_state.json" in a for a in after.assumptions)
+    # Another GPU type or method is untouched.
+    assert costplan.estimate("8b", "full", gpu="a100", tokens=1e8).correction_applied is None
+
+
+def test_learning_from_a_torchtune_log_takes_the_steady_median():
+    from costplan.runlogs import read_log
+
+    measured = read_log(os.path.join(FIXTURES, "torchtune_log_1732800000.txt"), seq_len=None, gpus=1)
+    assert measured.tokens_per_second_per_gpu == pytest.approx(2900.0)
+
+
+@pytest.mark.parametrize("content,message", [
+    ('{"log_history": []}', "no log_history"),
+    ('{"log_history": [{"loss": 1.0, "step": 10}]}', "did not finish"),
+    ('{"log_history": [{"train_runtime": -3, "train_samples_per_second": 1}]}', "positive"),
+    ("Step 1 | loss:1.0\n", "tokens_per_second_per_gpu"),
+])
+def test_bad_logs_are_one_line(tmp_path, content, message):
+    path = tmp_path / ("trainer_state.json" if content.startswith("{") else "log_1.txt")
+    path.write_text(content)
+    result = CliRunner().invoke(cli, ["calibrate", "--from-log", str(path), "--seq-len", "2048"])
+    assert result.exit_code == 2 and message in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.needs_torch
+def test_the_gpu_check_runs_its_cpu_path(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "gpu_check", os.path.join(os.path.dirname(__file__), "..", "benchmarks", "gpu_check.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rows = module.run(cpu=True, quick=True, out=tmp_path)
+    assert {r["method"] for r in rows} == {"full", "lora", "prompt"}
+    assert (tmp_path / "gpu_check.csv").is_file() and (tmp_path / "gpu_check.md").is_file()
+    for r in rows:  # the live peak of a real step against the analytic peak
+        assert r["measured_step_s"] > 0 and abs(r["allocated_error"]) < 0.02
