@@ -78,7 +78,7 @@ def create_app(settings: Settings | None = None, allowed_hosts: list[str] | None
         (scratch / "cwd").mkdir()
         pool = WorkerPool(settings.workers, str(scratch / "cwd"), settings.start_method)
         try:
-            pool.start()
+            await run_in_threadpool(pool.start)
             app.state.runtime = _Runtime(pool, scratch, settings)
             yield
         finally:

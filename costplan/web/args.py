@@ -119,7 +119,7 @@ def build_args(command_name: str, params: dict[str, str], server: dict[str, str]
     args = [command_name]
     for name, raw in params.items():
         value = raw.strip()
-        if name in IGNORED or value == "" or (server and name in server):
+        if name in IGNORED or value == "":
             continue
         if not _NAME.fullmatch(name):
             raise RequestError(f"No such option {name[:40]!r}.")
@@ -129,6 +129,8 @@ def build_args(command_name: str, params: dict[str, str], server: dict[str, str]
             continue
         if option.path:
             raise RequestError(f"{name} names a file on the server, which the web API never reads or writes.")
+        if server and name in server:  # a Hub id the server has resolved to its cached config.json
+            continue
         if name == "model":
             check_model_name(value)
         limit = WEB_LIMITS.get((command_name, name))

@@ -19,6 +19,9 @@ from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from typing import Any
 
+STARTUP_S = 120.0
+"""Longest a fresh worker may take to import costplan and answer a first estimate (not counted in a request's limit)."""
+READY = "ready"
 PRELOAD = ("costplan.cli", "costplan.api", "costplan.compare", "costplan.plan", "costplan.cram",
            "costplan.serialize")
 
@@ -71,6 +74,7 @@ def _serve(connection: Any, cwd: str) -> None:
     for name in PRELOAD:
         importlib.import_module(name)
     run_command(["estimate", "--json"])  # warm the tables' caches
+    connection.send(READY)
     while True:
         try:
             args = connection.recv()
@@ -90,8 +94,18 @@ class _Worker:
         self.process = context.Process(target=_serve, args=(child, cwd), daemon=True, name="costplan-web-worker")
         self.process.start()
         child.close()
+        self.ready = False
+
+    def wait_ready(self) -> None:
+        """Block until the worker has started (its imports are not counted in a request's time limit)."""
+        if self.ready:
+            return
+        if not self.connection.poll(STARTUP_S) or self.connection.recv() != READY:
+            raise OSError("the worker process did not start")
+        self.ready = True
 
     def call(self, args: list[str], timeout_s: float) -> Outcome:
+        self.wait_ready()
         self.connection.send(args)
         if not self.connection.poll(timeout_s):
             raise Timeout
@@ -118,8 +132,11 @@ class WorkerPool:
         self._closed = False
 
     def start(self) -> None:
-        for _ in range(self._size):
-            self._idle.put(self._new())
+        """Start the workers and wait until each is ready, so that the first requests are fast."""
+        workers = [self._new() for _ in range(self._size)]
+        for worker in workers:
+            worker.wait_ready()
+            self._idle.put(worker)
 
     def _new(self) -> _Worker:
         worker = _Worker(self._context, self._cwd)
