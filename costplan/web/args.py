@@ -26,7 +26,7 @@ MAX_PARAMS = 64
 WEB_LIMITS = {("plan", "max-gpus"): 1024}
 """Upper bounds tighter than the CLI's, so that no request searches for long (the CLI allows 16,384)."""
 
-IGNORED = frozenset({"json"})  # the API always answers JSON
+IGNORED = frozenset({"json", "brief"})  # the API always answers JSON; --brief only shortens the text view
 _TRUE, _FALSE = frozenset({"true", "1", "yes", "on"}), frozenset({"false", "0", "no", "off"})
 _NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 _PRESET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
@@ -81,11 +81,9 @@ def web_options(command_name: str) -> dict[str, WebOption]:
             continue
         negative = next((o for o in param.secondary_opts if o.startswith("--")), None)
         choices = tuple(param.type.choices) if isinstance(param.type, click.Choice) else None
-        default = param.default if not callable(param.default) else None
+        default = param.default if isinstance(param.default, (str, int, float, bool)) else None  # not click's UNSET
         options[name] = WebOption(name=name, flag=param.is_flag and param.is_bool_flag, negative=negative,
-                                  path=isinstance(param.type, (click.Path, click.File)),
-                                  default=default if isinstance(default, (str, int, float, bool, type(None)))
-                                  else str(default),
+                                  path=isinstance(param.type, (click.Path, click.File)), default=default,
                                   choices=choices, help=" ".join((param.help or "").split()))
     return options
 
