@@ -640,7 +640,9 @@ def serve(host: str, port: int, workers: int, timeout: float) -> None:
       costplan serve                          # then open http://127.0.0.1:8000
       curl 'http://127.0.0.1:8000/api/estimate?model=7b&method=lora&tokens=100M'
     """
-    missing = [name for name in ("starlette", "uvicorn", "multipart") if not _importable(name)]
+    needed = {"starlette": ("starlette",), "uvicorn": ("uvicorn",),
+              "python-multipart": ("python_multipart", "multipart")}
+    missing = [package for package, modules in needed.items() if not any(_importable(m) for m in modules)]
     if missing:
         raise click.ClickException(f"costplan serve needs {', '.join(missing)}: pip install 'costplan[serve]'.")
     from costplan.web.app import Settings

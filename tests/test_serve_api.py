@@ -2,16 +2,17 @@
 CLI's --json prints, mistakes are HTTP 400 with the CLI's own line, and no request reads or writes a
 path on the server or runs unbounded."""
 
+import importlib.util
 import json
 import tempfile
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 pytest.importorskip("starlette")
 pytest.importorskip("httpx")
-pytest.importorskip("multipart")
+if not (importlib.util.find_spec("python_multipart") or importlib.util.find_spec("multipart")):
+    pytest.skip("needs python-multipart (pip install -e '.[serve]')", allow_module_level=True)
 
 from starlette.testclient import TestClient  # noqa: E402
 
@@ -216,6 +217,9 @@ def test_report_downloads_as_costplan_report_writes_it(client):
     assert data.status_code == 200 and data.json()["comparison"][0]["method"] == "inference"
     wrong = client.get("/api/report?format=pdf")
     assert wrong.status_code == 400 and "md, html, json" in wrong.json()["error"]
+    scratch = client.app.state.runtime.scratch
+    assert list((scratch / "requests").iterdir()) == []  # each request's folder is gone once it is answered
+    assert list((scratch / "workers" / "cwd").iterdir()) == []
 
 
 def test_options_describe_what_each_command_takes(client):
@@ -259,4 +263,10 @@ def test_a_stopped_worker_is_replaced(tmp_path):
         assert outcome.status == 200 and json.loads(outcome.text)["model"] == "llama-2-7b"
     finally:
         pool.close()
-    assert list(Path(tmp_path).iterdir()) == []  # nothing written where the workers run
+    assert list((tmp_path / "cwd").iterdir()) == []  # nothing written where the workers run
+
+
+def test_serve_is_a_command_with_localhost_defaults():
+    result = CliRunner().invoke(cli, ["serve", "--help"])
+    assert result.exit_code == 0
+    assert "--host" in result.output and "127.0.0.1" in result.output and "8000" in result.output

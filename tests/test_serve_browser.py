@@ -37,8 +37,8 @@ def _require(condition: bool, why: str) -> None:
 
 _require(os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER),
          "needs Debian's chromium and chromium-driver (apt-get install -y chromium chromium-driver)")
-for _module in ("selenium", "starlette", "uvicorn", "multipart"):
-    _require(importlib.util.find_spec(_module) is not None, f"needs {_module} (pip install -e '.[test]')")
+for _modules in (("selenium",), ("starlette",), ("uvicorn",), ("python_multipart", "multipart")):
+    _require(any(importlib.util.find_spec(m) for m in _modules), f"needs {_modules[0]} (pip install -e '.[test]')")
 
 from selenium import webdriver  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402

@@ -75,8 +75,7 @@ def create_app(settings: Settings | None = None, allowed_hosts: list[str] | None
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         scratch = Path(tempfile.mkdtemp(prefix="costplan-web-"))
-        (scratch / "cwd").mkdir()
-        pool = WorkerPool(settings.workers, str(scratch / "cwd"), settings.start_method)
+        pool = WorkerPool(settings.workers, str(scratch / "workers"), settings.start_method)
         try:
             await run_in_threadpool(pool.start)
             app.state.runtime = _Runtime(pool, scratch, settings)

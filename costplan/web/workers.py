@@ -4,8 +4,9 @@ A request runs the very click command the CLI runs (``cli.main(args, standalone_
 its standard output captured, so the API answers exactly what ``--json`` prints and the same one-line
 message on a mistake, and an option added to the CLI later needs nothing here. Each worker is its own
 process, started once and kept warm: a call that runs past its time limit is stopped by ending the
-process, and a fresh worker takes its place. Workers run in an empty temporary folder, so a name is
-never read as a relative path on the server.
+process, and a fresh worker takes its place. Workers run in an empty folder under the server's
+temporary folder, so a name is never read as a relative path on the server, and matplotlib keeps its
+cache there too (a report draws charts), so that no request writes anywhere else.
 """
 
 from __future__ import annotations
@@ -65,12 +66,13 @@ def run_command(args: list[str]) -> Outcome:
     return Outcome(200, out.getvalue())
 
 
-def _serve(connection: Any, cwd: str) -> None:
+def _serve(connection: Any, scratch: str) -> None:
     """A worker's loop: argument lists in, outcomes out, until told to stop (``None``)."""
     import importlib
 
-    os.chdir(cwd)
-    os.environ.setdefault("MPLBACKEND", "Agg")
+    os.chdir(os.path.join(scratch, "cwd"))
+    os.environ["MPLBACKEND"] = "Agg"
+    os.environ["MPLCONFIGDIR"] = os.path.join(scratch, "matplotlib")
     for name in PRELOAD:
         importlib.import_module(name)
     run_command(["estimate", "--json"])  # warm the tables' caches
@@ -89,9 +91,10 @@ def _serve(connection: Any, cwd: str) -> None:
 
 
 class _Worker:
-    def __init__(self, context: Any, cwd: str) -> None:
+    def __init__(self, context: Any, scratch: str) -> None:
         self.connection, child = context.Pipe()
-        self.process = context.Process(target=_serve, args=(child, cwd), daemon=True, name="costplan-web-worker")
+        self.process = context.Process(target=_serve, args=(child, scratch), daemon=True,
+                                       name="costplan-web-worker")
         self.process.start()
         child.close()
         self.ready = False
@@ -119,13 +122,18 @@ class _Worker:
 
 
 class WorkerPool:
-    """``size`` warm worker processes; ``run`` hands a command to an idle one, waiting at most the limit."""
+    """``size`` warm worker processes; ``run`` hands a command to an idle one, waiting at most the limit.
 
-    def __init__(self, size: int, cwd: str, start_method: str = "spawn") -> None:
+    The workers run in ``scratch/cwd`` (kept empty) and keep matplotlib's cache in ``scratch/matplotlib``.
+    """
+
+    def __init__(self, size: int, scratch: str, start_method: str = "spawn") -> None:
         if size < 1:
             raise ValueError(f"a pool needs at least one worker, not {size}")
         self._context = multiprocessing.get_context(start_method)
-        self._cwd, self._size = cwd, size
+        self._scratch, self._size = scratch, size
+        for folder in ("cwd", "matplotlib"):
+            os.makedirs(os.path.join(scratch, folder), exist_ok=True)
         self._idle: queue.Queue[_Worker] = queue.Queue()
         self._all: set[_Worker] = set()
         self._lock = threading.Lock()
@@ -139,7 +147,7 @@ class WorkerPool:
             self._idle.put(worker)
 
     def _new(self) -> _Worker:
-        worker = _Worker(self._context, self._cwd)
+        worker = _Worker(self._context, self._scratch)
         with self._lock:
             self._all.add(worker)
         return worker
