@@ -49,7 +49,7 @@ SECURITY_HEADERS = [
 ]
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
     workers: int = 2
     """Worker processes: requests answered at once."""
