@@ -272,7 +272,7 @@ function renderSummary(est) {
 }
 
 function renderMemory(est) {
-  const W = 720, H = 150, left = 12, right = 12, y = 44, barH = 46;
+  const W = 720, H = 156, left = 12, right = 12, y = 50, barH = 46;
   const terms = Object.entries(est.memory_breakdown).filter(([, v]) => v > 0);
   const termSum = terms.reduce((a, [, v]) => a + v, 0);
   const overhead = Math.max(0, est.memory_device_bytes - termSum);
@@ -300,10 +300,10 @@ function renderMemory(est) {
     at += bytes;
   }
   const cardX = x(card);
-  svg.append(s("line", {x1: cardX, x2: cardX, y1: y - 20, y2: y + barH + 6, class: "card-line",
+  svg.append(s("line", {x1: cardX, x2: cardX, y1: y - 8, y2: y + barH + 6, class: "card-line",
     "data-bytes": String(card)}));
   const gpu = GPUS[est.gpu];
-  svg.append(s("text", {x: cardX, y: y - 26, class: "card-label", "text-anchor": cardX > W * 0.6 ? "end" : "start"},
+  svg.append(s("text", {x: cardX, y: y - 12, class: "card-label", "text-anchor": cardX > W * 0.6 ? "end" : "start"},
     `${gpu ? gpu.name : est.gpu}: ${fmtGiB(card)}`));
   svg.append(s("text", {x: left, y: 16, class: est.memory_device_bytes > card ? "verdict no" : "verdict"},
     `${fmtGiB(est.memory_device_bytes)} per GPU on ${est.gpus} GPU(s)` +
