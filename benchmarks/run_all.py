@@ -19,7 +19,8 @@ def main() -> None:
     parser.add_argument("--skip-verify", action="store_true")
     parser.add_argument("--skip-calibration", action="store_true")
     args = parser.parse_args()
-    jobs = [("cold_start.py", ["--runs", "10"]), ("plan_throughput.py", []), ("validate.py", [])]
+    jobs = [("cold_start.py", ["--runs", "10"]), ("plan_throughput.py", []), ("validate.py", []),
+            ("serve_latency.py", [])]
     if not args.skip_verify:
         jobs.append(("verify_accuracy.py", []))
     if not args.skip_calibration:

@@ -27,12 +27,17 @@ class _OneLineErrors(click.Group):
         try:
             code = super().main(args, prog_name, complete_var, False, **extra)
         except click.ClickException as exc:
-            click.echo(f"Error: {' '.join(exc.format_message().split())}", err=True)
+            click.echo(f"Error: {error_message(exc)}", err=True)
             sys.exit(2)
         except click.Abort:
             click.echo("Aborted.", err=True)
             sys.exit(1)
         sys.exit(code if isinstance(code, int) else 0)
+
+
+def error_message(exc: click.ClickException) -> str:
+    """The message of the CLI's ``Error:`` line, on one line (the web API answers the same text)."""
+    return " ".join(exc.format_message().split())
 
 
 class _Count(click.ParamType):
@@ -659,6 +664,35 @@ def report(model: str, tokens: float, gpu: str, plan_methods: str, deadline: str
                  plan_methods=tuple(m.strip() for m in plan_methods.split(",") if m.strip()),
                  deadline_seconds=deadline_seconds, budget_usd=budget)
     click.echo(f"wrote {files.markdown}, {files.html} and {files.data}")
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on (the default answers this machine only).")
+@click.option("--port", type=click.IntRange(0, 65_535), default=8000, show_default=True)
+@click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True,
+              help="Worker processes, i.e. requests answered at once.")
+@click.option("--timeout", type=_Number(0, 3600, low_open=True), default=30.0, show_default=True,
+              help="Seconds a request (a plan search, a report) may run before it is stopped.")
+def serve(host: str, port: int, workers: int, timeout: float) -> None:
+    """A local web page for budgeting together, and a JSON API under /api/ (estimate, compare, plan,
+    cram, report) taking the CLI's option names as query parameters. Needs `pip install 'costplan[serve]'`.
+
+    \b
+    Examples:
+      costplan serve                          # then open http://127.0.0.1:8000
+      curl 'http://127.0.0.1:8000/api/estimate?model=7b&method=lora&tokens=100M'
+    """
+    needed = {"starlette": ("starlette",), "uvicorn": ("uvicorn",),
+              "python-multipart": ("python_multipart", "multipart")}
+    missing = [package for package, modules in needed.items() if not any(_importable(m) for m in modules)]
+    if missing:
+        raise click.ClickException(f"costplan serve needs {', '.join(missing)}: pip install 'costplan[serve]'.")
+    from costplan.web.app import Settings
+    from costplan.web.app import serve as run_server
+
+    click.echo(f"costplan: serving on http://{host}:{port} (Ctrl+C stops)", err=True)
+    run_server(host, port, Settings(workers=workers, timeout_s=timeout))
 
 
 def _emit(rows: list[dict[str, Any]], as_json: bool, table: str) -> None:

@@ -8,6 +8,8 @@ import zipfile
 import pytest
 
 HEAVY = ("torch", "transformers", "peft", "pynvml", "pandas", "matplotlib", "numpy")
+WEB = ("costplan.web", "costplan.web.app", "costplan.web.args", "costplan.web.workers", "starlette", "uvicorn",
+       "multipart", "httpx")  # `costplan serve` only
 
 
 def test_estimate_never_imports_heavy_libraries():
@@ -19,7 +21,7 @@ def test_estimate_never_imports_heavy_libraries():
         "assert r.exit_code == 0, r.output\n"
         "r = CliRunner().invoke(cli, ['estimate', '--model', '70b', '--method', 'inference'])\n"
         "assert r.exit_code == 0, r.output\n"
-        f"print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))\n"
+        f"print(json.dumps(sorted(m for m in {HEAVY + WEB!r} if m in sys.modules)))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
@@ -36,6 +38,8 @@ def test_wheel_carries_the_tables_and_estimates_from_them(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     for table in ("gpus", "prices", "models", "efficiency"):
         assert f"costplan/_tables/{table}.csv" in names
+    for asset in ("index.html", "app.js", "style.css"):  # the page of `costplan serve` works offline
+        assert f"costplan/web/static/{asset}" in names
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
     code = ("import costplan, costplan.tables as t; e = costplan.estimate('8b', 'lora'); "
