@@ -249,14 +249,19 @@ def predict(row: dict[str, str], profile: Any = None) -> tuple[float, float | No
     raise CostplanError(f"kind {kind} is not predicted")
 
 
+PLAUSIBLE_MFU = 0.85
+"""No published training step exceeds this share of the dense peak on 6N (4N for a frozen base) FLOPs
+per token; a row that would is mislabelled (a total over GPUs, another GPU)."""
+
+
 def _beyond_peak(row: dict[str, str], reported: float) -> bool:
-    """Whether ``reported`` tokens/s per GPU needs more than the dense peak (a mislabelled total)."""
+    """Whether ``reported`` tokens/s per GPU needs more than a plausible share of the dense peak."""
     from costplan.hardware import gpu
 
     spec = architecture(row["model"], row["name"], _int(row, "seq_len"))
     per_token = (6 if row.get("method") in ("full", "pretrain", "cpt") else 4) * count_params(spec).total
     precision = _precision(row.get("precision", ""), row["gpu"])
-    return reported * per_token > gpu(row["gpu"]).peak(precision)
+    return reported * per_token > PLAUSIBLE_MFU * gpu(row["gpu"]).peak(precision)
 
 
 def _naive_memory(spec: ModelSpec, method: str) -> float:
@@ -296,8 +301,9 @@ def validate(kinds: Iterable[str] = KINDS, *, split: str | None = None,
             skipped.append(Skipped(kind, name, "no finite prediction"))
             continue
         if kind in ("throughput", "finetune_throughput") and _beyond_peak(row, reported):
-            skipped.append(Skipped(kind, name, "the reported tokens/s per GPU would need more than the GPU's dense "
-                                               "peak: the figure cannot be per GPU as labelled"))
+            skipped.append(Skipped(kind, name, f"the reported tokens/s per GPU would need more than "
+                                               f"{PLAUSIBLE_MFU:.0%} of the GPU's dense peak (6N or 4N FLOPs per "
+                                               "token alone): the figure or its GPU is not as labelled"))
             continue
         results.append(Validation(kind, name, row["quantity"], predicted, reported, naive, row.get("split", ""),
                                   row.get("group", ""), row["source"], detail))
