@@ -12,7 +12,7 @@ from costplan.errors import CostplanError, unknown_name
 from costplan.flops import FlopsBreakdown, InferenceFlops, inference_flops
 from costplan.frameworks import Framework, default_framework
 from costplan.frameworks import framework as find_framework
-from costplan.hardware import GpuSpec, Price
+from costplan.hardware import GpuSpec, Ownership, Price
 from costplan.hardware import gpu as find_gpu
 from costplan.hardware import price as find_price
 from costplan.layout import Job, Pins, Placement, check_pins, choose, default_global_batch, practice
@@ -195,6 +195,8 @@ def estimate(
     provider: str | None = None,
     spot: bool = False,
     price: float | None = None,
+    electricity: float | None = None,
+    hardware_price: float | None = None,
     lora_rank: int = 8,
     lora_targets: str = "q,v",
     lora_dropout: float = 0.0,
@@ -212,6 +214,8 @@ def estimate(
 
     Layout values left at None (GPU count, micro-batch, global batch, checkpointing, ZeRO stage,
     tensor and pipeline parallelism) are chosen as a practitioner would (``costplan.layout``).
+    ``electricity`` ($/kWh) and ``hardware_price`` (amortised $/GPU-hour) price GPUs you own instead of
+    renting them.
     """
     spec = model if isinstance(model, ModelSpec) else resolve_model(model)
     how = make_method(method, lora_rank=lora_rank, lora_targets=lora_targets, lora_dropout=lora_dropout,
@@ -233,6 +237,9 @@ def estimate(
     if global_batch is not None and global_batch_tokens is not None:
         raise CostplanError("give --global-batch (sequences) or --global-batch-tokens, not both.")
     power = energy_model(pue, grid)
+    owned = None
+    if electricity is not None or hardware_price is not None:
+        owned = Ownership(hardware_usd_per_gpu_hour=hardware_price or 0.0, usd_per_kwh=electricity or 0.0)
     if seq_len is None:
         seq_len = min(2048, spec.max_positions - how.virtual_tokens)
     opt_name = optimizer or "adamw"
@@ -270,11 +277,11 @@ def estimate(
         check_pins(spec, pins, stack, net)
         _check_layout_for_stack(pins, stack)
         result = _training(spec, how, device, net, stack, work, profile, pins, tokens, epochs, global_batch,
-                           global_batch_tokens, runtime, startup_seconds, power.pue, provider, spot, price)
+                           global_batch_tokens, runtime, startup_seconds, power.pue, provider, spot, price, owned)
     else:
         stack = find_framework(framework) if framework else default_framework(False, False, False)
         result = _inference(spec, how, device, net, work, profile, tokens, gpus, runtime or "compiled",
-                            startup_seconds, power.pue, provider, spot, price)
+                            startup_seconds, power.pue, provider, spot, price, owned)
     notes += result.notes
     chosen_price = result.price
     if chosen_price is None:
@@ -296,7 +303,7 @@ def estimate(
                          precision=precision if precision != "fp8" else "bf16",
                          prompt_len=prompt_len + how.virtual_tokens + how.prefix_tokens, gen_len=gen_len,
                          provider=provider, spot=spot, price=price, pue=pue, grid=grid, profile=profile,
-                         runtime=runtime)
+                         runtime=runtime, electricity=electricity, hardware_price=hardware_price)
         served = ("LoRA adapters merged into the weights, so served at the base model's cost"
                   if isinstance(how, Lora) else
                   f"{how.virtual_tokens + how.prefix_tokens} virtual tokens added to every prompt"
@@ -369,7 +376,7 @@ def training_job(spec: ModelSpec, how: Method, device: GpuSpec, net: Link, stack
 
 
 def _training(spec, how, device, net, stack, work, profile, pins, tokens, epochs, global_batch, global_batch_tokens,
-              runtime, startup_seconds, pue, provider, spot, price_override) -> _Result:
+              runtime, startup_seconds, pue, provider, spot, price_override, owned=None) -> _Result:
     if global_batch_tokens is not None:
         if not global_batch_tokens > 0:
             raise ValueError("--global-batch-tokens must be positive")
@@ -390,7 +397,8 @@ def _training(spec, how, device, net, stack, work, profile, pins, tokens, epochs
     placement = choose(job, pins, tokens=total_tokens, target_seconds=target)
     layout = placement.layout
     parts = job.parts(layout.grad_ckpt)
-    offer = find_price(device.key, provider, spot, price_override, gpus=layout.gpus)
+    offer = find_price(device.key, provider, spot, price_override, gpus=layout.gpus, owned=owned,
+                       watts=job.hw.watts, pue=pue)
     hw = replace(job.hw, usd_per_gpu_hour=offer.usd_per_gpu_hour if offer else 0.0)
     step = job.step(layout)
     result = engine.throughput(step, parts.shape, gpus=layout.gpus, hw=hw, tokens=total_tokens,
@@ -451,7 +459,7 @@ def _step_text(step: engine.StepTime) -> str:
 
 
 def _inference(spec, how, device, net, work, profile, tokens, gpus, runtime, startup_seconds, pue, provider, spot,
-               price_override) -> _Result:
+               price_override, owned=None) -> _Result:
     fl = inference_flops(spec, how, work)
     mem = inference_memory(spec, how, work)
     slack, context = profile.allocator_slack(), profile.cuda_context_bytes()
@@ -465,7 +473,8 @@ def _inference(spec, how, device, net, work, profile, tokens, gpus, runtime, sta
     reason = "" if fits else (f"needs {fmt_bytes(memory.device_bytes)} per GPU on {n} GPU(s) (GPU holds "
                               f"{fmt_bytes(device.memory_bytes)}); reduce --micro-batch or the context")
     placement = Placement(engine.Layout(gpus=n, tp=n, micro_batch=work.micro_batch), memory, fits, reason)
-    offer = find_price(device.key, provider, spot, price_override, gpus=n)
+    watts = hardware(device, net, work.precision, profile).watts
+    offer = find_price(device.key, provider, spot, price_override, gpus=n, owned=owned, watts=watts, pue=pue)
     hw = hardware(device, net, work.precision, profile, usd_per_gpu_hour=offer.usd_per_gpu_hour if offer else 0.0)
     constants = profile.constants(device.key, runtime)
     b = work.micro_batch

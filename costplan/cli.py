@@ -123,12 +123,35 @@ def _options(*decorators: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return apply
 
 
+OUTPUT = _options(
+    click.option("--json", "as_json", is_flag=True, help="Print JSON in base units (bytes, FLOPs, seconds, dollars)."),
+    click.option("--csv", "as_csv", is_flag=True, help="Print the main table as CSV in base units."),
+)
+
+
+def _output(as_json: bool, as_csv: bool) -> str:
+    """``json``, ``csv`` or ``table``; both flags at once is a usage error."""
+    if as_json and as_csv:
+        raise click.UsageError("give --json or --csv, not both.")
+    return "json" if as_json else "csv" if as_csv else "table"
+
+
+def _echo_csv(rows: list[dict[str, Any]]) -> None:
+    from costplan.frames import csv_text
+
+    click.echo(csv_text(rows), nl=False)
+
+
 MODEL = click.option("--model", "-m", default="7b", show_default=True,
                      help="Preset name or alias (see `costplan models`), or a Hugging Face config.json / folder.")
 PRICES = _options(
     click.option("--provider", help="Price from this provider [default: the cheapest offer that rents the GPUs]."),
     click.option("--spot", is_flag=True, help="Use spot/preemptible prices."),
     click.option("--price", type=_Number(0, 10_000), help="Override the price in $/GPU-hour (0 for owned GPUs)."),
+    click.option("--electricity", type=_Number(0, 100),
+                 help="Owned GPUs: electricity in $/kWh, at board power x PUE (replaces the rental price)."),
+    click.option("--hardware-price", type=_Number(0, 10_000),
+                 help="Owned GPUs: amortised hardware $/GPU-hour (replaces the rental price)."),
 )
 LAYOUT = _options(
     click.option("--gpus", type=_ints(MAX_GPUS), show_default="auto",
@@ -186,9 +209,9 @@ LAYOUT = _options(
               help="Concurrent requests when serving.")
 @click.option("--profile", "profile_path", type=click.Path(dir_okay=False),
               help="Calibration profile [default: the saved one for this GPU, if any].")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object in base units.")
+@OUTPUT
 @click.option("--brief", is_flag=True, help="Only the summary and assumptions.")
-def estimate(as_json: bool, brief: bool, profile_path: str | None, **options: Any) -> None:
+def estimate(as_json: bool, as_csv: bool, brief: bool, profile_path: str | None, **options: Any) -> None:
     """Estimate FLOPs, memory, GPUs, hours and dollars for one approach.
 
     \b
@@ -203,6 +226,7 @@ def estimate(as_json: bool, brief: bool, profile_path: str | None, **options: An
     """
     from costplan.api import estimate as run_estimate
 
+    output = _output(as_json, as_csv)
     if profile_path:
         from costplan.profile import load_profile
 
@@ -210,10 +234,15 @@ def estimate(as_json: bool, brief: bool, profile_path: str | None, **options: An
     if options.get("global_batch_tokens") is not None and options.get("global_batch") is not None:
         raise click.UsageError("give --global-batch or --global-batch-tokens, not both.")
     result = _run(run_estimate, **options)
-    if as_json:  # without rich: scripts only pay for the estimate
+    if output == "json":  # without rich: scripts only pay for the estimate
         from costplan.serialize import dumps
 
         click.echo(dumps(result.to_dict()))
+        return
+    if output == "csv":
+        from costplan.frames import estimate_row
+
+        _echo_csv([estimate_row(result)])
         return
     from rich.console import Console
 
@@ -223,12 +252,13 @@ def estimate(as_json: bool, brief: bool, profile_path: str | None, **options: An
 
 
 @cli.command()
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def models(as_json: bool) -> None:
+@OUTPUT
+def models(as_json: bool, as_csv: bool) -> None:
     """List the model presets with their architecture numbers."""
     from costplan.model import count_params, preset, preset_names
     from costplan.tables import read_table
 
+    output = _output(as_json, as_csv)
     aliases = {row["key"]: row["aliases"].replace(";", ", ") for row in read_table("models")}
     rows = []
     for key in preset_names():
@@ -237,16 +267,17 @@ def models(as_json: bool) -> None:
                      "params": count_params(spec).total, "layers": spec.num_layers,
                      "hidden": spec.hidden_size, "heads": f"{spec.num_heads}/{spec.num_kv_heads}",
                      "vocab": spec.vocab_size, "context": spec.max_positions})
-    _emit(rows, as_json, "models_table")
+    _emit(rows, output, "models_table")
 
 
 @cli.command()
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def gpus(as_json: bool) -> None:
+@OUTPUT
+def gpus(as_json: bool, as_csv: bool) -> None:
     """List the GPU table: memory, bandwidth, dense peaks, power and the cheapest listed price."""
     from costplan.hardware import gpu, gpu_names, price
     from costplan.units import GIB
 
+    output = _output(as_json, as_csv)
     rows = []
     for key in gpu_names():
         spec = _run(gpu, key)
@@ -257,7 +288,39 @@ def gpus(as_json: bool) -> None:
                      **{f"{d}_tflops": (v / 1e12 if v else None) for d, v in peaks.items()},
                      "tdp_watts": spec.tdp_watts,
                      "usd_per_gpu_hour": cheapest.usd_per_gpu_hour if cheapest else None})
-    _emit(rows, as_json, "gpus_table")
+    _emit(rows, output, "gpus_table")
+
+
+@cli.command()
+@click.option("--gpu", "-g", help="Only this GPU type (key or alias, see `costplan gpus`).")
+@click.option("--provider", help="Only this provider.")
+@OUTPUT
+def prices(gpu: str | None, provider: str | None, as_json: bool, as_csv: bool) -> None:
+    """List the rental offers by provider: instance, GPUs per instance, on-demand and spot $/GPU-hour,
+    whether the provider sells multi-node clusters of it, and the date of the price.
+
+    \b
+    Examples:
+      costplan prices --gpu h100
+      costplan prices --provider lambda --csv
+    """
+    from dataclasses import asdict
+
+    from costplan.hardware import gpu as find_gpu
+    from costplan.hardware import listings, providers
+
+    output = _output(as_json, as_csv)
+    key = _run(find_gpu, gpu).key if gpu else None
+    if provider is not None and provider.lower() not in providers():
+        from costplan.errors import unknown_name
+
+        _run(_raise, unknown_name("provider", provider, providers()))
+    rows = [asdict(o) for o in listings(key) if provider is None or o.provider == provider.lower()]
+    _emit(rows, output, "prices_table")
+
+
+def _raise(exc: Exception) -> None:
+    raise exc
 
 
 @cli.command()
@@ -349,10 +412,11 @@ def _importable(name: str) -> bool:
 @click.option("--serve-batch", type=_ints(MAX_BATCH), default=32, show_default=True,
               help="Concurrent requests when serving (and for the prompting row).")
 @PRICES
-@click.option("--json", "as_json", is_flag=True)
+@OUTPUT
 def compare(model: str, gpu: str, tokens: float, cpt_tokens: float, eval_tokens: float, seq_len: int | None,
             grad_ckpt: bool | None, precision: str, serve_tokens: float | None, serve_batch: int,
-            provider: str | None, spot: bool, price: float | None, as_json: bool) -> None:
+            provider: str | None, spot: bool, price: float | None, electricity: float | None,
+            hardware_price: float | None, as_json: bool, as_csv: bool) -> None:
     """Every approach side by side: trainable parameters, memory, GPUs, hours, dollars, energy.
 
     \b
@@ -362,13 +426,18 @@ def compare(model: str, gpu: str, tokens: float, cpt_tokens: float, eval_tokens:
     """
     from costplan.compare import compare as run_compare
 
+    output = _output(as_json, as_csv)
     result = _run(run_compare, model, tokens=tokens, cpt_tokens=cpt_tokens, eval_tokens=eval_tokens, gpu=gpu,
                   seq_len=seq_len, grad_ckpt=grad_ckpt, precision=precision, serve_tokens=serve_tokens,
-                  serve_batch=serve_batch, provider=provider, spot=spot, price=price)
-    if as_json:
+                  serve_batch=serve_batch, provider=provider, spot=spot, price=price, electricity=electricity,
+                  hardware_price=hardware_price)
+    if output == "json":
         from costplan.serialize import compare_dict, dumps
 
         click.echo(dumps(compare_dict(result)))
+        return
+    if output == "csv":
+        _echo_csv(result.rows())
         return
     from rich.console import Console
 
@@ -396,11 +465,11 @@ def compare(model: str, gpu: str, tokens: float, cpt_tokens: float, eval_tokens:
 @PRICES
 @click.option("--lora-rank", type=_ints(65_536), default=8, show_default=True)
 @click.option("--lora-targets", default="q,v", show_default=True)
-@click.option("--json", "as_json", is_flag=True)
+@OUTPUT
 def plan(model: str, methods: str, tokens: float, epochs: float, deadline: str | None, budget: float | None,
          gpu_types: str | None, max_gpus: int, precisions: str, seq_len: int | None, global_batch: int | None,
-         framework: str | None, provider: str | None, spot: bool, price: float | None, lora_rank: int,
-         lora_targets: str, as_json: bool) -> None:
+         framework: str | None, provider: str | None, spot: bool, price: float | None, electricity: float | None,
+         hardware_price: float | None, lora_rank: int, lora_targets: str, as_json: bool, as_csv: bool) -> None:
     """Search GPU type x count x layout (micro-batch, checkpointing, ZeRO, TP/PP) x precision for what fits,
     meets the deadline and budget, and show the Pareto front of cost against wall time.
 
@@ -412,6 +481,7 @@ def plan(model: str, methods: str, tokens: float, epochs: float, deadline: str |
     from costplan.plan import search
     from costplan.units import parse_duration_seconds
 
+    output = _output(as_json, as_csv)
     deadline_seconds = _run(parse_duration_seconds, deadline) if deadline else None
     method_list = tuple(m.strip().lower() for m in methods.split(",") if m.strip())
     if not method_list:
@@ -424,14 +494,18 @@ def plan(model: str, methods: str, tokens: float, epochs: float, deadline: str |
                   budget_usd=budget,
                   gpus=tuple(_run(_gpu_key, g) for g in gpu_types.split(",") if g.strip()) if gpu_types else None,
                   max_gpus=max_gpus, precisions=precision_list, seq_len=seq_len, global_batch=global_batch,
-                  framework=framework, provider=provider, spot=spot, price=price, lora_rank=lora_rank,
+                  framework=framework, provider=provider, spot=spot, price=price, electricity=electricity,
+                  hardware_price=hardware_price, lora_rank=lora_rank,
                   lora_targets=lora_targets)
     from costplan.serialize import plan_dict, plan_why
 
-    if as_json:
+    if output == "json":
         from costplan.serialize import dumps
 
         click.echo(dumps(plan_dict(result, deadline, budget)))
+        return
+    if output == "csv":
+        _echo_csv(result.rows())
         return
     if not result.pareto:
         click.echo(plan_why(result, deadline, budget))
@@ -457,9 +531,9 @@ def _gpu_key(name: str) -> str:
               help="Size of the fine-tuning set, to count epochs.")
 @click.option("--seq-len", type=_ints(MAX_SEQ), default=2048, show_default=True)
 @click.option("--precision", type=PRECISION_CHOICE, default="bf16", show_default=True)
-@click.option("--json", "as_json", is_flag=True)
+@OUTPUT
 def cram(gpu: str, hours: float, model: str | None, dataset_tokens: float, seq_len: int, precision: str,
-         as_json: bool) -> None:
+         as_json: bool, as_csv: bool) -> None:
     """How far one GPU goes in a day: compute-optimal model size and tokens, the largest model
     that fits for training, and (with --model) what each approach gets through.
 
@@ -470,12 +544,17 @@ def cram(gpu: str, hours: float, model: str | None, dataset_tokens: float, seq_l
     """
     from costplan.cram import cram as run_cram
 
+    output = _output(as_json, as_csv)
     result = _run(run_cram, gpu, hours, model=model, dataset_tokens=dataset_tokens, seq_len=seq_len,
                   precision=precision)
-    if as_json:
+    if output in ("json", "csv"):
         from costplan.serialize import cram_dict, dumps
 
-        click.echo(dumps(cram_dict(result)))
+        data = cram_dict(result)
+        if output == "json":
+            click.echo(dumps(data))
+        else:  # the approaches on --model, else the from-scratch ladder
+            _echo_csv(data["approaches"] or data["options"])
         return
     from rich.console import Console
 
@@ -564,9 +643,9 @@ def _collectives_profile(target: Any, points: list[dict[str, Any]]) -> dict[str,
 
 
 @cli.command()
-@click.option("--json", "as_json", is_flag=True)
+@OUTPUT
 @click.option("--show-skipped", is_flag=True, help="List the rows that could not be predicted, and why.")
-def validate(as_json: bool, show_skipped: bool) -> None:
+def validate(as_json: bool, as_csv: bool, show_skipped: bool) -> None:
     """Predict the published runs in tables/published_runs.csv with default settings and compare,
     beside the naive rules a user would otherwise apply.
 
@@ -576,9 +655,14 @@ def validate(as_json: bool, show_skipped: bool) -> None:
     """
     from costplan import validate as val
 
-    results, skipped = _run(val.validate)
+    output = _output(as_json, as_csv)
+    run = _run(val.validate)
+    if output == "csv":
+        _echo_csv(run.rows())
+        return
+    results, skipped = run
     summary = val.summarize(results)
-    if as_json:
+    if output == "json":
         from costplan.serialize import dumps, validate_dict
 
         click.echo(dumps(validate_dict(results, summary, skipped)))
@@ -618,11 +702,14 @@ def report(model: str, tokens: float, gpu: str, plan_methods: str, deadline: str
     click.echo(f"wrote {files.markdown}, {files.html} and {files.data}")
 
 
-def _emit(rows: list[dict[str, Any]], as_json: bool, table: str) -> None:
-    if as_json:
+def _emit(rows: list[dict[str, Any]], output: str, table: str) -> None:
+    if output == "json":
         from costplan.serialize import dumps
 
         click.echo(dumps(rows))
+        return
+    if output == "csv":
+        _echo_csv(rows)
         return
     from rich.console import Console
 

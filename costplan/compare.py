@@ -51,6 +51,12 @@ class Comparison:
             })
         return rows
 
+    def to_frame(self) -> Any:
+        """The rows as a pandas DataFrame (``pip install 'costplan[data]'``)."""
+        from costplan.frames import to_frame
+
+        return to_frame(self.rows())
+
 
 def compare(model: str, *, tokens: float | None = None, cpt_tokens: float | None = None,
             eval_tokens: float = 1e5, serve_tokens: float | None = None, serve_batch: int = 32,

@@ -169,6 +169,26 @@ def gpus_table(rows: list[dict[str, Any]]) -> Table:
     return table
 
 
+def prices_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table(title="rental offers (tables/prices.csv; $ per GPU-hour)", title_justify="left",
+                  caption="cluster: the provider sells multi-node clusters of the instance (a fast network between "
+                          "nodes); sources in --json/--csv", caption_justify="left")
+    for column in ("gpu", "provider", "instance", "GPUs", "on-demand", "spot", "cluster", "as of"):
+        table.add_column(column, justify="right" if column in ("GPUs", "on-demand", "spot") else "left",
+                         no_wrap=column != "instance", min_width=18 if column == "instance" else None)
+
+    def usd(value: float | None) -> str:
+        return "-" if value is None else f"{value:,.3f}"
+
+    for row in rows:
+        table.add_row(row["gpu"], row["provider"], row["instance"], str(row["gpus_per_instance"]),
+                      usd(row["usd_per_gpu_hour"]), usd(row["usd_per_gpu_hour_spot"]),
+                      "yes" if row["cluster"] else "", row["as_of"])
+    if not rows:
+        table.add_row("(none listed)", *[""] * 7)
+    return table
+
+
 def _error_text(error: float, tolerance: float) -> Text:
     return Text(f"{error:+.2%}", style="green" if abs(error) <= tolerance else "bold red")
 

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import re
 import statistics
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any, NamedTuple
 
 from costplan.errors import CostplanError
 from costplan.model import ModelSpec, preset
@@ -85,7 +86,23 @@ def _lora_settings(detail: str) -> tuple[int, str]:
     return (int(rank.group(1)) if rank else 8), targets
 
 
-def validate() -> tuple[list[Validation], list[Skipped]]:
+class ValidationRun(NamedTuple):
+    """What ``validate`` returns: the predicted rows and the skipped ones (unpacks as a pair)."""
+
+    results: list[Validation]
+    skipped: list[Skipped]
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [dict(asdict(r), error=r.error) for r in self.results]
+
+    def to_frame(self) -> Any:
+        """The predicted rows as a pandas DataFrame (``pip install 'costplan[data]'``)."""
+        from costplan.frames import to_frame
+
+        return to_frame(self.rows())
+
+
+def validate() -> ValidationRun:
     from costplan.api import estimate
     from costplan.hardware import gpu
     from costplan.profile import default_profile
@@ -146,7 +163,7 @@ def validate() -> tuple[list[Validation], list[Skipped]]:
                 raise CostplanError("inference settings (batch, prompt and output lengths) are not machine-readable")
         except CostplanError as exc:
             skipped.append(Skipped(kind, name, str(exc).rstrip(".")))
-    return results, skipped
+    return ValidationRun(results, skipped)
 
 
 @dataclass(frozen=True, slots=True)
