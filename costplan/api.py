@@ -269,6 +269,10 @@ def estimate(
         "FLOPs count matmuls only (2mnk), causal mask not discounted; MFU is model FLOPs (no recompute) over "
         "the dense peak, HFU counts the recompute",
     ]
+    from costplan.hub import origin
+
+    if origin(model):
+        notes.insert(1, origin(model))
     net = link(device.key)
     if how.training:
         stack = find_framework(framework) if framework else default_framework(
