@@ -172,9 +172,10 @@ def _positive_int(name: str, value: Any, *, allow_none: bool = True) -> int | No
 
 
 def estimate(
-    model: str | ModelSpec = "7b",
-    method: str | Method = "lora",
+    model: str | ModelSpec | None = None,
+    method: str | Method | None = None,
     *,
+    adapter: str | None = None,
     gpu: str = "h100",
     gpus: int | None = None,
     tokens: float | None = None,
@@ -215,11 +216,17 @@ def estimate(
     Layout values left at None (GPU count, micro-batch, global batch, checkpointing, ZeRO stage,
     tensor and pipeline parallelism) are chosen as a practitioner would (``costplan.layout``).
     ``electricity`` ($/kWh) and ``hardware_price`` (amortised $/GPU-hour) price GPUs you own instead of
-    renting them.
+    renting them. ``adapter`` is a peft ``adapter_config.json`` (or its folder): it sets the method and
+    its settings, and the model when ``model`` is None (its ``base_model_name_or_path``). ``model``
+    defaults to ``7b`` and ``method`` to ``lora``.
     """
-    spec = model if isinstance(model, ModelSpec) else resolve_model(model)
-    how = make_method(method, lora_rank=lora_rank, lora_targets=lora_targets, lora_dropout=lora_dropout,
-                      virtual_tokens=virtual_tokens)
+    adapter_notes: list[str] = []
+    if adapter is not None:
+        spec, how, adapter_notes = _from_adapter(adapter, model, method)
+    else:
+        spec = model if isinstance(model, ModelSpec) else resolve_model(model or "7b")
+        how = make_method(method or "lora", lora_rank=lora_rank, lora_targets=lora_targets,
+                          lora_dropout=lora_dropout, virtual_tokens=virtual_tokens)
     how.validate(spec)
     device = find_gpu(gpu)
     profile = profile or saved_profile_for(device.key) or default_profile()
@@ -260,6 +267,7 @@ def estimate(
         f"model {spec.name}: {fmt_count(params)} parameters ({spec.family}, {spec.num_layers} layers, "
         f"hidden {spec.hidden_size}, {spec.num_heads} heads / {spec.num_kv_heads} kv heads"
         + (f", {spec.num_experts} experts top-{spec.experts_per_token}" if spec.is_moe else "") + ")",
+        *adapter_notes,
         *how.notes(spec),
         f"volume: {tokens_note}" + (f" x {epochs:g} epoch{'s' if epochs != 1 else ''}" if how.training else ""),
         _precision_note(work, how),
@@ -324,6 +332,28 @@ def estimate(
         step=result.step, global_batch=result.global_batch, serve=serve, inference=result.inference,
         latency_seconds=result.latency, time_to_first_token_seconds=result.ttft,
     )
+
+
+def _from_adapter(adapter: str, model: str | ModelSpec | None,
+                  method: str | Method | None) -> tuple[ModelSpec, Method, list[str]]:
+    """The model and method a peft adapter_config.json describes (``--adapter``)."""
+    from costplan.adapter_config import read_adapter_config
+
+    config = read_adapter_config(adapter)
+    if isinstance(method, Method):
+        raise CostplanError("give the method as a name with an adapter (it builds the method itself).")
+    if model is None:
+        base = config.base_model
+        if base is None:
+            raise CostplanError(f"{config.path} names no base_model_name_or_path: pass --model.")
+        try:
+            spec = resolve_model(base)
+        except CostplanError as exc:
+            raise CostplanError(f"the adapter's base model {base!r}: {str(exc).rstrip('.')}; or pass --model") from None
+    else:
+        spec = model if isinstance(model, ModelSpec) else resolve_model(model)
+    how, notes = config.method(spec, method)
+    return spec, how, notes
 
 
 def _check_layout_for_stack(pins: Pins, stack: Framework) -> None:

@@ -178,8 +178,14 @@ LAYOUT = _options(
 
 
 @cli.command()
-@MODEL
-@click.option("--method", default="lora", show_default=True, type=METHOD_CHOICE, help="Approach to plan.")
+@click.option("--model", "-m", show_default="7b",
+              help="Preset name or alias (see `costplan models`), a Hugging Face config.json / folder, or a Hub "
+                   "id (org/name) from the local Hugging Face cache [default: the --adapter's base model, or 7b].")
+@click.option("--method", show_default="lora", type=METHOD_CHOICE,
+              help="Approach to plan [default: the --adapter's, or lora].")
+@click.option("--adapter", type=click.Path(),
+              help="peft adapter_config.json (or its folder): sets the method, LoRA rank/targets/DoRA/"
+                   "modules_to_save or the virtual tokens, and the model if --model is not given.")
 @click.option("--gpu", "-g", default="h100", show_default=True, help="GPU type (see `costplan gpus`).")
 @click.option("--tokens", "-t", type=_Count(), help="Training tokens per epoch (100M, 2.5B, 1e9); "
               "for inference, generated tokens to price. Default depends on the method.")
@@ -227,6 +233,8 @@ def estimate(as_json: bool, as_csv: bool, brief: bool, profile_path: str | None,
     from costplan.api import estimate as run_estimate
 
     output = _output(as_json, as_csv)
+    if options.get("adapter"):
+        _adapter_fixes(click.get_current_context())
     if profile_path:
         from costplan.profile import load_profile
 
@@ -389,6 +397,18 @@ def verify(model: str, method: str, precision: str, grad_ckpt: bool, attention: 
         stderr.print(f"wrote {target}")
     if not summary.passed or (run_all and failed):
         raise click.exceptions.Exit(1)
+
+
+def _adapter_fixes(ctx: click.Context) -> None:
+    """Flags that the adapter file decides may not be given beside it."""
+    from click.core import ParameterSource
+
+    fixed = [f"--{name.replace('_', '-')}" for name in ("lora_rank", "lora_targets", "lora_dropout", "virtual_tokens")
+             if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE]
+    if fixed:
+        verb = "comes" if len(fixed) == 1 else "come"
+        pronoun = "it" if len(fixed) == 1 else "them"
+        raise click.UsageError(f"{', '.join(fixed)} {verb} from the --adapter file; leave {pronoun} out.")
 
 
 def _importable(name: str) -> bool:
