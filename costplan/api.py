@@ -129,7 +129,8 @@ class Estimate:
 
 
 def make_method(name: str | Method, *, lora_rank: int = 8, lora_targets: str = "q,v", lora_dropout: float = 0.0,
-                virtual_tokens: int = 20) -> Method:
+                virtual_tokens: int = 20, lora_alpha: float | None = None, use_dora: bool = False,
+                use_rslora: bool = False, modules_to_save: tuple[str, ...] = ()) -> Method:
     if isinstance(name, Method):
         return name
     if not isinstance(name, str):
@@ -138,7 +139,8 @@ def make_method(name: str | Method, *, lora_rank: int = 8, lora_targets: str = "
     if cls is None:
         raise unknown_name("method", name, METHODS)
     if issubclass(cls, Lora):
-        return cls(rank=lora_rank, targets=parse_targets(lora_targets), dropout=lora_dropout)
+        return cls(rank=lora_rank, targets=parse_targets(lora_targets), dropout=lora_dropout, alpha=lora_alpha,
+                   dora=use_dora, rslora=use_rslora, modules_to_save=tuple(modules_to_save))
     if issubclass(cls, (PromptTuning, PrefixTuning)):
         return cls(num_virtual_tokens=virtual_tokens)
     return cls()
@@ -201,6 +203,10 @@ def estimate(
     lora_rank: int = 8,
     lora_targets: str = "q,v",
     lora_dropout: float = 0.0,
+    lora_alpha: float | None = None,
+    use_dora: bool = False,
+    use_rslora: bool = False,
+    modules_to_save: tuple[str, ...] = (),
     virtual_tokens: int = 20,
     prompt_len: int = 512,
     gen_len: int = 256,
@@ -210,6 +216,7 @@ def estimate(
     serve_batch: int = 32,
     startup_seconds: float = 0.0,
     profile: Profile | None = None,
+    notes: tuple[str, ...] = (),
 ) -> Estimate:
     """Estimate one way of adapting (or running) a model on a GPU type. See ``costplan estimate --help``.
 
@@ -226,7 +233,8 @@ def estimate(
     else:
         spec = model if isinstance(model, ModelSpec) else resolve_model(model or "7b")
         how = make_method(method or "lora", lora_rank=lora_rank, lora_targets=lora_targets,
-                          lora_dropout=lora_dropout, virtual_tokens=virtual_tokens)
+                          lora_dropout=lora_dropout, virtual_tokens=virtual_tokens, lora_alpha=lora_alpha,
+                          use_dora=use_dora, use_rslora=use_rslora, modules_to_save=modules_to_save)
     how.validate(spec)
     device = find_gpu(gpu)
     profile = profile or saved_profile_for(device.key) or default_profile()
@@ -267,6 +275,7 @@ def estimate(
         f"model {spec.name}: {fmt_count(params)} parameters ({spec.family}, {spec.num_layers} layers, "
         f"hidden {spec.hidden_size}, {spec.num_heads} heads / {spec.num_kv_heads} kv heads"
         + (f", {spec.num_experts} experts top-{spec.experts_per_token}" if spec.is_moe else "") + ")",
+        *notes,
         *adapter_notes,
         *how.notes(spec),
         f"volume: {tokens_note}" + (f" x {epochs:g} epoch{'s' if epochs != 1 else ''}" if how.training else ""),

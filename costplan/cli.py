@@ -186,6 +186,9 @@ LAYOUT = _options(
 @click.option("--adapter", type=click.Path(),
               help="peft adapter_config.json (or its folder): sets the method, LoRA rank/targets/DoRA/"
                    "modules_to_save or the virtual tokens, and the model if --model is not given.")
+@click.option("--from", "from_file", type=click.Path(dir_okay=False),
+              help="Training config to read the settings from: Axolotl, torchtune or LLaMA-Factory YAML, or a "
+                   "TrainingArguments JSON. Flags given here override the file.")
 @click.option("--gpu", "-g", default="h100", show_default=True, help="GPU type (see `costplan gpus`).")
 @click.option("--tokens", "-t", type=_Count(), help="Training tokens per epoch (100M, 2.5B, 1e9); "
               "for inference, generated tokens to price. Default depends on the method.")
@@ -217,7 +220,8 @@ LAYOUT = _options(
               help="Calibration profile [default: the saved one for this GPU, if any].")
 @OUTPUT
 @click.option("--brief", is_flag=True, help="Only the summary and assumptions.")
-def estimate(as_json: bool, as_csv: bool, brief: bool, profile_path: str | None, **options: Any) -> None:
+def estimate(as_json: bool, as_csv: bool, brief: bool, profile_path: str | None, from_file: str | None,
+             **options: Any) -> None:
     """Estimate FLOPs, memory, GPUs, hours and dollars for one approach.
 
     \b
@@ -233,6 +237,8 @@ def estimate(as_json: bool, as_csv: bool, brief: bool, profile_path: str | None,
     from costplan.api import estimate as run_estimate
 
     output = _output(as_json, as_csv)
+    if from_file:
+        _apply_training_config(from_file, options, click.get_current_context())
     if options.get("adapter"):
         _adapter_fixes(click.get_current_context())
     if profile_path:
@@ -397,6 +403,36 @@ def verify(model: str, method: str, precision: str, grad_ckpt: bool, attention: 
         stderr.print(f"wrote {target}")
     if not summary.passed or (run_all and failed):
         raise click.exceptions.Exit(1)
+
+
+def _apply_training_config(path: str, options: dict[str, Any], ctx: click.Context) -> None:
+    """Settings from a training config, where the command line left them (``--from``)."""
+    from click.core import ParameterSource
+
+    from costplan.trainconfig import read_training_config
+
+    config = _run(read_training_config, path)
+    overridden = []
+    for key, value in config.options.items():
+        if key in options and ctx.get_parameter_source(key) is ParameterSource.COMMANDLINE:
+            if options[key] != value:
+                overridden.append(f"--{key.replace('_', '-')} {options[key]} (file: {value})")
+            continue
+        if key == "global_batch" and options.get("global_batch_tokens") is not None:
+            continue
+        options[key] = value
+    notes = list(config.notes)
+    if overridden:
+        notes.append("the command line overrides the file: " + "; ".join(overridden))
+    options["notes"] = tuple(notes)
+    model = options.get("model")
+    if isinstance(model, str) and "model" in config.options and model == config.options["model"]:
+        from costplan.model import resolve_model
+
+        try:
+            resolve_model(model)
+        except CostplanError as exc:
+            raise click.ClickException(f"{str(exc).rstrip('.')} (the model {path} names; pass --model).") from None
 
 
 def _adapter_fixes(ctx: click.Context) -> None:
