@@ -178,6 +178,8 @@ def estimate(
     method: str | Method | None = None,
     *,
     adapter: str | None = None,
+    dataset: Any = None,
+    tokenizer: str | None = None,
     gpu: str = "h100",
     gpus: int | None = None,
     tokens: float | None = None,
@@ -223,7 +225,9 @@ def estimate(
     Layout values left at None (GPU count, micro-batch, global batch, checkpointing, ZeRO stage,
     tensor and pipeline parallelism) are chosen as a practitioner would (``costplan.layout``).
     ``electricity`` ($/kWh) and ``hardware_price`` (amortised $/GPU-hour) price GPUs you own instead of
-    renting them. ``adapter`` is a peft ``adapter_config.json`` (or its folder): it sets the method and
+    renting them. ``dataset`` (a path, or a ``costplan.dataset.TokenCount``) gives the training tokens:
+    counted with ``tokenizer`` (a tokenizer.json, folder or Hub id) or the model's own, packed at the
+    sequence length. ``adapter`` is a peft ``adapter_config.json`` (or its folder): it sets the method and
     its settings, and the model when ``model`` is None (its ``base_model_name_or_path``). ``model``
     defaults to ``7b`` and ``method`` to ``lora``.
     """
@@ -267,7 +271,16 @@ def estimate(
         raise CostplanError(f"{context} positions exceed {spec.name}'s context of {spec.max_positions} tokens.")
     peak = device.peak(work.precision)
     params = count_params(spec).total
-    if tokens is None:
+    if dataset is not None:
+        if tokens is not None:
+            raise CostplanError("give --tokens or --dataset, not both.")
+        if not how.training:
+            raise CostplanError("--dataset counts training tokens; for inference give --tokens (generated tokens).")
+        count = _dataset_count(dataset, seq_len, tokenizer, model)
+        tokens = float(count.tokens)
+        tokens_note = f"{fmt_count(tokens)} tokens counted in the dataset"
+        notes = (*notes, count.describe())
+    elif tokens is None:
         tokens, tokens_note = how.default_tokens(spec)
     else:
         tokens_note = f"{fmt_count(tokens)} tokens" + ("" if how.training else " generated")
@@ -341,6 +354,15 @@ def estimate(
         step=result.step, global_batch=result.global_batch, serve=serve, inference=result.inference,
         latency_seconds=result.latency, time_to_first_token_seconds=result.ttft,
     )
+
+
+def _dataset_count(dataset: Any, seq_len: int, tokenizer: str | None, model: Any) -> Any:
+    """The dataset's token count at the estimate's sequence length (``--dataset``)."""
+    from costplan.dataset import TokenCount, count_tokens
+
+    if isinstance(dataset, TokenCount):
+        return dataset.at(seq_len)
+    return count_tokens(dataset, seq_len, tokenizer=tokenizer, model=model if isinstance(model, str) else None)
 
 
 def _from_adapter(adapter: str, model: str | ModelSpec | None,

@@ -142,6 +142,31 @@ def _echo_csv(rows: list[dict[str, Any]]) -> None:
     click.echo(csv_text(rows), nl=False)
 
 
+DATASET = _options(
+    click.option("--dataset", type=click.Path(),
+                 help="Count the training tokens in this JSONL/Parquet/text file or folder (see `costplan tokens`)."),
+    click.option("--tokenizer", help="With --dataset: tokenizer.json, a folder holding one, or a Hub id in the local "
+                                     "cache [default: the model's, else a bytes-per-token estimate]."),
+)
+
+
+def _count_dataset(path: str, tokenizer: str | None, model: str | None, seq_len: int = 2048) -> Any:
+    """Count a dataset's tokens, with a progress bar on stderr for long counts."""
+    from costplan.dataset import count_tokens, total_bytes
+
+    size = _run(total_bytes, path)
+    if size < 8 << 20:  # under 8 MB: quick, no bar
+        return _run(count_tokens, path, seq_len, tokenizer=tokenizer, model=model)
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("counting tokens"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
+                  console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("count", total=size)
+        return _run(count_tokens, path, seq_len, tokenizer=tokenizer, model=model,
+                    progress=lambda done: bar.advance(task, done))
+
+
 MODEL = click.option("--model", "-m", default="7b", show_default=True,
                      help="Preset name or alias (see `costplan models`), or a Hugging Face config.json / folder.")
 PRICES = _options(
@@ -211,6 +236,7 @@ LAYOUT = _options(
 @click.option("--prompt-len", type=_ints(MAX_SEQ), default=512, show_default=True, help="Inference: prompt tokens.")
 @click.option("--gen-len", type=_ints(MAX_SEQ), default=256, show_default=True, help="Inference: generated tokens.")
 @PRICES
+@DATASET
 @click.option("--pue", type=_Number(1.0, 3.0), help="Data-centre PUE [default: industry average, tables/energy.csv].")
 @click.option("--grid", help="Grid carbon intensity: world, us, eu, france, or kg CO2 per kWh [default: world].")
 @click.option("--serve-tokens", type=_Count(), help="Also price serving this many generated tokens on the result.")
@@ -241,6 +267,12 @@ def estimate(as_json: bool, as_csv: bool, brief: bool, profile_path: str | None,
         _apply_training_config(from_file, options, click.get_current_context())
     if options.get("adapter"):
         _adapter_fixes(click.get_current_context())
+    if options.get("dataset"):
+        if options.get("tokens") is not None:
+            raise click.UsageError("give --tokens or --dataset, not both.")
+        model = options.get("model")
+        options["dataset"] = _count_dataset(options["dataset"], options.get("tokenizer"),
+                                            model if isinstance(model, str) else None)
     if profile_path:
         from costplan.profile import load_profile
 
@@ -303,6 +335,41 @@ def gpus(as_json: bool, as_csv: bool) -> None:
                      "tdp_watts": spec.tdp_watts,
                      "usd_per_gpu_hour": cheapest.usd_per_gpu_hour if cheapest else None})
     _emit(rows, output, "gpus_table")
+
+
+@cli.command()
+@click.argument("path", type=click.Path())
+@click.option("--model", "-m", help="Count with this model's tokenizer: a folder holding tokenizer.json, or a Hub id "
+                                    "whose tokenizer.json is in the local Hugging Face cache.")
+@click.option("--tokenizer", help="tokenizer.json, a folder holding one, or a cached Hub id (instead of --model's).")
+@click.option("--seq-len", type=_ints(MAX_SEQ), default=2048, show_default=True,
+              help="Sequence length for the padding and packing figures.")
+@OUTPUT
+def tokens(path: str, model: str | None, tokenizer: str | None, seq_len: int, as_json: bool, as_csv: bool) -> None:
+    """Count a dataset's tokens (JSONL, Parquet, plain text; a folder of them) and the waste of padding
+    each sequence to --seq-len against packing them.
+
+    \b
+    Examples:
+      costplan tokens data/train.jsonl --tokenizer ./my-model
+      costplan tokens data/ -m meta-llama/Llama-3.1-8B --seq-len 4096
+      costplan estimate -m ./my-model --method lora --dataset data/train.jsonl
+    """
+    output = _output(as_json, as_csv)
+    count = _count_dataset(path, tokenizer, model, seq_len)
+    if output == "json":
+        from costplan.serialize import dumps
+
+        click.echo(dumps(count.to_dict()))
+        return
+    if output == "csv":
+        _echo_csv(count.rows())
+        return
+    from rich.console import Console
+
+    from costplan.render import tokens_view
+
+    Console().print(tokens_view(count))
 
 
 @cli.command()
@@ -468,11 +535,13 @@ def _importable(name: str) -> bool:
 @click.option("--serve-batch", type=_ints(MAX_BATCH), default=32, show_default=True,
               help="Concurrent requests when serving (and for the prompting row).")
 @PRICES
+@DATASET
 @OUTPUT
 def compare(model: str, gpu: str, tokens: float, cpt_tokens: float, eval_tokens: float, seq_len: int | None,
             grad_ckpt: bool | None, precision: str, serve_tokens: float | None, serve_batch: int,
             provider: str | None, spot: bool, price: float | None, electricity: float | None,
-            hardware_price: float | None, as_json: bool, as_csv: bool) -> None:
+            hardware_price: float | None, dataset: str | None, tokenizer: str | None, as_json: bool,
+            as_csv: bool) -> None:
     """Every approach side by side: trainable parameters, memory, GPUs, hours, dollars, energy.
 
     \b
@@ -483,7 +552,13 @@ def compare(model: str, gpu: str, tokens: float, cpt_tokens: float, eval_tokens:
     from costplan.compare import compare as run_compare
 
     output = _output(as_json, as_csv)
-    result = _run(run_compare, model, tokens=tokens, cpt_tokens=cpt_tokens, eval_tokens=eval_tokens, gpu=gpu,
+    counted = None
+    if dataset:
+        if click.get_current_context().get_parameter_source("tokens") is click.core.ParameterSource.COMMANDLINE:
+            raise click.UsageError("give --tokens or --dataset, not both.")
+        counted = _count_dataset(dataset, tokenizer, model)
+    result = _run(run_compare, model, dataset=counted, tokens=tokens, cpt_tokens=cpt_tokens, eval_tokens=eval_tokens,
+                  gpu=gpu,
                   seq_len=seq_len, grad_ckpt=grad_ckpt, precision=precision, serve_tokens=serve_tokens,
                   serve_batch=serve_batch, provider=provider, spot=spot, price=price, electricity=electricity,
                   hardware_price=hardware_price)
@@ -506,7 +581,7 @@ def compare(model: str, gpu: str, tokens: float, cpt_tokens: float, eval_tokens:
 @MODEL
 @click.option("--method", "methods", default="lora", show_default=True,
               help="One method or a comma list of variants to search (e.g. lora,qlora).")
-@click.option("--tokens", "-t", type=_Count(), required=True)
+@click.option("--tokens", "-t", type=_Count(), help="Training tokens per epoch (or --dataset).")
 @click.option("--epochs", type=_Number(0, 10_000, low_open=True), default=1.0, show_default=True)
 @click.option("--deadline", help="Longest acceptable wall time (48h, 90m, 2d).")
 @click.option("--budget", type=_Number(0, 1e12, low_open=True), help="Most dollars to spend.")
@@ -521,11 +596,13 @@ def compare(model: str, gpu: str, tokens: float, cpt_tokens: float, eval_tokens:
 @PRICES
 @click.option("--lora-rank", type=_ints(65_536), default=8, show_default=True)
 @click.option("--lora-targets", default="q,v", show_default=True)
+@DATASET
 @OUTPUT
-def plan(model: str, methods: str, tokens: float, epochs: float, deadline: str | None, budget: float | None,
+def plan(model: str, methods: str, tokens: float | None, epochs: float, deadline: str | None, budget: float | None,
          gpu_types: str | None, max_gpus: int, precisions: str, seq_len: int | None, global_batch: int | None,
          framework: str | None, provider: str | None, spot: bool, price: float | None, electricity: float | None,
-         hardware_price: float | None, lora_rank: int, lora_targets: str, as_json: bool, as_csv: bool) -> None:
+         hardware_price: float | None, lora_rank: int, lora_targets: str, dataset: str | None, tokenizer: str | None,
+         as_json: bool, as_csv: bool) -> None:
     """Search GPU type x count x layout (micro-batch, checkpointing, ZeRO, TP/PP) x precision for what fits,
     meets the deadline and budget, and show the Pareto front of cost against wall time.
 
@@ -538,6 +615,9 @@ def plan(model: str, methods: str, tokens: float, epochs: float, deadline: str |
     from costplan.units import parse_duration_seconds
 
     output = _output(as_json, as_csv)
+    if (tokens is None) == (dataset is None):
+        raise click.UsageError("give --tokens or --dataset (one of them).")
+    counted = _count_dataset(dataset, tokenizer, model) if dataset else None
     deadline_seconds = _run(parse_duration_seconds, deadline) if deadline else None
     method_list = tuple(m.strip().lower() for m in methods.split(",") if m.strip())
     if not method_list:
@@ -546,7 +626,8 @@ def plan(model: str, methods: str, tokens: float, epochs: float, deadline: str |
     for p in precision_list:
         if p not in ("fp32", "bf16", "fp16", "fp8"):
             raise click.UsageError(f"--precision {p!r} is not one of fp32, bf16, fp16, fp8.")
-    result = _run(search, model, method_list, tokens=tokens, epochs=epochs, deadline_seconds=deadline_seconds,
+    result = _run(search, model, method_list, tokens=tokens, dataset=counted, epochs=epochs,
+                  deadline_seconds=deadline_seconds,
                   budget_usd=budget,
                   gpus=tuple(_run(_gpu_key, g) for g in gpu_types.split(",") if g.strip()) if gpu_types else None,
                   max_gpus=max_gpus, precisions=precision_list, seq_len=seq_len, global_batch=global_batch,

@@ -134,7 +134,9 @@ def search(
     model: str,
     methods: tuple[str, ...] = ("lora",),
     *,
-    tokens: float,
+    tokens: float | None = None,
+    dataset: Any = None,
+    tokenizer: str | None = None,
     epochs: float = 1.0,
     deadline_seconds: float | None = None,
     budget_usd: float | None = None,
@@ -156,6 +158,16 @@ def search(
 ) -> PlanResult:
     import numpy as np
 
+    dataset_notes: tuple[str, ...] = ()
+    if dataset is not None:
+        from costplan.compare import dataset_count
+
+        if tokens is not None:
+            raise CostplanError("give --tokens or --dataset, not both.")
+        count = dataset_count(model, dataset, seq_len, tokenizer)
+        tokens, dataset_notes = float(count.tokens), (count.describe(),)
+    if tokens is None:
+        raise CostplanError("plan needs --tokens or --dataset.")
     if not (tokens > 0 and epochs > 0):
         raise ValueError("--tokens and --epochs must be positive")
     if deadline_seconds is not None and not deadline_seconds > 0:
@@ -230,6 +242,7 @@ def search(
                         usd_per_gpu_hour=float(grid.offers.price[g, j])))
     front = _front(best)
     notes = (
+        *dataset_notes,
         f"{spec.name}, {count_params(spec).total / 1e9:.3g}B parameters, {tokens:.3g} tokens x {epochs:g} epochs",
         *sorted(batch_notes),
         f"searched {len(keys)} GPU type(s) x counts 1 to {max_gpus} (whole nodes past one; several nodes only "
