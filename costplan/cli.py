@@ -259,6 +259,11 @@ def estimate(as_json: bool, as_csv: bool, brief: bool, profile_path: str | None,
       costplan estimate -m mistral-7b --method inference --prompt-len 1024 --gen-len 512 --micro-batch 16
       costplan estimate -m ./my-model/config.json --method prompt --virtual-tokens 50
       costplan estimate -m 8b --method lora --tokens 50M --serve-tokens 1B --grid eu
+      costplan estimate -m meta-llama/Llama-3.1-8B --method qlora      # from the local HF cache
+      costplan estimate --adapter ./my-lora/ --tokens 50M              # a peft adapter_config.json
+      costplan estimate --from axolotl.yml -m 8b --gpu a100            # a training config; flags override it
+      costplan estimate -m ./my-model --dataset data/train.jsonl       # tokens counted in the dataset
+      costplan estimate -m 8b --hardware-price 0.25 --electricity 0.3 --gpu rtx-4090   # owned GPUs
     """
     from costplan.api import estimate as run_estimate
 
