@@ -647,6 +647,8 @@ def plan(model: str, methods: str, tokens: float | None, epochs: float, deadline
         click.echo(dumps(plan_dict(result, deadline, budget)))
         return
     if output == "csv":
+        if not result.pareto:
+            click.echo(plan_why(result, deadline, budget), err=True)
         _echo_csv(result.rows())
         return
     if not result.pareto:

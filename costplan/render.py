@@ -192,10 +192,10 @@ def prices_table(rows: list[dict[str, Any]]) -> Table:
 def tokens_view(count: Any) -> Group:
     """``costplan tokens``: the files, then the totals with padding against packing."""
     files = Table(title="dataset files", title_justify="left")
-    for column in ("file", "format", "sequences", "tokens", "MB"):
+    for column in ("file", "format", "sequences", "tokens", "text"):
         files.add_column(column, justify="left" if column in ("file", "format") else "right")
     for f in count.files:
-        files.add_row(f.path, f.format, f"{f.sequences:,}", f"{f.tokens:,}", f"{f.bytes / 1e6:,.3g}")
+        files.add_row(f.path, f.format, f"{f.sequences:,}", f"{f.tokens:,}", fmt_bytes(f.bytes))
     total = Table(title=f"tokens ({'counted' if count.exact else 'estimated'}) and rows at sequence length "
                         f"{count.seq_len}", title_justify="left", show_header=False)
     total.add_column("what", style="bold")
@@ -206,7 +206,7 @@ def tokens_view(count: Any) -> Group:
                                f"{count.tokens / count.sequences:,.0f})")
     total.add_row("padded", f"{count.sequences:,} rows x {count.seq_len} = {count.padded_positions:,} positions; "
                             f"{count.padding_waste:.1%} padding"
-                            + (f"; {count.truncated:,} sequences truncated, "
+                            + (f"; {count.truncated:,} sequence(s) truncated, "
                                f"{count.tokens - count.kept_when_padded:,} tokens lost" if count.truncated else ""))
     total.add_row("packed", f"{count.packed_rows:,} rows; {count.packing_waste:.1%} padding (the last row)")
     total.add_row("counted with", count.counted_with)
