@@ -105,6 +105,8 @@ def _reader_inputs(uses: list[LinearUse], p: int, lora_dropout: float) -> tuple[
         if lora_dropout > 0:
             total += MASK * width * active
         total += ADAPTER_BYTES * u.adapter.rank * active
+        if u.adapter.magnitude:  # DoRA keeps the base output (p bytes) and the adapter output (fp32)
+            total += (p + ADAPTER_BYTES) * u.linear.out_features * active
     return shared, total
 
 
@@ -241,14 +243,14 @@ def saved_tensors(model: ModelSpec, method: Method, work: Workload) -> SavedTens
     trains = method.trains_base
     # The head: the final norm and the LM head's input (kept for its dW); BERT's MLM head is a
     # dense layer, GELU and LayerNorm before the decoder.
-    head_side = _norm(model, p, True, trains) + (p * h if trains else 0.0)
+    head_side = _norm(model, p, True, trains) + (p * h if method.trains_head else 0.0)
     if model.mlm_head:
         head_side += (p * h if trains else 0.0) + p * h
     head_side *= positions
     embeddings_rg = input_requires_grad(method, work.grad_ckpt)
     shared = 0.0
-    if trains:  # embedding backward keeps the indices it gathered (int64)
-        shared += 8 * positions * (1 + model.learned_positions + (model.token_types > 0))
+    if method.trains_embeddings:  # embedding backward keeps the indices it gathered (int64)
+        shared += 8 * positions * (1 + ((model.learned_positions + (model.token_types > 0)) if trains else 0))
     if model.mlm_head:  # BERT normalises its embeddings (post-norm)
         shared += _norm(model, p, embeddings_rg, trains) * positions
     if model.dropout > 0 and embeddings_rg:
@@ -295,7 +297,7 @@ def logits_bytes(model: ModelSpec, method: Method, work: Workload) -> LogitsByte
     loss = FP32 if model.causal else p  # BERT's masked-LM loss runs in the compute dtype
     moment_a = 3 * loss * positions
     moment_b = (loss + p) * positions if p != loss else 0.0
-    head_grad = p * model.vocab_size * model.hidden_size if method.trains_base else 0.0
+    head_grad = p * model.vocab_size * model.hidden_size if method.trains_head else 0.0
     moment_c = p * positions + head_grad
     return LogitsBytes(kept=loss * positions, backward_peak=max(moment_a, moment_b, moment_c))
 

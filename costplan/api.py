@@ -12,7 +12,7 @@ from costplan.errors import CostplanError, unknown_name
 from costplan.flops import FlopsBreakdown, InferenceFlops, inference_flops
 from costplan.frameworks import Framework, default_framework
 from costplan.frameworks import framework as find_framework
-from costplan.hardware import GpuSpec, Price
+from costplan.hardware import GpuSpec, Ownership, Price
 from costplan.hardware import gpu as find_gpu
 from costplan.hardware import price as find_price
 from costplan.layout import Job, Pins, Placement, check_pins, choose, default_global_batch, practice
@@ -131,7 +131,8 @@ class Estimate:
 
 
 def make_method(name: str | Method, *, lora_rank: int = 8, lora_targets: str = "q,v", lora_dropout: float = 0.0,
-                virtual_tokens: int = 20, weights: str | None = None) -> Method:
+                virtual_tokens: int = 20, lora_alpha: float | None = None, use_dora: bool = False,
+                use_rslora: bool = False, modules_to_save: tuple[str, ...] = (), weights: str | None = None) -> Method:
     if isinstance(name, Method):
         return name
     if not isinstance(name, str):
@@ -140,7 +141,8 @@ def make_method(name: str | Method, *, lora_rank: int = 8, lora_targets: str = "
     if cls is None:
         raise unknown_name("method", name, METHODS)
     if issubclass(cls, Lora):
-        return cls(rank=lora_rank, targets=parse_targets(lora_targets), dropout=lora_dropout)
+        return cls(rank=lora_rank, targets=parse_targets(lora_targets), dropout=lora_dropout, alpha=lora_alpha,
+                   dora=use_dora, rslora=use_rslora, modules_to_save=tuple(modules_to_save))
     if issubclass(cls, (PromptTuning, PrefixTuning)):
         return cls(num_virtual_tokens=virtual_tokens)
     if cls is Inference:
@@ -184,9 +186,12 @@ def _positive_int(name: str, value: Any, *, allow_none: bool = True) -> int | No
 
 
 def estimate(
-    model: str | ModelSpec = "7b",
-    method: str | Method = "lora",
+    model: str | ModelSpec | None = None,
+    method: str | Method | None = None,
     *,
+    adapter: str | None = None,
+    dataset: Any = None,
+    tokenizer: str | None = None,
     gpu: str = "h100",
     gpus: int | None = None,
     tokens: float | None = None,
@@ -208,9 +213,15 @@ def estimate(
     provider: str | None = None,
     spot: bool = False,
     price: float | None = None,
+    electricity: float | None = None,
+    hardware_price: float | None = None,
     lora_rank: int = 8,
     lora_targets: str = "q,v",
     lora_dropout: float = 0.0,
+    lora_alpha: float | None = None,
+    use_dora: bool = False,
+    use_rslora: bool = False,
+    modules_to_save: tuple[str, ...] = (),
     virtual_tokens: int = 20,
     weights: str | None = None,
     prompt_len: int = 512,
@@ -221,15 +232,28 @@ def estimate(
     serve_batch: int = 32,
     startup_seconds: float = 0.0,
     profile: Profile | None = None,
+    notes: tuple[str, ...] = (),
 ) -> Estimate:
     """Estimate one way of adapting (or running) a model on a GPU type. See ``costplan estimate --help``.
 
     Layout values left at None (GPU count, micro-batch, global batch, checkpointing, ZeRO stage,
     tensor and pipeline parallelism) are chosen as a practitioner would (``costplan.layout``).
+    ``electricity`` ($/kWh) and ``hardware_price`` (amortised $/GPU-hour) price GPUs you own instead of
+    renting them. ``dataset`` (a path, or a ``costplan.dataset.TokenCount``) gives the training tokens:
+    counted with ``tokenizer`` (a tokenizer.json, folder or Hub id) or the model's own, packed at the
+    sequence length. ``adapter`` is a peft ``adapter_config.json`` (or its folder): it sets the method and
+    its settings, and the model when ``model`` is None (its ``base_model_name_or_path``). ``model``
+    defaults to ``7b`` and ``method`` to ``lora``.
     """
-    spec = model if isinstance(model, ModelSpec) else resolve_model(model)
-    how = make_method(method, lora_rank=lora_rank, lora_targets=lora_targets, lora_dropout=lora_dropout,
-                      virtual_tokens=virtual_tokens, weights=weights)
+    adapter_notes: list[str] = []
+    if adapter is not None:
+        spec, how, adapter_notes = _from_adapter(adapter, model, method)
+    else:
+        spec = model if isinstance(model, ModelSpec) else resolve_model(model or "7b")
+        how = make_method(method or "lora", lora_rank=lora_rank, lora_targets=lora_targets,
+                          lora_dropout=lora_dropout, virtual_tokens=virtual_tokens, lora_alpha=lora_alpha,
+                          use_dora=use_dora, use_rslora=use_rslora, modules_to_save=modules_to_save,
+                          weights=weights)
     how.validate(spec)
     device = find_gpu(gpu)
     profile = (profile or saved_profile_for(device.key) or default_profile()).with_run_logs(device.key)
@@ -247,6 +271,9 @@ def estimate(
     if global_batch is not None and global_batch_tokens is not None:
         raise CostplanError("give --global-batch (sequences) or --global-batch-tokens, not both.")
     power = energy_model(pue, grid)
+    owned = None
+    if electricity is not None or hardware_price is not None:
+        owned = Ownership(hardware_usd_per_gpu_hour=hardware_price or 0.0, usd_per_kwh=electricity or 0.0)
     if seq_len is None:
         seq_len = min(2048, spec.max_positions - how.virtual_tokens)
     opt_name = optimizer or "adamw"
@@ -259,7 +286,16 @@ def estimate(
         raise CostplanError(f"{context} positions exceed {spec.name}'s context of {spec.max_positions} tokens.")
     peak = device.peak(work.precision)
     params = count_params(spec).total
-    if tokens is None:
+    if dataset is not None:
+        if tokens is not None:
+            raise CostplanError("give --tokens or --dataset, not both.")
+        if not how.training:
+            raise CostplanError("--dataset counts training tokens; for inference give --tokens (generated tokens).")
+        count = _dataset_count(dataset, seq_len, tokenizer, model)
+        tokens = float(count.tokens)
+        tokens_note = f"{fmt_count(tokens)} tokens counted in the dataset"
+        notes = (*notes, count.describe())
+    elif tokens is None:
         tokens, tokens_note = how.default_tokens(spec)
     else:
         tokens_note = f"{fmt_count(tokens)} tokens" + ("" if how.training else " generated")
@@ -267,6 +303,8 @@ def estimate(
         f"model {spec.name}: {fmt_count(params)} parameters ({spec.family}, {spec.num_layers} layers, "
         f"hidden {spec.hidden_size}, {spec.num_heads} heads / {spec.num_kv_heads} kv heads"
         + (f", {spec.num_experts} experts top-{spec.experts_per_token}" if spec.is_moe else "") + ")",
+        *notes,
+        *adapter_notes,
         *how.notes(spec),
         f"volume: {tokens_note}" + (f" x {epochs:g} epoch{'s' if epochs != 1 else ''}" if how.training else ""),
         _precision_note(work, how),
@@ -276,6 +314,10 @@ def estimate(
         "FLOPs count matmuls only (2mnk), causal mask not discounted; MFU is model FLOPs (no recompute) over "
         "the dense peak, HFU counts the recompute",
     ]
+    from costplan.hub import origin
+
+    if origin(model):
+        notes.insert(1, origin(model))
     net = link(device.key)
     if how.training:
         stack = find_framework(framework) if framework else default_framework(
@@ -285,11 +327,11 @@ def estimate(
         check_pins(spec, pins, stack, net)
         _check_layout_for_stack(pins, stack)
         result = _training(spec, how, device, net, stack, work, profile, pins, tokens, epochs, global_batch,
-                           global_batch_tokens, runtime, startup_seconds, power.pue, provider, spot, price)
+                           global_batch_tokens, runtime, startup_seconds, power.pue, provider, spot, price, owned)
     else:
         stack = find_framework(framework) if framework else default_framework(False, False, False)
         result = _inference(spec, how, device, net, work, profile, tokens, gpus, runtime or "compiled",
-                            startup_seconds, power.pue, provider, spot, price)
+                            startup_seconds, power.pue, provider, spot, price, owned)
     notes += result.notes
     chosen_price = result.price
     if chosen_price is None:
@@ -311,7 +353,7 @@ def estimate(
                          precision=precision if precision != "fp8" else "bf16",
                          prompt_len=prompt_len + how.virtual_tokens + how.prefix_tokens, gen_len=gen_len,
                          provider=provider, spot=spot, price=price, pue=pue, grid=grid, profile=profile,
-                         runtime=runtime)
+                         runtime=runtime, electricity=electricity, hardware_price=hardware_price)
         served = ("LoRA adapters merged into the weights, so served at the base model's cost"
                   if isinstance(how, Lora) else
                   f"{how.virtual_tokens + how.prefix_tokens} virtual tokens added to every prompt"
@@ -335,6 +377,37 @@ def run_goodput(method: Method, profile: Profile) -> float:
     """The share of a pretraining or continual-pretraining run spent in steady-state steps, fitted on
     published whole runs (1 for fine-tuning, whose published figures are steady-state speeds)."""
     return profile.value("run_goodput").value if method.key in ("pretrain", "cpt") else 1.0
+
+
+def _dataset_count(dataset: Any, seq_len: int, tokenizer: str | None, model: Any) -> Any:
+    """The dataset's token count at the estimate's sequence length (``--dataset``)."""
+    from costplan.dataset import TokenCount, count_tokens
+
+    if isinstance(dataset, TokenCount):
+        return dataset.at(seq_len)
+    return count_tokens(dataset, seq_len, tokenizer=tokenizer, model=model if isinstance(model, str) else None)
+
+
+def _from_adapter(adapter: str, model: str | ModelSpec | None,
+                  method: str | Method | None) -> tuple[ModelSpec, Method, list[str]]:
+    """The model and method a peft adapter_config.json describes (``--adapter``)."""
+    from costplan.adapter_config import read_adapter_config
+
+    config = read_adapter_config(adapter)
+    if isinstance(method, Method):
+        raise CostplanError("give the method as a name with an adapter (it builds the method itself).")
+    if model is None:
+        base = config.base_model
+        if base is None:
+            raise CostplanError(f"{config.path} names no base_model_name_or_path: pass --model.")
+        try:
+            spec = resolve_model(base)
+        except CostplanError as exc:
+            raise CostplanError(f"the adapter's base model {base!r}: {str(exc).rstrip('.')}; or pass --model") from None
+    else:
+        spec = model if isinstance(model, ModelSpec) else resolve_model(model)
+    how, notes = config.method(spec, method)
+    return spec, how, notes
 
 
 def _check_layout_for_stack(pins: Pins, stack: Framework) -> None:
@@ -392,7 +465,7 @@ def training_job(spec: ModelSpec, how: Method, device: GpuSpec, net: Link, stack
 
 
 def _training(spec, how, device, net, stack, work, profile, pins, tokens, epochs, global_batch, global_batch_tokens,
-              runtime, startup_seconds, pue, provider, spot, price_override) -> _Result:
+              runtime, startup_seconds, pue, provider, spot, price_override, owned=None) -> _Result:
     if global_batch_tokens is not None:
         if not global_batch_tokens > 0:
             raise ValueError("--global-batch-tokens must be positive")
@@ -413,7 +486,8 @@ def _training(spec, how, device, net, stack, work, profile, pins, tokens, epochs
     placement = choose(job, pins, tokens=total_tokens, target_seconds=target)
     layout = placement.layout
     parts = job.parts(layout.grad_ckpt)
-    offer = find_price(device.key, provider, spot, price_override, gpus=layout.gpus)
+    offer = find_price(device.key, provider, spot, price_override, gpus=layout.gpus, owned=owned,
+                       watts=job.hw.watts, pue=pue)
     hw = replace(job.hw, usd_per_gpu_hour=offer.usd_per_gpu_hour if offer else 0.0)
     step = job.step(layout)
     goodput = run_goodput(how, profile)
@@ -480,7 +554,7 @@ def _step_text(step: engine.StepTime) -> str:
 
 
 def _inference(spec, how, device, net, work, profile, tokens, gpus, runtime, startup_seconds, pue, provider, spot,
-               price_override) -> _Result:
+               price_override, owned=None) -> _Result:
     fl = inference_flops(spec, how, work)
     mem = inference_memory(spec, how, work)
     slack, context = profile.allocator_slack(), profile.cuda_context_bytes()
@@ -494,7 +568,8 @@ def _inference(spec, how, device, net, work, profile, tokens, gpus, runtime, sta
     reason = "" if fits else (f"needs {fmt_bytes(memory.device_bytes)} per GPU on {n} GPU(s) (GPU holds "
                               f"{fmt_bytes(device.memory_bytes)}); reduce --micro-batch or the context")
     placement = Placement(engine.Layout(gpus=n, tp=n, micro_batch=work.micro_batch), memory, fits, reason)
-    offer = find_price(device.key, provider, spot, price_override, gpus=n)
+    watts = hardware(device, net, work.precision, profile).watts
+    offer = find_price(device.key, provider, spot, price_override, gpus=n, owned=owned, watts=watts, pue=pue)
     hw = hardware(device, net, work.precision, profile, usd_per_gpu_hour=offer.usd_per_gpu_hour if offer else 0.0)
     constants = profile.constants(device.key, runtime)
     b = work.micro_batch

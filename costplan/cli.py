@@ -128,12 +128,60 @@ def _options(*decorators: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return apply
 
 
+OUTPUT = _options(
+    click.option("--json", "as_json", is_flag=True, help="Print JSON in base units (bytes, FLOPs, seconds, dollars)."),
+    click.option("--csv", "as_csv", is_flag=True, help="Print the main table as CSV in base units."),
+)
+
+
+def _output(as_json: bool, as_csv: bool) -> str:
+    """``json``, ``csv`` or ``table``; both flags at once is a usage error."""
+    if as_json and as_csv:
+        raise click.UsageError("give --json or --csv, not both.")
+    return "json" if as_json else "csv" if as_csv else "table"
+
+
+def _echo_csv(rows: list[dict[str, Any]]) -> None:
+    from costplan.frames import csv_text
+
+    click.echo(csv_text(rows), nl=False)
+
+
+DATASET = _options(
+    click.option("--dataset", type=click.Path(),
+                 help="Count the training tokens in this JSONL/Parquet/text file or folder (see `costplan tokens`)."),
+    click.option("--tokenizer", help="With --dataset: tokenizer.json, a folder holding one, or a Hub id in the local "
+                                     "cache [default: the model's, else a bytes-per-token estimate]."),
+)
+
+
+def _count_dataset(path: str, tokenizer: str | None, model: str | None, seq_len: int = 2048) -> Any:
+    """Count a dataset's tokens, with a progress bar on stderr for long counts."""
+    from costplan.dataset import count_tokens, total_bytes
+
+    size = _run(total_bytes, path)
+    if size < 8 << 20:  # under 8 MB: quick, no bar
+        return _run(count_tokens, path, seq_len, tokenizer=tokenizer, model=model)
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("counting tokens"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
+                  console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("count", total=size)
+        return _run(count_tokens, path, seq_len, tokenizer=tokenizer, model=model,
+                    progress=lambda done: bar.advance(task, done))
+
+
 MODEL = click.option("--model", "-m", default="7b", show_default=True,
                      help="Preset name or alias (see `costplan models`), or a Hugging Face config.json / folder.")
 PRICES = _options(
     click.option("--provider", help="Price from this provider [default: the cheapest offer that rents the GPUs]."),
     click.option("--spot", is_flag=True, help="Use spot/preemptible prices."),
     click.option("--price", type=_Number(0, 10_000), help="Override the price in $/GPU-hour (0 for owned GPUs)."),
+    click.option("--electricity", type=_Number(0, 100),
+                 help="Owned GPUs: electricity in $/kWh, at board power x PUE (replaces the rental price)."),
+    click.option("--hardware-price", type=_Number(0, 10_000),
+                 help="Owned GPUs: amortised hardware $/GPU-hour (replaces the rental price)."),
 )
 LAYOUT = _options(
     click.option("--gpus", type=_ints(MAX_GPUS), show_default="auto",
@@ -164,8 +212,17 @@ LAYOUT = _options(
 
 
 @cli.command()
-@MODEL
-@click.option("--method", default="lora", show_default=True, type=METHOD_CHOICE, help="Approach to plan.")
+@click.option("--model", "-m", show_default="7b",
+              help="Preset name or alias (see `costplan models`), a Hugging Face config.json / folder, or a Hub "
+                   "id (org/name) from the local Hugging Face cache [default: the --adapter's base model, or 7b].")
+@click.option("--method", show_default="lora", type=METHOD_CHOICE,
+              help="Approach to plan [default: the --adapter's, or lora].")
+@click.option("--adapter", type=click.Path(),
+              help="peft adapter_config.json (or its folder): sets the method, LoRA rank/targets/DoRA/"
+                   "modules_to_save or the virtual tokens, and the model if --model is not given.")
+@click.option("--from", "from_file", type=click.Path(dir_okay=False),
+              help="Training config to read the settings from: Axolotl, torchtune or LLaMA-Factory YAML, or a "
+                   "TrainingArguments JSON. Flags given here override the file.")
 @click.option("--gpu", "-g", default="h100", show_default=True, help="GPU type (see `costplan gpus`).")
 @click.option("--tokens", "-t", type=_Count(), help="Training tokens per epoch (100M, 2.5B, 1e9); "
               "for inference, generated tokens to price. Default depends on the method.")
@@ -192,6 +249,7 @@ LAYOUT = _options(
 @click.option("--prompt-len", type=_ints(MAX_SEQ), default=512, show_default=True, help="Inference: prompt tokens.")
 @click.option("--gen-len", type=_ints(MAX_SEQ), default=256, show_default=True, help="Inference: generated tokens.")
 @PRICES
+@DATASET
 @click.option("--pue", type=_Number(1.0, 3.0), help="Data-centre PUE [default: industry average, tables/energy.csv].")
 @click.option("--grid", help="Grid carbon intensity: world, us, eu, france, or kg CO2 per kWh [default: world].")
 @click.option("--serve-tokens", type=_Count(), help="Also price serving this many generated tokens on the result.")
@@ -199,9 +257,10 @@ LAYOUT = _options(
               help="Concurrent requests when serving.")
 @click.option("--profile", "profile_path", type=click.Path(dir_okay=False),
               help="Calibration profile [default: the saved one for this GPU, if any].")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object in base units.")
+@OUTPUT
 @click.option("--brief", is_flag=True, help="Only the summary and assumptions.")
-def estimate(as_json: bool, brief: bool, profile_path: str | None, **options: Any) -> None:
+def estimate(as_json: bool, as_csv: bool, brief: bool, profile_path: str | None, from_file: str | None,
+             **options: Any) -> None:
     """Estimate FLOPs, memory, GPUs, hours and dollars for one approach.
 
     \b
@@ -213,9 +272,25 @@ def estimate(as_json: bool, brief: bool, profile_path: str | None, **options: An
       costplan estimate -m mistral-7b --method inference --prompt-len 1024 --gen-len 512 --micro-batch 16
       costplan estimate -m ./my-model/config.json --method prompt --virtual-tokens 50
       costplan estimate -m 8b --method lora --tokens 50M --serve-tokens 1B --grid eu
+      costplan estimate -m meta-llama/Llama-3.1-8B --method qlora      # from the local HF cache
+      costplan estimate --adapter ./my-lora/ --tokens 50M              # a peft adapter_config.json
+      costplan estimate --from axolotl.yml -m 8b --gpu a100            # a training config; flags override it
+      costplan estimate -m ./my-model --dataset data/train.jsonl       # tokens counted in the dataset
+      costplan estimate -m 8b --hardware-price 0.25 --electricity 0.3 --gpu rtx-4090   # owned GPUs
     """
     from costplan.api import estimate as run_estimate
 
+    output = _output(as_json, as_csv)
+    if from_file:
+        _apply_training_config(from_file, options, click.get_current_context())
+    if options.get("adapter"):
+        _adapter_fixes(click.get_current_context())
+    if options.get("dataset"):
+        if options.get("tokens") is not None:
+            raise click.UsageError("give --tokens or --dataset, not both.")
+        model = options.get("model")
+        options["dataset"] = _count_dataset(options["dataset"], options.get("tokenizer"),
+                                            model if isinstance(model, str) else None)
     if profile_path:
         from costplan.profile import load_profile
 
@@ -223,10 +298,15 @@ def estimate(as_json: bool, brief: bool, profile_path: str | None, **options: An
     if options.get("global_batch_tokens") is not None and options.get("global_batch") is not None:
         raise click.UsageError("give --global-batch or --global-batch-tokens, not both.")
     result = _run(run_estimate, **options)
-    if as_json:  # without rich: scripts only pay for the estimate
+    if output == "json":  # without rich: scripts only pay for the estimate
         from costplan.serialize import dumps
 
         click.echo(dumps(result.to_dict()))
+        return
+    if output == "csv":
+        from costplan.frames import estimate_row
+
+        _echo_csv([estimate_row(result)])
         return
     from rich.console import Console
 
@@ -236,12 +316,13 @@ def estimate(as_json: bool, brief: bool, profile_path: str | None, **options: An
 
 
 @cli.command()
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def models(as_json: bool) -> None:
+@OUTPUT
+def models(as_json: bool, as_csv: bool) -> None:
     """List the model presets with their architecture numbers."""
     from costplan.model import count_params, preset, preset_names
     from costplan.tables import read_table
 
+    output = _output(as_json, as_csv)
     aliases = {row["key"]: row["aliases"].replace(";", ", ") for row in read_table("models")}
     rows = []
     for key in preset_names():
@@ -250,16 +331,17 @@ def models(as_json: bool) -> None:
                      "params": count_params(spec).total, "layers": spec.num_layers,
                      "hidden": spec.hidden_size, "heads": f"{spec.num_heads}/{spec.num_kv_heads}",
                      "vocab": spec.vocab_size, "context": spec.max_positions})
-    _emit(rows, as_json, "models_table")
+    _emit(rows, output, "models_table")
 
 
 @cli.command()
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def gpus(as_json: bool) -> None:
+@OUTPUT
+def gpus(as_json: bool, as_csv: bool) -> None:
     """List the GPU table: memory, bandwidth, dense peaks, power and the cheapest listed price."""
     from costplan.hardware import gpu, gpu_names, price
     from costplan.units import GIB
 
+    output = _output(as_json, as_csv)
     rows = []
     for key in gpu_names():
         spec = _run(gpu, key)
@@ -270,7 +352,74 @@ def gpus(as_json: bool) -> None:
                      **{f"{d}_tflops": (v / 1e12 if v else None) for d, v in peaks.items()},
                      "tdp_watts": spec.tdp_watts,
                      "usd_per_gpu_hour": cheapest.usd_per_gpu_hour if cheapest else None})
-    _emit(rows, as_json, "gpus_table")
+    _emit(rows, output, "gpus_table")
+
+
+@cli.command()
+@click.argument("path", type=click.Path())
+@click.option("--model", "-m", help="Count with this model's tokenizer: a folder holding tokenizer.json, or a Hub id "
+                                    "whose tokenizer.json is in the local Hugging Face cache.")
+@click.option("--tokenizer", help="tokenizer.json, a folder holding one, or a cached Hub id (instead of --model's).")
+@click.option("--seq-len", type=_ints(MAX_SEQ), default=2048, show_default=True,
+              help="Sequence length for the padding and packing figures.")
+@OUTPUT
+def tokens(path: str, model: str | None, tokenizer: str | None, seq_len: int, as_json: bool, as_csv: bool) -> None:
+    """Count a dataset's tokens (JSONL, Parquet, plain text; a folder of them) and the waste of padding
+    each sequence to --seq-len against packing them.
+
+    \b
+    Examples:
+      costplan tokens data/train.jsonl --tokenizer ./my-model
+      costplan tokens data/ -m meta-llama/Llama-3.1-8B --seq-len 4096
+      costplan estimate -m ./my-model --method lora --dataset data/train.jsonl
+    """
+    output = _output(as_json, as_csv)
+    count = _count_dataset(path, tokenizer, model, seq_len)
+    if output == "json":
+        from costplan.serialize import dumps
+
+        click.echo(dumps(count.to_dict()))
+        return
+    if output == "csv":
+        _echo_csv(count.rows())
+        return
+    from rich.console import Console
+
+    from costplan.render import tokens_view
+
+    Console().print(tokens_view(count))
+
+
+@cli.command()
+@click.option("--gpu", "-g", help="Only this GPU type (key or alias, see `costplan gpus`).")
+@click.option("--provider", help="Only this provider.")
+@OUTPUT
+def prices(gpu: str | None, provider: str | None, as_json: bool, as_csv: bool) -> None:
+    """List the rental offers by provider: instance, GPUs per instance, on-demand and spot $/GPU-hour,
+    whether the provider sells multi-node clusters of it, and the date of the price.
+
+    \b
+    Examples:
+      costplan prices --gpu h100
+      costplan prices --provider lambda --csv
+    """
+    from dataclasses import asdict
+
+    from costplan.hardware import gpu as find_gpu
+    from costplan.hardware import listings, providers
+
+    output = _output(as_json, as_csv)
+    key = _run(find_gpu, gpu).key if gpu else None
+    if provider is not None and provider.lower() not in providers():
+        from costplan.errors import unknown_name
+
+        _run(_raise, unknown_name("provider", provider, providers()))
+    rows = [asdict(o) for o in listings(key) if provider is None or o.provider == provider.lower()]
+    _emit(rows, output, "prices_table")
+
+
+def _raise(exc: Exception) -> None:
+    raise exc
 
 
 @cli.command()
@@ -341,6 +490,48 @@ def verify(model: str, method: str, precision: str, grad_ckpt: bool, attention: 
         raise click.exceptions.Exit(1)
 
 
+def _apply_training_config(path: str, options: dict[str, Any], ctx: click.Context) -> None:
+    """Settings from a training config, where the command line left them (``--from``)."""
+    from click.core import ParameterSource
+
+    from costplan.trainconfig import read_training_config
+
+    config = _run(read_training_config, path)
+    overridden = []
+    for key, value in config.options.items():
+        if key in options and ctx.get_parameter_source(key) is ParameterSource.COMMANDLINE:
+            if options[key] != value:
+                overridden.append(f"--{key.replace('_', '-')} {options[key]} (file: {value})")
+            continue
+        if key == "global_batch" and options.get("global_batch_tokens") is not None:
+            continue
+        options[key] = value
+    notes = list(config.notes)
+    if overridden:
+        notes.append("the command line overrides the file: " + "; ".join(overridden))
+    options["notes"] = tuple(notes)
+    model = options.get("model")
+    if isinstance(model, str) and "model" in config.options and model == config.options["model"]:
+        from costplan.model import resolve_model
+
+        try:
+            resolve_model(model)
+        except CostplanError as exc:
+            raise click.ClickException(f"{str(exc).rstrip('.')} (the model {path} names; pass --model).") from None
+
+
+def _adapter_fixes(ctx: click.Context) -> None:
+    """Flags that the adapter file decides may not be given beside it."""
+    from click.core import ParameterSource
+
+    fixed = [f"--{name.replace('_', '-')}" for name in ("lora_rank", "lora_targets", "lora_dropout", "virtual_tokens")
+             if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE]
+    if fixed:
+        verb = "comes" if len(fixed) == 1 else "come"
+        pronoun = "it" if len(fixed) == 1 else "them"
+        raise click.UsageError(f"{', '.join(fixed)} {verb} from the --adapter file; leave {pronoun} out.")
+
+
 def _importable(name: str) -> bool:
     import importlib.util
 
@@ -362,10 +553,13 @@ def _importable(name: str) -> bool:
 @click.option("--serve-batch", type=_ints(MAX_BATCH), default=32, show_default=True,
               help="Concurrent requests when serving (and for the prompting row).")
 @PRICES
-@click.option("--json", "as_json", is_flag=True)
+@DATASET
+@OUTPUT
 def compare(model: str, gpu: str, tokens: float, cpt_tokens: float, eval_tokens: float, seq_len: int | None,
             grad_ckpt: bool | None, precision: str, serve_tokens: float | None, serve_batch: int,
-            provider: str | None, spot: bool, price: float | None, as_json: bool) -> None:
+            provider: str | None, spot: bool, price: float | None, electricity: float | None,
+            hardware_price: float | None, dataset: str | None, tokenizer: str | None, as_json: bool,
+            as_csv: bool) -> None:
     """Every approach side by side: trainable parameters, memory, GPUs, hours, dollars, energy.
 
     \b
@@ -375,13 +569,24 @@ def compare(model: str, gpu: str, tokens: float, cpt_tokens: float, eval_tokens:
     """
     from costplan.compare import compare as run_compare
 
-    result = _run(run_compare, model, tokens=tokens, cpt_tokens=cpt_tokens, eval_tokens=eval_tokens, gpu=gpu,
+    output = _output(as_json, as_csv)
+    counted = None
+    if dataset:
+        if click.get_current_context().get_parameter_source("tokens") is click.core.ParameterSource.COMMANDLINE:
+            raise click.UsageError("give --tokens or --dataset, not both.")
+        counted = _count_dataset(dataset, tokenizer, model)
+    result = _run(run_compare, model, dataset=counted, tokens=tokens, cpt_tokens=cpt_tokens, eval_tokens=eval_tokens,
+                  gpu=gpu,
                   seq_len=seq_len, grad_ckpt=grad_ckpt, precision=precision, serve_tokens=serve_tokens,
-                  serve_batch=serve_batch, provider=provider, spot=spot, price=price)
-    if as_json:
+                  serve_batch=serve_batch, provider=provider, spot=spot, price=price, electricity=electricity,
+                  hardware_price=hardware_price)
+    if output == "json":
         from costplan.serialize import compare_dict, dumps
 
         click.echo(dumps(compare_dict(result)))
+        return
+    if output == "csv":
+        _echo_csv(result.rows())
         return
     from rich.console import Console
 
@@ -394,7 +599,7 @@ def compare(model: str, gpu: str, tokens: float, cpt_tokens: float, eval_tokens:
 @MODEL
 @click.option("--method", "methods", default="lora", show_default=True,
               help="One method or a comma list of variants to search (e.g. lora,qlora).")
-@click.option("--tokens", "-t", type=_Count(), required=True)
+@click.option("--tokens", "-t", type=_Count(), help="Training tokens per epoch (or --dataset).")
 @click.option("--epochs", type=_Number(0, 10_000, low_open=True), default=1.0, show_default=True)
 @click.option("--deadline", help="Longest acceptable wall time (48h, 90m, 2d).")
 @click.option("--budget", type=_Number(0, 1e12, low_open=True), help="Most dollars to spend.")
@@ -410,11 +615,13 @@ def compare(model: str, gpu: str, tokens: float, cpt_tokens: float, eval_tokens:
 @PRICES
 @click.option("--lora-rank", type=_ints(65_536), default=8, show_default=True)
 @click.option("--lora-targets", default="q,v", show_default=True)
-@click.option("--json", "as_json", is_flag=True)
-def plan(model: str, methods: str, tokens: float, epochs: float, deadline: str | None, budget: float | None,
+@DATASET
+@OUTPUT
+def plan(model: str, methods: str, tokens: float | None, epochs: float, deadline: str | None, budget: float | None,
          gpu_types: str | None, max_gpus: int, precisions: str, seq_len: int | None, global_batch: int | None,
-         framework: str | None, provider: str | None, spot: bool, price: float | None, lora_rank: int,
-         lora_targets: str, as_json: bool) -> None:
+         framework: str | None, provider: str | None, spot: bool, price: float | None, electricity: float | None,
+         hardware_price: float | None, lora_rank: int, lora_targets: str, dataset: str | None, tokenizer: str | None,
+         as_json: bool, as_csv: bool) -> None:
     """Search GPU type x count x layout (micro-batch, checkpointing, ZeRO, TP/PP) x precision for what fits,
     meets the deadline and budget, and show the Pareto front of cost against wall time.
 
@@ -426,6 +633,10 @@ def plan(model: str, methods: str, tokens: float, epochs: float, deadline: str |
     from costplan.plan import search
     from costplan.units import parse_duration_seconds
 
+    output = _output(as_json, as_csv)
+    if (tokens is None) == (dataset is None):
+        raise click.UsageError("give --tokens or --dataset (one of them).")
+    counted = _count_dataset(dataset, tokenizer, model) if dataset else None
     deadline_seconds = _run(parse_duration_seconds, deadline) if deadline else None
     method_list = tuple(m.strip().lower() for m in methods.split(",") if m.strip())
     if not method_list:
@@ -434,18 +645,25 @@ def plan(model: str, methods: str, tokens: float, epochs: float, deadline: str |
     for p in precision_list:
         if p not in ("fp32", "bf16", "fp16", "fp8"):
             raise click.UsageError(f"--precision {p!r} is not one of fp32, bf16, fp16, fp8.")
-    result = _run(search, model, method_list, tokens=tokens, epochs=epochs, deadline_seconds=deadline_seconds,
+    result = _run(search, model, method_list, tokens=tokens, dataset=counted, epochs=epochs,
+                  deadline_seconds=deadline_seconds,
                   budget_usd=budget,
                   gpus=tuple(_run(_gpu_key, g) for g in gpu_types.split(",") if g.strip()) if gpu_types else None,
                   max_gpus=max_gpus, precisions=precision_list, seq_len=seq_len, global_batch=global_batch,
-                  framework=framework, provider=provider, spot=spot, price=price, lora_rank=lora_rank,
+                  framework=framework, provider=provider, spot=spot, price=price, electricity=electricity,
+                  hardware_price=hardware_price, lora_rank=lora_rank,
                   lora_targets=lora_targets)
     from costplan.serialize import plan_dict, plan_why
 
-    if as_json:
+    if output == "json":
         from costplan.serialize import dumps
 
         click.echo(dumps(plan_dict(result, deadline, budget)))
+        return
+    if output == "csv":
+        if not result.pareto:
+            click.echo(plan_why(result, deadline, budget), err=True)
+        _echo_csv(result.rows())
         return
     if not result.pareto:
         click.echo(plan_why(result, deadline, budget))
@@ -471,9 +689,9 @@ def _gpu_key(name: str) -> str:
               help="Size of the fine-tuning set, to count epochs.")
 @click.option("--seq-len", type=_ints(MAX_SEQ), default=2048, show_default=True)
 @click.option("--precision", type=PRECISION_CHOICE, default="bf16", show_default=True)
-@click.option("--json", "as_json", is_flag=True)
+@OUTPUT
 def cram(gpu: str, hours: float, model: str | None, dataset_tokens: float, seq_len: int, precision: str,
-         as_json: bool) -> None:
+         as_json: bool, as_csv: bool) -> None:
     """How far one GPU goes in a day: compute-optimal model size and tokens, the largest model
     that fits for training, and (with --model) what each approach gets through.
 
@@ -484,12 +702,17 @@ def cram(gpu: str, hours: float, model: str | None, dataset_tokens: float, seq_l
     """
     from costplan.cram import cram as run_cram
 
+    output = _output(as_json, as_csv)
     result = _run(run_cram, gpu, hours, model=model, dataset_tokens=dataset_tokens, seq_len=seq_len,
                   precision=precision)
-    if as_json:
+    if output in ("json", "csv"):
         from costplan.serialize import cram_dict, dumps
 
-        click.echo(dumps(cram_dict(result)))
+        data = cram_dict(result)
+        if output == "json":
+            click.echo(dumps(data))
+        else:  # the approaches on --model, else the from-scratch ladder
+            _echo_csv(data["approaches"] or data["options"])
         return
     from rich.console import Console
 
@@ -608,13 +831,13 @@ def _collectives_profile(target: Any, points: list[dict[str, Any]]) -> dict[str,
 
 
 @cli.command()
-@click.option("--json", "as_json", is_flag=True)
+@OUTPUT
 @click.option("--show-skipped", is_flag=True, help="List the rows that could not be predicted, and why.")
 @click.option("--rows", "show_rows", is_flag=True, help="Show every row's prediction, not only the summary.")
 @click.option("--kind", "kinds", multiple=True, type=click.Choice(["pretrain", "throughput", "finetune_throughput",
                                                                   "decode", "memory", "fit"]),
               help="Only these kinds (repeatable).")
-def validate(as_json: bool, show_skipped: bool, show_rows: bool, kinds: tuple[str, ...]) -> None:
+def validate(as_json: bool, as_csv: bool, show_skipped: bool, show_rows: bool, kinds: tuple[str, ...]) -> None:
     """Predict the published runs in tables/published_runs.csv with default settings and compare,
     beside the naive rules a user would otherwise apply.
 
@@ -624,9 +847,14 @@ def validate(as_json: bool, show_skipped: bool, show_rows: bool, kinds: tuple[st
     """
     from costplan import validate as val
 
-    results, skipped = _run(val.validate, kinds or val.KINDS)
+    output = _output(as_json, as_csv)
+    run = _run(val.validate, kinds or val.KINDS)
+    if output == "csv":
+        _echo_csv(run.rows())
+        return
+    results, skipped = run
     summary = val.summarize(results)
-    if as_json:
+    if output == "json":
         from costplan.serialize import dumps, validate_dict
 
         click.echo(dumps(validate_dict(results, summary, skipped)))
@@ -695,11 +923,14 @@ def serve(host: str, port: int, workers: int, timeout: float) -> None:
     run_server(host, port, Settings(workers=workers, timeout_s=timeout))
 
 
-def _emit(rows: list[dict[str, Any]], as_json: bool, table: str) -> None:
-    if as_json:
+def _emit(rows: list[dict[str, Any]], output: str, table: str) -> None:
+    if output == "json":
         from costplan.serialize import dumps
 
         click.echo(dumps(rows))
+        return
+    if output == "csv":
+        _echo_csv(rows)
         return
     from rich.console import Console
 

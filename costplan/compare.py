@@ -6,6 +6,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from costplan.api import Estimate, estimate
+from costplan.model import resolve_model
+
+
+def dataset_count(model: str, dataset: Any, seq_len: int | None, tokenizer: str | None) -> Any:
+    """The dataset's tokens at ``seq_len`` (default: 2048 or the model's context), counted with
+    ``tokenizer`` or the model's own (``compare`` and ``plan`` with ``--dataset``)."""
+    from costplan.dataset import TokenCount, count_tokens
+
+    seq = seq_len or min(2048, resolve_model(model).max_positions)
+    if isinstance(dataset, TokenCount):
+        return dataset.at(seq)
+    return count_tokens(dataset, seq, tokenizer=tokenizer, model=model)
 
 APPROACHES = ("inference", "prompt", "prefix", "lora", "qlora", "full", "cpt")
 
@@ -51,18 +63,30 @@ class Comparison:
             })
         return rows
 
+    def to_frame(self) -> Any:
+        """The rows as a pandas DataFrame (``pip install 'costplan[data]'``)."""
+        from costplan.frames import to_frame
+
+        return to_frame(self.rows())
+
 
 def compare(model: str, *, tokens: float | None = None, cpt_tokens: float | None = None,
             eval_tokens: float = 1e5, serve_tokens: float | None = None, serve_batch: int = 32,
-            approaches: tuple[str, ...] = APPROACHES, **options: Any) -> Comparison:
+            approaches: tuple[str, ...] = APPROACHES, dataset: Any = None, tokenizer: str | None = None,
+            **options: Any) -> Comparison:
     """Estimate each approach for the same model, GPU type and options.
 
     Fine-tuning approaches train on ``tokens``; continual pretraining on its own, larger budget
     (``cpt_tokens``, default 10B); inference-only (prompting) generates ``eval_tokens`` (default 100k:
     an evaluation or a pilot) at the same ``serve_batch`` concurrency serving uses. With
     ``serve_tokens`` every row adds the cost of serving that many generated tokens, the prompting
-    row included, so the totals compare like for like.
+    row included, so the totals compare like for like. ``dataset`` (a path or a ``TokenCount``) gives
+    the fine-tuning tokens instead of ``tokens``.
     """
+    dataset_notes: tuple[str, ...] = ()
+    if dataset is not None:
+        count = dataset_count(model, dataset, options.get("seq_len"), tokenizer)
+        tokens, dataset_notes = float(count.tokens), (count.describe(),)
     estimates = []
     for approach in approaches:
         if approach == "inference":
@@ -78,6 +102,7 @@ def compare(model: str, *, tokens: float | None = None, cpt_tokens: float | None
                            **options)
         estimates.append(est)
     notes = (
+        *dataset_notes,
         f"inference-only (prompting): generating {eval_tokens:.3g} tokens, {serve_batch} requests at a time "
         "(no training)",
         "continual pretraining: its own token budget " + (f"{cpt_tokens:.3g}" if cpt_tokens else "(10B default)"),

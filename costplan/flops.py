@@ -168,7 +168,7 @@ def training_flops(model: ModelSpec, method: Method, work: Workload) -> FlopsBre
                                    t.recompute - skipped * model.num_layers)
     head = _head_flops(model, positions)
     # The LM head's input is the last layer's output, which requires a gradient here always.
-    head_term = FlopTerm(Part.HEAD, head, head, head if method.trains_base else 0.0)
+    head_term = FlopTerm(Part.HEAD, head, head, head if method.trains_head else 0.0)
     terms = tuple(t.scaled(1.0 / work.seq_len) for t in (*layer.values(), head_term))
     return FlopsBreakdown(terms, work.seq_len)
 

@@ -98,7 +98,7 @@ def input_requires_grad(method: Method, grad_ckpt: bool) -> bool:
     checkpointing, where transformers/peft call ``enable_input_require_grads`` so that
     re-entrant checkpoints back-propagate.
     """
-    return method.trains_base or method.virtual_tokens > 0 or grad_ckpt
+    return method.trains_embeddings or method.virtual_tokens > 0 or grad_ckpt
 
 
 def model_flow(model: ModelSpec, method: Method, grad_ckpt: bool) -> tuple[LayerFlow, LayerFlow]:

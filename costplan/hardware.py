@@ -1,4 +1,10 @@
-"""GPUs and their prices, from ``tables/gpus.csv`` and ``tables/prices.csv``."""
+"""GPUs and their prices, from ``tables/gpus.csv`` and ``tables/prices.csv``, or the cost of owning them.
+
+Rented: the listed offers (instance, GPUs per instance, on-demand and spot $/GPU-hour, whether the
+provider sells multi-node clusters, the date). Owned: an amortised hardware price per GPU-hour plus
+electricity, ``cost = hardware x GPU-hours + $/kWh x kWh``; with energy ``kWh = GPUs x board watts x
+hours x PUE / 1000`` (``costplan.energy``) that is one rate per GPU-hour, so estimate and plan price
+owned GPUs exactly like rented ones."""
 
 from __future__ import annotations
 
@@ -71,16 +77,20 @@ class Price:
     gpus_per_instance: int = 1
     cluster: bool = False
     """The provider sells multi-node clusters of this instance (a fast network between nodes)."""
+    owned: Ownership | None = None
+    """Set for owned GPUs: the hardware and electricity prices the rate is made of."""
 
     def billed_gpus(self, gpus: int) -> int:
-        """GPUs paid for: whole instances."""
-        if self.provider == "user":
+        """GPUs paid for: whole instances (owned or user-priced GPUs: the ones used)."""
+        if self.provider in ("user", "owned"):
             return gpus
         return math.ceil(gpus / self.gpus_per_instance) * self.gpus_per_instance
 
     def describe(self, gpus: int = 1) -> str:
         if self.provider == "user":
             return f"price ${self.usd_per_gpu_hour:.2f}/GPU-hour given with --price"
+        if self.owned is not None:
+            return self.owned.describe(self.usd_per_gpu_hour, self.instance)
         kind = "spot" if self.spot else "on-demand"
         instances = math.ceil(gpus / self.gpus_per_instance)
         count = f"{instances} x " if instances > 1 else ""
@@ -88,6 +98,65 @@ class Price:
         idle = f" ({billed} GPUs billed for {gpus} used)" if billed > gpus else ""
         return (f"price ${self.usd_per_gpu_hour:.2f}/GPU-hour, {self.provider} {count}{self.instance} {kind}"
                 f"{idle}, as of {self.as_of}")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Ownership:
+    """GPUs you own: amortised hardware $/GPU-hour and electricity $/kWh (either may be 0)."""
+
+    hardware_usd_per_gpu_hour: float = 0.0
+    usd_per_kwh: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not (0 <= self.hardware_usd_per_gpu_hour < 1e4 and 0 <= self.usd_per_kwh < 100):
+            raise ValueError("--hardware-price must be 0 to 10,000 $/GPU-hour and --electricity 0 to 100 $/kWh")
+
+    def kwh_per_gpu_hour(self, watts: float, pue: float) -> float:
+        return watts / 1000 * pue
+
+    def price(self, watts: float, pue: float) -> Price:
+        """One GPU-hour: the hardware share plus the electricity the GPU and its data centre draw."""
+        rate = self.hardware_usd_per_gpu_hour + self.usd_per_kwh * self.kwh_per_gpu_hour(watts, pue)
+        described = f"{watts:.0f} W x PUE {pue:.2f}"
+        return Price(usd_per_gpu_hour=rate, provider="owned", instance=described, spot=False,
+                     source="--hardware-price and --electricity", as_of="", owned=self)
+
+    def describe(self, rate: float, power: str = "board power x PUE") -> str:
+        electricity = rate - self.hardware_usd_per_gpu_hour
+        return (f"owned GPUs (no rental): ${self.hardware_usd_per_gpu_hour:.2f}/GPU-hour hardware (amortised, given) + "
+                f"electricity ${self.usd_per_kwh:.3f}/kWh x {power} = ${electricity:.3f}/GPU-hour; "
+                f"${rate:.3f}/GPU-hour in all")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Listing:
+    """One row of ``tables/prices.csv``: an instance type and its prices."""
+
+    provider: str
+    gpu: str
+    instance: str
+    gpus_per_instance: int
+    usd_per_gpu_hour: float | None
+    """On-demand; None where only spot is listed."""
+    usd_per_gpu_hour_spot: float | None
+    cluster: bool
+    source: str
+    as_of: str
+
+
+def listings(gpu_key: str | None = None) -> list[Listing]:
+    """Every listed offer (of one GPU type when given), by provider, then price."""
+    found = []
+    for row in read_table("prices"):
+        if gpu_key is not None and row["gpu"] != gpu_key:
+            continue
+        found.append(Listing(provider=row["provider"], gpu=row["gpu"], instance=row["instance"],
+                             gpus_per_instance=int(number(row, "gpus_per_instance") or 1),
+                             usd_per_gpu_hour=number(row, "usd_per_gpu_hour"),
+                             usd_per_gpu_hour_spot=number(row, "usd_per_gpu_hour_spot"),
+                             cluster=row.get("cluster", "").lower() == "true", source=row["source"],
+                             as_of=row["as_of"]))
+    return sorted(found, key=lambda o: (o.gpu, o.provider, o.usd_per_gpu_hour or math.inf, o.instance))
 
 
 def providers() -> list[str]:
@@ -98,18 +167,16 @@ def offers(gpu_key: str, provider: str | None = None, spot: bool = False) -> lis
     """Every listed offer of the GPU (at one provider when given) with a price of that kind."""
     if provider is not None and provider.lower() not in providers():
         raise unknown_name("provider", provider, providers())
-    column = "usd_per_gpu_hour_spot" if spot else "usd_per_gpu_hour"
     found = []
-    for row in read_table("prices"):
-        if row["gpu"] != gpu_key or (provider and row["provider"] != provider.lower()):
+    for row in listings(gpu_key):
+        if provider and row.provider != provider.lower():
             continue
-        value = number(row, column)
+        value = row.usd_per_gpu_hour_spot if spot else row.usd_per_gpu_hour
         if value is None:
             continue
-        found.append(Price(usd_per_gpu_hour=value, provider=row["provider"], instance=row["instance"], spot=spot,
-                           source=row["source"], as_of=row["as_of"],
-                           gpus_per_instance=int(number(row, "gpus_per_instance") or 1),
-                           cluster=row.get("cluster", "").lower() == "true"))
+        found.append(Price(usd_per_gpu_hour=value, provider=row.provider, instance=row.instance, spot=spot,
+                           source=row.source, as_of=row.as_of, gpus_per_instance=row.gpus_per_instance,
+                           cluster=row.cluster))
     return found
 
 
@@ -119,9 +186,14 @@ def can_host(offer: Price, gpus: int) -> bool:
 
 
 def price(gpu_key: str, provider: str | None = None, spot: bool = False, override: float | None = None,
-          gpus: int = 1) -> Price | None:
+          gpus: int = 1, *, owned: Ownership | None = None, watts: float = 0.0, pue: float = 1.0) -> Price | None:
     """The offer that rents ``gpus`` GPUs most cheaply (whole instances; several instances only where
-    the provider sells clusters), at one provider when given; None when none is listed."""
+    the provider sells clusters), at one provider when given; None when none is listed. ``override``
+    is a flat $/GPU-hour; ``owned`` prices GPUs you own at ``watts`` of board power and ``pue``."""
+    if owned is not None:
+        if override is not None or provider is not None or spot:
+            raise CostplanError("--hardware-price/--electricity price owned GPUs: drop --price, --provider and --spot.")
+        return owned.price(watts, pue)
     if override is not None:
         if not override >= 0:
             raise ValueError("--price must be zero or positive")

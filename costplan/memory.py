@@ -76,6 +76,16 @@ def base_weight_bytes(model: ModelSpec, method: Method, compute_bytes: int) -> f
     return matrices * per + (total - matrices) * compute_bytes
 
 
+def dora_workspace(model: ModelSpec, method: Method) -> float:
+    """DoRA's transient per adapted matrix in forward, for the largest one: peft builds the adapter's
+    full update through an identity matrix (in x in, fp32), the update itself (in x out, fp32) and
+    the summed weight whose row norms it takes (out x in, fp32)."""
+    magnitudes = [a.linear for a in method.adapters(model) if a.magnitude]
+    if not magnitudes:
+        return 0.0
+    return max(FP32 * lin.in_features * (lin.in_features + 2 * lin.out_features) for lin in magnitudes)
+
+
 @dataclass(frozen=True, slots=True)
 class TrainingMemory:
     """One replica's memory before sharding (activations for one micro-batch)."""
@@ -110,25 +120,30 @@ def training_memory(model: ModelSpec, method: Method, work: Workload) -> Trainin
     trainable = sum(t.elements for t in tensors)
     opt = optimizer(work.optimizer)
     if method.trains_base:
-        weight_bytes = p  # trained base weights in the compute dtype
+        gradients = p * trainable  # trained base weights in the compute dtype
         master = FP32 * trainable if work.mixed_precision else 0.0
         copies = FP32 * trainable if work.mixed_precision else 0.0
         weights = base_weight_bytes(model, method, p)
     else:
-        weight_bytes = FP32  # peft parameters are fp32
-        master = 0.0
-        copies = 0.0
-        weights = base_weight_bytes(model, method, p) + FP32 * trainable
+        # peft parameters are fp32; modules_to_save copies keep the model's dtype, and so do their
+        # gradients and (unless 8-bit) optimizer states: no fp32 master copy.
+        copied = sum(t.elements for t in method.saved_modules(model))
+        own = trainable - copied
+        gradients = FP32 * own + p * copied
+        master = copies = 0.0
+        weights = base_weight_bytes(model, method, p) + FP32 * own + p * copied
+    saved_copies = () if method.trains_base else method.saved_modules(model)
+    own_tensors = tensors[:len(tensors) - len(saved_copies)]
     saved = saved_tensors(model, method, work)
     largest = max(lin.weight_elements for lin in layer_linears(model))
     layer = sum(lin.params for lin in layer_linears(model)) * p
     return TrainingMemory(
         weights=weights,
-        gradients=weight_bytes * trainable,
+        gradients=gradients,
         master_weights=master,
-        optimizer_states=opt.state_bytes(tensors),
+        optimizer_states=opt.state_bytes(own_tensors) + opt.state_bytes_in(saved_copies, p),
         gradient_copies=copies,
-        step_temporaries=opt.step_temp_bytes(tensors),
+        step_temporaries=opt.step_temp_bytes(own_tensors) + opt.step_temp_bytes_in(saved_copies, p),
         activations=mb * saved.total(model.num_layers, work.grad_ckpt),
         checkpoints=mb * (saved.layers(model.num_layers, work.grad_ckpt) + saved.shared),
         recompute=mb * saved.later_layer if work.grad_ckpt else 0.0,
@@ -136,7 +151,7 @@ def training_memory(model: ModelSpec, method: Method, work: Workload) -> Trainin
         attention_backward=mb * (eager_attention_backward(model, method, work) - saved.later_layer_mlp)
         if work.attention == "eager" else 0.0,
         logits_peak=mb * logits_bytes(model, method, work).backward_peak,
-        workspace=largest * p if method.base_storage == "nf4" else 0.0,
+        workspace=(largest * p if method.base_storage == "nf4" else 0.0) + dora_workspace(model, method),
         layer_weights=layer,
     )
 

@@ -30,10 +30,13 @@ class Adapter:
 
     linear: Linear
     rank: int
+    magnitude: bool = False
+    """DoRA: a trainable magnitude per output feature, and the base and adapter outputs kept for it."""
 
     @property
     def params(self) -> int:
-        return self.linear.copies * self.rank * (self.linear.in_features + self.linear.out_features)
+        extra = self.linear.out_features if self.magnitude else 0
+        return self.linear.copies * (self.rank * (self.linear.in_features + self.linear.out_features) + extra)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +74,20 @@ class Method:
     def prefix_tokens(self) -> int:
         """Trainable key/value positions prepended in every layer (prefix tuning)."""
         return 0
+
+    @property
+    def trains_embeddings(self) -> bool:
+        """The token embedding trains (so the first layer's input requires a gradient)."""
+        return self.trains_base
+
+    @property
+    def trains_head(self) -> bool:
+        """The LM head's weight trains (so backward computes its dW and keeps its input)."""
+        return self.trains_base
+
+    def saved_modules(self, model: ModelSpec) -> tuple[Tensor2D, ...]:
+        """Trainable copies of whole modules (peft ``modules_to_save``), held in the compute dtype."""
+        return ()
 
     def trainable_tensors(self, model: ModelSpec) -> tuple[Tensor2D, ...]:
         return ()
@@ -178,6 +195,10 @@ def parse_targets(text: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(roles))
 
 
+SAVED_MODULES = ("embeddings", "head")
+"""What ``modules_to_save`` can name here: the token embedding and the LM head."""
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Lora(Method):
     key: ClassVar[str] = "lora"
@@ -186,12 +207,36 @@ class Lora(Method):
     targets: tuple[str, ...] = ("q", "v")
     """peft's default for Llama-style models is q and v."""
     dropout: float = 0.0
+    alpha: float | None = None
+    """lora_alpha (scaling alpha/r, or alpha/sqrt(r) under rsLoRA): changes no cost, only reported."""
+    rslora: bool = False
+    dora: bool = False
+    """DoRA (Liu et al. 2024, peft ``use_dora``): weight-decomposed LoRA with a trained magnitude vector."""
+    modules_to_save: tuple[str, ...] = ()
+    """Whole modules trained beside the adapters: ``embeddings`` and/or ``head``."""
 
     def __post_init__(self) -> None:
         if self.rank <= 0:
             raise ValueError("--lora-rank must be a positive integer")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError("--lora-dropout must be in [0, 1)")
+        unknown = set(self.modules_to_save) - set(SAVED_MODULES)
+        if unknown:
+            raise ValueError(f"modules_to_save can be {' and '.join(SAVED_MODULES)}, not {', '.join(sorted(unknown))}")
+
+    @property
+    def trains_embeddings(self) -> bool:
+        return "embeddings" in self.modules_to_save
+
+    @property
+    def trains_head(self) -> bool:
+        return "head" in self.modules_to_save
+
+    def saved_modules(self, model: ModelSpec) -> tuple[Tensor2D, ...]:
+        # peft's ModulesToSaveWrapper deep-copies the module (in the model's dtype) and trains the copy;
+        # the original stays frozen beside it. A tied head gets its own untied copy.
+        h, v = model.hidden_size, model.vocab_size
+        return tuple(Tensor2D(v, h) for part in SAVED_MODULES if part in self.modules_to_save)
 
     def _targeted(self, linear: Linear) -> bool:
         if linear.role == "qkv":  # fused projections take an adapter when any of q, k, v is asked
@@ -199,7 +244,7 @@ class Lora(Method):
         return linear.role in self.targets
 
     def adapters(self, model: ModelSpec) -> tuple[Adapter, ...]:
-        return tuple(Adapter(lin, self.rank) for lin in layer_linears(model) if self._targeted(lin))
+        return tuple(Adapter(lin, self.rank, self.dora) for lin in layer_linears(model) if self._targeted(lin))
 
     def trainable_tensors(self, model: ModelSpec) -> tuple[Tensor2D, ...]:
         tensors = []
@@ -207,7 +252,9 @@ class Lora(Method):
             lin, count = adapter.linear, adapter.linear.copies * model.num_layers
             tensors.append(Tensor2D(lin.in_features, self.rank, count))
             tensors.append(Tensor2D(self.rank, lin.out_features, count))
-        return tuple(tensors)
+            if adapter.magnitude:
+                tensors.append(Tensor2D(1, lin.out_features, count))
+        return (*tensors, *self.saved_modules(model))
 
     def validate(self, model: ModelSpec) -> None:
         adapters = self.adapters(model)
@@ -221,8 +268,25 @@ class Lora(Method):
 
     def notes(self, model: ModelSpec) -> list[str]:
         roles = [a.linear.role for a in self.adapters(model)]
-        return [f"LoRA rank {self.rank} on {','.join(roles)} in every layer; adapters kept in fp32 "
-                "(peft default), their input cast to fp32"]
+        scaling = ""
+        if self.alpha is not None:
+            scaling = (f", alpha {self.alpha:g} (scale {self.alpha / self.rank ** (0.5 if self.rslora else 1):.3g}"
+                       + (", rsLoRA alpha/sqrt(r)" if self.rslora else "") + "; no effect on cost)")
+        notes = [f"LoRA rank {self.rank} on {','.join(roles)} in every layer{scaling}; adapters kept in fp32 "
+                 "(peft default), their input cast to fp32"]
+        if self.dora:
+            notes.append("DoRA: a trained fp32 magnitude per output feature (exact in the parameter count); each "
+                         "adapted matrix also keeps its base output and fp32 adapter output for backward and builds "
+                         "its full weight (plus an identity product) once per forward: approximated as those "
+                         "tensors; the weight-norm FLOPs (2·in·r·(in+out) per matrix per micro-batch) and the extra "
+                         "elementwise time are not counted, so DoRA runs slower than planned")
+        if self.modules_to_save:
+            names = " and ".join({"embeddings": "the token embedding", "head": "the LM head"}[m]
+                                 for m in self.modules_to_save)
+            notes.append(f"modules_to_save: {names} trained as full copies (vocab x hidden each) in the model's "
+                         "dtype, as peft makes them, with gradients and optimizer states in that dtype and no fp32 "
+                         "master copy (transformers' Trainer on a model loaded in bf16/fp16)")
+        return notes
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

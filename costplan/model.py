@@ -247,8 +247,9 @@ _MODEL_TYPE_FAMILY = {
 }
 
 
-def from_hf_config(path: str | Path) -> ModelSpec:
-    """Read a Hugging Face ``config.json`` (or a folder holding one) without transformers."""
+def from_hf_config(path: str | Path, name: str | None = None) -> ModelSpec:
+    """Read a Hugging Face ``config.json`` (or a folder holding one) without transformers; ``name``
+    defaults to the folder's name."""
     path = Path(path)
     if path.is_dir():
         path = path / "config.json"
@@ -261,7 +262,7 @@ def from_hf_config(path: str | Path) -> ModelSpec:
             f"{path}: model_type {model_type!r} is not supported "
             f"(supported: {', '.join(sorted(_MODEL_TYPE_FAMILY))})."
         )
-    name = path.parent.name or model_type
+    name = name or path.parent.name or model_type
     try:
         numbers, overrides = _read_config(model_type, config)
         return _spec(name, _MODEL_TYPE_FAMILY[model_type], numbers, **overrides)
@@ -322,7 +323,12 @@ def _read_config(model_type: str, config: dict) -> tuple[dict[str, int], dict[st
 
 
 def resolve_model(name_or_path: str) -> ModelSpec:
-    """A preset name/alias, or a path to a config.json or a folder holding one."""
+    """A preset name/alias, a path to a config.json or a folder holding one, or a Hugging Face Hub id
+    (``org/name``) read from the local cache (``costplan.hub``)."""
+    from costplan import hub
+
+    if hub.is_repo_id(name_or_path):
+        return from_hf_config(hub.locate(name_or_path).path, name=name_or_path)
     candidate = Path(name_or_path).expanduser()
     looks_like_path = any(sep in name_or_path for sep in ("/", "\\")) or name_or_path.endswith(".json")
     if candidate.exists() or looks_like_path:

@@ -52,6 +52,17 @@ class Optimizer:
     streamed_bytes: float = 44.0
     """Bytes the step reads and writes per trainable element (fp32 weight, gradient, states and
     temporaries), which makes its time: it is memory-bound."""
+    quantized_states: bool = False
+    """States kept in 8 bits whatever the parameter's dtype (bitsandbytes); otherwise they take the
+    parameter's dtype (``torch.zeros_like``), fp32 for fp32 parameters."""
+
+    def state_bytes_in(self, tensors: tuple[Tensor2D, ...], param_bytes: int) -> float:
+        """State bytes for parameters of ``param_bytes`` per element (not fp32: modules_to_save copies)."""
+        scale = 1.0 if self.quantized_states else param_bytes / FP32
+        return scale * self.state_bytes(tensors)
+
+    def step_temp_bytes_in(self, tensors: tuple[Tensor2D, ...], param_bytes: int) -> float:
+        return param_bytes / FP32 * self.step_temp_bytes(tensors)
 
     def state_bytes(self, tensors: tuple[Tensor2D, ...]) -> float:
         return sum(self.state(t) for t in tensors)
@@ -72,10 +83,12 @@ OPTIMIZERS: dict[str, Optimizer] = {o.name: o for o in (
     # for foreach AdamW the temporaries of its multi-step update (about 16 more).
     Optimizer("adamw", _adam, FP32, note="AdamW (PyTorch foreach): fp32 m and v", streamed_bytes=44.0),
     Optimizer("adamw-fused", _adam, 0.0, note="AdamW fused: fp32 m and v, updated in place", streamed_bytes=28.0),
-    Optimizer("adamw-8bit", _adam_8bit, 0.0, note="8-bit AdamW (bitsandbytes, block 256)", streamed_bytes=16.0),
+    Optimizer("adamw-8bit", _adam_8bit, 0.0, note="8-bit AdamW (bitsandbytes, block 256)", streamed_bytes=16.0,
+              quantized_states=True),
     Optimizer("paged-adamw", _adam, 0.0, note="paged AdamW (bitsandbytes): fp32 m and v, pageable",
               streamed_bytes=28.0),
-    Optimizer("paged-adamw-8bit", _adam_8bit, 0.0, note="paged 8-bit AdamW (bitsandbytes)", streamed_bytes=16.0),
+    Optimizer("paged-adamw-8bit", _adam_8bit, 0.0, note="paged 8-bit AdamW (bitsandbytes)", streamed_bytes=16.0,
+              quantized_states=True),
     Optimizer("sgd", lambda t: 0.0, 0.0, note="SGD without momentum: no state", streamed_bytes=12.0),
     Optimizer("sgd-momentum", lambda t: FP32 * t.elements, 0.0, note="SGD with momentum: fp32 buffer",
               streamed_bytes=20.0),

@@ -21,8 +21,8 @@ from costplan.api import make_method, run_goodput, training_job
 from costplan.energy import energy_model
 from costplan.errors import CostplanError
 from costplan.frameworks import FRAMEWORKS, default_framework
+from costplan.hardware import Ownership, gpu_names, offers
 from costplan.hardware import gpu as find_gpu
-from costplan.hardware import gpu_names, offers
 from costplan.hardware import price as find_price
 from costplan.layout import MAX_GPUS, default_global_batch, gpu_counts
 from costplan.model import count_params, resolve_model
@@ -85,6 +85,18 @@ class PlanResult:
     def fastest(self) -> Candidate:
         return self.pareto[-1]
 
+    def rows(self) -> list[dict[str, Any]]:
+        """The Pareto front, cheapest first, one flat row per configuration."""
+        from dataclasses import asdict
+
+        return [dict(asdict(c), wall_hours=c.wall_hours) for c in self.pareto]
+
+    def to_frame(self) -> Any:
+        """The Pareto front as a pandas DataFrame (``pip install 'costplan[data]'``)."""
+        from costplan.frames import to_frame
+
+        return to_frame(self.rows())
+
 
 @dataclass(frozen=True, slots=True)
 class _Offers:
@@ -98,7 +110,8 @@ class _Offers:
     instance: list[list[str]]
 
 
-def _offers(keys: list[str], counts: list[int], provider: str | None, spot: bool, override: float | None) -> _Offers:
+def _offers(keys: list[str], counts: list[int], provider: str | None, spot: bool, override: float | None,
+            owned: Ownership | None = None, watts: list[float] | None = None, pue: float = 1.0) -> _Offers:
     import numpy as np
 
     usd = np.full((len(keys), len(counts)), np.nan)
@@ -107,7 +120,8 @@ def _offers(keys: list[str], counts: list[int], provider: str | None, spot: bool
     instances = [[""] * len(counts) for _ in keys]
     for i, key in enumerate(keys):
         for j, n in enumerate(counts):
-            offer = find_price(key, provider, spot, override, gpus=n)
+            offer = find_price(key, provider, spot, override, gpus=n, owned=owned,
+                               watts=watts[i] if watts else 0.0, pue=pue)
             if offer is None:
                 continue
             usd[i, j] = offer.usd_per_gpu_hour
@@ -120,7 +134,9 @@ def search(
     model: str,
     methods: tuple[str, ...] = ("lora",),
     *,
-    tokens: float,
+    tokens: float | None = None,
+    dataset: Any = None,
+    tokenizer: str | None = None,
     epochs: float = 1.0,
     deadline_seconds: float | None = None,
     budget_usd: float | None = None,
@@ -133,6 +149,8 @@ def search(
     provider: str | None = None,
     spot: bool = False,
     price: float | None = None,
+    electricity: float | None = None,
+    hardware_price: float | None = None,
     lora_rank: int = 8,
     lora_targets: str = "q,v",
     startup_seconds: float = STARTUP_SECONDS,
@@ -140,6 +158,16 @@ def search(
 ) -> PlanResult:
     import numpy as np
 
+    dataset_notes: tuple[str, ...] = ()
+    if dataset is not None:
+        from costplan.compare import dataset_count
+
+        if tokens is not None:
+            raise CostplanError("give --tokens or --dataset, not both.")
+        count = dataset_count(model, dataset, seq_len, tokenizer)
+        tokens, dataset_notes = float(count.tokens), (count.describe(),)
+    if tokens is None:
+        raise CostplanError("plan needs --tokens or --dataset.")
     if not (tokens > 0 and epochs > 0):
         raise ValueError("--tokens and --epochs must be positive")
     if deadline_seconds is not None and not deadline_seconds > 0:
@@ -151,6 +179,9 @@ def search(
     spec = resolve_model(model)
     profile = profile or default_profile()
     pue = energy_model().pue
+    owned = None
+    if electricity is not None or hardware_price is not None:
+        owned = Ownership(hardware_usd_per_gpu_hour=hardware_price or 0.0, usd_per_kwh=electricity or 0.0)
     keys = list(gpus) if gpus else gpu_names()
     evaluated = fitting = feasible_count = 0
     best: list[Candidate] = []
@@ -182,7 +213,8 @@ def search(
                 continue
             for ckpt in (False, True):
                 work = Workload(seq_len=seq, micro_batch=1, precision=precision, grad_ckpt=ckpt)  # type: ignore
-                grid = _grid(spec, method, stack, work, profile, usable, batch, max_gpus, provider, spot, price)
+                grid = _grid(spec, method, stack, work, profile, usable, batch, max_gpus, provider, spot, price,
+                             owned, pue)
                 if grid is None:
                     continue
                 fits, seconds, cost, device, efficiency, layout = _evaluate(grid, tokens * epochs, startup_seconds,
@@ -210,6 +242,7 @@ def search(
                         usd_per_gpu_hour=float(grid.offers.price[g, j])))
     front = _front(best)
     notes = (
+        *dataset_notes,
         f"{spec.name}, {count_params(spec).total / 1e9:.3g}B parameters, {tokens:.3g} tokens x {epochs:g} epochs",
         *sorted(batch_notes),
         f"searched {len(keys)} GPU type(s) x counts 1 to {max_gpus} (whole nodes past one; several nodes only "
@@ -218,7 +251,10 @@ def search(
         + f" x {', '.join(precisions)}; at most one micro-batch of sequences per replica",
         f"{profile.describe()}; the same engine as `costplan estimate`",
         f"each run adds {startup_seconds / 60:g} min of start-up (provisioning, loading; assumption) to wall time "
-        "and cost; prices from the offer that rents each count most cheaply (whole instances)",
+        "and cost; "
+        + (owned.describe(owned.hardware_usd_per_gpu_hour + owned.usd_per_kwh * owned.kwh_per_gpu_hour(1000, pue),
+                          f"board power x PUE {pue:.2f} (per kW of board power)")
+           if owned else "prices from the offer that rents each count most cheaply (whole instances)"),
         *skipped,
     )
     return PlanResult(tuple(front), evaluated, fitting, feasible_count, notes, tuple(samples))
@@ -239,7 +275,8 @@ class _Grid:
     goodput: float
 
 
-def _grid(spec, method, stack, work, profile, keys, batch, max_gpus, provider, spot, price) -> _Grid | None:
+def _grid(spec, method, stack, work, profile, keys, batch, max_gpus, provider, spot, price, owned=None,
+          pue=1.0) -> _Grid | None:
     """Every (GPU type, count, tp, pp, ZeRO, micro-batch) the stack supports, as flat arrays."""
     import numpy as np
 
@@ -250,7 +287,8 @@ def _grid(spec, method, stack, work, profile, keys, batch, max_gpus, provider, s
         jobs.append(training_job(spec, method, device, net, stack, work, profile, batch))
     parts = jobs[0].parts(work.grad_ckpt)
     per_node = np.array([j.link.gpus_per_node for j in jobs])
-    cluster = np.array([price is not None or any(o.cluster for o in offers(k, provider, spot)) for k in keys])
+    cluster = np.array([price is not None or owned is not None or any(o.cluster for o in offers(k, provider, spot))
+                        for k in keys])
     tps = [1, 2, 4, 8] if stack.tensor_parallel else [1]
     pps = [1, 2, 4, 8, 16, 32] if stack.pipeline_parallel else [1]
     g, j, tp, pp, zero, mb = (a.ravel() for a in np.meshgrid(
@@ -271,7 +309,7 @@ def _grid(spec, method, stack, work, profile, keys, batch, max_gpus, provider, s
     layout = {"g": g[keep], "j": j[keep], "n": n[keep], "tp": tp[keep], "pp": pp[keep], "zero": zero[keep],
               "mb": mb[keep]}
     layout["accum"] = np.maximum(1, np.ceil(batch / (layout["n"] // (layout["tp"] * layout["pp"]) * layout["mb"])))
-    found = _offers(keys, counts, provider, spot, price)
+    found = _offers(keys, counts, provider, spot, price, owned, [job.hw.watts for job in jobs], pue)
     gi, ji = layout["g"], layout["j"]
 
     def column(values: list[float]) -> Any:

@@ -169,6 +169,50 @@ def gpus_table(rows: list[dict[str, Any]]) -> Table:
     return table
 
 
+def prices_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table(title="rental offers (tables/prices.csv; $ per GPU-hour)", title_justify="left",
+                  caption="cluster: the provider sells multi-node clusters of the instance (a fast network between "
+                          "nodes); sources in --json/--csv", caption_justify="left")
+    for column in ("gpu", "provider", "instance", "GPUs", "on-demand", "spot", "cluster", "as of"):
+        table.add_column(column, justify="right" if column in ("GPUs", "on-demand", "spot") else "left",
+                         no_wrap=column != "instance", min_width=18 if column == "instance" else None)
+
+    def usd(value: float | None) -> str:
+        return "-" if value is None else f"{value:,.3f}"
+
+    for row in rows:
+        table.add_row(row["gpu"], row["provider"], row["instance"], str(row["gpus_per_instance"]),
+                      usd(row["usd_per_gpu_hour"]), usd(row["usd_per_gpu_hour_spot"]),
+                      "yes" if row["cluster"] else "", row["as_of"])
+    if not rows:
+        table.add_row("(none listed)", *[""] * 7)
+    return table
+
+
+def tokens_view(count: Any) -> Group:
+    """``costplan tokens``: the files, then the totals with padding against packing."""
+    files = Table(title="dataset files", title_justify="left")
+    for column in ("file", "format", "sequences", "tokens", "text"):
+        files.add_column(column, justify="left" if column in ("file", "format") else "right")
+    for f in count.files:
+        files.add_row(f.path, f.format, f"{f.sequences:,}", f"{f.tokens:,}", fmt_bytes(f.bytes))
+    total = Table(title=f"tokens ({'counted' if count.exact else 'estimated'}) and rows at sequence length "
+                        f"{count.seq_len}", title_justify="left", show_header=False)
+    total.add_column("what", style="bold")
+    total.add_column("value")
+    error = "" if count.exact else f" (±{count.error:.0%}: estimate)"
+    total.add_row("tokens", f"{count.tokens:,}{error}")
+    total.add_row("sequences", f"{count.sequences:,} (longest {count.longest:,} tokens, mean "
+                               f"{count.tokens / count.sequences:,.0f})")
+    total.add_row("padded", f"{count.sequences:,} rows x {count.seq_len} = {count.padded_positions:,} positions; "
+                            f"{count.padding_waste:.1%} padding"
+                            + (f"; {count.truncated:,} sequence(s) truncated, "
+                               f"{count.tokens - count.kept_when_padded:,} tokens lost" if count.truncated else ""))
+    total.add_row("packed", f"{count.packed_rows:,} rows; {count.packing_waste:.1%} padding (the last row)")
+    total.add_row("counted with", count.counted_with)
+    return Group(files, total)
+
+
 def _error_text(error: float, tolerance: float) -> Text:
     return Text(f"{error:+.2%}", style="green" if abs(error) <= tolerance else "bold red")
 

@@ -163,7 +163,7 @@ def step_shape(model: ModelSpec, method: Method, work: Workload, flops: FlopsBre
                 gemms.append(Gemm(rows, lin.in_features, r, layers * lin.copies * a_passes, column, False))
                 gemms.append(Gemm(rows, r, lin.out_features, layers * lin.copies * b_passes, column, False))
     if training:
-        head_rows, head_passes = per_token, 2.0 + method.trains_base
+        head_rows, head_passes = per_token, 2.0 + method.trains_head
     else:
         head_rows, head_passes = 1.0 / positions, 1.0  # generate keeps the last position's logits only
     gemms.append(Gemm(head_rows, model.hidden_size, model.vocab_size, head_passes, True, False))

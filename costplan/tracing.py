@@ -103,6 +103,9 @@ def build_model(model: ModelSpec, attention: str = "sdpa", device: str = "cpu", 
         torch.set_default_dtype(previous)
 
 
+_EMBEDDING_NAMES = {"gpt2": "wte", "gpt_neox": "embed_in", "bert": "word_embeddings"}
+
+
 def _spec_of(module: Any) -> ModelSpec:
     spec = getattr(module, "_costplan_spec", None)
     if spec is None:
@@ -119,8 +122,10 @@ def apply_method(module: Any, method: Method) -> Any:
         names = _MODULE_NAMES.get(spec.family, _LLAMA_NAMES)
         roles = sorted({a.linear.role for a in method.adapters(spec)})
         pattern = rf".*\.({'|'.join(names[role] for role in roles)})$"
+        saved = {"embeddings": _EMBEDDING_NAMES.get(spec.family, "embed_tokens"), "head": "lm_head"}
         config = peft.LoraConfig(r=method.rank, lora_alpha=2 * method.rank, lora_dropout=method.dropout,
-                                 target_modules=pattern)
+                                 target_modules=pattern, use_dora=method.dora,
+                                 modules_to_save=[saved[m] for m in method.modules_to_save] or None)
         return peft.get_peft_model(module, config)
     if isinstance(method, PromptTuning):
         return peft.get_peft_model(module, peft.PromptTuningConfig(

@@ -27,8 +27,8 @@ import math
 import re
 import statistics
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import asdict, dataclass
+from typing import Any, NamedTuple
 
 from costplan.errors import CostplanError
 from costplan.model import ModelSpec, count_params, preset
@@ -74,6 +74,22 @@ class Skipped:
     kind: str
     name: str
     reason: str
+
+
+class ValidationRun(NamedTuple):
+    """What ``validate`` returns: the predicted rows and the skipped ones (unpacks as a pair)."""
+
+    results: list[Validation]
+    skipped: list[Skipped]
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [dict(asdict(r), error=r.error, naive_error=r.naive_error) for r in self.results]
+
+    def to_frame(self) -> Any:
+        """The predicted rows as a pandas DataFrame (``pip install 'costplan[data]'``)."""
+        from costplan.frames import to_frame
+
+        return to_frame(self.rows())
 
 
 _ARCH_KEYS = ("hidden", "layers", "heads", "kv_heads", "ffn", "vocab")
@@ -281,8 +297,7 @@ def _layout(est: Any) -> str:
     return text + (", ckpt" if layout.grad_ckpt else "")
 
 
-def validate(kinds: Iterable[str] = KINDS, *, split: str | None = None,
-             profile: Any = None) -> tuple[list[Validation], list[Skipped]]:
+def validate(kinds: Iterable[str] = KINDS, *, split: str | None = None, profile: Any = None) -> ValidationRun:
     """Predict every row of the wanted kinds (and split); ``profile`` replaces the default constants."""
     wanted = set(kinds)
     results: list[Validation] = []
@@ -307,7 +322,7 @@ def validate(kinds: Iterable[str] = KINDS, *, split: str | None = None,
             continue
         results.append(Validation(kind, name, row["quantity"], predicted, reported, naive, row.get("split", ""),
                                   row.get("group", ""), row["source"], detail))
-    return results, skipped
+    return ValidationRun(results, skipped)
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,3 +18,10 @@ def pytest_collection_modifyitems(config, items):
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Profiles saved by `costplan calibrate` go to a throw-away folder, never the user's cache."""
     monkeypatch.setenv("COSTPLAN_CACHE", str(tmp_path_factory.mktemp("costplan-cache")))
+
+
+@pytest.fixture(autouse=True)
+def _no_hub(tmp_path_factory, monkeypatch):
+    """No test reaches the Hugging Face Hub or reads the user's cache: an empty cache, offline."""
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path_factory.mktemp("hf-cache")))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -97,7 +97,9 @@ def test_models_and_gpus_lists():
     gpus = json.loads(run("gpus", "--json").output)
     keys = {row["key"] for row in gpus}
     assert {"h200", "h100-sxm", "h100-pcie", "a100-80gb", "a100-40gb", "l40s", "l4", "a10g", "rtx-4090",
-            "rtx-3090", "rtx-a6000", "v100", "t4", "mi300x"} <= keys
+            "rtx-3090", "rtx-a6000", "v100-16gb", "v100-32gb", "t4", "mi300x", "b200", "h100-nvl", "h800", "a40",
+            "l40", "rtx-5090", "mi250x", "rtx-2080ti"} <= keys
+    assert "v100" not in keys  # now an alias of v100-32gb
 
 
 @pytest.mark.parametrize("args,message", [

@@ -52,3 +52,31 @@ def test_every_price_names_a_known_gpu_and_the_cheapest_is_chosen():
     h100 = [float(r["usd_per_gpu_hour"]) for r in rows if r["gpu"] == "h100-sxm" and r["usd_per_gpu_hour"]]
     assert price("h100-sxm").usd_per_gpu_hour == min(h100)
     assert price("h100-sxm", override=1.5).usd_per_gpu_hour == 1.5
+
+
+def test_new_gpu_rows_and_the_v100_alias():
+    """Rows added from the 2026-11 hardware research (datasheet figures, dense peaks)."""
+    assert gpu("v100").key == "v100-32gb" and gpu("v100").memory_bytes == 32 * GIB
+    assert gpu("v100-16gb").memory_bytes == 16 * GIB
+    assert gpu("b200").peak("bf16") == pytest.approx(2250e12)  # HGX B200, dense (4.5 PF with sparsity / 2)
+    assert gpu("b200").arch == "blackwell" and gpu("mi250x").arch == "cdna2"
+    assert gpu("h100-nvl").memory_bytes == 94 * GIB
+    assert gpu("rtx-2080ti").peak("fp16") == pytest.approx(53.8e12)
+    for row in read_table("gpus"):  # every card has a dense fp16 peak
+        assert float(row["fp16_tflops"]) > 0, row["key"]
+
+
+def test_every_gpu_has_its_interconnect_and_v100_offers_sit_under_their_memory_size():
+    from costplan.scaling import link
+
+    keys = [row["key"] for row in read_table("gpus")]
+    listed = {row["gpu"] for row in read_table("interconnect")}
+    assert set(keys) <= listed
+    for row in read_table("interconnect"):
+        assert row["source"] and len(row["as_of"]) == 10
+    assert link("b200").intra_bytes_per_s == pytest.approx(900e9)
+    assert link("b200").node_bytes_per_s == pytest.approx(8 * 400e9 / 8)  # 8 NICs x 400 Gb/s
+    assert link("rtx-5090").intra_bytes_per_s == pytest.approx(63e9 / 2)  # no peer-to-peer: via host memory
+    prices = read_table("prices")
+    assert {r["gpu"] for r in prices if r["instance"] == "p3.2xlarge"} == {"v100-16gb"}  # AWS p3: V100 16 GB
+    assert {r["gpu"] for r in prices if r["instance"] == "p3dn.24xlarge"} == {"v100-32gb"}

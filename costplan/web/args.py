@@ -82,6 +82,8 @@ def web_options(command_name: str) -> dict[str, WebOption]:
         negative = next((o for o in param.secondary_opts if o.startswith("--")), None)
         choices = tuple(param.type.choices) if isinstance(param.type, click.Choice) else None
         default = param.default if isinstance(param.default, (str, int, float, bool)) else None  # not click's UNSET
+        if default is None and isinstance(param.show_default, str) and param.show_default != "auto":
+            default = param.show_default  # a default the command resolves itself (--model: 7b, --method: lora)
         options[name] = WebOption(name=name, flag=param.is_flag and param.is_bool_flag, negative=negative,
                                   path=isinstance(param.type, (click.Path, click.File)), default=default,
                                   choices=choices, help=" ".join((param.help or "").split()))

@@ -1,0 +1,349 @@
+"""How many tokens a dataset holds, and what padding wastes against packing (``costplan tokens``).
+
+Files: JSON Lines (``.jsonl``, or a ``.json`` list of records), Parquet (``.parquet``, through
+pyarrow) and plain text (``.txt``, ``.md``; one sequence per non-empty line, as the ``datasets``
+library's text loader reads them); a folder is read whole, file by file in name order. A record's
+text is its ``text`` field; else the contents of its ``messages``/``conversations`` turns; else
+prompt/completion or Alpaca's instruction/input/output; else every string field, joined.
+
+Tokens are counted with the model's tokenizer (``tokenizer.json`` from a local folder or the Hugging
+Face cache, through the ``tokenizers`` library, special tokens included) when one is found;
+otherwise estimated at ``BYTES_PER_TOKEN`` UTF-8 bytes per token, and said so with its error.
+
+At a sequence length L, **padding** puts each sequence in its own row of L (longer ones truncated):
+rows x L positions computed for the tokens kept. **Packing** concatenates everything into
+ceil(tokens / L) full rows: only the last row is partly empty.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from array import array
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from costplan.errors import CostplanError
+
+BYTES_PER_TOKEN = 4.0
+"""UTF-8 bytes per token without a tokenizer: the common rule of thumb for English with BPE
+vocabularies of 32K-128K entries ("about 4 characters per token", OpenAI's tokenizer guide)."""
+ESTIMATE_ERROR = 0.25
+"""Stated relative error of that rule on English prose (an assumption, not measured here); code,
+numbers and non-Latin scripts fall far outside it (CJK text runs near one token per character)."""
+
+TEXT_SUFFIXES = (".txt", ".md", ".text")
+JSON_SUFFIXES = (".jsonl", ".json", ".ndjson")
+PARQUET_SUFFIXES = (".parquet",)
+SUFFIXES = TEXT_SUFFIXES + JSON_SUFFIXES + PARQUET_SUFFIXES
+BATCH = 1024
+"""Texts tokenized at once."""
+
+
+@dataclass(frozen=True, slots=True)
+class FileCount:
+    path: str
+    format: str
+    sequences: int
+    tokens: int
+    bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class TokenCount:
+    """A dataset's tokens, and the rows it fills at ``seq_len`` padded or packed."""
+
+    files: tuple[FileCount, ...]
+    seq_len: int
+    counted_with: str
+    exact: bool
+    """Counted with a tokenizer (True) or estimated from bytes (False)."""
+    lengths: array = field(repr=False, compare=False)
+    """Tokens of every sequence (4 bytes each), so the padding at another length needs no recount."""
+
+    def at(self, seq_len: int) -> TokenCount:
+        """The same count, padded or packed at ``seq_len``."""
+        return replace(self, seq_len=seq_len)
+
+    @property
+    def longest(self) -> int:
+        return max(self.lengths, default=0)
+
+    @property
+    def truncated(self) -> int:
+        """Sequences longer than ``seq_len``."""
+        return sum(1 for n in self.lengths if n > self.seq_len)
+
+    @property
+    def kept_when_padded(self) -> int:
+        """Tokens left after truncating every sequence to ``seq_len``."""
+        return sum(min(n, self.seq_len) for n in self.lengths)
+
+    @property
+    def tokens(self) -> int:
+        return sum(f.tokens for f in self.files)
+
+    @property
+    def sequences(self) -> int:
+        return sum(f.sequences for f in self.files)
+
+    @property
+    def bytes(self) -> int:
+        return sum(f.bytes for f in self.files)
+
+    @property
+    def padded_positions(self) -> int:
+        return self.sequences * self.seq_len
+
+    @property
+    def padding_waste(self) -> float:
+        """Share of the padded positions that hold padding."""
+        return 1 - self.kept_when_padded / self.padded_positions if self.padded_positions else 0.0
+
+    @property
+    def packed_rows(self) -> int:
+        return math.ceil(self.tokens / self.seq_len)
+
+    @property
+    def packing_waste(self) -> float:
+        rows = self.packed_rows
+        return 1 - self.tokens / (rows * self.seq_len) if rows else 0.0
+
+    @property
+    def error(self) -> float:
+        """Relative error of the count: 0 with a tokenizer."""
+        return 0.0 if self.exact else ESTIMATE_ERROR
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per file, then the total (``--csv``, ``to_frame``)."""
+        per_file = [{"path": f.path, "format": f.format, "sequences": f.sequences, "tokens": f.tokens,
+                     "bytes": f.bytes} for f in self.files]
+        total = {"path": "(total)", "format": "", "sequences": self.sequences, "tokens": self.tokens,
+                 "bytes": self.bytes, "seq_len": self.seq_len, "exact": self.exact, "error": self.error,
+                 "longest": self.longest, "truncated": self.truncated, "padded_positions": self.padded_positions,
+                 "padding_waste": self.padding_waste, "packed_rows": self.packed_rows,
+                 "packing_waste": self.packing_waste, "counted_with": self.counted_with}
+        return [*per_file, total]
+
+    def to_dict(self) -> dict[str, Any]:
+        rows = self.rows()
+        return {**rows[-1], "files": rows[:-1]}
+
+    def describe(self) -> str:
+        """One line for an estimate's assumptions."""
+        how = self.counted_with if self.exact else f"{self.counted_with} (±{self.error:.0%})"
+        return (f"dataset: {self.tokens:,} tokens in {self.sequences:,} sequences ({len(self.files)} file(s); {how}); "
+                f"packed at {self.seq_len} that is {self.packed_rows:,} rows; padded instead, "
+                f"{self.padding_waste:.0%} of the computed positions would be padding")
+
+
+# --- tokenizers --------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Counter:
+    count: Callable[[list[str]], list[int]]
+    described: str
+    exact: bool
+
+
+def byte_estimate() -> Counter:
+    return Counter(lambda texts: [max(1, round(len(t.encode("utf-8")) / BYTES_PER_TOKEN)) for t in texts],
+                   f"estimated at {BYTES_PER_TOKEN:g} UTF-8 bytes per token, no tokenizer", False)
+
+
+def find_tokenizer_file(name: str) -> tuple[Path | None, str]:
+    """``tokenizer.json`` for a path (file or folder) or a Hub id; (None, why not) when there is none."""
+    from costplan import hub
+
+    path = Path(name).expanduser()
+    if path.is_file():
+        return path, str(path)
+    if path.is_dir():
+        candidate = path / "tokenizer.json"
+        return (candidate, str(candidate)) if candidate.is_file() else (None, f"no tokenizer.json in {path}")
+    if hub.is_repo_id(name):  # the local cache only: counting never downloads
+        cached = hub.cached_file(name, "tokenizer.json")
+        if cached is None:
+            return None, f"{name} has no tokenizer.json in the local Hugging Face cache ({hub.cache_dir()})"
+        return cached, f"{name} from the local Hugging Face cache (revision {cached.parent.name[:12]})"
+    return None, f"{name} is not a folder, a tokenizer.json or a Hub id"
+
+
+def tokenizer_counter(name: str | None, *, required: bool = False) -> tuple[Counter, list[str]]:
+    """A counter for the tokenizer ``name`` (a path or Hub id), else the byte estimate with the reason.
+    ``required``: a tokenizer that cannot be loaded is an error instead."""
+    notes: list[str] = []
+    if name:
+        path, where = find_tokenizer_file(name)
+        if path is not None:
+            try:
+                from tokenizers import Tokenizer
+            except ImportError:
+                reason = "the tokenizers library is not installed (pip install 'costplan[data]')"
+            else:
+                try:
+                    tokenizer = Tokenizer.from_file(str(path))
+                except Exception as exc:  # a malformed tokenizer.json: whatever the Rust side raised
+                    raise CostplanError(f"{path} is not a readable tokenizer.json: {exc}.") from None
+
+                def count(texts: list[str]) -> list[int]:
+                    return [len(e.ids) for e in tokenizer.encode_batch(texts, add_special_tokens=True)]
+
+                return Counter(count, f"tokenizer {where}, special tokens included", True), notes
+        else:
+            reason = where
+        if required:
+            raise CostplanError(f"cannot count with tokenizer {name}: {reason}.")
+        notes.append(f"no tokenizer for {name}: {reason}")
+    return byte_estimate(), notes
+
+
+# --- files ----------------------------------------------------------------------------------------
+
+def dataset_files(path: str | Path) -> list[Path]:
+    path = Path(path).expanduser()
+    if path.is_file():
+        if path.suffix.lower() not in SUFFIXES:
+            raise CostplanError(f"{path}: {path.suffix or 'no suffix'} is not a dataset format costplan reads "
+                                f"({', '.join(SUFFIXES)}).")
+        return [path]
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES)
+        if not files:
+            raise CostplanError(f"{path} holds no {', '.join(SUFFIXES)} files.")
+        return files
+    raise CostplanError(f"No dataset at {path}.")
+
+
+def record_text(record: Any) -> str:
+    """The text of one record (see the module's docstring)."""
+    if isinstance(record, str):
+        return record
+    if not isinstance(record, dict):
+        return json.dumps(record) if record is not None else ""
+    if isinstance(record.get("text"), str):
+        return record["text"]
+    for key in ("messages", "conversations", "conversation"):
+        turns = record.get(key)
+        if isinstance(turns, list):
+            return "\n".join(str(t.get("content", t.get("value", ""))) if isinstance(t, dict) else str(t)
+                             for t in turns)
+    for keys in (("prompt", "completion"), ("instruction", "input", "output"), ("question", "answer")):
+        if any(isinstance(record.get(k), str) for k in keys):
+            return "\n".join(record[k] for k in keys if isinstance(record.get(k), str) and record[k])
+    return "\n".join(v for v in record.values() if isinstance(v, str))
+
+
+def _texts(path: Path) -> Iterator[str]:
+    suffix = path.suffix.lower()
+    if suffix in TEXT_SUFFIXES:
+        with path.open(encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                if line.strip():
+                    yield line.rstrip("\n")
+    elif suffix in JSON_SUFFIXES:
+        yield from _json_texts(path)
+    else:
+        yield from _parquet_texts(path)
+
+
+def _json_texts(path: Path) -> Iterator[str]:
+    with path.open(encoding="utf-8") as handle:
+        first = handle.read(1)
+        while first and first.isspace():
+            first = handle.read(1)
+        handle.seek(0)
+        if first == "[":  # a .json file holding one list of records
+            try:
+                records = json.load(handle)
+            except json.JSONDecodeError as exc:
+                raise CostplanError(f"{path} is not valid JSON: {exc}.") from None
+            for record in records:
+                yield record_text(record)
+            return
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield record_text(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise CostplanError(f"{path} line {number} is not a JSON record: {exc}.") from None
+
+
+def _parquet_texts(path: Path) -> Iterator[str]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise CostplanError(f"reading {path} needs pyarrow: pip install 'costplan[data]'.") from None
+    try:
+        parquet = pq.ParquetFile(path)
+        for batch in parquet.iter_batches(batch_size=BATCH):
+            for record in batch.to_pylist():
+                yield record_text(record)
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        raise CostplanError(f"{path} is not a readable Parquet file: {exc}.") from None
+
+
+# --- counting -------------------------------------------------------------------------------------
+
+Progress = Callable[[int], None]
+"""Called with bytes counted so far (as increments; a file's increments add up to its size on disk)."""
+
+
+def total_bytes(path: str | Path) -> int:
+    """Bytes on disk of the files ``count_tokens`` reads (for a progress bar)."""
+    return sum(f.stat().st_size for f in dataset_files(path))
+
+
+def count_tokens(path: str | Path, seq_len: int = 2048, *, tokenizer: str | None = None, model: str | None = None,
+                 progress: Progress | None = None) -> TokenCount:
+    """Count the dataset at ``path`` with ``tokenizer`` (a path or Hub id; required to load when given),
+    else the tokenizer next to ``model`` (a folder or Hub id; optional), else the byte estimate."""
+    if not isinstance(seq_len, int) or seq_len <= 0:
+        raise ValueError("--seq-len must be a positive integer")
+    files = dataset_files(path)
+    if tokenizer:
+        counter, notes = tokenizer_counter(tokenizer, required=True)
+    else:
+        counter, notes = tokenizer_counter(model)
+    lengths = array("I")
+    counts = [_count_file(file, counter, lengths, progress) for file in files]
+    if not any(c.sequences for c in counts):
+        raise CostplanError(f"{path} holds no text to count.")
+    described = counter.described + ("; " + "; ".join(notes) if notes else "")
+    return TokenCount(tuple(counts), seq_len, described, counter.exact, lengths)
+
+
+def _count_file(file: Path, counter: Counter, lengths: array, progress: Progress | None) -> FileCount:
+    """Count one file in batches, appending each sequence's tokens to ``lengths``."""
+    sequences = tokens = size = reported = 0
+    on_disk = file.stat().st_size
+    batch: list[str] = []
+
+    def flush() -> None:
+        nonlocal sequences, tokens, size, reported
+        before = size
+        for text, n in zip(batch, counter.count(batch), strict=True):
+            sequences += 1
+            tokens += n
+            size += len(text.encode("utf-8"))
+            lengths.append(n)
+        batch.clear()
+        if progress is not None:
+            step = min(size - before, on_disk - reported)
+            reported += step
+            progress(step)
+
+    try:
+        for text in _texts(file):
+            batch.append(text)
+            if len(batch) >= BATCH:
+                flush()
+        flush()
+    except UnicodeDecodeError as exc:
+        raise CostplanError(f"{file} is not UTF-8 text: {exc}.") from None
+    if progress is not None:
+        progress(on_disk - reported)
+    return FileCount(str(file), file.suffix.lower().lstrip("."), sequences, tokens, size)

@@ -1,0 +1,512 @@
+"""Training configs a team already wrote, as estimate settings (``estimate --from FILE``).
+
+Four formats, told apart by their keys:
+
+- **Axolotl** YAML (``base_model``, ``micro_batch_size``, ``sequence_len``, ``adapter``, ``lora_*``,
+  ``load_in_4bit``, ``deepspeed``/``fsdp``);
+- **torchtune** recipe config YAML (``model: {_component_: torchtune.models...}``, ``batch_size``,
+  ``dtype``, ``enable_activation_checkpointing``);
+- **LLaMA-Factory** YAML (``model_name_or_path``, ``finetuning_type``, ``cutoff_len``, ``lora_target``,
+  ``quantization_bit``);
+- a **TRL / transformers TrainingArguments** JSON (``per_device_train_batch_size``, ``optim``,
+  ``gradient_checkpointing``, ``deepspeed``, ``fsdp``), as ``TrainingArguments.to_json_string()``
+  writes it.
+
+What the file says becomes keyword arguments of ``costplan.estimate`` (``options``); the command line
+overrides them. Every key is accounted for in ``notes``: used, known to have no effect on compute
+(counted), or unknown (listed by name). The global batch is micro-batch x accumulation on one GPU, as
+the file states it; on more GPUs the accumulation shrinks to keep it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from costplan.errors import CostplanError
+
+KINDS = ("axolotl", "torchtune", "llama-factory", "training-arguments")
+
+OPTIMIZERS = {
+    "adamw_torch": "adamw", "adamw_hf": "adamw", "adamw": "adamw", "adamw_torch_fused": "adamw-fused",
+    "adamw_apex_fused": "adamw-fused", "adamw_bnb_8bit": "adamw-8bit", "adamw_8bit": "adamw-8bit",
+    "paged_adamw_8bit": "paged-adamw-8bit", "paged_adamw_32bit": "paged-adamw", "paged_adamw": "paged-adamw",
+    "adafactor": "adafactor", "sgd": "sgd",
+    # torchtune components
+    "torch.optim.adamw": "adamw", "bitsandbytes.optim.pagedadamw8bit": "paged-adamw-8bit",
+    "bitsandbytes.optim.pagedadamw": "paged-adamw", "bitsandbytes.optim.adamw8bit": "adamw-8bit",
+    "torch.optim.sgd": "sgd",
+}
+
+# Keys known to change nothing costplan computes (logging, schedules, data paths, evaluation...).
+_NO_EFFECT = re.compile(
+    r"^(output_dir|overwrite_output_dir|logging.*|log_.*|.*_log.*|report_to|run_name|wandb_.*|mlflow_.*|comet_.*|"
+    r"save_.*|saves_per_epoch|.*hub.*|push_to_hub.*|resume_from_checkpoint|seed|data_seed|shuffle|"
+    r"learning_rate|lr|lr_.*|warmup.*|weight_decay|adam_.*|max_grad_norm|clip_grad_norm|label_.*|"
+    r"eval.*|.*_eval_.*|do_eval|do_predict|do_train|val_set_size|val_size|evals_per_epoch|per_device_eval_.*|"
+    r"per_gpu_eval_.*|prediction_loss_only|metric_.*|greater_is_better|load_best_model_at_end|"
+    r"dataset.*|datasets|template|chat_template|max_samples|preprocessing_.*|dataloader_.*|overwrite_cache|"
+    r"special_tokens|tokenizer.*|trust_remote_code|model_type|strict|special_tokens|plot_loss|"
+    r"ddp_.*|disable_tqdm|tf32|jit_mode_eval|use_ipex|use_cpu|no_cuda|use_mps_device|local_rank|device|"
+    r"past_index|remove_unused_columns|include_.*|skip_memory_metrics|full_determinism|ray_.*|debug|"
+    r"profiler|loss|checkpointer|resume_.*|batch_size_val|run_val_every_n_steps|max_steps_per_epoch|"
+    r"group_by_length|length_column_name|neftune_noise_alpha|auto_find_batch_size|torchdynamo|mp_parameters|"
+    r"optim_args|adafactor|fp16_opt_level|half_precision_backend|fp16_backend|bf16_full_eval|fp16_full_eval|"
+    r"lora_model_dir|gradient_checkpointing_kwargs|ignore_data_skip|restore_callback_states_from_checkpoint|"
+    r"torch_empty_cache_steps|average_tokens_across_devices|accelerator_config|split_batches|dispatch_batches|"
+    r"tpu_.*|xla.*|hqq_.*|quantization_method|stage|finetuning_type|lora_alpha|train_on_inputs|"
+    r"per_gpu_.*|fsdp_.*|project|train_sampling_strategy|use_legacy_prediction_loop|torch_compile_.*|model_init_kwargs|"
+    r"group_by_length|flash_attention|sdp_attention|attn_implementation|flash_attn|pad_to_sequence_len|"
+    r"sample_packing|eval_sample_packing|packing|neat_packing|enable_activation_offloading|compile|"
+    r"custom_sharded_layers|optimizer_in_bwd|tokenizer_type|is_llama_derived_model|dtype|bf16|fp16|"
+    r"gradient_checkpointing|enable_activation_checkpointing|max_steps|num_train_epochs|num_epochs|epochs)$")
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingConfig:
+    """A training config as costplan reads it."""
+
+    path: Path
+    kind: str
+    """One of ``KINDS``."""
+    options: dict[str, Any]
+    """Keyword arguments of ``costplan.estimate`` the file sets."""
+    notes: tuple[str, ...]
+    """Lines for the estimate's assumptions: what was read, what was approximated, what was not used."""
+    unknown: tuple[str, ...] = field(default=())
+    """Keys costplan does not know (also named in ``notes``)."""
+
+
+class _Reader:
+    """Reads keys off one mapping and remembers which were used."""
+
+    def __init__(self, data: dict[str, Any], path: Path) -> None:
+        self.data, self.path = data, path
+        self.used: set[str] = set()
+        self.options: dict[str, Any] = {}
+        self.said: list[str] = []
+        self.notes: list[str] = []
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if key in self.data:
+            self.used.add(key)
+            value = self.data[key]
+            return default if value is None else value
+        return default
+
+    def number(self, key: str, kind: Callable[[Any], Any] = int, low: float = 1) -> Any:
+        value = self.get(key)
+        if value is None or value == "auto":
+            return None
+        try:
+            if isinstance(value, bool):
+                raise ValueError
+            number = kind(float(value)) if kind is int and float(value) == int(float(value)) else kind(value)
+        except (TypeError, ValueError):
+            raise CostplanError(f"{self.path}: {key} must be a number, got {value!r}.") from None
+        if number < low:
+            raise CostplanError(f"{self.path}: {key} must be at least {low:g}, got {value!r}.")
+        return number
+
+    def set(self, option: str, value: Any, said: str | None = None) -> None:
+        if value is None:
+            return
+        self.options[option] = value
+        if said:
+            self.said.append(said)
+
+    def finish(self, kind: str, label: str) -> TrainingConfig:
+        # Unread keys: known to change no cost, or left unset (null, false, 0, empty) count as quiet;
+        # the rest are unknown and named.
+        quiet = [k for k, v in self.data.items() if k not in self.used
+                 and (_NO_EFFECT.match(str(k)) or v is None or v is False or v in (0, "", [], {}))]
+        unknown = [k for k in self.data if k not in self.used and k not in quiet]
+        notes = [f"from {self.path} ({label}): {', '.join(self.said) if self.said else 'no compute settings'}",
+                 *self.notes]
+        if quiet:
+            notes.append(f"{len(quiet)} key(s) of the file unset or changing nothing costplan computes, not used "
+                         f"({', '.join(map(str, quiet[:6]))}{', ...' if len(quiet) > 6 else ''})")
+        if unknown:
+            notes.append(f"unknown key(s) in the file, not used: {', '.join(map(str, unknown))}")
+        return TrainingConfig(self.path, kind, self.options, tuple(notes), tuple(map(str, unknown)))
+
+
+def read_training_config(path: str | Path) -> TrainingConfig:
+    """Read an Axolotl, torchtune or LLaMA-Factory YAML, or a TrainingArguments JSON."""
+    path = Path(path).expanduser()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise CostplanError(f"No training config at {path}.") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CostplanError(f"{path} is not a readable training config: {exc}.") from None
+    data = _parse(path, text)
+    if not isinstance(data, dict) or not data:
+        raise CostplanError(f"{path} does not hold a mapping of settings (an Axolotl, torchtune or LLaMA-Factory "
+                            "YAML, or a TrainingArguments JSON).")
+    reader = _Reader(data, path)
+    if isinstance(data.get("model"), dict) and "_component_" in data["model"]:
+        return _torchtune(reader, text)
+    if "model_name_or_path" in data or "finetuning_type" in data or "cutoff_len" in data:
+        return _llama_factory(reader)
+    if "base_model" in data or "micro_batch_size" in data or "sequence_len" in data:
+        return _axolotl(reader)
+    if "per_device_train_batch_size" in data or "gradient_accumulation_steps" in data or "optim" in data:
+        return _training_arguments(reader)
+    raise CostplanError(f"{path} is not a config costplan recognises (Axolotl: base_model/micro_batch_size; "
+                        "torchtune: model._component_; LLaMA-Factory: model_name_or_path/finetuning_type; "
+                        "TrainingArguments JSON: per_device_train_batch_size).")
+
+
+def _parse(path: Path, text: str) -> Any:
+    if path.suffix.lower() == ".json" or text.lstrip().startswith("{"):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise CostplanError(f"{path} is not valid JSON: {exc}.") from None
+    try:
+        import yaml
+    except ImportError:
+        raise CostplanError("reading a YAML training config needs PyYAML: pip install pyyaml.") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise CostplanError(f"{path} is not valid YAML: {' '.join(str(exc).split())}.") from None
+
+
+# --- shared pieces -----------------------------------------------------------------------------
+
+def _batch(r: _Reader, micro_key: str, accum_key: str) -> None:
+    micro = r.number(micro_key)
+    accum = r.number(accum_key) or 1
+    if micro:
+        r.set("micro_batch", micro)
+        r.set("global_batch", micro * accum,
+              f"micro-batch {micro} x {accum} accumulation = global batch {micro * accum} sequences (as on one GPU)")
+
+
+def _steps(r: _Reader, key: str) -> None:
+    steps = r.number(key, low=-1)
+    if steps and steps > 0 and not (r.options.get("seq_len") and r.options.get("global_batch")):
+        r.notes.append(f"{key} {steps}: the file gives no sequence length or batch to turn steps into tokens; "
+                       "pass --tokens")
+    elif steps and steps > 0:
+        tokens = steps * r.options["global_batch"] * r.options["seq_len"]
+        r.set("tokens", float(tokens), f"{key} {steps} -> {tokens:.3g} tokens at most (full sequences)")
+        r.set("epochs", 1.0)
+
+
+def _optimizer(r: _Reader, key: str) -> None:
+    name = r.get(key)
+    if isinstance(name, dict):
+        component = str(name.get("_component_", ""))
+        fused = bool(name.get("fused"))
+        name = component
+    else:
+        fused = False
+    if not name:
+        return
+    mapped = OPTIMIZERS.get(str(name).lower())
+    if mapped == "adamw" and fused:
+        mapped = "adamw-fused"
+    if mapped is None:
+        r.notes.append(f"optimizer {name!r} is not modelled: AdamW planned instead")
+        return
+    r.set("optimizer", mapped, f"optimizer {mapped}")
+
+
+def _precision(r: _Reader) -> None:
+    bf16, fp16 = r.get("bf16"), r.get("fp16")
+    if bf16 in (True, "auto", "true"):
+        r.set("precision", "bf16", "bf16" + (" (auto)" if bf16 == "auto" else ""))
+    elif fp16 in (True, "true"):
+        r.set("precision", "fp16", "fp16")
+    elif bf16 is False and fp16 in (False, None) and ("bf16" in r.data or "fp16" in r.data):
+        r.set("precision", "fp32", "fp32 (neither bf16 nor fp16)")
+
+
+def _zero_from_deepspeed(r: _Reader, value: Any) -> None:
+    config: Any = value
+    if isinstance(value, str):
+        candidates = [Path(value), r.path.parent / value]
+        found = next((c for c in candidates if c.is_file()), None)
+        if found is not None:
+            try:
+                config = json.loads(found.read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError) as exc:
+                raise CostplanError(f"{r.path}: deepspeed config {value} is not readable JSON: {exc}.") from None
+        else:
+            match = re.search(r"(?:zero|_z)(\d)", Path(value).name.lower())
+            if not match:
+                r.notes.append(f"deepspeed config {value} not found here and its stage not in its name: ZeRO auto")
+                return
+            r.set("zero", int(match.group(1)), f"DeepSpeed ZeRO-{match.group(1)} (from the name {Path(value).name}; "
+                                               "file not found here)")
+            return
+    stage = (config or {}).get("zero_optimization", {}).get("stage") if isinstance(config, dict) else None
+    if stage is None:
+        r.notes.append("deepspeed config without zero_optimization.stage: ZeRO auto")
+        return
+    r.set("zero", int(stage), f"DeepSpeed ZeRO-{stage}")
+    offload = config["zero_optimization"]
+    if any(isinstance(offload.get(k), dict) and offload[k].get("device") not in (None, "none")
+           for k in ("offload_optimizer", "offload_param")):
+        r.notes.append("DeepSpeed CPU/NVMe offload is not modelled: GPU memory is over-estimated")
+
+
+def _zero_from_fsdp(r: _Reader, fsdp: Any, fsdp_config: Any) -> None:
+    words = " ".join(map(str, fsdp)) if isinstance(fsdp, list) else "" if fsdp in (None, False, True) else str(fsdp)
+    config = fsdp_config if isinstance(fsdp_config, dict) else {}
+    strategy = str(config.get("fsdp_sharding_strategy", config.get("sharding_strategy", ""))).lower()
+    text = f"{words} {strategy}".lower()
+    if fsdp is True and not text.strip():  # transformers 5: fsdp=True, FSDP2's reshard_after_forward decides
+        reshard = config.get("reshard_after_forward", True)
+        r.set("zero", 3 if reshard else 2, "FSDP " + ("full shard (reshard_after_forward, ZeRO-3)" if reshard
+                                                      else "without resharding after forward (ZeRO-2)"))
+    elif "full_shard" in text or "hybrid_shard" in text:
+        r.set("zero", 3, "FSDP full shard (ZeRO-3)")
+    elif "shard_grad_op" in text:
+        r.set("zero", 2, "FSDP shard_grad_op (ZeRO-2)")
+    elif text.strip():
+        r.notes.append(f"fsdp {words or strategy!r}: sharding not recognised, ZeRO auto")
+    if config.get("fsdp_offload_params") or config.get("offload_params") or "offload" in words:
+        r.notes.append("FSDP CPU offload is not modelled: GPU memory is over-estimated")
+
+
+def _epochs(epochs: float | None) -> str | None:
+    return f"{epochs:g} epoch{'' if epochs == 1 else 's'}" if epochs else None
+
+
+def _targets(names: list[str]) -> str:
+    """Module names (q_proj, ...) as costplan's LoRA targets."""
+    return ",".join(str(n).removesuffix("_proj") for n in names)
+
+
+def _lora_extras(r: _Reader, alpha_key: str, dora_key: str, rslora_key: str, saved_key: str) -> None:
+    from costplan.adapter_config import saved_modules
+
+    alpha = r.get(alpha_key)
+    if alpha is not None:
+        r.set("lora_alpha", float(alpha))
+    if r.get(dora_key):
+        r.set("use_dora", True, "DoRA")
+    if r.get(rslora_key):
+        r.set("use_rslora", True, "rsLoRA")
+    saved = r.get(saved_key)
+    if isinstance(saved, str):
+        saved = [s.strip() for s in saved.split(",") if s.strip()]
+    if saved:
+        r.set("modules_to_save", saved_modules(saved, r.path), f"modules_to_save {', '.join(saved)}")
+
+
+# --- the four formats ---------------------------------------------------------------------------
+
+def _axolotl(r: _Reader) -> TrainingConfig:
+    r.set("model", r.get("base_model"), f"model {r.data.get('base_model')}")
+    adapter = str(r.get("adapter") or "").lower()
+    four_bit, eight_bit = bool(r.get("load_in_4bit")), bool(r.get("load_in_8bit"))
+    if adapter in ("lora", "qlora"):
+        method = "qlora" if adapter == "qlora" or four_bit else "lora"
+    elif not adapter:
+        method = "full"
+    else:
+        raise CostplanError(f"{r.path}: adapter {adapter!r} is not modelled (lora, qlora or none for full).")
+    r.set("method", method, method + (" (load_in_4bit)" if four_bit and adapter == "lora" else ""))
+    if eight_bit:
+        r.notes.append("load_in_8bit (LLM.int8 base) is not modelled: the base is planned in 16 bits, so its "
+                       "memory is over-estimated (about 2x for the weights)")
+    r.set("seq_len", r.number("sequence_len"), f"sequence {r.data.get('sequence_len')}")
+    _batch(r, "micro_batch_size", "gradient_accumulation_steps")
+    epochs = r.number("num_epochs", float, low=0)
+    r.set("epochs", epochs, _epochs(epochs))
+    _steps(r, "max_steps")
+    if method != "full":
+        rank = r.number("lora_r")
+        r.set("lora_rank", rank, f"LoRA r={rank}" if rank else None)
+        dropout = r.get("lora_dropout")
+        r.set("lora_dropout", None if dropout is None else float(dropout))
+        if r.get("lora_target_linear"):
+            r.set("lora_targets", "all-linear", "all linear layers")
+        targets = r.get("lora_target_modules")
+        if targets:
+            r.set("lora_targets", _targets(targets if isinstance(targets, list) else [targets]),
+                  f"targets {targets}")
+        _lora_extras(r, "lora_alpha", "peft_use_dora", "peft_use_rslora", "lora_modules_to_save")
+    _optimizer(r, "optimizer")
+    _precision(r)
+    ckpt = r.get("gradient_checkpointing")
+    if ckpt is not None:
+        r.set("grad_ckpt", bool(ckpt), "checkpointing " + ("on" if ckpt else "off"))
+    attention = r.get("attn_implementation") or ("flash" if r.get("flash_attention") or r.get("sdp_attention")
+                                                 else None)
+    if attention:
+        r.set("attention", "eager" if str(attention) == "eager" else "flash")
+    if r.get("deepspeed"):
+        _zero_from_deepspeed(r, r.data["deepspeed"])
+    fsdp, fsdp_config = r.get("fsdp"), r.get("fsdp_config")
+    if fsdp or fsdp_config:
+        _zero_from_fsdp(r, fsdp, fsdp_config)
+    r.get("sample_packing")
+    if r.data.get("sample_packing") is False:
+        r.notes.append("sample_packing off: padding to each batch's longest sequence is not counted "
+                       "(pass --dataset to see the waste)")
+    r.get("datasets")
+    return r.finish("axolotl", "Axolotl")
+
+
+_TORCHTUNE_MODELS = {"llama3_1": "llama-3.1", "llama3": "llama-3", "llama2": "llama-2", "mistral": "mistral",
+                     "qwen2": "qwen2", "gemma": "gemma"}
+
+
+def _torchtune_model(r: _Reader, component: str) -> str | None:
+    """A costplan model for a torchtune builder: the checkpoint folder's config.json when it exists,
+    else the preset of the same family and size."""
+    checkpointer = r.data.get("checkpointer")
+    folder = checkpointer.get("checkpoint_dir") if isinstance(checkpointer, dict) else None
+    if folder and (Path(folder) / "config.json").is_file():
+        return str(folder)
+    builder = component.rsplit(".", 1)[-1]
+    builder = re.sub(r"^(q?lora_)", "", builder)
+    for prefix, family in _TORCHTUNE_MODELS.items():
+        if builder.startswith(prefix + "_"):
+            size = builder[len(prefix) + 1:]
+            return f"{family}-{size}"
+    return None
+
+
+def _torchtune(r: _Reader, text: str) -> TrainingConfig:
+    from costplan.errors import CostplanError as Error
+
+    model = r.get("model")
+    component = str(model.get("_component_", ""))
+    builder = component.rsplit(".", 1)[-1]
+    method = "qlora" if builder.startswith("qlora_") else "lora" if builder.startswith("lora_") else "full"
+    name = _torchtune_model(r, component)
+    if name is None:
+        raise Error(f"{r.path}: torchtune model {component} has no costplan preset; pass --model.")
+    r.set("model", name, f"model {name} (torchtune {builder})")
+    r.set("method", method, method)
+    if method != "full":
+        attn = [str(m) for m in model.get("lora_attn_modules", [])]
+        roles = [{"output_proj": "o"}.get(m, m.removesuffix("_proj")) for m in attn]
+        if model.get("apply_lora_to_mlp"):
+            roles += ["gate", "up", "down"]
+        if model.get("apply_lora_to_output"):
+            raise Error(f"{r.path}: apply_lora_to_output (LoRA on the LM head) is not modelled.")
+        if roles:
+            r.set("lora_targets", ",".join(roles), f"LoRA on {','.join(roles)}")
+        rank = model.get("lora_rank")
+        r.set("lora_rank", int(rank) if rank else None, f"r={rank}" if rank else None)
+        if model.get("lora_alpha") is not None:
+            r.set("lora_alpha", float(model["lora_alpha"]))
+        r.set("lora_dropout", float(model["lora_dropout"]) if model.get("lora_dropout") is not None else None)
+        if model.get("use_dora"):
+            r.set("use_dora", True, "DoRA")
+    tokenizer = r.data.get("tokenizer")
+    if isinstance(tokenizer, dict) and tokenizer.get("max_seq_len"):
+        r.set("seq_len", int(tokenizer["max_seq_len"]), f"sequence {tokenizer['max_seq_len']}")
+    _batch(r, "batch_size", "gradient_accumulation_steps")
+    epochs = r.number("epochs", float, low=0)
+    r.set("epochs", epochs, _epochs(epochs))
+    _optimizer(r, "optimizer")
+    dtype = str(r.get("dtype") or "")
+    if dtype in ("bf16", "fp16", "fp32"):
+        r.set("precision", dtype, dtype)
+    ckpt = r.get("enable_activation_checkpointing")
+    if ckpt is not None:
+        r.set("grad_ckpt", bool(ckpt), "checkpointing " + ("on" if ckpt else "off"))
+    if r.get("enable_activation_offloading"):
+        r.notes.append("activation offloading is not modelled: GPU memory is over-estimated")
+    if r.get("compile"):
+        r.set("runtime", "compiled", "torch.compile")
+    recipe = re.search(r"tune run (?:--nproc_per_node[ =](\d+) )?([\w]+)", text)
+    if recipe and recipe.group(2).endswith("_distributed"):
+        r.set("zero", 3, f"{recipe.group(2)} (FSDP full shard, ZeRO-3; from the config's comments)")
+    elif recipe:
+        r.notes.append(f"recipe {recipe.group(2)} (from the config's comments)")
+    r.get("fsdp_cpu_offload")
+    if r.data.get("fsdp_cpu_offload"):
+        r.notes.append("FSDP CPU offload is not modelled: GPU memory is over-estimated")
+    r.get("tokenizer")
+    return r.finish("torchtune", "torchtune recipe config")
+
+
+def _llama_factory(r: _Reader) -> TrainingConfig:
+    r.set("model", r.get("model_name_or_path"), f"model {r.data.get('model_name_or_path')}")
+    stage = str(r.get("stage") or "sft")
+    kind = str(r.get("finetuning_type") or "lora")
+    bits = r.number("quantization_bit")
+    if kind == "lora":
+        method = "qlora" if bits == 4 else "lora"
+    elif kind == "full":
+        method = "cpt" if stage == "pt" else "full"
+    else:
+        raise CostplanError(f"{r.path}: finetuning_type {kind!r} is not modelled (lora or full).")
+    r.set("method", method, f"{method} ({stage})")
+    if bits and bits != 4:
+        r.notes.append(f"quantization_bit {bits} is not modelled: the base is planned in 16 bits")
+    if stage in ("dpo", "kto", "ppo", "rm"):
+        r.notes.append(f"stage {stage}: planned as supervised fine-tuning; the reference or reward model's "
+                       "forwards (and PPO's generation) are not counted")
+    r.set("seq_len", r.number("cutoff_len"), f"sequence {r.data.get('cutoff_len')}")
+    _batch(r, "per_device_train_batch_size", "gradient_accumulation_steps")
+    epochs = r.number("num_train_epochs", float, low=0)
+    r.set("epochs", epochs, _epochs(epochs))
+    _steps(r, "max_steps")
+    if method in ("lora", "qlora"):
+        rank = r.number("lora_rank")
+        r.set("lora_rank", rank, f"LoRA r={rank}" if rank else None)
+        target = str(r.get("lora_target") or "all")
+        r.set("lora_targets", "all-linear" if target == "all" else _targets(target.split(",")),
+              "all linear layers" if target == "all" else f"targets {target}")
+        dropout = r.get("lora_dropout")
+        r.set("lora_dropout", None if dropout is None else float(dropout))
+        _lora_extras(r, "lora_alpha", "use_dora", "use_rslora", "additional_target")
+    _optimizer(r, "optim")
+    _precision(r)
+    if r.get("pure_bf16"):
+        r.notes.append("pure_bf16: no fp32 master weights in practice; planned with them (over-estimate)")
+    disabled = r.get("disable_gradient_checkpointing")
+    r.set("grad_ckpt", not disabled, "checkpointing " + ("off" if disabled else "on (LLaMA-Factory's default)"))
+    attention = r.get("flash_attn")
+    if attention:
+        r.set("attention", "eager" if attention == "disabled" else "flash")
+    if r.get("deepspeed"):
+        _zero_from_deepspeed(r, r.data["deepspeed"])
+    return r.finish("llama-factory", "LLaMA-Factory")
+
+
+def _training_arguments(r: _Reader) -> TrainingConfig:
+    for key in ("model_name_or_path", "model_id", "base_model"):
+        if r.data.get(key):
+            r.set("model", r.get(key), f"model {r.data[key]}")
+    seq = None
+    for key in ("max_length", "max_seq_length", "max_seq_len", "cutoff_len"):
+        seq = seq or r.number(key)
+    r.set("seq_len", seq, f"sequence {seq}" if seq else None)
+    _batch(r, "per_device_train_batch_size", "gradient_accumulation_steps")
+    epochs = r.number("num_train_epochs", float, low=0)
+    r.set("epochs", epochs, _epochs(epochs))
+    _steps(r, "max_steps")
+    _optimizer(r, "optim")
+    _precision(r)
+    ckpt, fsdp_ckpt = r.get("gradient_checkpointing"), r.get("activation_checkpointing")
+    if ckpt is not None or fsdp_ckpt is not None:
+        on = bool(ckpt or fsdp_ckpt)
+        r.set("grad_ckpt", on, "checkpointing " + ("on" if on else "off"))
+    if r.get("deepspeed"):
+        _zero_from_deepspeed(r, r.data["deepspeed"])
+    fsdp = r.get("fsdp")
+    if fsdp:
+        _zero_from_fsdp(r, fsdp, r.get("fsdp_config"))
+    else:
+        r.get("fsdp_config")
+    if r.get("torch_compile"):
+        r.set("runtime", "compiled", "torch.compile")
+    r.notes.append("TrainingArguments name no method: LoRA (or --method) as for estimate; the model comes from "
+                   "--model")
+    return r.finish("training-arguments", "TrainingArguments JSON")

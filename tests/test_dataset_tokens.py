@@ -1,0 +1,211 @@
+"""costplan tokens and --dataset: tiny tokenizers trained here, small JSONL, Parquet and text files."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from costplan.cli import cli
+from costplan.dataset import BYTES_PER_TOKEN, count_tokens
+
+TEXTS = ["the cat sat on the mat", "a dog ran", "the cat and the dog sat on a mat and ran and sat",
+         "on the mat"]
+
+
+def word_tokenizer(folder):
+    """A WordLevel tokenizer trained on TEXTS: one token per word, so counts are checkable by eye."""
+    tokenizers = pytest.importorskip("tokenizers")
+    from tokenizers import models, pre_tokenizers, trainers
+
+    tok = tokenizers.Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.train_from_iterator(TEXTS, trainers.WordLevelTrainer(special_tokens=["[UNK]"]))
+    folder.mkdir(parents=True, exist_ok=True)
+    tok.save(str(folder / "tokenizer.json"))
+    return folder
+
+
+def bpe_tokenizer(folder):
+    """A byte-level BPE with a BOS token added to every sequence, as Llama-style tokenizers do."""
+    tokenizers = pytest.importorskip("tokenizers")
+    from tokenizers import decoders, models, pre_tokenizers, processors, trainers
+
+    tok = tokenizers.Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(TEXTS * 5, trainers.BpeTrainer(vocab_size=300, special_tokens=["<s>"],
+                                                           initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 0)])
+    folder.mkdir(parents=True, exist_ok=True)
+    tok.save(str(folder / "tokenizer.json"))
+    return tok
+
+
+def words(text):
+    return len(text.split())
+
+
+@pytest.fixture
+def data(tmp_path):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "a.jsonl").write_text("\n".join(json.dumps({"text": t}) for t in TEXTS[:2]) + "\n")
+    chat = {"messages": [{"role": "user", "content": TEXTS[2]}, {"role": "assistant", "content": TEXTS[3]}]}
+    (folder / "b.jsonl").write_text(json.dumps(chat) + "\n\n")
+    (folder / "c.txt").write_text(TEXTS[0] + "\n\n" + TEXTS[1] + "\n")
+    (folder / "notes.csv").write_text("ignored,because,not,a,dataset\n")
+    return folder
+
+
+def test_word_tokenizer_counts_every_format_in_a_folder(tmp_path, data):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"text": TEXTS, "id": [1, 2, 3, 4]}), data / "d.parquet")
+    tokenizer = word_tokenizer(tmp_path / "tok")
+    count = count_tokens(data, seq_len=8, tokenizer=str(tokenizer))
+    by_file = {f.path.rsplit("/", 1)[-1]: f for f in count.files}
+    assert set(by_file) == {"a.jsonl", "b.jsonl", "c.txt", "d.parquet"}
+    assert by_file["a.jsonl"].tokens == words(TEXTS[0]) + words(TEXTS[1])
+    assert by_file["b.jsonl"].sequences == 1 and by_file["b.jsonl"].tokens == words(TEXTS[2]) + words(TEXTS[3])
+    assert by_file["c.txt"].sequences == 2  # one sequence per non-empty line
+    assert by_file["d.parquet"].tokens == sum(map(words, TEXTS))
+    assert count.exact and count.error == 0
+    lengths = [6, 3, 16, 6, 3, *map(words, TEXTS)]
+    assert sorted(count.lengths) == sorted(lengths)
+    # Padding: 9 rows of 8; truncation keeps min(n, 8). Packing: ceil(total / 8) rows.
+    kept = sum(min(n, 8) for n in lengths)
+    assert count.padded_positions == 9 * 8 and count.kept_when_padded == kept
+    assert count.padding_waste == pytest.approx(1 - kept / 72)
+    assert count.packed_rows == -(-sum(lengths) // 8)
+    assert count.truncated == 2  # the 16-word chat and the 16-word text
+    assert count.at(32).truncated == 0 and count.at(32).tokens == count.tokens
+
+
+def test_special_tokens_are_counted(tmp_path):
+    tok = bpe_tokenizer(tmp_path / "bpe")
+    file = tmp_path / "x.jsonl"
+    file.write_text("\n".join(json.dumps({"text": t}) for t in TEXTS))
+    count = count_tokens(file, tokenizer=str(tmp_path / "bpe"))
+    assert count.tokens == sum(len(tok.encode(t).ids) for t in TEXTS)
+    assert all(tok.encode(t).ids[0] == 0 for t in TEXTS)  # BOS on every sequence
+
+
+def test_without_a_tokenizer_it_estimates_and_says_so(data):
+    count = count_tokens(data / "a.jsonl", seq_len=4)
+    assert not count.exact and count.error > 0
+    assert count.tokens == sum(round(len(t.encode()) / BYTES_PER_TOKEN) for t in TEXTS[:2])
+    assert "bytes per token" in count.counted_with
+
+
+def test_tokens_command_table_json_and_csv(tmp_path, data):
+    tokenizer = word_tokenizer(tmp_path / "tok")
+    runner = CliRunner()
+    table = runner.invoke(cli, ["tokens", str(data), "--tokenizer", str(tokenizer), "--seq-len", "8"])
+    assert table.exit_code == 0, table.output
+    assert "padding" in table.output and "packed" in table.output
+    result = runner.invoke(cli, ["tokens", str(data), "--tokenizer", str(tokenizer), "--json"])
+    data_json = json.loads(result.output)
+    assert data_json["tokens"] == 6 + 3 + 16 + 6 + 3 and data_json["exact"] is True
+    assert len(data_json["files"]) == 3
+    csv_out = runner.invoke(cli, ["tokens", str(data), "--tokenizer", str(tokenizer), "--csv"])
+    assert csv_out.output.splitlines()[0].startswith("path,format,sequences,tokens")
+    assert "(total)" in csv_out.output
+
+
+def test_model_folder_and_hub_cache_tokenizers(tmp_path, data, monkeypatch):
+    from tests.test_hub import LLAMA_31_8B, fake_cache
+
+    folder = word_tokenizer(tmp_path / "model")
+    (folder / "config.json").write_text(json.dumps(LLAMA_31_8B))
+    assert count_tokens(data / "a.jsonl", model=str(folder)).exact
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    snapshot = fake_cache(tmp_path / "hub", "org/model", {"config.json": LLAMA_31_8B})
+    (snapshot / "tokenizer.json").write_text((folder / "tokenizer.json").read_text())
+    count = count_tokens(data / "a.jsonl", model="org/model")
+    assert count.exact and "local Hugging Face cache" in count.counted_with
+    missing = count_tokens(data / "a.jsonl", model="org/other")  # not cached: the estimate, with the reason
+    assert not missing.exact and "org/other has no tokenizer.json" in missing.counted_with
+
+
+def test_dataset_gives_estimate_compare_and_plan_their_tokens(tmp_path, data):
+    tokenizer = str(word_tokenizer(tmp_path / "tok"))
+    runner = CliRunner()
+    est = json.loads(runner.invoke(cli, ["estimate", "-m", "gpt2", "--dataset", str(data), "--tokenizer",
+                                         tokenizer, "--json"]).output)
+    assert est["tokens"] == 34.0
+    assert any(a.startswith("dataset: 34 tokens") for a in est["assumptions"])
+    rows = json.loads(runner.invoke(cli, ["compare", "-m", "gpt2", "--dataset", str(data), "--tokenizer", tokenizer,
+                                          "--json"]).output)["rows"]
+    assert {r["tokens"] for r in rows if r["method"] in ("lora", "full")} == {34.0}
+    plan = runner.invoke(cli, ["plan", "-m", "gpt2", "--dataset", str(data), "--tokenizer", tokenizer, "--gpu", "l4",
+                               "--json"])
+    assert plan.exit_code == 0, plan.output
+    assert any("dataset: 34 tokens" in n for n in json.loads(plan.output)["notes"])
+
+
+@pytest.mark.parametrize("args,message", [
+    (["tokens", "/nonexistent/data"], "No dataset at"),
+    (["tokens", "{csv}"], "is not a dataset format"),
+    (["tokens", "{bad}"], "line 2 is not a JSON record"),
+    (["tokens", "{empty}"], "holds no text to count"),
+    (["tokens", "{good}", "--tokenizer", "/nonexistent/tok"], "cannot count with tokenizer"),
+    (["tokens", "{good}", "--tokenizer", "{notjson}"], "not a readable tokenizer.json"),
+    (["estimate", "-m", "gpt2", "--dataset", "{good}", "--tokens", "1M"], "give --tokens or --dataset"),
+    (["plan", "-m", "gpt2"], "give --tokens or --dataset"),
+    (["tokens", "{parquet}"], "not a readable Parquet file"),
+])
+def test_bad_datasets_are_one_line(tmp_path, args, message):
+    files = {"csv": tmp_path / "x.csv", "bad": tmp_path / "bad.jsonl", "empty": tmp_path / "empty.txt",
+             "good": tmp_path / "good.jsonl", "notjson": tmp_path / "tokenizer.json",
+             "parquet": tmp_path / "broken.parquet"}
+    files["csv"].write_text("a,b\n")
+    files["bad"].write_text('{"text": "ok"}\n{not json}\n')
+    files["empty"].write_text("\n\n")
+    files["good"].write_text('{"text": "hello world"}\n')
+    files["notjson"].write_text("{}")
+    files["parquet"].write_bytes(b"PAR1 not really")
+    result = CliRunner().invoke(cli, [a.format(**files) for a in args])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error:") and message in lines[0], result.output
+
+
+def test_estimate_without_dataset_never_imports_tokenizers_pyarrow_or_pandas():
+    runs = [["estimate", "-m", "7b", "--json"], ["estimate", "-m", "7b", "--csv"],
+            ["estimate", "-m", "tinyllama", "--adapter", "tests/fixtures/adapters/tinyllama_lora", "--json"],
+            ["estimate", "-m", "8b", "--from", "tests/fixtures/configs/axolotl_llama3_qlora.yml", "--json"]]
+    heavy = ("tokenizers", "pyarrow", "pandas", "numpy", "torch")
+    code = (
+        "import sys, json\n"
+        "from click.testing import CliRunner\n"
+        "from costplan.cli import cli\n"
+        f"for args in {runs!r}:\n"
+        "    r = CliRunner().invoke(cli, args)\n"
+        "    assert r.exit_code == 0, r.output\n"
+        f"print(json.dumps(sorted(m for m in {heavy!r} if m in sys.modules)))\n"
+    )
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def test_progress_reports_every_byte_on_disk(data):
+    seen = []
+    count_tokens(data, progress=seen.append)
+    assert sum(seen) == sum(p.stat().st_size for p in data.iterdir() if p.suffix in (".jsonl", ".txt"))
+
+
+def test_long_counts_show_a_progress_bar_on_stderr(tmp_path, monkeypatch):
+    import costplan.dataset as ds
+
+    big = tmp_path / "big.txt"
+    big.write_text("the cat sat on the mat\n" * 1000)
+    monkeypatch.setattr(ds, "total_bytes", lambda path: 64 << 20)  # pretend it is long
+    result = CliRunner().invoke(cli, ["tokens", str(big), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["sequences"] == 1000  # data on stdout, the bar (if any) on stderr

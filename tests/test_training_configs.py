@@ -1,0 +1,117 @@
+"""estimate --from: real Axolotl, torchtune and LLaMA-Factory configs and TrainingArguments JSON files."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from costplan.cli import cli
+from costplan.trainconfig import read_training_config
+
+CONFIGS = Path(__file__).parent / "fixtures" / "configs"
+
+
+def estimate_json(*args):
+    result = CliRunner().invoke(cli, ["estimate", *args, "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)
+
+
+@pytest.mark.parametrize("name,kind,expected", [
+    ("axolotl_llama3_lora_8b.yml", "axolotl", dict(
+        model="NousResearch/Meta-Llama-3-8B", method="lora", seq_len=4096, micro_batch=2, global_batch=8, epochs=4.0,
+        lora_rank=32, lora_targets="all-linear", lora_alpha=16.0, lora_dropout=0.05, optimizer="adamw-8bit",
+        precision="bf16", grad_ckpt=True, attention="flash", modules_to_save=("embeddings", "head"))),
+    ("axolotl_llama3_qlora.yml", "axolotl", dict(method="qlora", optimizer="paged-adamw", lora_rank=32)),
+    ("axolotl_llama3_qlora_fsdp_70b.yaml", "axolotl", dict(
+        model="casperhansen/llama-3-70b-fp16", method="qlora", seq_len=512, micro_batch=1, global_batch=4, zero=3,
+        optimizer="adamw-fused", lora_rank=8)),
+    ("torchtune_llama3_1_8B_lora_single_device.yaml", "torchtune", dict(
+        model="llama-3.1-8b", method="lora", lora_targets="q,v,o,gate,up,down", lora_rank=8, lora_alpha=16.0,
+        micro_batch=2, global_batch=16, epochs=1.0, optimizer="adamw-fused", precision="bf16", grad_ckpt=True)),
+    ("torchtune_llama3_1_8B_qlora_single_device.yaml", "torchtune", dict(method="qlora", model="llama-3.1-8b")),
+    ("torchtune_llama3_1_8B_full.yaml", "torchtune", dict(method="full", zero=3, micro_batch=2, global_batch=2)),
+    ("llamafactory_llama3_lora_sft.yaml", "llama-factory", dict(
+        model="meta-llama/Meta-Llama-3-8B-Instruct", method="lora", seq_len=2048, micro_batch=1, global_batch=8,
+        epochs=3.0, lora_rank=8, lora_targets="all-linear", precision="bf16", grad_ckpt=True)),
+    ("llamafactory_qwen3_lora_sft_ds3.yaml", "llama-factory", dict(zero=3, global_batch=2)),
+    ("llamafactory_qwen3_lora_sft_otfq.yaml", "llama-factory", dict(method="qlora")),
+    ("transformers_training_args.json", "training-arguments", dict(
+        micro_batch=4, global_batch=16, epochs=2.0, optimizer="adamw-fused", precision="bf16", grad_ckpt=True,
+        zero=3)),
+    ("trl_grpo_training_args.json", "training-arguments", dict(
+        micro_batch=6, global_batch=12, precision="fp16", optimizer="paged-adamw-8bit", grad_ckpt=False)),
+])
+def test_real_configs_become_estimate_settings(name, kind, expected):
+    config = read_training_config(CONFIGS / name)
+    assert config.kind == kind
+    for key, value in expected.items():
+        assert config.options.get(key) == value, (key, config.options)
+
+
+def test_unknown_keys_are_listed_not_dropped():
+    grpo = read_training_config(CONFIGS / "trl_grpo_training_args.json")
+    assert {"num_generations", "use_vllm", "max_completion_length"} - {"use_vllm"} <= set(grpo.unknown)
+    assert any("unknown key(s)" in n and "num_generations" in n for n in grpo.notes)
+    assert any("max_steps 100" in n for n in grpo.notes)  # no sequence length to turn steps into tokens
+    axolotl = read_training_config(CONFIGS / "axolotl_llama3_lora_8b.yml")
+    assert any("load_in_8bit" in n and "not modelled" in n for n in axolotl.notes)
+    assert any("key(s) of the file unset or changing nothing" in n for n in axolotl.notes)
+
+
+def test_estimate_from_a_file_uses_its_layout_and_lists_it():
+    data = estimate_json("--from", str(CONFIGS / "torchtune_llama3_1_8B_lora_single_device.yaml"), "--gpus", "1")
+    assert data["model"] == "llama-3-8b"  # torchtune's llama3_1_8b builder -> the preset (alias llama-3.1-8b)
+    assert data["method"] == "lora"
+    layout = data["layout"]
+    chosen = (layout["micro_batch"], layout["grad_accum"], layout["global_batch"], layout["grad_ckpt"])
+    assert chosen == (2, 8, 16, True)
+    assert any(a.startswith("from ") and "torchtune" in a for a in data["assumptions"])
+
+
+def test_command_line_flags_override_the_file():
+    data = estimate_json("--from", str(CONFIGS / "axolotl_llama3_qlora.yml"), "-m", "8b", "--seq-len", "1024",
+                         "--optimizer", "adamw", "--gpus", "1")
+    assert data["method"] == "qlora" and data["model"] == "llama-3-8b"
+    assert any("--seq-len 1024 (file: 4096)" in a and "--model 8b" in a for a in data["assumptions"])
+    assert any("AdamW (PyTorch foreach)" in a for a in data["assumptions"])
+
+
+def test_deepspeed_stage_read_from_its_json_next_to_the_yaml(tmp_path):
+    config = read_training_config(CONFIGS / "llamafactory_qwen3_lora_sft_ds3.yaml")
+    assert any("DeepSpeed ZeRO-3" in n for n in config.notes) and "from the name" not in " ".join(config.notes)
+    moved = tmp_path / "ds3.yaml"  # without the JSON beside it, the stage comes from the file name
+    shutil.copy(CONFIGS / "llamafactory_qwen3_lora_sft_ds3.yaml", moved)
+    assert read_training_config(moved).options["zero"] == 3
+
+
+def test_model_named_by_the_file_resolves_offline_or_says_pass_model():
+    result = CliRunner().invoke(cli, ["estimate", "--from", str(CONFIGS / "axolotl_llama3_qlora.yml")])
+    assert result.exit_code == 2
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith("Error: NousResearch/Meta-Llama-3-8B has no config.json") and "pass --model" in line
+
+
+@pytest.mark.parametrize("content,message", [
+    ("- just\n- a list\n", "does not hold a mapping"),
+    ("learning_rate: 0.1\nfoo: 1\n", "not a config costplan recognises"),
+    ("base_model: x\n  bad: [indent\n", "not valid YAML"),
+    ("base_model: llama\nmicro_batch_size: lots\n", "micro_batch_size must be a number"),
+    ("base_model: llama\nadapter: ia3\n", "adapter 'ia3' is not modelled"),
+    ("model_name_or_path: x\nfinetuning_type: freeze\n", "finetuning_type 'freeze' is not modelled"),
+    ('{"per_device_train_batch_size": 2,', "not valid JSON"),
+])
+def test_bad_files_are_one_line(tmp_path, content, message):
+    path = tmp_path / ("bad.json" if content.startswith("{") else "bad.yaml")
+    path.write_text(content)
+    result = CliRunner().invoke(cli, ["estimate", "-m", "gpt2", "--from", str(path)])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error:") and message in lines[0], result.output
+
+
+def test_missing_file_is_one_line():
+    result = CliRunner().invoke(cli, ["estimate", "--from", "/nonexistent/axolotl.yml"])
+    assert result.exit_code == 2 and "No training config at" in result.output
