@@ -15,6 +15,8 @@ from costplan.frameworks import framework as find_framework
 from costplan.hardware import GpuSpec, Ownership, Price
 from costplan.hardware import gpu as find_gpu
 from costplan.hardware import price as find_price
+from costplan.fit import Fit, assess
+from costplan.fit import verdict as fit_verdict
 from costplan.layout import Job, Pins, Placement, check_pins, choose, default_global_batch, practice
 from costplan.memory import WEIGHT_FORMATS, inference_memory
 from costplan.methods import METHODS, Inference, Lora, Method, PrefixTuning, PromptTuning, parse_targets
@@ -68,6 +70,12 @@ class Estimate:
     global_batch: int | None = None
     correction_applied: float | None = None
     """The measured correction (calibration step or the user's run log) the step time carries."""
+    fit: Any = None
+    """The verdict with its margin, what each switch saves and a suggestion (``costplan.fit.Fit``)."""
+    kv_budget: dict[str, Any] | None = None
+    """Inference: the KV cache a serving engine can allocate and the concurrent requests it holds."""
+    maximum: dict[str, int] | None = None
+    """With ``maximize``: the largest sequence length or micro-batch that fits the GPU."""
     """Training: sequences per optimizer step."""
     serve: Estimate | None = None
     """The cost of serving the adapted model (``serve_tokens``), when asked."""
@@ -231,6 +239,7 @@ def estimate(
     serve_tokens: float | None = None,
     serve_batch: int = 32,
     startup_seconds: float = 0.0,
+    maximize: str | None = None,
     profile: Profile | None = None,
     notes: tuple[str, ...] = (),
 ) -> Estimate:
@@ -360,17 +369,78 @@ def estimate(
                   if how.virtual_tokens or how.prefix_tokens else "the trained weights served as they are")
         notes.append(f"serving: {fmt_count(serve_tokens)} generated tokens on the adapted model, "
                      f"{serve_batch} concurrent requests ({serve.gpus} x {device.key}; {served})")
-    return Estimate(
+    estimate_ = Estimate(
         model=spec, method=how, gpu=device, workload=result.workload, framework=stack, params_total=params,
         params_trainable=how.trainable_params(spec) if how.training else 0, flops=result.flops,
         tokens=tokens, epochs=epochs if how.training else 1.0, flops_total=result.flops_total,
         placement=result.placement, tokens_per_second=result.tokens_per_second, wall_seconds=seconds,
         mfu=result.mfu, hfu=result.hfu, price=chosen_price, energy_kwh=energy, co2_kg=power.co2_kg(energy),
         assumptions=tuple(notes), wall_seconds_range=seconds_range, scaling_efficiency=result.scaling_efficiency,
-        step=result.step, global_batch=result.global_batch, correction_applied=result.correction,
+        step=result.step, global_batch=result.global_batch, correction_applied=result.correction, fit=result.fit,
+        kv_budget=result.kv,
         serve=serve, inference=result.inference,
         latency_seconds=result.latency, time_to_first_token_seconds=result.ttft,
     )
+    if maximize is None:
+        return estimate_
+    from dataclasses import replace as _replace
+
+    settings = dict(model=spec, method=how, gpu=device.key, gpus=estimate_.gpus, tokens=tokens, epochs=epochs,
+                    seq_len=seq_len, micro_batch=micro_batch, global_batch=global_batch,
+                    global_batch_tokens=global_batch_tokens, precision=precision, optimizer=optimizer,
+                    grad_ckpt=grad_ckpt, attention=attention, zero=zero, tp=tp, pp=pp, cp=cp, framework=framework,
+                    runtime=runtime, price=0.0, prompt_len=prompt_len, gen_len=gen_len, profile=profile)
+    return _replace(estimate_, maximum=largest_fitting(maximize, settings, spec, how))
+
+
+def largest_fitting(what: str, settings: dict[str, Any], spec: ModelSpec, how: Method) -> dict[str, int]:
+    """The largest sequence length (``seq-len``) or micro-batch (``micro-batch``; for inference the
+    concurrent requests) that fits the estimate's GPUs with the other settings as given: a binary
+    search over the estimate itself."""
+    if what not in ("seq-len", "micro-batch"):
+        raise CostplanError("--max takes seq-len or micro-batch.")
+    if what == "seq-len":
+        key = "prompt_len" if not how.training else "seq_len"
+        extra = (settings["gen_len"] if not how.training else how.virtual_tokens)
+        high = spec.max_positions - extra
+    else:
+        key, high = "micro_batch", 65_536
+    def fits(value: int) -> bool:
+        try:
+            return estimate(**{**settings, key: value}).placement.fits
+        except (CostplanError, ValueError):
+            return False
+    if high < 1 or not fits(1):
+        return {key: 0}
+    low = 1
+    while low < high:
+        mid = (low + high + 1) // 2
+        if fits(mid):
+            low = mid
+        else:
+            high = mid - 1
+    return {key: low}
+
+
+KV_UTILIZATION = 0.9
+"""vLLM's default gpu_memory_utilization: the share of each GPU's memory it claims for weights,
+activations and the KV cache (vllm EngineArgs)."""
+
+
+def kv_budget(spec: ModelSpec, how: Method, work: Workload, memory_bytes: float, mem: Any, profile: Profile,
+              gpus: int) -> dict[str, Any]:
+    """The KV cache a serving engine allocates after the weights and the prefill's activations out of
+    ``KV_UTILIZATION`` of the GPUs' memory (less the CUDA context), and the concurrent requests of
+    ``prompt_len + gen_len`` tokens it holds."""
+    from costplan.memory import kv_cache_bytes
+
+    context = work.prompt_len + work.gen_len
+    per_request = kv_cache_bytes(spec, context, 1, work.compute_bytes)
+    activations = mem.workspace / max(work.micro_batch, 1)
+    available = KV_UTILIZATION * memory_bytes - mem.weights - activations - gpus * profile.cuda_context_bytes()
+    return {"gpu_memory_utilization": KV_UTILIZATION, "context_tokens": context,
+            "kv_cache_bytes_per_request": per_request, "kv_cache_bytes_available": max(available, 0.0),
+            "max_concurrent_requests": max(int(available // per_request), 0) if per_request else 0}
 
 
 def run_goodput(method: Method, profile: Profile) -> float:
@@ -452,15 +522,18 @@ class _Result:
     latency: float | None = None
     ttft: float | None = None
     correction: float | None = None
+    fit: Any = None
+    kv: dict[str, Any] | None = None
 
 
 def training_job(spec: ModelSpec, how: Method, device: GpuSpec, net: Link, stack: Framework, work: Workload,
                  profile: Profile, global_batch: int, precision_price: float = 0.0) -> Job:
     """The layout-independent part of a training job (``plan`` builds the same for its grids)."""
-    hw = hardware(device, net, work.precision, profile, usd_per_gpu_hour=precision_price, kernels=stack.kernels)
+    kernels = "fused" if stack.kernels == "fused" or stack.runtime == "compiled" else "eager"
+    hw = hardware(device, net, work.precision, profile, usd_per_gpu_hour=precision_price, kernels=kernels)
     correction = profile.correction(spec.name, how.key, device.key)
     return Job(model=spec, method=how, work=work, gpu=device, link=net, framework=stack, profile=profile, hw=hw,
-               constants=profile.constants(device.key, stack.runtime, stack.kernels),
+               constants=profile.constants(device.key, stack.runtime, kernels),
                correction=correction.factor if correction else 1.0, global_batch=global_batch)
 
 
@@ -522,7 +595,7 @@ def _training(spec, how, device, net, stack, work, profile, pins, tokens, epochs
     return _Result(run, parts.flops, parts.flops.per_token * total_tokens, placement,
                    float(result.tokens_per_second), float(result.wall_seconds), float(result.mfu), float(result.hfu),
                    offer, float(result.energy_kwh), float(hw.watts), notes, float(step.scaling_efficiency), step,
-                   global_batch, correction=correction.factor if correction else None)
+                   global_batch, correction=correction.factor if correction else None, fit=assess(job, layout))
 
 
 def _layout_text(layout: engine.Layout) -> str:
@@ -611,6 +684,19 @@ def _inference(spec, how, device, net, work, profile, tokens, gpus, runtime, sta
     if not fits:
         notes.append(f"does not fit: {reason}")
     energy = n * hw.watts * seconds / 3600 / 1000 * pue
+    state = fit_verdict(device.memory_bytes, memory.device_bytes)
+    headroom = device.memory_bytes - memory.device_bytes
+    hint = None
+    if state == "no":
+        hint = (f"needs {fmt_bytes(-headroom)} more per GPU: tensor parallelism over more GPUs (--gpus), "
+                "int4 weights (--weights int4), fewer concurrent requests or a shorter context")
+    elif state == "tight":
+        hint = f"only {fmt_bytes(headroom)} to spare: fewer concurrent requests or int8/int4 weights add margin"
+    budget = kv_budget(spec, how, work, device.memory_bytes * n, mem, profile, n)
+    notes.append(f"KV-cache budget (as vLLM sizes it, {KV_UTILIZATION:.0%} of the memory): "
+                 f"{fmt_bytes(budget['kv_cache_bytes_available'])} over {n} GPU(s) holds "
+                 f"{budget['max_concurrent_requests']:,} requests of {budget['context_tokens']:,} tokens")
     return _Result(work, flops, per_generated * tokens, placement, tps, seconds, mfu, mfu, offer, energy,
-                   float(hw.watts), notes, inference=fl, latency=latency, ttft=prefill)
+                   float(hw.watts), notes, inference=fl, latency=latency, ttft=prefill,
+                   fit=Fit(state, headroom, hint, {}), kv=budget)
 

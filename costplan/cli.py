@@ -257,6 +257,9 @@ LAYOUT = _options(
               help="Concurrent requests when serving.")
 @click.option("--profile", "profile_path", type=click.Path(dir_okay=False),
               help="Calibration profile [default: the saved one for this GPU, if any].")
+@click.option("--max", "maximize", type=click.Choice(["seq-len", "micro-batch"]),
+              help="Also find the largest sequence length or micro-batch (inference: concurrent requests) that fits "
+                   "the GPUs with the other settings.")
 @OUTPUT
 @click.option("--brief", is_flag=True, help="Only the summary and assumptions.")
 def estimate(as_json: bool, as_csv: bool, brief: bool, profile_path: str | None, from_file: str | None,

@@ -91,8 +91,9 @@ class Job:
             trainable = sum(t.elements for t in tensors)
             moved = trainable * opt.step_bytes_per_param(work.compute_bytes, self.method.trains_base
                                                          and work.mixed_precision)
-            shape = step_shape(self.model, self.method, work, flops, optimizer_bytes=moved,
-                               fused_loss=self.framework.kernels == "fused",
+            # torch.compile (Inductor) fuses the elementwise chains between matmuls, as fused stacks do.
+            fused = self.framework.kernels == "fused" or self.framework.runtime == "compiled"
+            shape = step_shape(self.model, self.method, work, flops, optimizer_bytes=moved, fused_loss=fused,
                                fused_ops=self.framework.runtime != "eager")
             self._parts[grad_ckpt] = Parts(training_memory(self.model, self.method, work), flops, shape)
         return self._parts[grad_ckpt]

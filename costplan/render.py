@@ -25,7 +25,7 @@ def summary_table(est: Estimate) -> Table:
     table.add_column("what", style="bold")
     table.add_column("value")
     mem = est.memory
-    fit = Text("yes", style="green") if est.placement.fits else Text("NO", style="bold red")
+    fit = _fit_text(est)
     rows: list[tuple[str, Any]] = [
         ("parameters", f"{fmt_count(est.params_total)} total"
          + (f", {fmt_count(est.params_trainable)} trainable "
@@ -63,8 +63,37 @@ def summary_table(est: Estimate) -> Table:
         rows.append(("training + serving", fmt_usd(est.total_cost_usd or 0.0)))
     for name, value in rows:
         table.add_row(name, value)
+    if est.maximum:
+        for key, value in est.maximum.items():
+            table.add_row(f"largest {key.replace('_', ' ')}", f"{value:,} (fits the GPU with the other settings)")
     if not est.placement.fits:
         table.add_row("problem", Text(est.placement.reason, style="red"))
+    if est.fit is not None and est.fit.suggestion:
+        table.add_row("suggestion", Text(est.fit.suggestion, style="yellow"))
+    return table
+
+
+def _fit_text(est: Estimate) -> Text:
+    fit = est.fit
+    if fit is None:
+        return Text("yes", style="green") if est.placement.fits else Text("NO", style="bold red")
+    spare = fmt_bytes(abs(fit.headroom_bytes))
+    if fit.verdict == "fits":
+        return Text(f"yes, {spare} to spare", style="green")
+    if fit.verdict == "tight":
+        return Text(f"TIGHT: {spare} to spare", style="bold yellow")
+    return Text(f"NO: {spare} short", style="bold red")
+
+
+def savings_table(est: Estimate) -> Table | None:
+    """What each switch that is off would save per GPU."""
+    if est.fit is None or not est.fit.savings:
+        return None
+    table = Table(title="what each switch would save per GPU (same layout)", title_justify="left")
+    table.add_column("switch")
+    table.add_column("saves", justify="right")
+    for name, saved in sorted(est.fit.savings.items(), key=lambda kv: -kv[1]):
+        table.add_row(name, fmt_bytes(saved) if saved > 0 else Text("nothing", style="dim"))
     return table
 
 
@@ -140,6 +169,9 @@ def estimate_view(est: Estimate, detail: bool = True) -> Group:
     parts: list[Any] = [summary_table(est)]
     if detail:
         parts += [memory_table(est), flops_table(est)]
+        savings = savings_table(est)
+        if savings is not None:
+            parts.append(savings)
     parts.append(assumptions_text(est))
     return Group(*parts)
 

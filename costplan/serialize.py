@@ -42,6 +42,8 @@ def estimate_dict(est: Estimate) -> dict[str, Any]:
         "gpu_memory_bytes": est.gpu.memory_bytes,
         "fits": est.placement.fits,
         "fit_problem": est.placement.reason or None,
+        "fit": est.fit.to_dict() if est.fit is not None else None,
+        "savings": dict(est.fit.savings) if est.fit is not None else {},
         "gpus": est.gpus,
         "layout": {"gpus": layout.gpus, "tp": layout.tp, "pp": layout.pp, "cp": layout.cp, "dp": layout.dp,
                    "zero": layout.zero,
@@ -78,6 +80,10 @@ def estimate_dict(est: Estimate) -> dict[str, Any]:
     if est.serve is not None:
         result["serve"] = estimate_dict(est.serve)
         result["total_cost_usd"] = est.total_cost_usd
+    if est.maximum is not None:
+        result["max"] = dict(est.maximum)
+    if est.kv_budget is not None:
+        result["kv_budget"] = dict(est.kv_budget)
     if not est.method.training:
         result["cost_usd_per_million_tokens"] = est.cost_usd_per_million_tokens
         result["latency_seconds"] = est.latency_seconds
