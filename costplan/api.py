@@ -9,14 +9,14 @@ from typing import Any
 from costplan import engine
 from costplan.energy import energy_model
 from costplan.errors import CostplanError, unknown_name
+from costplan.fit import Fit, assess
+from costplan.fit import verdict as fit_verdict
 from costplan.flops import FlopsBreakdown, InferenceFlops, inference_flops
 from costplan.frameworks import Framework, default_framework
 from costplan.frameworks import framework as find_framework
 from costplan.hardware import GpuSpec, Ownership, Price
 from costplan.hardware import gpu as find_gpu
 from costplan.hardware import price as find_price
-from costplan.fit import Fit, assess
-from costplan.fit import verdict as fit_verdict
 from costplan.layout import Job, Pins, Placement, check_pins, choose, default_global_batch, practice
 from costplan.memory import WEIGHT_FORMATS, inference_memory
 from costplan.methods import METHODS, Inference, Lora, Method, PrefixTuning, PromptTuning, parse_targets
