@@ -117,6 +117,9 @@ def cli(ctx: click.Context) -> None:
 
 METHOD_CHOICE = click.Choice(["inference", "prompt", "prefix", "lora", "qlora", "full", "cpt", "pretrain"],
                              case_sensitive=False)
+FRAMEWORK_CHOICE = click.Choice(["hf-trainer", "fsdp", "deepspeed", "torchtune", "litgpt", "unsloth", "axolotl",
+                                 "megatron", "torchtitan"])
+"""tables/frameworks.csv's keys (a test keeps them equal), spelled out so --help needs no table."""
 PRECISION_CHOICE = click.Choice(["fp32", "bf16", "fp16", "fp8"])
 
 
@@ -203,9 +206,7 @@ LAYOUT = _options(
     click.option("--pp", type=_ints(1024), show_default="auto", help="Pipeline stages across nodes (Megatron) [auto]."),
     click.option("--cp", type=_ints(64), default=1, show_default=True,
                  help="Context parallelism: each sequence split over this many GPUs (Megatron, torchtitan)."),
-    click.option("--framework", type=click.Choice(["hf-trainer", "fsdp", "deepspeed", "torchtune", "litgpt",
-                                                   "unsloth", "axolotl", "megatron", "torchtitan"]),
-                 show_default="auto",
+    click.option("--framework", type=FRAMEWORK_CHOICE, show_default="auto",
                  help="Training stack [auto: Megatron for multi-GPU pretraining and continual pretraining, the "
                       "Hugging Face Trainer otherwise]."),
 )
@@ -613,8 +614,7 @@ def compare(model: str, gpu: str, tokens: float, cpt_tokens: float, eval_tokens:
 @click.option("--seq-len", type=_ints(MAX_SEQ))
 @click.option("--global-batch", type=_ints(100_000_000), show_default="auto",
               help="Sequences per optimizer step [auto: published practice for the method and size].")
-@click.option("--framework", type=click.Choice(["hf-trainer", "fsdp", "deepspeed", "torchtune", "litgpt", "unsloth",
-                                               "axolotl", "megatron", "torchtitan"]), show_default="auto")
+@click.option("--framework", type=FRAMEWORK_CHOICE, show_default="auto")
 @PRICES
 @click.option("--lora-rank", type=_ints(65_536), default=8, show_default=True)
 @click.option("--lora-targets", default="q,v", show_default=True)
@@ -744,9 +744,7 @@ def cram(gpu: str, hours: float, model: str | None, dataset_tokens: float, seq_l
 @click.option("--grad-ckpt/--no-grad-ckpt", default=None, help="With --from-log: whether it checkpointed.")
 @click.option("--lora-rank", type=_ints(65_536), default=8, show_default=True)
 @click.option("--lora-targets", default="q,v", show_default=True)
-@click.option("--framework", type=click.Choice(["hf-trainer", "fsdp", "deepspeed", "torchtune", "litgpt", "unsloth",
-                                               "axolotl", "megatron", "torchtitan"]),
-              help="With --from-log: the stack it ran on [auto].")
+@click.option("--framework", type=FRAMEWORK_CHOICE, help="With --from-log: the stack it ran on [auto].")
 def calibrate(model: str, quick: bool, precision: str | None, seq_len: int | None, out: str | None,
               collectives: bool, from_log: str | None, method: str, gpu: str, gpus: int, micro_batch: int | None,
               global_batch: int | None, grad_ckpt: bool | None, lora_rank: int, lora_targets: str,

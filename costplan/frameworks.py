@@ -1,4 +1,5 @@
-"""Training stacks: which layouts each supports and how it runs kernels.
+"""Training stacks: which layouts each supports, how it runs kernels, and its defaults
+(``tables/frameworks.csv``, each row read from the stack's source).
 
 A layout is only offered where the stack the user runs supports it: the Hugging Face Trainer
 (with DeepSpeed or FSDP behind it) shards data-parallel replicas with ZeRO-1/2/3 but has no tensor
@@ -8,9 +9,11 @@ stages across nodes, and shard optimizer states with their distributed optimizer
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from costplan.errors import unknown_name
+from costplan.tables import read_table
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -26,48 +29,47 @@ class Framework:
     kernels: str = "eager"
     """``fused``: norms, activations, rotary embeddings and the loss run as fused kernels (Megatron's
     fused layers, Triton kernels, torch.compile); ``eager``: one PyTorch operator each."""
-    source: str
+    bf16: str = "bf16-mixed"
+    """What ``--precision bf16`` means on this stack (a precision mode of ``costplan.workload``)."""
+    optimizer: str = "adamw"
+    grad_ckpt: bool = False
+    """Activation checkpointing on by default."""
+    loss: str = "full"
+    """``full`` logits upcast to fp32, ``chunked`` or ``fused`` cross-entropy."""
+    source: str = ""
+
+    @property
+    def fused(self) -> bool:
+        """Elementwise work runs fused (fused kernels, or torch.compile's Inductor)."""
+        return self.kernels == "fused" or self.runtime == "compiled"
 
 
-FRAMEWORKS: dict[str, Framework] = {f.key: f for f in (
-    Framework(key="hf-trainer", label="Hugging Face Trainer (+ peft, DeepSpeed/FSDP for sharding)",
-              zero_stages=(0, 1, 2, 3), tensor_parallel=False, pipeline_parallel=False, runtime="eager",
-              source="transformers Trainer: DDP by default, DeepSpeed ZeRO or FSDP through accelerate"),
-    Framework(key="fsdp", label="PyTorch FSDP2 / accelerate FSDP", zero_stages=(0, 2, 3), tensor_parallel=False,
-              pipeline_parallel=False, runtime="eager",
-              source="torch.distributed.fsdp fully_shard (FULL_SHARD = ZeRO-3, SHARD_GRAD_OP = ZeRO-2)"),
-    Framework(key="deepspeed", label="DeepSpeed ZeRO", zero_stages=(0, 1, 2, 3), tensor_parallel=False,
-              pipeline_parallel=False, runtime="eager", source="DeepSpeed ZeRO stages 0-3"),
-    Framework(key="torchtune", label="torchtune recipes", zero_stages=(0, 3), tensor_parallel=False,
-              pipeline_parallel=False, runtime="eager",
-              source="torchtune single-device recipes and FSDP2 distributed recipes"),
-    Framework(key="litgpt", label="LitGPT (Lightning Fabric)", zero_stages=(0, 3), tensor_parallel=False,
-              pipeline_parallel=False, runtime="eager", source="LitGPT finetune/pretrain: DDP or FSDP strategy"),
-    Framework(key="unsloth", label="Unsloth (Triton kernels)", zero_stages=(0,), tensor_parallel=False,
-              pipeline_parallel=False, runtime="eager", kernels="fused",
-              source="Unsloth: fused Triton kernels for RMSNorm, RoPE, SwiGLU and the cross-entropy; one GPU"),
-    Framework(key="axolotl", label="Axolotl (Hugging Face Trainer underneath)", zero_stages=(0, 1, 2, 3),
-              tensor_parallel=False, pipeline_parallel=False, runtime="eager",
-              source="Axolotl builds on the transformers Trainer with DeepSpeed or FSDP"),
-    Framework(key="megatron", label="Megatron-LM / Megatron Core (TP, PP, distributed optimizer)",
-              zero_stages=(0, 1), tensor_parallel=True, pipeline_parallel=True, runtime="eager", kernels="fused",
-              source="Megatron-LM: tensor, pipeline and data parallelism; --use-distributed-optimizer shards "
-                     "optimizer states like ZeRO-1; fused layer norm, bias-GeLU/SwiGLU and cross-entropy "
-                     "(Narayanan et al. 2021; Megatron Core docs)"),
-    Framework(key="torchtitan", label="torchtitan (FSDP2 + TP + PP, torch.compile)", zero_stages=(0, 3),
-              tensor_parallel=True, pipeline_parallel=True, runtime="compiled", kernels="fused",
-              source="pytorch/torchtitan: FSDP2, tensor and pipeline parallelism, torch.compile per block"),
-)}
+@functools.cache
+def frameworks() -> dict[str, Framework]:
+    """The table's stacks by key."""
+    found = {}
+    for row in read_table("frameworks"):
+        found[row["key"]] = Framework(
+            key=row["key"], label=row["label"], zero_stages=tuple(int(z) for z in row["zero_stages"].split(";")),
+            tensor_parallel=row["tensor_parallel"] == "true", pipeline_parallel=row["pipeline_parallel"] == "true",
+            runtime=row["runtime"], kernels=row["kernels"], bf16=row["bf16"], optimizer=row["optimizer"],
+            grad_ckpt=row["grad_ckpt"] == "true", loss=row["loss"], source=row["source"])
+    return found
+
+
+FRAMEWORK_KEYS = ("hf-trainer", "fsdp", "deepspeed", "torchtune", "litgpt", "unsloth", "axolotl", "megatron",
+                  "torchtitan")
+"""The table's keys, for option choices (a test keeps them equal)."""
 
 
 def framework(name: str) -> Framework:
     try:
-        return FRAMEWORKS[name.lower()]
+        return frameworks()[name.lower()]
     except KeyError:
-        raise unknown_name("framework", name, FRAMEWORKS) from None
+        raise unknown_name("framework", name, frameworks()) from None
 
 
 def default_framework(training: bool, trains_base: bool, pretraining_scale: bool) -> Framework:
     """The stack a practitioner would use: Megatron-style for pretraining and continual
     pretraining at scale, the Hugging Face Trainer otherwise."""
-    return FRAMEWORKS["megatron" if training and trains_base and pretraining_scale else "hf-trainer"]
+    return frameworks()["megatron" if training and trains_base and pretraining_scale else "hf-trainer"]

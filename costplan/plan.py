@@ -20,7 +20,7 @@ from costplan import engine
 from costplan.api import make_method, run_goodput, training_job
 from costplan.energy import energy_model
 from costplan.errors import CostplanError
-from costplan.frameworks import FRAMEWORKS, default_framework
+from costplan.frameworks import default_framework, frameworks
 from costplan.hardware import Ownership, gpu_names, offers
 from costplan.hardware import gpu as find_gpu
 from costplan.hardware import price as find_price
@@ -201,7 +201,7 @@ def search(
         batch, batch_note = (global_batch, f"global batch {global_batch} sequences (given)") if global_batch else \
             default_global_batch(spec, method, seq)
         batch_notes.add(f"{method.key}: {batch_note}")
-        stack = FRAMEWORKS[framework] if framework else default_framework(True, method.trains_base,
+        stack = frameworks()[framework] if framework else default_framework(True, method.trains_base,
                                                                           method.key in ("pretrain", "cpt"))
         for precision in precisions:
             if precision == "fp8" and method.base_storage == "nf4":

@@ -172,15 +172,15 @@ def _common(row: dict[str, str], spec: ModelSpec) -> dict[str, Any]:
         options["grad_ckpt"] = ckpt
     if row.get("runtime") in ("eager", "compiled", "native"):
         options["runtime"] = row["runtime"]
-    from costplan.frameworks import FRAMEWORKS
+    from costplan.frameworks import frameworks
 
     framework = row.get("framework", "")
-    if framework in FRAMEWORKS:
+    if framework in frameworks():
         options["framework"] = framework
     if (options.get("tp", 1) > 1 or options.get("pp", 1) > 1 or options.get("cp", 1) > 1) and not (
-            framework in FRAMEWORKS and FRAMEWORKS[framework].tensor_parallel):
+            framework in frameworks() and frameworks()[framework].tensor_parallel):
         options["framework"] = "megatron"
-    stack = FRAMEWORKS.get(options.get("framework", ""))
+    stack = frameworks().get(options.get("framework", ""))
     if stack is not None and "zero" in options and options["zero"] not in stack.zero_stages:
         options["zero"] = max(z for z in stack.zero_stages if z <= options["zero"])
     if "seq_len" in options and options["seq_len"] > spec.max_positions:

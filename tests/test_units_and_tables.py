@@ -80,3 +80,14 @@ def test_every_gpu_has_its_interconnect_and_v100_offers_sit_under_their_memory_s
     prices = read_table("prices")
     assert {r["gpu"] for r in prices if r["instance"] == "p3.2xlarge"} == {"v100-16gb"}  # AWS p3: V100 16 GB
     assert {r["gpu"] for r in prices if r["instance"] == "p3dn.24xlarge"} == {"v100-32gb"}
+
+
+def test_frameworks_table_matches_the_option_choices_and_is_sourced():
+    from costplan.cli import FRAMEWORK_CHOICE
+    from costplan.frameworks import FRAMEWORK_KEYS, frameworks
+
+    stacks = frameworks()
+    assert tuple(stacks) == FRAMEWORK_KEYS == tuple(FRAMEWORK_CHOICE.choices)
+    assert all(s.source for s in stacks.values())
+    assert stacks["torchtune"].bf16 == "bf16-true" and stacks["hf-trainer"].bf16 == "bf16-mixed"
+    assert stacks["megatron"].tensor_parallel and not stacks["hf-trainer"].tensor_parallel
