@@ -13,9 +13,11 @@ import time
 from pathlib import Path
 
 CASES = [
-    ("70b lora+qlora, 48h deadline", "70b", ("lora", "qlora"), 1e9, 48 * 3600.0),
-    ("8b full", "8b", ("full",), 1e9, None),
-    ("mixtral lora", "mixtral-8x7b", ("lora",), 1e9, None),
+    ("70b lora+qlora, 48h deadline", "70b", ("lora", "qlora"), 1e9, 48 * 3600.0, {}),
+    ("8b full", "8b", ("full",), 1e9, None, {}),
+    ("mixtral lora", "mixtral-8x7b", ("lora",), 1e9, None, {}),
+    ("70b pretrain+cpt, Megatron TP/PP, bf16+fp8, any GPU at $2", "70b", ("cpt", "pretrain"), 1e12, None,
+     {"framework": "megatron", "max_gpus": 16384, "price": 2.0, "precisions": ("bf16", "fp8")}),
 ]
 
 
@@ -33,12 +35,12 @@ def main() -> None:
     table = Table(title=f"plan search throughput ({platform.machine()}, {os.cpu_count()} cores)", title_justify="left")
     for column in ("case", "configurations", "median s", "configurations / s", "Pareto points"):
         table.add_column(column, justify="left" if column == "case" else "right")
-    for name, model, methods, tokens, deadline in CASES:
-        search(model, methods, tokens=tokens, deadline_seconds=deadline)  # warm the table caches
+    for name, model, methods, tokens, deadline, extra in CASES:
+        search(model, methods, tokens=tokens, deadline_seconds=deadline, **extra)  # warm the table caches
         times, result = [], None
         for _ in range(args.repeat):
             start = time.perf_counter()
-            result = search(model, methods, tokens=tokens, deadline_seconds=deadline)
+            result = search(model, methods, tokens=tokens, deadline_seconds=deadline, **extra)
             times.append(time.perf_counter() - start)
         assert result is not None
         med = statistics.median(times)

@@ -1,4 +1,5 @@
-"""Accuracy against published runs: the same table as `costplan validate`, optionally as CSV.
+"""Accuracy against published measurements, beside the naive rules: the summary of `costplan validate`
+by kind and split (fit: the rows the constants were fitted on; holdout: the rest), optionally as CSV.
 
     python benchmarks/validate.py [--csv tables/generated/validation.csv]
 """
@@ -19,13 +20,14 @@ def main() -> None:
     from costplan.validate import summarize, validate
 
     results, skipped = validate()
-    Console().print(validation_view(results, summarize(results), skipped))
+    summary = summarize(results)
+    Console().print(validation_view(results, summary, skipped))
     if args.csv:
         from costplan.files import write_csv
 
-        write_csv(args.csv, [{"kind": r.kind, "run": r.name, "quantity": r.quantity,
-                                         "predicted": r.predicted, "reported": r.reported, "error": r.error,
-                                         "detail": r.detail, "source": r.source} for r in results])
+        write_csv(args.csv, [{"kind": s.kind, "split": s.split, "rows": s.rows, "median_abs_error": s.median_abs,
+                              "worst_error": s.worst, "naive_median_abs_error": s.naive_median_abs,
+                              "naive_worst_error": s.naive_worst} for s in summary])
 
 
 if __name__ == "__main__":

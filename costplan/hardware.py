@@ -8,6 +8,7 @@ owned GPUs exactly like rented ones."""
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -159,17 +160,23 @@ def listings(gpu_key: str | None = None) -> list[Listing]:
     return sorted(found, key=lambda o: (o.gpu, o.provider, o.usd_per_gpu_hour or math.inf, o.instance))
 
 
+@functools.cache
 def providers() -> list[str]:
     return sorted({row["provider"] for row in read_table("prices")})
 
 
-def offers(gpu_key: str, provider: str | None = None, spot: bool = False) -> list[Price]:
+def offers(gpu_key: str, provider: str | None = None, spot: bool = False) -> tuple[Price, ...]:
     """Every listed offer of the GPU (at one provider when given) with a price of that kind."""
     if provider is not None and provider.lower() not in providers():
         raise unknown_name("provider", provider, providers())
+    return _offers(gpu_key, provider.lower() if provider else None, spot)
+
+
+@functools.cache
+def _offers(gpu_key: str, provider: str | None, spot: bool) -> tuple[Price, ...]:
     found = []
     for row in listings(gpu_key):
-        if provider and row.provider != provider.lower():
+        if provider and row.provider != provider:
             continue
         value = row.usd_per_gpu_hour_spot if spot else row.usd_per_gpu_hour
         if value is None:
@@ -177,7 +184,7 @@ def offers(gpu_key: str, provider: str | None = None, spot: bool = False) -> lis
         found.append(Price(usd_per_gpu_hour=value, provider=row.provider, instance=row.instance, spot=spot,
                            source=row.source, as_of=row.as_of, gpus_per_instance=row.gpus_per_instance,
                            cluster=row.cluster))
-    return found
+    return tuple(found)
 
 
 def can_host(offer: Price, gpus: int) -> bool:

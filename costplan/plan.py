@@ -211,12 +211,16 @@ def search(
             if not usable:
                 skipped.append(f"{method.key} at {precision}: none of the GPU types has a {precision} peak")
                 continue
+            grid = None
             for ckpt in (False, True):
-                work = Workload(seq_len=seq, micro_batch=1, precision=precision, grad_ckpt=ckpt)  # type: ignore
-                grid = _grid(spec, method, stack, work, profile, usable, batch, max_gpus, provider, spot, price,
-                             owned, pue)
-                if grid is None:
-                    continue
+                if grid is None:  # the layouts and the GPUs' columns are the same with and without checkpointing
+                    work = Workload(seq_len=seq, micro_batch=1, precision=precision, grad_ckpt=ckpt)  # type: ignore
+                    grid = _grid(spec, method, stack, work, profile, usable, batch, max_gpus, provider, spot,
+                                 price, owned, pue)
+                    if grid is None:
+                        break
+                else:
+                    grid = replace(grid, parts=grid.job.parts(ckpt))
                 fits, seconds, cost, device, efficiency, layout = _evaluate(grid, tokens * epochs, startup_seconds,
                                                                             pue, ckpt)
                 feasible = fits & np.isfinite(cost)
@@ -273,6 +277,8 @@ class _Grid:
     allocator_slack: float
     context_bytes: float
     goodput: float
+    job: Any
+    """The first GPU type's job: its per-sequence parts for either checkpointing choice."""
 
 
 def _grid(spec, method, stack, work, profile, keys, batch, max_gpus, provider, spot, price, owned=None,
@@ -329,7 +335,7 @@ def _grid(spec, method, stack, work, profile, keys, batch, max_gpus, provider, s
     constants = replace(first, bandwidth_efficiency=column([job.constants.bandwidth_efficiency for job in jobs]))
     return _Grid(keys, hw, constants, parts, layout, found, column([job.correction for job in jobs]),
                  spec.hidden_size, profile.allocator_slack(), profile.cuda_context_bytes(),
-                 run_goodput(method, profile))
+                 run_goodput(method, profile), jobs[0])
 
 
 def _evaluate(grid: _Grid, tokens: float, startup_seconds: float, pue: float, ckpt: bool) -> tuple[Any, ...]:
