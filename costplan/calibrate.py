@@ -34,9 +34,7 @@ from typing import Any
 from costplan.errors import CostplanError
 from costplan.files import write_atomically
 from costplan.model import ModelSpec, with_overrides
-from costplan.profile import cache_dir
-
-PROFILE_VERSION = 1
+from costplan.profile import PROFILE_VERSION, cache_dir
 
 
 def _slug(name: str) -> str:

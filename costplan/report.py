@@ -154,9 +154,11 @@ def build(model: str, *, tokens: float, gpu: str = "h100", out: Path, plan_metho
 def _ceilings(path: Path) -> list[list[str]]:
     """Measured ceilings of a calibration profile beside the datasheet row."""
     from costplan.hardware import gpu
-    from costplan.profile import measured_matmul_peaks
+    from costplan.profile import check_profile, measured_matmul_peaks
+    from costplan.tables import read_json
 
-    data = json.loads(path.read_text(encoding="utf-8"))
+    data = read_json(path, "calibration profile")
+    check_profile(data)
     sheet = gpu(data["gpu_key"]) if data.get("gpu_key") else None
     rows = [["ceiling", "measured", "datasheet"]]
     best = measured_matmul_peaks(data)

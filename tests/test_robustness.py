@@ -8,7 +8,6 @@ import pytest
 from click.testing import CliRunner
 
 from costplan.cli import cli
-from costplan.errors import CostplanError
 
 LLAMA = {"model_type": "llama", "hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32,
          "num_attention_heads": 32, "num_key_value_heads": 32, "vocab_size": 32000, "max_position_embeddings": 4096}
@@ -117,3 +116,85 @@ def test_model_spec_ranges_cover_every_source():
     with pytest.raises(ValueError, match="hidden_size must be a positive integer"):
         ModelSpec(name="x", family="llama", hidden_size=64.0, num_layers=2, num_heads=4, num_kv_heads=4,
                   head_dim=16, ffn_size=128, vocab_size=100, max_positions=128)
+
+
+# --- calibration profiles -----------------------------------------------------------------------
+
+def _profile(tmp_path, **changes):
+    from tests.test_calibrate import fake_gpu_profile
+
+    path = fake_gpu_profile(tmp_path, "h100-sxm")
+    data = json.loads(open(path).read())
+    for dotted, value in changes.items():
+        *parents, last = dotted.split("__")
+        target = data
+        for key in parents:
+            target = target[int(key)] if isinstance(target, list) else target[key]
+        target[last] = value
+    with open(path, "w") as handle:
+        json.dump(data, handle)
+    return path
+
+
+@pytest.mark.parametrize("change,fragment", [
+    ({"methods__lora__max_reserved": 1.0}, "methods.lora.max_reserved"),
+    ({"methods__lora__max_allocated": -5.0}, "methods.lora.max_allocated must be a number above 0"),
+    ({"methods__lora__power_watts": -300.0}, "methods.lora.power_watts"),
+    ({"methods__lora__context_bytes": -1.0}, "methods.lora.context_bytes"),
+    ({"methods__full__seconds": 0.0}, "methods.full.seconds"),
+    ({"methods__full__predicted_seconds": 1e-9}, "over predicted_seconds"),
+    ({"methods": "str"}, "methods must be an object"),
+    ({"methods__lora": []}, "methods.lora must be an object"),
+    ({"gemm__0__flops_per_second": 0.0}, "gemm[0].flops_per_second"),
+    ({"gemm__0__dtype": 3}, "gemm[0].dtype must be one of"),
+    ({"gemm": {}}, "gemm must be a list"),
+    ({"copy_bandwidth_bytes_per_second": -1.0}, "copy_bandwidth_bytes_per_second"),
+    ({"attention__flops_per_second": 0}, "attention.flops_per_second"),
+    ({"gpu_key": "h1000"}, "gpu_key must be one of"),
+    ({"created": 20261129}, "created must be a text"),
+    ({"device__kind": "tpu"}, "device.kind must be one of"),
+    ({"corrections": [{"factor": 0, "model": "*", "method": "lora", "source": "x"}]}, "corrections[0].factor"),
+    ({"collectives": [{"all_reduce_bus_bytes_per_second": 0}]}, "collectives[0].all_reduce_bus_bytes_per_second"),
+])
+def test_a_bad_profile_is_an_error_naming_its_field(tmp_path, change, fragment):
+    path = _profile(tmp_path, **change)
+    one_error_line(run("estimate", "--gpu", "h100", "--profile", path), "damaged calibration profile", fragment)
+
+
+def test_a_bad_saved_profile_is_skipped_with_a_warning(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    profiles = cache / "profiles"
+    profiles.mkdir(parents=True)
+    monkeypatch.setenv("COSTPLAN_CACHE", str(cache))
+    good = _profile(tmp_path, gemm__0__flops_per_second=0.5 * 989.5e12)
+    os.replace(good, profiles / "good.json")
+    bad = _profile(tmp_path, methods__lora__power_watts=float("nan"), created="2027-01-01")
+    os.replace(bad, profiles / "newer-but-bad.json")
+    (profiles / "created-int.json").write_text(json.dumps(dict(json.loads((profiles / "good.json").read_text()),
+                                                               created=5)))
+    (profiles / "garbage.json").write_text("{not json")
+    (profiles / "list.json").write_text("[1, 2]")
+    (profiles / "deep.json").write_text("[" * 10_000 + "]" * 10_000)
+    (profiles / "folder.json").mkdir()
+    os.mkfifo(profiles / "fifo.json")
+    result = CliRunner().invoke(cli, ["estimate", "--gpu", "h100", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert any("calibrated on NVIDIA A100" in a for a in data["assumptions"])  # the good one is used
+    warnings = [line for line in result.stderr.splitlines() if line.strip()]
+    assert all(line.startswith("Warning: skipped the saved profile") for line in warnings)
+    assert len(warnings) == 7, warnings
+    assert any("newer-but-bad.json" in w and "NaN is not a JSON number" in w for w in warnings)
+
+
+@pytest.mark.parametrize("kind", ["file", "profiles-file"])
+def test_a_cache_that_is_a_file_is_no_cache_for_estimates(tmp_path, monkeypatch, kind):
+    target = tmp_path / "cache"
+    if kind == "file":
+        target.write_text("x")
+    else:
+        target.mkdir()
+        (target / "profiles").write_text("x")
+    monkeypatch.setenv("COSTPLAN_CACHE", str(target))
+    result = run("estimate", "--json")
+    assert result.exit_code == 0, result.output
