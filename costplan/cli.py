@@ -299,6 +299,12 @@ def verify(model: str, method: str, precision: str, grad_ckpt: bool, attention: 
 
     if full and not run_all:
         raise click.UsageError("--full goes with --all.")
+    if out is not None:
+        from costplan.files import check_file
+
+        if not out.strip():
+            raise click.UsageError("--out is empty: give a file name for the CSV.")
+        _run(check_file, Path(out), "--out file")
     stderr = Console(stderr=True)
     if run_all:
         cases = v.matrix(full=full)
@@ -511,9 +517,16 @@ def calibrate(model: str, quick: bool, precision: str | None, seq_len: int | Non
     from rich.console import Console
 
     from costplan import calibrate as cal
+    from costplan.files import check_file, check_folder
     from costplan.model import resolve_model
+    from costplan.profile import cache_dir
 
     spec = _run(resolve_model, model)
+    _run(check_folder, cache_dir() / "profiles", "calibration cache (COSTPLAN_CACHE)")
+    if out is not None:
+        if not out.strip():
+            raise click.UsageError("--out is empty: give a file name for the profile.")
+        _run(check_file, Path(out), "--out file")
     stderr = Console(stderr=True)
     if collectives:
         points = _run(cal.collectives, quick)
@@ -606,13 +619,14 @@ def report(model: str, tokens: float, gpu: str, plan_methods: str, deadline: str
     Example:
       costplan report --model 7b --tokens 100M --out report/
     """
-    from pathlib import Path
 
     from costplan.report import build
     from costplan.units import parse_duration_seconds
 
+    if not out.strip():
+        raise click.UsageError("--out is empty: give the folder to write the report into, such as report/.")
     deadline_seconds = _run(parse_duration_seconds, deadline) if deadline else None
-    files = _run(build, model, tokens=tokens, gpu=gpu, out=Path(out),
+    files = _run(build, model, tokens=tokens, gpu=gpu, out=out,
                  plan_methods=tuple(m.strip() for m in plan_methods.split(",") if m.strip()),
                  deadline_seconds=deadline_seconds, budget_usd=budget)
     click.echo(f"wrote {files.markdown}, {files.html} and {files.data}")

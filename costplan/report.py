@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from costplan.compare import Comparison, compare
-from costplan.files import write_atomically
+from costplan.errors import CostplanError
+from costplan.files import check_folder, write_file_set
 from costplan.plan import PlanResult, search
 from costplan.tables import tables_dir
 from costplan.units import fmt_bytes, fmt_count, fmt_duration, fmt_usd
@@ -113,10 +114,20 @@ def verification_summary(path: Path | None = None) -> dict[str, Any] | None:
             "peak_median": statistics.median(peaks), "peak_worst": max(peaks)}
 
 
-def build(model: str, *, tokens: float, gpu: str = "h100", out: Path, plan_methods: tuple[str, ...] = ("lora", "qlora"),
-          deadline_seconds: float | None = None, budget_usd: float | None = None) -> ReportFiles:
+REPORT_FILES = ("report.md", "report.html", "report.json", "memory.png", "plan.png")
+"""The files a report writes; nothing else in the --out folder is touched."""
+
+
+def build(model: str, *, tokens: float, gpu: str = "h100", out: Path | str,
+          plan_methods: tuple[str, ...] = ("lora", "qlora"), deadline_seconds: float | None = None,
+          budget_usd: float | None = None) -> ReportFiles:
     from costplan import validate as val
     from costplan.profile import load_profile, saved_profile_path
+
+    if not str(out).strip():
+        raise CostplanError("--out is empty: give the folder to write the report into, such as report/.")
+    out = Path(out)
+    check_folder(out, "--out folder")
 
     comparison = compare(model, tokens=tokens, gpu=gpu)
     plan = search(model, plan_methods, tokens=tokens, deadline_seconds=deadline_seconds, budget_usd=budget_usd)
@@ -142,12 +153,10 @@ def build(model: str, *, tokens: float, gpu: str = "h100", out: Path, plan_metho
     }
     memory_png, plan_png = _memory_chart(comparison), _plan_chart(plan)
     sections = _sections(data, comparison, plan, validation, validation_summary)
-    out = Path(out)
-    write_atomically(out / "memory.png", memory_png)
-    write_atomically(out / "plan.png", plan_png)
-    write_atomically(out / "report.json", json.dumps(data, indent=2, default=str))
-    write_atomically(out / "report.md", _markdown(data, sections))
-    write_atomically(out / "report.html", _html(data, sections, memory_png, plan_png))
+    write_file_set(out, {"memory.png": memory_png, "plan.png": plan_png,
+                         "report.json": json.dumps(data, indent=2, default=str, allow_nan=False),
+                         "report.md": _markdown(data, sections),
+                         "report.html": _html(data, sections, memory_png, plan_png)})
     return ReportFiles(out / "report.md", out / "report.html", out / "report.json")
 
 

@@ -8,6 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from costplan.cli import cli
+from costplan.errors import CostplanError
 
 LLAMA = {"model_type": "llama", "hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32,
          "num_attention_heads": 32, "num_key_value_heads": 32, "vocab_size": 32000, "max_position_embeddings": 4096}
@@ -198,3 +199,75 @@ def test_a_cache_that_is_a_file_is_no_cache_for_estimates(tmp_path, monkeypatch,
     monkeypatch.setenv("COSTPLAN_CACHE", str(target))
     result = run("estimate", "--json")
     assert result.exit_code == 0, result.output
+
+
+# --- output paths -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("out,fragment", [
+    ("/dev/null", "is a file or a device, not a folder"),
+    ("{file}/sub", "which is a file"),
+    ("", "--out is empty"),
+    ("  ", "--out is empty"),
+    ("{long}", "File name too long"),
+])
+def test_report_out_that_cannot_be_a_folder(tmp_path, out, fragment):
+    (tmp_path / "file").write_text("x")
+    out = out.format(file=tmp_path / "file", long=tmp_path / ("d" * 300))
+    before = sorted(os.listdir(tmp_path))
+    one_error_line(run("report", "--out", out), fragment)
+    assert sorted(os.listdir(tmp_path)) == before  # nothing written
+
+
+def test_an_unwritable_out_or_cache_is_one_line(tmp_path, monkeypatch):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **k: False if str(p) == str(locked) else real_access(p, mode))
+    one_error_line(run("report", "--out", locked / "r"), "is not writable")
+    (tmp_path / "cache-file").write_text("x")
+    monkeypatch.setenv("COSTPLAN_CACHE", str(tmp_path / "cache-file"))
+    one_error_line(run("calibrate", "--quick"), "COSTPLAN_CACHE", "which is a file")
+    monkeypatch.setenv("COSTPLAN_CACHE", str(locked))
+    one_error_line(run("calibrate", "--quick"), "COSTPLAN_CACHE", "is not writable")
+
+
+def test_write_file_set_replaces_only_its_own_files_and_leaves_no_temporary(tmp_path, monkeypatch):
+    from costplan.files import write_file_set
+
+    out = tmp_path / "report"
+    write_file_set(out, {"a.md": "one", "b.json": "{}"})  # a new folder appears whole
+    assert sorted(os.listdir(out)) == ["a.md", "b.json"] and sorted(os.listdir(tmp_path)) == ["report"]
+    (out / "mine.txt").write_text("the user's")
+    write_file_set(out, {"a.md": "two", "b.json": "[]"})
+    assert (out / "a.md").read_text() == "two" and (out / "mine.txt").read_text() == "the user's"
+    # A failure while swapping in: the error is one line and the temporary folder is gone.
+    real_replace = os.replace
+
+    def fail_second(src, dst):
+        if str(dst) == str(out / "b.json") and ".previous" not in str(src):  # the new file, not the restore
+            raise OSError(28, "No space left on device")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", fail_second)
+    with pytest.raises(CostplanError, match="No space left on device"):
+        write_file_set(out, {"a.md": "three", "b.json": "{}"})
+    assert sorted(os.listdir(tmp_path)) == ["report"]
+    assert sorted(os.listdir(out)) == ["a.md", "b.json", "mine.txt"]
+    assert (out / "a.md").read_text() == "two" and (out / "b.json").read_text() == "[]"  # the old set, whole
+    # A folder where a report file should be is refused before anything is written.
+    monkeypatch.setattr(os, "replace", real_replace)
+    (out / "c.png").mkdir()
+    with pytest.raises(CostplanError, match="not a regular file"):
+        write_file_set(out, {"a.md": "four", "c.png": b""})
+    assert (out / "a.md").read_text() == "two"
+
+
+def test_write_atomically_into_a_folder_or_under_a_file(tmp_path):
+    from costplan.files import write_atomically
+
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(CostplanError, match="Cannot write"):
+        write_atomically(tmp_path / "f" / "x.json", "{}")
+    with pytest.raises(CostplanError, match="not a file"):
+        write_atomically(tmp_path, "{}")
+    assert sorted(os.listdir(tmp_path)) == ["f"]
