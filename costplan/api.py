@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from costplan import engine
+from costplan import arguments, engine
 from costplan.energy import energy_model
 from costplan.errors import CostplanError, unknown_name
 from costplan.flops import FlopsBreakdown, InferenceFlops, inference_flops
@@ -25,6 +25,11 @@ from costplan.scaling import Link, link
 from costplan.speed import decode_shape, micro_batch_seconds, step_shape
 from costplan.units import fmt_bytes, fmt_count
 from costplan.workload import Workload
+
+PRECISIONS = ("fp32", "bf16", "fp16", "fp8")
+ESTIMATE_AUTO = frozenset({"gpus", "tokens", "seq_len", "micro_batch", "global_batch", "global_batch_tokens", "zero",
+                           "tp", "pp", "price", "pue", "serve_tokens"})
+"""Arguments whose None means "chosen by costplan" (or "not asked")."""
 
 SCHEMA_VERSION = 2
 """Of the ``--json`` object; 2: enum keys in ``memory_breakdown``/``flops_breakdown``, ``mfu`` on
@@ -163,14 +168,6 @@ def hardware(device: GpuSpec, net: Link, precision: str, profile: Profile, *, us
         watts=watts if watts is not None else (profile.power_watts(device.key) or device.tdp_watts))
 
 
-def _positive_int(name: str, value: Any, *, allow_none: bool = True) -> int | None:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"--{name} must be a positive integer, got {value!r}")
-    return value
-
-
 def estimate(
     model: str | ModelSpec = "7b",
     method: str | Method = "lora",
@@ -213,23 +210,37 @@ def estimate(
     Layout values left at None (GPU count, micro-batch, global batch, checkpointing, ZeRO stage,
     tensor and pipeline parallelism) are chosen as a practitioner would (``costplan.layout``).
     """
+    v = arguments.checked(arguments.ESTIMATE, dict(
+        gpus=gpus, tokens=tokens, epochs=epochs, seq_len=seq_len, micro_batch=micro_batch, global_batch=global_batch,
+        global_batch_tokens=global_batch_tokens, zero=zero, tp=tp, pp=pp, price=price, lora_rank=lora_rank,
+        lora_dropout=lora_dropout, virtual_tokens=virtual_tokens, prompt_len=prompt_len, gen_len=gen_len, pue=pue,
+        serve_tokens=serve_tokens, serve_batch=serve_batch, startup_seconds=startup_seconds), auto=ESTIMATE_AUTO)
+    gpus, tokens, epochs, seq_len, micro_batch = v["gpus"], v["tokens"], v["epochs"], v["seq_len"], v["micro_batch"]
+    global_batch, global_batch_tokens, zero, tp, pp = (v["global_batch"], v["global_batch_tokens"], v["zero"], v["tp"],
+                                                       v["pp"])
+    price, lora_rank, lora_dropout, virtual_tokens = v["price"], v["lora_rank"], v["lora_dropout"], v["virtual_tokens"]
+    prompt_len, gen_len, pue, serve_tokens = v["prompt_len"], v["gen_len"], v["pue"], v["serve_tokens"]
+    serve_batch, startup_seconds = v["serve_batch"], v["startup_seconds"]
+    gpu = arguments.text("gpu", gpu)
+    precision = arguments.text("precision", precision, PRECISIONS)
+    attention = arguments.text("attention", attention, ("flash", "eager"))
+    optimizer = arguments.text("optimizer", optimizer, optional=True)
+    framework = arguments.text("framework", framework, ("hf-trainer", "megatron"), optional=True)
+    runtime = arguments.text("runtime", runtime, ("eager", "compiled"), optional=True)
+    provider = arguments.text("provider", provider, optional=True)
+    lora_targets = arguments.text("lora_targets", lora_targets)
+    spot = arguments.flag("spot", spot)
+    grad_ckpt = arguments.flag("grad_ckpt", grad_ckpt, optional=True)
+    if grid is not None and (isinstance(grid, bool) or not isinstance(grid, (str, int, float))):
+        raise CostplanError(f"--grid must be a region name or kg CO2 per kWh, not {grid!r}.")
+    if profile is not None and not isinstance(profile, Profile):
+        raise CostplanError(f"profile must be a costplan.profile.Profile (see load_profile), not {profile!r}.")
     spec = model if isinstance(model, ModelSpec) else resolve_model(model)
     how = make_method(method, lora_rank=lora_rank, lora_targets=lora_targets, lora_dropout=lora_dropout,
                       virtual_tokens=virtual_tokens)
     how.validate(spec)
     device = find_gpu(gpu)
     profile = profile or saved_profile_for(device.key) or default_profile()
-    for name, value in (("gpus", gpus), ("micro-batch", micro_batch), ("global-batch", global_batch),
-                        ("tp", tp), ("pp", pp), ("seq-len", seq_len)):
-        _positive_int(name, value)
-    if zero is not None and zero not in (0, 1, 2, 3):
-        raise ValueError("--zero must be 0, 1, 2 or 3")
-    if not epochs > 0:
-        raise ValueError("--epochs must be positive")
-    if tokens is not None and not tokens > 0:
-        raise ValueError("--tokens must be positive")
-    if serve_tokens is not None and not serve_tokens > 0:
-        raise ValueError("--serve-tokens must be positive")
     if global_batch is not None and global_batch_tokens is not None:
         raise CostplanError("give --global-batch (sequences) or --global-batch-tokens, not both.")
     power = energy_model(pue, grid)

@@ -84,9 +84,7 @@ def _ints(high: int) -> click.IntRange:
     return click.IntRange(1, high)
 
 
-MAX_SEQ = 10_000_000
-MAX_BATCH = 1_000_000
-MAX_GPUS = 1_000_000
+from costplan.arguments import MAX_BATCH, MAX_GPUS, MAX_SEQ  # noqa: E402  (one set of bounds with the API)
 
 
 def _run(fn: Any, *args: Any, **kwargs: Any) -> Any:

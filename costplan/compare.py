@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from costplan import arguments
 from costplan.api import Estimate, estimate
+from costplan.errors import CostplanError
 
 APPROACHES = ("inference", "prompt", "prefix", "lora", "qlora", "full", "cpt")
 
@@ -63,6 +65,13 @@ def compare(model: str, *, tokens: float | None = None, cpt_tokens: float | None
     ``serve_tokens`` every row adds the cost of serving that many generated tokens, the prompting
     row included, so the totals compare like for like.
     """
+    v = arguments.checked(arguments.COMPARE, dict(tokens=tokens, cpt_tokens=cpt_tokens, eval_tokens=eval_tokens,
+                                                 serve_tokens=serve_tokens, serve_batch=serve_batch),
+                          auto={"tokens", "cpt_tokens", "serve_tokens"})
+    tokens, cpt_tokens, eval_tokens, serve_tokens = v["tokens"], v["cpt_tokens"], v["eval_tokens"], v["serve_tokens"]
+    serve_batch = v["serve_batch"]
+    if isinstance(approaches, str) or not approaches or any(a not in APPROACHES for a in approaches):
+        raise CostplanError(f"approaches must be a list drawn from {', '.join(APPROACHES)}, not {approaches!r}.")
     estimates = []
     for approach in approaches:
         if approach == "inference":

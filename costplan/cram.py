@@ -19,7 +19,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from costplan.api import Estimate, estimate
+from costplan import arguments
+from costplan.api import PRECISIONS, Estimate, estimate
 from costplan.errors import CostplanError
 from costplan.hardware import gpu as find_gpu
 from costplan.model import ModelSpec, count_params
@@ -81,10 +82,12 @@ class CramResult:
 
 def cram(gpu: str = "h100", hours: float = 24.0, *, model: str | None = None, dataset_tokens: float = 50e6,
          seq_len: int = 2048, precision: str = "bf16", profile: Profile | None = None) -> CramResult:
-    if not 0 < hours <= 24 * 365:
-        raise ValueError("--hours must be positive and at most a year")
-    if not dataset_tokens > 0:
-        raise ValueError("--dataset-tokens must be positive")
+    v = arguments.checked(arguments.CRAM, dict(hours=hours, dataset_tokens=dataset_tokens, seq_len=seq_len))
+    hours, dataset_tokens, seq_len = v["hours"], v["dataset_tokens"], v["seq_len"]
+    gpu = arguments.text("gpu", gpu)
+    precision = arguments.text("precision", precision, PRECISIONS)
+    if profile is not None and not isinstance(profile, Profile):
+        raise CostplanError(f"profile must be a costplan.profile.Profile, not {profile!r}.")
     profile = profile or default_profile()
     device = find_gpu(gpu)
     seconds = hours * 3600

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
+from pathlib import PurePath
 
 
 class CostplanError(ValueError):
@@ -19,13 +20,14 @@ SHOWN_CHARACTERS = 80
 """Longer names and paths are cut in messages, so an error stays one readable line."""
 
 
-def shown(text: object) -> str:
-    """``repr`` of a name or path, cut to a readable length (a path keeps its end)."""
-    text = str(text)
-    if len(text) <= SHOWN_CHARACTERS:
-        return repr(text)
-    cut = "..." + text[-SHOWN_CHARACTERS:] if "/" in text else text[:SHOWN_CHARACTERS] + "..."
-    return repr(cut) + f" ({len(text)} characters)"
+def shown(value: object) -> str:
+    """A name, path or value for a message: quoted, cut to a readable length (a path keeps its end)."""
+    quoted = isinstance(value, (str, PurePath))
+    text = str(value) if quoted else repr(value)
+    if len(text) > SHOWN_CHARACTERS:
+        cut = "..." + text[-SHOWN_CHARACTERS:] if quoted and "/" in text else text[:SHOWN_CHARACTERS] + "..."
+        return (repr(cut) if quoted else cut) + f" ({len(text)} characters)"
+    return repr(text) if quoted else text
 
 
 def unknown_name(kind: str, name: str, choices: Iterable[str]) -> CostplanError:

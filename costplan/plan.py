@@ -16,8 +16,8 @@ import math
 from dataclasses import dataclass, replace
 from typing import Any
 
-from costplan import engine
-from costplan.api import make_method, training_job
+from costplan import arguments, engine
+from costplan.api import PRECISIONS, make_method, training_job
 from costplan.energy import energy_model
 from costplan.errors import CostplanError
 from costplan.frameworks import FRAMEWORKS, default_framework
@@ -25,7 +25,7 @@ from costplan.hardware import gpu as find_gpu
 from costplan.hardware import gpu_names, offers
 from costplan.hardware import price as find_price
 from costplan.layout import MAX_GPUS, default_global_batch, gpu_counts
-from costplan.model import count_params, resolve_model
+from costplan.model import ModelSpec, count_params, resolve_model
 from costplan.profile import Profile, default_profile
 from costplan.scaling import link
 from costplan.workload import Workload
@@ -76,6 +76,8 @@ class PlanResult:
     notes: tuple[str, ...]
     samples: tuple[tuple[float, float], ...] = ()
     """(wall seconds, dollars) of up to a few thousand feasible configurations, for plotting."""
+    skipped: tuple[str, ...] = ()
+    """Method and precision combinations not searched, and why (no fp8 for a 4-bit base...)."""
 
     @property
     def cheapest(self) -> Candidate:
@@ -140,15 +142,23 @@ def search(
 ) -> PlanResult:
     import numpy as np
 
-    if not (tokens > 0 and epochs > 0):
-        raise ValueError("--tokens and --epochs must be positive")
-    if deadline_seconds is not None and not deadline_seconds > 0:
-        raise ValueError("--deadline must be positive")
-    if budget_usd is not None and not budget_usd > 0:
-        raise ValueError("--budget must be positive")
-    if not 1 <= max_gpus <= MAX_PLAN_GPUS:
-        raise ValueError(f"--max-gpus must be between 1 and {MAX_PLAN_GPUS}")
-    spec = resolve_model(model)
+    v = arguments.checked(arguments.PLAN, dict(
+        tokens=tokens, epochs=epochs, deadline_seconds=deadline_seconds, budget_usd=budget_usd, max_gpus=max_gpus,
+        seq_len=seq_len, global_batch=global_batch, price=price, lora_rank=lora_rank, startup_seconds=startup_seconds),
+        auto={"deadline_seconds", "budget_usd", "seq_len", "global_batch", "price"})
+    tokens, epochs, deadline_seconds, budget_usd = v["tokens"], v["epochs"], v["deadline_seconds"], v["budget_usd"]
+    max_gpus, seq_len, global_batch, price = v["max_gpus"], v["seq_len"], v["global_batch"], v["price"]
+    lora_rank, startup_seconds = v["lora_rank"], v["startup_seconds"]
+    methods = _names("method", methods)
+    precisions = tuple(arguments.text("precision", p, PRECISIONS) for p in _names("precision", precisions))
+    gpus = tuple(dict.fromkeys(find_gpu(g).key for g in _names("gpu", gpus))) if gpus is not None else None
+    framework = arguments.text("framework", framework, tuple(FRAMEWORKS), optional=True)
+    provider = arguments.text("provider", provider, optional=True)
+    spot = arguments.flag("spot", spot)
+    lora_targets = arguments.text("lora_targets", lora_targets)
+    if profile is not None and not isinstance(profile, Profile):
+        raise CostplanError(f"profile must be a costplan.profile.Profile, not {profile!r}.")
+    spec = model if isinstance(model, ModelSpec) else resolve_model(model)
     profile = profile or default_profile()
     pue = energy_model().pue
     keys = list(gpus) if gpus else gpu_names()
@@ -221,7 +231,7 @@ def search(
         "and cost; prices from the offer that rents each count most cheaply (whole instances)",
         *skipped,
     )
-    return PlanResult(tuple(front), evaluated, fitting, feasible_count, notes, tuple(samples))
+    return PlanResult(tuple(front), evaluated, fitting, feasible_count, notes, tuple(samples), tuple(skipped))
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,6 +246,17 @@ class _Grid:
     hidden: int
     allocator_slack: float
     context_bytes: float
+
+
+def _names(what: str, value: Any) -> tuple[str, ...]:
+    """A comma list or a sequence of names, none empty."""
+    items = value.split(",") if isinstance(value, str) else value
+    if isinstance(items, (str, bytes)) or not isinstance(items, (list, tuple)) or not items:
+        raise CostplanError(f"--{what} must be a name or a list of names, not {items!r}.")
+    names = tuple(arguments.text(what, item).strip() for item in items)
+    if not all(names):
+        raise CostplanError(f"--{what} has an empty name.")
+    return names
 
 
 def _grid(spec, method, stack, work, profile, keys, batch, max_gpus, provider, spot, price) -> _Grid | None:

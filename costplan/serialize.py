@@ -110,6 +110,9 @@ def plan_dict(result: Any, deadline: str | None = None, budget: float | None = N
 
 def plan_why(result: Any, deadline: str | None, budget: float | None) -> str:
     """Why nothing is feasible, in one sentence."""
+    if result.evaluated == 0 and result.skipped:
+        return (f"Nothing could be searched: {'; '.join(result.skipped)}. Choose another --precision (fp16 on "
+                "GPUs without bf16) or other GPU types.")
     if result.fitting == 0:
         return (f"No configuration fits in memory ({result.evaluated:,} evaluated); allow more GPUs with --max-gpus, "
                 "a larger GPU type, a shorter --seq-len or a frugal method (qlora).")

@@ -271,3 +271,96 @@ def test_write_atomically_into_a_folder_or_under_a_file(tmp_path):
     with pytest.raises(CostplanError, match="not a file"):
         write_atomically(tmp_path, "{}")
     assert sorted(os.listdir(tmp_path)) == ["f"]
+
+
+# --- the Python API -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kwargs,fragment", [
+    ({"model": None}, "model must be a preset name"),
+    ({"model": 123}, "model must be a preset name"),
+    ({"model": b"7b"}, "model must be a preset name"),
+    ({"method": None}, "method must be a method name"),
+    ({"gpu": None}, "--gpu must be a name"),
+    ({"gpu": 3}, "--gpu must be a name"),
+    ({"gpus": "two"}, "--gpus: cannot read 'two'"),
+    ({"gpus": 2**63}, "--gpus must be an integer from 1 up to 1,000,000"),
+    ({"gpus": 1.5}, "--gpus must be a whole number"),
+    ({"tokens": float("nan")}, "--tokens must be a finite number"),
+    ({"tokens": float("inf")}, "--tokens must be a finite number"),
+    ({"tokens": 0.5}, "--tokens must be a number from 1"),
+    ({"tokens": "lots"}, "--tokens: cannot read 'lots'"),
+    ({"epochs": float("nan")}, "--epochs must be a finite number"),
+    ({"epochs": None}, "--epochs must be a number above 0"),
+    ({"price": float("nan")}, "--price must be a finite number"),
+    ({"price": -1}, "--price must be a number from 0"),
+    ({"serve_tokens": 1e308}, "--serve-tokens must be a number from 1"),
+    ({"micro_batch": 10**300}, "--micro-batch must be an integer"),
+    ({"seq_len": True}, "--seq-len must be an integer"),
+    ({"precision": "fp4"}, "--precision must be one of"),
+    ({"spot": "yes"}, "--spot must be True or False"),
+    ({"grid": b"eu"}, "--grid must be a region name"),
+    ({"profile": "p.json"}, "profile must be a costplan.profile.Profile"),
+])
+def test_every_bad_api_argument_is_a_costplan_error(kwargs, fragment):
+    import costplan
+
+    with pytest.raises(CostplanError) as caught:
+        costplan.estimate(**kwargs)
+    assert fragment in str(caught.value)
+    assert isinstance(caught.value, ValueError)  # CostplanError is a ValueError
+
+
+def test_api_strings_with_units_are_read_as_the_cli_reads_them():
+    import costplan
+
+    by_string = costplan.estimate("7b", "lora", tokens="100M", gpus="2", seq_len="1024")
+    by_number = costplan.estimate("7b", "lora", tokens=100e6, gpus=2, seq_len=1024)
+    assert by_string.tokens == 1e8 and by_string.gpus == 2
+    assert by_string.wall_seconds == by_number.wall_seconds
+
+
+def test_plan_compare_and_cram_reject_nan_and_inf():
+    from costplan.compare import compare
+    from costplan.cram import cram
+    from costplan.plan import search
+
+    for call in (lambda: search("7b", tokens=float("nan")), lambda: search("7b", tokens=1e8, epochs=float("inf")),
+                 lambda: search("7b", tokens=1e8, budget_usd=float("nan")),
+                 lambda: search("7b", tokens=1e8, deadline_seconds=-1.0),
+                 lambda: search("7b", tokens=1e8, max_gpus=10**6), lambda: search("7b", tokens=1e8, methods=None),
+                 lambda: compare("7b", tokens=float("inf")), lambda: compare("7b", eval_tokens=float("nan")),
+                 lambda: compare("7b", approaches="lora"),
+                 lambda: cram("h100", float("nan")), lambda: cram("h100", 24, dataset_tokens=float("inf")),
+                 lambda: cram(None)):
+        with pytest.raises(CostplanError):
+            call()
+
+
+def test_plan_takes_gpu_aliases_and_comma_lists_from_python():
+    from costplan.plan import search
+
+    result = search("7b", "lora,qlora", tokens="100M", gpus="a100")
+    assert result.pareto and {c.gpu for c in result.pareto} == {"a100-80gb"}
+
+
+def test_cli_and_api_share_their_bounds():
+    """Every numeric option of estimate, plan, compare and cram has the API's range."""
+    import click
+
+    from costplan import arguments
+    from costplan.cli import _Count, _Number
+
+    tables = {"estimate": arguments.ESTIMATE, "plan": arguments.PLAN, "compare": arguments.COMPARE,
+              "cram": arguments.CRAM}
+    checked = 0
+    for command, bounds in tables.items():
+        for param in cli.commands[command].params:
+            bound = bounds.get(param.name)
+            if bound is None or isinstance(param.type, click.Choice):
+                continue
+            kind = param.type
+            low, high = ((kind.min, kind.max) if isinstance(kind, click.IntRange) else (kind.low, kind.high)
+                         if isinstance(kind, (_Count, _Number)) else (None, None))
+            assert (low, high) == (bound.low, bound.high), (command, param.name)
+            checked += 1
+    assert checked >= 25
