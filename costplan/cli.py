@@ -285,11 +285,7 @@ def verify(model: str, method: str, precision: str, grad_ckpt: bool, attention: 
     """
     from pathlib import Path
 
-    missing = [name for name in ("torch", "transformers", "peft") if not _importable(name)]
-    if missing:
-        raise click.ClickException(
-            f"costplan verify needs torch, transformers and peft ({', '.join(missing)} missing): "
-            "pip install 'costplan[verify]'.")
+    _require_extras("verify")
     from rich.console import Console
 
     from costplan import verify as v
@@ -336,6 +332,15 @@ def _importable(name: str) -> bool:
     import importlib.util
 
     return importlib.util.find_spec(name) is not None
+
+
+def _require_extras(command: str) -> None:
+    """One line naming every missing package of the ``verify`` extra."""
+    missing = [name for name in ("torch", "transformers", "peft") if not _importable(name)]
+    if missing:
+        raise click.ClickException(
+            f"costplan {command} needs torch, transformers and peft ({', '.join(missing)} missing): "
+            "pip install 'costplan[verify]'.")
 
 
 @cli.command()
@@ -519,6 +524,7 @@ def calibrate(model: str, quick: bool, precision: str | None, seq_len: int | Non
     from costplan.model import resolve_model
     from costplan.profile import cache_dir
 
+    _require_extras("calibrate")
     spec = _run(resolve_model, model)
     _run(check_folder, cache_dir() / "profiles", "calibration cache (COSTPLAN_CACHE)")
     if out is not None:
@@ -551,6 +557,8 @@ def calibrate(model: str, quick: bool, precision: str | None, seq_len: int | Non
     from costplan.render import calibration_table
 
     Console().print(calibration_table(profile))
+    for line in profile.get("warnings", []):
+        click.echo(f"Warning: {line}", err=True)
     if profile["device"]["kind"] != "cuda":
         stderr.print("No GPU here: measured on the CPU (useful for tiny models and tests); GPU projections keep "
                      "the table's constants.")

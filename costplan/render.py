@@ -297,18 +297,27 @@ def calibration_table(profile: dict[str, Any]) -> Table:
         table.add_column(column, justify="left" if column == "measurement" else "right")
     best = measured_matmul_peaks(profile)
     for dtype, flops in best.items():
-        table.add_row(f"best matmul, {dtype}", f"{flops / 1e12:,.3g} TFLOP/s")
-    table.add_row("copy bandwidth", f"{profile['copy_bandwidth_bytes_per_second'] / 1e9:,.3g} GB/s")
-    attention = profile["attention"]
-    table.add_row(f"attention fwd+bwd, seq {attention['seq_len']}",
-                  f"{attention['flops_per_second'] / 1e12:,.3g} TFLOP/s")
+        table.add_row(f"best matmul, {dtype}", f"{fmt_flops(flops)}/s")
+    if profile.get("copy_bandwidth_bytes_per_second"):
+        table.add_row("copy bandwidth", f"{profile['copy_bandwidth_bytes_per_second'] / 1e9:,.3g} GB/s")
+    attention = profile.get("attention")
+    if attention and attention.get("flops_per_second"):
+        table.add_row(f"attention fwd+bwd, seq {attention.get('seq_len', '?')}",
+                      f"{fmt_flops(attention['flops_per_second'])}/s")
     for method, entry in profile["methods"].items():
+        if not entry.get("achieved_flops_per_second"):
+            continue
         extra = ""
         if entry.get("max_allocated"):
             extra = (f", allocated {fmt_bytes(entry['max_allocated'])} vs analytic {fmt_bytes(entry['analytic_peak'])}"
                      f", reserved {fmt_bytes(entry['max_reserved'])}")
+        spread = entry.get("spread")
+        if spread:
+            extra += f", runs {fmt_duration(spread['min'])} to {fmt_duration(spread['max'])}"
         table.add_row(f"training step, {method}",
-                      f"{entry['achieved_flops_per_second'] / 1e12:,.3g} TFLOP/s{extra}")
+                      f"{fmt_flops(entry['achieved_flops_per_second'])}/s{extra}")
+    for method, reason in profile.get("skipped_methods", {}).items():
+        table.add_row(f"training step, {method}", f"skipped: {reason}")
     return table
 
 

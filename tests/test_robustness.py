@@ -218,12 +218,20 @@ def test_report_out_that_cannot_be_a_folder(tmp_path, out, fragment):
     assert sorted(os.listdir(tmp_path)) == before  # nothing written
 
 
-def test_an_unwritable_out_or_cache_is_one_line(tmp_path, monkeypatch):
+def test_an_unwritable_out_is_one_line(tmp_path, monkeypatch):
     locked = tmp_path / "locked"
     locked.mkdir()
     real_access = os.access
     monkeypatch.setattr(os, "access", lambda p, mode, **k: False if str(p) == str(locked) else real_access(p, mode))
     one_error_line(run("report", "--out", locked / "r"), "is not writable")
+
+
+@pytest.mark.needs_torch
+def test_an_unwritable_cache_is_one_line_before_calibrating(tmp_path, monkeypatch):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **k: False if str(p) == str(locked) else real_access(p, mode))
     (tmp_path / "cache-file").write_text("x")
     monkeypatch.setenv("COSTPLAN_CACHE", str(tmp_path / "cache-file"))
     one_error_line(run("calibrate", "--quick"), "COSTPLAN_CACHE", "which is a file")
@@ -364,3 +372,82 @@ def test_cli_and_api_share_their_bounds():
             assert (low, high) == (bound.low, bound.high), (command, param.name)
             checked += 1
     assert checked >= 25
+
+
+# --- calibrate and verify -----------------------------------------------------------------------
+
+def test_missing_extras_are_all_named(monkeypatch):
+    import costplan.cli
+
+    monkeypatch.setattr(costplan.cli, "_importable", lambda name: name == "torch")
+    for command in ("verify", "calibrate"):
+        one_error_line(run(command), f"costplan {command} needs torch, transformers and peft",
+                       "(transformers, peft missing)", "pip install 'costplan[verify]'")
+
+
+@pytest.mark.needs_torch
+def test_calibrate_an_encoder(tmp_path):
+    """BERT has no generation head for peft's prompt tuning: calibrate skips it and says why."""
+    out = tmp_path / "bert.json"
+    result = run("calibrate", "--model", "bert-base", "--quick", "--seq-len", "32", "--out", out)
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert set(data["methods"]) == {"full", "lora"} and "encoder" in data["skipped_methods"]["prompt"]
+    for entry in [*data["gemm"], *data["methods"].values()]:
+        spread = entry["spread"]
+        assert 0 < spread["min"] <= spread["median"] <= spread["max"]
+    from costplan.profile import load_profile
+
+    assert load_profile(out).calibrated
+
+
+@pytest.mark.needs_torch
+def test_calibrate_bounds_its_sequence_on_the_cpu():
+    one_error_line(run("calibrate", "--seq-len", "65536"), "--seq-len 65536 is above 4096")
+    one_error_line(run("calibrate", "--seq-len", "1e9"), "--seq-len")
+
+
+def test_a_noisy_calibration_is_saved_with_its_spread_and_a_warning(tmp_path, monkeypatch):
+    from costplan import calibrate as cal
+    from costplan.profile import load_profile
+    from tests.test_calibrate import fake_gpu_profile
+
+    data = json.loads(open(fake_gpu_profile(tmp_path, "h100-sxm")).read())
+    data["gemm"][0]["spread"] = {"min": 0.5, "median": 1.0, "max": 4.0}
+    data["methods"]["lora"]["spread"] = {"min": 0.1, "median": 0.125, "max": 0.13}
+    assert len(cal.noise_warnings(data)) == 1 and "8x the fastest" in cal.noise_warnings(data)[0]
+    data["warnings"] = cal.noise_warnings(data)
+    monkeypatch.setattr(cal, "calibrate", lambda *a, **k: data)
+    monkeypatch.setattr("costplan.cli._require_extras", lambda command: None)
+    out = tmp_path / "noisy.json"
+    result = CliRunner().invoke(cli, ["calibrate", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert [line for line in result.stderr.splitlines() if line.startswith("Warning: noisy matmul")]
+    assert load_profile(out).calibrated  # saved, not refused
+    bad = dict(data, gemm=[dict(data["gemm"][0], spread={"min": 2.0, "median": 1.0, "max": 4.0})])
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(bad))
+    with pytest.raises(CostplanError, match="min <= median <= max"):
+        load_profile(path)
+
+
+def test_verify_refuses_a_huge_model_up_front(tmp_path, monkeypatch):
+    import time
+
+    monkeypatch.setattr("costplan.cli._require_extras", lambda command: None)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(dict(LLAMA, num_hidden_layers=10_000)))
+    started = time.perf_counter()
+    one_error_line(run("verify", "--model", path), "up to 256 layers", "has 10,000")
+    path.write_text(json.dumps(dict(LLAMA, num_hidden_layers=10**6)))
+    one_error_line(run("verify", "--model", path), "num_hidden_layers 1,000,000 is above 10,000")
+    one_error_line(run("verify", "--model", "gpt2", "--seq-len", "5000"), "exceed gpt2's context of 1024")
+    assert time.perf_counter() - started < 10
+
+
+@pytest.mark.needs_torch
+def test_verify_of_a_config_the_real_code_rejects_is_one_line(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(dict(LLAMA, hidden_size=256, intermediate_size=512, num_hidden_layers=1,
+                                    num_attention_heads=4, num_key_value_heads=4, head_dim=3, vocab_size=100)))
+    one_error_line(run("verify", "--model", path, "--seq-len", "16"), "tracing", "failed: RuntimeError")
