@@ -23,7 +23,7 @@ from costplan.optimizers import optimizer as find_optimizer
 from costplan.profile import Profile, default_profile, saved_profile_for
 from costplan.scaling import Link, link
 from costplan.speed import decode_shape, micro_batch_seconds, step_shape
-from costplan.units import fmt_bytes, fmt_count
+from costplan.units import fmt_bytes, fmt_count, fmt_duration
 from costplan.workload import Workload
 
 PRECISIONS = ("fp32", "bf16", "fp16", "fp8")
@@ -293,6 +293,8 @@ def estimate(
                      f"{result.placement.gpus} GPU(s): pass --price to get dollars")
     else:
         notes.append(chosen_price.describe(result.placement.gpus))
+    if spot and price is None:
+        notes += _on_demand_cheaper(device.key, provider, result.placement.gpus, chosen_price)
     spread = profile.time_spread()
     seconds = result.wall_seconds
     seconds_range = (seconds * spread.low, seconds * spread.high)
@@ -324,6 +326,20 @@ def estimate(
         step=result.step, global_batch=result.global_batch, serve=serve, inference=result.inference,
         latency_seconds=result.latency, time_to_first_token_seconds=result.ttft,
     )
+
+
+def _on_demand_cheaper(gpu_key: str, provider: str | None, gpus: int, spot_offer: Price | None) -> list[str]:
+    """With --spot: a note when an on-demand offer rents the GPUs for less than every spot offer."""
+    on_demand = find_price(gpu_key, provider, False, None, gpus=gpus)
+    if on_demand is None:
+        return []
+    on_demand_usd = on_demand.usd_per_gpu_hour * on_demand.billed_gpus(gpus)
+    if spot_offer is None:
+        return [f"no spot offer of {gpu_key} for {gpus} GPU(s); on-demand: {on_demand.describe(gpus)}"]
+    if on_demand_usd < spot_offer.usd_per_gpu_hour * spot_offer.billed_gpus(gpus):
+        return [f"on-demand is cheaper than every spot offer here: {on_demand.describe(gpus)}; the cheapest spot "
+                f"offer is priced above as asked (drop --spot for the lower price)"]
+    return []
 
 
 def _check_layout_for_stack(pins: Pins, stack: Framework) -> None:
@@ -451,7 +467,7 @@ def _layout_text(layout: engine.Layout) -> str:
 
 def _step_text(step: engine.StepTime) -> str:
     def ms(v: Any) -> str:
-        return f"{float(v) * 1e3:.3g} ms"
+        return fmt_duration(float(v))
 
     text = f"{ms(step.total)} per optimizer step ({ms(step.compute)} compute"
     for label, value in (("tensor-parallel", step.tensor_parallel), ("pipeline bubble", step.pipeline_bubble),
@@ -501,12 +517,12 @@ def _inference(spec, how, device, net, work, profile, tokens, gpus, runtime, sta
     notes = [
         f"{b} concurrent request(s) of {work.prompt_len} prompt + {work.gen_len} generated tokens; "
         f"KV cache {fmt_bytes(mem.kv_cache)} (2 x layers x kv_heads x head_dim x tokens x bytes)",
-        f"decode step {decode * 1e3:.3g} ms: reads {fmt_bytes(read)} of weights"
+        f"decode step {fmt_duration(decode)}: reads {fmt_bytes(read)} of weights"
         + (f" ({float(engine.experts_hit(shape.experts, shape.experts_per_token, b)):.3g} of {shape.experts} "
            "experts per layer for this batch)" if spec.is_moe else "")
         + f" and {fmt_bytes(b * shape.kv_bytes_per_sequence)} of KV cache at {constants.bandwidth_efficiency:.0%} "
         f"of bandwidth; {runtime} runtime ({constants.dispatch_seconds * 1e6:.3g} µs per operator dispatched)",
-        f"prefill {prefill * 1e3:.3g} ms; tensor parallel over {n} GPU(s)"
+        f"prefill {fmt_duration(prefill)}; tensor parallel over {n} GPU(s)"
         + (f" ({net.described}): two all-reduces per layer and step" if n > 1 else ""),
     ]
     if not fits:

@@ -128,6 +128,8 @@ PRICES = _options(
     click.option("--spot", is_flag=True, help="Use spot/preemptible prices."),
     click.option("--price", type=_Number(0, 10_000), help="Override the price in $/GPU-hour (0 for owned GPUs)."),
 )
+WIDE = click.option("--wide", is_flag=True,
+                    help="More columns (wider than 80 characters); the default table fits 80.")
 LAYOUT = _options(
     click.option("--gpus", type=_ints(MAX_GPUS), show_default="auto",
                  help="GPU count [auto: the fewest that fit; for pretraining the fewest nodes that finish in a "
@@ -208,16 +210,25 @@ def estimate(as_json: bool, brief: bool, profile_path: str | None, **options: An
     if options.get("global_batch_tokens") is not None and options.get("global_batch") is not None:
         raise click.UsageError("give --global-batch or --global-batch-tokens, not both.")
     result = _run(run_estimate, **options)
+    alternative = None
+    if not result.placement.fits:  # say what would fit, where cheap
+        from costplan.alternatives import cheapest_fit
+
+        alternative = _run(cheapest_fit, **options)
     if as_json:  # without rich: scripts only pay for the estimate
+        from costplan.compare import would_fit
         from costplan.serialize import dumps
 
-        click.echo(dumps(result.to_dict()))
+        data = result.to_dict()
+        if not result.placement.fits:
+            data["would_fit"] = would_fit(alternative)
+        click.echo(dumps(data))
         return
     from rich.console import Console
 
     from costplan.render import estimate_view
 
-    Console().print(estimate_view(result, detail=not brief))
+    Console().print(estimate_view(result, detail=not brief, alternative=alternative))
 
 
 @cli.command()
@@ -359,9 +370,10 @@ def _require_extras(command: str) -> None:
               help="Concurrent requests when serving (and for the prompting row).")
 @PRICES
 @click.option("--json", "as_json", is_flag=True)
+@WIDE
 def compare(model: str, gpu: str, tokens: float, cpt_tokens: float, eval_tokens: float, seq_len: int | None,
             grad_ckpt: bool | None, precision: str, serve_tokens: float | None, serve_batch: int,
-            provider: str | None, spot: bool, price: float | None, as_json: bool) -> None:
+            provider: str | None, spot: bool, price: float | None, as_json: bool, wide: bool) -> None:
     """Every approach side by side: trainable parameters, memory, GPUs, hours, dollars, energy.
 
     \b
@@ -383,7 +395,7 @@ def compare(model: str, gpu: str, tokens: float, cpt_tokens: float, eval_tokens:
 
     from costplan.render import compare_table
 
-    Console().print(compare_table(result))
+    Console().print(compare_table(result, wide=wide))
 
 
 @cli.command()
@@ -406,10 +418,11 @@ def compare(model: str, gpu: str, tokens: float, cpt_tokens: float, eval_tokens:
 @click.option("--lora-rank", type=_ints(65_536), default=8, show_default=True)
 @click.option("--lora-targets", default="q,v", show_default=True)
 @click.option("--json", "as_json", is_flag=True)
+@WIDE
 def plan(model: str, methods: str, tokens: float, epochs: float, deadline: str | None, budget: float | None,
          gpu_types: str | None, max_gpus: int, precisions: str, seq_len: int | None, global_batch: int | None,
          framework: str | None, provider: str | None, spot: bool, price: float | None, lora_rank: int,
-         lora_targets: str, as_json: bool) -> None:
+         lora_targets: str, as_json: bool, wide: bool) -> None:
     """Search GPU type x count x layout (micro-batch, checkpointing, ZeRO, TP/PP) x precision for what fits,
     meets the deadline and budget, and show the Pareto front of cost against wall time.
 
@@ -449,7 +462,7 @@ def plan(model: str, methods: str, tokens: float, epochs: float, deadline: str |
 
     from costplan.render import plan_table
 
-    Console().print(plan_table(result))
+    Console().print(plan_table(result, wide=wide))
 
 
 def _gpu_key(name: str) -> str:
@@ -464,11 +477,14 @@ def _gpu_key(name: str) -> str:
 @click.option("--model", "-m", help="Also check which approaches fit this model on the one GPU.")
 @click.option("--dataset-tokens", type=_Count(), default="50M", show_default=True,
               help="Size of the fine-tuning set, to count epochs.")
-@click.option("--seq-len", type=_ints(MAX_SEQ), default=2048, show_default=True)
+@click.option("--seq-len", type=_ints(MAX_SEQ), show_default="auto",
+              help="Sequence length [auto: 2048 from scratch; for --model 2048 or its context, 128 for an encoder "
+                   "as in Cramming].")
 @click.option("--precision", type=PRECISION_CHOICE, default="bf16", show_default=True)
 @click.option("--json", "as_json", is_flag=True)
-def cram(gpu: str, hours: float, model: str | None, dataset_tokens: float, seq_len: int, precision: str,
-         as_json: bool) -> None:
+@WIDE
+def cram(gpu: str, hours: float, model: str | None, dataset_tokens: float, seq_len: int | None, precision: str,
+         as_json: bool, wide: bool) -> None:
     """How far one GPU goes in a day: compute-optimal model size and tokens, the largest model
     that fits for training, and (with --model) what each approach gets through.
 
@@ -490,7 +506,7 @@ def cram(gpu: str, hours: float, model: str | None, dataset_tokens: float, seq_l
 
     from costplan.render import cram_view
 
-    Console().print(cram_view(result))
+    Console().print(cram_view(result, wide=wide))
 
 
 @cli.command()

@@ -6,8 +6,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from costplan import arguments
+from costplan.alternatives import cheapest_fit
 from costplan.api import Estimate, estimate
 from costplan.errors import CostplanError
+from costplan.units import fmt_count
 
 APPROACHES = ("inference", "prompt", "prefix", "lora", "qlora", "full", "cpt")
 
@@ -18,6 +20,14 @@ class Comparison:
     notes: tuple[str, ...]
     serving: bool = False
     """Every row includes serving the same volume of generated tokens."""
+    alternatives: tuple[Estimate | None, ...] = ()
+    """Per row that does not fit: the same approach on the cheapest GPU type that holds it."""
+
+    def alternative(self, est: Estimate) -> Estimate | None:
+        for e, alt in zip(self.estimates, self.alternatives, strict=False):
+            if e is est:
+                return alt
+        return None
 
     def total(self, est: Estimate) -> float | None:
         """What the row is compared on: its cost, plus serving when asked (like for like)."""
@@ -49,7 +59,7 @@ class Comparison:
                 "wall_hours": e.wall_hours, "gpu_hours": e.gpu_hours, "cost_usd": e.cost_usd,
                 "cost_usd_range": e.cost_usd_range, "energy_kwh": e.energy_kwh, "co2_kg": e.co2_kg,
                 "relative_cost": self.relative_cost(e), "total_cost_usd": e.total_cost_usd,
-                "fit_problem": e.placement.reason or None,
+                "fit_problem": e.placement.reason or None, "would_fit": would_fit(self.alternative(e)),
             })
         return rows
 
@@ -72,7 +82,8 @@ def compare(model: str, *, tokens: float | None = None, cpt_tokens: float | None
     serve_batch = v["serve_batch"]
     if isinstance(approaches, str) or not approaches or any(a not in APPROACHES for a in approaches):
         raise CostplanError(f"approaches must be a list drawn from {', '.join(APPROACHES)}, not {approaches!r}.")
-    estimates = []
+    estimates: list[Estimate] = []
+    alternatives: list[Estimate | None] = []
     for approach in approaches:
         if approach == "inference":
             est = estimate(model, approach, tokens=eval_tokens, micro_batch=serve_batch, **options)
@@ -86,11 +97,25 @@ def compare(model: str, *, tokens: float | None = None, cpt_tokens: float | None
             est = estimate(model, approach, tokens=volume, serve_tokens=serve_tokens, serve_batch=serve_batch,
                            **options)
         estimates.append(est)
+        alternatives.append(None if est.placement.fits else cheapest_fit(
+            model, approach, tokens=est.tokens, **({"micro_batch": serve_batch} if approach == "inference" else {}),
+            **{k: v for k, v in options.items() if k != "micro_batch"}))
     notes = (
-        f"inference-only (prompting): generating {eval_tokens:.3g} tokens, {serve_batch} requests at a time "
+        f"tokens: {fmt_count(tokens) if tokens else 'the default 100 M'} to fine-tune (prompt, prefix, lora, qlora, "
+        "full)",
+        f"inference-only (prompting): generating {fmt_count(eval_tokens)} tokens, {serve_batch} requests at a time "
         "(no training)",
-        "continual pretraining: its own token budget " + (f"{cpt_tokens:.3g}" if cpt_tokens else "(10B default)"),
+        "continual pretraining: its own token budget " + (f"{fmt_count(cpt_tokens)} tokens" if cpt_tokens
+                                                         else "(10B default)"),
         "relative cost: " + ("training plus serving " if serve_tokens else "") + "dollars over the cheapest row "
         "that fits (a row that does not fit has no price)",
     )
-    return Comparison(tuple(estimates), notes, serving=serve_tokens is not None)
+    return Comparison(tuple(estimates), notes, serving=serve_tokens is not None, alternatives=tuple(alternatives))
+
+
+def would_fit(alt: Estimate | None) -> dict[str, Any] | None:
+    """The JSON of an alternative that fits (base units)."""
+    if alt is None:
+        return None
+    return {"gpu": alt.gpu.key, "gpus": alt.gpus, "wall_hours": alt.wall_hours, "gpu_hours": alt.gpu_hours,
+            "cost_usd": alt.cost_usd}

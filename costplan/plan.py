@@ -28,6 +28,7 @@ from costplan.layout import MAX_GPUS, default_global_batch, gpu_counts
 from costplan.model import ModelSpec, count_params, resolve_model
 from costplan.profile import Profile, default_profile
 from costplan.scaling import link
+from costplan.units import fmt_count
 from costplan.workload import Workload
 
 MICRO_BATCHES = (1, 2, 4, 8, 16, 32)
@@ -78,6 +79,15 @@ class PlanResult:
     """(wall seconds, dollars) of up to a few thousand feasible configurations, for plotting."""
     skipped: tuple[str, ...] = ()
     """Method and precision combinations not searched, and why (no fp8 for a 4-bit base...)."""
+
+    def shown(self, rows: int = 15) -> tuple[Candidate, ...]:
+        """The front thinned to ``rows`` evenly spread points, the cheapest and the fastest kept: what the
+        CLI table and the report show (the JSON keeps every row)."""
+        front = self.pareto
+        if len(front) <= rows:
+            return front
+        picks = sorted({round(i * (len(front) - 1) / (rows - 1)) for i in range(rows)})
+        return tuple(front[i] for i in picks)
 
     @property
     def cheapest(self) -> Candidate:
@@ -220,7 +230,8 @@ def search(
                         usd_per_gpu_hour=float(grid.offers.price[g, j])))
     front = _front(best)
     notes = (
-        f"{spec.name}, {count_params(spec).total / 1e9:.3g}B parameters, {tokens:.3g} tokens x {epochs:g} epochs",
+        f"{spec.name}, {fmt_count(count_params(spec).total)} parameters, {fmt_count(tokens)} tokens x {epochs:g} "
+        f"epoch{'s' if epochs != 1 else ''}",
         *sorted(batch_notes),
         f"searched {len(keys)} GPU type(s) x counts 1 to {max_gpus} (whole nodes past one; several nodes only "
         "where a provider sells clusters of that GPU) x micro-batch x ZeRO stage x checkpointing"
