@@ -629,12 +629,18 @@ def validate(as_json: bool, show_skipped: bool) -> None:
 @MODEL
 @click.option("--tokens", "-t", type=_Count(), default="100M", show_default=True)
 @click.option("--gpu", "-g", default="h100", show_default=True)
-@click.option("--plan-methods", default="lora,qlora", show_default=True, help="Method variants for the plan section.")
+@click.option("--method", "--plan-methods", "methods", default="lora,qlora", show_default=True,
+              help="Method or comma list the plan section searches; the first one's assumptions are listed.")
+@click.option("--seq-len", type=_ints(MAX_SEQ), help="Training sequence length [default: 2048 or the model's context].")
+@click.option("--grad-ckpt/--no-grad-ckpt", default=None, show_default="auto",
+              help="Activation checkpointing for the comparison and the plan [auto: chosen per configuration].")
 @click.option("--deadline", help="Deadline for the plan section (48h, 2d).")
 @click.option("--budget", type=_Number(0, 1e12, low_open=True), help="Budget for the plan section.")
-@click.option("--out", type=click.Path(file_okay=False), default="report", show_default=True)
-def report(model: str, tokens: float, gpu: str, plan_methods: str, deadline: str | None, budget: float | None,
-           out: str) -> None:
+@click.option("--out", type=click.Path(file_okay=False), default="report", show_default=True,
+              help="Folder for report.md, report.html, report.json, memory.png and plan.png (nothing else in it is "
+                   "touched).")
+def report(model: str, tokens: float, gpu: str, methods: str, seq_len: int | None, grad_ckpt: bool | None,
+           deadline: str | None, budget: float | None, out: str) -> None:
     """Write report.md and a self-contained report.html (plots embedded) to justify a budget.
 
     \b
@@ -648,9 +654,11 @@ def report(model: str, tokens: float, gpu: str, plan_methods: str, deadline: str
     if not out.strip():
         raise click.UsageError("--out is empty: give the folder to write the report into, such as report/.")
     deadline_seconds = _run(parse_duration_seconds, deadline) if deadline else None
-    files = _run(build, model, tokens=tokens, gpu=gpu, out=out,
-                 plan_methods=tuple(m.strip() for m in plan_methods.split(",") if m.strip()),
-                 deadline_seconds=deadline_seconds, budget_usd=budget)
+    method_list = tuple(m.strip().lower() for m in methods.split(",") if m.strip())
+    if not method_list:
+        raise click.UsageError("--method is empty.")
+    files = _run(build, model, tokens=tokens, gpu=gpu, out=out, methods=method_list, seq_len=seq_len,
+                 grad_ckpt=grad_ckpt, deadline_seconds=deadline_seconds, budget_usd=budget)
     click.echo(f"wrote {files.markdown}, {files.html} and {files.data}")
 
 

@@ -149,7 +149,9 @@ def search(
     lora_targets: str = "q,v",
     startup_seconds: float = STARTUP_SECONDS,
     profile: Profile | None = None,
+    grad_ckpt: bool | None = None,
 ) -> PlanResult:
+    """``grad_ckpt`` None searches activation checkpointing on and off; True or False pins it."""
     import numpy as np
 
     v = arguments.checked(arguments.PLAN, dict(
@@ -165,6 +167,7 @@ def search(
     framework = arguments.text("framework", framework, tuple(FRAMEWORKS), optional=True)
     provider = arguments.text("provider", provider, optional=True)
     spot = arguments.flag("spot", spot)
+    grad_ckpt = arguments.flag("grad_ckpt", grad_ckpt, optional=True)
     lora_targets = arguments.text("lora_targets", lora_targets)
     if profile is not None and not isinstance(profile, Profile):
         raise CostplanError(f"profile must be a costplan.profile.Profile, not {profile!r}.")
@@ -200,7 +203,7 @@ def search(
             if not usable:
                 skipped.append(f"{method.key} at {precision}: none of the GPU types has a {precision} peak")
                 continue
-            for ckpt in (False, True):
+            for ckpt in (False, True) if grad_ckpt is None else (grad_ckpt,):
                 work = Workload(seq_len=seq, micro_batch=1, precision=precision, grad_ckpt=ckpt)  # type: ignore
                 grid = _grid(spec, method, stack, work, profile, usable, batch, max_gpus, provider, spot, price)
                 if grid is None:
