@@ -220,3 +220,27 @@ def test_numbers_never_use_scientific_notation():
 
     text = _render(estimate_view(est))
     assert "years" in text and not re.search(r"\d\.?\d*e[+-]\d", text)
+
+
+# --- docs -----------------------------------------------------------------------------------------
+
+def test_readme_numbers_match_the_tables():
+    from pathlib import Path
+
+    from costplan.report import verification_summary
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    cases = verification_summary()["cases"]
+    assert f"full matrix ({cases} cases" in readme
+    assert "under 0.2 s" not in readme and "about a minute" not in readme
+
+
+def test_benchmarks_write_outside_the_tracked_tables_by_default():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "run_all.py"
+    spec = importlib.util.spec_from_file_location("run_all", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.OUT.parts[-2:] == ("benchmarks", "output")
