@@ -78,7 +78,7 @@ SEQ = Bound(1, MAX_SEQ, integer=True, units=True)
 ESTIMATE: dict[str, Bound] = {
     "gpus": Bound(1, MAX_GPUS, integer=True, units=True),
     "tokens": TOKENS,
-    "epochs": Bound(0, 10_000, low_open=True),
+    "epochs": Bound(0.001, 10_000),
     "seq_len": SEQ,
     "micro_batch": Bound(1, MAX_BATCH, integer=True, units=True),
     "global_batch": Bound(1, 100_000_000, integer=True, units=True),
@@ -118,7 +118,7 @@ COMPARE: dict[str, Bound] = {
 }
 
 CRAM: dict[str, Bound] = {
-    "hours": Bound(0, 24 * 365, low_open=True),
+    "hours": Bound(0.1, 24 * 365),
     "dataset_tokens": TOKENS,
     "seq_len": SEQ,
 }

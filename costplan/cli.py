@@ -91,7 +91,8 @@ def _run(fn: Any, *args: Any, **kwargs: Any) -> Any:
     try:
         return fn(*args, **kwargs)
     except (CostplanError, ValueError) as exc:
-        raise click.ClickException(str(exc).rstrip(".") + ".") from None
+        text = str(exc).rstrip()
+        raise click.ClickException(text if text.endswith((".", "?", "!")) else text + ".") from None
     except RecursionError:
         raise click.ClickException("The input is nested too deeply to read.") from None
     except OverflowError as exc:
@@ -160,7 +161,7 @@ LAYOUT = _options(
 @click.option("--gpu", "-g", default="h100", show_default=True, help="GPU type (see `costplan gpus`).")
 @click.option("--tokens", "-t", type=_Count(), help="Training tokens per epoch (100M, 2.5B, 1e9); "
               "for inference, generated tokens to price. Default depends on the method.")
-@click.option("--epochs", type=_Number(0, 10_000, low_open=True), default=1.0, show_default=True)
+@click.option("--epochs", type=_Number(0.001, 10_000), default=1.0, show_default=True)
 @click.option("--seq-len", type=_ints(MAX_SEQ), help="Training sequence length [default: 2048 or the model's context].")
 @LAYOUT
 @click.option("--precision", type=PRECISION_CHOICE, default="bf16", show_default=True)
@@ -403,7 +404,7 @@ def compare(model: str, gpu: str, tokens: float, cpt_tokens: float, eval_tokens:
 @click.option("--method", "methods", default="lora", show_default=True,
               help="One method or a comma list of variants to search (e.g. lora,qlora).")
 @click.option("--tokens", "-t", type=_Count(), required=True)
-@click.option("--epochs", type=_Number(0, 10_000, low_open=True), default=1.0, show_default=True)
+@click.option("--epochs", type=_Number(0.001, 10_000), default=1.0, show_default=True)
 @click.option("--deadline", help="Longest acceptable wall time (48h, 90m, 2d).")
 @click.option("--budget", type=_Number(0, 1e12, low_open=True), help="Most dollars to spend.")
 @click.option("--gpu", "-g", "gpu_types", help="GPU type or comma list of types [default: every priced GPU].")
@@ -473,7 +474,7 @@ def _gpu_key(name: str) -> str:
 
 @cli.command()
 @click.option("--gpu", "-g", default="h100", show_default=True)
-@click.option("--hours", type=_Number(0, 24 * 365, low_open=True), default=24.0, show_default=True)
+@click.option("--hours", type=_Number(0.1, 24 * 365), default=24.0, show_default=True)
 @click.option("--model", "-m", help="Also check which approaches fit this model on the one GPU.")
 @click.option("--dataset-tokens", type=_Count(), default="50M", show_default=True,
               help="Size of the fine-tuning set, to count epochs.")

@@ -272,7 +272,7 @@ def compare_table(result: Comparison, wide: bool = False) -> Group:
         if wide:
             low_high = e.cost_usd_range
             cells += [fmt_number(e.energy_kwh) if fits else "-",
-                      f"{fmt_usd(low_high[0])}-{fmt_usd(low_high[1])}" if low_high else "-"]
+                      f"{fmt_usd(low_high[0])} to {fmt_usd(low_high[1])}" if low_high else "-"]
         table.add_row(*cells, style=None if fits else "red")
         if not fits:
             alt = result.alternative(e)
