@@ -34,14 +34,16 @@ class Bound:
     low_open: bool = False
     units: bool = False
     """Read strings with suffixes (100M, 2.5B) as the command line does."""
+    unit: str = ""
+    """What the number counts, for the message (seconds)."""
 
     def describe(self) -> str:
         kind = "an integer" if self.integer else "a number"
         low = "above" if self.low_open else "from"
-        return f"{kind} {low} {self.low:,.10g} up to {self.high:,.10g}"
+        return f"{kind} {low} {self.low:,.10g} up to {self.high:,.10g}" + (f" {self.unit}" if self.unit else "")
 
     def __call__(self, name: str, value: Any) -> Any:
-        flag = "--" + name.replace("_", "-")
+        flag = "--" + FLAGS.get(name, name).replace("_", "-")
         if isinstance(value, bool) or value is None:
             raise CostplanError(f"{flag} must be {self.describe()}, got {value!r}.")
         if isinstance(value, str):
@@ -71,6 +73,9 @@ class Bound:
             return int(number)
         return number + 0.0  # -0.0 becomes 0.0
 
+
+FLAGS = {"deadline_seconds": "deadline", "budget_usd": "budget"}
+"""Arguments whose command-line option has another name."""
 
 TOKENS = Bound(1, MAX_TOKENS, units=True)
 SEQ = Bound(1, MAX_SEQ, integer=True, units=True)
@@ -102,8 +107,8 @@ ESTIMATE: dict[str, Bound] = {
 PLAN: dict[str, Bound] = {
     "tokens": TOKENS,
     "epochs": ESTIMATE["epochs"],
-    "deadline_seconds": Bound(0, 100 * 365 * 86400, low_open=True),
-    "budget_usd": Bound(0, 1e12, low_open=True),
+    "deadline_seconds": Bound(0, 100 * 365 * 86400, low_open=True, unit="seconds (100 years)"),
+    "budget_usd": Bound(0, 1e12, low_open=True, unit="dollars"),
     "max_gpus": Bound(1, 16_384, integer=True),
     "seq_len": SEQ,
     "global_batch": ESTIMATE["global_batch"],

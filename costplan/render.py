@@ -197,7 +197,7 @@ def gpus_table(rows: list[dict[str, Any]]) -> Table:
     for name in columns.values():
         table.add_column(name, justify="left" if name == "key" else "right", no_wrap=True)
     for row in rows:
-        table.add_row(*("-" if row[c] is None else row[c] if c == "key" else f"{row[c]:,.4g}" for c in columns))
+        table.add_row(*("-" if row[c] is None else row[c] if c == "key" else fmt_number(row[c], 4) for c in columns))
     return table
 
 
@@ -413,7 +413,7 @@ def validation_view(results: list[Validation], summary: list[ErrorSummary], skip
     for column in ("kind", "run", "quantity", "predicted", "reported", "error"):
         table.add_column(column, justify="right" if column in ("predicted", "reported", "error") else "left")
     for r in results:
-        unit = {"memory": lambda v: f"{v:,.3g} GiB", "gpu_hours": lambda v: f"{v:,.4g} GPU-h",
+        unit = {"memory": lambda v: f"{fmt_number(v)} GiB", "gpu_hours": lambda v: f"{fmt_number(v, 4)} GPU-h",
                 "mfu": lambda v: f"{v:.1%}"}[r.quantity]
         table.add_row(r.kind, r.name, r.quantity, unit(r.predicted), unit(r.reported),
                       _error_text(r.error, 0.15 if r.quantity == "gpu_hours" else 0.03))

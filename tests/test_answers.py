@@ -244,3 +244,32 @@ def test_benchmarks_write_outside_the_tracked_tables_by_default():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert module.OUT.parts[-2:] == ("benchmarks", "output")
+
+
+def test_the_inference_flops_table_labels_prefill_and_decode():
+    from costplan.render import flops_table
+
+    text = _render(flops_table(costplan.estimate("8b", "inference", gpu="h100")))
+    stages = re.findall(r"^\W*(prefill|decode) ", text, re.MULTILINE)
+    assert stages.count("prefill") == stages.count("decode") > 1
+
+
+def test_compare_prints_the_assumptions_every_row_shares_not_the_last_rows():
+    text = run("compare", "-m", "7b").output
+    shared = text.split("assumptions shared by every row")[1]
+    assert "llama-2-7b: 6.74 B parameters" in " ".join(shared.split())
+    assert "unlabelled tokens" not in shared and "LoRA rank" not in shared  # cpt's and lora's own lines
+
+
+def test_plan_and_estimate_refuse_the_same_sequence_length():
+    for command in (["estimate", "-m", "gpt2", "--seq-len", "5000"],
+                    ["plan", "-m", "gpt2", "--tokens", "1M", "--seq-len", "5000"]):
+        result = run(*command)
+        assert result.exit_code == 2 and "exceed gpt2's context of 1024" in result.output
+
+
+def test_validate_and_gpus_tables_have_no_scientific_notation():
+    for command in (["validate"], ["gpus"], ["models"]):
+        result = run(*command)
+        assert result.exit_code == 0
+        assert not re.search(r"\d\.?\d*e[+-]\d", result.output), command
