@@ -17,6 +17,8 @@ from costplan.tables import keys, read_json, row_by_name
 
 Norm = Literal["rmsnorm", "layernorm"]
 
+Activation = Literal["silu", "gelu", "gelu_tanh", "gelu_new"]
+
 SIZE_LIMITS: dict[str, tuple[int, str]] = {
     "hidden_size": (1_000_000, "the widest published models are under 30,000 wide"),
     "num_layers": (10_000, "the deepest published language models have under 200 layers"),
@@ -31,7 +33,8 @@ SIZE_LIMITS: dict[str, tuple[int, str]] = {
 }
 """Sane ranges for architecture numbers, with the reason, so a typo such as 1e200 is refused with
 its field's name instead of overflowing a formula later. Wide enough for any real model."""
-Activation = Literal["silu", "gelu", "gelu_tanh", "gelu_new"]
+MAX_PARAMS = 10**15
+"""The largest model, in parameters, that costplan plans (its practice tables stop there)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -99,6 +102,8 @@ class ModelSpec:
             )
         if self.experts_per_token > self.num_experts:
             raise ValueError(f"model {self.name}: experts_per_token exceeds num_experts")
+        if self.is_moe and not self.gated_mlp:
+            raise ValueError(f"model {self.name}: mixture-of-experts layers are modelled with gated MLPs only")
         if isinstance(self.token_types, bool) or not isinstance(self.token_types, int) \
                 or not 0 <= self.token_types <= 1024:
             raise ValueError(f"model {self.name}: token_types must be an integer from 0 to 1024, "
@@ -107,6 +112,10 @@ class ModelSpec:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
                 raise ValueError(f"model {self.name}: {name} must be a probability in [0, 1), got {shown(value)}")
+        params = count_params(self).total
+        if params > MAX_PARAMS:
+            raise ValueError(f"model {self.name}: {params:.3g} parameters are above {MAX_PARAMS:.0e}, the most "
+                             "costplan plans (the largest published models have about 2 trillion)")
 
     @property
     def q_size(self) -> int:
@@ -382,7 +391,7 @@ def _read_config(model_type: str, config: dict) -> tuple[dict[str, int], dict[st
         "hidden_size": hidden, "num_layers": layers, "num_heads": heads, "num_kv_heads": kv_heads,
         "head_dim": head_dim, "ffn_size": int(ffn), "vocab_size": _int(config, "vocab_size"),
         "max_positions": positions,
-        "num_experts": _int(config, "num_local_experts", 1),
+        "num_experts": _int(config, "num_local_experts", 1) if model_type == "mixtral" else 1,
         "experts_per_token": _int(config, "num_experts_per_tok", 1) if model_type == "mixtral" else 1,
     }
     return numbers, overrides

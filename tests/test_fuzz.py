@@ -8,8 +8,9 @@ minute on a 2-core machine; no per-example deadline):
   case stays fast), ``cram``, ``models`` and ``gpus``, with values drawn from valid ones, edges
   (0, -0, 1, the bounds) and garbage: NaN, inf, 1e308, 1e-300, 2**63, 300-digit integers, empty
   and long strings, wrong suffixes, unknown names, NUL bytes;
-- ``config.json`` files for the llama, gpt2 and bert families with fields replaced by any JSON
-  value (NaN/Infinity literals, 1e200, 200-digit integers, zero, negatives, strings, lists, nested
+- ``config.json`` files for the llama, mixtral, gpt2 and bert families with valid but extreme sizes
+  (at their limits: 10^6 hidden, 10^4 layers, 10^7 vocabulary...), fields replaced by any JSON value
+  (NaN/Infinity literals, 1e200, 200-digit integers, zero, negatives, strings, lists, nested
   objects, bools, null) or dropped, and files that are not JSON at all;
 - calibration profiles with fields replaced the same way, passed with ``--profile`` and saved in
   the cache (``COSTPLAN_CACHE``), where a bad one must be skipped with a warning.
@@ -229,10 +230,19 @@ CONFIGS = {
 }
 
 
+EXTREME = {"hidden_size": [1, 2, 64, 10**6], "intermediate_size": [1, 16, 10**7], "num_hidden_layers": [1, 257, 10**4],
+           "num_attention_heads": [1, 4, 10**5], "num_key_value_heads": [1, 4], "vocab_size": [1, 10**7],
+           "max_position_embeddings": [1, 2, 130, 10**8], "head_dim": [1, 2, 65536], "num_local_experts": [1, 10**4],
+           "num_experts_per_tok": [1, 2, 10**4]}
+"""Valid but extreme architecture numbers, at and inside their limits (and experts on any family)."""
+
+
 @st.composite
 def config_files(draw) -> str:
     family = draw(st.sampled_from(sorted(CONFIGS)))
     config = dict(CONFIGS[family])
+    for key in draw(st.lists(st.sampled_from(sorted(EXTREME)), max_size=4, unique=True)):
+        config[key] = draw(st.sampled_from(EXTREME[key]))
     for key in draw(st.lists(st.sampled_from(sorted(config)), max_size=3, unique=True)):
         if draw(st.booleans()):
             config[key] = draw(json_values)
@@ -247,7 +257,8 @@ def config_files(draw) -> str:
 @settings(max_examples=200, **SETTINGS)
 @given(config_files(), st.sampled_from([["estimate", "--json"], ["estimate"], ["estimate", "--method", "full"],
                                         ["estimate", "--method", "inference", "--json"],
-                                        ["compare", "--json"], ["cram", "--gpu", "a100", "--json"]]))
+                                        ["estimate", "--method", "prefix"], ["compare", "--json"],
+                                        ["plan", "--tokens", "1B", "--json"], ["cram", "--gpu", "a100", "--json"]]))
 def test_config_files(text, command):
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "config.json"

@@ -451,3 +451,18 @@ def test_verify_of_a_config_the_real_code_rejects_is_one_line(tmp_path):
     path.write_text(json.dumps(dict(LLAMA, hidden_size=256, intermediate_size=512, num_hidden_layers=1,
                                     num_attention_heads=4, num_key_value_heads=4, head_dim=3, vocab_size=100)))
     one_error_line(run("verify", "--model", path, "--seq-len", "16"), "tracing", "failed: RuntimeError")
+
+
+def test_sizes_within_their_limits_that_make_an_absurd_model_are_refused(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(dict(LLAMA, hidden_size=10**6, intermediate_size=10**7, num_hidden_layers=10**4)))
+    for command in (["estimate"], ["plan", "--tokens", "1B"], ["cram"], ["compare"]):
+        one_error_line(run(*command, "-m", path), "parameters are above 1e+15")
+
+
+def test_experts_are_read_for_mixtures_only(tmp_path):
+    """transformers' Llama and BERT ignore num_local_experts; so does costplan (it crashed on a MoE BERT)."""
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(dict(LLAMA, num_local_experts=8)))
+    data = json.loads(run("estimate", "-m", path, "--json").output)
+    assert data["params_total"] == 6_738_415_616
