@@ -298,7 +298,7 @@ def test_write_atomically_into_a_folder_or_under_a_file(tmp_path):
     ({"tokens": 0.5}, "--tokens must be a number from 1"),
     ({"tokens": "lots"}, "--tokens: cannot read 'lots'"),
     ({"epochs": float("nan")}, "--epochs must be a finite number"),
-    ({"epochs": None}, "--epochs must be a number above 0"),
+    ({"epochs": None}, "--epochs must be a number from 0.001"),
     ({"price": float("nan")}, "--price must be a finite number"),
     ({"price": -1}, "--price must be a number from 0"),
     ({"serve_tokens": 1e308}, "--serve-tokens must be a number from 1"),
