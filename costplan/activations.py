@@ -246,7 +246,7 @@ def saved_tensors(model: ModelSpec, method: Method, work: Workload) -> SavedTens
     head_side = _norm(model, p, True, trains) + (p * h if method.trains_head else 0.0)
     if model.mlm_head:
         head_side += (p * h if trains else 0.0) + p * h
-    head_side *= positions
+    head_side *= positions * method.predicted_fraction  # sparse MLM prediction gathers the masked positions
     embeddings_rg = input_requires_grad(method, work.grad_ckpt)
     shared = 0.0
     if method.trains_embeddings:  # embedding backward keeps the indices it gathered (int64)
@@ -292,7 +292,7 @@ def logits_bytes(model: ModelSpec, method: Method, work: Workload) -> LogitsByte
     C. the LM head's backward: the p-byte logits gradient and the head's weight gradient when it
        trains (``vocab · hidden · p``).
     """
-    positions = (work.seq_len + method.virtual_tokens) * model.vocab_size
+    positions = (work.seq_len + method.virtual_tokens) * method.predicted_fraction * model.vocab_size
     p = work.compute_bytes
     loss = FP32 if model.causal else p  # BERT's masked-LM loss runs in the compute dtype
     moment_a = 3 * loss * positions

@@ -6,13 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from costplan import engine
+from costplan import arguments, engine
 from costplan.energy import energy_model
 from costplan.errors import CostplanError, unknown_name
 from costplan.fit import Fit, assess
 from costplan.fit import verdict as fit_verdict
 from costplan.flops import FlopsBreakdown, InferenceFlops, inference_flops
-from costplan.frameworks import Framework, default_framework
+from costplan.frameworks import FRAMEWORK_KEYS, Framework, default_framework
 from costplan.frameworks import framework as find_framework
 from costplan.hardware import GpuSpec, Ownership, Price
 from costplan.hardware import gpu as find_gpu
@@ -25,8 +25,14 @@ from costplan.optimizers import optimizer as find_optimizer
 from costplan.profile import Profile, default_profile, saved_profile_for
 from costplan.scaling import Link, link
 from costplan.speed import decode_shape, micro_batch_seconds, step_shape
-from costplan.units import fmt_bytes, fmt_count
+from costplan.units import fmt_bytes, fmt_count, fmt_duration
 from costplan.workload import Workload
+
+PRECISIONS = ("fp32", "bf16", "fp16", "fp8")
+ESTIMATE_AUTO = frozenset({"gpus", "tokens", "seq_len", "micro_batch", "global_batch", "global_batch_tokens", "zero",
+                           "tp", "pp", "price", "pue", "serve_tokens", "lora_alpha", "electricity",
+                           "hardware_price"})
+"""Arguments whose None means "chosen by costplan" (or "not asked")."""
 
 SCHEMA_VERSION = 2
 """Of the ``--json`` object; 2: enum keys in ``memory_breakdown``/``flops_breakdown``, ``mfu`` on
@@ -185,14 +191,6 @@ def hardware(device: GpuSpec, net: Link, precision: str, profile: Profile, *, us
         watts=watts if watts is not None else (profile.power_watts(device.key) or device.tdp_watts))
 
 
-def _positive_int(name: str, value: Any, *, allow_none: bool = True) -> int | None:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"--{name} must be a positive integer, got {value!r}")
-    return value
-
-
 def estimate(
     model: str | ModelSpec | None = None,
     method: str | Method | None = None,
@@ -254,29 +252,49 @@ def estimate(
     its settings, and the model when ``model`` is None (its ``base_model_name_or_path``). ``model``
     defaults to ``7b`` and ``method`` to ``lora``.
     """
+    v = arguments.checked(arguments.ESTIMATE, dict(
+        gpus=gpus, tokens=tokens, epochs=epochs, seq_len=seq_len, micro_batch=micro_batch, global_batch=global_batch,
+        global_batch_tokens=global_batch_tokens, zero=zero, tp=tp, pp=pp, cp=cp, price=price, lora_rank=lora_rank,
+        lora_dropout=lora_dropout, lora_alpha=lora_alpha, virtual_tokens=virtual_tokens, prompt_len=prompt_len,
+        gen_len=gen_len, pue=pue, serve_tokens=serve_tokens, serve_batch=serve_batch, startup_seconds=startup_seconds,
+        electricity=electricity, hardware_price=hardware_price), auto=ESTIMATE_AUTO)
+    gpus, tokens, epochs, seq_len, micro_batch = v["gpus"], v["tokens"], v["epochs"], v["seq_len"], v["micro_batch"]
+    global_batch, global_batch_tokens, zero, tp, pp, cp = (v["global_batch"], v["global_batch_tokens"], v["zero"],
+                                                           v["tp"], v["pp"], v["cp"])
+    price, lora_rank, lora_dropout, virtual_tokens = v["price"], v["lora_rank"], v["lora_dropout"], v["virtual_tokens"]
+    lora_alpha, electricity, hardware_price = v["lora_alpha"], v["electricity"], v["hardware_price"]
+    prompt_len, gen_len, pue, serve_tokens = v["prompt_len"], v["gen_len"], v["pue"], v["serve_tokens"]
+    serve_batch, startup_seconds = v["serve_batch"], v["startup_seconds"]
+    gpu = arguments.text("gpu", gpu)
+    precision = arguments.text("precision", precision, PRECISIONS)
+    attention = arguments.text("attention", attention, ("flash", "eager"))
+    optimizer = arguments.text("optimizer", optimizer, optional=True)
+    framework = arguments.text("framework", framework, FRAMEWORK_KEYS, optional=True)
+    runtime = arguments.text("runtime", runtime, ("eager", "compiled", "native"), optional=True)
+    provider = arguments.text("provider", provider, optional=True)
+    lora_targets = arguments.text("lora_targets", lora_targets)
+    weights = arguments.text("weights", weights, WEIGHT_FORMATS, optional=True)
+    maximize = arguments.text("max", maximize, ("seq-len", "micro-batch"), optional=True)
+    spot = arguments.flag("spot", spot)
+    use_dora = arguments.flag("use_dora", use_dora)
+    use_rslora = arguments.flag("use_rslora", use_rslora)
+    grad_ckpt = arguments.flag("grad_ckpt", grad_ckpt, optional=True)
+    if grid is not None and (isinstance(grid, bool) or not isinstance(grid, (str, int, float))):
+        raise CostplanError(f"--grid must be a region name or kg CO2 per kWh, not {grid!r}.")
+    if profile is not None and not isinstance(profile, Profile):
+        raise CostplanError(f"profile must be a costplan.profile.Profile (see load_profile), not {profile!r}.")
     adapter_notes: list[str] = []
     if adapter is not None:
         spec, how, adapter_notes = _from_adapter(adapter, model, method)
     else:
-        spec = model if isinstance(model, ModelSpec) else resolve_model(model or "7b")
-        how = make_method(method or "lora", lora_rank=lora_rank, lora_targets=lora_targets,
+        spec = model if isinstance(model, ModelSpec) else resolve_model("7b" if model is None else model)
+        how = make_method("lora" if method is None else method, lora_rank=lora_rank, lora_targets=lora_targets,
                           lora_dropout=lora_dropout, virtual_tokens=virtual_tokens, lora_alpha=lora_alpha,
                           use_dora=use_dora, use_rslora=use_rslora, modules_to_save=modules_to_save,
                           weights=weights)
     how.validate(spec)
     device = find_gpu(gpu)
     profile = (profile or saved_profile_for(device.key) or default_profile()).with_run_logs(device.key)
-    for name, value in (("gpus", gpus), ("micro-batch", micro_batch), ("global-batch", global_batch),
-                        ("tp", tp), ("pp", pp), ("seq-len", seq_len)):
-        _positive_int(name, value)
-    if zero is not None and zero not in (0, 1, 2, 3):
-        raise ValueError("--zero must be 0, 1, 2 or 3")
-    if not epochs > 0:
-        raise ValueError("--epochs must be positive")
-    if tokens is not None and not tokens > 0:
-        raise ValueError("--tokens must be positive")
-    if serve_tokens is not None and not serve_tokens > 0:
-        raise ValueError("--serve-tokens must be positive")
     if global_batch is not None and global_batch_tokens is not None:
         raise CostplanError("give --global-batch (sequences) or --global-batch-tokens, not both.")
     power = energy_model(pue, grid)
@@ -331,7 +349,6 @@ def estimate(
     if how.training:
         stack = find_framework(framework) if framework else default_framework(
             True, how.trains_base, how.key in ("pretrain", "cpt") and (gpus is None or gpus > 1))
-        _positive_int("cp", cp, allow_none=False)
         pins = Pins(gpus=gpus, tp=tp, pp=pp, zero=zero, micro_batch=micro_batch, grad_ckpt=grad_ckpt, cp=cp)
         check_pins(spec, pins, stack, net)
         _check_layout_for_stack(pins, stack)
@@ -348,6 +365,8 @@ def estimate(
                      f"{result.placement.gpus} GPU(s): pass --price to get dollars")
     else:
         notes.append(chosen_price.describe(result.placement.gpus))
+    if spot and price is None:
+        notes += _on_demand_cheaper(device.key, provider, result.placement.gpus, chosen_price)
     spread = profile.time_spread()
     seconds = result.wall_seconds
     seconds_range = (seconds * spread.low, seconds * spread.high)
@@ -478,6 +497,20 @@ def _from_adapter(adapter: str, model: str | ModelSpec | None,
         spec = model if isinstance(model, ModelSpec) else resolve_model(model)
     how, notes = config.method(spec, method)
     return spec, how, notes
+
+
+def _on_demand_cheaper(gpu_key: str, provider: str | None, gpus: int, spot_offer: Price | None) -> list[str]:
+    """With --spot: a note when an on-demand offer rents the GPUs for less than every spot offer."""
+    on_demand = find_price(gpu_key, provider, False, None, gpus=gpus)
+    if on_demand is None:
+        return []
+    on_demand_usd = on_demand.usd_per_gpu_hour * on_demand.billed_gpus(gpus)
+    if spot_offer is None:
+        return [f"no spot offer of {gpu_key} for {gpus} GPU(s); on-demand: {on_demand.describe(gpus)}"]
+    if on_demand_usd < spot_offer.usd_per_gpu_hour * spot_offer.billed_gpus(gpus):
+        return [f"on-demand is cheaper than every spot offer here: {on_demand.describe(gpus)}; the cheapest spot "
+                f"offer is priced above as asked (drop --spot for the lower price)"]
+    return []
 
 
 def _check_layout_for_stack(pins: Pins, stack: Framework) -> None:
@@ -616,7 +649,7 @@ def _layout_text(layout: engine.Layout) -> str:
 
 def _step_text(step: engine.StepTime) -> str:
     def ms(v: Any) -> str:
-        return f"{float(v) * 1e3:.3g} ms"
+        return fmt_duration(float(v))
 
     text = f"{ms(step.total)} per optimizer step ({ms(step.compute)} compute"
     for label, value in (("tensor-parallel", step.tensor_parallel), ("pipeline bubble", step.pipeline_bubble),
@@ -673,12 +706,12 @@ def _inference(spec, how, device, net, work, profile, tokens, gpus, runtime, sta
     notes = [
         f"{b} concurrent request(s) of {work.prompt_len} prompt + {work.gen_len} generated tokens; "
         f"KV cache {fmt_bytes(mem.kv_cache)} (2 x layers x kv_heads x head_dim x tokens x bytes)",
-        f"decode step {decode * 1e3:.3g} ms: reads {fmt_bytes(read)} of weights"
+        f"decode step {fmt_duration(decode)}: reads {fmt_bytes(read)} of weights"
         + (f" ({float(engine.experts_hit(shape.experts, shape.experts_per_token, b)):.3g} of {shape.experts} "
            "experts per layer for this batch)" if spec.is_moe else "")
         + f" and {fmt_bytes(b * shape.kv_bytes_per_sequence)} of KV cache at {constants.bandwidth_efficiency:.0%} "
         f"of bandwidth; {runtime} runtime ({constants.dispatch_seconds * 1e6:.3g} µs per operator dispatched)",
-        f"prefill {prefill * 1e3:.3g} ms; tensor parallel over {n} GPU(s)"
+        f"prefill {fmt_duration(prefill)}; tensor parallel over {n} GPU(s)"
         + (f" ({net.described}): two all-reduces per layer and step" if n > 1 else ""),
     ]
     if not fits:

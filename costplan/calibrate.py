@@ -20,11 +20,14 @@ for testing the flow; GPU projections keep their default efficiencies.
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import math
 import os
 import platform
 import statistics
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
@@ -34,9 +37,7 @@ from typing import Any
 from costplan.errors import CostplanError
 from costplan.files import write_atomically
 from costplan.model import ModelSpec, with_overrides
-from costplan.profile import cache_dir
-
-PROFILE_VERSION = 1
+from costplan.profile import PROFILE_VERSION, cache_dir
 
 
 def _slug(name: str) -> str:
@@ -52,6 +53,23 @@ def write_json_atomically(data: dict[str, Any], path: Path) -> None:
 
 
 @dataclass(frozen=True, slots=True)
+class Spread:
+    """Seconds of repeated runs of one measurement: the median is used, the range is kept."""
+
+    min: float
+    median: float
+    max: float
+
+    @property
+    def ratio(self) -> float:
+        """Slowest over fastest run: 1 for a quiet machine."""
+        return self.max / self.min if self.min > 0 else math.inf
+
+    def as_dict(self) -> dict[str, float]:
+        return {"min": self.min, "median": self.median, "max": self.max}
+
+
+@dataclass(frozen=True, slots=True)
 class Timer:
     """Median seconds of ``fn`` after warm-ups; CUDA events on a GPU, perf_counter on the CPU."""
 
@@ -60,6 +78,9 @@ class Timer:
     repeat: int = 5
 
     def __call__(self, fn: Callable[[], Any]) -> float:
+        return self.spread(fn).median
+
+    def spread(self, fn: Callable[[], Any]) -> Spread:
         import torch
 
         for _ in range(self.warmup):
@@ -77,7 +98,18 @@ class Timer:
                 t0 = time.perf_counter()
                 fn()
                 times.append(time.perf_counter() - t0)
-        return statistics.median(times)
+        times = [max(t, 1e-9) for t in times]  # a clock tick shorter than the call
+        return Spread(min(times), statistics.median(times), max(times))
+
+
+NOISY_SPREAD = 1.5
+"""A measurement whose slowest run takes over 1.5x its fastest is noisy (other work on the machine):
+the profile is saved with its spread and a warning."""
+MAX_SEQ = {"cpu": 4096, "cuda": 65_536}
+"""Longest calibration sequence per device: attention and the training steps grow with it (the
+CPU's attention backward keeps s² scores: 4096 tokens already take seconds per step)."""
+GPU_OPERAND_BYTES = 2 * 2**30
+"""Largest matmul (operands and result, fp32) measured on a GPU; larger model shapes are skipped."""
 
 
 def describe_device() -> dict[str, Any]:
@@ -131,9 +163,9 @@ def gemm_curve(device: str, dtypes: list[str], sizes: list[tuple[int, int, int]]
         for m, n, k in sizes:
             a = torch.randn(m, k, device=device, dtype=dtype)
             b = torch.randn(k, n, device=device, dtype=dtype)
-            seconds = timer(lambda a=a, b=b: a @ b)
-            points.append({"dtype": dtype_name, "m": m, "n": n, "k": k, "seconds": seconds,
-                           "flops_per_second": 2 * m * n * k / seconds})
+            spread = timer.spread(lambda a=a, b=b: a @ b)
+            points.append({"dtype": dtype_name, "m": m, "n": n, "k": k, "seconds": spread.median,
+                           "flops_per_second": 2 * m * n * k / spread.median, "spread": spread.as_dict()})
             if progress:
                 progress()
     if device == "cuda" and torch.cuda.get_device_capability() >= (8, 9):
@@ -173,30 +205,34 @@ def attention_throughput(device: str, dtype_name: str, model: ModelSpec, seq_len
     import torch
 
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype_name]
-    shape = (1, model.num_heads, seq_len, model.head_dim)
+    head_dim = min(model.head_dim, 256)  # the fused kernels' widest head
+    # q, k, v, the output and their gradients in memory at once, within the GPU operand budget
+    heads = max(1, min(model.num_heads, 4 * GPU_OPERAND_BYTES // (8 * seq_len * head_dim * 4)))
+    shape = (1, heads, seq_len, head_dim)
     q, k, v = (torch.randn(shape, device=device, dtype=dtype, requires_grad=True) for _ in range(3))
 
     def step() -> None:
         out = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
         out.sum().backward()
 
-    seconds = timer(step)
-    flops = 2 * 2 * model.num_heads * seq_len * seq_len * model.head_dim * (1 + 2.5)  # fwd + fused bwd
-    return {"seq_len": seq_len, "seconds": seconds, "flops_per_second": flops / seconds}
+    spread = timer.spread(step)
+    flops = 2 * 2 * heads * seq_len * seq_len * head_dim * (1 + 2.5)  # fwd + fused bwd
+    return {"seq_len": seq_len, "heads": heads, "head_dim": head_dim, "seconds": spread.median,
+            "flops_per_second": flops / spread.median, "spread": spread.as_dict()}
 
 
 def scaled_down(model: ModelSpec, device: str) -> ModelSpec:
     """The same family and layer structure, small enough to step quickly on this device."""
     if device == "cuda":
-        hidden, layers, ffn, vocab = min(model.hidden_size, 2048), min(model.num_layers, 4), None, model.vocab_size
+        hidden, layers, vocab = min(model.hidden_size, 2048), min(model.num_layers, 4), min(model.vocab_size, 262_144)
     else:
-        hidden, layers, ffn, vocab = min(model.hidden_size, 256), 2, None, min(model.vocab_size, 4096)
+        hidden, layers, vocab = min(model.hidden_size, 256), 2, min(model.vocab_size, 4096)
     heads = max(1, min(model.num_heads, hidden // model.head_dim if model.head_dim <= hidden else 1))
     kv = max(1, min(model.num_kv_heads, heads))
     while heads % kv:
         kv -= 1
-    ratio = model.ffn_size / model.hidden_size
-    ffn = int(hidden * ratio) // 16 * 16
+    ratio = min(model.ffn_size / model.hidden_size, 16.0)
+    ffn = max(16, int(hidden * ratio) // 16 * 16)
     return with_overrides(model, name=f"{model.name}-calibration", hidden_size=hidden, num_layers=layers,
                           num_heads=heads, num_kv_heads=kv, head_dim=hidden // heads, ffn_size=ffn,
                           vocab_size=vocab, num_experts=model.num_experts, params_published=None)
@@ -207,40 +243,52 @@ def method_steps(model: ModelSpec, device: str, precision: str, seq_len: int, ti
     """A short real training step per method: achieved FLOPs per second over the analytic FLOPs."""
     import torch
 
+    results: dict[str, dict[str, Any]] = {}
+    dtype = {"fp32": torch.float32, "fp16": torch.float16}.get(precision, torch.bfloat16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # transformers and peft warn about training-time options
+        for key in methods:
+            results[key] = _method_step(model, key, device, precision, seq_len, timer, dtype)
+            if progress:
+                progress()
+    return results
+
+
+def _method_step(model: ModelSpec, key: str, device: str, precision: str, seq_len: int, timer: Timer,
+                 dtype: Any) -> dict[str, Any]:
+    """One method's step: median seconds over the timer's runs, their spread, and on a GPU its memory."""
+    import torch
+
     from costplan.api import make_method
     from costplan.flops import training_flops
     from costplan.tracing import apply_method, build_model
     from costplan.verify import analytic_breakdown
     from costplan.workload import Workload
 
-    results: dict[str, dict[str, Any]] = {}
-    dtype = {"fp32": torch.float32, "fp16": torch.float16}.get(precision, torch.bfloat16)
-    for key in methods:
-        method = make_method(key, lora_rank=8, lora_targets="q,v", lora_dropout=0.0, virtual_tokens=20)
-        work = Workload(seq_len=seq_len, precision=precision)  # type: ignore[arg-type]
-        module = apply_method(build_model(model, device=device, dtype=dtype), method)
-        module.train()
-        params = [p for p in module.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params)
-        ids = torch.randint(0, model.vocab_size, (1, seq_len), device=device)
-        if device == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-        power = _PowerSampler() if device == "cuda" else None
-        seconds = timer(_training_step(module, optimizer, ids))
-        flops = training_flops(model, method, work).per_token * seq_len
-        entry: dict[str, Any] = {"seconds": seconds, "flops": flops, "achieved_flops_per_second": flops / seconds}
-        if device == "cuda":
-            analytic = analytic_breakdown(model, method, work).peak_bytes
-            entry.update(max_allocated=torch.cuda.max_memory_allocated(), max_reserved=torch.cuda.max_memory_reserved(),
-                         analytic_peak=analytic)
-            entry["power_watts"] = power.average() if power else None
-            if entry["power_watts"]:
-                entry["joules_per_token"] = entry["power_watts"] * seconds / seq_len
-            entry["context_bytes"] = _context_bytes()
-        results[key] = entry
-        if progress:
-            progress()
-    return results
+    method = make_method(key, lora_rank=8, lora_targets="q,v", lora_dropout=0.0, virtual_tokens=20)
+    work = Workload(seq_len=seq_len, precision=precision)  # type: ignore[arg-type]
+    module = apply_method(build_model(model, device=device, dtype=dtype), method)
+    module.train()
+    params = [p for p in module.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params)
+    ids = torch.randint(0, model.vocab_size, (1, seq_len), device=device)
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    power = _PowerSampler() if device == "cuda" else None
+    spread = timer.spread(_training_step(module, optimizer, ids))
+    seconds = spread.median
+    flops = training_flops(model, method, work).per_token * seq_len
+    entry: dict[str, Any] = {"seconds": seconds, "flops": flops, "achieved_flops_per_second": flops / seconds,
+                             "spread": spread.as_dict()}
+    if device == "cuda":
+        analytic = analytic_breakdown(model, method, work).peak_bytes
+        entry.update(max_allocated=torch.cuda.max_memory_allocated(), max_reserved=torch.cuda.max_memory_reserved(),
+                     analytic_peak=analytic)
+        entry["power_watts"] = power.average() if power else None
+        if entry["power_watts"]:
+            entry["joules_per_token"] = entry["power_watts"] * seconds / seq_len
+        entry["context_bytes"] = _context_bytes()
+    return entry
 
 
 def _training_step(module: Any, optimizer: Any, ids: Any) -> Callable[[], None]:
@@ -291,18 +339,33 @@ class _PowerSampler:
 
 def calibrate(model: ModelSpec, *, quick: bool = False, precision: str | None = None, seq_len: int | None = None,
               progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
-    """Run the suite on the local device and return the profile (a JSON-ready dict)."""
-    try:
-        import torch
-    except ImportError as exc:
-        raise CostplanError("costplan calibrate needs torch: pip install 'costplan[verify]'.") from exc
+    """Run the suite on the local device and return the profile (a JSON-ready dict).
+
+    Each measurement is the median of several runs after warm-ups, with its spread (min, median,
+    max) kept in the profile. A noisy machine (a spread over ``NOISY_SPREAD``) still gets its
+    profile, with a line in ``warnings`` saying how noisy.
+    """
+    missing = [name for name in ("torch", "transformers", "peft") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise CostplanError(f"costplan calibrate needs torch, transformers and peft ({', '.join(missing)} missing): "
+                            "pip install 'costplan[verify]'.")
+    import torch
     import transformers
+
     info = describe_device()
     device = "cuda" if info["kind"] == "cuda" else "cpu"
     precision = precision or ("bf16" if device == "cuda" else "fp32")
-    timer = Timer(device, warmup=1 if quick else 2, repeat=3 if quick else 5)
+    if seq_len is not None and seq_len > MAX_SEQ[device]:
+        raise CostplanError(f"--seq-len {seq_len} is above {MAX_SEQ[device]}, the longest calibration sequence on "
+                            f"a {device.upper()} (attention and the training steps grow with it).")
+    if device == "cuda":
+        timer = Timer(device, warmup=1 if quick else 2, repeat=3 if quick else 5)
+    else:  # a shared CPU is noisy: more warm-ups and repeats, and the median
+        timer = Timer(device, warmup=2 if quick else 3, repeat=5 if quick else 9)
     small = scaled_down(model, device)
     seq = seq_len or (512 if device == "cuda" and quick else 2048 if device == "cuda" else 128)
+    if seq > small.max_positions:
+        small = with_overrides(small, max_positions=seq)  # the calibration copy measures speed, not the context
     tokens = seq
     if device == "cuda":
         square = [512, 1024, 2048, 4096] if quick else [256, 512, 1024, 2048, 4096, 8192]
@@ -312,32 +375,41 @@ def calibrate(model: ModelSpec, *, quick: bool = False, precision: str | None = 
         dtypes = ["fp32"] if quick else ["fp32", "bf16"]
     sizes = [(s, s, s) for s in square]
     shaped = model if device == "cuda" else small  # the planned model's own matmul shapes, on a GPU
-    sizes += [(tokens, shaped.hidden_size, shaped.hidden_size), (tokens, shaped.ffn_size, shaped.hidden_size)]
-    methods = ["full", "lora", "prompt"]
-    try:
-        import bitsandbytes  # noqa: F401
-
-        if device == "cuda":
-            methods.append("qlora")
-    except ImportError:
-        pass
+    for m, n, k in [(tokens, shaped.hidden_size, shaped.hidden_size), (tokens, shaped.ffn_size, shaped.hidden_size)]:
+        if 4 * (m * k + k * n + m * n) <= GPU_OPERAND_BYTES:
+            sizes.append((m, n, k))
+    methods, skipped = ["full", "lora"], {}
+    if model.causal:
+        methods.append("prompt")
+    else:
+        skipped["prompt"] = "an encoder: peft's prompt tuning wraps generative or classification heads"
+    if device == "cuda" and importlib.util.find_spec("bitsandbytes") is not None:
+        methods.append("qlora")
     total = len(dtypes) * len(sizes) + 2 + len(methods)
     done = [0]
+    stage = ["start"]
 
-    def tick(stage: str) -> Callable[[], None]:
+    def tick(name: str) -> Callable[[], None]:
         def advance() -> None:
             done[0] += 1
             if progress:
-                progress(stage, done[0], total)
+                progress(name, done[0], total)
+        stage[0] = name
         return advance
 
-    gemm = gemm_curve(device, dtypes, sizes, timer, tick("matmul"))
-    bandwidth = copy_bandwidth(device, timer, 512 if device == "cuda" and not quick else 64)
-    tick("bandwidth")()
-    attention = attention_throughput(device, precision, small if device == "cpu" else model, seq, timer)
-    tick("attention")()
-    steps = method_steps(small, device, precision, seq, timer, methods, tick("training steps"))
-    return {
+    try:
+        gemm = gemm_curve(device, dtypes, sizes, timer, tick("matmul"))
+        bandwidth = copy_bandwidth(device, timer, 512 if device == "cuda" and not quick else 64)
+        tick("bandwidth")()
+        attention = attention_throughput(device, precision, small if device == "cpu" else model, seq, timer)
+        tick("attention")()
+        steps = method_steps(small, device, precision, seq, timer, methods, tick("training steps"))
+    except (CostplanError, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # out of memory, a kernel or library refusing the shapes
+        detail = " ".join(str(exc).split())[:300]
+        raise CostplanError(f"calibration failed at the {stage[0]} stage: {type(exc).__name__}: {detail}") from exc
+    profile = {
         "version": PROFILE_VERSION,
         "created": date.today().isoformat(),
         "device": info,
@@ -349,11 +421,31 @@ def calibrate(model: ModelSpec, *, quick: bool = False, precision: str | None = 
         "precision": precision,
         "seq_len": seq,
         "quick": quick,
+        "repeats": {"warmup": timer.warmup, "repeat": timer.repeat, "statistic": "median"},
         "gemm": gemm,
         "copy_bandwidth_bytes_per_second": bandwidth,
         "attention": attention,
         "methods": steps,
     }
+    if skipped:
+        profile["skipped_methods"] = skipped
+    noisy = noise_warnings(profile)
+    if noisy:
+        profile["warnings"] = noisy
+    return profile
+
+
+def noise_warnings(profile: dict[str, Any]) -> list[str]:
+    """One line per kind of measurement whose runs spread over ``NOISY_SPREAD``."""
+    lines = []
+    groups = {"matmul": profile.get("gemm") or [], "training step": list((profile.get("methods") or {}).values())}
+    for kind, entries in groups.items():
+        ratios = [e["spread"]["max"] / e["spread"]["min"] for e in entries if e.get("spread")]
+        if ratios and max(ratios) > NOISY_SPREAD:
+            lines.append(f"noisy {kind} timings: the slowest run took up to {max(ratios):.3g}x the fastest (median "
+                         f"{statistics.median(ratios):.3g}x over {len(ratios)} measurements); the medians are used, "
+                         "and the spread is in the profile. Calibrate on a quiet machine for firmer numbers.")
+    return lines
 
 
 def collectives(quick: bool = False) -> list[dict[str, Any]]:

@@ -89,16 +89,15 @@ def _ints(high: int) -> click.IntRange:
     return click.IntRange(1, high)
 
 
-MAX_SEQ = 10_000_000
-MAX_BATCH = 1_000_000
-MAX_GPUS = 1_000_000
+from costplan.arguments import MAX_BATCH, MAX_GPUS, MAX_SEQ  # noqa: E402  (one set of bounds with the API)
 
 
 def _run(fn: Any, *args: Any, **kwargs: Any) -> Any:
     try:
         return fn(*args, **kwargs)
     except (CostplanError, ValueError) as exc:
-        raise click.ClickException(str(exc).rstrip(".") + ".") from None
+        text = str(exc).rstrip()
+        raise click.ClickException(text if text.endswith((".", "?", "!")) else text + ".") from None
     except RecursionError:
         raise click.ClickException("The input is nested too deeply to read.") from None
     except OverflowError as exc:
@@ -186,6 +185,8 @@ PRICES = _options(
     click.option("--hardware-price", type=_Number(0, 10_000),
                  help="Owned GPUs: amortised hardware $/GPU-hour (replaces the rental price)."),
 )
+WIDE = click.option("--wide", is_flag=True,
+                    help="More columns (wider than 80 characters); the default table fits 80.")
 LAYOUT = _options(
     click.option("--gpus", type=_ints(MAX_GPUS), show_default="auto",
                  help="GPU count [auto: the fewest that fit; for pretraining the fewest nodes that finish in a "
@@ -227,7 +228,7 @@ LAYOUT = _options(
 @click.option("--gpu", "-g", default="h100", show_default=True, help="GPU type (see `costplan gpus`).")
 @click.option("--tokens", "-t", type=_Count(), help="Training tokens per epoch (100M, 2.5B, 1e9); "
               "for inference, generated tokens to price. Default depends on the method.")
-@click.option("--epochs", type=_Number(0, 10_000, low_open=True), default=1.0, show_default=True)
+@click.option("--epochs", type=_Number(0.001, 10_000), default=1.0, show_default=True)
 @click.option("--seq-len", type=_ints(MAX_SEQ), help="Training sequence length [default: 2048 or the model's context].")
 @LAYOUT
 @click.option("--precision", type=PRECISION_CHOICE, default="bf16", show_default=True)
@@ -302,10 +303,19 @@ def estimate(as_json: bool, as_csv: bool, brief: bool, profile_path: str | None,
     if options.get("global_batch_tokens") is not None and options.get("global_batch") is not None:
         raise click.UsageError("give --global-batch or --global-batch-tokens, not both.")
     result = _run(run_estimate, **options)
+    alternative = None
+    if not result.placement.fits:  # say what would fit, where cheap
+        from costplan.alternatives import cheapest_fit
+
+        alternative = _run(cheapest_fit, **options)
     if output == "json":  # without rich: scripts only pay for the estimate
+        from costplan.compare import would_fit
         from costplan.serialize import dumps
 
-        click.echo(dumps(result.to_dict()))
+        data = result.to_dict()
+        if not result.placement.fits:
+            data["would_fit"] = would_fit(alternative)
+        click.echo(dumps(data))
         return
     if output == "csv":
         from costplan.frames import estimate_row
@@ -316,7 +326,7 @@ def estimate(as_json: bool, as_csv: bool, brief: bool, profile_path: str | None,
 
     from costplan.render import estimate_view
 
-    Console().print(estimate_view(result, detail=not brief))
+    Console().print(estimate_view(result, detail=not brief, alternative=alternative))
 
 
 @cli.command()
@@ -453,11 +463,7 @@ def verify(model: str, method: str, precision: str, grad_ckpt: bool, attention: 
     """
     from pathlib import Path
 
-    missing = [name for name in ("torch", "transformers", "peft") if not _importable(name)]
-    if missing:
-        raise click.ClickException(
-            f"costplan verify needs torch, transformers and peft ({', '.join(missing)} missing): "
-            "pip install 'costplan[verify]'.")
+    _require_extras("verify")
     from rich.console import Console
 
     from costplan import verify as v
@@ -465,6 +471,12 @@ def verify(model: str, method: str, precision: str, grad_ckpt: bool, attention: 
 
     if full and not run_all:
         raise click.UsageError("--full goes with --all.")
+    if out is not None:
+        from costplan.files import check_file
+
+        if not out.strip():
+            raise click.UsageError("--out is empty: give a file name for the CSV.")
+        _run(check_file, Path(out), "--out file")
     stderr = Console(stderr=True)
     if run_all:
         cases = v.matrix(full=full)
@@ -542,6 +554,15 @@ def _importable(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
 
+def _require_extras(command: str) -> None:
+    """One line naming every missing package of the ``verify`` extra."""
+    missing = [name for name in ("torch", "transformers", "peft") if not _importable(name)]
+    if missing:
+        raise click.ClickException(
+            f"costplan {command} needs torch, transformers and peft ({', '.join(missing)} missing): "
+            "pip install 'costplan[verify]'.")
+
+
 @cli.command()
 @MODEL
 @click.option("--gpu", "-g", default="h100", show_default=True)
@@ -559,11 +580,12 @@ def _importable(name: str) -> bool:
 @PRICES
 @DATASET
 @OUTPUT
+@WIDE
 def compare(model: str, gpu: str, tokens: float, cpt_tokens: float, eval_tokens: float, seq_len: int | None,
             grad_ckpt: bool | None, precision: str, serve_tokens: float | None, serve_batch: int,
             provider: str | None, spot: bool, price: float | None, electricity: float | None,
             hardware_price: float | None, dataset: str | None, tokenizer: str | None, as_json: bool,
-            as_csv: bool) -> None:
+            as_csv: bool, wide: bool) -> None:
     """Every approach side by side: trainable parameters, memory, GPUs, hours, dollars, energy.
 
     \b
@@ -596,7 +618,7 @@ def compare(model: str, gpu: str, tokens: float, cpt_tokens: float, eval_tokens:
 
     from costplan.render import compare_table
 
-    Console().print(compare_table(result))
+    Console().print(compare_table(result, wide=wide))
 
 
 @cli.command()
@@ -604,7 +626,7 @@ def compare(model: str, gpu: str, tokens: float, cpt_tokens: float, eval_tokens:
 @click.option("--method", "methods", default="lora", show_default=True,
               help="One method or a comma list of variants to search (e.g. lora,qlora).")
 @click.option("--tokens", "-t", type=_Count(), help="Training tokens per epoch (or --dataset).")
-@click.option("--epochs", type=_Number(0, 10_000, low_open=True), default=1.0, show_default=True)
+@click.option("--epochs", type=_Number(0.001, 10_000), default=1.0, show_default=True)
 @click.option("--deadline", help="Longest acceptable wall time (48h, 90m, 2d).")
 @click.option("--budget", type=_Number(0, 1e12, low_open=True), help="Most dollars to spend.")
 @click.option("--gpu", "-g", "gpu_types", help="GPU type or comma list of types [default: every priced GPU].")
@@ -620,11 +642,12 @@ def compare(model: str, gpu: str, tokens: float, cpt_tokens: float, eval_tokens:
 @click.option("--lora-targets", default="q,v", show_default=True)
 @DATASET
 @OUTPUT
+@WIDE
 def plan(model: str, methods: str, tokens: float | None, epochs: float, deadline: str | None, budget: float | None,
          gpu_types: str | None, max_gpus: int, precisions: str, seq_len: int | None, global_batch: int | None,
          framework: str | None, provider: str | None, spot: bool, price: float | None, electricity: float | None,
          hardware_price: float | None, lora_rank: int, lora_targets: str, dataset: str | None, tokenizer: str | None,
-         as_json: bool, as_csv: bool) -> None:
+         as_json: bool, as_csv: bool, wide: bool) -> None:
     """Search GPU type x count x layout (micro-batch, checkpointing, ZeRO, TP/PP) x precision for what fits,
     meets the deadline and budget, and show the Pareto front of cost against wall time.
 
@@ -675,7 +698,7 @@ def plan(model: str, methods: str, tokens: float | None, epochs: float, deadline
 
     from costplan.render import plan_table
 
-    Console().print(plan_table(result))
+    Console().print(plan_table(result, wide=wide))
 
 
 def _gpu_key(name: str) -> str:
@@ -686,15 +709,18 @@ def _gpu_key(name: str) -> str:
 
 @cli.command()
 @click.option("--gpu", "-g", default="h100", show_default=True)
-@click.option("--hours", type=_Number(0, 24 * 365, low_open=True), default=24.0, show_default=True)
+@click.option("--hours", type=_Number(0.1, 24 * 365), default=24.0, show_default=True)
 @click.option("--model", "-m", help="Also check which approaches fit this model on the one GPU.")
 @click.option("--dataset-tokens", type=_Count(), default="50M", show_default=True,
               help="Size of the fine-tuning set, to count epochs.")
-@click.option("--seq-len", type=_ints(MAX_SEQ), default=2048, show_default=True)
+@click.option("--seq-len", type=_ints(MAX_SEQ), show_default="auto",
+              help="Sequence length [auto: 2048 from scratch; for --model 2048 or its context, 128 for an encoder "
+                   "as in Cramming].")
 @click.option("--precision", type=PRECISION_CHOICE, default="bf16", show_default=True)
 @OUTPUT
-def cram(gpu: str, hours: float, model: str | None, dataset_tokens: float, seq_len: int, precision: str,
-         as_json: bool, as_csv: bool) -> None:
+@WIDE
+def cram(gpu: str, hours: float, model: str | None, dataset_tokens: float, seq_len: int | None, precision: str,
+         as_json: bool, as_csv: bool, wide: bool) -> None:
     """How far one GPU goes in a day: compute-optimal model size and tokens, the largest model
     that fits for training, and (with --model) what each approach gets through.
 
@@ -721,7 +747,7 @@ def cram(gpu: str, hours: float, model: str | None, dataset_tokens: float, seq_l
 
     from costplan.render import cram_view
 
-    Console().print(cram_view(result))
+    Console().print(cram_view(result, wide=wide))
 
 
 @cli.command()
@@ -779,9 +805,17 @@ def calibrate(model: str, quick: bool, precision: str | None, seq_len: int | Non
     from rich.console import Console
 
     from costplan import calibrate as cal
+    from costplan.files import check_file, check_folder
     from costplan.model import resolve_model
+    from costplan.profile import cache_dir
 
+    _require_extras("calibrate")
     spec = _run(resolve_model, model)
+    _run(check_folder, cache_dir() / "profiles", "calibration cache (COSTPLAN_CACHE)")
+    if out is not None:
+        if not out.strip():
+            raise click.UsageError("--out is empty: give a file name for the profile.")
+        _run(check_file, Path(out), "--out file")
     stderr = Console(stderr=True)
     if collectives:
         points = _run(cal.collectives, quick)
@@ -808,6 +842,8 @@ def calibrate(model: str, quick: bool, precision: str | None, seq_len: int | Non
     from costplan.render import calibration_table
 
     Console().print(calibration_table(profile))
+    for line in profile.get("warnings", []):
+        click.echo(f"Warning: {line}", err=True)
     if profile["device"]["kind"] != "cuda":
         stderr.print("No GPU here: measured on the CPU (useful for tiny models and tests); GPU projections keep "
                      "the table's constants.")
@@ -871,27 +907,36 @@ def validate(as_json: bool, as_csv: bool, show_skipped: bool, show_rows: bool, k
 @MODEL
 @click.option("--tokens", "-t", type=_Count(), default="100M", show_default=True)
 @click.option("--gpu", "-g", default="h100", show_default=True)
-@click.option("--plan-methods", default="lora,qlora", show_default=True, help="Method variants for the plan section.")
+@click.option("--method", "--plan-methods", "methods", default="lora,qlora", show_default=True,
+              help="Method or comma list the plan section searches; the first one's assumptions are listed.")
+@click.option("--seq-len", type=_ints(MAX_SEQ), help="Training sequence length [default: 2048 or the model's context].")
+@click.option("--grad-ckpt/--no-grad-ckpt", default=None, show_default="auto",
+              help="Activation checkpointing for the comparison and the plan [auto: chosen per configuration].")
 @click.option("--deadline", help="Deadline for the plan section (48h, 2d).")
 @click.option("--budget", type=_Number(0, 1e12, low_open=True), help="Budget for the plan section.")
-@click.option("--out", type=click.Path(file_okay=False), default="report", show_default=True)
-def report(model: str, tokens: float, gpu: str, plan_methods: str, deadline: str | None, budget: float | None,
-           out: str) -> None:
+@click.option("--out", type=click.Path(file_okay=False), default="report", show_default=True,
+              help="Folder for report.md, report.html, report.json, memory.png and plan.png (nothing else in it is "
+                   "touched).")
+def report(model: str, tokens: float, gpu: str, methods: str, seq_len: int | None, grad_ckpt: bool | None,
+           deadline: str | None, budget: float | None, out: str) -> None:
     """Write report.md and a self-contained report.html (plots embedded) to justify a budget.
 
     \b
     Example:
       costplan report --model 7b --tokens 100M --out report/
     """
-    from pathlib import Path
 
     from costplan.report import build
     from costplan.units import parse_duration_seconds
 
+    if not out.strip():
+        raise click.UsageError("--out is empty: give the folder to write the report into, such as report/.")
     deadline_seconds = _run(parse_duration_seconds, deadline) if deadline else None
-    files = _run(build, model, tokens=tokens, gpu=gpu, out=Path(out),
-                 plan_methods=tuple(m.strip() for m in plan_methods.split(",") if m.strip()),
-                 deadline_seconds=deadline_seconds, budget_usd=budget)
+    method_list = tuple(m.strip().lower() for m in methods.split(",") if m.strip())
+    if not method_list:
+        raise click.UsageError("--method is empty.")
+    files = _run(build, model, tokens=tokens, gpu=gpu, out=out, methods=method_list, seq_len=seq_len,
+                 grad_ckpt=grad_ckpt, deadline_seconds=deadline_seconds, budget_usd=budget)
     click.echo(f"wrote {files.markdown}, {files.html} and {files.data}")
 
 

@@ -5,8 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from costplan import arguments
+from costplan.alternatives import cheapest_fit
 from costplan.api import Estimate, estimate
+from costplan.errors import CostplanError
 from costplan.model import resolve_model
+from costplan.units import fmt_count
 
 
 def dataset_count(model: str, dataset: Any, seq_len: int | None, tokenizer: str | None) -> Any:
@@ -19,6 +23,7 @@ def dataset_count(model: str, dataset: Any, seq_len: int | None, tokenizer: str 
         return dataset.at(seq)
     return count_tokens(dataset, seq, tokenizer=tokenizer, model=model)
 
+
 APPROACHES = ("inference", "prompt", "prefix", "lora", "qlora", "full", "cpt")
 
 
@@ -28,6 +33,14 @@ class Comparison:
     notes: tuple[str, ...]
     serving: bool = False
     """Every row includes serving the same volume of generated tokens."""
+    alternatives: tuple[Estimate | None, ...] = ()
+    """Per row that does not fit: the same approach on the cheapest GPU type that holds it."""
+
+    def alternative(self, est: Estimate) -> Estimate | None:
+        for e, alt in zip(self.estimates, self.alternatives, strict=False):
+            if e is est:
+                return alt
+        return None
 
     def total(self, est: Estimate) -> float | None:
         """What the row is compared on: its cost, plus serving when asked (like for like)."""
@@ -59,7 +72,7 @@ class Comparison:
                 "wall_hours": e.wall_hours, "gpu_hours": e.gpu_hours, "cost_usd": e.cost_usd,
                 "cost_usd_range": e.cost_usd_range, "energy_kwh": e.energy_kwh, "co2_kg": e.co2_kg,
                 "relative_cost": self.relative_cost(e), "total_cost_usd": e.total_cost_usd,
-                "fit_problem": e.placement.reason or None,
+                "fit_problem": e.placement.reason or None, "would_fit": would_fit(self.alternative(e)),
             })
         return rows
 
@@ -83,11 +96,19 @@ def compare(model: str, *, tokens: float | None = None, cpt_tokens: float | None
     row included, so the totals compare like for like. ``dataset`` (a path or a ``TokenCount``) gives
     the fine-tuning tokens instead of ``tokens``.
     """
+    v = arguments.checked(arguments.COMPARE, dict(tokens=tokens, cpt_tokens=cpt_tokens, eval_tokens=eval_tokens,
+                                                 serve_tokens=serve_tokens, serve_batch=serve_batch),
+                          auto={"tokens", "cpt_tokens", "serve_tokens"})
+    tokens, cpt_tokens, eval_tokens, serve_tokens = v["tokens"], v["cpt_tokens"], v["eval_tokens"], v["serve_tokens"]
+    serve_batch = v["serve_batch"]
+    if isinstance(approaches, str) or not approaches or any(a not in APPROACHES for a in approaches):
+        raise CostplanError(f"approaches must be a list drawn from {', '.join(APPROACHES)}, not {approaches!r}.")
     dataset_notes: tuple[str, ...] = ()
     if dataset is not None:
         count = dataset_count(model, dataset, options.get("seq_len"), tokenizer)
         tokens, dataset_notes = float(count.tokens), (count.describe(),)
-    estimates = []
+    estimates: list[Estimate] = []
+    alternatives: list[Estimate | None] = []
     for approach in approaches:
         if approach == "inference":
             est = estimate(model, approach, tokens=eval_tokens, micro_batch=serve_batch, **options)
@@ -101,12 +122,26 @@ def compare(model: str, *, tokens: float | None = None, cpt_tokens: float | None
             est = estimate(model, approach, tokens=volume, serve_tokens=serve_tokens, serve_batch=serve_batch,
                            **options)
         estimates.append(est)
+        alternatives.append(None if est.placement.fits else cheapest_fit(
+            model, approach, tokens=est.tokens, **({"micro_batch": serve_batch} if approach == "inference" else {}),
+            **{k: v for k, v in options.items() if k != "micro_batch"}))
     notes = (
         *dataset_notes,
-        f"inference-only (prompting): generating {eval_tokens:.3g} tokens, {serve_batch} requests at a time "
+        f"tokens: {fmt_count(tokens) if tokens else 'the default 100 M'} to fine-tune (prompt, prefix, lora, qlora, "
+        "full)",
+        f"inference-only (prompting): generating {fmt_count(eval_tokens)} tokens, {serve_batch} requests at a time "
         "(no training)",
-        "continual pretraining: its own token budget " + (f"{cpt_tokens:.3g}" if cpt_tokens else "(10B default)"),
+        "continual pretraining: its own token budget " + (f"{fmt_count(cpt_tokens)} tokens" if cpt_tokens
+                                                         else "(10B default)"),
         "relative cost: " + ("training plus serving " if serve_tokens else "") + "dollars over the cheapest row "
         "that fits (a row that does not fit has no price)",
     )
-    return Comparison(tuple(estimates), notes, serving=serve_tokens is not None)
+    return Comparison(tuple(estimates), notes, serving=serve_tokens is not None, alternatives=tuple(alternatives))
+
+
+def would_fit(alt: Estimate | None) -> dict[str, Any] | None:
+    """The JSON of an alternative that fits (base units)."""
+    if alt is None:
+        return None
+    return {"gpu": alt.gpu.key, "gpus": alt.gpus, "wall_hours": alt.wall_hours, "gpu_hours": alt.gpu_hours,
+            "cost_usd": alt.cost_usd}

@@ -19,10 +19,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from costplan.api import Estimate, estimate
+from costplan import arguments
+from costplan.api import PRECISIONS, Estimate, estimate, make_method
 from costplan.errors import CostplanError
 from costplan.hardware import gpu as find_gpu
-from costplan.model import ModelSpec, count_params
+from costplan.methods import Pretraining
+from costplan.model import ModelSpec, count_params, preset, resolve_model
 from costplan.profile import Profile, default_profile
 
 TOKENS_PER_PARAM = 20.0
@@ -36,6 +38,51 @@ CRAMMING_REFERENCE = (
     "sanity: Geiping & Goldstein 2022 (arXiv:2212.14034), 'Cramming': a BERT-base-sized model "
     "(about 110M parameters) pretrained for 24 h on one consumer GPU reaches close to BERT's GLUE score"
 )
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    """The Cramming paper's published setting (Geiping & Goldstein 2022, arXiv:2212.14034)."""
+
+    gpu: str = "rtx-a6000"
+    hours: float = 24.0
+    seq_len: int = 128
+    masking: float = 0.15
+    batch_sequences: int = 8192
+    """bert-o4's target batch, reached by a ramp at 60% of the budget."""
+    micro_batch: int = 128
+    precision: str = "fp16 mixed precision (AMP)"
+    model: str = ("crammed BERT: 16 layers, hidden 768, 12 heads, gated GELU MLP 1536 wide, no biases, "
+                  "scaled-sinusoidal positions, 32,768-token vocabulary, tied embeddings")
+    outcome: str = "GLUE close to the original BERT-base's"
+    source: str = ("https://huggingface.co/JonasGeiping/crammed-bert (card: 'trained for 24 hours on a single "
+                   "A6000 GPU') + https://github.com/JonasGeiping/cramming (README final recipe: arch=crammed-bert "
+                   "train=bert-o4; config files), as collected in /work/research/pretrain/pretrain_runs.csv")
+
+    @property
+    def batch_tokens(self) -> int:
+        return self.batch_sequences * self.seq_len
+
+
+CRAMMING = Published()
+
+
+@dataclass(frozen=True, slots=True)
+class EncoderRun:
+    """Pretraining a BERT-base-sized encoder from scratch with masked language modelling on one GPU."""
+
+    label: str
+    estimate: Estimate
+    tokens_in_budget: float
+
+    @property
+    def fits(self) -> bool:
+        return self.estimate.placement.fits
+
+    @property
+    def cramming_steps(self) -> float:
+        """Optimizer steps of the paper's batch (8192 sequences of 128 tokens) in the budget."""
+        return self.tokens_in_budget / CRAMMING.batch_tokens
 
 
 def llama_shaped(hidden: int, layers: int, seq_len: int = 2048) -> ModelSpec:
@@ -77,21 +124,35 @@ class CramResult:
     """For ``--model``: each approach on the one GPU (fits, tokens in budget)."""
     dataset_tokens: float
     notes: tuple[str, ...]
+    encoder: tuple[EncoderRun, ...] = ()
+    """Cramming's question: BERT-base pretrained from scratch with MLM (sequence 128) on this GPU."""
+    model_seq_len: int | None = None
+    """The sequence length the approaches for ``--model`` are planned at."""
 
 
-def cram(gpu: str = "h100", hours: float = 24.0, *, model: str | None = None, dataset_tokens: float = 50e6,
-         seq_len: int = 2048, precision: str = "bf16", profile: Profile | None = None) -> CramResult:
-    if not 0 < hours <= 24 * 365:
-        raise ValueError("--hours must be positive and at most a year")
-    if not dataset_tokens > 0:
-        raise ValueError("--dataset-tokens must be positive")
+APPROACHES = ("prompt", "prefix", "lora", "qlora", "full", "cpt", "pretrain")
+
+
+def cram(gpu: str = "h100", hours: float = 24.0, *, model: str | ModelSpec | None = None,
+         dataset_tokens: float = 50e6, seq_len: int | None = None, precision: str = "bf16",
+         profile: Profile | None = None) -> CramResult:
+    """``seq_len`` applies to the from-scratch ladder (default 2048) and to ``model``'s approaches
+    (default: 2048 or its context if shorter; 128 for an encoder, as Cramming and BERT pretrain)."""
+    v = arguments.checked(arguments.CRAM, dict(hours=hours, dataset_tokens=dataset_tokens, seq_len=seq_len),
+                          auto={"seq_len"})
+    hours, dataset_tokens, seq_len = v["hours"], v["dataset_tokens"], v["seq_len"]
+    gpu = arguments.text("gpu", gpu)
+    precision = arguments.text("precision", precision, PRECISIONS)
+    if profile is not None and not isinstance(profile, Profile):
+        raise CostplanError(f"profile must be a costplan.profile.Profile, not {profile!r}.")
     profile = profile or default_profile()
     device = find_gpu(gpu)
     seconds = hours * 3600
     options = []
+    ladder_seq = seq_len or 2048
     for hidden, layers in LADDER:
-        spec = llama_shaped(hidden, layers, seq_len)
-        est = estimate(spec, "pretrain", gpu=device.key, gpus=1, tokens=1e9, seq_len=seq_len, precision=precision,
+        spec = llama_shaped(hidden, layers, ladder_seq)
+        est = estimate(spec, "pretrain", gpu=device.key, gpus=1, tokens=1e9, seq_len=ladder_seq, precision=precision,
                        profile=profile, price=0.0)
         params = count_params(spec).total
         options.append(ScratchOption(spec, params, est.placement.fits, est.workload.grad_ckpt, est.memory.device_bytes,
@@ -100,26 +161,60 @@ def cram(gpu: str = "h100", hours: float = 24.0, *, model: str | None = None, da
     compute, n_opt = _compute_optimal(options, device.peak(precision), seconds)
     fitting = [o for o in options if o.fits]
     approaches: list[Estimate] = []
+    skipped: list[str] = []
+    model_seq = None
     if model is not None:
-        for method in ("prompt", "prefix", "lora", "qlora", "full"):
+        spec = model if isinstance(model, ModelSpec) else resolve_model(model)
+        model_seq = seq_len or (min(128, spec.max_positions) if not spec.causal else min(2048, spec.max_positions))
+        for key in APPROACHES:
+            how = make_method(key)
             try:
-                est = estimate(model, method, gpu=device.key, gpus=1, tokens=1e9, precision=precision,
-                               profile=profile, price=0.0)
-            except CostplanError:
-                continue  # e.g. prefix tuning of an encoder
-            approaches.append(est)
+                how.validate(spec)
+            except CostplanError as exc:  # prefix tuning of an encoder
+                skipped.append(f"{key} skipped: {str(exc).rstrip('.')}")
+                continue
+            if model_seq + how.virtual_tokens > spec.max_positions:
+                skipped.append(f"{key} skipped: {model_seq} tokens" + (f" and {how.virtual_tokens} virtual tokens"
+                                                                       if how.virtual_tokens else "")
+                               + f" exceed {spec.name}'s context of {spec.max_positions}")
+                continue
+            approaches.append(estimate(spec, how, gpu=device.key, gpus=1, tokens=1e9, precision=precision,
+                                       seq_len=model_seq, profile=profile, price=0.0))
+    encoder = _encoder_runs(device.key, seconds, precision, profile)
     notes = (
         f"compute budget: {device.name}, {precision} dense peak x the MFU the engine predicts for a model of the "
         f"compute-optimal size ({compute / (device.peak(precision) * seconds):.0%}) x {hours:g} h",
         f"compute-optimal rule: D = {TOKENS_PER_PARAM:g} N tokens and C = 6 N D (Hoffmann et al. 2022), "
         f"so N = sqrt(C / {6 * TOKENS_PER_PARAM:g})",
         "from-scratch candidates: Llama-shaped, 32K vocabulary, full bf16 mixed-precision training with AdamW, "
-        f"sequence {seq_len}, on one GPU; micro-batch and checkpointing chosen as for `estimate`",
-        CRAMMING_REFERENCE,
+        f"sequence {ladder_seq}, on one GPU; micro-batch and checkpointing chosen as for `estimate`",
+        *([f"{spec.name}: every approach at sequence {model_seq} on one GPU"
+           + ("; pretraining and continual pretraining of an encoder are masked language modelling "
+              "(15% masked, head on every position as in Hugging Face)" if not spec.causal else "")]
+          if model is not None else []),
+        *skipped,
+        f"encoder from scratch (Cramming's question): bert-base shape, masked language modelling with "
+        f"{CRAMMING.masking:.0%} masking at sequence {CRAMMING.seq_len}, {precision}, one GPU, the paper's batch of "
+        f"{CRAMMING.batch_sequences:,} sequences; the MLM head on the masked positions only (as Cramming's code) and "
+        "on every position (as Hugging Face's BertForMaskedLM)",
     )
     return CramResult(device.key, hours, compute, n_opt, TOKENS_PER_PARAM * n_opt, tuple(options),
                       max(fitting, key=lambda o: o.params) if fitting else None, tuple(approaches),
-                      dataset_tokens, notes)
+                      dataset_tokens, notes, encoder, model_seq)
+
+
+def _encoder_runs(gpu_key: str, seconds: float, precision: str, profile: Profile) -> tuple[EncoderRun, ...]:
+    """BERT-base pretrained with MLM at Cramming's sequence, the head run both ways."""
+    runs = []
+    bert = preset("bert-base")
+    for label, sparse in (("head on the masked 15% (Cramming's code)", True),
+                          ("head on every position (HF BertForMaskedLM)", False)):
+        method = Pretraining(masking=CRAMMING.masking, sparse_prediction=sparse)
+        est = estimate(bert, method, gpu=gpu_key, gpus=1, tokens=1e9, seq_len=CRAMMING.seq_len, precision=precision,
+                       global_batch=CRAMMING.batch_sequences, profile=profile, price=0.0)
+        tokens = est.tokens_per_second * seconds if est.placement.fits else 0.0
+        runs.append(EncoderRun(label, est, tokens))
+    return tuple(runs)
 
 
 def _compute_optimal(options: list[ScratchOption], peak: float, seconds: float) -> tuple[float, float]:

@@ -60,6 +60,7 @@ def energy_model(pue: float | None = None, grid: str | float | None = None) -> E
         intensity, grid_note = float(grid), "grid intensity given"
     if not 0.0 <= intensity <= 2.0:
         raise ValueError("--grid intensity must be between 0 and 2 kg CO2/kWh")
+    intensity += 0.0  # -0 becomes 0
     described = (f"energy: GPUs at board TDP x {pue_note} {pue:.2f}; CO2 at {intensity:.3f} kg/kWh "
                  f"({grid_note})")
     return EnergyModel(pue, intensity, described)

@@ -166,7 +166,7 @@ def training_flops(model: ModelSpec, method: Method, work: Workload) -> FlopsBre
             t = layer[part]
             layer[part] = FlopTerm(part, t.forward, t.backward_input, t.backward_weight,
                                    t.recompute - skipped * model.num_layers)
-    head = _head_flops(model, positions)
+    head = _head_flops(model, positions * method.predicted_fraction)
     # The LM head's input is the last layer's output, which requires a gradient here always.
     head_term = FlopTerm(Part.HEAD, head, head, head if method.trains_head else 0.0)
     terms = tuple(t.scaled(1.0 / work.seq_len) for t in (*layer.values(), head_term))

@@ -36,7 +36,12 @@ class Located:
 
 def is_repo_id(text: str) -> bool:
     """``org/name`` as the Hub spells it (and not an existing path or a .json file)."""
-    return bool(_REPO_ID.match(text)) and not text.endswith(".json") and not Path(text).expanduser().exists()
+    if not _REPO_ID.match(text) or text.endswith(".json"):
+        return False
+    try:
+        return not Path(text).expanduser().exists()
+    except (OSError, RuntimeError, ValueError):  # a name too long for a path, an unknown ~user
+        return True
 
 
 def cache_dir() -> Path:

@@ -89,6 +89,11 @@ class Method:
         """Trainable copies of whole modules (peft ``modules_to_save``), held in the compute dtype."""
         return ()
 
+    @property
+    def predicted_fraction(self) -> float:
+        """Share of positions the output head and its loss run on (1 but for sparse masked-LM prediction)."""
+        return 1.0
+
     def trainable_tensors(self, model: ModelSpec) -> tuple[Tensor2D, ...]:
         return ()
 
@@ -326,6 +331,32 @@ class ContinualPretraining(FullFineTune):
 class Pretraining(FullFineTune):
     key: ClassVar[str] = "pretrain"
     label: ClassVar[str] = "pretraining from scratch"
+    masking: float = 0.15
+    """Encoders (masked language modelling): the share of positions masked, 15% as in BERT and Cramming."""
+    sparse_prediction: bool = False
+    """Encoders: run the MLM head and loss on the masked positions only, as Cramming's code does
+    (Geiping & Goldstein 2022); Hugging Face's BertForMaskedLM runs them on every position (the default)."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.masking < 1.0:
+            raise ValueError("the masking rate must be between 0 and 1")
+
+    @property
+    def predicted_fraction(self) -> float:
+        return self.masking if self.sparse_prediction else 1.0
+
+    def validate(self, model: ModelSpec) -> None:
+        if self.sparse_prediction and model.causal:
+            raise CostplanError("sparse prediction applies to masked-LM encoders; a causal LM predicts every token.")
+
+    def notes(self, model: ModelSpec) -> list[str]:
+        if model.causal:
+            return []
+        where = ("the masked positions only (sparse prediction, as Cramming's code does)" if self.sparse_prediction
+                 else "every position (as Hugging Face's BertForMaskedLM does; Cramming's sparse prediction runs "
+                      "them on the masked positions only)")
+        return [f"masked language modelling: {self.masking:.0%} of positions masked; the MLM head and loss run on "
+                f"{where}"]
 
     def default_tokens(self, model: ModelSpec) -> tuple[float, str]:
         tokens = 20.0 * count_params(model).total

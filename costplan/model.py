@@ -7,15 +7,34 @@ itemisation. It is checked against the real modules built on PyTorch's meta devi
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
-from costplan.errors import CostplanError, unknown_name
+from costplan.errors import CostplanError, shown, unknown_name
 from costplan.tables import keys, read_json, row_by_name
 
 Norm = Literal["rmsnorm", "layernorm"]
+
 Activation = Literal["silu", "gelu", "gelu_tanh", "gelu_new"]
+
+SIZE_LIMITS: dict[str, tuple[int, str]] = {
+    "hidden_size": (1_000_000, "the widest published models are under 30,000 wide"),
+    "num_layers": (10_000, "the deepest published language models have under 200 layers"),
+    "num_heads": (100_000, "published models have at most a few hundred query heads"),
+    "num_kv_heads": (100_000, "published models have at most a few hundred key/value heads"),
+    "head_dim": (65_536, "published heads are 64 to 256 wide"),
+    "ffn_size": (10_000_000, "published MLPs are under 100,000 wide"),
+    "vocab_size": (10_000_000, "the largest published vocabularies hold about 256,000 tokens"),
+    "max_positions": (100_000_000, "the longest published context windows are about 10M tokens"),
+    "num_experts": (10_000, "published mixtures have at most a few hundred experts"),
+    "experts_per_token": (10_000, "published mixtures route each token to at most a few dozen experts"),
+}
+"""Sane ranges for architecture numbers, with the reason, so a typo such as 1e200 is refused with
+its field's name instead of overflowing a formula later. Wide enough for any real model."""
+MAX_PARAMS = 10**15
+"""The largest model, in parameters, that costplan plans (its practice tables stop there)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -69,11 +88,13 @@ class ModelSpec:
     """The parameter count published for the real model, when known (for checking)."""
 
     def __post_init__(self) -> None:
-        for name in ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "head_dim",
-                     "ffn_size", "vocab_size", "max_positions", "num_experts", "experts_per_token"):
+        for name, (high, why) in SIZE_LIMITS.items():
             value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"model {self.name}: {name} must be a positive integer, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"model {self.name}: {name} must be a positive integer, got {shown(value)}")
+            if value > high:
+                raise ValueError(f"model {self.name}: {name} {_big(value)} is above {high:,}, the most costplan plans "
+                                 f"({why})")
         if self.num_heads % self.num_kv_heads:
             raise ValueError(
                 f"model {self.name}: num_heads ({self.num_heads}) must be a multiple of "
@@ -81,6 +102,20 @@ class ModelSpec:
             )
         if self.experts_per_token > self.num_experts:
             raise ValueError(f"model {self.name}: experts_per_token exceeds num_experts")
+        if self.is_moe and not self.gated_mlp:
+            raise ValueError(f"model {self.name}: mixture-of-experts layers are modelled with gated MLPs only")
+        if isinstance(self.token_types, bool) or not isinstance(self.token_types, int) \
+                or not 0 <= self.token_types <= 1024:
+            raise ValueError(f"model {self.name}: token_types must be an integer from 0 to 1024, "
+                             f"got {shown(self.token_types)}")
+        for name in ("dropout", "attention_dropout"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+                raise ValueError(f"model {self.name}: {name} must be a probability in [0, 1), got {shown(value)}")
+        params = count_params(self).total
+        if params > MAX_PARAMS:
+            raise ValueError(f"model {self.name}: {params:.3g} parameters are above {MAX_PARAMS:.0e}, the most "
+                             "costplan plans (the largest published models have about 2 trillion)")
 
     @property
     def q_size(self) -> int:
@@ -251,34 +286,75 @@ def from_hf_config(path: str | Path, name: str | None = None) -> ModelSpec:
     """Read a Hugging Face ``config.json`` (or a folder holding one) without transformers; ``name``
     defaults to the folder's name."""
     path = Path(path)
-    if path.is_dir():
-        path = path / "config.json"
+    try:
+        if path.is_dir():
+            path = path / "config.json"
+    except OSError:
+        pass  # a name too long, say: read_json says why in one line
     config = read_json(path, "config.json")
+    where = shown(path)
     if not isinstance(config, dict):
-        raise CostplanError(f"{path} does not hold a JSON object.")
-    model_type = str(config.get("model_type", ""))
-    if model_type not in _MODEL_TYPE_FAMILY:
+        raise CostplanError(f"{where} does not hold a JSON object.")
+    model_type = config.get("model_type", "")
+    if not isinstance(model_type, str) or model_type not in _MODEL_TYPE_FAMILY:
         raise CostplanError(
-            f"{path}: model_type {model_type!r} is not supported "
+            f"{where}: model_type {shown(model_type)} is not supported "
             f"(supported: {', '.join(sorted(_MODEL_TYPE_FAMILY))})."
         )
     name = name or path.parent.name or model_type
     try:
         numbers, overrides = _read_config(model_type, config)
-        return _spec(name, _MODEL_TYPE_FAMILY[model_type], numbers, **overrides)
+        if not config.get("head_dim") and numbers["hidden_size"] % numbers["num_heads"]:
+            raise ValueError(f"the hidden size ({numbers['hidden_size']}) must be a multiple of the "
+                             f"{numbers['num_heads']} attention heads when head_dim is not given")
+        return _spec(name[:100], _MODEL_TYPE_FAMILY[model_type], numbers, **overrides)
     except KeyError as exc:
-        raise CostplanError(f"{path}: required field {exc.args[0]!r} is missing.") from exc
-    except (TypeError, ValueError) as exc:
-        raise CostplanError(f"{path}: {exc}.") from exc
+        raise CostplanError(f"{where}: required field {exc.args[0]!r} is missing.") from exc
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise CostplanError(f"{where}: {str(exc).rstrip('.')}.") from exc
+
+
+_CONFIG_FIELDS = {
+    "hidden_size": "hidden_size", "n_embd": "hidden_size", "d_model": "hidden_size",
+    "num_hidden_layers": "num_layers", "n_layer": "num_layers",
+    "num_attention_heads": "num_heads", "n_head": "num_heads",
+    "num_key_value_heads": "num_kv_heads", "head_dim": "head_dim",
+    "intermediate_size": "ffn_size", "n_inner": "ffn_size",
+    "vocab_size": "vocab_size", "max_position_embeddings": "max_positions", "n_positions": "max_positions",
+    "num_local_experts": "num_experts", "num_experts": "num_experts",
+    "num_experts_per_tok": "experts_per_token",
+}
+"""config.json keys whose ``ModelSpec`` field has a range in ``SIZE_LIMITS``."""
+_ANY_FIELD_LIMIT = 1_000_000_000
 
 
 def _int(config: dict, key: str, default: int | None = None) -> int:
+    """A positive integer field of a config.json, finite and within its ``SIZE_LIMITS`` range."""
     value = config.get(key, default)
     if value is None:
         raise KeyError(key)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{key} must be an integer, got {shown(value)}")
+    if isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
         raise ValueError(f"{key} must be an integer, got {value!r}")
+    high, why = SIZE_LIMITS.get(_CONFIG_FIELDS.get(key, ""), (_ANY_FIELD_LIMIT, "no architecture number is larger"))
+    if value <= 0:
+        raise ValueError(f"{key} must be a positive integer, got {int(value)}")
+    if value > high:
+        raise ValueError(f"{key} {_big(value)} is above {high:,}, the most costplan plans ({why})")
     return int(value)
+
+
+def _float(config: dict, key: str, default: float) -> float:
+    """A finite real field of a config.json (dropout probabilities)."""
+    value = config.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{key} must be a number, got {shown(value)}")
+    return float(value)
+
+
+def _big(value: float) -> str:
+    return f"{int(value):,}" if value < 1e15 else f"{float(value):.3g}"
 
 
 def _read_config(model_type: str, config: dict) -> tuple[dict[str, int], dict[str, object]]:
@@ -288,8 +364,8 @@ def _read_config(model_type: str, config: dict) -> tuple[dict[str, int], dict[st
         ffn = config.get("n_inner") or 4 * hidden
         positions = _int(config, "n_positions")
         kv_heads, head_dim = heads, hidden // heads
-        overrides["dropout"] = float(config.get("resid_pdrop", 0.1))
-        overrides["attention_dropout"] = float(config.get("attn_pdrop", 0.1))
+        overrides["dropout"] = _float(config, "resid_pdrop", 0.1)
+        overrides["attention_dropout"] = _float(config, "attn_pdrop", 0.1)
     else:
         hidden = _int(config, "hidden_size")
         layers = _int(config, "num_hidden_layers")
@@ -300,8 +376,8 @@ def _read_config(model_type: str, config: dict) -> tuple[dict[str, int], dict[st
         head_dim = _int(config, "head_dim", None) if config.get("head_dim") else hidden // heads
     if model_type == "bert":
         overrides["token_types"] = _int(config, "type_vocab_size", 2)
-        overrides["dropout"] = float(config.get("hidden_dropout_prob", 0.1))
-        overrides["attention_dropout"] = float(config.get("attention_probs_dropout_prob", 0.1))
+        overrides["dropout"] = _float(config, "hidden_dropout_prob", 0.1)
+        overrides["attention_dropout"] = _float(config, "attention_probs_dropout_prob", 0.1)
     if "tie_word_embeddings" in config and model_type != "bert":
         overrides["tied_embeddings"] = bool(config["tie_word_embeddings"])
     if model_type in ("llama", "mistral", "mixtral", "qwen2", "gemma"):
@@ -316,22 +392,32 @@ def _read_config(model_type: str, config: dict) -> tuple[dict[str, int], dict[st
         "hidden_size": hidden, "num_layers": layers, "num_heads": heads, "num_kv_heads": kv_heads,
         "head_dim": head_dim, "ffn_size": int(ffn), "vocab_size": _int(config, "vocab_size"),
         "max_positions": positions,
-        "num_experts": _int(config, "num_local_experts", 1),
+        "num_experts": _int(config, "num_local_experts", 1) if model_type == "mixtral" else 1,
         "experts_per_token": _int(config, "num_experts_per_tok", 1) if model_type == "mixtral" else 1,
     }
     return numbers, overrides
 
 
-def resolve_model(name_or_path: str) -> ModelSpec:
+def resolve_model(name_or_path: str | Path) -> ModelSpec:
     """A preset name/alias, a path to a config.json or a folder holding one, or a Hugging Face Hub id
     (``org/name``) read from the local cache (``costplan.hub``)."""
     from costplan import hub
 
+    if isinstance(name_or_path, Path):
+        return from_hf_config(name_or_path)
+    if not isinstance(name_or_path, str):
+        raise CostplanError(f"model must be a preset name or a path to a config.json, not {shown(name_or_path)}.")
+    if not name_or_path.strip():
+        raise CostplanError("The model name is empty: give a preset (see `costplan models`) or a config.json.")
     if hub.is_repo_id(name_or_path):
         return from_hf_config(hub.locate(name_or_path).path, name=name_or_path)
-    candidate = Path(name_or_path).expanduser()
     looks_like_path = any(sep in name_or_path for sep in ("/", "\\")) or name_or_path.endswith(".json")
-    if candidate.exists() or looks_like_path:
+    try:
+        candidate = Path(name_or_path).expanduser()
+        exists = candidate.exists()
+    except (OSError, RuntimeError, ValueError):  # a name too long for a path, an unknown ~user
+        candidate, exists = Path(name_or_path), False
+    if exists or looks_like_path:
         return from_hf_config(candidate)
     return preset(name_or_path)
 

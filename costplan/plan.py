@@ -16,18 +16,19 @@ import math
 from dataclasses import dataclass, replace
 from typing import Any
 
-from costplan import engine
-from costplan.api import make_method, run_goodput, training_job
+from costplan import arguments, engine
+from costplan.api import PRECISIONS, make_method, run_goodput, training_job
 from costplan.energy import energy_model
 from costplan.errors import CostplanError
-from costplan.frameworks import default_framework, frameworks
+from costplan.frameworks import FRAMEWORK_KEYS, default_framework, frameworks
 from costplan.hardware import Ownership, gpu_names, offers
 from costplan.hardware import gpu as find_gpu
 from costplan.hardware import price as find_price
 from costplan.layout import MAX_GPUS, default_global_batch, gpu_counts
-from costplan.model import count_params, resolve_model
+from costplan.model import ModelSpec, count_params, resolve_model
 from costplan.profile import Profile, default_profile
 from costplan.scaling import link
+from costplan.units import fmt_count
 from costplan.workload import Workload
 
 MICRO_BATCHES = (1, 2, 4, 8, 16, 32)
@@ -76,6 +77,17 @@ class PlanResult:
     notes: tuple[str, ...]
     samples: tuple[tuple[float, float], ...] = ()
     """(wall seconds, dollars) of up to a few thousand feasible configurations, for plotting."""
+    skipped: tuple[str, ...] = ()
+    """Method and precision combinations not searched, and why (no fp8 for a 4-bit base...)."""
+
+    def shown(self, rows: int = 15) -> tuple[Candidate, ...]:
+        """The front thinned to ``rows`` evenly spread points, the cheapest and the fastest kept: what the
+        CLI table and the report show (the JSON keeps every row)."""
+        front = self.pareto
+        if len(front) <= rows:
+            return front
+        picks = sorted({round(i * (len(front) - 1) / (rows - 1)) for i in range(rows)})
+        return tuple(front[i] for i in picks)
 
     @property
     def cheapest(self) -> Candidate:
@@ -155,9 +167,32 @@ def search(
     lora_targets: str = "q,v",
     startup_seconds: float = STARTUP_SECONDS,
     profile: Profile | None = None,
+    grad_ckpt: bool | None = None,
 ) -> PlanResult:
+    """``grad_ckpt`` None searches activation checkpointing on and off; True or False pins it."""
     import numpy as np
 
+    v = arguments.checked(arguments.PLAN, dict(
+        tokens=tokens, epochs=epochs, deadline_seconds=deadline_seconds, budget_usd=budget_usd, max_gpus=max_gpus,
+        seq_len=seq_len, global_batch=global_batch, price=price, lora_rank=lora_rank, startup_seconds=startup_seconds,
+        electricity=electricity, hardware_price=hardware_price),
+        auto={"tokens", "deadline_seconds", "budget_usd", "seq_len", "global_batch", "price", "electricity",
+              "hardware_price"})
+    tokens, epochs, deadline_seconds, budget_usd = v["tokens"], v["epochs"], v["deadline_seconds"], v["budget_usd"]
+    max_gpus, seq_len, global_batch, price = v["max_gpus"], v["seq_len"], v["global_batch"], v["price"]
+    lora_rank, startup_seconds = v["lora_rank"], v["startup_seconds"]
+    electricity, hardware_price = v["electricity"], v["hardware_price"]
+    methods = _names("method", methods)
+    precisions = tuple(arguments.text("precision", p, PRECISIONS) for p in _names("precision", precisions))
+    gpus = tuple(dict.fromkeys(find_gpu(g).key for g in _names("gpu", gpus))) if gpus is not None else None
+    framework = arguments.text("framework", framework, FRAMEWORK_KEYS, optional=True)
+    provider = arguments.text("provider", provider, optional=True)
+    spot = arguments.flag("spot", spot)
+    grad_ckpt = arguments.flag("grad_ckpt", grad_ckpt, optional=True)
+    lora_targets = arguments.text("lora_targets", lora_targets)
+    if profile is not None and not isinstance(profile, Profile):
+        raise CostplanError(f"profile must be a costplan.profile.Profile, not {profile!r}.")
+    spec = model if isinstance(model, ModelSpec) else resolve_model(model)
     dataset_notes: tuple[str, ...] = ()
     if dataset is not None:
         from costplan.compare import dataset_count
@@ -168,15 +203,6 @@ def search(
         tokens, dataset_notes = float(count.tokens), (count.describe(),)
     if tokens is None:
         raise CostplanError("plan needs --tokens or --dataset.")
-    if not (tokens > 0 and epochs > 0):
-        raise ValueError("--tokens and --epochs must be positive")
-    if deadline_seconds is not None and not deadline_seconds > 0:
-        raise ValueError("--deadline must be positive")
-    if budget_usd is not None and not budget_usd > 0:
-        raise ValueError("--budget must be positive")
-    if not 1 <= max_gpus <= MAX_PLAN_GPUS:
-        raise ValueError(f"--max-gpus must be between 1 and {MAX_PLAN_GPUS}")
-    spec = resolve_model(model)
     profile = profile or default_profile()
     pue = energy_model().pue
     owned = None
@@ -212,7 +238,7 @@ def search(
                 skipped.append(f"{method.key} at {precision}: none of the GPU types has a {precision} peak")
                 continue
             grid = None
-            for ckpt in (False, True):
+            for ckpt in (False, True) if grad_ckpt is None else (grad_ckpt,):
                 if grid is None:  # the layouts and the GPUs' columns are the same with and without checkpointing
                     work = Workload(seq_len=seq, micro_batch=1, precision=precision, grad_ckpt=ckpt)  # type: ignore
                     grid = _grid(spec, method, stack, work, profile, usable, batch, max_gpus, provider, spot,
@@ -247,7 +273,8 @@ def search(
     front = _front(best)
     notes = (
         *dataset_notes,
-        f"{spec.name}, {count_params(spec).total / 1e9:.3g}B parameters, {tokens:.3g} tokens x {epochs:g} epochs",
+        f"{spec.name}, {fmt_count(count_params(spec).total)} parameters, {fmt_count(tokens)} tokens x {epochs:g} "
+        f"epoch{'s' if epochs != 1 else ''}",
         *sorted(batch_notes),
         f"searched {len(keys)} GPU type(s) x counts 1 to {max_gpus} (whole nodes past one; several nodes only "
         "where a provider sells clusters of that GPU) x micro-batch x ZeRO stage x checkpointing"
@@ -261,7 +288,7 @@ def search(
            if owned else "prices from the offer that rents each count most cheaply (whole instances)"),
         *skipped,
     )
-    return PlanResult(tuple(front), evaluated, fitting, feasible_count, notes, tuple(samples))
+    return PlanResult(tuple(front), evaluated, fitting, feasible_count, notes, tuple(samples), tuple(skipped))
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,6 +306,17 @@ class _Grid:
     goodput: float
     job: Any
     """The first GPU type's job: its per-sequence parts for either checkpointing choice."""
+
+
+def _names(what: str, value: Any) -> tuple[str, ...]:
+    """A comma list or a sequence of names, none empty."""
+    items = value.split(",") if isinstance(value, str) else value
+    if isinstance(items, (str, bytes)) or not isinstance(items, (list, tuple)) or not items:
+        raise CostplanError(f"--{what} must be a name or a list of names, not {items!r}.")
+    names = tuple(arguments.text(what, item).strip() for item in items)
+    if not all(names):
+        raise CostplanError(f"--{what} has an empty name.")
+    return names
 
 
 def _grid(spec, method, stack, work, profile, keys, batch, max_gpus, provider, spot, price, owned=None,

@@ -3,11 +3,13 @@ until a calibration profile measured on real hardware, or a finished run's log, 
 
 from __future__ import annotations
 
-import json
+import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from costplan.errors import CostplanError, shown
 from costplan.speed import Constants
 from costplan.tables import number, read_json, read_table
 from costplan.units import GIB
@@ -142,18 +144,184 @@ def default_profile() -> Profile:
     return Profile(name="defaults", calibrated=False, rows=read_table("efficiency"))
 
 
-def load_profile(path: str | Path) -> Profile:
-    """A calibration profile written by ``costplan calibrate``."""
-    from costplan.errors import CostplanError
+PROFILE_VERSION = 1
+"""The calibration profile schema ``check_profile`` accepts (see its docstring)."""
 
+
+class ProfileError(CostplanError):
+    """A calibration profile that is not one, or whose fields are missing, mistyped or out of range."""
+
+
+def load_profile(path: str | Path) -> Profile:
+    """A calibration profile written by ``costplan calibrate``, checked against the schema."""
     path = Path(path)
     data = read_json(path, "calibration profile")
-    if not isinstance(data, dict) or data.get("version") != 1 or not {"device", "methods", "gemm"} <= set(data):
-        raise CostplanError(f"{path} is not a costplan calibration profile (version 1).")
+    try:
+        check_profile(data)
+    except ProfileError as exc:
+        raise ProfileError(f"{shown(path)} {exc}.") from None
     try:
         return _from_profile_data(data)
-    except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
-        raise CostplanError(f"{path} is a damaged calibration profile ({type(exc).__name__}: {exc}).") from exc
+    except (KeyError, TypeError, ValueError, ZeroDivisionError, OverflowError) as exc:  # an unknown GPU key
+        raise ProfileError(f"{shown(path)} is a damaged calibration profile ({type(exc).__name__}: {exc}).") from exc
+
+
+def check_profile(data: Any) -> None:
+    """Check a profile (version 1) field by field; raise ``ProfileError`` naming the first bad one.
+
+    Version 1 holds: ``version`` (1), ``created`` (ISO date), ``device`` (``kind`` cuda or cpu,
+    ``name``), ``gpu_key`` (a GPU table key or null), ``precision``; ``gemm``, a list of points
+    (``dtype``, ``m``/``n``/``k``, ``seconds``, ``flops_per_second``, optionally ``spread`` with
+    ``min``/``median``/``max`` seconds; or ``unsupported``); optionally
+    ``copy_bandwidth_bytes_per_second``, ``attention`` (``seq_len``, ``seconds``,
+    ``flops_per_second``), ``methods`` (per method: ``seconds``, ``predicted_seconds``, ``flops``,
+    ``achieved_flops_per_second``, ``max_allocated``/``max_reserved``/``analytic_peak`` bytes,
+    ``power_watts``, ``context_bytes``), ``collectives`` (bus bytes per second per message size),
+    ``corrections`` (``factor``, ``model``, ``method``, ``source``). Every number must be finite
+    and in a physical range, so no measurement can turn an estimate negative, infinite or NaN.
+    """
+    if not isinstance(data, dict) or data.get("version") != PROFILE_VERSION \
+            or not {"device", "methods", "gemm"} <= set(data):
+        raise ProfileError(f"is not a costplan calibration profile (version {PROFILE_VERSION})")
+    check = _Fields()
+    device = check.mapping(data, "device")
+    check.choice(device, "device.kind", ("cuda", "cpu"))
+    check.text(device, "device.name")
+    check.text(data, "created")
+    if data.get("gpu_key") is not None:
+        from costplan.hardware import gpu_names
+
+        check.choice(data, "gpu_key", tuple(gpu_names()))
+    check.choice(data, "precision", ("fp32", "tf32", "bf16", "fp16", "fp8"), required=False)
+    for i, point in enumerate(check.sequence(data, "gemm")):
+        where = f"gemm[{i}]"
+        point = check.mapping({where: point}, where)
+        check.choice(point, f"{where}.dtype", ("fp32", "tf32", "bf16", "fp16", "fp8"))
+        if "unsupported" in point:
+            check.text(point, f"{where}.unsupported")
+            continue
+        for size in ("m", "n", "k"):
+            check.number(point, f"{where}.{size}", 1, 1e7, required=False, integer=True)
+        check.number(point, f"{where}.seconds", 0, 1e6, low_open=True, required=False)
+        check.number(point, f"{where}.flops_per_second", *_THROUGHPUT)
+        _check_spread(check, point, where)
+    check.number(data, "copy_bandwidth_bytes_per_second", *_BANDWIDTH, required=False)
+    attention = check.mapping(data, "attention", required=False)
+    if attention:
+        check.number(attention, "attention.seq_len", 1, 1e7, integer=True, required=False)
+        check.number(attention, "attention.seconds", 0, 1e6, low_open=True, required=False)
+        check.number(attention, "attention.flops_per_second", *_THROUGHPUT, required=False)
+    for method, entry in check.mapping(data, "methods").items():
+        where = f"methods.{method}"
+        entry = check.mapping({where: entry}, where)
+        for name in ("seconds", "predicted_seconds"):
+            check.number(entry, f"{where}.{name}", 0, 1e6, low_open=True, required=False)
+        check.number(entry, f"{where}.flops", 0, 1e24, low_open=True, required=False)
+        check.number(entry, f"{where}.achieved_flops_per_second", *_THROUGHPUT, required=False)
+        for name in ("max_allocated", "max_reserved", "analytic_peak"):
+            check.number(entry, f"{where}.{name}", 0, 2**50, low_open=True, required=False)
+        check.number(entry, f"{where}.context_bytes", 0, 2**40, required=False)
+        check.number(entry, f"{where}.power_watts", 0, 10_000, low_open=True, required=False)
+        check.number(entry, f"{where}.joules_per_token", 0, 1e9, required=False)
+        _check_spread(check, entry, where)
+        allocated, reserved = entry.get("max_allocated"), entry.get("max_reserved")
+        if allocated and reserved is not None and not allocated <= reserved <= 11 * allocated:
+            raise ProfileError(f"is a damaged calibration profile: {where}.max_reserved ({reserved:.4g}) must be "
+                               f"from max_allocated ({allocated:.4g}) to 11 times it (allocator slack 0 to 1000%)")
+        if entry.get("seconds") and entry.get("predicted_seconds"):
+            ratio = entry["seconds"] / entry["predicted_seconds"]
+            if not _CORRECTION[0] <= ratio <= _CORRECTION[1]:
+                raise ProfileError(f"is a damaged calibration profile: {where}.seconds over predicted_seconds "
+                                   f"({ratio:.3g}) is outside {_CORRECTION[0]:g} to {_CORRECTION[1]:g}")
+    for i, point in enumerate(check.sequence(data, "collectives", required=False)):
+        where = f"collectives[{i}]"
+        point = check.mapping({where: point}, where)
+        check.number(point, f"{where}.bytes", 1, 2**50, required=False)
+        check.number(point, f"{where}.all_reduce_bus_bytes_per_second", *_BANDWIDTH)
+        check.number(point, f"{where}.all_gather_bus_bytes_per_second", *_BANDWIDTH, required=False)
+        check.number(point, f"{where}.world_size", 1, 1e7, integer=True, required=False)
+    for i, item in enumerate(check.sequence(data, "corrections", required=False)):
+        where = f"corrections[{i}]"
+        item = check.mapping({where: item}, where)
+        check.number(item, f"{where}.factor", *_CORRECTION)
+        for name in ("model", "method", "source"):
+            check.text(item, f"{where}.{name}")
+
+
+_THROUGHPUT = (1e3, 1e18)
+"""FLOP/s a measurement may report: from a kiloFLOP/s to an exaFLOP/s."""
+_BANDWIDTH = (1e3, 1e15)
+"""Bytes per second: from a kB/s to a PB/s."""
+_CORRECTION = (0.01, 100.0)
+"""A measured step over the predicted one: the speed model is not off by more than 100x."""
+
+
+def _check_spread(check: _Fields, entry: dict[str, Any], where: str) -> None:
+    spread = check.mapping(entry, f"{where}.spread", required=False)
+    if not spread:
+        return
+    values = [check.number(spread, f"{where}.spread.{k}", 0, 1e6, low_open=True) for k in ("min", "median", "max")]
+    if not values[0] <= values[1] <= values[2]:
+        raise ProfileError(f"is a damaged calibration profile: {where}.spread must have min <= median <= max")
+
+
+class _Fields:
+    """Typed access to a profile's fields; the first bad one raises ``ProfileError`` by its dotted name."""
+
+    @staticmethod
+    def _get(container: dict[str, Any], name: str, required: bool) -> Any:
+        key = name.rsplit(".", 1)[-1] if name not in container else name
+        if key not in container or container[key] is None:
+            if required:
+                raise ProfileError(f"is a damaged calibration profile: {name} is missing")
+            return None
+        return container[key]
+
+    @staticmethod
+    def _bad(name: str, wanted: str, value: Any) -> ProfileError:
+        return ProfileError(f"is a damaged calibration profile: {name} must be {wanted}, got {shown(value)}")
+
+    def mapping(self, container: dict[str, Any], name: str, required: bool = True) -> dict[str, Any]:
+        value = self._get(container, name, required)
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise self._bad(name, "an object", value)
+        return value
+
+    def sequence(self, container: dict[str, Any], name: str, required: bool = True) -> list[Any]:
+        value = self._get(container, name, required)
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            raise self._bad(name, "a list", value)
+        return value
+
+    def text(self, container: dict[str, Any], name: str) -> str:
+        value = self._get(container, name, True)
+        if not isinstance(value, str) or not value.strip() or len(value) > 1000:
+            raise self._bad(name, "a text", value)
+        return value
+
+    def choice(self, container: dict[str, Any], name: str, choices: tuple[str, ...], required: bool = True) -> None:
+        value = self._get(container, name, required)
+        if value is not None and value not in choices:
+            raise self._bad(name, "one of " + ", ".join(choices[:12]) + ("..." if len(choices) > 12 else ""),
+                            value)
+
+    def number(self, container: dict[str, Any], name: str, low: float, high: float, *, low_open: bool = False,
+               required: bool = True, integer: bool = False) -> float | None:
+        value = self._get(container, name, required)
+        if value is None:
+            return None
+        kind = "an integer" if integer else "a number"
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or (integer and isinstance(value, float) and not value.is_integer()):
+            raise self._bad(name, kind, value)
+        if not math.isfinite(value) or value < low or value > high or (low_open and value == low):
+            bound = "above" if low_open else "from"
+            raise self._bad(name, f"{kind} {bound} {low:g} up to {high:g}", value)
+        return float(value)
 
 
 def _from_profile_data(data: dict) -> Profile:
@@ -165,7 +333,7 @@ def _from_profile_data(data: dict) -> Profile:
     name = f"calibrated on {device['name']}, {data['created']}"
     rows = read_table("efficiency")
     corrections = tuple(Correction(float(c["factor"]), c["model"], c["method"], c["source"])
-                        for c in data.get("corrections", []))
+                        for c in data.get("corrections") or [])
     if device["kind"] != "cuda":
         return Profile(name=name, calibrated=True, rows=rows, device_name=device["name"], corrections=corrections)
     key = data.get("gpu_key")
@@ -173,11 +341,12 @@ def _from_profile_data(data: dict) -> Profile:
     if key:
         spec = gpu(key)
         best = measured_matmul_peaks(data)
-        precision = "bf16" if "bf16" in best else data["precision"]
+        precision = "bf16" if "bf16" in best else data.get("precision", "bf16")
         if precision in best and precision in spec.peak_flops:
             measured["gemm_efficiency"] = min(best[precision] / spec.peak_flops[precision], 1.0)
-        measured["bandwidth_efficiency"] = min(data["copy_bandwidth_bytes_per_second"] / spec.bandwidth_bytes_per_s,
-                                               1.0)
+        if data.get("copy_bandwidth_bytes_per_second"):
+            measured["bandwidth_efficiency"] = min(
+                data["copy_bandwidth_bytes_per_second"] / spec.bandwidth_bytes_per_s, 1.0)
         attention = data.get("attention") or {}
         if attention.get("flops_per_second") and precision in spec.peak_flops:
             # The benchmark counts causal attention's FLOPs in full; the kernel runs half of them.
@@ -185,10 +354,11 @@ def _from_profile_data(data: dict) -> Profile:
                                                    1.0)
     else:
         name += " (unknown GPU: its measurements cannot be matched to the GPU table)"
-    slacks = [e["max_reserved"] / e["max_allocated"] - 1 for e in data["methods"].values() if e.get("max_allocated")]
+    slacks = [e["max_reserved"] / e["max_allocated"] - 1 for e in data["methods"].values()
+              if e.get("max_allocated") and e.get("max_reserved")]
     contexts = [e["context_bytes"] for e in data["methods"].values() if e.get("context_bytes")]
     powers = [e["power_watts"] for e in data["methods"].values() if e.get("power_watts")]
-    collective = max((p["all_reduce_bus_bytes_per_second"] for p in data.get("collectives", [])), default=None)
+    collective = max((p["all_reduce_bus_bytes_per_second"] for p in data.get("collectives") or []), default=None)
     if slacks:
         measured["allocator_slack"] = statistics.median(slacks)
     if contexts:
@@ -200,7 +370,7 @@ def _from_profile_data(data: dict) -> Profile:
     for method, entry in data["methods"].items():
         if entry.get("predicted_seconds") and entry.get("seconds"):
             corrections += (Correction(entry["seconds"] / entry["predicted_seconds"], "*", method,
-                                       f"calibration step ({data.get('calibration_model', '?')})"),)
+                                       f"calibration step ({str(data.get('calibration_model', '?'))[:100]})"),)
     return Profile(name=name, calibrated=True, rows=rows, device_key=key, device_name=device["name"],
                    measured=tuple(measured.items()), corrections=corrections)
 
@@ -209,35 +379,67 @@ def cache_dir() -> Path:
     """Where profiles are saved: ``$COSTPLAN_CACHE`` or ``~/.cache/costplan``."""
     import os
 
-    return Path(os.environ.get("COSTPLAN_CACHE") or Path.home() / ".cache" / "costplan")
+    configured = os.environ.get("COSTPLAN_CACHE")
+    if configured:
+        return Path(configured)
+    try:
+        return Path.home() / ".cache" / "costplan"
+    except RuntimeError:  # no home directory
+        return Path(".costplan-cache")
 
 
 def measured_matmul_peaks(data: dict[str, Any]) -> dict[str, float]:
     """The best matmul throughput a profile measured, per dtype (FLOP/s)."""
     best: dict[str, float] = {}
-    for point in data.get("gemm", []):
+    for point in data.get("gemm") or []:
         if "flops_per_second" in point:
             best[point["dtype"]] = max(best.get(point["dtype"], 0.0), point["flops_per_second"])
     return best
 
 
 def saved_profile_path(gpu_key: str) -> Path | None:
-    """The newest profile file saved by ``costplan calibrate`` for this GPU type, if any."""
+    """The newest valid profile saved by ``costplan calibrate`` for this GPU type, if any.
+
+    A file in the cache that is not a valid profile (damaged, hand-edited, not a file at all) is
+    skipped with a one-line warning on stderr; an unreadable or misplaced cache is no cache.
+    """
     folder = cache_dir() / "profiles"
-    if not folder.is_dir():
+    try:
+        if not folder.is_dir():
+            return None
+        paths = sorted(folder.glob("*.json"))
+    except OSError:
         return None
     best: tuple[str, Path] | None = None
-    for path in folder.glob("*.json"):
+    for path in paths:
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            data = read_json(path, "calibration profile")
+            check_profile(data)
+        except CostplanError as exc:
+            _warn_once(path, f"skipped the saved profile {shown(path)}: {str(exc).rstrip('.')}")
             continue
-        if isinstance(data, dict) and data.get("gpu_key") == gpu_key and data.get("version") == 1:
-            if best is None or data.get("created", "") > best[0]:
-                best = (data.get("created", ""), path)
+        if data.get("gpu_key") == gpu_key and (best is None or data["created"] > best[0]):
+            best = (data["created"], path)
     return best[1] if best else None
+
+
+_WARNED: set[tuple[str, str]] = set()
+
+
+def _warn_once(path: Path, message: str) -> None:
+    """One line on stderr per bad file and message in a process (compare estimates seven times)."""
+    key = (str(path), message)
+    if key not in _WARNED:
+        _WARNED.add(key)
+        print(f"Warning: {' '.join(message.split())}", file=sys.stderr)
 
 
 def saved_profile_for(gpu_key: str) -> Profile | None:
     path = saved_profile_path(gpu_key)
-    return load_profile(path) if path else None
+    if path is None:
+        return None
+    try:
+        return load_profile(path)
+    except CostplanError as exc:  # changed since it was checked, or names a GPU key it cannot use
+        _warn_once(path, f"skipped the saved profile {shown(path)}: {str(exc).rstrip('.')}")
+        return None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from rich import box
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
@@ -16,10 +17,31 @@ if TYPE_CHECKING:
     from costplan.plan import PlanResult
     from costplan.validate import ErrorSummary, Skipped, Validation
     from costplan.verify import CaseResult, Summary
-from costplan.units import fmt_bytes, fmt_count, fmt_duration, fmt_flops, fmt_usd
+from costplan.units import fmt_bytes, fmt_count, fmt_duration, fmt_flops, fmt_number, fmt_usd
+
+NO_FIT = "no price for what cannot run"
 
 
-def summary_table(est: Estimate) -> Table:
+def compact_table(title: str, caption: str | None = None) -> Table:
+    """A table that fits 80 columns (pipes, CI logs): no vertical rules, one space of padding."""
+    return Table(title=title, title_justify="left", caption=caption, caption_justify="left", box=box.SIMPLE_HEAD,
+                 collapse_padding=True, pad_edge=False)
+
+
+def add_columns(table: Table, names: list[str], left: tuple[str, ...] = ()) -> None:
+    """Columns that wrap (fold) rather than cut a cell to "…" when the terminal is narrow; the left
+    ones (names) keep their full width."""
+    for name in names:
+        table.add_column(name, justify="left" if name in left else "right", overflow="fold",
+                         no_wrap=name in left, min_width=len(name) if name in left else None)
+
+
+def _short(text: str) -> str:
+    """``100 M`` as ``100M``: a count or size without its inner space, for narrow columns."""
+    return text.replace(" ", "")
+
+
+def summary_table(est: Estimate, alternative: Estimate | None = None) -> Table:
     title = f"{est.model.name} · {est.method.label} · {est.gpu.name}"
     table = Table(title=title, show_header=False, title_justify="left")
     table.add_column("what", style="bold")
@@ -36,8 +58,9 @@ def summary_table(est: Estimate) -> Table:
         ("peak memory / GPU", f"{fmt_bytes(mem.peak_bytes)} tensors, {fmt_bytes(mem.reserved_bytes)} "
          f"reserved, {fmt_bytes(mem.device_bytes)} with context"),
         ("fits?", fit),
-        ("GPUs", f"{est.gpus} x {est.gpu.key}" + (f" ({_layout(est)})" if est.method.training else "")),
-        ("tokens / s", f"{est.tokens_per_second:,.0f}"
+        ("GPUs", f"{est.gpus} x {est.gpu.key}" + (f" ({_layout(est)})" if est.method.training else "")
+         + ("" if est.placement.fits else " tried: it does not fit")),
+        ("tokens / s", "-" if not est.placement.fits else f"{est.tokens_per_second:,.0f}"
          + (f" (MFU {est.mfu:.0%}" + (f", HFU {est.hfu:.0%}" if est.hfu != est.mfu else "") + ")"
             if est.method.training else "")),
     ]
@@ -45,18 +68,27 @@ def summary_table(est: Estimate) -> Table:
         rows.append(("latency / request", f"{fmt_duration(est.latency_seconds)} "
                      f"(first token {fmt_duration(est.time_to_first_token_seconds or 0.0)})"))
     low, high = est.wall_seconds_range
+    fits_now = est.placement.fits
     rows += [
-        ("wall time", f"{fmt_duration(est.wall_seconds)} (range {fmt_duration(low)} to {fmt_duration(high)})"),
-        ("GPU-hours", f"{est.gpu_hours:,.3g}"),
-        ("cost", "no price" if est.cost_usd is None else
+        ("wall time", f"{fmt_duration(est.wall_seconds)} (range {fmt_duration(low)} to {fmt_duration(high)})"
+         if fits_now else "- (it does not fit)"),
+        ("GPU-hours", fmt_number(est.gpu_hours) if fits_now else "-"),
+        ("cost", f"none: it does not fit ({NO_FIT})" if not fits_now else "no price" if est.cost_usd is None else
          f"{fmt_usd(est.cost_usd)} (range {fmt_usd(est.cost_usd_range[0])} to {fmt_usd(est.cost_usd_range[1])})"
          if est.cost_usd_range else fmt_usd(est.cost_usd)),
     ]
+    if not fits_now:
+        from costplan.alternatives import describe
+
+        rows.append(("would fit", f"{describe(alternative)} (the cheapest GPU type that holds it)"
+                     if alternative is not None else "on none of the GPU types: a frugal method (qlora), a shorter "
+                     "--seq-len or a smaller --micro-batch"))
     if est.method.training and est.gpus > 1:
         rows.append(("scaling efficiency", f"{est.scaling_efficiency:.1%}"))
     if est.cost_usd_per_million_tokens is not None:
         rows.append(("$ / 1M tokens", fmt_usd(est.cost_usd_per_million_tokens)))
-    rows.append(("energy", f"{est.energy_kwh:,.3g} kWh, {est.co2_kg:,.3g} kg CO2"))
+    if fits_now:
+        rows.append(("energy", f"{fmt_number(est.energy_kwh)} kWh, {fmt_number(est.co2_kg)} kg CO2"))
     if est.serve is not None and est.serve.cost_usd is not None:
         rows.append(("serving", f"{fmt_usd(est.serve.cost_usd)} for {fmt_count(est.serve.tokens)} tokens "
                      f"({fmt_usd(est.serve.cost_usd_per_million_tokens or 0.0)} / 1M)"))
@@ -165,8 +197,8 @@ def assumptions_text(est: Estimate) -> Text:
     return text
 
 
-def estimate_view(est: Estimate, detail: bool = True) -> Group:
-    parts: list[Any] = [summary_table(est)]
+def estimate_view(est: Estimate, detail: bool = True, alternative: Estimate | None = None) -> Group:
+    parts: list[Any] = [summary_table(est, alternative)]
     if detail:
         parts += [memory_table(est), flops_table(est)]
         savings = savings_table(est)
@@ -197,7 +229,7 @@ def gpus_table(rows: list[dict[str, Any]]) -> Table:
     for name in columns.values():
         table.add_column(name, justify="left" if name == "key" else "right", no_wrap=True)
     for row in rows:
-        table.add_row(*("-" if row[c] is None else row[c] if c == "key" else f"{row[c]:,.4g}" for c in columns))
+        table.add_row(*("-" if row[c] is None else row[c] if c == "key" else fmt_number(row[c], 4) for c in columns))
     return table
 
 
@@ -285,79 +317,134 @@ def verify_matrix_table(results: list[CaseResult], summary: Summary) -> Table:
     return table
 
 
-def compare_table(result: Comparison) -> Group:
+def compare_table(result: Comparison, wide: bool = False) -> Group:
+    """Every approach in 80 columns (``wide``: energy and the cost range too). A row that does not fit
+    gets no GPU count, time or price, and a note naming the cheapest GPU type that holds it."""
+    from costplan.alternatives import describe
+
     first = result.estimates[0]
-    table = Table(title=f"{first.model.name} on {first.gpu.name}: every approach", title_justify="left")
-    columns = ("approach", "trainable", "tokens", "memory/GPU", "GPUs", "wall time", "GPU-h", "cost", "x cheapest",
-               "kWh")
-    for column in columns:
-        table.add_column(column, justify="left" if column == "approach" else "right", no_wrap=column == "approach")
-    serving = any(e.serve for e in result.estimates)
-    if serving:
-        table.add_column("+ serving", justify="right")
+    table = compact_table(f"{first.model.name} on {first.gpu.name}: every approach",
+                          "trains: trainable parameters; x min: cost over the cheapest row that fits"
+                          + (" (training + serving)" if result.serving else ""))
+    serving = result.serving
+    columns = ["approach ", "trains"] + (["tokens"] if wide else []) + ["mem/GPU", "GPUs", "time", "GPU-h", "cost"]
+    columns += ["+serving"] if serving else []
+    columns += ["x min"]
+    columns += ["kWh", "cost range"] if wide else []
+    add_columns(table, columns, left=("approach ",))
+    notes = list(result.notes)
     for e, row in zip(result.estimates, result.rows(), strict=True):
         fits = e.placement.fits
-        cells = [e.method.key, fmt_count(e.params_trainable) if e.method.training else "-",
-                 fmt_count(row["tokens"]), fmt_bytes(e.memory.device_bytes) + ("" if fits else " (no fit)"),
-                 str(e.gpus), fmt_duration(e.wall_seconds), f"{e.gpu_hours:,.3g}",
-                 "-" if e.cost_usd is None else fmt_usd(e.cost_usd),
-                 "-" if row["relative_cost"] is None else f"{row['relative_cost']:,.3g}x", f"{e.energy_kwh:,.3g}"]
+        cells = [e.method.key, _short(fmt_count(e.params_trainable)) if e.method.training else "-",
+                 *([_short(fmt_count(row["tokens"]))] if wide else []), fmt_bytes(e.memory.device_bytes)]
+        if fits:
+            cells += [str(e.gpus), fmt_duration(e.wall_seconds), fmt_number(e.gpu_hours),
+                      "no price" if e.cost_usd is None else fmt_usd(e.cost_usd)]
+        else:
+            cells += ["no fit", "-", "-", "-"]
         if serving:
-            cells.append("-" if e.total_cost_usd is None or e.serve is None else fmt_usd(e.total_cost_usd))
+            cells.append("-" if e.total_cost_usd is None else fmt_usd(e.total_cost_usd))
+        cells.append("-" if row["relative_cost"] is None else f"{fmt_number(row['relative_cost'])}x")
+        if wide:
+            low_high = e.cost_usd_range
+            cells += [fmt_number(e.energy_kwh) if fits else "-",
+                      f"{fmt_usd(low_high[0])} to {fmt_usd(low_high[1])}" if low_high else "-"]
         table.add_row(*cells, style=None if fits else "red")
-    notes = Text("\n".join(f"  - {n}" for n in result.notes))
-    return Group(table, notes, assumptions_text(result.estimates[-1]))
+        if not fits:
+            alt = result.alternative(e)
+            notes.append(f"{e.method.key} does not fit on {e.gpu.key} ({NO_FIT}): {e.placement.reason}; "
+                         + (f"cheapest that fits: {describe(alt)}" if alt else "it fits on none of the GPU types"))
+    common = Text("assumptions shared by every row (each row's own: --json)\n", style="bold")
+    for line in result.common_assumptions:
+        common.append(f"  - {line}\n")
+    return Group(table, Text("\n".join(f"  - {n}" for n in notes)), common)
 
 
-def plan_table(result: PlanResult, rows: int = 15) -> Group:
-    """The Pareto front, thinned to ``rows`` evenly spread points (cheapest and fastest kept)."""
-    front = result.pareto
-    if len(front) > rows:
-        picks = sorted({round(i * (len(front) - 1) / (rows - 1)) for i in range(rows)})
-        front = tuple(front[i] for i in picks)
+def plan_table(result: PlanResult, rows: int = 15, wide: bool = False) -> Group:
+    """The Pareto front thinned to ``rows`` evenly spread points (cheapest first, fastest last), in
+    80 columns (``wide``: precision, ZeRO, scaling and the offer as separate columns)."""
+    front = result.shown(rows)
     shown = "" if len(front) == len(result.pareto) else f", {len(front)} shown"
-    table = Table(title=f"Pareto front: {len(result.pareto)} of {result.feasible:,} feasible configurations "
-                        f"({result.fitting:,} fit, {result.evaluated:,} evaluated{shown})", title_justify="left")
-    for column in ("", "method", "GPUs", "precision", "micro-batch", "ckpt", "ZeRO", "memory/GPU", "scaling",
-                   "wall time", "cost"):
-        table.add_column(column, justify="left" if column in ("", "method") else "right", no_wrap=True)
-    for i, c in enumerate(front):
-        tag = "cheapest" if i == 0 else ("fastest" if i == len(front) - 1 else "")
-        table.add_row(tag, c.method, f"{c.gpus} x {c.gpu}", c.precision, str(c.micro_batch),
-                      "on" if c.grad_ckpt else "off", str(c.zero), fmt_bytes(c.device_bytes),
-                      f"{c.scaling_efficiency:.0%}", fmt_duration(c.wall_seconds), fmt_usd(c.cost_usd))
+    table = compact_table(f"Pareto front: {len(result.pareto)} of {result.feasible:,} feasible configurations "
+                          f"({result.fitting:,} fit, {result.evaluated:,} evaluated{shown})",
+                          "first row: the cheapest; last row: the fastest; mb: micro-batch, Z: ZeRO stage, "
+                          "ckpt: activation checkpointing")
+    columns = ["method", "GPUs", "layout", "mem/GPU", "time", "cost"]
+    if wide:
+        columns += ["precision", "scaling", "offer"]
+    add_columns(table, columns, left=("method", "GPUs", "layout"))
+    for c in front:
+        layout = [f"mb {c.micro_batch}"]
+        if c.gpus // (c.tp * c.pp) > 1:
+            layout.append(f"Z{c.zero}")
+        if c.tp > 1 or c.pp > 1:
+            layout.append(f"TP{c.tp} PP{c.pp}")
+        if c.grad_ckpt:
+            layout.append("ckpt")
+        if c.precision != "bf16" and not wide:
+            layout.append(c.precision)
+        cells = [c.method, f"{c.gpus:,} x {c.gpu}", " ".join(layout), fmt_bytes(c.device_bytes),
+                 fmt_duration(c.wall_seconds), fmt_usd(c.cost_usd)]
+        if wide:
+            cells += [c.precision, f"{c.scaling_efficiency:.0%}",
+                      f"{c.provider} {c.instance} ${c.usd_per_gpu_hour:.2f}/GPU-h" if c.provider else "-"]
+        table.add_row(*cells)
     return Group(table, Text("\n".join(f"  - {n}" for n in result.notes)))
 
 
-def cram_view(result: CramResult) -> Group:
+def cram_view(result: CramResult, wide: bool = False) -> Group:
+    """From scratch, Cramming's encoder question, and (``--model``) each approach, in 80 columns."""
+    from costplan.cram import CRAMMING
+
     seconds = result.hours * 3600
-    head = Text(f"{result.hours:g} h on one {result.gpu}: {fmt_flops(result.compute_flops)} of compute; "
+    hours = f"{result.hours:g} h"
+    head = Text(f"{hours} on one {result.gpu}: {fmt_flops(result.compute_flops)} of compute; "
                 f"compute-optimal: {fmt_count(result.optimal_params)} parameters on "
                 f"{fmt_count(result.optimal_tokens)} tokens", style="bold")
-    table = Table(title="from scratch (Llama-shaped)", title_justify="left")
-    for column in ("model", "params", "fits", "memory/GPU", "tokens/s", f"tokens in {result.hours:g} h",
-                   "h for 20 tok/param"):
-        table.add_column(column, justify="left" if column == "model" else "right", no_wrap=True)
+    table = compact_table("from scratch (Llama-shaped)", "h to 20/param: hours to train on 20 tokens per parameter "
+                          "(ok: within the budget)")
+    add_columns(table, ["model", "params", "fits", "mem/GPU", "tokens/s", f"in {hours}", "h to 20/param"],
+                left=("model",))
     for o in result.options:
         style = "bold green" if o is result.largest_fitting else (None if o.fits else "dim")
-        fits = ("yes" + (" (ckpt)" if o.grad_ckpt else "")) if o.fits else "no"
-        table.add_row(o.model.name, fmt_count(o.params), fits,
-                      fmt_bytes(o.device_bytes), f"{o.tokens_per_second:,.0f}", fmt_count(o.tokens_in_budget),
-                      f"{o.hours_for_optimal:,.3g}" + (" ok" if o.finishes else ""), style=style)
+        fits = ("yes" + (" ckpt" if o.grad_ckpt else "")) if o.fits else "no"
+        table.add_row(o.model.name, _short(fmt_count(o.params)), fits, fmt_bytes(o.device_bytes),
+                      f"{o.tokens_per_second:,.0f}" if o.fits else "-",
+                      _short(fmt_count(o.tokens_in_budget)) if o.fits else "-",
+                      (fmt_number(o.hours_for_optimal) + (" ok" if o.finishes else "")) if o.fits else "-",
+                      style=style)
     parts: list[Any] = [head, table]
+    if result.encoder:
+        encoder = compact_table(
+            f"encoder from scratch (Cramming's question): bert-base, masked LM, {CRAMMING.masking:.0%} masked, "
+            f"sequence {CRAMMING.seq_len}, one {result.gpu} for {hours}",
+            f"steps: optimizer steps of the paper's batch ({CRAMMING.batch_sequences:,} sequences, "
+            f"{fmt_count(CRAMMING.batch_tokens)} tokens). Published (Geiping & Goldstein 2022, arXiv:2212.14034): "
+            f"{CRAMMING.model}; 1 x {CRAMMING.gpu}, {CRAMMING.hours:g} h, {CRAMMING.precision}; {CRAMMING.outcome}; "
+            "tokens processed not stated.")
+        add_columns(encoder, ["MLM head on", "fits", "mem/GPU", "tokens/s", "MFU", f"in {hours}", "steps"],
+                    left=("MLM head on",))
+        for run in result.encoder:
+            e = run.estimate
+            label = "masked only" if e.method.predicted_fraction < 1 else "every position"
+            encoder.add_row(label, "yes" if run.fits else "no", fmt_bytes(e.memory.device_bytes),
+                            f"{e.tokens_per_second:,.0f}" if run.fits else "-", f"{e.mfu:.0%}" if run.fits else "-",
+                            _short(fmt_count(run.tokens_in_budget)) if run.fits else "-",
+                            fmt_number(run.cramming_steps) if run.fits else "-")
+        parts.append(encoder)
     if result.approaches:
         model = result.approaches[0].model.name
-        adapt = Table(title=f"{model}: each approach on one {result.gpu} for {result.hours:g} h", title_justify="left")
-        epochs = f"epochs of {fmt_count(result.dataset_tokens)}"
-        for column in ("approach", "fits", "memory/GPU", "tokens/s", "tokens", epochs):
-            adapt.add_column(column, justify="left" if column == "approach" else "right", no_wrap=True)
+        adapt = compact_table(f"{model}: each approach on one {result.gpu} for {hours}, sequence "
+                              f"{result.model_seq_len}")
+        epochs = f"epochs of {_short(fmt_count(result.dataset_tokens))}"
+        add_columns(adapt, ["approach", "fits", "mem/GPU", "tokens/s", "tokens", epochs], left=("approach",))
         for e in result.approaches:
             fits = e.placement.fits
             tokens = e.tokens_per_second * seconds if fits else 0.0
-            adapt.add_row(e.method.key, ("yes" + (" (ckpt)" if e.workload.grad_ckpt else "")) if fits else "no",
+            adapt.add_row(e.method.key, ("yes" + (" ckpt" if e.workload.grad_ckpt else "")) if fits else "no",
                           fmt_bytes(e.memory.device_bytes), f"{e.tokens_per_second:,.0f}" if fits else "-",
-                          fmt_count(tokens) if fits else "-",
-                          f"{tokens / result.dataset_tokens:,.3g}" if fits else "-", style=None if fits else "dim")
+                          _short(fmt_count(tokens)) if fits else "-",
+                          fmt_number(tokens / result.dataset_tokens) if fits else "-", style=None if fits else "dim")
         parts.append(adapt)
     parts.append(Text("\n".join(f"  - {n}" for n in result.notes)))
     return Group(*parts)
@@ -373,26 +460,36 @@ def calibration_table(profile: dict[str, Any]) -> Table:
         table.add_column(column, justify="left" if column == "measurement" else "right")
     best = measured_matmul_peaks(profile)
     for dtype, flops in best.items():
-        table.add_row(f"best matmul, {dtype}", f"{flops / 1e12:,.3g} TFLOP/s")
-    table.add_row("copy bandwidth", f"{profile['copy_bandwidth_bytes_per_second'] / 1e9:,.3g} GB/s")
-    attention = profile["attention"]
-    table.add_row(f"attention fwd+bwd, seq {attention['seq_len']}",
-                  f"{attention['flops_per_second'] / 1e12:,.3g} TFLOP/s")
+        table.add_row(f"best matmul, {dtype}", f"{fmt_flops(flops)}/s")
+    if profile.get("copy_bandwidth_bytes_per_second"):
+        table.add_row("copy bandwidth", f"{profile['copy_bandwidth_bytes_per_second'] / 1e9:,.3g} GB/s")
+    attention = profile.get("attention")
+    if attention and attention.get("flops_per_second"):
+        table.add_row(f"attention fwd+bwd, seq {attention.get('seq_len', '?')}",
+                      f"{fmt_flops(attention['flops_per_second'])}/s")
     for method, entry in profile["methods"].items():
+        if not entry.get("achieved_flops_per_second"):
+            continue
         extra = ""
         if entry.get("max_allocated"):
             extra = (f", allocated {fmt_bytes(entry['max_allocated'])} vs analytic {fmt_bytes(entry['analytic_peak'])}"
                      f", reserved {fmt_bytes(entry['max_reserved'])}")
+        spread = entry.get("spread")
+        if spread:
+            extra += f", runs {fmt_duration(spread['min'])} to {fmt_duration(spread['max'])}"
         table.add_row(f"training step, {method}",
-                      f"{entry['achieved_flops_per_second'] / 1e12:,.3g} TFLOP/s{extra}")
+                      f"{fmt_flops(entry['achieved_flops_per_second'])}/s{extra}")
+    for method, reason in profile.get("skipped_methods", {}).items():
+        table.add_row(f"training step, {method}", f"skipped: {reason}")
     return table
 
 
 def validation_view(results: list[Validation], summary: list[ErrorSummary], skipped: list[Skipped],
                     rows: bool = False) -> Group:
-    units = {"gpu_hours": lambda v: f"{v:,.4g} GPU-h", "tokens_per_second_per_gpu": lambda v: f"{v:,.4g} tok/s/GPU",
-             "tokens_per_second": lambda v: f"{v:,.4g} tok/s", "memory_gib": lambda v: f"{v:,.3g} GiB",
-             "ran": lambda v: "OOM" if v else "ran"}
+    units = {"gpu_hours": lambda v: f"{fmt_number(v, 4)} GPU-h",
+             "tokens_per_second_per_gpu": lambda v: f"{fmt_number(v, 4)} tok/s/GPU",
+             "tokens_per_second": lambda v: f"{fmt_number(v, 4)} tok/s",
+             "memory_gib": lambda v: f"{fmt_number(v)} GiB", "ran": lambda v: "OOM" if v else "ran"}
     parts: list[Any] = []
     if rows:
         table = Table(title="published measurements: predicted (defaults + the source's settings) vs reported",

@@ -23,10 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from costplan.compare import Comparison, compare
-from costplan.files import write_atomically
-from costplan.plan import PlanResult, search
+from costplan.errors import CostplanError
+from costplan.files import check_folder, write_file_set
+from costplan.plan import STARTUP_SECONDS, PlanResult, search
 from costplan.tables import tables_dir
-from costplan.units import fmt_bytes, fmt_count, fmt_duration, fmt_usd
+from costplan.units import fmt_bytes, fmt_count, fmt_duration, fmt_number, fmt_usd
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,24 +60,38 @@ def _memory_chart(result: Comparison) -> bytes:
     return _png(fig)
 
 
-def _plan_chart(plan: PlanResult) -> bytes:
+def _plan_chart(plan: PlanResult, rows: int = 15) -> bytes:
+    """Cost against wall time: a grey sample of the feasible configurations, the thinned Pareto front
+    the report's table lists, the cheapest and fastest labelled, and the start-up floor (every run pays
+    its provisioning and loading time, so no point lies left of it)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 4.2))
+    fig, ax = plt.subplots(figsize=(8, 4.6))
     if plan.samples:
         hours, dollars = zip(*((s / 3600, c) for s, c in plan.samples), strict=True)
-        ax.scatter(hours, dollars, s=4, alpha=0.3, color="grey", label="feasible configurations (sample)")
-    ax.plot([c.wall_hours for c in plan.pareto], [c.cost_usd for c in plan.pareto], "o-", color="crimson",
-            label="Pareto front")
+        ax.scatter(hours, dollars, s=4, alpha=0.25, color="grey", label="feasible configurations (a sample)")
+    front = plan.shown(rows)
+    if front:
+        ax.plot([c.wall_hours for c in front], [c.cost_usd for c in front], "o-", color="crimson",
+                label=f"Pareto front ({len(front)} of {len(plan.pareto)} points shown)")
+        for c, tag in ((front[0], "cheapest"), (front[-1], "fastest")):
+            if tag == "fastest" and len(front) == 1:
+                break
+            ax.annotate(f"{tag}: {c.gpus} x {c.gpu}\n{fmt_duration(c.wall_seconds)}, {fmt_usd(c.cost_usd)}",
+                        (c.wall_hours, c.cost_usd), textcoords="offset points", xytext=(8, 8), fontsize=8,
+                        ha="left", arrowprops={"arrowstyle": "-", "color": "crimson", "lw": 0.6})
+    floor_hours = STARTUP_SECONDS / 3600
+    ax.axvline(floor_hours, color="black", linestyle=":", linewidth=1,
+               label=f"start-up floor ({STARTUP_SECONDS / 60:g} min per run)")
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("wall time (hours)")
-    ax.set_ylabel("cost (USD)")
+    ax.set_xlabel("wall time (hours, log scale)")
+    ax.set_ylabel("cost (USD, log scale)")
     ax.set_title("plan: cost against wall time")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper right")
     fig.tight_layout()
     return _png(fig)
 
@@ -113,13 +128,30 @@ def verification_summary(path: Path | None = None) -> dict[str, Any] | None:
             "peak_median": statistics.median(peaks), "peak_worst": max(peaks)}
 
 
-def build(model: str, *, tokens: float, gpu: str = "h100", out: Path, plan_methods: tuple[str, ...] = ("lora", "qlora"),
-          deadline_seconds: float | None = None, budget_usd: float | None = None) -> ReportFiles:
+REPORT_FILES = ("report.md", "report.html", "report.json", "memory.png", "plan.png")
+"""The files a report writes; nothing else in the --out folder is touched."""
+
+
+def build(model: str, *, tokens: float, gpu: str = "h100", out: Path | str,
+          methods: tuple[str, ...] = ("lora", "qlora"), seq_len: int | None = None, grad_ckpt: bool | None = None,
+          deadline_seconds: float | None = None, budget_usd: float | None = None,
+          plan_methods: tuple[str, ...] | None = None) -> ReportFiles:
+    """Write the report set into ``out``. ``methods`` are searched by the plan section, and the first
+    one's assumptions are listed (every approach's are in report.json); ``seq_len`` and ``grad_ckpt``
+    apply to the comparison and the plan alike (``plan_methods``: the former name of ``methods``)."""
     from costplan import validate as val
     from costplan.profile import load_profile, saved_profile_path
 
-    comparison = compare(model, tokens=tokens, gpu=gpu)
-    plan = search(model, plan_methods, tokens=tokens, deadline_seconds=deadline_seconds, budget_usd=budget_usd)
+    if not str(out).strip():
+        raise CostplanError("--out is empty: give the folder to write the report into, such as report/.")
+    out = Path(out)
+    check_folder(out, "--out folder")
+    methods = plan_methods or methods
+    if isinstance(methods, str):
+        methods = tuple(m.strip() for m in methods.split(",") if m.strip())
+    comparison = compare(model, tokens=tokens, gpu=gpu, seq_len=seq_len, grad_ckpt=grad_ckpt)
+    plan = search(model, methods, tokens=tokens, deadline_seconds=deadline_seconds, budget_usd=budget_usd,
+                  seq_len=seq_len, grad_ckpt=grad_ckpt)
     validation, skipped = val.validate()
     validation_summary = val.summarize(validation)
     verification = verification_summary()
@@ -132,31 +164,36 @@ def build(model: str, *, tokens: float, gpu: str = "h100", out: Path, plan_metho
         "model": first.model.name, "gpu": first.gpu.key, "tokens": tokens, "date": date.today().isoformat(),
         "versions": versions, "comparison": comparison.rows(),
         "plan": {"pareto": [asdict(c) for c in plan.pareto], "evaluated": plan.evaluated, "fitting": plan.fitting,
-                 "feasible": plan.feasible},
+                 "feasible": plan.feasible, "shown": len(plan.shown())},
         "validation": {"rows": [dict(asdict(r), error=r.error) for r in validation],
                        "summary": [asdict(s) for s in validation_summary], "skipped": len(skipped)},
         "verification": verification,
         "calibration": profile.describe(first.gpu.key) if profile else "none: default efficiencies (not calibrated)",
         "calibration_ceilings": _ceilings(profile_path) if profile_path else [],
         "assumptions": {e.method.key: list(e.assumptions) for e in comparison.estimates},
+        "assumptions_shown": next((m.lower() for m in methods if m.lower() in
+                                   {e.method.key for e in comparison.estimates}), comparison.estimates[0].method.key),
+        "settings": {"methods": list(methods), "seq_len": seq_len, "grad_ckpt": grad_ckpt,
+                     "deadline_seconds": deadline_seconds, "budget_usd": budget_usd},
+        "notes": {"comparison": _comparison_notes(comparison), "plan": list(plan.notes)},
     }
     memory_png, plan_png = _memory_chart(comparison), _plan_chart(plan)
     sections = _sections(data, comparison, plan, validation, validation_summary)
-    out = Path(out)
-    write_atomically(out / "memory.png", memory_png)
-    write_atomically(out / "plan.png", plan_png)
-    write_atomically(out / "report.json", json.dumps(data, indent=2, default=str))
-    write_atomically(out / "report.md", _markdown(data, sections))
-    write_atomically(out / "report.html", _html(data, sections, memory_png, plan_png))
+    write_file_set(out, {"memory.png": memory_png, "plan.png": plan_png,
+                         "report.json": json.dumps(data, indent=2, default=str, allow_nan=False),
+                         "report.md": _markdown(data, sections),
+                         "report.html": _html(data, sections, memory_png, plan_png)})
     return ReportFiles(out / "report.md", out / "report.html", out / "report.json")
 
 
 def _ceilings(path: Path) -> list[list[str]]:
     """Measured ceilings of a calibration profile beside the datasheet row."""
     from costplan.hardware import gpu
-    from costplan.profile import measured_matmul_peaks
+    from costplan.profile import check_profile, measured_matmul_peaks
+    from costplan.tables import read_json
 
-    data = json.loads(path.read_text(encoding="utf-8"))
+    data = read_json(path, "calibration profile")
+    check_profile(data)
     sheet = gpu(data["gpu_key"]) if data.get("gpu_key") else None
     rows = [["ceiling", "measured", "datasheet"]]
     best = measured_matmul_peaks(data)
@@ -184,28 +221,56 @@ def _module_version(name: str) -> str:
     return getattr(importlib.import_module(name), "__version__", "?")
 
 
+def _comparison_notes(comparison: Comparison) -> list[str]:
+    """The comparison's notes, and for each row that does not fit why and where it would."""
+    from costplan.alternatives import describe
+
+    notes = list(comparison.notes)
+    for e in comparison.estimates:
+        if not e.placement.fits:
+            alt = comparison.alternative(e)
+            notes.append(f"{e.method.key} does not fit on {e.gpu.key}, so it has no price: {e.placement.reason}; "
+                         + (f"cheapest that fits: {describe(alt)}" if alt else "it fits on none of the GPU types"))
+    return notes
+
+
+_UNITS = {"memory_gib": ("GiB", fmt_number), "gpu_hours": ("GPU-hours", lambda v: fmt_number(v, 4)),
+          "tokens_per_second_per_gpu": ("tokens/s per GPU", lambda v: fmt_number(v, 4)),
+          "tokens_per_second": ("tokens/s", lambda v: fmt_number(v, 4)),
+          "ran": ("1 = out of memory", lambda v: "OOM" if v else "ran")}
+"""The accuracy table's quantities with their units."""
+
+
 def _sections(data: dict[str, Any], comparison: Comparison, plan: PlanResult, validation: list[Any],
               summary: list[Any]) -> dict[str, list[list[str]]]:
     compare_rows = [["approach", "trainable", "tokens", "memory/GPU", "GPUs", "wall time", "GPU-hours", "cost",
                      "x cheapest", "kWh"]]
     for e, row in zip(comparison.estimates, comparison.rows(), strict=True):
+        fits = e.placement.fits
         compare_rows.append([e.method.key, fmt_count(e.params_trainable) if e.method.training else "-",
-                             fmt_count(row["tokens"]),
-                             fmt_bytes(e.memory.device_bytes) + ("" if e.placement.fits else " (no fit)"),
-                             str(e.gpus), fmt_duration(e.wall_seconds), f"{e.gpu_hours:,.3g}",
-                             fmt_usd(e.cost_usd) if e.cost_usd is not None else "-",
-                             f"{row['relative_cost']:,.3g}x" if row["relative_cost"] else "-", f"{e.energy_kwh:,.3g}"])
-    plan_rows = [["method", "GPUs", "precision", "micro-batch", "ckpt", "ZeRO", "wall time", "cost"]]
-    for c in plan.pareto:
-        plan_rows.append([c.method, f"{c.gpus} x {c.gpu}", c.precision, str(c.micro_batch),
-                          "on" if c.grad_ckpt else "off", str(c.zero), fmt_duration(c.wall_seconds),
-                          fmt_usd(c.cost_usd)])
-    validation_rows = [["kind", "run", "quantity", "predicted", "reported", "error"]]
+                             fmt_count(row["tokens"]), fmt_bytes(e.memory.device_bytes),
+                             str(e.gpus) if fits else "does not fit", fmt_duration(e.wall_seconds) if fits else "-",
+                             fmt_number(e.gpu_hours) if fits else "-",
+                             fmt_usd(e.cost_usd) if e.cost_usd is not None else ("no price" if fits else "-"),
+                             f"{fmt_number(row['relative_cost'])}x" if row["relative_cost"] else "-",
+                             fmt_number(e.energy_kwh) if fits else "-"])
+    plan_rows = [["", "method", "GPUs", "precision", "micro-batch", "ckpt", "ZeRO", "memory/GPU", "wall time", "cost"]]
+    front = plan.shown()
+    for i, c in enumerate(front):
+        tag = "cheapest" if i == 0 else ("fastest" if i == len(front) - 1 else "")
+        plan_rows.append([tag, c.method, f"{c.gpus:,} x {c.gpu}", c.precision, str(c.micro_batch),
+                          "on" if c.grad_ckpt else "off", str(c.zero), fmt_bytes(c.device_bytes),
+                          fmt_duration(c.wall_seconds), fmt_usd(c.cost_usd)])
+    validation_rows = [["kind", "split", "run", "quantity (unit)", "predicted", "reported", "error", "naive"]]
     for r in validation:
-        validation_rows.append([r.kind, r.name, r.quantity, f"{r.predicted:,.4g}", f"{r.reported:,.4g}",
-                                f"{r.error:+.1%}"])
-    summary_rows = [["kind", "quantity", "rows", "median |error|", "worst"]]
-    summary_rows += [[s.kind, s.quantity, str(s.rows), f"{s.median_abs:.1%}", f"{s.worst:+.1%}"] for s in summary]
+        unit, text = _UNITS.get(r.quantity, ("", fmt_number))
+        naive = "-" if r.naive_error is None else f"{r.naive_error:+.1%}"
+        validation_rows.append([r.kind, r.split, r.name, f"{r.quantity} ({unit})" if unit else r.quantity,
+                                text(r.predicted), text(r.reported), f"{r.error:+.1%}", naive])
+    summary_rows = [["kind", "split", "quantity (unit)", "rows", "median |error|", "worst", "naive median"]]
+    summary_rows += [[s.kind, s.split, f"{s.quantity} ({_UNITS[s.quantity][0]})" if s.quantity in _UNITS
+                      else s.quantity, str(s.rows), f"{s.median_abs:.1%}", f"{s.worst:+.1%}",
+                      "-" if s.naive_median_abs is None else f"{s.naive_median_abs:.1%}"] for s in summary]
     return {"compare": compare_rows, "plan": plan_rows, "validation": validation_rows, "summary": summary_rows}
 
 
@@ -223,9 +288,21 @@ def _verification_text(v: dict[str, Any] | None) -> str:
             f"worst {v['peak_worst']:.2%}.")
 
 
+def _shown_points(data: dict[str, Any]) -> str:
+    shown, total = data["plan"]["shown"], len(data["plan"]["pareto"])
+    if shown == total:
+        return f"all {total} points"
+    return f"{shown} of its {total} points, evenly spread as in `costplan plan` (all of them in report.json)"
+
+
 def _markdown(data: dict[str, Any], sections: dict[str, list[list[str]]]) -> str:
-    assumptions = "\n".join(f"- {a}" for a in data["assumptions"]["lora" if "lora" in data["assumptions"]
-                                                                   else next(iter(data["assumptions"]))])
+    shown = data["assumptions_shown"]
+    assumptions = "\n".join(f"- {a}" for a in data["assumptions"][shown])
+    comparison_notes = "\n".join(f"- {n}" for n in data["notes"]["comparison"])
+    plan_text = (f"Pareto front, {_shown_points(data)} (cheapest first, fastest last):\n\n"
+                 + _md_table(sections["plan"])
+                 if data["plan"]["pareto"] else "Nothing is feasible: see the notes below.")
+    plan_notes = "\n".join(f"- {n}" for n in data["notes"]["plan"])
     return f"""# costplan report: {data['model']} on {data['gpu']}, {fmt_count(data['tokens'])} tokens
 
 Generated {data['date']} with costplan {data['versions']['costplan']} (Python {data['versions']['python']}).
@@ -234,16 +311,18 @@ Generated {data['date']} with costplan {data['versions']['costplan']} (Python {d
 
 {_md_table(sections['compare'])}
 
+{comparison_notes}
+
 ![memory per GPU by term](memory.png)
 
 ## Plan: cost against wall time
 
 {data['plan']['evaluated']:,} configurations evaluated, {data['plan']['fitting']:,} fit in memory,
-{data['plan']['feasible']:,} meet the deadline and budget. Pareto front:
-
-{_md_table(sections['plan'])}
+{data['plan']['feasible']:,} meet the deadline and budget. {plan_text}
 
 ![plan](plan.png)
+
+{plan_notes}
 
 ## Calibration
 
@@ -261,7 +340,7 @@ Published runs predicted with default settings ({data['validation']['skipped']} 
 
 {_md_table(sections['validation'])}
 
-## Assumptions (LoRA row; every approach's list is in report.json)
+## Assumptions ({shown} row; every approach's list is in report.json)
 
 {assumptions}
 """
@@ -277,8 +356,14 @@ def _html(data: dict[str, Any], sections: dict[str, list[list[str]]], memory_png
     def img(png: bytes, alt: str) -> str:
         return f'<img alt="{alt}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
 
-    lora = data["assumptions"].get("lora") or next(iter(data["assumptions"].values()))
-    assumptions = "".join(f"<li>{html.escape(a)}</li>" for a in lora)
+    shown = data["assumptions_shown"]
+    assumptions = "".join(f"<li>{html.escape(a)}</li>" for a in data["assumptions"][shown])
+
+    def items(lines: list[str]) -> str:
+        return "<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in lines) + "</ul>"
+
+    plan_table = (f"<p>Pareto front, {html.escape(_shown_points(data))} (cheapest first, fastest last):</p>"
+                  + _html_table(sections["plan"]) if data["plan"]["pareto"] else "<p>Nothing is feasible.</p>")
     title = f"costplan report: {data['model']} on {data['gpu']}, {fmt_count(data['tokens'])} tokens"
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
@@ -293,17 +378,18 @@ thead {{ background: #f0f0f0; }} img {{ max-width: 100%; }}
 <p>Generated {data['date']} with costplan {html.escape(data['versions']['costplan'])}
 (Python {data['versions']['python']}, numpy {data['versions']['numpy']},
 matplotlib {data['versions']['matplotlib']}).</p>
-<h2>Approaches compared</h2>{_html_table(sections['compare'])}{img(memory_png, 'memory per GPU by term')}
+<h2>Approaches compared</h2>{_html_table(sections['compare'])}{items(data['notes']['comparison'])}
+{img(memory_png, 'memory per GPU by term')}
 <h2>Plan: cost against wall time</h2>
 <p>{data['plan']['evaluated']:,} configurations evaluated, {data['plan']['fitting']:,} fit in memory,
 {data['plan']['feasible']:,} meet the deadline and budget.</p>
-{_html_table(sections['plan'])}{img(plan_png, 'plan')}
+{plan_table}{img(plan_png, 'plan')}{items(data['notes']['plan'])}
 <h2>Calibration</h2><p>{html.escape(data['calibration'])}</p>
 {_html_table(data['calibration_ceilings']) if data['calibration_ceilings'] else ''}
 <h2>Accuracy record</h2>
 <p>Verification against traced steps of the real model code: {html.escape(_verification_text(data['verification']))}</p>
 <p>Published runs predicted with default settings ({data['validation']['skipped']} more rows skipped):</p>
 {_html_table(sections['summary'])}{_html_table(sections['validation'])}
-<h2>Assumptions (LoRA)</h2><ul>{assumptions}</ul>
+<h2>Assumptions ({html.escape(shown)} row; every approach's list is in report.json)</h2><ul>{assumptions}</ul>
 </body></html>
 """

@@ -117,6 +117,9 @@ def plan_dict(result: Any, deadline: str | None = None, budget: float | None = N
 
 def plan_why(result: Any, deadline: str | None, budget: float | None) -> str:
     """Why nothing is feasible, in one sentence."""
+    if result.evaluated == 0 and result.skipped:
+        return (f"Nothing could be searched: {'; '.join(result.skipped)}. Choose another --precision (fp16 on "
+                "GPUs without bf16) or other GPU types.")
     if result.fitting == 0:
         return (f"No configuration fits in memory ({result.evaluated:,} evaluated); allow more GPUs with --max-gpus, "
                 "a larger GPU type, a shorter --seq-len or a frugal method (qlora).")
@@ -141,8 +144,23 @@ def cram_dict(result: Any) -> dict[str, Any]:
                         "tokens_in_budget": e.tokens_per_second * seconds if e.placement.fits else 0.0,
                         "epochs": e.tokens_per_second * seconds / result.dataset_tokens if e.placement.fits else 0.0}
                        for e in result.approaches],
+        "model_seq_len": result.model_seq_len,
+        "encoder": [{"mlm_head_on": "masked positions" if r.estimate.method.predicted_fraction < 1 else
+                     "every position", "masking": r.estimate.method.masking, "seq_len": r.estimate.workload.seq_len,
+                     "fits": r.fits, "tokens_per_second": r.estimate.tokens_per_second if r.fits else 0.0,
+                     "mfu": r.estimate.mfu, "tokens_in_budget": r.tokens_in_budget,
+                     "steps_of_published_batch": r.cramming_steps} for r in result.encoder],
+        "cramming_published": _published(),
         "notes": list(result.notes),
     }
+
+
+def _published() -> dict[str, Any]:
+    from dataclasses import asdict
+
+    from costplan.cram import CRAMMING
+
+    return dict(asdict(CRAMMING), batch_tokens=CRAMMING.batch_tokens)
 
 
 def validate_dict(results: Any, summary: Any, skipped: Any) -> dict[str, Any]:

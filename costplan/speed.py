@@ -163,7 +163,7 @@ def step_shape(model: ModelSpec, method: Method, work: Workload, flops: FlopsBre
                 gemms.append(Gemm(rows, lin.in_features, r, layers * lin.copies * a_passes, column, False))
                 gemms.append(Gemm(rows, r, lin.out_features, layers * lin.copies * b_passes, column, False))
     if training:
-        head_rows, head_passes = per_token, 2.0 + method.trains_head
+        head_rows, head_passes = per_token * method.predicted_fraction, 2.0 + method.trains_head
     else:
         head_rows, head_passes = 1.0 / positions, 1.0  # generate keeps the last position's logits only
     gemms.append(Gemm(head_rows, model.hidden_size, model.vocab_size, head_passes, True, False))
@@ -177,7 +177,7 @@ def step_shape(model: ModelSpec, method: Method, work: Workload, flops: FlopsBre
         eager = scores * (p + 4) * 2 * model.num_layers * passes * 3
     token_layers = positions * model.num_layers * passes * p / 2.0
     per_logit = FUSED_LOSS_BYTES_PER_LOGIT if fused_loss else LOSS_BYTES_PER_LOGIT
-    loss = positions * model.vocab_size * per_logit if training else 0.0
+    loss = positions * method.predicted_fraction * model.vocab_size * per_logit if training else 0.0
     dequant = 0.0
     if method.base_storage == "nf4":
         matrices = sum(lin.copies * lin.weight_elements for lin in layer_linears(model))

@@ -10,10 +10,12 @@ from __future__ import annotations
 import csv
 import functools
 import json
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
-from costplan.errors import CostplanError, unknown_name
+from costplan.errors import CostplanError, shown, unknown_name
 
 _PACKAGE = Path(__file__).resolve().parent
 
@@ -72,11 +74,56 @@ def keys(table: str) -> list[str]:
     return [row["key"] for row in read_table(table)]
 
 
-def read_json(path: Path, what: str) -> Any:
-    """A JSON file's content, or one clear error naming ``what`` the file should have been."""
+MAX_JSON_BYTES = 8 * 2**20
+"""The largest JSON file costplan reads (config.json files and calibration profiles are a few kB)."""
+
+
+def read_json(path: Path | str, what: str, max_bytes: int = MAX_JSON_BYTES) -> Any:
+    """A JSON file's content, or one clear error naming ``what`` the file should have been.
+
+    Only a regular file under ``max_bytes`` is read: a FIFO, a device such as ``/dev/zero`` or
+    a folder is refused without reading (opened non-blocking, so a FIFO with no writer cannot
+    hang), and so are NaN/Infinity literals (not JSON) and nesting too deep to parse.
+    """
+    path = Path(path)
+    name = shown(path)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError as exc:
-        raise CostplanError(f"No {what} at {path}.") from exc
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CostplanError(f"{path} is not a readable {what}: {exc}.") from exc
+        raise CostplanError(f"No {what} at {name}.") from exc
+    except (OSError, ValueError) as exc:  # permission, a name too long, a NUL byte
+        raise CostplanError(f"Cannot open the {what} {name}: {_reason(exc)}.") from exc
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise CostplanError(f"{name} is a folder, not a {what} file.")
+        if not stat.S_ISREG(info.st_mode):
+            raise CostplanError(f"{name} is not a regular file (a FIFO or a device): a {what} must be one.")
+        if info.st_size > max_bytes:
+            raise CostplanError(f"{name} is {info.st_size / 2**20:.3g} MiB: a {what} larger than "
+                                f"{max_bytes / 2**20:g} MiB is not read.")
+        with os.fdopen(fd, "rb") as handle:
+            fd = -1
+            data = handle.read(max_bytes + 1)
+    except OSError as exc:
+        raise CostplanError(f"Cannot read the {what} {name}: {_reason(exc)}.") from exc
+    finally:
+        if fd >= 0:
+            os.close(fd)
+    if len(data) > max_bytes:
+        raise CostplanError(f"{name} grew past {max_bytes / 2**20:g} MiB while being read: not a {what}.")
+    try:
+        return json.loads(data.decode("utf-8"), parse_constant=_refuse_constant)
+    except RecursionError as exc:
+        raise CostplanError(f"{name} is nested too deeply to be a {what}.") from exc
+    except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
+        raise CostplanError(f"{name} is not a readable {what}: {_reason(exc)}.") from exc
+
+
+def _refuse_constant(literal: str) -> Any:
+    raise ValueError(f"{literal} is not a JSON number")
+
+
+def _reason(exc: BaseException) -> str:
+    text = getattr(exc, "strerror", None) or str(exc)
+    return " ".join(str(text).split())[:200].rstrip(".")

@@ -43,16 +43,32 @@ def parse_duration_seconds(text: str) -> float:
     return float(match.group(1)) * scale[unit]
 
 
+def fmt_number(value: float, digits: int = 3) -> str:
+    """``value`` to ``digits`` significant digits with thousands separators, never in scientific
+    notation (tables are read by people and diffed in CI logs): 2,730 not 2.73e+03."""
+    if not math.isfinite(value):
+        return "never" if value > 0 else "-"
+    if value == 0:
+        return "0"
+    rounded = float(f"{value:.{digits}g}")
+    magnitude = math.floor(math.log10(abs(rounded)))
+    decimals = min(max(0, digits - 1 - magnitude), 9)
+    text = f"{rounded:,.{decimals}f}"
+    if float(text.replace(",", "")) == 0:
+        return f"{'-' if value < 0 else ''}<0.{'0' * 8}1"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
 def _scaled(value: float, steps: list[tuple[float, str]], unit: str) -> str:
     for scale, prefix in steps:
         if abs(value) >= scale:
-            return f"{value / scale:.3g} {prefix}{unit}"
-    return f"{value:.3g} {unit}"
+            return f"{fmt_number(value / scale)} {prefix}{unit}"
+    return f"{fmt_number(value)} {unit}"
 
 
 def fmt_bytes(n: float) -> str:
     """Bytes in binary units (GiB = 1024**3), as GPU memory is quoted."""
-    steps = [(1024**4, "Ti"), (GIB, "Gi"), (MIB, "Mi"), (1024, "Ki")]
+    steps = [(1024**6, "Ei"), (1024**5, "Pi"), (1024**4, "Ti"), (GIB, "Gi"), (MIB, "Mi"), (1024, "Ki")]
     return _scaled(n, steps, "B")
 
 
@@ -61,27 +77,31 @@ def fmt_count(n: float) -> str:
     steps = [(1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")]
     for scale, prefix in steps:
         if abs(n) >= scale:
-            return f"{n / scale:.3g} {prefix}"
-    return f"{n:.3g}"
+            return f"{fmt_number(n / scale)} {prefix}"
+    return fmt_number(n)
 
 
 def fmt_flops(n: float) -> str:
-    steps = [(1e21, "Z"), (1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M")]
+    steps = [(1e24, "Y"), (1e21, "Z"), (1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")]
     return _scaled(n, steps, "FLOP")
 
 
 def fmt_duration(seconds: float) -> str:
     if not math.isfinite(seconds):
         return "never"
+    if seconds < 1e-3:
+        return f"{fmt_number(seconds * 1e6)} µs"
     if seconds < 1:
-        return f"{seconds * 1e3:.3g} ms"
+        return f"{fmt_number(seconds * 1e3)} ms"
     if seconds < 120:
-        return f"{seconds:.3g} s"
+        return f"{fmt_number(seconds)} s"
     if seconds < 2 * 3600:
-        return f"{seconds / 60:.3g} min"
+        return f"{fmt_number(seconds / 60)} min"
     if seconds < 3 * 86400:
-        return f"{seconds / 3600:.3g} h"
-    return f"{seconds / 86400:.3g} days"
+        return f"{fmt_number(seconds / 3600)} h"
+    if seconds < 3 * 365.25 * 86400:
+        return f"{fmt_number(seconds / 86400)} days"
+    return f"{fmt_number(seconds / (365.25 * 86400))} years"
 
 
 def fmt_usd(dollars: float) -> str:
@@ -89,4 +109,4 @@ def fmt_usd(dollars: float) -> str:
         return f"${dollars:,.0f}"
     if dollars >= 1:
         return f"${dollars:,.2f}"
-    return f"${dollars:.3g}"
+    return f"${fmt_number(dollars)}"

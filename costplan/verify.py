@@ -149,27 +149,46 @@ class TraceFailed(Exception):
     """The real model code could not be traced for a case (a library limitation, not bad input)."""
 
 
-def run_case(case: Case) -> CaseResult:
-    """Trace one case on the meta device and compare it with the analytic model."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # transformers and peft warn about training-time options
-        try:
-            return _run_case(case)
-        except (CostplanError, ValueError):
-            raise
-        except Exception as exc:  # an exception inside transformers, peft or torch
-            raise TraceFailed(f"tracing {case.label} failed: {type(exc).__name__}: {exc}") from exc
+MAX_LAYERS = 256
+"""The deepest model ``verify`` traces: a trace runs every operator of every layer in Python, about
+0.2 s per layer on one laptop core, so 256 layers answer within about a minute (the deepest
+published language models have under 200 layers)."""
 
 
-def _run_case(case: Case) -> CaseResult:
+def prepare(case: Case) -> tuple[ModelSpec, Method, Workload]:
+    """costplan's own checks of a case, before any tracing: bad input is a ``CostplanError``."""
     from costplan.api import make_method
-    from costplan.tracing import trace_inference_step, trace_training_step
 
-    started = time.perf_counter()
     model = resolve_model(case.model)
     method = make_method(case.method, lora_rank=8, lora_targets="q,v", lora_dropout=0.0, virtual_tokens=20)
     method.validate(model)
+    if model.num_layers > MAX_LAYERS:
+        raise CostplanError(f"verify traces models of up to {MAX_LAYERS} layers (about 0.2 s per layer, so a "
+                            f"minute at most); {model.name} has {model.num_layers:,}. Use estimate for it.")
     work = _workload(case, model, method)
+    positions = work.prompt_len + 1 if not method.training else work.seq_len + method.virtual_tokens
+    if positions > model.max_positions:
+        raise CostplanError(f"{positions} positions exceed {model.name}'s context of {model.max_positions} tokens.")
+    return model, method, work
+
+
+def run_case(case: Case) -> CaseResult:
+    """Trace one case on the meta device and compare it with the analytic model."""
+    model, method, work = prepare(case)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # transformers and peft warn about training-time options
+        try:
+            return _run_case(case, model, method, work)
+        except Exception as exc:  # an exception inside transformers, peft or torch
+            detail = " ".join(str(exc).split())
+            detail = detail[:300] + ("..." if len(detail) > 300 else "")
+            raise TraceFailed(f"tracing {case.label} failed: {type(exc).__name__}: {detail}") from exc
+
+
+def _run_case(case: Case, model: ModelSpec, method: Method, work: Workload) -> CaseResult:
+    from costplan.tracing import trace_inference_step, trace_training_step
+
+    started = time.perf_counter()
     profile = default_profile()
     notes: list[str] = []
     if not method.training:

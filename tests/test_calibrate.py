@@ -125,6 +125,7 @@ def test_collectives_under_torchrun_with_gloo(tmp_path):
     assert all(p["all_reduce_bus_bytes_per_second"] > 0 for p in points)
 
 
+@pytest.mark.needs_torch
 def test_collectives_outside_torchrun_is_a_clear_error():
     result = CliRunner().invoke(cli, ["calibrate", "--collectives"])
     assert result.exit_code == 2 and "torchrun" in result.output

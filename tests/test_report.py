@@ -56,3 +56,36 @@ def test_report_shows_the_calibration_in_use(tmp_path, monkeypatch):
     assert "calibrated on NVIDIA H100 80GB HBM3, 2026-11-26" in markdown
     assert "| matmul bf16 | 750 TFLOP/s | 989.5 TFLOP/s |" in markdown
     assert os.path.getsize(files.html) > 0
+
+
+def test_report_options_units_and_the_thinned_plan(tmp_path):
+    out = tmp_path / "r"
+    result = CliRunner().invoke(cli, ["report", "--model", "70b", "--gpu", "rtx-4090", "--tokens", "100M", "--method",
+                                      "qlora,lora", "--seq-len", "1024", "--grad-ckpt", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    data = json.loads((out / "report.json").read_text())
+    assert data["settings"] == {"methods": ["qlora", "lora"], "seq_len": 1024, "grad_ckpt": True,
+                                "deadline_seconds": None, "budget_usd": None}
+    assert data["assumptions_shown"] == "qlora"
+    assert all(c["grad_ckpt"] for c in data["plan"]["pareto"])
+    markdown = (out / "report.md").read_text()
+    assert "## Assumptions (qlora row" in markdown
+    assert "quantity (unit)" in markdown and "gpu_hours (GPU-hours)" in markdown and "memory_gib (GiB)" in markdown
+    # Rows that do not fit on an RTX 4090 have no price, and the report says where they would fit.
+    no_fit = [r for r in data["comparison"] if not r["fits"]]
+    assert no_fit and all(r["cost_usd"] is None for r in no_fit)
+    assert f"{no_fit[0]['method']} does not fit on rtx-4090, so it has no price" in markdown
+    assert "cheapest that fits" in markdown
+
+
+def test_the_report_shows_the_same_thinned_front_as_the_cli():
+    from costplan.plan import Candidate, PlanResult
+    from costplan.report import _sections
+
+    front = tuple(Candidate("lora", "h100-sxm", n, 1, False, 1, "bf16", 3600.0 / n, 10.0 + n, 1e9, 1.0)
+                  for n in range(1, 41))
+    plan = PlanResult(front, 100, 50, 40, ())
+    assert len(plan.shown()) == 15 and plan.shown()[0] is front[0] and plan.shown()[-1] is front[-1]
+    sections = _sections({}, compare("gpt2", tokens=1e6, gpu="h100"), plan, [], [])
+    assert len(sections["plan"]) == 1 + 15
+    assert sections["plan"][1][0] == "cheapest" and sections["plan"][-1][0] == "fastest"

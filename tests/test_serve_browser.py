@@ -268,7 +268,7 @@ def test_a_bad_config_upload_shows_the_error_and_a_good_one_the_answer(server, b
     page = read_page(browser)
     expected = api_error(server, "estimate?method=lora&gpu=h100", bad.read_bytes())
     assert page["error"] == expected
-    assert expected.startswith("uploaded config.json: model_type 't5' is not supported")
+    assert expected.startswith("'uploaded config.json': model_type 't5' is not supported")
     assert browser.find_element(By.ID, "error").is_displayed()
 
     good = tmp_path / "my-llama.json"

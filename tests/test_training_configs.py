@@ -63,7 +63,7 @@ def test_unknown_keys_are_listed_not_dropped():
 
 def test_estimate_from_a_file_uses_its_layout_and_lists_it():
     data = estimate_json("--from", str(CONFIGS / "torchtune_llama3_1_8B_lora_single_device.yaml"), "--gpus", "1")
-    assert data["model"] == "llama-3-8b"  # torchtune's llama3_1_8b builder -> the preset (alias llama-3.1-8b)
+    assert data["model"] == "llama-3.1-8b"  # torchtune's llama3_1_8b builder -> the Llama 3.1 preset
     assert data["method"] == "lora"
     layout = data["layout"]
     chosen = (layout["micro_batch"], layout["grad_accum"], layout["global_batch"], layout["grad_ckpt"])

@@ -73,6 +73,7 @@ def test_cli_single_case_writes_csv(tmp_path):
     assert not list(tmp_path.glob("*.tmp"))
 
 
+@pytest.mark.needs_torch
 def test_cli_verify_errors_are_one_line():
     for args, message in ((["--model", "nope"], "Unknown model"), (["--full"], "--full goes with --all")):
         result = CliRunner().invoke(cli, ["verify", *args])

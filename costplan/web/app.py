@@ -31,6 +31,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from costplan.errors import shown
 from costplan.web.args import COMMANDS, RequestError, build_args, check_model_name, describe, hub_config, single_values
 from costplan.web.workers import Busy, Outcome, Timeout, WorkerPool
 
@@ -262,14 +263,19 @@ def _model_file(params: dict[str, str], upload: _Upload | None, folder: Path) ->
         if model:
             raise RequestError("Give model or upload a config.json, not both.")
         path = _place(folder, _folder_name(upload.filename), upload.content)
-        return {"model": str(path)}, {str(path): "uploaded config.json"}
+        return {"model": str(path)}, _path_names(path, "uploaded config.json")
     if model and check_model_name(model) == "hub":
         source = hub_config(model)
         if source.stat().st_size > MAX_UPLOAD_BYTES:
             raise RequestError(f"The cached config.json of {model} is larger than {MAX_UPLOAD_BYTES // 1024} KiB.")
         path = _place(folder, model.split("/")[1], source.read_bytes())
-        return {"model": str(path)}, {str(path): f"{model} config.json (local Hub cache)"}
+        return {"model": str(path)}, _path_names(path, f"{model} config.json (local Hub cache)")
     return {}, {}
+
+
+def _path_names(path: Path, label: str) -> dict[str, str]:
+    """How a server path is named in messages: whole, or cut short as ``errors.shown`` quotes it."""
+    return {shown(str(path)): repr(label), str(path): label}
 
 
 def _folder_name(filename: str) -> str:
