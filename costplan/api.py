@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from costplan import arguments, engine
+from costplan import precision as modes
 from costplan.energy import energy_model
 from costplan.errors import CostplanError, unknown_name
 from costplan.fit import Fit, assess
@@ -22,13 +23,14 @@ from costplan.memory import WEIGHT_FORMATS, inference_memory
 from costplan.methods import METHODS, Inference, Lora, Method, PrefixTuning, PromptTuning, parse_targets
 from costplan.model import ModelSpec, count_params, resolve_model
 from costplan.optimizers import optimizer as find_optimizer
+from costplan.optimizers import split_in_backward
 from costplan.profile import Profile, default_profile, saved_profile_for
 from costplan.scaling import Link, link
 from costplan.speed import decode_shape, micro_batch_seconds, step_shape
 from costplan.units import fmt_bytes, fmt_count, fmt_duration
-from costplan.workload import Workload
+from costplan.workload import LOSSES, OFFLOADS, Workload
 
-PRECISIONS = ("fp32", "bf16", "fp16", "fp8")
+PRECISIONS = modes.NAMES
 ESTIMATE_AUTO = frozenset({"gpus", "tokens", "seq_len", "micro_batch", "global_batch", "global_batch_tokens", "zero",
                            "tp", "pp", "price", "pue", "serve_tokens", "lora_alpha", "electricity",
                            "hardware_price"})
@@ -171,7 +173,9 @@ def make_method(name: str | Method, *, lora_rank: int = 8, lora_targets: str = "
 
 def hardware(device: GpuSpec, net: Link, precision: str, profile: Profile, *, usd_per_gpu_hour: float = 0.0,
              watts: float | None = None, kernels: str = "eager") -> engine.Hardware:
-    """The engine's GPU inputs for one GPU type, with the profile's measured constants where it has them."""
+    """The engine's GPU inputs for one GPU type, with the profile's measured constants where it has them.
+    ``precision``: a precision mode or the tensor-core peak it runs at (fp32, bf16, fp16, fp8)."""
+    precision = modes.peak_key(precision) if precision in modes.MODES else precision
     sixteen = "fp16" if precision in ("fp16", "fp8") and "bf16" not in device.peak_flops else (
         "fp32" if precision == "fp32" else "bf16")
     if sixteen not in device.peak_flops:
@@ -188,7 +192,8 @@ def hardware(device: GpuSpec, net: Link, precision: str, profile: Profile, *, us
         attention_efficiency=profile.factor("attention_efficiency", device.key, device.arch, kernels).value,
         intra_bytes_per_s=min(net.intra_bytes_per_s, measured_link) if measured_link else net.intra_bytes_per_s,
         node_bytes_per_s=net.node_bytes_per_s, gpus_per_node=net.gpus_per_node, usd_per_gpu_hour=usd_per_gpu_hour,
-        watts=watts if watts is not None else (profile.power_watts(device.key) or device.tdp_watts))
+        watts=watts if watts is not None else (profile.power_watts(device.key) or device.tdp_watts),
+        host_link_bytes_per_s=device.host_link_bytes_per_s)
 
 
 def estimate(
@@ -208,6 +213,9 @@ def estimate(
     global_batch_tokens: float | None = None,
     precision: str = "bf16",
     optimizer: str | None = None,
+    optimizer_in_backward: bool | None = None,
+    loss: str | None = None,
+    offload: tuple[str, ...] | str | None = None,
     grad_ckpt: bool | None = None,
     attention: str = "flash",
     zero: int | None = None,
@@ -269,6 +277,11 @@ def estimate(
     precision = arguments.text("precision", precision, PRECISIONS)
     attention = arguments.text("attention", attention, ("flash", "eager"))
     optimizer = arguments.text("optimizer", optimizer, optional=True)
+    loss = arguments.text("loss", loss, LOSSES, optional=True)
+    if offload is not None and not isinstance(offload, (str, tuple, list)):
+        raise CostplanError(f"--offload takes {', '.join(OFFLOADS)}, not {offload!r}.")
+    offload = tuple(offload.split(",") if isinstance(offload, str) else offload or ()) or None
+    optimizer_in_backward = arguments.flag("optimizer_in_backward", optimizer_in_backward, optional=True)
     framework = arguments.text("framework", framework, FRAMEWORK_KEYS, optional=True)
     runtime = arguments.text("runtime", runtime, ("eager", "compiled", "native"), optional=True)
     provider = arguments.text("provider", provider, optional=True)
@@ -303,15 +316,21 @@ def estimate(
         owned = Ownership(hardware_usd_per_gpu_hour=hardware_price or 0.0, usd_per_kwh=electricity or 0.0)
     if seq_len is None:
         seq_len = min(2048, spec.max_positions - how.virtual_tokens)
-    opt_name = optimizer or "adamw"
-    find_optimizer(opt_name)
-    work = Workload(seq_len=seq_len, micro_batch=micro_batch or 1, precision=precision,  # type: ignore[arg-type]
-                    optimizer=opt_name, grad_ckpt=bool(grad_ckpt), attention=attention,  # type: ignore[arg-type]
-                    prompt_len=prompt_len, gen_len=gen_len)
+    if how.training:
+        stack = find_framework(framework) if framework else default_framework(
+            True, how.trains_base, how.key in ("pretrain", "cpt") and (gpus is None or gpus > 1))
+    else:
+        stack = find_framework(framework) if framework else default_framework(False, False, False)
+    work, stack_notes = stack_workload(stack, how, precision=precision, optimizer=optimizer,
+                                       optimizer_in_backward=optimizer_in_backward, loss=loss, offload=offload,
+                                       grad_ckpt=grad_ckpt, gpus=gpus, seq_len=seq_len, micro_batch=micro_batch or 1,
+                                       attention=attention, prompt_len=prompt_len, gen_len=gen_len)
+    if how.training and grad_ckpt is None and stack.grad_ckpt:
+        grad_ckpt = True  # the stack's recipes checkpoint every layer
     context = (work.prompt_len + work.gen_len) if not how.training else seq_len + how.virtual_tokens
     if context > spec.max_positions:
         raise CostplanError(f"{context} positions exceed {spec.name}'s context of {spec.max_positions} tokens.")
-    peak = device.peak(work.precision)
+    peak = device.peak(work.peak_key)
     params = count_params(spec).total
     if dataset is not None:
         if tokens is not None:
@@ -335,7 +354,8 @@ def estimate(
         *how.notes(spec),
         f"volume: {tokens_note}" + (f" x {epochs:g} epoch{'s' if epochs != 1 else ''}" if how.training else ""),
         _precision_note(work, how),
-        f"{device.name}: {work.precision} dense peak {peak / 1e12:.1f} TFLOPS, "
+        *stack_notes,
+        f"{device.name}: {work.peak_key} dense peak {peak / 1e12:.1f} TFLOPS, "
         f"{fmt_bytes(device.memory_bytes)}, {device.bandwidth_bytes_per_s / 1e9:.0f} GB/s "
         f"(datasheet, as of {device.as_of})",
         "FLOPs count matmuls only (2mnk), causal mask not discounted; MFU is model FLOPs (no recompute) over "
@@ -347,15 +367,12 @@ def estimate(
         notes.insert(1, origin(model))
     net = link(device.key)
     if how.training:
-        stack = find_framework(framework) if framework else default_framework(
-            True, how.trains_base, how.key in ("pretrain", "cpt") and (gpus is None or gpus > 1))
         pins = Pins(gpus=gpus, tp=tp, pp=pp, zero=zero, micro_batch=micro_batch, grad_ckpt=grad_ckpt, cp=cp)
         check_pins(spec, pins, stack, net)
         _check_layout_for_stack(pins, stack)
         result = _training(spec, how, device, net, stack, work, profile, pins, tokens, epochs, global_batch,
                            global_batch_tokens, runtime, startup_seconds, power.pue, provider, spot, price, owned)
     else:
-        stack = find_framework(framework) if framework else default_framework(False, False, False)
         result = _inference(spec, how, device, net, work, profile, tokens, gpus, runtime or "compiled",
                             startup_seconds, power.pue, provider, spot, price, owned)
     notes += result.notes
@@ -524,14 +541,55 @@ def _check_layout_for_stack(pins: Pins, stack: Framework) -> None:
 
 
 def _precision_note(work: Workload, how: Method) -> str:
-    if work.precision == "fp32":
-        return "fp32 weights, activations, gradients and optimizer states"
-    text = f"{work.precision} weights and activations"
-    if how.training and how.trains_base:
-        text += ", fp32 master weights and optimizer states (mixed precision)"
-    if work.precision == "fp8":
-        text += "; fp8 matmuls (Transformer Engine), memory planned as bf16"
-    return text
+    if not how.training:
+        return f"{'fp32' if work.precision == 'fp32' else 'fp16' if work.precision == 'fp16-mixed' else 'bf16'} " \
+               "weights and activations"
+    return "precision " + modes.describe(work.precision, how.trains_base, fp32_main_grads=work.fp32_main_grads,
+                                         fp32_adapters=work.fp32_adapters, base_mode=work.fp8_base)
+
+
+def stack_workload(stack: Framework, how: Method, *, precision: str = "bf16", optimizer: str | None = None,
+                   optimizer_in_backward: bool | None = None, loss: str | None = None,
+                   offload: tuple[str, ...] | str | None = None, grad_ckpt: bool | None = None,
+                   gpus: int | None = None, **shape: Any) -> tuple[Workload, list[str]]:
+    """The workload as ``stack`` runs it: its precision mode for ``bf16``, its optimizer, loss,
+    adapter dtype and gradient buffers, unless given; with one line per convention taken."""
+    mode = modes.resolve(precision, stack.bf16)
+    notes = []
+    if precision.lower() == "bf16" and how.training:
+        notes.append(f"--precision bf16 on {stack.key} is {mode}")
+    if optimizer is None:
+        if how.trains_base and how.key == "full" and gpus == 1 and stack.full_single_gpu_optimizer:
+            optimizer = stack.full_single_gpu_optimizer
+            notes.append(f"optimizer: {optimizer}, as {stack.key}'s single-GPU full fine-tuning recipes run it")
+        else:
+            optimizer = stack.optimizer
+    name, in_backward = split_in_backward(optimizer)
+    find_optimizer(name)
+    if optimizer_in_backward is not None:
+        in_backward = optimizer_in_backward
+    if isinstance(offload, str):
+        offload = tuple(o.strip().lower() for o in offload.split(",") if o.strip())
+    offloads = tuple(offload or ())
+    if stack.offload_checkpoints and (grad_ckpt or (grad_ckpt is None and stack.grad_ckpt)) \
+            and "activations" not in offloads and offload is None:
+        offloads += ("activations",)
+        notes.append(f"{stack.key} keeps the checkpointed layer inputs in host memory")
+    loss_kind = loss or stack.loss
+    if how.training and loss is None and loss_kind != "full":
+        notes.append(f"loss: {loss_kind} cross-entropy ({stack.key}'s)" +
+                     ("" if stack.loss_fp32 else ", logits not upcast to fp32"))
+    work = Workload(precision=mode, optimizer=name, optimizer_in_backward=in_backward, loss=loss_kind,
+                    loss_fp32=stack.loss_fp32, offload=offloads, grad_ckpt=bool(grad_ckpt),
+                    fp32_adapters=stack.fp32_adapters, fp32_main_grads=stack.fp32_main_grads, fp8_base=stack.bf16
+                    if stack.bf16 != "fp8" else "bf16-master",
+                    kbit_fp32_upcast=stack.kbit_upcast and how.base_storage == "nf4", **shape)
+    if work.kbit_fp32_upcast:
+        notes.append("QLoRA prepared by peft (prepare_model_for_kbit_training): embeddings, LM head and norms "
+                     "upcast to fp32")
+    if in_backward:
+        notes.append("optimizer stepped inside backward, each gradient freed once used (no gradient accumulation)")
+    return work, notes
 
 
 @dataclass(frozen=True, slots=True)

@@ -119,7 +119,10 @@ METHOD_CHOICE = click.Choice(["inference", "prompt", "prefix", "lora", "qlora", 
 FRAMEWORK_CHOICE = click.Choice(["hf-trainer", "fsdp", "deepspeed", "torchtune", "litgpt", "unsloth", "axolotl",
                                  "megatron", "torchtitan"])
 """tables/frameworks.csv's keys (a test keeps them equal), spelled out so --help needs no table."""
-PRECISION_CHOICE = click.Choice(["fp32", "bf16", "fp16", "fp8"])
+PRECISION_CHOICE = click.Choice(["fp32", "bf16", "fp16", "bf16-mixed", "fp16-mixed", "bf16-true", "bf16-master", "fp8"])
+PRECISION_HELP = ("bf16: the stack's bf16 mode (Trainer/FSDP bf16-mixed, torchtune/LitGPT/Unsloth/Axolotl bf16-true, "
+                  "DeepSpeed/Megatron bf16-master); bf16-mixed/fp16-mixed: autocast over fp32 weights; bf16-true: "
+                  "pure bf16, no master copy; bf16-master: bf16 weights + fp32 master; fp8: Transformer Engine.")
 
 
 def _options(*decorators: Callable[[Any], Any]) -> Callable[[Any], Any]:
@@ -231,9 +234,19 @@ LAYOUT = _options(
 @click.option("--epochs", type=_Number(0.001, 10_000), default=1.0, show_default=True)
 @click.option("--seq-len", type=_ints(MAX_SEQ), help="Training sequence length [default: 2048 or the model's context].")
 @LAYOUT
-@click.option("--precision", type=PRECISION_CHOICE, default="bf16", show_default=True)
-@click.option("--optimizer", default="adamw", show_default=True,
-              help="adamw, adamw-fused, adamw-8bit, paged-adamw, paged-adamw-8bit, sgd, sgd-momentum, adafactor.")
+@click.option("--precision", type=PRECISION_CHOICE, default="bf16", show_default=True, help=PRECISION_HELP)
+@click.option("--optimizer", show_default="auto",
+              help="adamw (foreach), adamw-fused, adamw-8bit, paged-adamw, paged-adamw-8bit, sgd, sgd-momentum, "
+                   "adafactor [auto: the stack's default].")
+@click.option("--optimizer-in-backward/--no-optimizer-in-backward", default=None, show_default="auto",
+              help="Step each parameter inside backward and free its gradient (torchtune's optimizer_in_bwd; no "
+                   "gradient accumulation).")
+@click.option("--loss", type=click.Choice(["full", "chunked", "fused"]), show_default="auto",
+              help="Cross-entropy: full logits (transformers), chunked (torchtune, LitGPT) or a fused linear + "
+                   "cross-entropy that keeps no logits (Liger, Unsloth, Cut Cross-Entropy) [auto: the stack's].")
+@click.option("--offload", type=click.Choice(["optimizer", "params", "activations"]), multiple=True,
+              help="Keep in host memory: optimizer states and master weights (ZeRO-Offload, FSDP CPU offload; the step "
+                   "runs on the CPU), parameters (ZeRO-3), activations/checkpoints. Repeat for several.")
 @click.option("--attention", type=click.Choice(["flash", "eager"]), default="flash", show_default=True)
 @click.option("--runtime", type=click.Choice(["eager", "compiled", "native"]), show_default="auto",
               help="Kernel dispatch: eager PyTorch (transformers generate), compiled (CUDA graphs / torch.compile, as "

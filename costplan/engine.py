@@ -84,6 +84,8 @@ class Hardware:
     watts: Any
     low_precision_factor: Any = 1.0
     """fp8 matmuls: the share of ``peak`` they reach relative to a 16-bit matmul's share of its own."""
+    host_link_bytes_per_s: Any = 31.5e9
+    """Host link (PCIe) bandwidth per direction, which offloaded tensors cross."""
 
 
 # --- memory ------------------------------------------------------------------------------------
@@ -108,17 +110,23 @@ def training_phases(mem: TrainingMemory, *, dp: Any, zero: Any, micro_batch: Any
     held = {Mem.WEIGHTS: mem.weights / (xp.where(zero >= 3, dp, 1) * model_split),
             Mem.MASTER: mem.master_weights / by_states,
             Mem.OPTIMIZER: mem.optimizer_states / by_states}
-    grads = mem.gradients / (xp.where(zero >= 2, dp, 1) * model_split)
+    by_grads = xp.where(zero >= 2, dp, 1) * model_split
+    buffer = mem.gradient_buffer / by_grads  # a persistent buffer (Megatron's main gradients) in every phase
+    grads = mem.gradients / by_grads + buffer
     gather = xp.where((zero >= 3) & (dp > 1), 2 * mem.layer_weights / model_split, 0.0)
-    accumulated = xp.where(grad_accum > 1, grads, 0.0)
+    accumulated = xp.where(grad_accum > 1, grads, buffer)
     activations = mem.activations * mb * in_flight
     logits = mem.logits_peak * mb
     transient = mem.layer_transient * mb
     # Top of backward: every saved tensor with the loss's gradients on top or, when larger (tiny
     # vocabularies, QLoRA's dequantized matrices), the last layer's backward gradients.
     loss_side = logits >= transient + mem.workspace
+    # autocast's 16-bit casts of fp32 weights (and fp8 copies), saved for backward; under ZeRO-3 /
+    # FSDP the gathered 16-bit layers are the copies (``gather``).
+    copies = xp.where(zero >= 3, 0.0, mem.weight_copies / model_split)
     phases: dict[Phase, dict[Mem, Any]] = {Phase.BACKWARD_START: {
         **held, Mem.GRADIENTS: accumulated, Mem.ACTIVATIONS: activations, Mem.GATHER: gather,
+        Mem.WEIGHT_COPIES: copies,
         Mem.LOGITS: xp.where(loss_side, logits, 0.0),
         Mem.LAYER_BACKWARD: xp.where(loss_side, 0.0, transient),
         Mem.DEQUANT: xp.where(loss_side, 0.0, mem.workspace)}}
@@ -163,13 +171,28 @@ def device_bytes(peak: Any, allocator_slack: float, context_bytes: float) -> Any
     return peak * (1 + allocator_slack) + context_bytes
 
 
-def breakdown(phases: dict[Phase, dict[Mem, Any]], allocator_slack: float, context_bytes: float) -> MemoryBreakdown:
+def breakdown(phases: dict[Phase, dict[Mem, Any]], allocator_slack: float, context_bytes: float,
+              managed_bytes: float = 0.0, host_bytes: float = 0.0) -> MemoryBreakdown:
     """The peak phase and its terms, for one configuration."""
     totals = {phase: float(total) for phase, total in phase_totals(phases).items()}
     peak_phase = max(totals, key=totals.__getitem__)
     terms = {term: float(v) for term, v in phases[peak_phase].items() if float(v)}
     reserved = totals[peak_phase] * (1 + allocator_slack)
-    return MemoryBreakdown(terms, totals, peak_phase, reserved, reserved + context_bytes)
+    return MemoryBreakdown(terms, totals, peak_phase, reserved, reserved + context_bytes, float(managed_bytes),
+                           float(host_bytes))
+
+
+def off_device_bytes(mem: TrainingMemory, *, dp: Any, zero: Any, micro_batch: Any, tp: Any = 1, pp: Any = 1,
+                     cp: Any = 1) -> tuple[Any, Any]:
+    """Per GPU: paged optimizer states (managed memory) and host memory for what is offloaded,
+    sharded as the terms they come from."""
+    model_split = tp * pp
+    dp = dp * cp
+    by_states = xp.where(zero >= 1, dp, 1) * model_split
+    managed = mem.paged_states / by_states
+    host = (mem.host_states / by_states + mem.host_weights / (xp.where(zero >= 3, dp, 1) * model_split)
+            + mem.host_activations * micro_batch / (tp * cp))
+    return managed, host
 
 
 # --- communication ----------------------------------------------------------------------------
@@ -249,6 +272,16 @@ class StepTime:
         return self.compute / self.total
 
 
+HOST_LINK_EFFICIENCY = 0.8
+"""Share of the PCIe x16 peak that pinned host-device copies reach (CUDA's bandwidthTest / nvbandwidth
+measure about 25 of 31.5 GB/s on gen4 and 50-55 of 63 GB/s on gen5)."""
+CPU_ADAM_SECONDS_PER_PARAM = 2e-10
+"""DeepSpeed's CPU Adam: it streams about 28 bytes per parameter (fp32 weight, gradient and two
+states read; weight and states written), bound by host DRAM bandwidth, about 140 GB/s on a
+two-socket server: 0.2 s per billion parameters (ZeRO-Offload, Ren et al. 2021, report CPU-Adam
+6x faster than PyTorch's CPU Adam and of this order)."""
+
+
 def training_step(shape: StepShape, mem: TrainingMemory, *, hw: Hardware, constants: Constants, dp: Any, tp: Any,
                   pp: Any, zero: Any, micro_batch: Any, grad_accum: Any, hidden_size: int,
                   correction: float = 1.0, cp: Any = 1) -> StepTime:
@@ -273,12 +306,22 @@ def training_step(shape: StepShape, mem: TrainingMemory, *, hw: Hardware, consta
     virtual = xp.maximum(shape.layers // (2 * pp), 1)
     p2p = xp.where(pp > 1, 2 * virtual * message / tp / (hw.node_bytes_per_s / hw.gpus_per_node), 0.0)
     bubble = (pp - 1) / virtual * per_micro + grad_accum * p2p
-    once, per_batch = data_parallel_seconds(mem.gradients, mem.weights, dp=dp * cp, tp=tp, pp=pp, zero=zero, hw=hw)
+    once, per_batch = data_parallel_seconds(mem.reduced_gradients or mem.gradients, mem.weights, dp=dp * cp, tp=tp, pp=pp, zero=zero, hw=hw)
     backward = mb_seconds * 2.0 / 3.0
     exposed = (xp.maximum(once - BACKWARD_OVERLAP * backward, 0.0)
                + grad_accum * xp.maximum(per_batch - BACKWARD_OVERLAP * mb_seconds, 0.0))
     shards = tp * pp * xp.where(zero >= 1, dp * cp, 1)
     optimizer = optimizer_seconds(shape, shards=shards, bandwidth=hw.bandwidth, constants=constants)
+    if mem.offload_bytes_per_step or mem.offload_bytes_per_micro:
+        link = hw.host_link_bytes_per_s * HOST_LINK_EFFICIENCY
+        # ZeRO-Offload: gradients down and updated weights up over PCIe, and the step on the host
+        # CPU, none of it hidden behind this step's compute; parameter and checkpoint traffic runs
+        # beside the compute of each micro-batch.
+        offloaded = (mem.offload_bytes_per_step / shards / link
+                     + mem.offloaded_params / shards * CPU_ADAM_SECONDS_PER_PARAM)
+        optimizer = xp.where(mem.offloaded_params > 0, offloaded, optimizer + offloaded)
+        per_micro_link = mem.offload_bytes_per_micro * micro_batch / (tp * pp * cp) / link
+        exposed = exposed + grad_accum * xp.maximum(per_micro_link - BACKWARD_OVERLAP * mb_seconds, 0.0)
     total = compute + bubble + exposed + optimizer
     tokens = dp * micro_batch * grad_accum * shape.tokens
     return StepTime(mb_seconds, compute, grad_accum * tp_seconds, bubble, exposed, once + grad_accum * per_batch,

@@ -35,7 +35,19 @@ class Framework:
     grad_ckpt: bool = False
     """Activation checkpointing on by default."""
     loss: str = "full"
-    """``full`` logits upcast to fp32, ``chunked`` or ``fused`` cross-entropy."""
+    """``full`` logits for every position, ``chunked`` or ``fused`` cross-entropy."""
+    fp32_adapters: bool = True
+    """peft adapters in fp32 (``autocast_adapter_dtype``); False: in the model's dtype."""
+    fp32_main_grads: bool = False
+    """Under bf16-master: Megatron's fp32 main-gradient buffer (else DeepSpeed's bf16 gradients)."""
+    loss_fp32: bool = True
+    """Logits upcast to fp32 for the loss."""
+    kbit_upcast: bool = False
+    """QLoRA prepared by peft's ``prepare_model_for_kbit_training``: unquantized parameters in fp32."""
+    offload_checkpoints: bool = False
+    """Checkpointed layer inputs copied to host memory (Unsloth's checkpointing)."""
+    full_single_gpu_optimizer: str = ""
+    """The optimizer of full fine-tuning on one GPU where it differs (``+in-backward``: stepped in backward)."""
     source: str = ""
 
     @property
@@ -53,7 +65,10 @@ def frameworks() -> dict[str, Framework]:
             key=row["key"], label=row["label"], zero_stages=tuple(int(z) for z in row["zero_stages"].split(";")),
             tensor_parallel=row["tensor_parallel"] == "true", pipeline_parallel=row["pipeline_parallel"] == "true",
             runtime=row["runtime"], kernels=row["kernels"], bf16=row["bf16"], optimizer=row["optimizer"],
-            grad_ckpt=row["grad_ckpt"] == "true", loss=row["loss"], source=row["source"])
+            grad_ckpt=row["grad_ckpt"] == "true", loss=row["loss"], fp32_adapters=row["adapters"] == "fp32",
+            fp32_main_grads=row["main_grads"] == "fp32", loss_fp32=row["loss_fp32"] == "true",
+            kbit_upcast=row["kbit_upcast"] == "true", offload_checkpoints=row["offload_checkpoints"] == "true",
+            full_single_gpu_optimizer=row["full_single_gpu_optimizer"], source=row["source"])
     return found
 
 

@@ -33,6 +33,9 @@ class GpuSpec:
     tdp_watts: float
     source: str
     as_of: str
+    host_link_bytes_per_s: float = 31.5e9
+    """Host link bandwidth per direction (PCIe x16: gen3 15.75, gen4 31.5, gen5 63 GB/s), which
+    offloaded optimizer states, parameters and checkpoints cross."""
 
     def peak(self, precision: str) -> float:
         try:
@@ -62,7 +65,8 @@ def gpu(name: str) -> GpuSpec:
         raise CostplanError(f"GPU table row {row['key']} lacks memory or bandwidth.")
     return GpuSpec(key=row["key"], name=row["name"], arch=row["arch"], memory_bytes=memory * GIB,
                    bandwidth_bytes_per_s=bandwidth * 1e9, peak_flops=peaks,
-                   tdp_watts=number(row, "tdp_watts") or 0.0, source=row["source"], as_of=row["as_of"])
+                   tdp_watts=number(row, "tdp_watts") or 0.0, source=row["source"], as_of=row["as_of"],
+                   host_link_bytes_per_s=(number(row, "host_link_gbps") or 31.5) * 1e9)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

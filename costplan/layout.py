@@ -90,7 +90,7 @@ class Job:
             opt = find_optimizer(work.optimizer)
             trainable = sum(t.elements for t in tensors)
             moved = trainable * opt.step_bytes_per_param(work.compute_bytes, self.method.trains_base
-                                                         and work.mixed_precision)
+                                                         and work.trained.master > 0)
             # torch.compile (Inductor) fuses the elementwise chains between matmuls, as fused stacks do.
             fused = self.framework.kernels == "fused" or self.framework.runtime == "compiled"
             shape = step_shape(self.model, self.method, work, flops, optimizer_bytes=moved, fused_loss=fused,
@@ -102,6 +102,14 @@ class Job:
         return engine.training_phases(self.parts(layout.grad_ckpt).memory, dp=layout.dp, zero=layout.zero,
                                       micro_batch=layout.micro_batch, grad_accum=layout.grad_accum, tp=layout.tp,
                                       pp=layout.pp, cp=layout.cp)
+
+    def memory(self, layout: engine.Layout) -> MemoryBreakdown:
+        """The peak phase and its terms, with paged states and host memory beside them."""
+        mem = self.parts(layout.grad_ckpt).memory
+        managed, host = engine.off_device_bytes(mem, dp=layout.dp, zero=layout.zero, micro_batch=layout.micro_batch,
+                                                tp=layout.tp, pp=layout.pp, cp=layout.cp)
+        return engine.breakdown(self.phases(layout), self.profile.allocator_slack(), self.profile.cuda_context_bytes(),
+                                managed, host)
 
     def device_bytes(self, layout: engine.Layout) -> float:
         return engine.device_bytes(engine.peak_bytes(self.phases(layout)), self.profile.allocator_slack(),
@@ -218,7 +226,9 @@ def _fastest_at(job: Job, gpus: int, pins: Pins) -> tuple[_Tried | None, _Tried 
                     else:
                         batches = list(reversed(_powers_of_two(max(1, job.global_batch // dp))))
                     for mb in batches:
-                        accum = max(1, math.ceil(job.global_batch / (dp * mb)))
+                        # Optimizer-in-backward cannot accumulate: each step is one micro-batch per replica.
+                        accum = 1 if job.work.optimizer_in_backward else max(
+                            1, math.ceil(job.global_batch / (dp * mb)))
                         layout = engine.Layout(gpus=gpus, tp=tp, pp=pp, zero=zero, micro_batch=mb, grad_accum=accum,
                                                grad_ckpt=ckpt, cp=pins.cp)
                         needed = job.device_bytes(layout)
@@ -259,7 +269,7 @@ def _floor_fits(job: Job, gpus: int, pins: Pins) -> bool:
     dp = gpus // (tp * pp * pins.cp)
     zero = pins.zero if pins.zero is not None else max(job.framework.zero_stages if dp > 1 else (0,))
     layout = engine.Layout(gpus=gpus, tp=tp, pp=pp, zero=zero, micro_batch=pins.micro_batch or 1,
-                           grad_accum=2, grad_ckpt=pins.grad_ckpt if pins.grad_ckpt is not None else True, cp=pins.cp)
+                           grad_accum=1 if job.work.optimizer_in_backward else 2, grad_ckpt=pins.grad_ckpt if pins.grad_ckpt is not None else True, cp=pins.cp)
     return job.device_bytes(layout) <= job.gpu.memory_bytes
 
 
@@ -300,11 +310,11 @@ def choose(job: Job, pins: Pins, *, tokens: float, target_seconds: float | None)
     best, smallest, fitting = _fastest_at(job, count, pins)
     if best is None:
         chosen = smallest.layout if smallest is not None else engine.Layout(gpus=count)
-        memory = engine.breakdown(job.phases(chosen), job.profile.allocator_slack(), job.profile.cuda_context_bytes())
+        memory = job.memory(chosen)
         return Placement(chosen, memory, False, _why_not(job, chosen, memory, fixed=pins.gpus is not None),
                          tuple(why))
     layout = best.layout
-    memory = engine.breakdown(job.phases(layout), job.profile.allocator_slack(), job.profile.cuda_context_bytes())
+    memory = job.memory(layout)
     why += _explain(job, layout, pins, fitting)
     return Placement(layout, memory, True, "", tuple(why))
 

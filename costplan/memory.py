@@ -28,8 +28,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from costplan.activations import eager_attention_backward, layer_backward_transient, logits_bytes, saved_tensors
-from costplan.methods import Method
+from costplan.activations import (LogitsBytes, eager_attention_backward, layer_backward_transient, logits_bytes,
+                                  saved_tensors)
+from costplan.methods import Method, Tensor2D
 from costplan.model import ModelSpec, count_params, layer_linears
 from costplan.optimizers import optimizer
 from costplan.terms import Mem, Phase
@@ -92,6 +93,8 @@ class TrainingMemory:
 
     weights: float
     gradients: float
+    """Gradients of the trainable parameters as accumulated (under optimizer-in-backward: the
+    largest one tensor's, freed once it is stepped)."""
     master_weights: float
     optimizer_states: float
     gradient_copies: float
@@ -112,48 +115,192 @@ class TrainingMemory:
     """Dequantized matrices (QLoRA): one weight matrix in the compute dtype."""
     layer_weights: float
     """One layer's weights in the compute dtype (what ZeRO-3 gathers)."""
+    reduced_gradients: float = 0.0
+    """All gradient bytes a step reduces over data-parallel replicas (whatever is live at once)."""
+    gradient_buffer: float = 0.0
+    """A persistent gradient buffer allocated once and kept (Megatron's fp32 main gradients)."""
+    weight_copies: float = 0.0
+    """16-bit casts of fp32 weights that autocast keeps and the matmuls save for backward (mixed
+    precision), and Transformer Engine's fp8 weight copies: alive from forward into backward."""
+    paged_states: float = 0.0
+    """Optimizer states in CUDA managed memory (bitsandbytes' paged optimizers): not counted by
+    ``max_memory_allocated``, paged out to host memory when the GPU is full."""
+    host_states: float = 0.0
+    """Offloaded to host memory: optimizer states, master weights and fp32 gradients (sharded like states)."""
+    host_weights: float = 0.0
+    """Offloaded parameters (ZeRO-3 / FSDP parameter offload; sharded like weights)."""
+    host_activations: float = 0.0
+    """Offloaded checkpoints or saved activations, for the micro-batch."""
+    offload_bytes_per_step: float = 0.0
+    """Bytes that cross the host link once per optimizer step (gradients down, updated weights up)."""
+    offload_bytes_per_micro: float = 0.0
+    """Bytes that cross it per micro-batch (offloaded parameters fetched, checkpoints out and back)."""
+    offloaded_params: float = 0.0
+    """Parameters whose optimizer step runs on the host CPU (ZeRO-Offload's CPU Adam)."""
+
+
+def _largest(tensors: tuple[Tensor2D, ...]) -> int:
+    """Elements of the largest single tensor (one of ``count``)."""
+    return max((t.rows * t.cols for t in tensors), default=0)
+
+
+def _one_largest(tensors: tuple[Tensor2D, ...]) -> tuple[Tensor2D, ...]:
+    """The largest single tensor, alone: what a step inside backward updates at a time."""
+    if not tensors:
+        return ()
+    t = max(tensors, key=lambda t: t.rows * t.cols)
+    return (Tensor2D(t.rows, t.cols),)
+
+
+def unquantized_params(model: ModelSpec) -> float:
+    """Parameters a 4-bit base leaves in 16 bits: embeddings, the LM head, norms and biases."""
+    matrices = model.num_layers * sum(lin.copies * lin.weight_elements for lin in layer_linears(model))
+    return count_params(model).total - matrices
 
 
 def training_memory(model: ModelSpec, method: Method, work: Workload) -> TrainingMemory:
+    """One replica's terms in the precision mode and with the techniques of ``work``."""
     p, mb = work.compute_bytes, work.micro_batch
     tensors = method.trainable_tensors(model)
     trainable = sum(t.elements for t in tensors)
     opt = optimizer(work.optimizer)
+    in_backward = work.optimizer_in_backward
     if method.trains_base:
-        gradients = p * trainable  # trained base weights in the compute dtype
-        master = FP32 * trainable if work.mixed_precision else 0.0
-        copies = FP32 * trainable if work.mixed_precision else 0.0
-        weights = base_weight_bytes(model, method, p)
+        b = work.trained
+        weights = base_weight_bytes(model, method, b.weights)
+        # Under optimizer-in-backward each parameter is stepped and its gradient freed as soon as
+        # its gradient is complete: at most one tensor's gradient (and its copy) at a time.
+        live = _largest(tensors) if in_backward else trainable
+        gradients = b.gradients * live
+        reduced = b.gradients * trainable
+        buffer = 0.0
+        if work.fp32_main_grads and b.master:
+            # Megatron: each bf16 gradient is added into the persistent fp32 main-gradient buffer
+            # as soon as it is complete and freed.
+            gradients, buffer = b.weights * _largest(tensors), b.gradients * trainable
+        master = b.master * trainable
+        copies = b.gradient_copies * live
+        # torch.optim states take the dtype of the parameters they update (the master copy's).
+        state_dtype = b.states
+        states = opt.state_bytes_in(tensors, state_dtype)
+        temps = opt.step_temp_bytes_in(tensors if not in_backward else _one_largest(tensors), state_dtype)
+        weight_copies = b.autocast_copies * trainable
+        if b.fp8_copies:
+            matrices = model.num_layers * sum(lin.copies * lin.weight_elements for lin in layer_linears(model))
+            weight_copies += b.fp8_copies * matrices
     else:
-        # peft parameters are fp32; modules_to_save copies keep the model's dtype, and so do their
-        # gradients and (unless 8-bit) optimizer states: no fp32 master copy.
-        copied = sum(t.elements for t in method.saved_modules(model))
+        # peft parameters are fp32 (in the model's dtype on stacks that build them with it);
+        # modules_to_save copies keep the model's dtype, and so do their gradients and (unless
+        # 8-bit) optimizer states: no fp32 master copy.
+        a = work.adapter_bytes
+        saved_copies = method.saved_modules(model)
+        own_tensors = tensors[:len(tensors) - len(saved_copies)]
+        copied = sum(t.elements for t in saved_copies)
         own = trainable - copied
-        gradients = FP32 * own + p * copied
-        master = copies = 0.0
-        weights = base_weight_bytes(model, method, p) + FP32 * own + p * copied
-    saved_copies = () if method.trains_base else method.saved_modules(model)
-    own_tensors = tensors[:len(tensors) - len(saved_copies)]
+        reduced = a * own + p * copied
+        gradients = max(a * _largest(own_tensors), p * _largest(saved_copies)) if in_backward else reduced
+        master = copies = buffer = 0.0
+        weights = base_weight_bytes(model, method, p) + a * own + p * copied
+        if method.base_storage == "nf4" and work.kbit_fp32_upcast:
+            weights += unquantized_params(model) * (FP32 - p)
+        states = opt.state_bytes_in(own_tensors, a) + opt.state_bytes_in(saved_copies, p)
+        temps = opt.step_temp_bytes_in(own_tensors, a) + opt.step_temp_bytes_in(saved_copies, p)
+        if in_backward:
+            temps = opt.step_temp_bytes_in(_one_largest(own_tensors), a)
+        weight_copies = 2.0 * own if work.precision in ("bf16-mixed", "fp16-mixed") and a == FP32 else 0.0
     saved = saved_tensors(model, method, work)
     largest = max(lin.weight_elements for lin in layer_linears(model))
     layer = sum(lin.params for lin in layer_linears(model)) * p
+    activations = mb * saved.total(model.num_layers, work.grad_ckpt)
+    checkpoints = mb * (saved.layers(model.num_layers, work.grad_ckpt) + saved.shared)
+    host_states = host_weights = host_activations = crossing = per_micro = cpu_params = 0.0
+    paged = states if opt.paged else 0.0
+    if paged:
+        states = 0.0
+    if "optimizer" in work.offload:
+        # ZeRO-Offload / FSDP CPU offload: states, master weights and the fp32 gradients the CPU
+        # optimizer reads live on the host; gradients leave the GPU bucket by bucket.
+        host_states = states + paged + master + (copies or FP32 * trainable) + temps
+        crossing += gradients + (b.weights if method.trains_base else work.adapter_bytes) * trainable
+        cpu_params = trainable
+        states = paged = master = copies = temps = 0.0
+        gradients = min(gradients, _layer_share(model, gradients))
+    if "params" in work.offload:
+        # ZeRO-3 parameter offload: the weights stay on the host, two layers gathered at a time.
+        host_weights = weights
+        per_micro += 2 * weights  # fetched in forward and again in backward
+        weights = 2 * layer
+    if "activations" in work.offload:
+        # Checkpoints (or, without checkpointing, every saved tensor) copied to pinned host memory
+        # and brought back in backward through a couple of layers' worth of GPU buffers.
+        offloaded = checkpoints if work.grad_ckpt else activations
+        kept = 2 * offloaded / max(model.num_layers, 1)
+        host_activations = offloaded - kept
+        per_micro += 2 * (offloaded - kept)
+        activations -= offloaded - kept
+        checkpoints = min(checkpoints, kept + mb * saved.shared)
     return TrainingMemory(
         weights=weights,
         gradients=gradients,
         master_weights=master,
-        optimizer_states=opt.state_bytes(own_tensors) + opt.state_bytes_in(saved_copies, p),
+        optimizer_states=states,
         gradient_copies=copies,
-        step_temporaries=opt.step_temp_bytes(own_tensors) + opt.step_temp_bytes_in(saved_copies, p),
-        activations=mb * saved.total(model.num_layers, work.grad_ckpt),
-        checkpoints=mb * (saved.layers(model.num_layers, work.grad_ckpt) + saved.shared),
+        step_temporaries=temps,
+        activations=activations,
+        checkpoints=checkpoints,
         recompute=mb * saved.later_layer if work.grad_ckpt else 0.0,
         layer_transient=mb * layer_backward_transient(model, method, work),
         attention_backward=mb * (eager_attention_backward(model, method, work) - saved.later_layer_mlp)
         if work.attention == "eager" else 0.0,
-        logits_peak=mb * logits_bytes(model, method, work).backward_peak,
+        logits_peak=mb * loss_logits(model, method, work).backward_peak,
         workspace=(largest * p if method.base_storage == "nf4" else 0.0) + dora_workspace(model, method),
         layer_weights=layer,
+        reduced_gradients=reduced,
+        gradient_buffer=buffer,
+        weight_copies=weight_copies,
+        paged_states=paged,
+        host_states=host_states,
+        host_weights=host_weights,
+        host_activations=host_activations,
+        offload_bytes_per_step=crossing,
+        offload_bytes_per_micro=per_micro,
+        offloaded_params=cpu_params,
     )
+
+
+def _layer_share(model: ModelSpec, total: float) -> float:
+    """One layer's share of a model-wide total (a gradient bucket)."""
+    return total / max(model.num_layers, 1)
+
+
+LOSS_CHUNKS = 8
+"""Chunks of positions a chunked or fused loss works through (torchtune's ``num_output_chunks``)."""
+
+
+def loss_logits(model: ModelSpec, method: Method, work: Workload) -> LogitsBytes:
+    """Logits memory for one sequence under the workload's loss.
+
+    ``full``: transformers' ``ForCausalLMLoss`` (``activations.logits_bytes``). ``chunked``: the LM
+    head and the loss run chunk by chunk; each chunk's log-softmax (fp32, or the compute dtype where
+    the stack does not upcast: LitGPT) is saved for backward, so the kept bytes are the same but
+    the transient of the backward is one chunk's. ``fused``: a fused linear + cross-entropy
+    (Liger, Unsloth, Cut Cross-Entropy) computes the head's input gradient chunk by chunk in
+    forward and keeps it (hidden-wide, compute dtype); no logits are kept."""
+    if work.loss == "full" and work.loss_fp32:
+        return logits_bytes(model, method, work)
+    positions = (work.seq_len + method.virtual_tokens) * method.predicted_fraction
+    p = work.compute_bytes
+    loss = FP32 if work.loss_fp32 and model.causal else p
+    logits = positions * model.vocab_size
+    head_grad = p * model.vocab_size * model.hidden_size if method.trains_head else 0.0
+    if work.loss == "fused":
+        chunk = logits / LOSS_CHUNKS
+        kept = p * positions * model.hidden_size
+        return LogitsBytes(kept=kept, backward_peak=kept + (p + FP32) * chunk + head_grad)
+    if work.loss == "full":  # full logits in the compute dtype (no upcast)
+        return LogitsBytes(kept=loss * logits, backward_peak=3 * loss * logits + head_grad)
+    chunk = logits / LOSS_CHUNKS
+    return LogitsBytes(kept=loss * logits, backward_peak=loss * logits + 2 * loss * chunk + p * chunk + head_grad)
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +316,11 @@ class MemoryBreakdown:
     """Caching-allocator reserve: the peak plus slack (compare ``max_memory_reserved``)."""
     device_bytes: float
     """Reserved plus the CUDA context: what the GPU must hold (compare nvidia-smi)."""
+    managed_bytes: float = 0.0
+    """Paged optimizer states in CUDA managed memory, beside the peak: ``max_memory_allocated``
+    does not count them and they page out to host memory when the GPU is full."""
+    host_bytes: float = 0.0
+    """Host memory per GPU for what is offloaded (pinned)."""
 
     @property
     def peak_bytes(self) -> float:

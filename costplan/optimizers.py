@@ -55,10 +55,16 @@ class Optimizer:
     quantized_states: bool = False
     """States kept in 8 bits whatever the parameter's dtype (bitsandbytes); otherwise they take the
     parameter's dtype (``torch.zeros_like``), fp32 for fp32 parameters."""
+    paged: bool = False
+    """bitsandbytes' paged states (tensors of 10^5 elements or more) live in CUDA managed memory,
+    which ``torch.cuda.max_memory_allocated`` does not count and which pages to host memory under
+    pressure."""
+    fixed_dtype: bool = False
+    """States in fp32 whatever the parameter's dtype (bitsandbytes' 32-bit optimizers)."""
 
     def state_bytes_in(self, tensors: tuple[Tensor2D, ...], param_bytes: int) -> float:
         """State bytes for parameters of ``param_bytes`` per element (not fp32: modules_to_save copies)."""
-        scale = 1.0 if self.quantized_states else param_bytes / FP32
+        scale = 1.0 if self.quantized_states or self.fixed_dtype else param_bytes / FP32
         return scale * self.state_bytes(tensors)
 
     def step_temp_bytes_in(self, tensors: tuple[Tensor2D, ...], param_bytes: int) -> float:
@@ -85,10 +91,10 @@ OPTIMIZERS: dict[str, Optimizer] = {o.name: o for o in (
     Optimizer("adamw-fused", _adam, 0.0, note="AdamW fused: fp32 m and v, updated in place", streamed_bytes=28.0),
     Optimizer("adamw-8bit", _adam_8bit, 0.0, note="8-bit AdamW (bitsandbytes, block 256)", streamed_bytes=16.0,
               quantized_states=True),
-    Optimizer("paged-adamw", _adam, 0.0, note="paged AdamW (bitsandbytes): fp32 m and v, pageable",
-              streamed_bytes=28.0),
-    Optimizer("paged-adamw-8bit", _adam_8bit, 0.0, note="paged 8-bit AdamW (bitsandbytes)", streamed_bytes=16.0,
-              quantized_states=True),
+    Optimizer("paged-adamw", _adam, 0.0, note="paged AdamW (bitsandbytes): fp32 m and v in managed memory",
+              streamed_bytes=28.0, paged=True, fixed_dtype=True),
+    Optimizer("paged-adamw-8bit", _adam_8bit, 0.0, note="paged 8-bit AdamW (bitsandbytes): states in managed memory",
+              streamed_bytes=16.0, quantized_states=True, paged=True),
     Optimizer("sgd", lambda t: 0.0, 0.0, note="SGD without momentum: no state", streamed_bytes=12.0),
     Optimizer("sgd-momentum", lambda t: FP32 * t.elements, 0.0, note="SGD with momentum: fp32 buffer",
               streamed_bytes=20.0),
@@ -97,8 +103,18 @@ OPTIMIZERS: dict[str, Optimizer] = {o.name: o for o in (
 )}
 
 
+IN_BACKWARD = "+in-backward"
+"""Suffix of an optimizer stepped inside backward (``adamw+in-backward``: torchtune's ``optimizer_in_bwd``)."""
+
+
 def optimizer(name: str) -> Optimizer:
     try:
-        return OPTIMIZERS[name.lower()]
+        return OPTIMIZERS[name.lower().removesuffix(IN_BACKWARD)]
     except KeyError:
         raise unknown_name("optimizer", name, OPTIMIZERS) from None
+
+
+def split_in_backward(name: str) -> tuple[str, bool]:
+    """``adamw+in-backward`` into (``adamw``, True)."""
+    key = name.lower()
+    return key.removesuffix(IN_BACKWARD), key.endswith(IN_BACKWARD)

@@ -368,6 +368,7 @@ def _grid(spec, method, stack, work, profile, keys, batch, max_gpus, provider, s
         intra_bytes_per_s=column([h.intra_bytes_per_s for h in hws]),
         node_bytes_per_s=column([h.node_bytes_per_s for h in hws]), gpus_per_node=per_node[gi],
         low_precision_factor=column([h.low_precision_factor for h in hws]),
+        host_link_bytes_per_s=column([h.host_link_bytes_per_s for h in hws]),
         usd_per_gpu_hour=found.price[gi, ji] * found.billed[gi, ji], watts=column([h.watts for h in hws]))
     first = jobs[0].constants
     constants = replace(first, bandwidth_efficiency=column([job.constants.bandwidth_efficiency for job in jobs]))

@@ -24,6 +24,7 @@ class Mem(str, Enum):
     DEQUANT = "dequant_workspace"
     GATHER = "zero3_gather"
     KV_CACHE = "kv_cache"
+    WEIGHT_COPIES = "weight_copies"
 
     @property
     def label(self) -> str:
@@ -35,7 +36,7 @@ _MEM_LABELS = {
     Mem.OPTIMIZER: "optimizer states", Mem.GRAD_COPIES: "fp32 gradient copies",
     Mem.STEP_TEMPS: "optimizer step temporaries", Mem.ACTIVATIONS: "activations", Mem.LOGITS: "logits",
     Mem.LAYER_BACKWARD: "layer backward", Mem.DEQUANT: "dequant workspace", Mem.GATHER: "zero-3 gather",
-    Mem.KV_CACHE: "kv cache",
+    Mem.KV_CACHE: "kv cache", Mem.WEIGHT_COPIES: "16-bit/fp8 weight copies",
 }
 
 

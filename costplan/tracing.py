@@ -358,24 +358,86 @@ class TracedStep:
 
 
 def _dtype(precision: str) -> Any:
+    """The dtype activations (and a frozen base) are held in under a precision mode."""
     import torch
 
-    return {"fp32": torch.float32, "fp16": torch.float16}.get(precision, torch.bfloat16)
+    return {"fp32": torch.float32, "fp16-mixed": torch.float16}.get(precision, torch.bfloat16)
+
+
+def _load_dtype(work: Workload, method: Method) -> Any:
+    """The dtype the model is built in: fp32 weights under autocast when they train (the master
+    copy), the compute dtype otherwise (a frozen base as peft users load it)."""
+    import torch
+
+    if work.precision in ("bf16-mixed", "fp16-mixed") and method.trains_base:
+        return torch.float32
+    return _dtype(work.precision)
+
+
+class _InPlaceAdamW:
+    """The memory of a fused AdamW step (``fused=True``; TE/Apex FusedAdam): states like
+    ``torch.optim.AdamW`` (``zeros_like`` the parameter), an update that allocates nothing. The
+    update's arithmetic is not Adam's: only its allocations matter to the trace."""
+
+    def __init__(self, params: list[Any]) -> None:
+        self.params = list(params)
+        self.state: dict[Any, dict[str, Any]] = {}
+
+    def step(self) -> None:
+        import torch
+
+        with torch.no_grad():
+            for p in self.params:
+                if p.grad is None:
+                    continue
+                state = self.state.setdefault(p, {"exp_avg": torch.zeros_like(p), "exp_avg_sq": torch.zeros_like(p)})
+                state["exp_avg"].mul_(0.9).add_(p.grad, alpha=0.1)
+                state["exp_avg_sq"].mul_(0.999).addcmul_(p.grad, p.grad, value=0.001)
+                p.add_(state["exp_avg"], alpha=-1e-6)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.params:
+            p.grad = None
+
+
+def _optimizer(name: str, params: list[Any]) -> Any:
+    """The optimizer costplan's ``name`` stands for, on any device (8-bit and paged ones need CUDA)."""
+    import torch
+
+    if name == "adamw":
+        return torch.optim.AdamW(params, foreach=True, fused=False)
+    if name == "adamw-fused":
+        return _InPlaceAdamW(params)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=1e-3, foreach=True)
+    if name == "sgd-momentum":
+        return torch.optim.SGD(params, lr=1e-3, momentum=0.9, foreach=True)
+    raise ValueError(f"optimizer {name} is not traced (bitsandbytes and Adafactor steps are modelled only)")
 
 
 def trace_training_step(model: ModelSpec, method: Method, work: Workload, *, device: str = "cpu",
                         seed: int = 0) -> TracedStep:
-    """Run real training steps and measure the second one.
+    """Run real training steps and measure the second one, in the workload's precision mode.
 
     ``device="cpu"`` runs a small model for real; ``device="meta"`` runs any size without memory,
-    with attention on the kernels a GPU would use (see ``_gpu_kernels``).
+    with attention on the kernels a GPU would use (see ``_gpu_kernels``). Modes: fp32; bf16-mixed /
+    fp16-mixed (fp32 weights when they train, a 16-bit frozen base otherwise, forward under
+    autocast, ``costplan.autocast``); bf16-true (everything in bf16); bf16-master (bf16 weights,
+    fp32 master copies the optimizer updates: DeepSpeed's bf16 gradients cast at the step, or
+    Megatron's fp32 main gradients accumulated by a hook). Adapters stay fp32 (peft) unless the
+    workload keeps them in the model's dtype. Optimizer-in-backward steps each parameter from its
+    gradient hook and frees the gradient.
     """
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
+    from costplan.autocast import autocast_mode
+
+    if work.precision == "fp8":
+        raise ValueError("fp8 runs on CUDA only (Transformer Engine): modelled, not traced")
     torch.manual_seed(seed)
     attention = "sdpa" if work.attention == "flash" else "eager"
-    module = build_model(model, attention=attention, device=device, dtype=_dtype(work.precision))
+    module = build_model(model, attention=attention, device=device, dtype=_load_dtype(work, method))
     params_total = sum(p.numel() for p in module.parameters())
     if method.base_storage == "nf4":
         _quantize_base(module, model, getattr(method, "double_quant", True))
@@ -385,14 +447,58 @@ def trace_training_step(model: ModelSpec, method: Method, work: Workload, *, dev
     module = apply_method(module, method)
     module.train()
     trainable = [p for p in module.parameters() if p.requires_grad]
-    mixed = work.mixed_precision and method.trains_base
-    master = [p.detach().float().clone().requires_grad_() for p in trainable] if mixed else trainable
-    optimizer = torch.optim.AdamW(master, foreach=True, fused=False)
+    if not method.trains_base and not work.fp32_adapters:
+        with torch.no_grad():  # torchtune and LitGPT build the adapters with the model, in its dtype
+            for p in trainable:
+                p.data = p.data.to(_dtype(work.precision))
+    master_copy = work.precision == "bf16-master" and method.trains_base
+    master = [p.detach().float().clone().requires_grad_() for p in trainable] if master_copy else trainable
+    main_grads: list[Any] = []
+    if master_copy and work.fp32_main_grads:
+        # Megatron: each bf16 gradient is added to a persistent fp32 main-gradient buffer and freed.
+        main_grads = [torch.zeros_like(m) for m in master]
+
+        def accumulate(main: Any) -> Any:
+            def hook(p: Any) -> None:
+                main.add_(p.grad)
+                p.grad = None
+            return hook
+
+        for p, main in zip(trainable, main_grads, strict=True):
+            p.register_post_accumulate_grad_hook(accumulate(main))
+    if work.optimizer_in_backward:
+        per_param = {p: _optimizer(work.optimizer, [p]) for p in master}
+
+        def step_now(p: Any) -> None:
+            per_param[p].step()
+            per_param[p].zero_grad(set_to_none=True)
+
+        for p in master:
+            p.register_post_accumulate_grad_hook(step_now)
+
+        class _Group:
+            state = {k: v for o in per_param.values() for k, v in o.state.items()}
+
+            def step(self) -> None:
+                pass
+
+            def zero_grad(self, set_to_none: bool = True) -> None:
+                pass
+
+        optimizer: Any = _Group()
+    else:
+        optimizer = _optimizer(work.optimizer, master)
+    autocast = {"bf16-mixed": torch.bfloat16, "fp16-mixed": torch.float16}.get(work.precision)
     ids = torch.randint(0, model.vocab_size, (work.micro_batch, work.seq_len), device=device)
 
+    def forward_context() -> Any:
+        return autocast_mode(autocast) if autocast is not None else contextlib.nullcontext()
+
     def loss() -> Any:
-        # Causal LMs shift the labels; BERT's masked-LM loss is taken over every position.
-        return module(input_ids=ids, labels=ids).loss
+        # Causal LMs shift the labels; BERT's masked-LM loss is taken over every position. The
+        # loss is computed inside the model's forward, under autocast as accelerate wraps it.
+        with forward_context():
+            return module(input_ids=ids, labels=ids).loss
 
     def step() -> None:
         # As transformers' Trainer does: keep the loss, drop the outputs (and their logits)
@@ -400,12 +506,12 @@ def trace_training_step(model: ModelSpec, method: Method, work: Workload, *, dev
         value = loss()
         value.backward()
         del value
-        if mixed:
-            for m, p in zip(master, trainable, strict=True):
-                m.grad = p.grad.float()
+        if master_copy:
+            for i, (m, p) in enumerate(zip(master, trainable, strict=True)):
+                m.grad = main_grads[i] if main_grads else p.grad.float()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        if mixed:
+        if master_copy:
             with torch.no_grad():
                 for m, p in zip(master, trainable, strict=True):
                     p.copy_(m)
@@ -431,14 +537,17 @@ def trace_training_step(model: ModelSpec, method: Method, work: Workload, *, dev
                 saved[id(storage)] = (storage, storage.nbytes())
             return t
 
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), forward_context():
             out = module(input_ids=ids)
         saved_bytes = sum(size for _, size in saved.values())
         saved.clear()
         del out
         gc.collect()
+        if work.optimizer_in_backward:
+            optimizer.state = {k: v for o in per_param.values() for k, v in o.state.items()}
         states = [v for state in optimizer.state.values() for v in state.values() if torch.is_tensor(v)]
-        existing = [*module.parameters(), *module.buffers(), *([] if master is trainable else master), *states]
+        existing = [*module.parameters(), *module.buffers(), *([] if master is trainable else master), *states,
+                    *main_grads]
         live_bytes = _live_bytes_mode()
         with live_bytes(existing) as tracker:
             step()
@@ -453,6 +562,7 @@ def trace_training_step(model: ModelSpec, method: Method, work: Workload, *, dev
     weights = {id(t.untyped_storage()) for t in (*module.parameters(), *module.buffers())}
     opt_states = {id(t.untyped_storage()) for t in states} | (
         set() if master is trainable else {id(m.untyped_storage()) for m in master})
+    grads_at_peak |= {id(g.untyped_storage()) for g in main_grads}
     breakdown = _categorize(again.snapshot, [
         ("weights", lambda key, shape: key in weights),
         ("gradients", lambda key, shape: key in grads_at_peak),

@@ -246,16 +246,21 @@ def _zero_from_deepspeed(r: _Reader, value: Any) -> None:
                 return
             r.set("zero", int(match.group(1)), f"DeepSpeed ZeRO-{match.group(1)} (from the name {Path(value).name}; "
                                                "file not found here)")
+            r.set("framework", "deepspeed")
+            if "offload" in Path(value).name.lower():
+                r.set("offload", ("optimizer",), "DeepSpeed optimizer offload (from the file's name)")
             return
     stage = (config or {}).get("zero_optimization", {}).get("stage") if isinstance(config, dict) else None
     if stage is None:
         r.notes.append("deepspeed config without zero_optimization.stage: ZeRO auto")
         return
     r.set("zero", int(stage), f"DeepSpeed ZeRO-{stage}")
-    offload = config["zero_optimization"]
-    if any(isinstance(offload.get(k), dict) and offload[k].get("device") not in (None, "none")
-           for k in ("offload_optimizer", "offload_param")):
-        r.notes.append("DeepSpeed CPU/NVMe offload is not modelled: GPU memory is over-estimated")
+    r.set("framework", "deepspeed")
+    zero = config["zero_optimization"]
+    offloaded = tuple(what for key, what in (("offload_optimizer", "optimizer"), ("offload_param", "params"))
+                      if isinstance(zero.get(key), dict) and zero[key].get("device") not in (None, "none"))
+    if offloaded:
+        r.set("offload", offloaded, f"DeepSpeed offload of {' and '.join(offloaded)} to the host")
 
 
 def _zero_from_fsdp(r: _Reader, fsdp: Any, fsdp_config: Any) -> None:
@@ -273,8 +278,9 @@ def _zero_from_fsdp(r: _Reader, fsdp: Any, fsdp_config: Any) -> None:
         r.set("zero", 2, "FSDP shard_grad_op (ZeRO-2)")
     elif text.strip():
         r.notes.append(f"fsdp {words or strategy!r}: sharding not recognised, ZeRO auto")
+    r.set("framework", "fsdp")
     if config.get("fsdp_offload_params") or config.get("offload_params") or "offload" in words:
-        r.notes.append("FSDP CPU offload is not modelled: GPU memory is over-estimated")
+        r.set("offload", ("optimizer", "params"), "FSDP CPU offload of parameters, gradients and optimizer states")
 
 
 def _epochs(epochs: float | None) -> str | None:
@@ -355,6 +361,8 @@ def _axolotl(r: _Reader) -> TrainingConfig:
         r.notes.append("sample_packing off: padding to each batch's longest sequence is not counted "
                        "(pass --dataset to see the waste)")
     r.get("datasets")
+    if "framework" not in r.options:
+        r.set("framework", "axolotl")
     return r.finish("axolotl", "Axolotl")
 
 
@@ -419,8 +427,16 @@ def _torchtune(r: _Reader, text: str) -> TrainingConfig:
     ckpt = r.get("enable_activation_checkpointing")
     if ckpt is not None:
         r.set("grad_ckpt", bool(ckpt), "checkpointing " + ("on" if ckpt else "off"))
+    if r.get("optimizer_in_bwd"):
+        r.set("optimizer_in_backward", True, "optimizer stepped in backward (optimizer_in_bwd)")
+    offloads = []
     if r.get("enable_activation_offloading"):
-        r.notes.append("activation offloading is not modelled: GPU memory is over-estimated")
+        offloads.append("activations")
+    loss = r.data.get("loss")
+    if isinstance(loss, dict):
+        component = str(r.get("loss").get("_component_", ""))
+        if "Chunked" in component or "LinearCrossEntropy" in component:
+            r.set("loss", "chunked", "chunked cross-entropy")
     if r.get("compile"):
         r.set("runtime", "compiled", "torch.compile")
     recipe = re.search(r"tune run (?:--nproc_per_node[ =](\d+) )?([\w]+)", text)
@@ -428,10 +444,12 @@ def _torchtune(r: _Reader, text: str) -> TrainingConfig:
         r.set("zero", 3, f"{recipe.group(2)} (FSDP full shard, ZeRO-3; from the config's comments)")
     elif recipe:
         r.notes.append(f"recipe {recipe.group(2)} (from the config's comments)")
-    r.get("fsdp_cpu_offload")
-    if r.data.get("fsdp_cpu_offload"):
-        r.notes.append("FSDP CPU offload is not modelled: GPU memory is over-estimated")
+    if r.get("fsdp_cpu_offload"):
+        offloads += ["optimizer", "params"]
+    if offloads:
+        r.set("offload", tuple(offloads), "offloaded to the host: " + ", ".join(offloads))
     r.get("tokenizer")
+    r.set("framework", "torchtune")
     return r.finish("torchtune", "torchtune recipe config")
 
 
@@ -469,7 +487,7 @@ def _llama_factory(r: _Reader) -> TrainingConfig:
     _optimizer(r, "optim")
     _precision(r)
     if r.get("pure_bf16"):
-        r.notes.append("pure_bf16: no fp32 master weights in practice; planned with them (over-estimate)")
+        r.set("precision", "bf16-true", "pure bf16 (no fp32 master weights)")
     disabled = r.get("disable_gradient_checkpointing")
     r.set("grad_ckpt", not disabled, "checkpointing " + ("off" if disabled else "on (LLaMA-Factory's default)"))
     attention = r.get("flash_attn")
@@ -477,6 +495,8 @@ def _llama_factory(r: _Reader) -> TrainingConfig:
         r.set("attention", "eager" if attention == "disabled" else "flash")
     if r.get("deepspeed"):
         _zero_from_deepspeed(r, r.data["deepspeed"])
+    if "framework" not in r.options:
+        r.set("framework", "hf-trainer")
     return r.finish("llama-factory", "LLaMA-Factory")
 
 
@@ -507,6 +527,8 @@ def _training_arguments(r: _Reader) -> TrainingConfig:
         r.get("fsdp_config")
     if r.get("torch_compile"):
         r.set("runtime", "compiled", "torch.compile")
+    if "framework" not in r.options:
+        r.set("framework", "hf-trainer")
     r.notes.append("TrainingArguments name no method: LoRA (or --method) as for estimate; the model comes from "
                    "--model")
     return r.finish("training-arguments", "TrainingArguments JSON")

@@ -5,14 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-Precision = Literal["fp32", "bf16", "fp16", "fp8"]
-Attention = Literal["flash", "eager"]
-PRECISIONS: tuple[Precision, ...] = ("fp32", "bf16", "fp16", "fp8")
+from costplan import precision as modes
 
-COMPUTE_BYTES: dict[str, int] = {"fp32": 4, "bf16": 2, "fp16": 2, "fp8": 2}
-"""Bytes per element of weights and activations held in memory. Under fp8 (Transformer Engine)
-weights and most saved activations stay in bf16; only the matmul inputs are cast, so memory is
-planned as bf16 (conservative)."""
+Attention = Literal["flash", "eager"]
+Loss = Literal["full", "chunked", "fused"]
+LOSSES = ("full", "chunked", "fused")
+OFFLOADS = ("optimizer", "params", "activations")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -23,7 +21,9 @@ class Workload:
     """Sequences per GPU per forward/backward (for inference: concurrent requests per replica)."""
     global_batch: int | None = None
     """Sequences per optimizer step over all GPUs; gradient accumulation makes up the rest."""
-    precision: Precision = "bf16"
+    precision: str = "bf16-mixed"
+    """A precision mode (``costplan.precision.MODES``); ``bf16`` and ``fp16`` are read as
+    ``bf16-mixed`` and ``fp16-mixed`` here (the estimate resolves ``bf16`` per stack)."""
     optimizer: str = "adamw"
     grad_ckpt: bool = False
     """Activation checkpointing of every transformer layer (one extra forward in backward)."""
@@ -33,6 +33,28 @@ class Workload:
     """Inference: prompt tokens per request."""
     gen_len: int = 256
     """Inference: generated tokens per request."""
+    fp32_adapters: bool = True
+    """peft's adapters (and soft prompts) in fp32; False: in the model's dtype (torchtune, LitGPT)."""
+    fp32_main_grads: bool = False
+    """bf16-master with Megatron's fp32 main-gradient buffer (else DeepSpeed's bf16 gradients)."""
+    fp8_base: str = "bf16-master"
+    """The bf16 mode fp8 runs on (weights, master, gradients and states as in it)."""
+    optimizer_in_backward: bool = False
+    """Each parameter is stepped as soon as its gradient is complete and the gradient freed
+    (torchtune's ``optimizer_in_bwd``): no step-wide gradients, no accumulation."""
+    loss: Loss = "full"
+    """``full``: logits for every position, upcast to fp32 (transformers); ``chunked``: the head and
+    loss over chunks of positions, each chunk's fp32 logits kept for backward (torchtune, LitGPT);
+    ``fused``: a fused linear + cross-entropy that keeps no logits (Liger, Unsloth, Cut Cross-Entropy)."""
+    loss_fp32: bool = True
+    """Logits upcast to fp32 for the loss (transformers, torchtune, Megatron); False: in the compute
+    dtype (LitGPT)."""
+    offload: tuple[str, ...] = ()
+    """What lives in host memory: ``optimizer`` (states, master weights, fp32 gradients: ZeRO-Offload,
+    FSDP CPU offload), ``params`` (ZeRO-3 / FSDP parameter shards), ``activations`` (checkpoints)."""
+    kbit_fp32_upcast: bool = False
+    """QLoRA through peft's ``prepare_model_for_kbit_training``: the parameters left unquantized
+    (embeddings, LM head, norms) upcast to fp32."""
 
     def __post_init__(self) -> None:
         for name in ("seq_len", "micro_batch", "prompt_len", "gen_len"):
@@ -41,16 +63,35 @@ class Workload:
                 raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
         if self.global_batch is not None and self.global_batch <= 0:
             raise ValueError("--global-batch must be a positive integer")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}")
+        mode = modes.resolve(self.precision) if isinstance(self.precision, str) else self.precision
+        if mode != self.precision:
+            object.__setattr__(self, "precision", mode)
+        if self.fp8_base not in modes.MODES or self.fp8_base == "fp8":
+            raise ValueError("the mode fp8 runs on must be a 16-bit or fp32 mode")
         if self.attention not in ("flash", "eager"):
             raise ValueError("--attention must be flash or eager")
+        if self.loss not in LOSSES:
+            raise ValueError(f"--loss must be one of {', '.join(LOSSES)}")
+        unknown = set(self.offload) - set(OFFLOADS)
+        if unknown:
+            raise ValueError(f"--offload takes {', '.join(OFFLOADS)}, not {', '.join(sorted(unknown))}")
 
     @property
     def compute_bytes(self) -> int:
-        return COMPUTE_BYTES[self.precision]
+        """Bytes per element of activations and of a frozen base."""
+        return modes.compute_bytes(self.precision)
 
     @property
-    def mixed_precision(self) -> bool:
-        """16-bit (or fp8) compute with fp32 master weights in the optimizer."""
-        return self.precision != "fp32"
+    def trained(self) -> modes.Bytes:
+        """Bytes per trained base parameter of each copy the mode keeps."""
+        return modes.trained_bytes(self.precision, fp32_main_grads=self.fp32_main_grads, base_mode=self.fp8_base)
+
+    @property
+    def adapter_bytes(self) -> int:
+        """Bytes per element of adapters, soft prompts and prefixes (and their gradients)."""
+        return modes.adapter_bytes(self.precision, self.fp32_adapters)
+
+    @property
+    def peak_key(self) -> str:
+        """The tensor-core peak the matmuls run at (``fp32``, ``bf16``, ``fp16``, ``fp8``)."""
+        return modes.peak_key(self.precision)

@@ -33,7 +33,9 @@ def test_cpu_calibration_measures_and_saves(cpu_profile):
     for entry in data["methods"].values():
         assert entry["seconds"] > 0 and entry["achieved_flops_per_second"] == pytest.approx(
             entry["flops"] / entry["seconds"])
-    assert all(p["flops_per_second"] > 1e8 for p in data["gemm"])  # even 2 CPU cores do 0.1 GFLOP/s
+    # Even 2 busy CPU cores do 0.1 GFLOP/s on the largest matmul (small ones are dispatch-bound).
+    largest = max(data["gemm"], key=lambda p: p.get("m", 0) * p.get("n", 0) * p.get("k", 0))
+    assert largest["flops_per_second"] > 1e8
     assert data["copy_bandwidth_bytes_per_second"] > 1e8
 
 

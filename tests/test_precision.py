@@ -1,0 +1,145 @@
+"""Precision modes and stack conventions: bytes per parameter by hand, for each mode and technique."""
+
+import pytest
+
+import costplan
+from costplan import precision as modes
+from costplan.errors import CostplanError
+from costplan.memory import loss_logits, training_memory
+from costplan.methods import FullFineTune, Lora, QLora
+from costplan.model import ModelSpec, count_params, preset
+from costplan.workload import Workload
+
+TINY = ModelSpec(name="tiny", family="llama", hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
+                 head_dim=16, ffn_size=128, vocab_size=100, max_positions=64)
+N = 100 * 64 * 2 + 2 * (64 * 64 * 2 + 64 * 32 * 2 + 3 * 64 * 128 + 2 * 64) + 64
+LARGEST = 64 * 128  # the MLP matrices are the largest tensors
+
+
+def per_param(mode: str, optimizer: str = "adamw", **extra) -> dict[str, float]:
+    mem = training_memory(TINY, FullFineTune(), Workload(seq_len=8, precision=mode, optimizer=optimizer, **extra))
+    return {name: getattr(mem, name) / N for name in ("weights", "gradients", "master_weights", "optimizer_states",
+                                                       "gradient_copies", "step_temporaries", "weight_copies")}
+
+
+def test_fp32_is_16_bytes_plus_foreach_temporaries():
+    assert per_param("fp32") == {"weights": 4, "gradients": 4, "master_weights": 0, "optimizer_states": 8,
+                                 "gradient_copies": 0, "step_temporaries": 4, "weight_copies": 0}
+
+
+def test_bf16_mixed_is_fp32_weights_with_autocast_copies():
+    # The Hugging Face Trainer's bf16=True: fp32 weights are the master; autocast's bf16 casts
+    # (2 B/param) are saved for backward; with foreach AdamW the step peaks at 4 + 4 + 8 + 4 = 20.
+    b = per_param("bf16-mixed")
+    assert b == {"weights": 4, "gradients": 4, "master_weights": 0, "optimizer_states": 8, "gradient_copies": 0,
+                 "step_temporaries": 4, "weight_copies": 2}
+    assert b["weights"] + b["gradients"] + b["optimizer_states"] + b["step_temporaries"] == 20
+    assert per_param("fp16-mixed") == b
+
+
+def test_bf16_true_is_10_bytes_with_foreach_adamw():
+    # Pure bf16 (torchtune, LitGPT bf16-true): torch.optim states take the parameter's dtype.
+    b = per_param("bf16-true")
+    assert b == {"weights": 2, "gradients": 2, "master_weights": 0, "optimizer_states": 4, "gradient_copies": 0,
+                 "step_temporaries": 2, "weight_copies": 0}
+    assert sum(b.values()) == 10
+    assert per_param("bf16-true", "adamw-fused")["step_temporaries"] == 0  # fused: in place
+
+
+def test_bf16_master_deepspeed_and_megatron():
+    # DeepSpeed: bf16 weights and gradients, fp32 master and states, the gradient partition cast to
+    # fp32 at the step: 2 + 2 + 4 + 8 + 4 = 20 (+ temporaries).
+    ds = per_param("bf16-master", "adamw-fused")
+    assert ds == {"weights": 2, "gradients": 2, "master_weights": 4, "optimizer_states": 8, "gradient_copies": 4,
+                  "step_temporaries": 0, "weight_copies": 0}
+    # Megatron: fp32 main gradients instead, no cast at the step: 2 + 4 + 4 + 8 = 18 (its docs' table).
+    mg = per_param("bf16-master", "adamw-fused", fp32_main_grads=True)
+    assert mg["gradients"] == 4 and mg["gradient_copies"] == 0
+    assert sum(mg.values()) == 18
+
+
+def test_fp8_adds_transformer_engine_weight_copies_on_its_bf16_mode():
+    fp8 = training_memory(TINY, FullFineTune(), Workload(seq_len=8, precision="fp8", fp8_base="bf16-master",
+                                                         optimizer="adamw-fused"))
+    base = training_memory(TINY, FullFineTune(), Workload(seq_len=8, precision="bf16-master",
+                                                          optimizer="adamw-fused"))
+    matrices = 2 * (64 * 64 * 2 + 64 * 32 * 2 + 3 * 64 * 128)
+    assert fp8.weight_copies - base.weight_copies == 2 * matrices  # row-wise and transposed fp8 copies
+    assert fp8.optimizer_states == base.optimizer_states and fp8.master_weights == base.master_weights
+
+
+def test_adapters_fp32_under_peft_and_in_the_model_dtype_on_torchtune():
+    lora = Lora(rank=8, targets=("q", "v"))
+    adapter = lora.trainable_params(TINY)
+    peft = training_memory(TINY, lora, Workload(seq_len=8, precision="bf16-true", optimizer="adamw-fused"))
+    tune = training_memory(TINY, lora, Workload(seq_len=8, precision="bf16-true", optimizer="adamw-fused",
+                                                fp32_adapters=False))
+    assert peft.gradients == 4 * adapter and peft.optimizer_states == 8 * adapter
+    assert tune.gradients == 2 * adapter and tune.optimizer_states == 4 * adapter
+    assert peft.weights - tune.weights == 2 * adapter  # the frozen base is bf16 in both
+
+
+def test_optimizer_in_backward_keeps_one_gradient():
+    b = per_param("bf16-true", "adamw-fused", optimizer_in_backward=True)
+    assert b["gradients"] * N == 2 * LARGEST  # only the largest tensor's gradient at a time
+    mem = training_memory(TINY, FullFineTune(), Workload(seq_len=8, precision="bf16-true",
+                                                         optimizer="adamw", optimizer_in_backward=True))
+    assert mem.step_temporaries == 2 * LARGEST  # foreach temporaries for one tensor, in bf16
+
+
+def test_paged_states_are_managed_memory_and_offload_moves_states_to_the_host():
+    paged = training_memory(TINY, FullFineTune(), Workload(seq_len=8, precision="bf16-true",
+                                                           optimizer="paged-adamw-8bit"))
+    assert paged.optimizer_states == 0 and paged.paged_states > 0
+    off = training_memory(TINY, FullFineTune(), Workload(seq_len=8, precision="bf16-master", optimizer="adamw-fused",
+                                                         offload=("optimizer",)))
+    assert off.optimizer_states == off.master_weights == off.gradient_copies == 0
+    assert off.host_states == (8 + 4 + 4) * N  # states, master, fp32 gradients
+    assert off.offloaded_params == N
+    assert off.offload_bytes_per_step == (2 + 2) * N  # bf16 gradients down, bf16 weights up
+
+
+def test_qlora_through_peft_upcasts_what_is_not_quantized():
+    qlora = QLora(rank=8, targets=("q", "v"))
+    plain = training_memory(TINY, qlora, Workload(seq_len=8, precision="bf16-mixed"))
+    peft = training_memory(TINY, qlora, Workload(seq_len=8, precision="bf16-mixed", kbit_fp32_upcast=True))
+    matrices = 2 * (64 * 64 * 2 + 64 * 32 * 2 + 3 * 64 * 128)
+    assert peft.weights - plain.weights == 2 * (count_params(TINY).total - matrices)
+
+
+def test_losses_keep_what_their_code_keeps():
+    model, lora = preset("llama-3-8b"), Lora(rank=8, targets=("q", "v"))
+    logits = 2048 * 128256
+
+    def loss(**extra):
+        return loss_logits(model, lora, Workload(seq_len=2048, precision="bf16-true", **extra))
+
+    full = loss()
+    assert full.kept == 4 * logits and full.backward_peak == 12 * logits  # fp32 log-softmax; 3 fp32 at backward
+    chunked = loss(loss="chunked")  # torchtune: every chunk's fp32 log-softmax kept, one chunk's gradients
+    assert chunked.kept == 4 * logits
+    assert chunked.backward_peak == pytest.approx(4 * logits + (2 * 4 + 2) * logits / 8)
+    litgpt = loss(loss="chunked", loss_fp32=False)
+    assert litgpt.kept == 2 * logits  # bf16 log-softmax
+    fused = loss(loss="fused")
+    assert fused.kept == 2 * 2048 * 4096  # only the head's input gradient, hidden-wide
+
+
+def test_precision_names_resolve_per_stack():
+    assert modes.resolve("bf16", "bf16-true") == "bf16-true"
+    assert modes.resolve("fp16") == "fp16-mixed"
+    with pytest.raises(ValueError):
+        modes.resolve("bf17")
+    assert Workload(precision="fp16").precision == "fp16-mixed"
+
+
+def test_estimate_names_the_resolved_mode_and_the_stack():
+    est = costplan.estimate("llama-2-7b", "full", gpu="a100-80gb", gpus=8, framework="torchtune", tokens=1e6)
+    assert est.workload.precision == "bf16-true"
+    data = est.to_dict()
+    assert data["precision"] == "bf16-true" and data["framework"] == "torchtune"
+    hf = costplan.estimate("llama-2-7b", "full", gpu="a100-80gb", gpus=8, tokens=1e6)
+    assert hf.workload.precision == "bf16-mixed"
+    assert any("--precision bf16 on hf-trainer is bf16-mixed" in a for a in hf.assumptions)
+    with pytest.raises(CostplanError):
+        costplan.estimate("7b", "lora", precision="bf17")
