@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 from costplan.activations import eager_attention_backward, layer_backward_transient, logits_bytes, saved_tensors
 from costplan.methods import Method
-from costplan.model import ModelSpec, count_params, layer_linears
+from costplan.model import ModelSpec, count_params, layer_kinds, layer_linears
 from costplan.optimizers import optimizer
 from costplan.terms import Mem, Phase
 from costplan.workload import Workload
@@ -48,14 +48,21 @@ def nf4_bytes_per_param(double_quant: bool) -> float:
     return 0.5 + FP32 / NF4_BLOCK
 
 
+def fp32_params(model: ModelSpec) -> int:
+    """Parameters kept in float32 whatever the compute dtype (DeepSeek-V3's routers)."""
+    return sum(kind.count * lin.params for kind in layer_kinds(model) for lin in kind.linears if lin.fp32)
+
+
 def base_weight_bytes(model: ModelSpec, method: Method, compute_bytes: int) -> float:
     """Bytes of the base model's weights as stored."""
     total = count_params(model).total
+    fp32 = fp32_params(model) * (FP32 - compute_bytes)
     if method.base_storage != "nf4":
-        return total * compute_bytes
-    matrices = model.num_layers * sum(lin.copies * lin.weight_elements for lin in layer_linears(model))
+        return total * compute_bytes + fp32
+    matrices = sum(kind.count * sum(lin.copies * lin.weight_elements for lin in kind.linears if not lin.fp32)
+                   for kind in layer_kinds(model))
     nf4 = nf4_bytes_per_param(getattr(method, "double_quant", True))
-    return matrices * nf4 + (total - matrices) * compute_bytes
+    return matrices * nf4 + (total - matrices) * compute_bytes + fp32
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +99,7 @@ def training_memory(model: ModelSpec, method: Method, work: Workload) -> Trainin
     trainable = sum(t.elements for t in tensors)
     opt = optimizer(work.optimizer)
     if method.trains_base:
-        weight_bytes = p  # trained base weights in the compute dtype
+        weight_bytes = p  # trained base weights in the compute dtype (fp32 ones stay fp32)
         master = FP32 * trainable if work.mixed_precision else 0.0
         copies = FP32 * trainable if work.mixed_precision else 0.0
         weights = base_weight_bytes(model, method, p)
@@ -103,16 +110,17 @@ def training_memory(model: ModelSpec, method: Method, work: Workload) -> Trainin
         weights = base_weight_bytes(model, method, p) + FP32 * trainable
     saved = saved_tensors(model, method, work)
     largest = max(lin.weight_elements for lin in layer_linears(model))
-    layer = sum(lin.params for lin in layer_linears(model)) * p
+    layer = max(kind.params for kind in layer_kinds(model)) * p
+    fp32_grads = fp32_params(model) * (FP32 - p) if method.trains_base else 0.0
     return TrainingMemory(
         weights=weights,
-        gradients=weight_bytes * trainable,
+        gradients=weight_bytes * trainable + fp32_grads,
         master_weights=master,
         optimizer_states=opt.state_bytes(tensors),
         gradient_copies=copies,
         step_temporaries=opt.step_temp_bytes(tensors),
-        activations=mb * saved.total(model.num_layers, work.grad_ckpt),
-        checkpoints=mb * (saved.layers(model.num_layers, work.grad_ckpt) + saved.shared),
+        activations=mb * saved.total(work.grad_ckpt) + saved.batch_shared,
+        checkpoints=mb * (saved.layers(work.grad_ckpt) + saved.shared) + saved.batch_shared,
         recompute=mb * saved.later_layer if work.grad_ckpt else 0.0,
         layer_transient=mb * layer_backward_transient(model, method, work),
         attention_backward=mb * (eager_attention_backward(model, method, work) - saved.later_layer_mlp)
@@ -150,16 +158,32 @@ class InferenceMemory:
     """Prefill's transient activations and the last position's fp32 logits."""
 
 
-def kv_cache_bytes(model: ModelSpec, tokens: int, batch: int, compute_bytes: int) -> float:
-    """``2 · layers · kv_heads · head_dim · tokens · bytes`` per sequence, times the batch."""
-    return 2.0 * model.num_layers * model.kv_size * tokens * batch * compute_bytes
+def kv_cache_bytes(model: ModelSpec, tokens: float, batch: int, compute_bytes: int, memory_tokens: int = 0) -> float:
+    """What transformers' ``DynamicCache`` holds: per decoder layer and token, keys and values
+    (``2 · kv_heads · head_dim``; MLA caches its compressed latent and rotary key,
+    ``kv_lora_rank + qk_rope_head_dim``), at most a sliding window's tokens in a sliding-window
+    layer; T5's decoder also caches the cross-attention's keys and values of the
+    ``memory_tokens`` source positions. Times the bytes and the batch."""
+    elements = 0.0
+    for kind in layer_kinds(model):
+        if not kind.causal:
+            continue  # an encoder caches nothing
+        kept = min(tokens, kind.window) if kind.window else tokens
+        elements += kind.count * kept * model.kv_cache_width
+        if kind.cross_attention:
+            elements += kind.count * memory_tokens * 2 * model.kv_size
+    return elements * batch * compute_bytes
 
 
 def inference_memory(model: ModelSpec, method: Method, work: Workload) -> InferenceMemory:
     p, b, s = work.compute_bytes, work.micro_batch, work.prompt_len
+    if model.is_encoder_decoder:  # the prompt is the source; the decoder caches the generated tokens
+        kv = kv_cache_bytes(model, work.gen_len, b, p, memory_tokens=s)
+    else:
+        kv = kv_cache_bytes(model, work.prompt_len + work.gen_len, b, p)
     return InferenceMemory(
         weights=base_weight_bytes(model, method, p),
-        kv_cache=kv_cache_bytes(model, work.prompt_len + work.gen_len, b, p),
+        kv_cache=kv,
         workspace=b * max(s * prefill_layer_bytes(model, work), model.vocab_size * (p + FP32)),
     )
 
