@@ -13,6 +13,7 @@ Everything here is per sequence (micro-batch 1); callers multiply by the micro-b
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from costplan.gradflow import LayerFlow, LinearUse, input_requires_grad, model_flows
 from costplan.methods import Method
@@ -35,6 +36,8 @@ class SavedItem:
     in_mlp: bool
     """Kept by the MLP block (router and experts included, and a norm on the attention's output),
     whose backward runs before the attention's."""
+    per_batch: bool = False
+    """Kept once per micro-batch, whatever its sequences (T5's position-bias masks)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,11 +54,17 @@ class LayerSaved:
 
     @property
     def bytes(self) -> float:
-        return sum(item.bytes for item in self.items)
+        """Per sequence."""
+        return sum(item.bytes for item in self.items if not item.per_batch)
+
+    @property
+    def batch_bytes(self) -> float:
+        """Per micro-batch."""
+        return sum(item.bytes for item in self.items if item.per_batch)
 
     @property
     def mlp_bytes(self) -> float:
-        return sum(item.bytes for item in self.items if item.in_mlp)
+        return sum(item.bytes for item in self.items if item.in_mlp and not item.per_batch)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,11 +76,14 @@ class SavedTensors:
     head_side: float
     """The final norm's and the LM head's saved inputs: freed first in backward."""
     shared: float
-    """Kept through the whole backward: embedding dropout masks, RoPE tables, expanded prefixes,
-    T5's encoder output that every cross-attention reads."""
+    """Kept through the whole backward: embedding dropout masks, expanded prefixes, T5's encoder
+    output that every cross-attention reads."""
     batch_shared: float = 0.0
-    """Kept once per micro-batch however many sequences it holds: T5's relative position biases
-    (one ``heads x queries x keys`` table broadcast over the batch)."""
+    """Kept once per micro-batch however many sequences it holds, through the whole backward: the
+    RoPE tables, T5's bucket indices and its cross-attention's zero bias."""
+    checkpointed_batch: float = 0.0
+    """Also kept per micro-batch when the layers are checkpointed: T5's position-bias tables, an
+    input of every checkpointed block."""
 
     @property
     def recomputed(self) -> LayerSaved:
@@ -97,6 +109,12 @@ class SavedTensors:
         backward then re-runs one layer at a time (see ``later_layer``)."""
         return self.layers(grad_ckpt) + self.head_side + self.shared
 
+    def batch(self, grad_ckpt: bool) -> float:
+        """Per micro-batch: T5's position-bias masks, one per layer (re-made when checkpointed)."""
+        if grad_ckpt:
+            return self.batch_shared + self.checkpointed_batch
+        return sum(layer.count * layer.batch_bytes for layer in self.layers_saved) + self.batch_shared
+
     def layers(self, grad_ckpt: bool) -> float:
         if grad_ckpt:
             return sum(layer.count * (layer.layer_input + layer.escaping_checkpoint) for layer in self.layers_saved)
@@ -115,15 +133,15 @@ def _norm(model: ModelSpec, p: int, input_rg: bool, weight_trains: bool, width: 
         # that the weight multiply keeps when the weight trains (in fp32 where the multiply is:
         # Gemma's 1 + w, OLMo 2).
         kept = (FP32 if model.norm_scales_fp32 else p) * w if weight_trains else 0.0
-        if model.is_encoder_decoder:  # T5 multiplies the 16-bit input by the fp32 rsqrt: it keeps both
-            kept += p * w
+        if model.norm_rescales_input and input_rg and p != FP32:
+            kept += p * w  # T5: the 16-bit input, kept for the rsqrt's gradient
         return FP32 * w + FP32 * groups + kept
     return p * w + 2 * FP32  # native_layer_norm keeps its input, mean and rstd
 
 
 def _norm_constant(model: ModelSpec, input_rg: bool, width: int | None = None) -> float:
     """Per-layer (not per-position) bytes of a Gemma norm: its fp32 ``1 + w``, kept for dX."""
-    if model.family not in ("gemma", "gemma2", "gemma3") or not input_rg:
+    if not model.norm_unit_offset or not input_rg:
         return 0.0
     return FP32 * (width or model.hidden_size)
 
@@ -262,9 +280,10 @@ def _mlp_saved(model: ModelSpec, flow: LayerFlow, prefix: str, p: int, lora_drop
     out: list[tuple[str, float]] = []
     if not routed:  # routed experts read gathered copies of their tokens (see "expert routing")
         readers = [lin[prefix + r] for r in ("gate", "up", "gate_up") if prefix + r in lin]
-        if prefix != "shared_" or "router" not in lin or not lin["router"].keeps_input:
+        router = lin.get("router")
+        if prefix != "shared_" or router is None or router.linear.fp32 or not router.keeps_input:
             out.append((f"{prefix}mlp inputs", sum(_reader_inputs(readers, p, lora_dropout))))
-        else:  # the router already keeps the same input tensor
+        else:  # the router already keeps the same input tensor (DeepSeek's keeps an fp32 copy)
             out.append((f"{prefix}mlp inputs", _reader_inputs(readers, p, lora_dropout)[1]))
     if prefix + "gate_up" in lin:
         # One 2f-wide output: the activation keeps its gate half, the product its up half, both
@@ -322,9 +341,13 @@ def layer_saved(model: ModelSpec, method: Method, work: Workload, flow: LayerFlo
         if per_position:
             items.append(SavedItem(name, per_position * rows, in_mlp))
 
-    def constant(name: str, value: float) -> None:
+    def batch(name: str, value: float) -> None:
         if value:
-            items.append(SavedItem(name, value, in_mlp))
+            items.append(SavedItem(name, value, in_mlp, per_batch=True))
+
+    def constant(name: str, value: float) -> None:  # per layer, whatever the batch
+        if value:
+            items.append(SavedItem(name, value, in_mlp, per_batch=True))
 
     placement = model.norm_placement
     attn_in_rg = flow.stream_in_rg or trains
@@ -348,37 +371,52 @@ def layer_saved(model: ModelSpec, method: Method, work: Workload, flow: LayerFlo
     if model.qk_norm != "none":
         q_groups, k_groups = (model.num_heads, model.num_kv_heads) if model.qk_norm == "head" else (1, 1)
         width = model.head_dim if model.qk_norm == "head" else None
-        add("q/k norms", _norm(model, p, flow.q_rg, trains, model.q_size, q_groups)
-            + _norm(model, p, flow.k_rg, trains, model.kv_size, k_groups))
-        constant("q/k norm scales", _norm_constant(model, flow.q_rg, width) + _norm_constant(model, flow.k_rg, width))
+        # They normalise the projections' outputs, before any prefix joins the keys.
+        q_in, k_in = lin["q"].output_rg, lin["k"].output_rg
+        add("q/k norms", _norm(model, p, q_in, trains, model.q_size, q_groups)
+            + _norm(model, p, k_in, trains, model.kv_size, k_groups))
+        constant("q/k norm scales", _norm_constant(model, q_in, width) + _norm_constant(model, k_in, width))
     # Attention core.
     o_shared, o_adapters = _reader_inputs([lin["o"]], p, lora_dropout)
     add("attention q/k/v", _attention_inputs(model, method, work, flow, p, keys / positions))
     scores_rg = flow.q_rg or flow.k_rg
-    masked = _masked(method, flow.kind, keys)
+    relative = model.relative_attention_buckets > 0
+    masked = _masked(method, flow.kind, keys) or relative
     if work.attention == "flash":
         # SDPA keeps q, k, v, the fp32 log-sum-exp and its output; the output is laid out
         # (batch, seq, heads, dim), so the o projection reads (and keeps) that same tensor.
         if flow.attention_rg:
             efficient = masked or model.qk_head_dim != model.v_head_dim
             add("attention lse", FP32 * model.num_heads, _lse_positions(positions, efficient))
-            if masked:
+            if relative:
+                # T5: the position bias made into an additive mask in each layer, (1, heads,
+                # queries, keys) for the whole batch; the decoder's causal version keeps its
+                # boolean condition too when the bias trains.
+                batch("attention bias", p * model.num_heads * positions * keys)
+                if flow.kind.causal and trains:
+                    batch("attention causal mask", MASK * positions * keys)
+            elif masked:
                 # The mask over the keys (prefix tuning's padding, a sliding window), made additive
                 # (p bytes) for the memory-efficient kernel in each layer, which keeps it for backward.
                 add("attention mask", p * keys)
         if flow.attention_rg or o_shared:
             add("attention output", p * model.attention_out_size)
+        if o_shared and model.rotary_by_concat:
+            add("attention output copy", o_shared)  # the head-major output, made token-major for o
     else:
         add("attention scores (s²)", model.num_heads * keys * _eager_scores(model, p, scores_rg, flow.v_rg))
         add("attention output", o_shared)  # the output, transposed into a new tensor for o
     add("o adapter input", o_adapters)
+    after_attn = flow.stream_in_rg or lin["o"].output_rg
+    if flow.kind.cross_attention:
+        after_attn = _cross_attention_saved(model, work, flow, span, p, lora_dropout, after_attn, add)
     if model.dropout > 0:  # residual dropouts keep a one-byte mask where their input needs dX
-        add("dropout masks", MASK * h * (lin["o"].output_rg + lin["down"].output_rg))
+        add("dropout masks", MASK * h * (lin["o"].output_rg + lin["down"].output_rg
+                                         + ("cross_o" in lin and lin["cross_o"].output_rg)))
     in_mlp = True
     if placement in ("sandwich", "reordered"):  # a norm on the attention's output
         add("attention output norm", _norm(model, p, lin["o"].output_rg or trains, trains))
         constant("attention output norm scale", _norm_constant(model, lin["o"].output_rg or trains))
-    after_attn = flow.stream_in_rg or lin["o"].output_rg
     mlp_in_rg = (flow.stream_in_rg if model.parallel_residual else after_attn) or trains
     if placement != "reordered":
         add("mlp norm", _norm(model, p, mlp_in_rg, trains))
@@ -409,6 +447,37 @@ def layer_saved(model: ModelSpec, method: Method, work: Workload, flow: LayerFlo
     return items
 
 
+def _cross_attention_saved(model: ModelSpec, work: Workload, flow: LayerFlow, span: LayerSpan, p: int,
+                           lora_dropout: float, stream_rg: bool, add: Any) -> bool:
+    """T5's cross-attention block: its norm, query input, the adapters' copies of the encoder
+    output (the encoder output itself is kept once for all layers: ``saved_tensors``), the
+    attention over the source and its output. Returns whether the stream after it requires a
+    gradient."""
+    lin = flow.linears
+    trains = lin["cross_q"].trainable
+    queries, memory = span.queries, span.memory
+    add("cross-attention norm", _norm(model, p, stream_rg or trains, trains))
+    add("cross q input", sum(_reader_inputs([lin["cross_q"]], p, lora_dropout)))
+    add("cross k/v adapter inputs", _reader_inputs([lin["cross_k"], lin["cross_v"]], p, lora_dropout)[1], memory)
+    q_rg, k_rg, v_rg = flow.cross_q_rg, flow.cross_k_rg, flow.cross_v_rg
+    o_shared, o_adapters = _reader_inputs([lin["cross_o"]], p, lora_dropout)
+    if work.attention == "flash":
+        if flow.cross_rg:
+            add("cross-attention q", p * model.q_size)
+            add("cross-attention k/v", p * 2 * model.kv_size, memory)
+            add("cross-attention lse", FP32 * model.num_heads, _lse_positions(queries, True))
+        if flow.cross_rg or o_shared:
+            add("cross-attention output", p * model.q_size)
+    else:
+        scores_rg = q_rg or k_rg
+        add("cross-attention q", p * model.q_size * k_rg)
+        add("cross-attention k/v", p * model.kv_size * (q_rg + scores_rg), memory)
+        add("cross-attention scores", model.num_heads * memory * _eager_scores(model, p, scores_rg, v_rg))
+        add("cross-attention output", o_shared)
+    add("cross o adapter input", o_adapters)
+    return stream_rg or lin["cross_o"].output_rg
+
+
 def _rope_tables(model: ModelSpec) -> int:
     """RoPE cos/sin tables the layers share: one pair, or (Gemma 3) one per attention span."""
     if model.learned_positions or model.relative_attention_buckets:
@@ -419,32 +488,59 @@ def _rope_tables(model: ModelSpec) -> int:
 def saved_tensors(model: ModelSpec, method: Method, work: Workload) -> SavedTensors:
     positions = work.seq_len + method.virtual_tokens
     keys = positions + method.prefix_tokens
+    source = work.source_len or 0
     p, h = work.compute_bytes, model.hidden_size
-    layers = []
-    for flow, count in model_flows(model, method, work.grad_ckpt):
-        span = LayerSpan(positions, keys)
-        items = layer_saved(model, method, work, flow, span)
-        layers.append(LayerSaved(flow, count, tuple(items), _quantized_inputs(flow, p, span), p * h * positions))
     trains = method.trains_base
+    layers = []
+    memory_kept = memory_rg = False
+    for flow, count in model_flows(model, method, work.grad_ckpt):
+        if not flow.kind.causal and model.is_encoder_decoder:
+            span = LayerSpan(source, source)
+        else:
+            span = LayerSpan(positions, keys, source)
+        items = layer_saved(model, method, work, flow, span)
+        rows = span.queries
+        layers.append(LayerSaved(flow, count, tuple(items), _quantized_inputs(flow, p, span), p * h * rows))
+        if flow.kind.cross_attention:
+            memory_rg = flow.memory_rg
+            memory_kept = memory_kept or _reader_inputs([flow.linears["cross_k"], flow.linears["cross_v"]], p,
+                                                        getattr(method, "dropout", 0.0))[0] > 0
     # The head: the final norm and the LM head's input (kept for its dW); BERT's MLM head is a
-    # dense layer, GELU and LayerNorm before the decoder.
+    # dense layer, GELU and LayerNorm before the decoder; T5's decoder drops out its output.
     head_side = _norm(model, p, True, trains) + (p * h if trains else 0.0)
     if model.mlm_head:
         head_side += (p * h if trains else 0.0) + p * h
+    if model.is_encoder_decoder and model.dropout > 0:
+        head_side += MASK * h
     head_side *= positions
-    head_side += _norm_constant(model, True)
     embeddings_rg = input_requires_grad(method, work.grad_ckpt)
+    embedded = positions + source  # T5 embeds the source and the target
     shared = 0.0
     if trains:  # embedding backward keeps the indices it gathered (int64)
-        shared += INT64 * positions * (1 + model.learned_positions + (model.token_types > 0))
+        shared += INT64 * embedded * (1 + model.learned_positions + (model.token_types > 0))
     if model.post_norm:  # BERT normalises its embeddings (post-norm)
         shared += _norm(model, p, embeddings_rg, trains) * positions
     if model.dropout > 0 and embeddings_rg:
-        shared += MASK * h * positions  # embedding dropout
-    shared += _rope_tables(model) * 2 * p * model.head_dim * positions  # RoPE cos/sin, shared by all layers
+        shared += MASK * h * embedded  # embedding dropout
     if method.prefix_tokens:
         shared += FP32 * method.prefix_tokens * model.num_layers * model.kv_cache_width  # prefix expanded
-    return SavedTensors(layers_saved=tuple(layers), head_side=head_side, shared=shared)
+    # Once per micro-batch: the RoPE cos/sin tables every layer reads (positions are the batch's),
+    # the final norm's Gemma 1 + w.
+    rope = FP32 if model.rotary_fp32 else p
+    batch_shared = _rope_tables(model) * 2 * rope * model.head_dim * positions + _norm_constant(model, True)
+    checkpointed_batch = 0.0
+    if model.is_encoder_decoder:
+        # The encoder's final norm and dropout, and its output, which every cross-attention reads
+        # (kept once when the cross-attention weights train).
+        shared += source * (_norm(model, p, memory_rg, trains) + (MASK * h if memory_rg and model.dropout else 0.0)
+                            + (p * h if memory_kept else 0.0))
+        if trains:  # the relative-position bucket of each (query, key), gathered by each stack's bias
+            batch_shared += INT64 * (source * source + positions * positions)
+        if work.attention == "flash" and any(layer.flow.cross_rg for layer in layers):
+            batch_shared += p * model.num_heads * positions * source  # the cross-attention's zero bias
+        checkpointed_batch = p * model.num_heads * (source * source + positions * positions)
+    return SavedTensors(layers_saved=tuple(layers), head_side=head_side, shared=shared, batch_shared=batch_shared,
+                        checkpointed_batch=checkpointed_batch)
 
 
 @dataclass(frozen=True, slots=True)
@@ -471,12 +567,15 @@ def logits_bytes(model: ModelSpec, method: Method, work: Workload) -> LogitsByte
     """
     positions = (work.seq_len + method.virtual_tokens) * model.vocab_size
     p = work.compute_bytes
-    loss = FP32 if model.causal else p  # BERT's masked-LM loss runs in the compute dtype
-    moment_a = 3 * loss * positions
-    moment_b = (loss + p) * positions if p != loss else 0.0
+    # BERT's masked-LM loss and T5's cross-entropy run in the compute dtype.
+    loss = p if model.mlm_head or model.is_encoder_decoder else FP32
+    # Gemma 2's final softcap keeps its tanh until the softcap's backward, after the loss's.
+    tanh = p if model.final_softcap is not None else 0
+    moment_a = (3 * loss + tanh) * positions
+    moment_b = (loss + p + tanh) * positions if p != loss else 0.0
     head_grad = p * model.vocab_size * model.hidden_size if method.trains_base else 0.0
     moment_c = p * positions + head_grad
-    return LogitsBytes(kept=loss * positions, backward_peak=max(moment_a, moment_b, moment_c))
+    return LogitsBytes(kept=(loss + tanh) * positions, backward_peak=max(moment_a, moment_b, moment_c))
 
 
 def eager_attention_backward(model: ModelSpec, method: Method, work: Workload) -> float:

@@ -104,7 +104,8 @@ def training_phases(mem: TrainingMemory, *, dp: Any, zero: Any, micro_batch: Any
     grads = mem.gradients / (xp.where(zero >= 2, dp, 1) * model_split)
     gather = xp.where((zero >= 3) & (dp > 1), 2 * mem.layer_weights / model_split, 0.0)
     accumulated = xp.where(grad_accum > 1, grads, 0.0)
-    activations = mem.activations * mb * in_flight
+    per_batch = mem.batch_activations / tp * in_flight
+    activations = mem.activations * mb * in_flight + per_batch
     logits = mem.logits_peak * mb
     transient = mem.layer_transient * mb
     # Top of backward: every saved tensor with the loss's gradients on top or, when larger (tiny
@@ -120,12 +121,12 @@ def training_phases(mem: TrainingMemory, *, dp: Any, zero: Any, micro_batch: Any
         kept = (mem.checkpoints * in_flight + mem.recompute) if mem.recompute else mem.activations * in_flight
         phases[Phase.ATTENTION_BACKWARD] = {
             **held, Mem.GRADIENTS: accumulated, Mem.GATHER: gather,
-            Mem.ACTIVATIONS: (kept + mem.attention_backward) * mb}
+            Mem.ACTIVATIONS: (kept + mem.attention_backward) * mb + per_batch}
     if mem.recompute:
         # Checkpointing: the last layer re-run on top of every checkpoint, with its gradients.
         phases[Phase.LAYER_RECOMPUTE] = {
             **held, Mem.GRADIENTS: accumulated,
-            Mem.ACTIVATIONS: (mem.checkpoints * in_flight + mem.recompute) * mb,
+            Mem.ACTIVATIONS: (mem.checkpoints * in_flight + mem.recompute) * mb + per_batch,
             Mem.LAYER_BACKWARD: transient, Mem.DEQUANT: mem.workspace, Mem.GATHER: gather}
     # Late in backward nearly all gradients exist; a checkpointed layer is being re-run.
     phases[Phase.BACKWARD_END] = {

@@ -109,7 +109,8 @@ def layer_flow(model: ModelSpec, kind: LayerKind, method: Method, stream_rg: boo
     if kind.cross_attention:
         cq = use("cross_q", after_attn or norms_trained)
         ck, cv = use("cross_k", memory_rg), use("cross_v", memory_rg)
-        after_attn = after_attn or use("cross_o", cq or ck or cv)
+        cross_out_rg = use("cross_o", cq or ck or cv)
+        after_attn = after_attn or cross_out_rg
         cross = {"cross_q_rg": cq, "cross_k_rg": ck, "cross_v_rg": cv, "memory_rg": memory_rg}
     mlp_in_rg = (stream_rg if model.parallel_residual else after_attn) or (norms_trained and input_norms)
     mlp_out_rg = False

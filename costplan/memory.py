@@ -78,6 +78,8 @@ class TrainingMemory:
     step_temporaries: float
     activations: float
     """Saved for backward at the end of the forward (only layer inputs when checkpointing)."""
+    batch_activations: float
+    """Saved once per micro-batch whatever its size: RoPE tables, T5's position-bias masks."""
     checkpoints: float
     """What stays saved once backward has passed the head: layer inputs and shared tables."""
     recompute: float
@@ -119,8 +121,9 @@ def training_memory(model: ModelSpec, method: Method, work: Workload) -> Trainin
         optimizer_states=opt.state_bytes(tensors),
         gradient_copies=copies,
         step_temporaries=opt.step_temp_bytes(tensors),
-        activations=mb * saved.total(work.grad_ckpt) + saved.batch_shared,
-        checkpoints=mb * (saved.layers(work.grad_ckpt) + saved.shared) + saved.batch_shared,
+        activations=mb * saved.total(work.grad_ckpt),
+        batch_activations=saved.batch(work.grad_ckpt),
+        checkpoints=mb * (saved.layers(work.grad_ckpt) + saved.shared),
         recompute=mb * saved.later_layer if work.grad_ckpt else 0.0,
         layer_transient=mb * layer_backward_transient(model, method, work),
         attention_backward=mb * (eager_attention_backward(model, method, work) - saved.later_layer_mlp)
@@ -176,16 +179,24 @@ def kv_cache_bytes(model: ModelSpec, tokens: float, batch: int, compute_bytes: i
 
 
 def inference_memory(model: ModelSpec, method: Method, work: Workload) -> InferenceMemory:
+    """Weights, the KV cache at its largest, and the widest transient of the prefill.
+
+    A sliding-window layer's cache keeps the last window of the prompt as a view of the prompt's
+    keys and values, so the whole prompt stays resident until the first decode step replaces it:
+    the cache is the larger of the full prompt in every layer and the end of the generation.
+    T5 works out its relative-position buckets as about six int64 ``source x source`` arrays
+    before its first layer."""
     p, b, s = work.compute_bytes, work.micro_batch, work.prompt_len
     if model.is_encoder_decoder:  # the prompt is the source; the decoder caches the generated tokens
         kv = kv_cache_bytes(model, work.gen_len, b, p, memory_tokens=s)
     else:
         kv = kv_cache_bytes(model, work.prompt_len + work.gen_len, b, p)
-    return InferenceMemory(
-        weights=base_weight_bytes(model, method, p),
-        kv_cache=kv,
-        workspace=b * max(s * prefill_layer_bytes(model, work), model.vocab_size * (p + FP32)),
-    )
+        if model.sliding_window is not None:
+            kv = max(kv, s * model.decoder_layers * model.kv_cache_width * b * p)
+    workspace = b * max(s * prefill_layer_bytes(model, work), model.vocab_size * (p + FP32))
+    if model.relative_attention_buckets:
+        workspace = max(workspace, 6 * 8 * s * s + b * s * model.hidden_size * p)
+    return InferenceMemory(weights=base_weight_bytes(model, method, p), kv_cache=kv, workspace=workspace)
 
 
 # transformers' GPT-2 and BERT blocks hold the attention module's returned probabilities in a
@@ -202,8 +213,14 @@ def prefill_layer_bytes(model: ModelSpec, work: Workload) -> float:
     Eager attention holds the scores, softmax output and its cast copy at their own moment.
     """
     p, h, f, k = work.compute_bytes, model.hidden_size, model.ffn_size, model.experts_per_token
-    if model.gated_mlp:
-        mlp = h + k * (4 * f + (h if model.is_moe else 0))
+    if model.is_moe:
+        # Grouped experts: the routed copies with their gate/up outputs, then about six
+        # hidden-wide copies per routed token around the down projection and the weighted sum.
+        mlp = h + k * max(4 * f + h, 6 * h)
+        if model.dense_layers:
+            mlp = max(mlp, h + 4 * model.dense_ffn_size)
+    elif model.gated_mlp:
+        mlp = h + 4 * f
     else:
         mlp = h + (5 if model.activation == "gelu_new" else 2) * f
     widest = p * mlp

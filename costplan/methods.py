@@ -134,6 +134,11 @@ class PromptTuning(_VirtualTokens):
     def trainable_tensors(self, model: ModelSpec) -> tuple[Tensor2D, ...]:
         return (Tensor2D(self.num_virtual_tokens, model.hidden_size),)
 
+    def validate(self, model: ModelSpec) -> None:
+        if model.is_encoder_decoder:
+            raise CostplanError("prompt tuning of encoder-decoder models (virtual tokens on the source) is not "
+                                "modelled yet; use lora or full.")
+
     def notes(self, model: ModelSpec) -> list[str]:
         return [f"prompt tuning: {self.num_virtual_tokens} virtual tokens lengthen every sequence; "
                 "the frozen base still back-propagates to the input (peft PromptEmbedding in fp32)"]

@@ -113,6 +113,11 @@ class ModelSpec:
     norm_scales_fp32: bool = False
     """RMSNorm multiplies by its weight in fp32 and casts afterwards (Gemma's ``1 + w``, OLMo 2), so
     it keeps the fp32 normalised input for the weight's gradient."""
+    norm_unit_offset: bool = False
+    """Gemma's RMSNorm scales by ``1 + w`` (its weight starts at zero), an fp32 vector it keeps."""
+    norm_rescales_input: bool = False
+    """T5's RMSNorm multiplies its 16-bit input (not an fp32 copy) by the fp32 rsqrt, so it keeps
+    that input as well."""
     qk_norm: QkNorm = "none"
     """RMSNorm on queries and keys after their projections: ``head`` over each head's width
     (Qwen3, Gemma 3), ``full`` over all heads at once (OLMo 2)."""
@@ -124,6 +129,12 @@ class ModelSpec:
     fused_qkv: bool = False
     """One ``qkv`` matrix (GPT-2 ``c_attn``, GPT-NeoX ``query_key_value``, Phi-3 ``qkv_proj``) instead of three."""
     learned_positions: bool = False
+    rotary_by_concat: bool = False
+    """The rotary embedding turns a slice of each head and concatenates the rest back (Phi-3,
+    GPT-NeoX's partial rotary): the queries come out head-major, and so does SDPA's output, which
+    is then copied into the token-major layout the o projection reads."""
+    rotary_fp32: bool = False
+    """The rotary embedding's cos/sin tables stay in fp32 (OLMo 2)."""
     token_types: int = 0
     """BERT's segment embeddings."""
     embedding_scale: bool = False
@@ -495,7 +506,7 @@ def count_params(model: ModelSpec) -> ParamCounts:
 _LLAMA_LIKE: dict[str, object] = {}
 _GEMMA2: dict[str, object] = {
     "activation": "gelu_tanh", "tied_embeddings": True, "embedding_scale": True, "norm_placement": "sandwich",
-    "norm_scales_fp32": True, "attn_softcap": 50.0, "final_softcap": 30.0, "sliding_window": 4096,
+    "norm_scales_fp32": True, "norm_unit_offset": True, "attn_softcap": 50.0, "final_softcap": 30.0, "sliding_window": 4096,
     "sliding_window_pattern": 2,
 }
 _FAMILY_TRAITS: dict[str, dict[str, object]] = {
@@ -505,9 +516,10 @@ _FAMILY_TRAITS: dict[str, dict[str, object]] = {
     "qwen2": {"qkv_bias": True},
     "qwen3": {"qk_norm": "head"},
     "qwen3_moe": {"qk_norm": "head"},
-    "phi3": {"fused_qkv": True, "fused_gate_up": True},
-    "olmo2": {"norm_placement": "reordered", "norm_scales_fp32": True, "qk_norm": "full"},
-    "gemma": {"activation": "gelu_tanh", "tied_embeddings": True, "embedding_scale": True, "norm_scales_fp32": True},
+    "phi3": {"fused_qkv": True, "fused_gate_up": True, "rotary_by_concat": True},
+    "olmo2": {"norm_placement": "reordered", "norm_scales_fp32": True, "qk_norm": "full", "rotary_fp32": True},
+    "gemma": {"activation": "gelu_tanh", "tied_embeddings": True, "embedding_scale": True, "norm_scales_fp32": True,
+              "norm_unit_offset": True},
     "gemma2": _GEMMA2,
     "gemma3": {**_GEMMA2, "attn_softcap": None, "final_softcap": None, "qk_norm": "head", "sliding_window": 4096,
                "sliding_window_pattern": 6},
@@ -519,7 +531,7 @@ _FAMILY_TRAITS: dict[str, dict[str, object]] = {
     },
     "gpt_neox": {
         "gated_mlp": False, "activation": "gelu", "norm": "layernorm", "qkv_bias": True,
-        "out_bias": True, "mlp_bias": True, "fused_qkv": True, "parallel_residual": True,
+        "out_bias": True, "mlp_bias": True, "fused_qkv": True, "parallel_residual": True, "rotary_by_concat": True,
     },
     "bert": {
         "gated_mlp": False, "activation": "gelu", "norm": "layernorm", "qkv_bias": True,
@@ -529,6 +541,7 @@ _FAMILY_TRAITS: dict[str, dict[str, object]] = {
     },
     "t5": {
         "gated_mlp": False, "activation": "relu", "tied_embeddings": True, "relative_attention_buckets": 32,
+        "norm_rescales_input": True,
         "dropout": 0.1, "attention_dropout": 0.1, "softmax_fp32": False,
     },
 }

@@ -27,7 +27,7 @@ from typing import Any
 from unittest import mock
 
 from costplan.methods import Lora, Method, PrefixTuning, PromptTuning
-from costplan.model import ModelSpec
+from costplan.model import ModelSpec, layer_kinds
 from costplan.workload import Workload
 
 # Module names (regular expressions on the end of the qualified name) of each role, by family.
@@ -482,9 +482,18 @@ def trace_training_step(model: ModelSpec, method: Method, work: Workload, *, dev
     master = [p.detach().float().clone().requires_grad_() for p in trainable] if mixed else trainable
     optimizer = torch.optim.AdamW(master, foreach=True, fused=False)
     ids = torch.randint(0, model.vocab_size, (work.micro_batch, work.seq_len), device=device)
+    inputs: dict[str, Any] = {"input_ids": ids}
+    if model.is_encoder_decoder:  # the source for the encoder; the target ids are the labels
+        if work.source_len is None:
+            raise ValueError("an encoder-decoder step needs the workload's source_len")
+        source = torch.randint(0, model.vocab_size, (work.micro_batch, work.source_len), device=device)
+        inputs = {"input_ids": source, "decoder_input_ids": ids}
 
     def loss() -> Any:
-        # Causal LMs shift the labels; BERT's masked-LM loss is taken over every position.
+        # Causal LMs shift the labels; BERT's masked-LM loss is taken over every position; T5
+        # shifts the labels right into its decoder's input.
+        if model.is_encoder_decoder:
+            return module(input_ids=inputs["input_ids"], labels=ids).loss
         return module(input_ids=ids, labels=ids).loss
 
     def step() -> None:
@@ -525,7 +534,7 @@ def trace_training_step(model: ModelSpec, method: Method, work: Workload, *, dev
             return t
 
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            out = module(input_ids=ids)
+            out = module(**inputs)
         saved_bytes = sum(size for _, size in saved.values())
         saved.clear()
         del out
@@ -575,7 +584,10 @@ class TracedInference:
 
 
 def trace_inference_step(model: ModelSpec, work: Workload, *, device: str = "cpu", seed: int = 0) -> TracedInference:
-    """Prefill ``prompt_len`` tokens then decode one, keeping logits of the last position only."""
+    """Prefill ``prompt_len`` tokens then decode one, keeping logits of the last position only.
+
+    An encoder-decoder's prefill is its encoder over the prompt (the source) with the first
+    decoder step, which fills the cross-attention cache; its decode step is the second."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -590,6 +602,17 @@ def trace_inference_step(model: ModelSpec, work: Workload, *, device: str = "cpu
     def generate(counters: tuple[Any, Any] | None = None) -> None:
         first = counters[0] if counters else contextlib.nullcontext()
         second = counters[1] if counters else contextlib.nullcontext()
+        if model.is_encoder_decoder:
+            start = torch.zeros((work.micro_batch, 1), dtype=torch.long, device=device)
+            with first:
+                out = module(input_ids=prompt, decoder_input_ids=start, use_cache=True)
+            cache, encoded = out.past_key_values, out.encoder_last_hidden_state
+            del out
+            with second:
+                out = module(encoder_outputs=(encoded,), decoder_input_ids=token, past_key_values=cache,
+                             use_cache=True)
+            del out, cache, encoded
+            return
         with first:
             out = module(input_ids=prompt, use_cache=True, logits_to_keep=1)
         cache = out.past_key_values
@@ -608,8 +631,15 @@ def trace_inference_step(model: ModelSpec, work: Workload, *, device: str = "cpu
         with live_bytes(existing, snapshot_at=tracker.peak_at) as again:
             generate()
     batch, kv_heads, head_dim = work.micro_batch, model.num_kv_heads, model.head_dim
-    for length in (work.prompt_len, work.prompt_len + 1):
-        kv_shapes.add((batch, kv_heads, length, head_dim))
+    if model.is_encoder_decoder:  # the decoder's own keys and values, and the source's
+        kv_shapes |= {(batch, kv_heads, length, head_dim) for length in (1, 2, work.prompt_len)}
+    for kind in layer_kinds(model):
+        for length in (work.prompt_len, work.prompt_len + 1):
+            length = min(length, kind.window) if kind.window else length
+            if model.mla is not None:  # the latent and the rotary key, one head each
+                kv_shapes |= {(batch, 1, length, model.mla.kv_lora_rank), (batch, 1, length, model.mla.qk_rope_head_dim)}
+            elif not model.is_encoder_decoder:
+                kv_shapes.add((batch, kv_heads, length, head_dim))
     weights = {id(t.untyped_storage()) for t in (*module.parameters(), *module.buffers())}
     breakdown = _categorize(again.snapshot, [
         ("weights", lambda key, shape: key in weights),
