@@ -506,8 +506,8 @@ def count_params(model: ModelSpec) -> ParamCounts:
 _LLAMA_LIKE: dict[str, object] = {}
 _GEMMA2: dict[str, object] = {
     "activation": "gelu_tanh", "tied_embeddings": True, "embedding_scale": True, "norm_placement": "sandwich",
-    "norm_scales_fp32": True, "norm_unit_offset": True, "attn_softcap": 50.0, "final_softcap": 30.0, "sliding_window": 4096,
-    "sliding_window_pattern": 2,
+    "norm_scales_fp32": True, "norm_unit_offset": True, "attn_softcap": 50.0, "final_softcap": 30.0,
+    "sliding_window": 4096, "sliding_window_pattern": 2,
 }
 _FAMILY_TRAITS: dict[str, dict[str, object]] = {
     "llama": _LLAMA_LIKE,

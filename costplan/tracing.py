@@ -637,7 +637,8 @@ def trace_inference_step(model: ModelSpec, work: Workload, *, device: str = "cpu
         for length in (work.prompt_len, work.prompt_len + 1):
             length = min(length, kind.window) if kind.window else length
             if model.mla is not None:  # the latent and the rotary key, one head each
-                kv_shapes |= {(batch, 1, length, model.mla.kv_lora_rank), (batch, 1, length, model.mla.qk_rope_head_dim)}
+                mla = model.mla
+                kv_shapes |= {(batch, 1, length, mla.kv_lora_rank), (batch, 1, length, mla.qk_rope_head_dim)}
             elif not model.is_encoder_decoder:
                 kv_shapes.add((batch, kv_heads, length, head_dim))
     weights = {id(t.untyped_storage()) for t in (*module.parameters(), *module.buffers())}
