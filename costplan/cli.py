@@ -178,6 +178,10 @@ LAYOUT = _options(
               help="Prompt/prefix tuning: trainable virtual tokens.")
 @click.option("--prompt-len", type=_ints(MAX_SEQ), default=512, show_default=True, help="Inference: prompt tokens.")
 @click.option("--gen-len", type=_ints(MAX_SEQ), default=256, show_default=True, help="Inference: generated tokens.")
+@click.option("--source-len", type=_ints(MAX_SEQ), help="Encoder-decoder models (t5): source tokens per example, "
+              "read by the encoder [default: 512].")
+@click.option("--target-len", type=_ints(MAX_SEQ), help="Encoder-decoder models (t5): target tokens per example, "
+              "the decoder's (trained on, or generated) [default: 128].")
 @PRICES
 @click.option("--pue", type=_Number(1.0, 3.0), help="Data-centre PUE [default: industry average, tables/energy.csv].")
 @click.option("--grid", help="Grid carbon intensity: world, us, eu, france, or kg CO2 per kWh [default: world].")
@@ -198,6 +202,7 @@ def estimate(as_json: bool, brief: bool, profile_path: str | None, **options: An
       costplan estimate -m 8b --method full --gpu h100 --tokens 1B --json
       costplan estimate -m 8b --method cpt --tokens 20B --gpu h100 --gpus 64
       costplan estimate -m mistral-7b --method inference --prompt-len 1024 --gen-len 512 --micro-batch 16
+      costplan estimate -m t5-base --method full --source-len 512 --target-len 128
       costplan estimate -m ./my-model/config.json --method prompt --virtual-tokens 50
       costplan estimate -m 8b --method lora --tokens 50M --serve-tokens 1B --grid eu
     """

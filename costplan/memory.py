@@ -185,7 +185,7 @@ def inference_memory(model: ModelSpec, method: Method, work: Workload) -> Infere
     keys and values, so the whole prompt stays resident until the first decode step replaces it:
     the cache is the larger of the full prompt in every layer and the end of the generation.
     T5 works out its relative-position buckets as about six int64 ``source x source`` arrays
-    before its first layer."""
+    before its first layer, and its encoder's transient passes before the decoder caches anything."""
     p, b, s = work.compute_bytes, work.micro_batch, work.prompt_len
     if model.is_encoder_decoder:  # the prompt is the source; the decoder caches the generated tokens
         kv = kv_cache_bytes(model, work.gen_len, b, p, memory_tokens=s)
@@ -194,8 +194,11 @@ def inference_memory(model: ModelSpec, method: Method, work: Workload) -> Infere
         if model.sliding_window is not None:
             kv = max(kv, s * model.decoder_layers * model.kv_cache_width * b * p)
     workspace = b * max(s * prefill_layer_bytes(model, work), model.vocab_size * (p + FP32))
-    if model.relative_attention_buckets:
-        workspace = max(workspace, 6 * 8 * s * s + b * s * model.hidden_size * p)
+    if model.is_encoder_decoder:
+        # The encoder's transient comes before the decoder has cached anything; the decoder steps
+        # hold little beyond the cache.
+        encoder = max(workspace, 6 * 8 * s * s + b * s * model.hidden_size * p)
+        workspace = max(encoder - kv, b * model.vocab_size * (p + FP32))
     return InferenceMemory(weights=base_weight_bytes(model, method, p), kv_cache=kv, workspace=workspace)
 
 

@@ -245,6 +245,12 @@ class QLora(Lora):
     base_storage: ClassVar[BaseStorage] = "nf4"
     double_quant: bool = True
 
+    def validate(self, model: ModelSpec) -> None:
+        if model.is_encoder_decoder:
+            raise CostplanError("QLoRA of T5 is not modelled: transformers keeps its wo projections unquantized in "
+                                "fp32 when loading in 4 bits (_keep_in_fp32_modules); use lora.")
+        Lora.validate(self, model)
+
     def notes(self, model: ModelSpec) -> list[str]:
         quant = "with double quantization" if self.double_quant else "without double quantization"
         return [*Lora.notes(self, model),

@@ -47,7 +47,7 @@ _MODULE_NAMES = {
                     "shared_up": r"shared_experts\.up_proj", "shared_down": r"shared_experts\.down_proj"},
     "t5": {"q": r"SelfAttention\.q", "k": r"SelfAttention\.k", "v": r"SelfAttention\.v", "o": r"SelfAttention\.o",
            "cross_q": r"EncDecAttention\.q", "cross_k": r"EncDecAttention\.k", "cross_v": r"EncDecAttention\.v",
-           "cross_o": r"EncDecAttention\.o", "gate": r"DenseReluDense\.wi_0", "up": r"DenseReluDense\.wi_1?",
+           "cross_o": r"EncDecAttention\.o", "gate": r"DenseReluDense\.wi_0", "up": r"DenseReluDense\.wi(?:_1)?",
            "down": r"DenseReluDense\.wo"},
 }
 """Routers and routed experts have no entry: in transformers 5 they are custom modules holding
@@ -208,6 +208,11 @@ def apply_method(module: Any, method: Method) -> Any:
         spec = _spec_of(module)
         names = _MODULE_NAMES.get(spec.family, _LLAMA_NAMES)
         roles = sorted({a.linear.role for a in method.adapters(spec)})
+        untraceable = [role for role in roles if role not in names]
+        if untraceable:
+            raise ValueError(f"LoRA on {', '.join(untraceable)} of {spec.name} cannot be traced: transformers 5 "
+                             "keeps routers and routed experts as custom modules with 3-D parameters, which "
+                             "peft's target_modules cannot adapt")
         pattern = rf".*\.({'|'.join(names[role] for role in roles)})$"
         config = peft.LoraConfig(r=method.rank, lora_alpha=2 * method.rank, lora_dropout=method.dropout,
                                  target_modules=pattern)

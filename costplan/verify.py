@@ -58,7 +58,10 @@ class Case:
     grad_ckpt: bool = False
     attention: str = "flash"
     seq_len: int | None = None
-    """Training sequence length, or the prompt length for inference [default: 2048 or the context]."""
+    """Training sequence length, or the prompt length for inference [default: 2048 or the context].
+    Encoder-decoder models: the target length in training, the source length in inference."""
+    source_len: int | None = None
+    """Encoder-decoder models in training: the source length [default: 512]."""
     micro_batch: int = 1
 
     @property
@@ -121,13 +124,18 @@ class CaseResult:
 
 
 def _workload(case: Case, model: ModelSpec, method: Method) -> Workload:
+    """The case's workload. An encoder-decoder (T5) trains on 512 source and 128 target tokens and
+    generates from a 512-token source by default."""
     length = case.seq_len or min(2048, model.max_positions - method.virtual_tokens)
+    source = None
+    if model.is_encoder_decoder:
+        length, source = case.seq_len or 128, case.source_len or 512
     if not method.training:
-        length = case.seq_len or min(512, model.max_positions - 1)
+        length = case.seq_len or (512 if model.is_encoder_decoder else min(512, model.max_positions - 1))
         return Workload(prompt_len=length, gen_len=1, micro_batch=case.micro_batch,
                         precision=case.precision, attention=case.attention)  # type: ignore[arg-type]
     return Workload(seq_len=length, micro_batch=case.micro_batch, precision=case.precision,
-                    grad_ckpt=case.grad_ckpt, attention=case.attention)  # type: ignore[arg-type]
+                    grad_ckpt=case.grad_ckpt, attention=case.attention, source_len=source)  # type: ignore[arg-type]
 
 
 def analytic_breakdown(model: ModelSpec, method: Method, work: Workload) -> MemoryBreakdown:
