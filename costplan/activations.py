@@ -385,8 +385,8 @@ def layer_saved(model: ModelSpec, method: Method, work: Workload, flow: LayerFlo
     if work.attention == "flash":
         # SDPA keeps q, k, v, the fp32 log-sum-exp and its output; the output is laid out
         # (batch, seq, heads, dim), so the o projection reads (and keeps) that same tensor.
+        efficient = masked or model.qk_head_dim != model.v_head_dim
         if flow.attention_rg:
-            efficient = masked or model.qk_head_dim != model.v_head_dim
             add("attention lse", FP32 * model.num_heads, _lse_positions(positions, efficient))
             if relative:
                 # T5: the position bias made into an additive mask in each layer, (1, heads,
@@ -401,8 +401,9 @@ def layer_saved(model: ModelSpec, method: Method, work: Workload, flow: LayerFlo
                 add("attention mask", p * keys)
         if flow.attention_rg or o_shared:
             add("attention output", p * model.attention_out_size)
-        if o_shared and model.rotary_by_concat:
-            add("attention output copy", o_shared)  # the head-major output, made token-major for o
+        if o_shared and model.rotary_by_concat and not efficient:
+            # FlashAttention's output follows the head-major queries; it is copied token-major for o.
+            add("attention output copy", o_shared)
     else:
         add("attention scores (s²)", model.num_heads * keys * _eager_scores(model, p, scores_rg, flow.v_rg))
         add("attention output", o_shared)  # the output, transposed into a new tensor for o

@@ -197,9 +197,15 @@ def scaled_down(model: ModelSpec, device: str) -> ModelSpec:
         kv -= 1
     ratio = model.ffn_size / model.hidden_size
     ffn = int(hidden * ratio) // 16 * 16
+    # Keep the kinds of layer: a dense first layer before MoE ones, an encoder and a decoder block.
     return with_overrides(model, name=f"{model.name}-calibration", hidden_size=hidden, num_layers=layers,
-                          num_heads=heads, num_kv_heads=kv, head_dim=hidden // heads, ffn_size=ffn,
-                          vocab_size=vocab, num_experts=model.num_experts, params_published=None)
+                          num_heads=heads, num_kv_heads=kv, ffn_size=ffn, vocab_size=vocab,
+                          head_dim=model.mla.qk_rope_head_dim if model.mla else hidden // heads,
+                          num_experts=model.num_experts, params_published=None,
+                          dense_layers=min(model.dense_layers, layers - 1),
+                          dense_ffn_size=int(hidden * model.dense_ffn_size / model.hidden_size) // 16 * 16
+                          if model.dense_layers else 0,
+                          encoder_layers=layers // 2 if model.is_encoder_decoder else 0)
 
 
 def method_steps(model: ModelSpec, device: str, precision: str, seq_len: int, timer: Timer,

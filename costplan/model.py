@@ -131,8 +131,8 @@ class ModelSpec:
     learned_positions: bool = False
     rotary_by_concat: bool = False
     """The rotary embedding turns a slice of each head and concatenates the rest back (Phi-3,
-    GPT-NeoX's partial rotary): the queries come out head-major, and so does SDPA's output, which
-    is then copied into the token-major layout the o projection reads."""
+    GPT-NeoX's partial rotary): the queries come out head-major, and so does FlashAttention's
+    output, which is then copied into the token-major layout the o projection reads."""
     rotary_fp32: bool = False
     """The rotary embedding's cos/sin tables stay in fp32 (OLMo 2)."""
     token_types: int = 0
@@ -755,12 +755,15 @@ def _read_config(model_type: str, config: dict) -> tuple[dict[str, int], dict[st
     if model_type == "mixtral":
         top_k = _int(config, "num_experts_per_tok", 1)
     elif model_type == "qwen3_moe":
-        experts, top_k = _int(config, "num_experts"), _int(config, "num_experts_per_tok")
+        # The Hub's files say num_experts; transformers 5 writes its alias num_local_experts.
+        experts = _int(config, "num_local_experts" if "num_local_experts" in config else "num_experts")
+        top_k = _int(config, "num_experts_per_tok")
         if _int(config, "decoder_sparse_step", 1) != 1 or config.get("mlp_only_layers"):
             raise ValueError("decoder_sparse_step and mlp_only_layers (dense layers among MoE ones) are not modelled")
         ffn = _int(config, "moe_intermediate_size")
     elif model_type == "deepseek_v3":
-        experts, top_k = _int(config, "n_routed_experts"), _int(config, "num_experts_per_tok")
+        experts = _int(config, "num_local_experts" if "num_local_experts" in config else "n_routed_experts")
+        top_k = _int(config, "num_experts_per_tok")
         overrides["shared_experts"] = _int(config, "n_shared_experts")
         overrides["expert_groups"] = _int(config, "n_group", 1)
         overrides["expert_groups_used"] = _int(config, "topk_group", 1)

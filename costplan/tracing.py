@@ -639,8 +639,9 @@ def trace_inference_step(model: ModelSpec, work: Workload, *, device: str = "cpu
     if model.is_encoder_decoder:  # the decoder's own keys and values, and the source's
         kv_shapes |= {(batch, kv_heads, length, head_dim) for length in (1, 2, work.prompt_len)}
     for kind in layer_kinds(model):
-        for length in (work.prompt_len, work.prompt_len + 1):
-            length = min(length, kind.window) if kind.window else length
+        # A sliding layer's cache is the prompt's keys and values after the prefill, the window after.
+        lengths = {work.prompt_len, work.prompt_len + 1}
+        for length in lengths | {min(n, kind.window) for n in lengths if kind.window}:
             if model.mla is not None:  # the latent and the rotary key, one head each
                 mla = model.mla
                 kv_shapes |= {(batch, 1, length, mla.kv_lora_rank), (batch, 1, length, mla.qk_rope_head_dim)}
