@@ -298,7 +298,7 @@ def _mlp_saved(model: ModelSpec, flow: LayerFlow, prefix: str, p: int, lora_drop
         out.append((f"{prefix}mlp activations", k * (act + product)))
     else:
         out.append((f"{prefix}mlp activations", k * _activation(model, p, f, lin[prefix + "up"].output_rg)))
-        if model.dropout > 0 and lin[prefix + "up"].output_rg and model.is_encoder_decoder:
+        if model.dropout > 0 and lin[prefix + "up"].output_rg and model.inner_dropout:
             out.append((f"{prefix}mlp dropout", k * MASK * f))  # T5 drops out the activation too
     out.append((f"{prefix}down input", sum(_reader_inputs([lin[prefix + "down"]], p, lora_dropout))))
     return out
@@ -483,7 +483,7 @@ def _rope_tables(model: ModelSpec) -> int:
     """RoPE cos/sin tables the layers share: one pair, or (Gemma 3) one per attention span."""
     if model.learned_positions or model.relative_attention_buckets:
         return 0
-    return 2 if model.family == "gemma3" and model.sliding_window else 1
+    return 2 if model.rotary_local_base and model.sliding_window else 1
 
 
 def saved_tensors(model: ModelSpec, method: Method, work: Workload) -> SavedTensors:
@@ -511,7 +511,7 @@ def saved_tensors(model: ModelSpec, method: Method, work: Workload) -> SavedTens
     head_side = _norm(model, p, True, trains) + (p * h if trains else 0.0)
     if model.mlm_head:
         head_side += (p * h if trains else 0.0) + p * h
-    if model.is_encoder_decoder and model.dropout > 0:
+    if model.inner_dropout and model.dropout > 0:
         head_side += MASK * h
     head_side *= positions
     embeddings_rg = input_requires_grad(method, work.grad_ckpt)
@@ -533,7 +533,8 @@ def saved_tensors(model: ModelSpec, method: Method, work: Workload) -> SavedTens
     if model.is_encoder_decoder:
         # The encoder's final norm and dropout, and its output, which every cross-attention reads
         # (kept once when the cross-attention weights train).
-        shared += source * (_norm(model, p, memory_rg, trains) + (MASK * h if memory_rg and model.dropout else 0.0)
+        dropped = model.inner_dropout and model.dropout > 0
+        shared += source * (_norm(model, p, memory_rg, trains) + (MASK * h if memory_rg and dropped else 0.0)
                             + (p * h if memory_kept else 0.0))
         if trains:  # the relative-position bucket of each (query, key), gathered by each stack's bias
             batch_shared += INT64 * (source * source + positions * positions)
@@ -569,7 +570,7 @@ def logits_bytes(model: ModelSpec, method: Method, work: Workload) -> LogitsByte
     positions = (work.seq_len + method.virtual_tokens) * model.vocab_size
     p = work.compute_bytes
     # BERT's masked-LM loss and T5's cross-entropy run in the compute dtype.
-    loss = p if model.mlm_head or model.is_encoder_decoder else FP32
+    loss = FP32 if model.loss_upcast else p
     # Gemma 2's final softcap keeps its tanh until the softcap's backward, after the loss's.
     tanh = p if model.final_softcap is not None else 0
     moment_a = (3 * loss + tanh) * positions

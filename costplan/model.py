@@ -135,6 +135,8 @@ class ModelSpec:
     output, which is then copied into the token-major layout the o projection reads."""
     rotary_fp32: bool = False
     """The rotary embedding's cos/sin tables stay in fp32 (OLMo 2)."""
+    rotary_local_base: bool = False
+    """Sliding-window layers rotate with their own RoPE base: two cos/sin tables (Gemma 3)."""
     token_types: int = 0
     """BERT's segment embeddings."""
     embedding_scale: bool = False
@@ -162,6 +164,11 @@ class ModelSpec:
     """T5's relative position bias: a ``buckets x heads`` table in the first block of each stack."""
     dropout: float = 0.0
     """Hidden/residual dropout probability used in training."""
+    inner_dropout: bool = False
+    """T5 also drops out the MLP's activation and each stack's normalised output."""
+    loss_upcast: bool = True
+    """The loss upcasts the logits to fp32 (transformers' causal-LM loss); BERT's masked-LM loss and
+    T5's cross-entropy run in the compute dtype."""
     attention_dropout: float = 0.0
     softmax_fp32: bool = True
     """Eager attention upcasts its softmax to fp32 (Llama-style implementations do; GPT-2's and
@@ -522,7 +529,7 @@ _FAMILY_TRAITS: dict[str, dict[str, object]] = {
               "norm_unit_offset": True},
     "gemma2": _GEMMA2,
     "gemma3": {**_GEMMA2, "attn_softcap": None, "final_softcap": None, "qk_norm": "head", "sliding_window": 4096,
-               "sliding_window_pattern": 6},
+               "sliding_window_pattern": 6, "rotary_local_base": True},
     "deepseek_v3": {"grouped_router": True},
     "gpt2": {
         "gated_mlp": False, "activation": "gelu_new", "norm": "layernorm", "qkv_bias": True,
@@ -537,11 +544,11 @@ _FAMILY_TRAITS: dict[str, dict[str, object]] = {
         "gated_mlp": False, "activation": "gelu", "norm": "layernorm", "qkv_bias": True,
         "out_bias": True, "mlp_bias": True, "learned_positions": True, "token_types": 2,
         "causal": False, "mlm_head": True, "tied_embeddings": True, "dropout": 0.1,
-        "attention_dropout": 0.1, "softmax_fp32": False, "norm_placement": "post",
+        "attention_dropout": 0.1, "softmax_fp32": False, "norm_placement": "post", "loss_upcast": False,
     },
     "t5": {
         "gated_mlp": False, "activation": "relu", "tied_embeddings": True, "relative_attention_buckets": 32,
-        "norm_rescales_input": True,
+        "norm_rescales_input": True, "inner_dropout": True, "loss_upcast": False,
         "dropout": 0.1, "attention_dropout": 0.1, "softmax_fp32": False,
     },
 }
