@@ -232,11 +232,13 @@ def _attention_inputs(model: ModelSpec, method: Method, work: Workload, flow: La
             return p * (q + (kv + values) * key_ratio)
         scores_rg = flow.q_rg or flow.k_rg
         return p * (q * flow.k_rg + key_ratio * (kv * flow.q_rg + values * scores_rg))
-    if model.fused_qkv and model.learned_positions:
-        # GPT-2: q, k, v are views of the fused projection's output, which stays alive whole;
-        # the KV cache that training builds (use_cache, off under checkpointing) re-allocates
-        # k and v by concatenation, and attention keeps those copies.
-        return p * (q + 2 * kv) + (0.0 if work.grad_ckpt else p * 2 * kv)
+    if model.fused_qkv and not model.rotary:
+        # GPT-2: without a rotary embedding to copy them, q, k, v are views of the fused
+        # projection's output, which stays alive whole; the KV cache that training builds
+        # (use_cache, off under checkpointing) re-allocates k and v by concatenation, and
+        # attention keeps those copies.
+        cache = model.cache_in_training and not work.grad_ckpt
+        return p * (q + 2 * kv) + (p * 2 * kv if cache else 0.0)
     # With an attention mask (prefix tuning, a sliding window) or eager attention, k and v are
     # repeated to every query head (GQA); unmasked SDPA takes them as they are.
     masked = _masked(method, flow.kind, round(key_ratio * (work.seq_len + method.virtual_tokens)))
@@ -481,7 +483,7 @@ def _cross_attention_saved(model: ModelSpec, work: Workload, flow: LayerFlow, sp
 
 def _rope_tables(model: ModelSpec) -> int:
     """RoPE cos/sin tables the layers share: one pair, or (Gemma 3) one per attention span."""
-    if model.learned_positions or model.relative_attention_buckets:
+    if not model.rotary:
         return 0
     return 2 if model.rotary_local_base and model.sliding_window else 1
 

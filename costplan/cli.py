@@ -272,14 +272,15 @@ def gpus(as_json: bool) -> None:
 @click.option("--grad-ckpt/--no-grad-ckpt", default=False, show_default=True)
 @click.option("--attention", type=click.Choice(["flash", "eager"]), default="flash", show_default=True)
 @click.option("--seq-len", type=_ints(1_048_576),
-              help="Sequence (or prompt) length [default: 2048, or 512 for inference].")
+              help="Sequence (or prompt) length [default: 2048, or 512 for inference; t5: the target, 128].")
+@click.option("--source-len", type=_ints(1_048_576), help="Encoder-decoder training: the source length [512].")
 @click.option("--micro-batch", type=_ints(4096), default=1, show_default=True)
 @click.option("--all", "run_all", is_flag=True, help="Run the verification matrix instead of one case.")
 @click.option("--full", is_flag=True, help="With --all: every combination (slow), not the representative subset.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=str),
               help="Write every check as CSV [default with --all: tables/verification.csv].")
 def verify(model: str, method: str, precision: str, grad_ckpt: bool, attention: str, seq_len: int | None,
-           micro_batch: int, run_all: bool, full: bool, out: str | None) -> None:
+           source_len: int | None, micro_batch: int, run_all: bool, full: bool, out: str | None) -> None:
     """Trace the real model code (transformers + peft, meta device: no weights, no GPU) and put
     the analytic estimate beside it: parameters, FLOPs and peak memory by term.
 
@@ -317,7 +318,7 @@ def verify(model: str, method: str, precision: str, grad_ckpt: bool, attention: 
         target = Path(out or Path("tables") / "verification.csv")
     else:
         case = v.Case(model=model, method=method.lower(), precision=precision, grad_ckpt=grad_ckpt,
-                      attention=attention, seq_len=seq_len, micro_batch=micro_batch)
+                      attention=attention, seq_len=seq_len, source_len=source_len, micro_batch=micro_batch)
         with stderr.status(f"tracing {case.label}"):
             try:
                 results = [_run(v.run_case, case)]

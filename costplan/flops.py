@@ -208,10 +208,10 @@ def training_flops(model: ModelSpec, method: Method, work: Workload) -> FlopsBre
     layer: dict[Part, FlopTerm] = {}
     skipped: dict[Part, float] = {}
     for flow, count in model_flows(model, method, work.grad_ckpt):
-        if flow.kind.causal or flow.kind.cross_attention:
-            span = Span(positions, keys, memory=source)
-        else:  # T5's encoder
+        if model.is_encoder_decoder and not flow.kind.cross_attention:  # T5's encoder, over the source
             span = Span(source, source)
+        else:
+            span = Span(positions, keys, memory=source)
         for part, term in _layer_terms(model, flow, span, eager, True).items():
             term = term.scaled(count)
             layer[part] = layer[part] + term if part in layer else term

@@ -129,6 +129,9 @@ class ModelSpec:
     fused_qkv: bool = False
     """One ``qkv`` matrix (GPT-2 ``c_attn``, GPT-NeoX ``query_key_value``, Phi-3 ``qkv_proj``) instead of three."""
     learned_positions: bool = False
+    cache_in_training: bool = False
+    """transformers' GPT-2 builds its KV cache in training too (unless checkpointing turns
+    ``use_cache`` off), re-allocating keys and values by concatenation."""
     rotary_by_concat: bool = False
     """The rotary embedding turns a slice of each head and concatenates the rest back (Phi-3,
     GPT-NeoX's partial rotary): the queries come out head-major, and so does FlashAttention's
@@ -250,6 +253,11 @@ class ModelSpec:
     def kv_cache_width(self) -> int:
         """Elements per token and layer the KV cache holds (keys and values; MLA's latent)."""
         return self.mla.latent if self.mla else 2 * self.num_kv_heads * self.head_dim
+
+    @property
+    def rotary(self) -> bool:
+        """Positions enter through rotary embeddings (not learned positions or T5's relative bias)."""
+        return not self.learned_positions and not self.relative_attention_buckets
 
     @property
     def post_norm(self) -> bool:
@@ -533,7 +541,7 @@ _FAMILY_TRAITS: dict[str, dict[str, object]] = {
     "deepseek_v3": {"grouped_router": True},
     "gpt2": {
         "gated_mlp": False, "activation": "gelu_new", "norm": "layernorm", "qkv_bias": True,
-        "out_bias": True, "mlp_bias": True, "fused_qkv": True, "learned_positions": True,
+        "out_bias": True, "mlp_bias": True, "fused_qkv": True, "learned_positions": True, "cache_in_training": True,
         "tied_embeddings": True, "dropout": 0.1, "attention_dropout": 0.1, "softmax_fp32": False,
     },
     "gpt_neox": {

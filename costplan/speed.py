@@ -158,8 +158,9 @@ def step_shape(model: ModelSpec, method: Method, work: Workload, flops: FlopsBre
     scores = executed = 0.0
     for flow, layers in model_flows(model, method, ckpt):
         kind = flow.kind
-        own = decoder_positions if kind.causal else source
-        size = layers * own * (own if kind.causal else source)
+        encoder = model.is_encoder_decoder and not kind.cross_attention
+        own = source if encoder else decoder_positions
+        size = layers * own * own
         scores += size
         executed += size * executed_fraction(own, own, kind.causal, kind.window)
         if kind.cross_attention:
@@ -197,7 +198,8 @@ def step_shape(model: ModelSpec, method: Method, work: Workload, flops: FlopsBre
         # Scores written and read by softmax, probabilities written and read by AV: forward and backward.
         eager = model.num_heads * key_scores * (p + 4) * 2 * passes * 3
     # Elementwise traffic per token-layer: every layer's positions (an encoder's over the source).
-    token_layers = sum(layers * (decoder_positions if flow.kind.causal else source)
+    token_layers = sum(layers * (source if model.is_encoder_decoder and not flow.kind.cross_attention
+                                 else decoder_positions)
                        for flow, layers in model_flows(model, method, ckpt)) * passes * p / 2.0
     mlp_width = max(_mlp_width(kind.linears) for kind in layer_kinds(model))
     loss = positions * model.vocab_size * LOSS_BYTES_PER_LOGIT if training else 0.0
