@@ -17,7 +17,7 @@ from typing import Any
 
 from costplan.gradflow import LayerFlow, LinearUse, input_requires_grad, model_flows
 from costplan.methods import Method
-from costplan.model import LayerKind, ModelSpec
+from costplan.model import LayerKind, ModelSpec, layer_kinds
 from costplan.workload import Workload
 
 FP32 = 4
@@ -100,10 +100,6 @@ class SavedTensors:
         """The part of that layer that its MLP keeps (freed before attention's backward)."""
         return self.recomputed.mlp_bytes
 
-    @property
-    def items(self) -> tuple[SavedItem, ...]:
-        return self.recomputed.items
-
     def total(self, grad_ckpt: bool) -> float:
         """Bytes kept at the end of the forward. Checkpointed layers keep only their input;
         backward then re-runs one layer at a time (see ``later_layer``)."""
@@ -183,12 +179,12 @@ def _reader_groups(flow: LayerFlow) -> list[list[LinearUse]]:
     """The layer's matrices grouped by the tensor they read."""
     lin = flow.linears
     groups: list[list[LinearUse]] = []
-    for roles in (("qkv",), ("q", "k", "v"), ("q_a", "kv_a"), ("q",), ("q_b",), ("kv_b",), ("o",),
+    for roles in (("qkv", "q", "k", "v", "q_a", "kv_a"), ("q_b",), ("kv_b",), ("o",),
                   ("cross_q",), ("cross_k", "cross_v"), ("cross_o",), ("router", "gate", "up", "gate_up"),
                   ("shared_gate", "shared_up"), ("expert_gate", "expert_up", "expert_gate_up"), ("down",),
                   ("shared_down",), ("expert_down",)):
         group = [lin[r] for r in roles if r in lin]
-        if group and not any(group[0] in known for known in groups):
+        if group:
             groups.append(group)
     return groups
 
@@ -240,9 +236,11 @@ def _attention_inputs(model: ModelSpec, method: Method, work: Workload, flow: La
         cache = model.cache_in_training and not work.grad_ckpt
         return p * (q + 2 * kv) + (p * 2 * kv if cache else 0.0)
     # With an attention mask (prefix tuning, a sliding window) or eager attention, k and v are
-    # repeated to every query head (GQA); unmasked SDPA takes them as they are.
+    # repeated to every query head (GQA); unmasked SDPA takes them as they are. Repeating a single
+    # key/value head (MQA) is a broadcast view, no copy.
     masked = _masked(method, flow.kind, round(key_ratio * (work.seq_len + method.virtual_tokens)))
-    repeated = q if (work.attention == "eager" or masked) else kv
+    repeats = (work.attention == "eager" or masked) and model.num_kv_heads > 1
+    repeated = q if repeats else kv
     if work.attention == "flash":
         return p * (q + 2 * repeated * key_ratio)
     # Eager: QKᵀ keeps q when k needs a gradient and k when q does; AV keeps v when the scores do.
@@ -605,5 +603,9 @@ def layer_backward_transient(model: ModelSpec, method: Method, work: Workload) -
     sequence: the incoming residual gradient and, in the MLP, the gradients of the down
     projection's input and of both factors of the gated product (one fewer for a plain MLP)."""
     positions = work.seq_len + method.virtual_tokens
-    width = (3 if model.gated_mlp else 2) * model.ffn_size * model.experts_per_token
+    # MLP units a token passes through in the widest kind of layer: the dense width, or the top-k
+    # routed experts with the shared ones.
+    units = max(sum(lin.in_features * lin.active for lin in kind.linears if lin.role.endswith("down"))
+                for kind in layer_kinds(model))
+    width = (3 if model.gated_mlp else 2) * units
     return work.compute_bytes * positions * (model.hidden_size + width)

@@ -65,9 +65,6 @@ class LayerFlow:
     def cross_rg(self) -> bool:
         return self.cross_q_rg or self.cross_k_rg or self.cross_v_rg
 
-    def get(self, role: str) -> LinearUse | None:
-        return self.linears.get(role)
-
 
 def layer_flow(model: ModelSpec, kind: LayerKind, method: Method, stream_rg: bool,
                memory_rg: bool = False) -> LayerFlow:
