@@ -223,7 +223,12 @@ def method_steps(model: ModelSpec, device: str, precision: str, seq_len: int, ti
     dtype = {"fp32": torch.float32, "fp16": torch.float16}.get(precision, torch.bfloat16)
     for key in methods:
         method = make_method(key, lora_rank=8, lora_targets="q,v", lora_dropout=0.0, virtual_tokens=20)
-        work = Workload(seq_len=seq_len, precision=precision)  # type: ignore[arg-type]
+        try:
+            method.validate(model)
+        except CostplanError:
+            continue  # not planned for this architecture (prompt tuning of T5, QLoRA of MoE experts ...)
+        work = Workload(seq_len=seq_len, precision=precision,  # type: ignore[arg-type]
+                        source_len=seq_len if model.is_encoder_decoder else None)  # T5: the ids are source and target
         module = apply_method(build_model(model, device=device, dtype=dtype), method)
         module.train()
         params = [p for p in module.parameters() if p.requires_grad]
