@@ -7,13 +7,15 @@ SDPA keeps q, k, v, its output and the fp32 log-sum-exp, but never the ``heads Â
 that eager attention keeps (softmax output in fp32 and its cast copy). peft casts an adapter's
 input to the adapter's fp32 dtype, and lora_A keeps that copy. Dropout keeps a one-byte mask.
 
-Everything here is per sequence (micro-batch 1); callers multiply by the micro-batch.
+Everything here is per sequence (micro-batch 1) and callers multiply by the micro-batch, except
+what a micro-batch keeps once whatever its size (``SavedTensors.batch``: RoPE tables, Gemma's
+norm scales, T5's position-bias masks).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from costplan.gradflow import LayerFlow, LinearUse, input_requires_grad, model_flows
 from costplan.methods import Method
@@ -341,11 +343,7 @@ def layer_saved(model: ModelSpec, method: Method, work: Workload, flow: LayerFlo
         if per_position:
             items.append(SavedItem(name, per_position * rows, in_mlp))
 
-    def batch(name: str, value: float) -> None:
-        if value:
-            items.append(SavedItem(name, value, in_mlp, per_batch=True))
-
-    def constant(name: str, value: float) -> None:  # per layer, whatever the batch
+    def batch(name: str, value: float) -> None:  # per layer, whatever the micro-batch holds
         if value:
             items.append(SavedItem(name, value, in_mlp, per_batch=True))
 
@@ -353,7 +351,7 @@ def layer_saved(model: ModelSpec, method: Method, work: Workload, flow: LayerFlo
     attn_in_rg = flow.stream_in_rg or trains
     if placement != "reordered":
         add("attention norm", _norm(model, p, attn_in_rg, trains))
-        constant("attention norm scale", _norm_constant(model, attn_in_rg))
+        batch("attention norm scale", _norm_constant(model, attn_in_rg))
     if "qkv" in lin:
         readers = [lin["qkv"]]
     elif "kv_a" in lin:
@@ -375,7 +373,7 @@ def layer_saved(model: ModelSpec, method: Method, work: Workload, flow: LayerFlo
         q_in, k_in = lin["q"].output_rg, lin["k"].output_rg
         add("q/k norms", _norm(model, p, q_in, trains, model.q_size, q_groups)
             + _norm(model, p, k_in, trains, model.kv_size, k_groups))
-        constant("q/k norm scales", _norm_constant(model, q_in, width) + _norm_constant(model, k_in, width))
+        batch("q/k norm scales", _norm_constant(model, q_in, width) + _norm_constant(model, k_in, width))
     # Attention core.
     o_shared, o_adapters = _reader_inputs([lin["o"]], p, lora_dropout)
     add("attention q/k/v", _attention_inputs(model, method, work, flow, p, keys / positions))
@@ -417,11 +415,11 @@ def layer_saved(model: ModelSpec, method: Method, work: Workload, flow: LayerFlo
     in_mlp = True
     if placement in ("sandwich", "reordered"):  # a norm on the attention's output
         add("attention output norm", _norm(model, p, lin["o"].output_rg or trains, trains))
-        constant("attention output norm scale", _norm_constant(model, lin["o"].output_rg or trains))
+        batch("attention output norm scale", _norm_constant(model, lin["o"].output_rg or trains))
     mlp_in_rg = (flow.stream_in_rg if model.parallel_residual else after_attn) or trains
     if placement != "reordered":
         add("mlp norm", _norm(model, p, mlp_in_rg, trains))
-        constant("mlp norm scale", _norm_constant(model, mlp_in_rg))
+        batch("mlp norm scale", _norm_constant(model, mlp_in_rg))
     if "router" in lin:
         add("router", _router_saved(model, flow, p, lora_dropout, mlp_in_rg))
     for prefix in ("", "shared_", "expert_"):
@@ -438,18 +436,18 @@ def layer_saved(model: ModelSpec, method: Method, work: Workload, flow: LayerFlo
         gathered = p * h if trained else 0.0
         weight = FP32 if lin["router"].linear.fp32 else p
         add("expert routing", k * (gathered + p * h + weight + 3 * INT64))
-        constant("expert offsets", 4 * model.num_experts)
+        batch("expert offsets", 4 * model.num_experts)
     if placement in ("sandwich", "reordered"):
         down_rg = any(lin[r].output_rg for r in ("down", "expert_down", "shared_down") if r in lin)
         add("mlp output norm", _norm(model, p, down_rg or trains, trains))
-        constant("mlp output norm scale", _norm_constant(model, down_rg or trains))
+        batch("mlp output norm scale", _norm_constant(model, down_rg or trains))
     if model.post_norm:
         add("post-norms", 0.0)  # BERT's post-norm LayerNorms are counted as the layer's norms
     return items
 
 
 def _cross_attention_saved(model: ModelSpec, work: Workload, flow: LayerFlow, span: LayerSpan, p: int,
-                           lora_dropout: float, stream_rg: bool, add: Any) -> bool:
+                           lora_dropout: float, stream_rg: bool, add: Callable[..., None]) -> bool:
     """T5's cross-attention block: its norm, query input, the adapters' copies of the encoder
     output (the encoder output itself is kept once for all layers: ``saved_tensors``), the
     attention over the source and its output. Returns whether the stream after it requires a
