@@ -7,20 +7,24 @@ SDPA keeps q, k, v, its output and the fp32 log-sum-exp, but never the ``heads �
 that eager attention keeps (softmax output in fp32 and its cast copy). peft casts an adapter's
 input to the adapter's fp32 dtype, and lora_A keeps that copy. Dropout keeps a one-byte mask.
 
-Everything here is per sequence (micro-batch 1); callers multiply by the micro-batch.
+Everything here is per sequence (micro-batch 1) and callers multiply by the micro-batch, except
+what a micro-batch keeps once whatever its size (``SavedTensors.batch``: RoPE tables, Gemma's
+norm scales, T5's position-bias masks).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from costplan.gradflow import LayerFlow, LinearUse, input_requires_grad, model_flow
+from costplan.gradflow import LayerFlow, LinearUse, input_requires_grad, model_flows
 from costplan.methods import Method
-from costplan.model import ModelSpec
+from costplan.model import LayerKind, ModelSpec, layer_kinds
 from costplan.workload import Workload
 
 FP32 = 4
 MASK = 1
+INT64 = 8
 ADAPTER_BYTES = 4  # peft keeps adapters in fp32 and casts their input to it
 
 
@@ -32,55 +36,112 @@ class SavedItem:
     """For display."""
     bytes: float
     in_mlp: bool
-    """Kept by the MLP block (router and experts included), whose backward runs before attention's."""
+    """Kept by the MLP block (router and experts included, and a norm on the attention's output),
+    whose backward runs before the attention's."""
+    per_batch: bool = False
+    """Kept once per micro-batch, whatever its sequences (T5's position-bias masks)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LayerSaved:
+    """What the layers of one flow keep, for one sequence."""
+
+    flow: LayerFlow
+    count: int
+    items: tuple[SavedItem, ...]
+    escaping_checkpoint: float
+    """Bytes bitsandbytes' 4-bit matmuls keep on their autograd context (see ``SavedTensors``)."""
+    layer_input: float
+    """The layer's input: all a checkpointed layer keeps."""
+
+    @property
+    def bytes(self) -> float:
+        """Per sequence."""
+        return sum(item.bytes for item in self.items if not item.per_batch)
+
+    @property
+    def batch_bytes(self) -> float:
+        """Per micro-batch."""
+        return sum(item.bytes for item in self.items if item.per_batch)
+
+    @property
+    def mlp_bytes(self) -> float:
+        return sum(item.bytes for item in self.items if item.in_mlp and not item.per_batch)
 
 
 @dataclass(frozen=True, slots=True)
 class SavedTensors:
     """Saved-for-backward bytes of one sequence."""
 
-    first_layer: float
-    later_layer: float
-    """Each layer after the first (all are alike)."""
-    layer_input: float
-    """One layer's input, which is all a checkpointed layer keeps..."""
-    escaping_checkpoint: float
-    """...except what bitsandbytes' 4-bit matmuls keep: they hold their input on the autograd
-    context object rather than through ``save_for_backward``, so non-reentrant checkpointing
-    cannot drop it."""
+    layers_saved: tuple[LayerSaved, ...]
+    """Each distinct layer flow with its count."""
     head_side: float
     """The final norm's and the LM head's saved inputs: freed first in backward."""
     shared: float
-    """Kept through the whole backward: embedding dropout masks, RoPE tables, expanded prefixes."""
-    items: tuple[SavedItem, ...]
-    """A later layer's terms."""
+    """Kept through the whole backward: embedding dropout masks, expanded prefixes, T5's encoder
+    output that every cross-attention reads."""
+    batch_shared: float = 0.0
+    """Kept once per micro-batch however many sequences it holds, through the whole backward: the
+    RoPE tables, T5's bucket indices and its cross-attention's zero bias."""
+    checkpointed_batch: float = 0.0
+    """Also kept per micro-batch when the layers are checkpointed: T5's position-bias tables, an
+    input of every checkpointed block."""
+
+    @property
+    def recomputed(self) -> LayerSaved:
+        """The largest layer that checkpointing re-runs in backward (a later layer of its kind)."""
+        return max(self.layers_saved, key=lambda layer: (layer.bytes, layer.count))
+
+    @property
+    def later_layer(self) -> float:
+        """Bytes of that layer: what one checkpointed layer holds again while its backward runs."""
+        return self.recomputed.bytes
 
     @property
     def later_layer_mlp(self) -> float:
-        """The part of a later layer that its MLP keeps (freed before attention's backward)."""
-        return sum(item.bytes for item in self.items if item.in_mlp)
+        """The part of that layer that its MLP keeps (freed before attention's backward)."""
+        return self.recomputed.mlp_bytes
 
-    def total(self, num_layers: int, grad_ckpt: bool) -> float:
+    def total(self, grad_ckpt: bool) -> float:
         """Bytes kept at the end of the forward. Checkpointed layers keep only their input;
         backward then re-runs one layer at a time (see ``later_layer``)."""
-        return self.layers(num_layers, grad_ckpt) + self.head_side + self.shared
+        return self.layers(grad_ckpt) + self.head_side + self.shared
 
-    def layers(self, num_layers: int, grad_ckpt: bool) -> float:
+    def batch(self, grad_ckpt: bool) -> float:
+        """Per micro-batch: T5's position-bias masks, one per layer (re-made when checkpointed)."""
         if grad_ckpt:
-            return num_layers * (self.layer_input + self.escaping_checkpoint)
-        return self.first_layer + (num_layers - 1) * self.later_layer
+            return self.batch_shared + self.checkpointed_batch
+        return sum(layer.count * layer.batch_bytes for layer in self.layers_saved) + self.batch_shared
+
+    def layers(self, grad_ckpt: bool) -> float:
+        if grad_ckpt:
+            return sum(layer.count * (layer.layer_input + layer.escaping_checkpoint) for layer in self.layers_saved)
+        return sum(layer.count * layer.bytes for layer in self.layers_saved)
 
 
-def _norm(model: ModelSpec, p: int, input_rg: bool, weight_trains: bool) -> float:
-    """Saved bytes per position of one RMSNorm or LayerNorm."""
-    h = model.hidden_size
+def _norm(model: ModelSpec, p: int, input_rg: bool, weight_trains: bool, width: int | None = None,
+          groups: int = 1) -> float:
+    """Saved bytes per position of one RMSNorm or LayerNorm over ``width`` (``groups`` of it:
+    Qwen3's per-head q/k norms normalise each head apart)."""
+    w = width or model.hidden_size
     if not (input_rg or weight_trains):
         return 0.0
     if model.norm == "rmsnorm":
-        # x.float() (kept by pow and mul), rsqrt of the variance, and the normalised x that
-        # the weight multiply keeps when the weight trains.
-        return FP32 * h + FP32 + (p * h if weight_trains else 0.0)
-    return p * h + 2 * FP32  # native_layer_norm keeps its input, mean and rstd
+        # x.float() (kept by pow and mul), rsqrt of the variance per group, and the normalised x
+        # that the weight multiply keeps when the weight trains (in fp32 where the multiply is:
+        # Gemma's 1 + w, OLMo 2).
+        kept = (FP32 if model.norm_scales_fp32 else p) * w if weight_trains else 0.0
+        if model.norm_rescales_input and input_rg and p != FP32:
+            kept += p * w  # T5: the 16-bit input, kept for the rsqrt's gradient
+        return FP32 * w + FP32 * groups + kept
+    return p * w + 2 * FP32  # native_layer_norm keeps its input, mean and rstd
+
+
+def _norm_constant(model: ModelSpec, input_rg: bool, width: int | None = None) -> float:
+    """Per-layer (not per-position) bytes of a Gemma norm: its fp32 ``1 + w``, kept for dX."""
+    if not model.norm_unit_offset or not input_rg:
+        return 0.0
+    return FP32 * (width or model.hidden_size)
 
 
 def _reader_inputs(uses: list[LinearUse], p: int, lora_dropout: float) -> tuple[float, float]:
@@ -118,13 +179,43 @@ def _activation(model: ModelSpec, p: int, f: int, x_rg: bool) -> float:
     return (4 if model.activation == "gelu_new" else 1) * p * f
 
 
-def _quantized_inputs(model: ModelSpec, flow: LayerFlow, p: int) -> float:
-    """Bytes per position the layer's 4-bit matmuls keep on their autograd context."""
+def _reader_groups(flow: LayerFlow) -> list[list[LinearUse]]:
+    """The layer's matrices grouped by the tensor they read."""
     lin = flow.linears
-    groups = [[lin["qkv"]] if "qkv" in lin else [lin["q"], lin["k"], lin["v"]], [lin["o"]],
-              [lin[r] for r in ("router", "gate", "up") if r in lin], [lin["down"]]]
-    return sum(p * g[-1].linear.in_features * g[-1].linear.active
-               for g in groups if any(u.quantized and u.input_rg for u in g))
+    groups: list[list[LinearUse]] = []
+    for roles in (("qkv", "q", "k", "v", "q_a", "kv_a"), ("q_b",), ("kv_b",), ("o",),
+                  ("cross_q",), ("cross_k", "cross_v"), ("cross_o",), ("router", "gate", "up", "gate_up"),
+                  ("shared_gate", "shared_up"), ("expert_gate", "expert_up", "expert_gate_up"), ("down",),
+                  ("shared_down",), ("expert_down",)):
+        group = [lin[r] for r in roles if r in lin]
+        if group:
+            groups.append(group)
+    return groups
+
+
+def _quantized_inputs(flow: LayerFlow, p: int, span: LayerSpan) -> float:
+    """Bytes the layer's 4-bit matmuls keep on their autograd context."""
+    return sum(p * g[-1].linear.in_features * g[-1].linear.active * span.rows(g[0].linear.role)
+               for g in _reader_groups(flow) if any(u.quantized and u.input_rg for u in g))
+
+
+@dataclass(frozen=True, slots=True)
+class LayerSpan:
+    """Positions one layer runs over, for one sequence."""
+
+    queries: int
+    keys: int
+    memory: int = 0
+    """T5 decoder blocks: the source positions cross-attention reads."""
+
+    def rows(self, role: str) -> int:
+        return self.memory if role in ("cross_k", "cross_v") else self.queries
+
+
+def _masked(method: Method, kind: LayerKind, keys: int) -> bool:
+    """Whether SDPA gets an attention mask: prefix tuning's padding mask, or a sliding window
+    that hides keys (transformers skips the mask while every key is inside the window)."""
+    return bool(method.prefix_tokens) or (kind.window is not None and keys >= kind.window)
 
 
 def _attention_inputs(model: ModelSpec, method: Method, work: Workload, flow: LayerFlow, p: int,
@@ -133,14 +224,27 @@ def _attention_inputs(model: ModelSpec, method: Method, work: Workload, flow: La
     if not flow.attention_rg:
         return 0.0
     q, kv = model.q_size, model.kv_size
-    if model.fused_qkv and model.learned_positions:
-        # GPT-2: q, k, v are views of the fused projection's output, which stays alive whole;
-        # the KV cache that training builds (use_cache, off under checkpointing) re-allocates
-        # k and v by concatenation, and attention keeps those copies.
-        return p * (q + 2 * kv) + (0.0 if work.grad_ckpt else p * 2 * kv)
-    # With an attention mask (prefix tuning) or eager attention, k and v are repeated to every
-    # query head (GQA); unmasked SDPA takes them as they are.
-    repeated = q if (work.attention == "eager" or method.prefix_tokens) else kv
+    if model.mla is not None:
+        # MLA: the query and key are new tensors of heads x (no-rope + rope) width; the value is
+        # a view of kv_b's output, whose storage (no-rope keys and values) stays alive whole.
+        values = model.num_heads * (model.mla.qk_nope_head_dim + model.mla.v_head_dim)
+        if work.attention == "flash":
+            return p * (q + (kv + values) * key_ratio)
+        scores_rg = flow.q_rg or flow.k_rg
+        return p * (q * flow.k_rg + key_ratio * (kv * flow.q_rg + values * scores_rg))
+    if model.fused_qkv and not model.rotary:
+        # GPT-2: without a rotary embedding to copy them, q, k, v are views of the fused
+        # projection's output, which stays alive whole; the KV cache that training builds
+        # (use_cache, off under checkpointing) re-allocates k and v by concatenation, and
+        # attention keeps those copies.
+        cache = model.cache_in_training and not work.grad_ckpt
+        return p * (q + 2 * kv) + (p * 2 * kv if cache else 0.0)
+    # With an attention mask (prefix tuning, a sliding window) or eager attention, k and v are
+    # repeated to every query head (GQA); unmasked SDPA takes them as they are. Repeating a single
+    # key/value head (MQA) is a broadcast view, no copy.
+    masked = _masked(method, flow.kind, round(key_ratio * (work.seq_len + method.virtual_tokens)))
+    repeats = (work.attention == "eager" or masked) and model.num_kv_heads > 1
+    repeated = q if repeats else kv
     if work.attention == "flash":
         return p * (q + 2 * repeated * key_ratio)
     # Eager: QKᵀ keeps q when k needs a gradient and k when q does; AV keeps v when the scores do.
@@ -153,10 +257,12 @@ def _eager_scores(model: ModelSpec, p: int, scores_rg: bool, v_rg: bool) -> floa
 
     Softmax keeps its output (fp32 when the implementation upcasts, as Llama's does); AV keeps
     its input probabilities, the same tensor unless cast or dropped out; attention dropout keeps
-    a one-byte mask.
+    a one-byte mask; Gemma 2's softcap keeps its tanh.
     """
     softmax = FP32 if model.softmax_fp32 else p
     kept = softmax if scores_rg else 0.0
+    if model.attn_softcap is not None and scores_rg:
+        kept += p
     if model.attention_dropout > 0:
         kept += (MASK if scores_rg else 0.0) + (p if v_rg else 0.0)
     elif v_rg and (softmax != p or not scores_rg):
@@ -164,110 +270,279 @@ def _eager_scores(model: ModelSpec, p: int, scores_rg: bool, v_rg: bool) -> floa
     return kept
 
 
+def _lse_positions(queries: int, efficient: bool) -> int:
+    """Rows of SDPA's fp32 log-sum-exp: the memory-efficient kernel pads them to a multiple of 32."""
+    return -(-queries // 32) * 32 if efficient else queries
+
+
+def _mlp_saved(model: ModelSpec, flow: LayerFlow, prefix: str, p: int, lora_dropout: float,
+               routed: bool) -> list[tuple[str, float]]:
+    """Per-position bytes of one MLP (dense, shared experts, or the routed experts per token)."""
+    lin = flow.linears
+    k = lin[prefix + "down"].linear.active
+    f = lin[prefix + "down"].linear.in_features
+    out: list[tuple[str, float]] = []
+    if not routed:  # routed experts read gathered copies of their tokens (see "expert routing")
+        readers = [lin[prefix + r] for r in ("gate", "up", "gate_up") if prefix + r in lin]
+        router = lin.get("router")
+        if prefix != "shared_" or router is None or router.linear.fp32 or not router.keeps_input:
+            out.append((f"{prefix}mlp inputs", sum(_reader_inputs(readers, p, lora_dropout))))
+        else:  # the router already keeps the same input tensor (DeepSeek's keeps an fp32 copy)
+            out.append((f"{prefix}mlp inputs", _reader_inputs(readers, p, lora_dropout)[1]))
+    if prefix + "gate_up" in lin:
+        # One 2f-wide output: the activation keeps its gate half, the product its up half, both
+        # views of the same storage, and the activation's output.
+        g = lin[prefix + "gate_up"]
+        act = (2 * p * f if g.output_rg else 0.0) + (p * f if g.output_rg else 0.0)
+        out.append((f"{prefix}mlp activations", k * act))
+    elif prefix + "gate" in lin:
+        g, u = lin[prefix + "gate"], lin[prefix + "up"]
+        act = _activation(model, p, f, g.output_rg)
+        product = (p * f if u.output_rg else 0.0) + (p * f if g.output_rg else 0.0)
+        out.append((f"{prefix}mlp activations", k * (act + product)))
+    else:
+        out.append((f"{prefix}mlp activations", k * _activation(model, p, f, lin[prefix + "up"].output_rg)))
+        if model.dropout > 0 and lin[prefix + "up"].output_rg and model.inner_dropout:
+            out.append((f"{prefix}mlp dropout", k * MASK * f))  # T5 drops out the activation too
+    out.append((f"{prefix}down input", sum(_reader_inputs([lin[prefix + "down"]], p, lora_dropout))))
+    return out
+
+
+def _router_saved(model: ModelSpec, flow: LayerFlow, p: int, lora_dropout: float, mlp_in_rg: bool) -> float:
+    """Per-position bytes of the router and the top-k selection."""
+    lin = flow.linears
+    router = lin["router"]
+    e, k = model.num_experts, model.experts_per_token
+    if router.linear.fp32:  # DeepSeek: the router reads an fp32 copy of its input
+        kept = (FP32 * router.linear.in_features if router.keeps_input else 0.0) + _reader_inputs([router], p,
+                                                                                                lora_dropout)[1]
+    else:
+        kept = sum(_reader_inputs([router], p, lora_dropout))
+    if not (mlp_in_rg or router.trainable):
+        return kept
+    # fp32 scores (softmax, or DeepSeek's sigmoid), top-k indices (int64) and weights (fp32)
+    # with their normaliser.
+    kept += FP32 * e + INT64 * k + FP32 * k + FP32
+    if model.grouped_router:
+        # DeepSeek's group-limited choice: the best two scores' indices of each group, the chosen
+        # groups' indices, and a one-byte mask over the experts.
+        kept += INT64 * (2 * model.expert_groups + model.expert_groups_used) + MASK * e
+    return kept
+
+
 def layer_saved(model: ModelSpec, method: Method, work: Workload, flow: LayerFlow,
-                positions: int, keys: int) -> list[SavedItem]:
+                span: LayerSpan) -> list[SavedItem]:
     """Saved bytes of one layer for one sequence, by term."""
-    p, h, f = work.compute_bytes, model.hidden_size, model.ffn_size
+    p, h = work.compute_bytes, model.hidden_size
+    positions, keys = span.queries, span.keys
     trains = method.trains_base
     lora_dropout = getattr(method, "dropout", 0.0)
     lin = flow.linears
     items: list[SavedItem] = []
     in_mlp = False
 
-    def add(name: str, per_position: float) -> None:
+    def add(name: str, per_position: float, rows: int = positions) -> None:
         if per_position:
-            items.append(SavedItem(name, per_position * positions, in_mlp))
+            items.append(SavedItem(name, per_position * rows, in_mlp))
 
+    def batch(name: str, value: float) -> None:  # per layer, whatever the micro-batch holds
+        if value:
+            items.append(SavedItem(name, value, in_mlp, per_batch=True))
+
+    placement = model.norm_placement
     attn_in_rg = flow.stream_in_rg or trains
-    add("attention norm", _norm(model, p, attn_in_rg, trains))
-    readers = [lin["qkv"]] if "qkv" in lin else [lin["q"], lin["k"], lin["v"]]
+    if placement != "reordered":
+        add("attention norm", _norm(model, p, attn_in_rg, trains))
+        batch("attention norm scale", _norm_constant(model, attn_in_rg))
+    if "qkv" in lin:
+        readers = [lin["qkv"]]
+    elif "kv_a" in lin:
+        readers = [lin["q" if "q" in lin else "q_a"], lin["kv_a"]]
+    else:
+        readers = [lin["q"], lin["k"], lin["v"]]
     add("qkv inputs", sum(_reader_inputs(readers, p, lora_dropout)))
+    if model.mla is not None:  # the latents' norms and the matrices that read them
+        mla = model.mla
+        if "q_b" in lin:
+            add("q latent norm", _norm(model, p, lin["q_a"].output_rg, trains, mla.q_lora_rank))
+            add("q latent", sum(_reader_inputs([lin["q_b"]], p, lora_dropout)))
+        add("kv latent norm", _norm(model, p, lin["kv_a"].output_rg, trains, mla.kv_lora_rank))
+        add("kv latent", sum(_reader_inputs([lin["kv_b"]], p, lora_dropout)))
+    if model.qk_norm != "none":
+        q_groups, k_groups = (model.num_heads, model.num_kv_heads) if model.qk_norm == "head" else (1, 1)
+        width = model.head_dim if model.qk_norm == "head" else None
+        # They normalise the projections' outputs, before any prefix joins the keys.
+        q_in, k_in = lin["q"].output_rg, lin["k"].output_rg
+        add("q/k norms", _norm(model, p, q_in, trains, model.q_size, q_groups)
+            + _norm(model, p, k_in, trains, model.kv_size, k_groups))
+        batch("q/k norm scales", _norm_constant(model, q_in, width) + _norm_constant(model, k_in, width))
     # Attention core.
-    q = model.q_size
     o_shared, o_adapters = _reader_inputs([lin["o"]], p, lora_dropout)
     add("attention q/k/v", _attention_inputs(model, method, work, flow, p, keys / positions))
     scores_rg = flow.q_rg or flow.k_rg
+    relative = model.relative_attention_buckets > 0
+    masked = _masked(method, flow.kind, keys) or relative
     if work.attention == "flash":
         # SDPA keeps q, k, v, the fp32 log-sum-exp and its output; the output is laid out
         # (batch, seq, heads, dim), so the o projection reads (and keeps) that same tensor.
+        efficient = masked or model.qk_head_dim != model.v_head_dim
         if flow.attention_rg:
-            add("attention lse", FP32 * model.num_heads)
-            if method.prefix_tokens:
-                # The padding mask over prefix + sequence, made additive (p bytes) for the
-                # memory-efficient kernel in each layer, which keeps it for backward.
+            add("attention lse", FP32 * model.num_heads, _lse_positions(positions, efficient))
+            if relative:
+                # T5: the position bias made into an additive mask in each layer, (1, heads,
+                # queries, keys) for the whole batch; the decoder's causal version keeps its
+                # boolean condition too when the bias trains.
+                batch("attention bias", p * model.num_heads * positions * keys)
+                if flow.kind.causal and trains:
+                    batch("attention causal mask", MASK * positions * keys)
+            elif masked:
+                # The mask over the keys (prefix tuning's padding, a sliding window), made additive
+                # (p bytes) for the memory-efficient kernel in each layer, which keeps it for backward.
                 add("attention mask", p * keys)
         if flow.attention_rg or o_shared:
-            add("attention output", p * q)
+            add("attention output", p * model.attention_out_size)
+        if o_shared and model.rotary_by_concat and not efficient:
+            # FlashAttention's output follows the head-major queries; it is copied token-major for o.
+            add("attention output copy", o_shared)
     else:
         add("attention scores (s²)", model.num_heads * keys * _eager_scores(model, p, scores_rg, flow.v_rg))
         add("attention output", o_shared)  # the output, transposed into a new tensor for o
     add("o adapter input", o_adapters)
+    after_attn = flow.stream_in_rg or lin["o"].output_rg
+    if flow.kind.cross_attention:
+        after_attn = _cross_attention_saved(model, work, flow, span, p, lora_dropout, after_attn, add)
     if model.dropout > 0:  # residual dropouts keep a one-byte mask where their input needs dX
-        add("dropout masks", MASK * h * (lin["o"].output_rg + lin["down"].output_rg))
-    mlp_in_rg = flow.stream_in_rg or trains or (model.family != "gpt_neox" and lin["o"].output_rg)
+        add("dropout masks", MASK * h * (lin["o"].output_rg + lin["down"].output_rg
+                                         + ("cross_o" in lin and lin["cross_o"].output_rg)))
     in_mlp = True
-    add("mlp norm", _norm(model, p, mlp_in_rg, trains))
-    if model.is_moe:
-        add("router", sum(_reader_inputs([lin["router"]], p, lora_dropout)) + FP32 * model.num_experts)
-    mlp_readers = [lin[r] for r in ("gate", "up") if r in lin]
-    if not model.is_moe:  # experts read gathered copies of their tokens (see "expert routing")
-        add("mlp inputs", sum(_reader_inputs(mlp_readers, p, lora_dropout)))
-    k = model.experts_per_token
-    if "gate" in lin:
-        g, u = lin["gate"], lin["up"]
-        act = _activation(model, p, f, g.output_rg)
-        product = (p * f if u.output_rg else 0.0) + (p * f if g.output_rg else 0.0)
-        add("mlp activations", k * (act + product))
-    else:
-        add("mlp activations", k * _activation(model, p, f, lin["up"].output_rg))
-    add("mlp down input", sum(_reader_inputs([lin["down"]], p, lora_dropout)))
-    if model.is_moe:
+    if placement in ("sandwich", "reordered"):  # a norm on the attention's output
+        add("attention output norm", _norm(model, p, lin["o"].output_rg or trains, trains))
+        batch("attention output norm scale", _norm_constant(model, lin["o"].output_rg or trains))
+    mlp_in_rg = (flow.stream_in_rg if model.parallel_residual else after_attn) or trains
+    if placement != "reordered":
+        add("mlp norm", _norm(model, p, mlp_in_rg, trains))
+        batch("mlp norm scale", _norm_constant(model, mlp_in_rg))
+    if "router" in lin:
+        add("router", _router_saved(model, flow, p, lora_dropout, mlp_in_rg))
+    for prefix in ("", "shared_", "expert_"):
+        if prefix + "down" in lin:
+            for name, value in _mlp_saved(model, flow, prefix, p, lora_dropout, prefix == "expert_"):
+                add(name, value)
+    if "router" in lin:
         # Grouped-matmul experts (tokens sorted by expert): the gathered copy of each routed
         # token's hidden state when the experts train, each expert output (kept by the product
-        # with its routing weight), and the routing bookkeeping: top-k indices, the sort
-        # permutation and its token index (int64), the selected and normalised weights (fp32).
-        gathered = p * h if any(lin[r].trainable for r in ("gate", "up")) else 0.0
-        add("expert routing", k * (gathered + p * h) + 32 * k + FP32)
-    if model.mlm_head:
+        # with its routing weight) and that weight, and the sort's bookkeeping: the permutation,
+        # its token index and the expert of each row (int64).
+        k = model.experts_per_token
+        trained = any(lin[r].trainable for r in ("expert_gate", "expert_up", "expert_gate_up") if r in lin)
+        gathered = p * h if trained else 0.0
+        weight = FP32 if lin["router"].linear.fp32 else p
+        add("expert routing", k * (gathered + p * h + weight + 3 * INT64))
+        batch("expert offsets", 4 * model.num_experts)
+    if placement in ("sandwich", "reordered"):
+        down_rg = any(lin[r].output_rg for r in ("down", "expert_down", "shared_down") if r in lin)
+        add("mlp output norm", _norm(model, p, down_rg or trains, trains))
+        batch("mlp output norm scale", _norm_constant(model, down_rg or trains))
+    if model.post_norm:
         add("post-norms", 0.0)  # BERT's post-norm LayerNorms are counted as the layer's norms
     return items
 
 
+def _cross_attention_saved(model: ModelSpec, work: Workload, flow: LayerFlow, span: LayerSpan, p: int,
+                           lora_dropout: float, stream_rg: bool, add: Callable[..., None]) -> bool:
+    """T5's cross-attention block: its norm, query input, the adapters' copies of the encoder
+    output (the encoder output itself is kept once for all layers: ``saved_tensors``), the
+    attention over the source and its output. Returns whether the stream after it requires a
+    gradient."""
+    lin = flow.linears
+    trains = lin["cross_q"].trainable
+    queries, memory = span.queries, span.memory
+    add("cross-attention norm", _norm(model, p, stream_rg or trains, trains))
+    add("cross q input", sum(_reader_inputs([lin["cross_q"]], p, lora_dropout)))
+    add("cross k/v adapter inputs", _reader_inputs([lin["cross_k"], lin["cross_v"]], p, lora_dropout)[1], memory)
+    q_rg, k_rg, v_rg = flow.cross_q_rg, flow.cross_k_rg, flow.cross_v_rg
+    o_shared, o_adapters = _reader_inputs([lin["cross_o"]], p, lora_dropout)
+    if work.attention == "flash":
+        if flow.cross_rg:
+            add("cross-attention q", p * model.q_size)
+            add("cross-attention k/v", p * 2 * model.kv_size, memory)
+            add("cross-attention lse", FP32 * model.num_heads, _lse_positions(queries, True))
+        if flow.cross_rg or o_shared:
+            add("cross-attention output", p * model.q_size)
+    else:
+        scores_rg = q_rg or k_rg
+        add("cross-attention q", p * model.q_size * k_rg)
+        add("cross-attention k/v", p * model.kv_size * (q_rg + scores_rg), memory)
+        add("cross-attention scores", model.num_heads * memory * _eager_scores(model, p, scores_rg, v_rg))
+        add("cross-attention output", o_shared)
+    add("cross o adapter input", o_adapters)
+    return stream_rg or lin["cross_o"].output_rg
+
+
+def _rope_tables(model: ModelSpec) -> int:
+    """RoPE cos/sin tables the layers share: one pair, or (Gemma 3) one per attention span."""
+    if not model.rotary:
+        return 0
+    return 2 if model.rotary_local_base and model.sliding_window else 1
+
+
 def saved_tensors(model: ModelSpec, method: Method, work: Workload) -> SavedTensors:
-    first, later = model_flow(model, method, work.grad_ckpt)
     positions = work.seq_len + method.virtual_tokens
     keys = positions + method.prefix_tokens
+    source = work.source_len or 0
     p, h = work.compute_bytes, model.hidden_size
-    first_items = layer_saved(model, method, work, first, positions, keys)
-    later_items = layer_saved(model, method, work, later, positions, keys)
     trains = method.trains_base
+    layers = []
+    memory_kept = memory_rg = False
+    for flow, count in model_flows(model, method, work.grad_ckpt):
+        if not flow.kind.causal and model.is_encoder_decoder:
+            span = LayerSpan(source, source)
+        else:
+            span = LayerSpan(positions, keys, source)
+        items = layer_saved(model, method, work, flow, span)
+        rows = span.queries
+        layers.append(LayerSaved(flow, count, tuple(items), _quantized_inputs(flow, p, span), p * h * rows))
+        if flow.kind.cross_attention:
+            memory_rg = flow.memory_rg
+            memory_kept = memory_kept or _reader_inputs([flow.linears["cross_k"], flow.linears["cross_v"]], p,
+                                                        getattr(method, "dropout", 0.0))[0] > 0
     # The head: the final norm and the LM head's input (kept for its dW); BERT's MLM head is a
-    # dense layer, GELU and LayerNorm before the decoder.
+    # dense layer, GELU and LayerNorm before the decoder; T5's decoder drops out its output.
     head_side = _norm(model, p, True, trains) + (p * h if method.trains_head else 0.0)
     if model.mlm_head:
         head_side += (p * h if trains else 0.0) + p * h
+    if model.inner_dropout and model.dropout > 0:
+        head_side += MASK * h
     head_side *= positions * method.predicted_fraction  # sparse MLM prediction gathers the masked positions
     embeddings_rg = input_requires_grad(method, work.grad_ckpt)
+    embedded = positions + source  # T5 embeds the source and the target
     shared = 0.0
     if method.trains_embeddings:  # embedding backward keeps the indices it gathered (int64)
-        shared += 8 * positions * (1 + ((model.learned_positions + (model.token_types > 0)) if trains else 0))
-    if model.mlm_head:  # BERT normalises its embeddings (post-norm)
+        shared += INT64 * embedded * (1 + ((model.learned_positions + (model.token_types > 0)) if trains else 0))
+    if model.post_norm:  # BERT normalises its embeddings (post-norm)
         shared += _norm(model, p, embeddings_rg, trains) * positions
     if model.dropout > 0 and embeddings_rg:
-        shared += MASK * h * positions  # embedding dropout
-    if not model.learned_positions:
-        shared += 2 * p * model.head_dim * positions  # RoPE cos/sin, shared by all layers
+        shared += MASK * h * embedded  # embedding dropout
     if method.prefix_tokens:
-        shared += FP32 * method.prefix_tokens * model.num_layers * 2 * model.kv_size  # prefix expanded
-    return SavedTensors(
-        first_layer=sum(item.bytes for item in first_items),
-        later_layer=sum(item.bytes for item in later_items),
-        layer_input=p * h * positions,
-        escaping_checkpoint=_quantized_inputs(model, later, p) * positions,
-        head_side=head_side,
-        shared=shared,
-        items=tuple(later_items),
-    )
+        shared += FP32 * method.prefix_tokens * model.num_layers * model.kv_cache_width  # prefix expanded
+    # Once per micro-batch: the RoPE cos/sin tables every layer reads (positions are the batch's),
+    # the final norm's Gemma 1 + w.
+    rope = FP32 if model.rotary_fp32 else p
+    batch_shared = _rope_tables(model) * 2 * rope * model.head_dim * positions + _norm_constant(model, True)
+    checkpointed_batch = 0.0
+    if model.is_encoder_decoder:
+        # The encoder's final norm and dropout, and its output, which every cross-attention reads
+        # (kept once when the cross-attention weights train).
+        dropped = model.inner_dropout and model.dropout > 0
+        shared += source * (_norm(model, p, memory_rg, trains) + (MASK * h if memory_rg and dropped else 0.0)
+                            + (p * h if memory_kept else 0.0))
+        if trains:  # the relative-position bucket of each (query, key), gathered by each stack's bias
+            batch_shared += INT64 * (source * source + positions * positions)
+        if work.attention == "flash" and any(layer.flow.cross_rg for layer in layers):
+            batch_shared += p * model.num_heads * positions * source  # the cross-attention's zero bias
+        checkpointed_batch = p * model.num_heads * (source * source + positions * positions)
+    return SavedTensors(layers_saved=tuple(layers), head_side=head_side, shared=shared, batch_shared=batch_shared,
+                        checkpointed_batch=checkpointed_batch)
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,12 +569,15 @@ def logits_bytes(model: ModelSpec, method: Method, work: Workload) -> LogitsByte
     """
     positions = (work.seq_len + method.virtual_tokens) * method.predicted_fraction * model.vocab_size
     p = work.compute_bytes
-    loss = FP32 if model.causal else p  # BERT's masked-LM loss runs in the compute dtype
-    moment_a = 3 * loss * positions
-    moment_b = (loss + p) * positions if p != loss else 0.0
+    # BERT's masked-LM loss and T5's cross-entropy run in the compute dtype.
+    loss = FP32 if model.loss_upcast else p
+    # Gemma 2's final softcap keeps its tanh until the softcap's backward, after the loss's.
+    tanh = p if model.final_softcap is not None else 0
+    moment_a = (3 * loss + tanh) * positions
+    moment_b = (loss + p + tanh) * positions if p != loss else 0.0
     head_grad = p * model.vocab_size * model.hidden_size if method.trains_head else 0.0
     moment_c = p * positions + head_grad
-    return LogitsBytes(kept=loss * positions, backward_peak=max(moment_a, moment_b, moment_c))
+    return LogitsBytes(kept=(loss + tanh) * positions, backward_peak=max(moment_a, moment_b, moment_c))
 
 
 def eager_attention_backward(model: ModelSpec, method: Method, work: Workload) -> float:
@@ -325,5 +603,9 @@ def layer_backward_transient(model: ModelSpec, method: Method, work: Workload) -
     sequence: the incoming residual gradient and, in the MLP, the gradients of the down
     projection's input and of both factors of the gated product (one fewer for a plain MLP)."""
     positions = work.seq_len + method.virtual_tokens
-    width = (3 if model.gated_mlp else 2) * model.ffn_size * model.experts_per_token
+    # MLP units a token passes through in the widest kind of layer: the dense width, or the top-k
+    # routed experts with the shared ones.
+    units = max(sum(lin.in_features * lin.active for lin in kind.linears if lin.role.endswith("down"))
+                for kind in layer_kinds(model))
+    width = (3 if model.gated_mlp else 2) * units
     return work.compute_bytes * positions * (model.hidden_size + width)

@@ -33,7 +33,7 @@ from costplan.workload import LOSSES, OFFLOADS, Workload
 PRECISIONS = modes.NAMES
 ESTIMATE_AUTO = frozenset({"gpus", "tokens", "seq_len", "micro_batch", "global_batch", "global_batch_tokens", "zero",
                            "tp", "pp", "price", "pue", "serve_tokens", "lora_alpha", "electricity",
-                           "hardware_price"})
+                           "hardware_price", "source_len", "target_len"})
 """Arguments whose None means "chosen by costplan" (or "not asked")."""
 
 SCHEMA_VERSION = 2
@@ -52,6 +52,9 @@ class Estimate:
     """The workload as run: the chosen micro-batch and checkpointing included."""
     framework: Framework
     params_total: int
+    params_active: int
+    """Parameters each token passes through (MoE: top-k routed experts of each layer); ``params_total``
+    for dense models."""
     params_trainable: int
     flops: FlopsBreakdown
     """Training: per data token. Inference: per generated token, prefill included."""
@@ -240,6 +243,8 @@ def estimate(
     weights: str | None = None,
     prompt_len: int = 512,
     gen_len: int = 256,
+    source_len: int | None = None,
+    target_len: int | None = None,
     pue: float | None = None,
     grid: str | float | None = None,
     serve_tokens: float | None = None,
@@ -265,12 +270,14 @@ def estimate(
         global_batch_tokens=global_batch_tokens, zero=zero, tp=tp, pp=pp, cp=cp, price=price, lora_rank=lora_rank,
         lora_dropout=lora_dropout, lora_alpha=lora_alpha, virtual_tokens=virtual_tokens, prompt_len=prompt_len,
         gen_len=gen_len, pue=pue, serve_tokens=serve_tokens, serve_batch=serve_batch, startup_seconds=startup_seconds,
-        electricity=electricity, hardware_price=hardware_price), auto=ESTIMATE_AUTO)
+        electricity=electricity, hardware_price=hardware_price, source_len=source_len, target_len=target_len),
+        auto=ESTIMATE_AUTO)
     gpus, tokens, epochs, seq_len, micro_batch = v["gpus"], v["tokens"], v["epochs"], v["seq_len"], v["micro_batch"]
     global_batch, global_batch_tokens, zero, tp, pp, cp = (v["global_batch"], v["global_batch_tokens"], v["zero"],
                                                            v["tp"], v["pp"], v["cp"])
     price, lora_rank, lora_dropout, virtual_tokens = v["price"], v["lora_rank"], v["lora_dropout"], v["virtual_tokens"]
     lora_alpha, electricity, hardware_price = v["lora_alpha"], v["electricity"], v["hardware_price"]
+    source_len, target_len = v["source_len"], v["target_len"]
     prompt_len, gen_len, pue, serve_tokens = v["prompt_len"], v["gen_len"], v["pue"], v["serve_tokens"]
     serve_batch, startup_seconds = v["serve_batch"], v["startup_seconds"]
     gpu = arguments.text("gpu", gpu)
@@ -311,6 +318,23 @@ def estimate(
     if global_batch is not None and global_batch_tokens is not None:
         raise CostplanError("give --global-batch (sequences) or --global-batch-tokens, not both.")
     power = energy_model(pue, grid)
+    seq2seq_note = None
+    if spec.is_encoder_decoder:
+        # The target is what the decoder reads and the loss counts: tokens, FLOPs and cost are per
+        # target token; generation reads the source as its prompt and generates the target.
+        source = source_len or 512
+        target = target_len or seq_len or 128
+        seq_len, prompt_len, gen_len = target, source, target
+        seq2seq_note = (f"encoder-decoder: {source} source tokens through the encoder, {target} target tokens "
+                        "through the decoder (with cross-attention over the source); "
+                        + ("tokens are target tokens: FLOPs and throughput are per target token" if how.training
+                           else "the encoder runs once per request, then one decoder step per generated token"))
+        if max(source, target) > spec.max_positions:
+            raise CostplanError(f"{max(source, target)} positions exceed {spec.name}'s trained length of "
+                                f"{spec.max_positions} tokens.")
+    elif source_len is not None or target_len is not None:
+        raise CostplanError(f"--source-len and --target-len apply to encoder-decoder models (t5); {spec.name} is a "
+                            "decoder: use --seq-len, or --prompt-len and --gen-len for inference.")
     owned = None
     if electricity is not None or hardware_price is not None:
         owned = Ownership(hardware_usd_per_gpu_hour=hardware_price or 0.0, usd_per_kwh=electricity or 0.0)
@@ -324,14 +348,16 @@ def estimate(
     work, stack_notes = stack_workload(stack, how, precision=precision, optimizer=optimizer,
                                        optimizer_in_backward=optimizer_in_backward, loss=loss, offload=offload,
                                        grad_ckpt=grad_ckpt, gpus=gpus, seq_len=seq_len, micro_batch=micro_batch or 1,
-                                       attention=attention, prompt_len=prompt_len, gen_len=gen_len)
+                                       attention=attention, prompt_len=prompt_len, gen_len=gen_len,
+                                       source_len=prompt_len if spec.is_encoder_decoder else None)
     if how.training and grad_ckpt is None and stack.grad_ckpt:
         grad_ckpt = True  # the stack's recipes checkpoint every layer
     context = (work.prompt_len + work.gen_len) if not how.training else seq_len + how.virtual_tokens
-    if context > spec.max_positions:
+    if context > spec.max_positions and not spec.is_encoder_decoder:
         raise CostplanError(f"{context} positions exceed {spec.name}'s context of {spec.max_positions} tokens.")
     peak = device.peak(work.peak_key)
-    params = count_params(spec).total
+    counts = count_params(spec)
+    params = counts.total
     if dataset is not None:
         if tokens is not None:
             raise CostplanError("give --tokens or --dataset, not both.")
@@ -346,9 +372,15 @@ def estimate(
     else:
         tokens_note = f"{fmt_count(tokens)} tokens" + ("" if how.training else " generated")
     notes = [
-        f"model {spec.name}: {fmt_count(params)} parameters ({spec.family}, {spec.num_layers} layers, "
-        f"hidden {spec.hidden_size}, {spec.num_heads} heads / {spec.num_kv_heads} kv heads"
-        + (f", {spec.num_experts} experts top-{spec.experts_per_token}" if spec.is_moe else "") + ")",
+        f"model {spec.name}: {fmt_count(params)} parameters"
+        + (f", {fmt_count(counts.active)} active per token (embeddings included)" if spec.is_moe else "")
+        + f" ({spec.family}, {spec.num_layers} layers, hidden {spec.hidden_size}, {spec.num_heads} heads / "
+        + ("MLA latent attention" if spec.mla else f"{spec.num_kv_heads} kv heads")
+        + (f", {spec.num_experts} experts top-{spec.experts_per_token}" if spec.is_moe else "")
+        + (f" + {spec.shared_experts} shared" if spec.shared_experts else "")
+        + (f", first {spec.dense_layers} layers dense" if spec.dense_layers else "")
+        + (f", sliding window {spec.sliding_window}" if spec.sliding_window else "") + ")",
+        *([seq2seq_note] if seq2seq_note else []),
         *notes,
         *adapter_notes,
         *how.notes(spec),
@@ -397,6 +429,7 @@ def estimate(
         serve = estimate(spec, "inference", gpu=device.key, tokens=serve_tokens, micro_batch=serve_batch,
                          precision=precision if precision != "fp8" else "bf16",
                          prompt_len=prompt_len + how.virtual_tokens + how.prefix_tokens, gen_len=gen_len,
+                         source_len=source_len, target_len=target_len,
                          provider=provider, spot=spot, price=price, pue=pue, grid=grid, profile=profile,
                          runtime=runtime, electricity=electricity, hardware_price=hardware_price)
         served = ("LoRA adapters merged into the weights, so served at the base model's cost"
@@ -407,6 +440,7 @@ def estimate(
                      f"{serve_batch} concurrent requests ({serve.gpus} x {device.key}; {served})")
     estimate_ = Estimate(
         model=spec, method=how, gpu=device, workload=result.workload, framework=stack, params_total=params,
+        params_active=counts.active,
         params_trainable=how.trainable_params(spec) if how.training else 0, flops=result.flops,
         tokens=tokens, epochs=epochs if how.training else 1.0, flops_total=result.flops_total,
         placement=result.placement, tokens_per_second=result.tokens_per_second, wall_seconds=seconds,
@@ -528,6 +562,18 @@ def _on_demand_cheaper(gpu_key: str, provider: str | None, gpus: int, spot_offer
         return [f"on-demand is cheaper than every spot offer here: {on_demand.describe(gpus)}; the cheapest spot "
                 f"offer is priced above as asked (drop --spot for the lower price)"]
     return []
+
+
+def _kv_formula(spec: ModelSpec) -> str:
+    if spec.mla is not None:
+        text = "MLA's compressed latent: layers x (kv_lora_rank + qk_rope_head_dim) x tokens x bytes"
+    elif spec.is_encoder_decoder:
+        text = "decoder layers x 2 x heads x head_dim x (target tokens + source tokens of cross-attention) x bytes"
+    else:
+        text = "2 x layers x kv_heads x head_dim x tokens x bytes"
+    if spec.sliding_window:
+        text += f"; sliding-window layers keep {spec.sliding_window} tokens once the prompt is replaced"
+    return text
 
 
 def _check_layout_for_stack(pins: Pins, stack: Framework) -> None:
@@ -763,7 +809,7 @@ def _inference(spec, how, device, net, work, profile, tokens, gpus, runtime, sta
     read = shape.weight_bytes + engine.experts_hit(shape.experts, shape.experts_per_token, b) * shape.expert_bytes
     notes = [
         f"{b} concurrent request(s) of {work.prompt_len} prompt + {work.gen_len} generated tokens; "
-        f"KV cache {fmt_bytes(mem.kv_cache)} (2 x layers x kv_heads x head_dim x tokens x bytes)",
+        f"KV cache {fmt_bytes(mem.kv_cache)} ({_kv_formula(spec)})",
         f"decode step {fmt_duration(decode)}: reads {fmt_bytes(read)} of weights"
         + (f" ({float(engine.experts_hit(shape.experts, shape.experts_per_token, b)):.3g} of {shape.experts} "
            "experts per layer for this batch)" if spec.is_moe else "")

@@ -101,6 +101,8 @@ ESTIMATE: dict[str, Bound] = {
     "virtual_tokens": Bound(1, 100_000, integer=True),
     "prompt_len": SEQ,
     "gen_len": SEQ,
+    "source_len": SEQ,
+    "target_len": SEQ,
     "pue": Bound(1.0, 3.0),
     "serve_tokens": TOKENS,
     "serve_batch": Bound(1, MAX_BATCH, integer=True, units=True),

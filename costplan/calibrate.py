@@ -233,9 +233,15 @@ def scaled_down(model: ModelSpec, device: str) -> ModelSpec:
         kv -= 1
     ratio = min(model.ffn_size / model.hidden_size, 16.0)
     ffn = max(16, int(hidden * ratio) // 16 * 16)
+    # Keep the kinds of layer: a dense first layer before MoE ones, an encoder and a decoder block.
     return with_overrides(model, name=f"{model.name}-calibration", hidden_size=hidden, num_layers=layers,
-                          num_heads=heads, num_kv_heads=kv, head_dim=hidden // heads, ffn_size=ffn,
-                          vocab_size=vocab, num_experts=model.num_experts, params_published=None)
+                          num_heads=heads, num_kv_heads=kv, ffn_size=ffn, vocab_size=vocab,
+                          head_dim=model.mla.qk_rope_head_dim if model.mla else hidden // heads,
+                          num_experts=model.num_experts, params_published=None,
+                          dense_layers=min(model.dense_layers, layers - 1),
+                          dense_ffn_size=max(16, int(hidden * model.dense_ffn_size / model.hidden_size) // 16 * 16)
+                          if model.dense_layers else 0,
+                          encoder_layers=layers // 2 if model.is_encoder_decoder else 0)
 
 
 def method_steps(model: ModelSpec, device: str, precision: str, seq_len: int, timer: Timer,
@@ -243,11 +249,17 @@ def method_steps(model: ModelSpec, device: str, precision: str, seq_len: int, ti
     """A short real training step per method: achieved FLOPs per second over the analytic FLOPs."""
     import torch
 
+    from costplan.api import make_method
+
     results: dict[str, dict[str, Any]] = {}
     dtype = {"fp32": torch.float32, "fp16": torch.float16}.get(precision, torch.bfloat16)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # transformers and peft warn about training-time options
         for key in methods:
+            try:
+                make_method(key).validate(model)
+            except CostplanError:
+                continue  # not planned for this architecture (prompt tuning of T5, QLoRA of MoE experts ...)
             results[key] = _method_step(model, key, device, precision, seq_len, timer, dtype)
             if progress:
                 progress()
@@ -266,7 +278,9 @@ def _method_step(model: ModelSpec, key: str, device: str, precision: str, seq_le
     from costplan.workload import Workload
 
     method = make_method(key, lora_rank=8, lora_targets="q,v", lora_dropout=0.0, virtual_tokens=20)
-    work = Workload(seq_len=seq_len, precision=precision)  # type: ignore[arg-type]
+    # The module runs in one dtype throughout with torch's AdamW: pure 16-bit (bf16-true) or fp32.
+    work = Workload(seq_len=seq_len, precision="fp32" if precision == "fp32" else "bf16-true",
+                    optimizer="adamw", source_len=seq_len if model.is_encoder_decoder else None)
     module = apply_method(build_model(model, device=device, dtype=dtype), method)
     module.train()
     params = [p for p in module.parameters() if p.requires_grad]

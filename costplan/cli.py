@@ -263,6 +263,10 @@ LAYOUT = _options(
               help="Prompt/prefix tuning: trainable virtual tokens.")
 @click.option("--prompt-len", type=_ints(MAX_SEQ), default=512, show_default=True, help="Inference: prompt tokens.")
 @click.option("--gen-len", type=_ints(MAX_SEQ), default=256, show_default=True, help="Inference: generated tokens.")
+@click.option("--source-len", type=_ints(MAX_SEQ), help="Encoder-decoder models (t5): source tokens per example, "
+              "read by the encoder [default: 512].")
+@click.option("--target-len", type=_ints(MAX_SEQ), help="Encoder-decoder models (t5): target tokens per example, "
+              "the decoder's (trained on, or generated) [default: 128].")
 @PRICES
 @DATASET
 @click.option("--pue", type=_Number(1.0, 3.0), help="Data-centre PUE [default: industry average, tables/energy.csv].")
@@ -288,6 +292,7 @@ def estimate(as_json: bool, as_csv: bool, brief: bool, profile_path: str | None,
       costplan estimate -m 8b --method full --gpu h100 --tokens 1B --json
       costplan estimate -m 8b --method cpt --tokens 20B --gpu h100 --gpus 64
       costplan estimate -m mistral-7b --method inference --prompt-len 1024 --gen-len 512 --micro-batch 16
+      costplan estimate -m t5-base --method full --source-len 512 --target-len 128
       costplan estimate -m ./my-model/config.json --method prompt --virtual-tokens 50
       costplan estimate -m 8b --method lora --tokens 50M --serve-tokens 1B --grid eu
       costplan estimate -m meta-llama/Llama-3.1-8B --method qlora      # from the local HF cache
@@ -456,14 +461,15 @@ def _raise(exc: Exception) -> None:
 @click.option("--grad-ckpt/--no-grad-ckpt", default=False, show_default=True)
 @click.option("--attention", type=click.Choice(["flash", "eager"]), default="flash", show_default=True)
 @click.option("--seq-len", type=_ints(1_048_576),
-              help="Sequence (or prompt) length [default: 2048, or 512 for inference].")
+              help="Sequence (or prompt) length [default: 2048, or 512 for inference; t5: the target, 128].")
+@click.option("--source-len", type=_ints(1_048_576), help="Encoder-decoder training: the source length [512].")
 @click.option("--micro-batch", type=_ints(4096), default=1, show_default=True)
 @click.option("--all", "run_all", is_flag=True, help="Run the verification matrix instead of one case.")
 @click.option("--full", is_flag=True, help="With --all: every combination (slow), not the representative subset.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=str),
               help="Write every check as CSV [default with --all: tables/verification.csv].")
 def verify(model: str, method: str, precision: str, grad_ckpt: bool, attention: str, seq_len: int | None,
-           micro_batch: int, run_all: bool, full: bool, out: str | None) -> None:
+           source_len: int | None, micro_batch: int, run_all: bool, full: bool, out: str | None) -> None:
     """Trace the real model code (transformers + peft, meta device: no weights, no GPU) and put
     the analytic estimate beside it: parameters, FLOPs and peak memory by term.
 
@@ -503,7 +509,7 @@ def verify(model: str, method: str, precision: str, grad_ckpt: bool, attention: 
         target = Path(out or Path("tables") / "verification.csv")
     else:
         case = v.Case(model=model, method=method.lower(), precision=precision, grad_ckpt=grad_ckpt,
-                      attention=attention, seq_len=seq_len, micro_batch=micro_batch)
+                      attention=attention, seq_len=seq_len, source_len=source_len, micro_batch=micro_batch)
         with stderr.status(f"tracing {case.label}"):
             try:
                 results = [_run(v.run_case, case)]

@@ -115,7 +115,8 @@ def training_phases(mem: TrainingMemory, *, dp: Any, zero: Any, micro_batch: Any
     grads = mem.gradients / by_grads + buffer
     gather = xp.where((zero >= 3) & (dp > 1), 2 * mem.layer_weights / model_split, 0.0)
     accumulated = xp.where(grad_accum > 1, grads, buffer)
-    activations = mem.activations * mb * in_flight
+    per_batch = mem.batch_activations / tp * in_flight
+    activations = mem.activations * mb * in_flight + per_batch
     logits = mem.logits_peak * mb
     transient = mem.layer_transient * mb
     # Top of backward: every saved tensor with the loss's gradients on top or, when larger (tiny
@@ -135,12 +136,12 @@ def training_phases(mem: TrainingMemory, *, dp: Any, zero: Any, micro_batch: Any
         kept = (mem.checkpoints * in_flight + mem.recompute) if mem.recompute else mem.activations * in_flight
         phases[Phase.ATTENTION_BACKWARD] = {
             **held, Mem.GRADIENTS: accumulated, Mem.GATHER: gather,
-            Mem.ACTIVATIONS: (kept + mem.attention_backward) * mb}
+            Mem.ACTIVATIONS: (kept + mem.attention_backward) * mb + per_batch}
     if mem.recompute:
         # Checkpointing: the last layer re-run on top of every checkpoint, with its gradients.
         phases[Phase.LAYER_RECOMPUTE] = {
             **held, Mem.GRADIENTS: accumulated,
-            Mem.ACTIVATIONS: (mem.checkpoints * in_flight + mem.recompute) * mb,
+            Mem.ACTIVATIONS: (mem.checkpoints * in_flight + mem.recompute) * mb + per_batch,
             Mem.LAYER_BACKWARD: transient, Mem.DEQUANT: mem.workspace, Mem.GATHER: gather}
     # Late in backward nearly all gradients exist; a checkpointed layer is being re-run.
     phases[Phase.BACKWARD_END] = {
@@ -306,7 +307,8 @@ def training_step(shape: StepShape, mem: TrainingMemory, *, hw: Hardware, consta
     virtual = xp.maximum(shape.layers // (2 * pp), 1)
     p2p = xp.where(pp > 1, 2 * virtual * message / tp / (hw.node_bytes_per_s / hw.gpus_per_node), 0.0)
     bubble = (pp - 1) / virtual * per_micro + grad_accum * p2p
-    once, per_batch = data_parallel_seconds(mem.reduced_gradients or mem.gradients, mem.weights, dp=dp * cp, tp=tp, pp=pp, zero=zero, hw=hw)
+    once, per_batch = data_parallel_seconds(mem.reduced_gradients or mem.gradients, mem.weights, dp=dp * cp, tp=tp,
+                                            pp=pp, zero=zero, hw=hw)
     backward = mb_seconds * 2.0 / 3.0
     exposed = (xp.maximum(once - BACKWARD_OVERLAP * backward, 0.0)
                + grad_accum * xp.maximum(per_batch - BACKWARD_OVERLAP * mb_seconds, 0.0))

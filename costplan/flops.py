@@ -20,14 +20,27 @@ verified):
    without dropout skips its final down projection (or, when it carries an adapter, the
    adapter's B matmul): nothing saves their outputs.
 5. Embedding lookups cost nothing; the LM head (or BERT's MLM head) runs on every position.
-6. MoE layers run the router on every token and ``experts_per_token`` experts per token.
+6. MoE layers run the router on every token and ``experts_per_token`` routed experts per token,
+   and their shared experts (DeepSeek) on every token.
+7. Attention scores cost ``2·q·k·heads·qk_head_dim`` for ``QKᵀ`` and ``2·q·k·heads·v_head_dim``
+   for ``AV`` (MLA's query/key heads are wider than its value heads); SDPA's backward is three
+   ``QKᵀ``-sized and two ``AV``-sized matmuls (``torch.utils.flop_counter.sdpa_backward_flop_count``).
+8. Sliding-window layers: ``FlopCounterMode`` sizes SDPA from its q, k, v shapes, and a window
+   is only a mask, so training and prefill are counted over every key, like the causal mask
+   (the speed model executes the window only). On a decode step the cache holds just the window,
+   so a query there reads ``min(context, window)`` keys.
+9. Q/K norms, softcaps and embedding scales are elementwise: no FLOPs. MLA as transformers runs
+   it re-expands the cached latent through ``kv_b`` for every key on every decode step.
+10. Encoder-decoder (T5): the encoder runs over the source, the decoder over the target with
+   cross-attention over the source; FLOPs are per target token. Generation runs the encoder
+   once, computes the cross-attention keys and values at the first decoder step and reuses them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from costplan.gradflow import LayerFlow, model_flow
+from costplan.gradflow import LayerFlow, model_flows
 from costplan.methods import Method
 from costplan.model import ModelSpec
 from costplan.terms import Part
@@ -95,45 +108,84 @@ def _matmul(part: Part, flops: float, input_rg: bool, weight_rg: bool) -> FlopTe
     return FlopTerm(part, flops, flops if input_rg else 0.0, flops if weight_rg else 0.0)
 
 
-_PART = {"q": Part.ATTENTION_PROJECTIONS, "k": Part.ATTENTION_PROJECTIONS, "v": Part.ATTENTION_PROJECTIONS,
-         "qkv": Part.ATTENTION_PROJECTIONS, "o": Part.ATTENTION_PROJECTIONS, "router": Part.ROUTER,
-         "gate": Part.MLP, "up": Part.MLP, "down": Part.MLP}
+_PART = {"router": Part.ROUTER, "gate": Part.MLP, "up": Part.MLP, "gate_up": Part.MLP, "down": Part.MLP}
 
 
-def _layer_terms(model: ModelSpec, flow: LayerFlow, queries: int, keys: int,
-                 eager: bool, training: bool) -> dict[Part, FlopTerm]:
-    """One layer's FLOPs for ``queries`` query positions attending over ``keys`` positions."""
+def _part(role: str) -> Part:
+    return _PART.get(role.removeprefix("expert_").removeprefix("shared_"), Part.ATTENTION_PROJECTIONS)
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """What one layer runs over, for one sequence."""
+
+    queries: float
+    """Positions the layer's matrices run on."""
+    keys: float
+    """Keys each query of the self-attention reads."""
+    memory: float = 0.0
+    """T5 decoder blocks: encoder positions the cross-attention reads."""
+    memory_projected: bool = True
+    """The cross-attention's keys and values are projected (False on cached decode steps)."""
+    latent_rows: float | None = None
+    """MLA: positions whose latent ``kv_b`` expands (every cached key on a decode step)."""
+
+    def rows(self, role: str) -> float:
+        if role in ("cross_k", "cross_v"):
+            return self.memory if self.memory_projected else 0.0
+        if role == "kv_b" and self.latent_rows is not None:
+            return self.latent_rows
+        return self.queries
+
+
+def _scores(model: ModelSpec, queries: float, keys: float, rg: tuple[bool, bool, bool], eager: bool,
+            training: bool) -> FlopTerm:
+    """``QKᵀ`` and ``AV`` of one attention, forward and backward (see 3 and 7 above)."""
+    qk = 2.0 * queries * keys * model.num_heads * model.qk_head_dim
+    av = 2.0 * queries * keys * model.num_heads * model.v_head_dim
+    q_rg, k_rg, v_rg = rg
+    if not training or not any(rg):
+        backward = 0.0
+    elif not eager:
+        backward = 3 * qk + 2 * av
+    else:
+        p_rg = q_rg or k_rg
+        backward = qk * (q_rg + k_rg) + av * (p_rg + v_rg)
+    return FlopTerm(Part.SCORES, qk + av, backward)
+
+
+def _layer_terms(model: ModelSpec, flow: LayerFlow, span: Span, eager: bool, training: bool) -> dict[Part, FlopTerm]:
+    """One layer's FLOPs over ``span``."""
     terms: dict[Part, FlopTerm] = {}
 
     def add(term: FlopTerm) -> None:
         terms[term.part] = terms[term.part] + term if term.part in terms else term
 
     for role, u in flow.linears.items():
-        lin = u.linear
+        lin, rows = u.linear, span.rows(role)
+        if rows == 0:
+            continue
         per_token = 2.0 * lin.in_features * lin.out_features * lin.active
-        add(_matmul(_PART[role], queries * per_token, training and u.input_rg, training and u.trainable))
+        add(_matmul(_part(role), rows * per_token, training and u.input_rg, training and u.trainable))
         if u.adapter is not None:
             r = u.adapter.rank
-            a = 2.0 * queries * lin.in_features * r * lin.active
-            b = 2.0 * queries * r * lin.out_features * lin.active
+            a = 2.0 * rows * lin.in_features * r * lin.active
+            b = 2.0 * rows * r * lin.out_features * lin.active
             add(FlopTerm(Part.ADAPTERS, a + b, (a if u.input_rg else 0.0) + b, a + b))
-    scores = 2.0 * queries * keys * model.q_size  # QKᵀ, and the same again for AV
-    if not training or not flow.attention_rg:
-        backward = 0.0
-    elif not eager:
-        backward = 5 * scores
-    else:
-        p_rg = flow.q_rg or flow.k_rg
-        backward = scores * (flow.q_rg + flow.k_rg + p_rg + flow.v_rg)
-    add(FlopTerm(Part.SCORES, 2 * scores, backward))
+    add(_scores(model, span.queries, span.keys, (flow.q_rg, flow.k_rg, flow.v_rg), eager, training))
+    if flow.kind.cross_attention:
+        add(_scores(model, span.queries, span.memory, (flow.cross_q_rg, flow.cross_k_rg, flow.cross_v_rg), eager,
+                    training))
     return terms
 
 
-def _not_recomputed(model: ModelSpec, flow: LayerFlow, positions: int) -> dict[Part, float]:
-    """Forward FLOPs at the end of a layer that non-reentrant checkpointing does not redo."""
-    if model.is_moe or model.dropout > 0 or model.mlm_head:
+def _not_recomputed(model: ModelSpec, flow: LayerFlow, positions: float) -> dict[Part, float]:
+    """Forward FLOPs at the end of a layer that non-reentrant checkpointing does not redo: the last
+    matmul, when nothing saves its output for backward (a pre-norm layer without dropout)."""
+    routed_last = "router" in flow.linears and "shared_down" not in flow.linears
+    if model.dropout > 0 or model.norm_placement != "pre" or routed_last:
         return {}  # a later op saves a tensor (routing product, dropout mask, post-norm input)
-    down = flow.linears["down"]
+    down = flow.linears["shared_down" if "shared_down" in flow.linears else "down"]
     if down.adapter is None:
         return {Part.MLP: 2.0 * positions * down.linear.in_features * down.linear.out_features}
     return {Part.ADAPTERS: 2.0 * positions * down.adapter.rank * down.linear.out_features}
@@ -147,25 +199,28 @@ def _head_flops(model: ModelSpec, positions: float) -> float:
 
 
 def training_flops(model: ModelSpec, method: Method, work: Workload) -> FlopsBreakdown:
-    """FLOPs of one sequence's forward + backward (+ recompute), per data token."""
-    first, later = model_flow(model, method, work.grad_ckpt)
+    """FLOPs of one sequence's forward + backward (+ recompute), per data token (per target token
+    for an encoder-decoder)."""
     positions = work.seq_len + method.virtual_tokens
     keys = positions + method.prefix_tokens
+    source = work.source_len or 0
     eager = work.attention == "eager"
     layer: dict[Part, FlopTerm] = {}
-    for flow, count in ((first, 1), (later, model.num_layers - 1)):
-        if count == 0:
-            continue
-        for part, term in _layer_terms(model, flow, positions, keys, eager, True).items():
+    skipped: dict[Part, float] = {}
+    for flow, count in model_flows(model, method, work.grad_ckpt):
+        if model.is_encoder_decoder and not flow.kind.cross_attention:  # T5's encoder, over the source
+            span = Span(source, source)
+        else:
+            span = Span(positions, keys, memory=source)
+        for part, term in _layer_terms(model, flow, span, eager, True).items():
             term = term.scaled(count)
             layer[part] = layer[part] + term if part in layer else term
+        if work.grad_ckpt:
+            for part, flops in _not_recomputed(model, flow, span.queries).items():
+                skipped[part] = skipped.get(part, 0.0) + count * flops
     if work.grad_ckpt:
-        layer = {n: FlopTerm(n, t.forward, t.backward_input, t.backward_weight, t.forward)
+        layer = {n: FlopTerm(n, t.forward, t.backward_input, t.backward_weight, t.forward - skipped.get(n, 0.0))
                  for n, t in layer.items()}
-        for part, skipped in _not_recomputed(model, later, positions).items():
-            t = layer[part]
-            layer[part] = FlopTerm(part, t.forward, t.backward_input, t.backward_weight,
-                                   t.recompute - skipped * model.num_layers)
     head = _head_flops(model, positions * method.predicted_fraction)
     # The LM head's input is the last layer's output, which requires a gradient here always.
     head_term = FlopTerm(Part.HEAD, head, head, head if method.trains_head else 0.0)
@@ -178,25 +233,54 @@ class InferenceFlops:
     """Forward FLOPs of one request: the prompt's prefill and each decode step."""
 
     prefill: FlopsBreakdown
-    """Per prompt token."""
+    """Per prompt token (encoder-decoder: per source token, the encoder and the first decoder step)."""
     decode: FlopsBreakdown
     """Per generated token, averaged over the generation (context grows each step)."""
+
+
+def mean_keys(start: int, steps: int, window: int | None) -> float:
+    """Mean over decode steps i = 1 .. ``steps`` of the keys a query reads: ``start + i``, at most
+    ``window``."""
+    if steps <= 0:
+        return float(start)
+    if window is None or start + steps <= window:
+        return start + (steps + 1) / 2.0
+    full = max(0, window - start)  # steps before the window is full
+    grown = full * start + full * (full + 1) / 2.0
+    return (grown + (steps - full) * window) / steps
 
 
 def inference_flops(model: ModelSpec, method: Method, work: Workload) -> InferenceFlops:
     """Prefill over the prompt (logits for the last position only, as ``generate`` asks) and the
     average decode step: the prompt's prefill yields the first token, and decode step i (1 to
-    gen_len - 1) attends over prompt_len + i keys, prompt_len + gen_len / 2 on average."""
-    flow = model_flow(model, method, False)[1]
-    prefill_layer = _layer_terms(model, flow, work.prompt_len, work.prompt_len, False, False)
-    prefill_terms = [t.scaled(model.num_layers / work.prompt_len) for t in prefill_layer.values()]
-    prefill_terms.append(FlopTerm(Part.HEAD, _head_flops(model, 1) / work.prompt_len))
-    mean_context = work.prompt_len + work.gen_len / 2.0
-    decode_layer = _layer_terms(model, flow, 1, 1, False, False)
-    decode_terms = []
-    for part, term in decode_layer.items():
-        scale = mean_context if part is Part.SCORES else 1.0
-        decode_terms.append(term.scaled(model.num_layers * scale))
-    decode_terms.append(FlopTerm(Part.HEAD, _head_flops(model, 1)))
-    return InferenceFlops(FlopsBreakdown(tuple(prefill_terms), work.prompt_len),
-                          FlopsBreakdown(tuple(decode_terms), 1))
+    gen_len - 1) attends over prompt_len + i keys, prompt_len + gen_len / 2 on average (at most a
+    sliding window). An encoder-decoder's prefill is its encoder over the prompt (the source) and
+    the first decoder step; its decode step i attends over 1 + i keys and the whole source."""
+    flows = model_flows(model, method, False)
+    p, steps = work.prompt_len, work.gen_len - 1
+    prefill: dict[Part, FlopTerm] = {}
+    decode: dict[Part, FlopTerm] = {}
+
+    def gather(into: dict[Part, FlopTerm], terms: dict[Part, FlopTerm], count: int) -> None:
+        for part, term in terms.items():
+            term = term.scaled(count)
+            into[part] = into[part] + term if part in into else term
+
+    for flow, count in flows:
+        kind = flow.kind
+        if model.is_encoder_decoder:
+            if not kind.cross_attention:
+                gather(prefill, _layer_terms(model, flow, Span(p, p), False, False), count)
+                continue
+            gather(prefill, _layer_terms(model, flow, Span(1, 1, memory=p), False, False), count)
+            keys = mean_keys(1, steps, None)
+            step = Span(1, keys, memory=p, memory_projected=False)
+        else:
+            gather(prefill, _layer_terms(model, flow, Span(p, p), False, False), count)
+            keys = mean_keys(p, steps, kind.window)
+            step = Span(1, keys, latent_rows=keys if model.mla else None)
+        gather(decode, _layer_terms(model, flow, step, False, False), count)
+    prefill_terms = [t.scaled(1.0 / p) for t in prefill.values()]
+    prefill_terms.append(FlopTerm(Part.HEAD, _head_flops(model, 1) / p))
+    decode_terms = [*decode.values(), FlopTerm(Part.HEAD, _head_flops(model, 1))]
+    return InferenceFlops(FlopsBreakdown(tuple(prefill_terms), p), FlopsBreakdown(tuple(decode_terms), 1))

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from costplan.methods import Adapter, Method
-from costplan.model import Linear, ModelSpec, layer_linears
+from costplan.model import LayerKind, Linear, ModelSpec, layer_sequence
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,52 +43,88 @@ class LinearUse:
 class LayerFlow:
     """Gradient requirements inside one transformer layer."""
 
+    kind: LayerKind
     stream_in_rg: bool
     linears: dict[str, LinearUse]
     q_rg: bool
     k_rg: bool
     v_rg: bool
     stream_out_rg: bool
+    cross_q_rg: bool = False
+    """T5 decoder blocks: the cross-attention's queries, keys and values."""
+    cross_k_rg: bool = False
+    cross_v_rg: bool = False
+    memory_rg: bool = False
+    """T5 decoder blocks: the encoder output that cross-attention reads requires a gradient."""
 
     @property
     def attention_rg(self) -> bool:
         return self.q_rg or self.k_rg or self.v_rg
 
+    @property
+    def cross_rg(self) -> bool:
+        return self.cross_q_rg or self.cross_k_rg or self.cross_v_rg
 
-def layer_flow(model: ModelSpec, method: Method, stream_rg: bool) -> LayerFlow:
-    adapters = {a.linear.role: a for a in method.adapters(model)}
+
+def layer_flow(model: ModelSpec, kind: LayerKind, method: Method, stream_rg: bool,
+               memory_rg: bool = False) -> LayerFlow:
     norms_trained = method.trains_base
     uses: dict[str, LinearUse] = {}
+    lins = {lin.role: lin for lin in kind.linears}
 
-    def use(linear: Linear, input_rg: bool) -> LinearUse:
-        u = LinearUse(linear, input_rg, method.trains_base, adapters.get(linear.role),
+    def use(role: str, input_rg: bool) -> bool:
+        """Record the matrix's use; whether its output requires a gradient."""
+        linear = lins[role]
+        u = LinearUse(linear, input_rg, method.trains_base, method.adapter(linear),
                       quantized=method.base_storage == "nf4")
-        uses[linear.role] = u
-        return u
+        uses[role] = u
+        return u.output_rg
 
-    lins = {lin.role: lin for lin in layer_linears(model)}
-    attn_in_rg = stream_rg or norms_trained
+    # OLMo 2 normalises the blocks' outputs only: its attention and MLP read the stream itself.
+    input_norms = model.norm_placement != "reordered"
+    attn_in_rg = stream_rg or (norms_trained and input_norms)
     prefix = method.prefix_tokens > 0
     if "qkv" in lins:
-        fused = use(lins["qkv"], attn_in_rg).output_rg
+        fused = use("qkv", attn_in_rg)
         q_rg, k_rg, v_rg = fused, fused or prefix, fused or prefix
+    elif "kv_a" in lins:  # MLA: queries through q_a, its norm and q_b; keys and values from one latent
+        if "q" in lins:
+            q_rg = use("q", attn_in_rg)
+        else:
+            q_rg = use("q_b", use("q_a", attn_in_rg) or norms_trained)
+        latent_rg = use("kv_a", attn_in_rg)
+        expanded_rg = use("kv_b", latent_rg or norms_trained)
+        k_rg, v_rg = expanded_rg or latent_rg, expanded_rg  # the rotary key comes from kv_a directly
     else:
-        q_rg = use(lins["q"], attn_in_rg).output_rg
-        k_rg = use(lins["k"], attn_in_rg).output_rg or prefix
-        v_rg = use(lins["v"], attn_in_rg).output_rg or prefix
-    attn_out_rg = use(lins["o"], q_rg or k_rg or v_rg).output_rg
+        q_rg = use("q", attn_in_rg)
+        k_rg = use("k", attn_in_rg) or prefix
+        v_rg = use("v", attn_in_rg) or prefix
+    attn_out_rg = use("o", q_rg or k_rg or v_rg)
     # GPT-NeoX's parallel residual feeds the layer input, not the attention sum, to its MLP.
-    parallel = model.family == "gpt_neox"
     after_attn = stream_rg or attn_out_rg
-    mlp_in_rg = (stream_rg if parallel else after_attn) or norms_trained
+    cross = {}
+    if kind.cross_attention:
+        cq = use("cross_q", after_attn or norms_trained)
+        ck, cv = use("cross_k", memory_rg), use("cross_v", memory_rg)
+        cross_out_rg = use("cross_o", cq or ck or cv)
+        after_attn = after_attn or cross_out_rg
+        cross = {"cross_q_rg": cq, "cross_k_rg": ck, "cross_v_rg": cv, "memory_rg": memory_rg}
+    mlp_in_rg = (stream_rg if model.parallel_residual else after_attn) or (norms_trained and input_norms)
+    mlp_out_rg = False
     if "router" in lins:
-        use(lins["router"], mlp_in_rg)
-    if "gate" in lins:
-        act_rg = use(lins["gate"], mlp_in_rg).output_rg | use(lins["up"], mlp_in_rg).output_rg
-    else:
-        act_rg = use(lins["up"], mlp_in_rg).output_rg
-    mlp_out_rg = use(lins["down"], act_rg).output_rg
-    return LayerFlow(stream_rg, uses, q_rg, k_rg, v_rg, after_attn or mlp_out_rg)
+        use("router", mlp_in_rg)
+    for prefix_ in ("", "expert_", "shared_"):
+        if prefix_ + "down" not in lins:
+            continue
+        if prefix_ + "gate_up" in lins:
+            act_rg = use(prefix_ + "gate_up", mlp_in_rg)
+        elif prefix_ + "gate" in lins:
+            act_rg = use(prefix_ + "gate", mlp_in_rg) | use(prefix_ + "up", mlp_in_rg)
+        else:
+            act_rg = use(prefix_ + "up", mlp_in_rg)
+        mlp_out_rg = use(prefix_ + "down", act_rg) or mlp_out_rg
+    ordered = {lin.role: uses[lin.role] for lin in kind.linears}
+    return LayerFlow(kind, stream_rg, ordered, q_rg, k_rg, v_rg, after_attn or mlp_out_rg, **cross)
 
 
 def input_requires_grad(method: Method, grad_ckpt: bool) -> bool:
@@ -101,9 +137,30 @@ def input_requires_grad(method: Method, grad_ckpt: bool) -> bool:
     return method.trains_embeddings or method.virtual_tokens > 0 or grad_ckpt
 
 
-def model_flow(model: ModelSpec, method: Method, grad_ckpt: bool) -> tuple[LayerFlow, LayerFlow]:
-    """The first layer's flow and the flow of every later layer (which is the same for all)."""
-    first = layer_flow(model, method, input_requires_grad(method, grad_ckpt))
-    later = layer_flow(model, method, first.stream_out_rg)
-    assert layer_flow(model, method, later.stream_out_rg) == later
-    return first, later
+def model_flows(model: ModelSpec, method: Method, grad_ckpt: bool) -> tuple[tuple[LayerFlow, int], ...]:
+    """Each distinct layer flow with how many layers follow it, in the order they first occur.
+
+    The flows are followed layer by layer: the first layer of a frozen model reads embeddings that
+    need no gradient, and the stream requires one from the first trainable piece on. T5's decoder
+    starts again from its (shared, frozen or not) embeddings, and its cross-attention reads the
+    encoder's output, which requires a gradient when anything in the encoder trains.
+    """
+    embeddings_rg = input_requires_grad(method, grad_ckpt)
+    stream, memory = embeddings_rg, False
+    counts: dict[int, int] = {}
+    flows: list[LayerFlow] = []
+    previous = None
+    for kind in layer_sequence(model):
+        if kind.cross_attention and (previous is None or not previous.cross_attention):
+            memory, stream = stream or method.trains_base, embeddings_rg  # the encoder's final norm, then the decoder
+        flow = layer_flow(model, kind, method, stream, memory)
+        stream = flow.stream_out_rg
+        previous = kind
+        for index, known in enumerate(flows):
+            if known == flow:
+                counts[index] += 1
+                break
+        else:
+            counts[len(flows)] = 1
+            flows.append(flow)
+    return tuple((flow, counts[index]) for index, flow in enumerate(flows))

@@ -269,7 +269,8 @@ def _floor_fits(job: Job, gpus: int, pins: Pins) -> bool:
     dp = gpus // (tp * pp * pins.cp)
     zero = pins.zero if pins.zero is not None else max(job.framework.zero_stages if dp > 1 else (0,))
     layout = engine.Layout(gpus=gpus, tp=tp, pp=pp, zero=zero, micro_batch=pins.micro_batch or 1,
-                           grad_accum=1 if job.work.optimizer_in_backward else 2, grad_ckpt=pins.grad_ckpt if pins.grad_ckpt is not None else True, cp=pins.cp)
+                           grad_accum=1 if job.work.optimizer_in_backward else 2,
+                           grad_ckpt=pins.grad_ckpt if pins.grad_ckpt is not None else True, cp=pins.cp)
     return job.device_bytes(layout) <= job.gpu.memory_bytes
 
 

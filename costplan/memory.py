@@ -28,10 +28,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from costplan.activations import (LogitsBytes, eager_attention_backward, layer_backward_transient, logits_bytes,
-                                  saved_tensors)
+from costplan.activations import (
+    LogitsBytes,
+    eager_attention_backward,
+    layer_backward_transient,
+    logits_bytes,
+    saved_tensors,
+)
 from costplan.methods import Method, Tensor2D
-from costplan.model import ModelSpec, count_params, layer_linears
+from costplan.model import ModelSpec, count_params, layer_kinds, layer_linears
 from costplan.optimizers import optimizer
 from costplan.terms import Mem, Phase
 from costplan.workload import Workload
@@ -62,19 +67,32 @@ def weight_bytes_per_param(weights: str, compute_bytes: int) -> float:
             "int4": 0.5 + 4 / INT4_GROUP, "nf4": nf4_bytes_per_param(True)}.get(weights, float(compute_bytes))
 
 
+def fp32_params(model: ModelSpec) -> int:
+    """Parameters kept in float32 whatever the compute dtype (DeepSeek-V3's routers)."""
+    return sum(kind.count * lin.params for kind in layer_kinds(model) for lin in kind.linears if lin.fp32)
+
+
 def base_weight_bytes(model: ModelSpec, method: Method, compute_bytes: int) -> float:
     """Bytes of the base model's weights as stored: the layers' matrices in NF4 for QLoRA (or in a
     weight-only format for inference), embeddings, norms and the LM head in the compute dtype."""
     total = count_params(model).total
+    fp32 = fp32_params(model) * (FP32 - compute_bytes)
     weights = getattr(method, "weights", "")
     if method.base_storage != "nf4" and weights in ("", "bf16", "fp16"):
-        return total * compute_bytes
-    matrices = model.num_layers * sum(lin.copies * lin.weight_elements for lin in layer_linears(model))
+        return total * compute_bytes + fp32
+    matrices = matrix_params(model)
     if method.base_storage == "nf4":
         per = nf4_bytes_per_param(getattr(method, "double_quant", True))
     else:
         per = weight_bytes_per_param(weights, compute_bytes)
-    return matrices * per + (total - matrices) * compute_bytes
+    return matrices * per + (total - matrices) * compute_bytes + fp32
+
+
+def matrix_params(model: ModelSpec) -> int:
+    """Weights of the layers' matrices in the compute dtype: what 4-bit and weight-only formats
+    quantize (fp32 ones, DeepSeek's routers, stay as they are)."""
+    return sum(kind.count * sum(lin.copies * lin.weight_elements for lin in kind.linears if not lin.fp32)
+               for kind in layer_kinds(model))
 
 
 def dora_workspace(model: ModelSpec, method: Method) -> float:
@@ -102,6 +120,8 @@ class TrainingMemory:
     step_temporaries: float
     activations: float
     """Saved for backward at the end of the forward (only layer inputs when checkpointing)."""
+    batch_activations: float
+    """Saved once per micro-batch whatever its size: RoPE tables, T5's position-bias masks."""
     checkpoints: float
     """What stays saved once backward has passed the head: layer inputs and shared tables."""
     recompute: float
@@ -154,8 +174,7 @@ def _one_largest(tensors: tuple[Tensor2D, ...]) -> tuple[Tensor2D, ...]:
 
 def unquantized_params(model: ModelSpec) -> float:
     """Parameters a 4-bit base leaves in 16 bits: embeddings, the LM head, norms and biases."""
-    matrices = model.num_layers * sum(lin.copies * lin.weight_elements for lin in layer_linears(model))
-    return count_params(model).total - matrices
+    return count_params(model).total - matrix_params(model)
 
 
 def training_memory(model: ModelSpec, method: Method, work: Workload) -> TrainingMemory:
@@ -171,8 +190,9 @@ def training_memory(model: ModelSpec, method: Method, work: Workload) -> Trainin
         # Under optimizer-in-backward each parameter is stepped and its gradient freed as soon as
         # its gradient is complete: at most one tensor's gradient (and its copy) at a time.
         live = _largest(tensors) if in_backward else trainable
-        gradients = b.gradients * live
-        reduced = b.gradients * trainable
+        fp32_grads = fp32_params(model) * (FP32 - b.gradients)  # DeepSeek's routers
+        gradients = b.gradients * live + fp32_grads
+        reduced = b.gradients * trainable + fp32_grads
         buffer = 0.0
         if work.fp32_main_grads and b.master:
             # Megatron: each bf16 gradient is added into the persistent fp32 main-gradient buffer
@@ -186,8 +206,7 @@ def training_memory(model: ModelSpec, method: Method, work: Workload) -> Trainin
         temps = opt.step_temp_bytes_in(tensors if not in_backward else _one_largest(tensors), state_dtype)
         weight_copies = b.autocast_copies * trainable
         if b.fp8_copies:
-            matrices = model.num_layers * sum(lin.copies * lin.weight_elements for lin in layer_linears(model))
-            weight_copies += b.fp8_copies * matrices
+            weight_copies += b.fp8_copies * matrix_params(model)
     else:
         # peft parameters are fp32 (in the model's dtype on stacks that build them with it);
         # modules_to_save copies keep the model's dtype, and so do their gradients and (unless
@@ -210,9 +229,9 @@ def training_memory(model: ModelSpec, method: Method, work: Workload) -> Trainin
         weight_copies = 2.0 * own if work.precision in ("bf16-mixed", "fp16-mixed") and a == FP32 else 0.0
     saved = saved_tensors(model, method, work)
     largest = max(lin.weight_elements for lin in layer_linears(model))
-    layer = sum(lin.params for lin in layer_linears(model)) * p
-    activations = mb * saved.total(model.num_layers, work.grad_ckpt)
-    checkpoints = mb * (saved.layers(model.num_layers, work.grad_ckpt) + saved.shared)
+    layer = max(kind.params for kind in layer_kinds(model)) * p
+    activations = mb * saved.total(work.grad_ckpt)
+    checkpoints = mb * (saved.layers(work.grad_ckpt) + saved.shared)
     host_states = host_weights = host_activations = crossing = per_micro = cpu_params = 0.0
     paged = states if opt.paged else 0.0
     if paged:
@@ -247,6 +266,7 @@ def training_memory(model: ModelSpec, method: Method, work: Workload) -> Trainin
         gradient_copies=copies,
         step_temporaries=temps,
         activations=activations,
+        batch_activations=saved.batch(work.grad_ckpt),
         checkpoints=checkpoints,
         recompute=mb * saved.later_layer if work.grad_ckpt else 0.0,
         layer_transient=mb * layer_backward_transient(model, method, work),
@@ -335,18 +355,45 @@ class InferenceMemory:
     """Prefill's transient activations and the last position's fp32 logits."""
 
 
-def kv_cache_bytes(model: ModelSpec, tokens: int, batch: int, compute_bytes: int) -> float:
-    """``2 · layers · kv_heads · head_dim · tokens · bytes`` per sequence, times the batch."""
-    return 2.0 * model.num_layers * model.kv_size * tokens * batch * compute_bytes
+def kv_cache_bytes(model: ModelSpec, tokens: float, batch: int, compute_bytes: int, memory_tokens: int = 0) -> float:
+    """What transformers' ``DynamicCache`` holds: per decoder layer and token, keys and values
+    (``2 · kv_heads · head_dim``; MLA caches its compressed latent and rotary key,
+    ``kv_lora_rank + qk_rope_head_dim``), at most a sliding window's tokens in a sliding-window
+    layer; T5's decoder also caches the cross-attention's keys and values of the
+    ``memory_tokens`` source positions. Times the bytes and the batch."""
+    elements = 0.0
+    for kind in layer_kinds(model):
+        if not kind.causal:
+            continue  # an encoder caches nothing
+        kept = min(tokens, kind.window) if kind.window else tokens
+        elements += kind.count * kept * model.kv_cache_width
+        if kind.cross_attention:
+            elements += kind.count * memory_tokens * 2 * model.kv_size
+    return elements * batch * compute_bytes
 
 
 def inference_memory(model: ModelSpec, method: Method, work: Workload) -> InferenceMemory:
+    """Weights, the KV cache at its largest, and the widest transient of the prefill.
+
+    A sliding-window layer's cache keeps the last window of the prompt as a view of the prompt's
+    keys and values, so the whole prompt stays resident until the first decode step replaces it:
+    the cache is the larger of the full prompt in every layer and the end of the generation.
+    T5 works out its relative-position buckets as about six int64 ``source x source`` arrays
+    before its first layer, and its encoder's transient passes before the decoder caches anything."""
     p, b, s = work.compute_bytes, work.micro_batch, work.prompt_len
-    return InferenceMemory(
-        weights=base_weight_bytes(model, method, p),
-        kv_cache=kv_cache_bytes(model, work.prompt_len + work.gen_len, b, p),
-        workspace=b * max(s * prefill_layer_bytes(model, work), model.vocab_size * (p + FP32)),
-    )
+    if model.is_encoder_decoder:  # the prompt is the source; the decoder caches the generated tokens
+        kv = kv_cache_bytes(model, work.gen_len, b, p, memory_tokens=s)
+    else:
+        kv = kv_cache_bytes(model, work.prompt_len + work.gen_len, b, p)
+        if model.sliding_window is not None:
+            kv = max(kv, s * model.decoder_layers * model.kv_cache_width * b * p)
+    workspace = b * max(s * prefill_layer_bytes(model, work), model.vocab_size * (p + FP32))
+    if model.is_encoder_decoder:
+        # The encoder's transient comes before the decoder has cached anything; the decoder steps
+        # hold little beyond the cache.
+        encoder = max(workspace, 6 * 8 * s * s + b * s * model.hidden_size * p)
+        workspace = max(encoder - kv, b * model.vocab_size * (p + FP32))
+    return InferenceMemory(weights=base_weight_bytes(model, method, p), kv_cache=kv, workspace=workspace)
 
 
 # transformers' GPT-2 and BERT blocks hold the attention module's returned probabilities in a
@@ -363,8 +410,14 @@ def prefill_layer_bytes(model: ModelSpec, work: Workload) -> float:
     Eager attention holds the scores, softmax output and its cast copy at their own moment.
     """
     p, h, f, k = work.compute_bytes, model.hidden_size, model.ffn_size, model.experts_per_token
-    if model.gated_mlp:
-        mlp = h + k * (4 * f + (h if model.is_moe else 0))
+    if model.is_moe:
+        # Grouped experts: the routed copies with their gate/up outputs, then about six
+        # hidden-wide copies per routed token around the down projection and the weighted sum.
+        mlp = h + k * max(4 * f + h, 6 * h)
+        if model.dense_layers:
+            mlp = max(mlp, h + 4 * model.dense_ffn_size)
+    elif model.gated_mlp:
+        mlp = h + 4 * f
     else:
         mlp = h + (5 if model.activation == "gelu_new" else 2) * f
     widest = p * mlp

@@ -12,16 +12,22 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 from costplan.errors import CostplanError
-from costplan.model import Linear, ModelSpec, count_params, layer_linears
+from costplan.model import Linear, ModelSpec, count_params, layer_kinds, layer_linears
 
 BaseStorage = Literal["compute", "nf4"]
 
-LORA_ROLES = ("q", "k", "v", "o", "gate", "up", "down")
+LORA_ROLES = ("q", "k", "v", "o", "qkv", "q_a", "q_b", "kv_a", "kv_b", "router", "gate", "up", "gate_up", "down")
+"""Target names ``--lora-targets`` accepts; each matrix of the inventory says which of them adapt it
+(``Linear.targets``): a fused ``qkv`` answers to q, k and v, MLA's ``kv_b`` to k and v, T5's
+cross-attention to q, k, v, o, shared and routed experts to gate, up and down."""
 _TARGET_GROUPS = {
-    "all-linear": ("q", "k", "v", "qkv", "o", "router", "gate", "up", "down"),
-    "attn": ("q", "k", "v", "o"),
-    "mlp": ("gate", "up", "down"),
+    "all-linear": LORA_ROLES,
+    "attn": ("q", "k", "v", "o", "qkv", "q_a", "q_b", "kv_a", "kv_b"),
+    "mlp": ("gate", "up", "gate_up", "down"),
 }
+# peft module names that are not ``<role>_proj``.
+_MODULE_ALIASES = {"kv_a_proj_with_mqa": "kv_a", "wi": "up", "wi_0": "gate", "wi_1": "up", "wo": "down",
+                   "c_attn": "qkv", "query_key_value": "qkv"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,8 +68,13 @@ class Method:
     trains_base: ClassVar[bool] = False
     base_storage: ClassVar[BaseStorage] = "compute"
 
+    def adapter(self, linear: Linear) -> Adapter | None:
+        """The adapter this method puts on one weight matrix, if any."""
+        return None
+
     def adapters(self, model: ModelSpec) -> tuple[Adapter, ...]:
-        return ()
+        """Every distinct adapter of the layers (one per adapted matrix shape and role)."""
+        return tuple(a for a in map(self.adapter, layer_linears(model)) if a is not None)
 
     @property
     def virtual_tokens(self) -> int:
@@ -153,6 +164,11 @@ class PromptTuning(_VirtualTokens):
     def trainable_tensors(self, model: ModelSpec) -> tuple[Tensor2D, ...]:
         return (Tensor2D(self.num_virtual_tokens, model.hidden_size),)
 
+    def validate(self, model: ModelSpec) -> None:
+        if model.is_encoder_decoder:
+            raise CostplanError("prompt tuning of encoder-decoder models (virtual tokens on the source) is not "
+                                "modelled yet; use lora or full.")
+
     def notes(self, model: ModelSpec) -> list[str]:
         return [f"prompt tuning: {self.num_virtual_tokens} virtual tokens lengthen every sequence; "
                 "the frozen base still back-propagates to the input (peft PromptEmbedding in fp32)"]
@@ -170,15 +186,18 @@ class PrefixTuning(_VirtualTokens):
     def trainable_tensors(self, model: ModelSpec) -> tuple[Tensor2D, ...]:
         # peft's PrefixEncoder without projection: one embedding of
         # num_virtual_tokens x (layers * 2 * key/value width).
-        return (Tensor2D(self.num_virtual_tokens, model.num_layers * 2 * model.kv_size),)
+        return (Tensor2D(self.num_virtual_tokens, model.num_layers * model.kv_cache_width),)
 
     def notes(self, model: ModelSpec) -> list[str]:
         return [f"prefix tuning: {self.num_virtual_tokens} trainable key/value positions in each of "
                 f"{model.num_layers} layers (no reparameterisation MLP)"]
 
     def validate(self, model: ModelSpec) -> None:
-        if not model.causal:
-            raise CostplanError("prefix tuning is planned for decoder models only.")
+        if not model.causal or model.is_encoder_decoder:
+            raise CostplanError("prefix tuning is planned for decoder-only models.")
+        if model.mla is not None:
+            raise CostplanError(f"{model.name} caches a compressed key/value latent (MLA): peft's prefix tuning "
+                                "does not apply to it.")
 
 
 def parse_targets(text: str) -> tuple[str, ...]:
@@ -187,13 +206,15 @@ def parse_targets(text: str) -> tuple[str, ...]:
     for part in (p.strip().lower() for p in text.split(",")):
         if not part:
             continue
+        part = _MODULE_ALIASES.get(part, part)
         if part in _TARGET_GROUPS:
             roles.extend(_TARGET_GROUPS[part])
         elif part.removesuffix("_proj") in LORA_ROLES:
             roles.append(part.removesuffix("_proj"))
         else:
             raise CostplanError(
-                f"Unknown LoRA target {part!r}: use q,k,v,o,gate,up,down, attn, mlp or all-linear."
+                f"Unknown LoRA target {part!r}: use q,k,v,o,gate,up,down (qkv, gate_up; q_a, q_b, kv_a, kv_b "
+                "for MLA), attn, mlp or all-linear."
             )
     if not roles:
         raise CostplanError("--lora-targets is empty.")
@@ -243,28 +264,28 @@ class Lora(Method):
         h, v = model.hidden_size, model.vocab_size
         return tuple(Tensor2D(v, h) for part in SAVED_MODULES if part in self.modules_to_save)
 
-    def _targeted(self, linear: Linear) -> bool:
-        if linear.role == "qkv":  # fused projections take an adapter when any of q, k, v is asked
-            return any(role in self.targets for role in ("q", "k", "v", "qkv"))
-        return linear.role in self.targets
-
-    def adapters(self, model: ModelSpec) -> tuple[Adapter, ...]:
-        return tuple(Adapter(lin, self.rank, self.dora) for lin in layer_linears(model) if self._targeted(lin))
+    def adapter(self, linear: Linear) -> Adapter | None:
+        if any(name in self.targets for name in linear.target_names):
+            return Adapter(linear, self.rank, self.dora)
+        return None
 
     def trainable_tensors(self, model: ModelSpec) -> tuple[Tensor2D, ...]:
         tensors = []
-        for adapter in self.adapters(model):
-            lin, count = adapter.linear, adapter.linear.copies * model.num_layers
-            tensors.append(Tensor2D(lin.in_features, self.rank, count))
-            tensors.append(Tensor2D(self.rank, lin.out_features, count))
-            if adapter.magnitude:
-                tensors.append(Tensor2D(1, lin.out_features, count))
+        for kind in layer_kinds(model):
+            for adapter in filter(None, map(self.adapter, kind.linears)):
+                lin, count = adapter.linear, adapter.linear.copies * kind.count
+                tensors.append(Tensor2D(lin.in_features, self.rank, count))
+                tensors.append(Tensor2D(self.rank, lin.out_features, count))
+                if adapter.magnitude:
+                    tensors.append(Tensor2D(1, lin.out_features, count))
         return (*tensors, *self.saved_modules(model))
 
     def validate(self, model: ModelSpec) -> None:
         adapters = self.adapters(model)
         if not adapters:
-            raise CostplanError(f"None of the LoRA targets {','.join(self.targets)} exist in {model.name}.")
+            names = sorted({name for lin in layer_linears(model) for name in lin.target_names} & set(LORA_ROLES))
+            raise CostplanError(f"None of the LoRA targets {','.join(self.targets)} exist in {model.name} "
+                                f"(its matrices answer to {','.join(names)}).")
         smallest = min(min(a.linear.in_features, a.linear.out_features) for a in adapters)
         if self.rank > smallest:
             raise CostplanError(
@@ -300,6 +321,12 @@ class QLora(Lora):
     label: ClassVar[str] = "QLoRA (4-bit NF4 base)"
     base_storage: ClassVar[BaseStorage] = "nf4"
     double_quant: bool = True
+
+    def validate(self, model: ModelSpec) -> None:
+        if model.is_encoder_decoder:
+            raise CostplanError("QLoRA of T5 is not modelled: transformers keeps its wo projections unquantized in "
+                                "fp32 when loading in 4 bits (_keep_in_fp32_modules); use lora.")
+        Lora.validate(self, model)
 
     def notes(self, model: ModelSpec) -> list[str]:
         quant = "with double quantization" if self.double_quant else "without double quantization"
@@ -372,19 +399,24 @@ METHODS: dict[str, type[Method]] = {
 
 def full_model_tensors(model: ModelSpec) -> tuple[Tensor2D, ...]:
     """Every parameter tensor of the model as (rows, cols, count); vectors have rows=1."""
-    h, layers = model.hidden_size, model.num_layers
+    h = model.hidden_size
     tensors = [Tensor2D(model.vocab_size, h)]
     if model.learned_positions:
         tensors.append(Tensor2D(model.max_positions, h))
     if model.token_types:
         tensors.append(Tensor2D(model.token_types, h))
+    if model.relative_attention_buckets:
+        stacks = 2 if model.is_encoder_decoder else 1
+        tensors.append(Tensor2D(model.relative_attention_buckets, model.num_heads, stacks))
     norm_vectors = 2 if model.norm == "layernorm" else 1
-    for lin in layer_linears(model):
-        tensors.append(Tensor2D(lin.out_features, lin.in_features, lin.copies * layers))
-        if lin.bias:
-            tensors.append(Tensor2D(1, lin.out_features, lin.copies * layers))
-    tensors.append(Tensor2D(1, h, 2 * norm_vectors * layers))
-    tensors.append(Tensor2D(1, h, norm_vectors))  # final norm, or BERT's embedding LayerNorm
+    for kind in layer_kinds(model):
+        for lin in kind.linears:
+            tensors.append(Tensor2D(lin.out_features, lin.in_features, lin.copies * kind.count))
+            if lin.bias:
+                tensors.append(Tensor2D(1, lin.out_features, lin.copies * kind.count))
+        tensors += [Tensor2D(1, width, kind.count) for width in kind.norms]
+    stacks = 2 if model.is_encoder_decoder else 1
+    tensors.append(Tensor2D(1, h, norm_vectors * stacks))  # final norm(s), or BERT's embedding LayerNorm
     if not model.tied_embeddings:
         tensors.append(Tensor2D(model.vocab_size, h))
     if model.mlm_head:

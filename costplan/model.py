@@ -1,14 +1,21 @@
 """Model architectures: the spec, its exact parameter inventory, presets and HF config.json files.
 
-The inventory (``layer_linears`` and friends) lists every weight matrix with its shape, so the
-parameter count, LoRA adapter sizes, quantized storage and Adafactor state all come from one
-itemisation. It is checked against the real modules built on PyTorch's meta device in the tests.
+The inventory (``layer_kinds`` and friends) lists every weight matrix with its shape, layer by
+kind of layer, so the parameter count, LoRA adapter sizes, quantized storage and Adafactor state
+all come from one itemisation. It is checked against the real modules built on PyTorch's meta
+device in the tests.
+
+Layers are not all alike: DeepSeek-V3's first layers have a dense MLP and the rest routed
+experts, Gemma 2 and 3 alternate sliding-window and global attention, and T5's decoder blocks add
+cross-attention to what its encoder blocks hold. ``layer_sequence`` gives each layer's kind in
+the order the layers run; ``layer_kinds`` the distinct kinds with their counts.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+from functools import cache
 from pathlib import Path
 from typing import Literal
 
@@ -16,8 +23,43 @@ from costplan.errors import CostplanError, shown, unknown_name
 from costplan.tables import keys, read_json, row_by_name
 
 Norm = Literal["rmsnorm", "layernorm"]
+Activation = Literal["silu", "gelu", "gelu_tanh", "gelu_new", "relu"]
+NormPlacement = Literal["pre", "post", "sandwich", "reordered"]
+QkNorm = Literal["none", "head", "full"]
 
-Activation = Literal["silu", "gelu", "gelu_tanh", "gelu_new"]
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class MLA:
+    """DeepSeek's multi-head latent attention: low-rank queries and a compressed key/value latent.
+
+    Queries are ``q_b(norm(q_a(x)))`` (or one ``q_proj`` without ``q_lora_rank``); keys and values
+    come from one latent: ``kv_a`` projects to ``kv_lora_rank + qk_rope_head_dim``, the first part
+    is normalised and expanded by ``kv_b`` into every head's ``qk_nope_head_dim`` key part and
+    ``v_head_dim`` value, the second part is one rotary key shared by all heads.
+    """
+
+    q_lora_rank: int | None
+    kv_lora_rank: int
+    qk_nope_head_dim: int
+    qk_rope_head_dim: int
+    v_head_dim: int
+
+    def __post_init__(self) -> None:
+        for name in ("kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"MLA {name} must be a positive integer, got {value!r}")
+        if self.q_lora_rank is not None and (not isinstance(self.q_lora_rank, int) or self.q_lora_rank <= 0):
+            raise ValueError(f"MLA q_lora_rank must be a positive integer or absent, got {self.q_lora_rank!r}")
+
+    @property
+    def qk_head_dim(self) -> int:
+        return self.qk_nope_head_dim + self.qk_rope_head_dim
+
+    @property
+    def latent(self) -> int:
+        """Elements per token and layer that the KV cache holds: the latent and the rotary key."""
+        return self.kv_lora_rank + self.qk_rope_head_dim
 
 SIZE_LIMITS: dict[str, tuple[int, str]] = {
     "hidden_size": (1_000_000, "the widest published models are under 30,000 wide"),
@@ -44,42 +86,110 @@ class ModelSpec:
     name: str
     """Display name, e.g. ``llama-2-7b``."""
     family: str
-    """Architecture family (``llama``, ``mistral``, ``mixtral``, ``qwen2``, ``gemma``, ``gpt2``,
-    ``gpt_neox``, ``bert``); it fixes the traits below when read from a config."""
+    """Architecture family (``llama``, ``qwen3``, ``deepseek_v3``, ``t5`` ...); it fixes the traits
+    below when read from a config. Rules read the traits, never the family."""
     hidden_size: int
     num_layers: int
+    """Transformer blocks, all stacks together (T5: encoder + decoder blocks)."""
     num_heads: int
     """Query heads."""
     num_kv_heads: int
     """Key/value heads (GQA when fewer than ``num_heads``; MHA when equal)."""
     head_dim: int
+    """Width of a head (MLA: of the rotary part, as transformers sets it)."""
     ffn_size: int
-    """Intermediate size of the MLP (of each expert for MoE)."""
+    """Intermediate size of the MLP (of each routed expert for MoE)."""
     vocab_size: int
     max_positions: int
     num_experts: int = 1
-    """Experts per MoE layer; 1 for a dense MLP."""
+    """Routed experts per MoE layer; 1 for a dense MLP."""
     experts_per_token: int = 1
-    """Top-k experts each token is routed to."""
+    """Top-k routed experts each token is sent to."""
+    shared_experts: int = 0
+    """DeepSeek's always-on experts: one gated MLP of ``shared_experts x ffn_size`` beside the routed ones."""
+    dense_layers: int = 0
+    """MoE models whose first layers keep a dense MLP (DeepSeek's ``first_k_dense_replace``)."""
+    dense_ffn_size: int = 0
+    """Width of those dense MLPs (``intermediate_size``); 0 when there are none."""
+    grouped_router: bool = False
+    """DeepSeek-V3's router: a float32 weight reading an fp32 copy of its input, sigmoid scores,
+    and top-k chosen among the best ``expert_groups_used`` of ``expert_groups`` expert groups."""
+    expert_groups: int = 1
+    expert_groups_used: int = 1
     tied_embeddings: bool = False
     gated_mlp: bool = True
     """SwiGLU/GeGLU-style gate and up projections (3 matrices) versus a plain 2-matrix MLP."""
+    fused_gate_up: bool = False
+    """Gate and up projections stored as one ``gate_up_proj`` matrix (Phi-3)."""
     activation: Activation = "silu"
     norm: Norm = "rmsnorm"
+    norm_placement: NormPlacement = "pre"
+    """``pre``: a norm before each block (Llama); ``post``: after each residual add (BERT; its
+    embeddings are normalised and there is no final norm); ``sandwich``: before and after each
+    block (Gemma 2/3: four norms per layer); ``reordered``: after each block, before its residual
+    add, none before (OLMo 2)."""
+    norm_scales_fp32: bool = False
+    """RMSNorm multiplies by its weight in fp32 and casts afterwards (Gemma's ``1 + w``, OLMo 2), so
+    it keeps the fp32 normalised input for the weight's gradient."""
+    norm_unit_offset: bool = False
+    """Gemma's RMSNorm scales by ``1 + w`` (its weight starts at zero), an fp32 vector it keeps."""
+    norm_rescales_input: bool = False
+    """T5's RMSNorm multiplies its 16-bit input (not an fp32 copy) by the fp32 rsqrt, so it keeps
+    that input as well."""
+    qk_norm: QkNorm = "none"
+    """RMSNorm on queries and keys after their projections: ``head`` over each head's width
+    (Qwen3, Gemma 3), ``full`` over all heads at once (OLMo 2)."""
+    parallel_residual: bool = False
+    """Attention and MLP both read the layer input and add to it (GPT-NeoX)."""
     qkv_bias: bool = False
     out_bias: bool = False
     mlp_bias: bool = False
     fused_qkv: bool = False
-    """One ``qkv`` matrix (GPT-2 ``c_attn``, GPT-NeoX ``query_key_value``) instead of three."""
+    """One ``qkv`` matrix (GPT-2 ``c_attn``, GPT-NeoX ``query_key_value``, Phi-3 ``qkv_proj``) instead of three."""
     learned_positions: bool = False
+    cache_in_training: bool = False
+    """transformers' GPT-2 builds its KV cache in training too (unless checkpointing turns
+    ``use_cache`` off), re-allocating keys and values by concatenation."""
+    rotary_by_concat: bool = False
+    """The rotary embedding turns a slice of each head and concatenates the rest back (Phi-3,
+    GPT-NeoX's partial rotary): the queries come out head-major, and so does FlashAttention's
+    output, which is then copied into the token-major layout the o projection reads."""
+    rotary_fp32: bool = False
+    """The rotary embedding's cos/sin tables stay in fp32 (OLMo 2)."""
+    rotary_local_base: bool = False
+    """Sliding-window layers rotate with their own RoPE base: two cos/sin tables (Gemma 3)."""
     token_types: int = 0
     """BERT's segment embeddings."""
+    embedding_scale: bool = False
+    """Embeddings multiplied by sqrt(hidden) (Gemma); with tied embeddings the LM head is unscaled."""
     causal: bool = True
     """Decoder (text generation) versus encoder (BERT)."""
     mlm_head: bool = False
     """BERT's masked-LM head: dense + LayerNorm transform and a decoder bias."""
+    attn_softcap: float | None = None
+    """Gemma 2: scores become ``cap · tanh(scores / cap)`` before the softmax."""
+    final_softcap: float | None = None
+    """Gemma 2: the logits become ``cap · tanh(logits / cap)``."""
+    sliding_window: int | None = None
+    """Keys a query of a sliding-window layer sees (itself included); None: every layer is global."""
+    sliding_window_pattern: int = 0
+    """With a window: every this-many-th layer attends globally and the others within the window
+    (Gemma 2: 2, Gemma 3: 6); 0: every layer uses the window (Phi-3)."""
+    mla: MLA | None = None
+    """DeepSeek's multi-head latent attention, in place of q/k/v projections."""
+    encoder_layers: int = 0
+    """Encoder-decoder models (T5): the first this-many blocks are the encoder's (bidirectional
+    self-attention), the other ``num_layers - encoder_layers`` the decoder's (causal self-attention,
+    then cross-attention over the encoder's output)."""
+    relative_attention_buckets: int = 0
+    """T5's relative position bias: a ``buckets x heads`` table in the first block of each stack."""
     dropout: float = 0.0
     """Hidden/residual dropout probability used in training."""
+    inner_dropout: bool = False
+    """T5 also drops out the MLP's activation and each stack's normalised output."""
+    loss_upcast: bool = True
+    """The loss upcasts the logits to fp32 (transformers' causal-LM loss); BERT's masked-LM loss and
+    T5's cross-entropy run in the compute dtype."""
     attention_dropout: float = 0.0
     softmax_fp32: bool = True
     """Eager attention upcasts its softmax to fp32 (Llama-style implementations do; GPT-2's and
@@ -112,37 +222,109 @@ class ModelSpec:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
                 raise ValueError(f"model {self.name}: {name} must be a probability in [0, 1), got {shown(value)}")
+        if self.expert_groups <= 0 or self.num_experts % self.expert_groups or not (
+                0 < self.expert_groups_used <= self.expert_groups):
+            raise ValueError(f"model {self.name}: expert_groups must divide num_experts and expert_groups_used "
+                             "be between 1 and expert_groups")
+        for name in ("shared_experts", "dense_layers", "dense_ffn_size", "encoder_layers",
+                     "relative_attention_buckets", "sliding_window_pattern", "token_types"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 0:
+                raise ValueError(f"model {self.name}: {name} must be a non-negative integer, got {value!r}")
+        if (self.shared_experts or self.dense_layers) and not self.is_moe:
+            raise ValueError(f"model {self.name}: shared experts and dense layers need routed experts")
+        if self.dense_layers >= self.num_layers:
+            raise ValueError(f"model {self.name}: dense_layers ({self.dense_layers}) must leave some MoE layers")
+        if self.dense_layers and not self.dense_ffn_size:
+            raise ValueError(f"model {self.name}: dense_layers need dense_ffn_size")
+        if self.encoder_layers >= self.num_layers:
+            raise ValueError(f"model {self.name}: encoder_layers must leave some decoder layers")
+        window = self.sliding_window
+        if window is not None and (not isinstance(window, int) or window <= 0):
+            raise ValueError(f"model {self.name}: sliding_window must be a positive integer, got {window!r}")
+
         params = count_params(self).total
         if params > MAX_PARAMS:
             raise ValueError(f"model {self.name}: {params:.3g} parameters are above {MAX_PARAMS:.0e}, the most "
                              "costplan plans (the largest published models have about 2 trillion)")
 
     @property
+    def qk_head_dim(self) -> int:
+        """Width of a query (and key) head: MLA's no-rope and rope parts together."""
+        return self.mla.qk_head_dim if self.mla else self.head_dim
+
+    @property
+    def v_head_dim(self) -> int:
+        return self.mla.v_head_dim if self.mla else self.head_dim
+
+    @property
     def q_size(self) -> int:
-        return self.num_heads * self.head_dim
+        return self.num_heads * self.qk_head_dim
 
     @property
     def kv_size(self) -> int:
-        return self.num_kv_heads * self.head_dim
+        """Width of the keys (and of the values) the attention's heads read, before any GQA repeat."""
+        return self.num_kv_heads * self.head_dim if self.mla is None else self.num_heads * self.qk_head_dim
+
+    @property
+    def attention_out_size(self) -> int:
+        """Width of the attention output that the ``o`` projection reads."""
+        return self.num_heads * self.v_head_dim
 
     @property
     def is_moe(self) -> bool:
         return self.num_experts > 1
 
+    @property
+    def is_encoder_decoder(self) -> bool:
+        return self.encoder_layers > 0
+
+    @property
+    def decoder_layers(self) -> int:
+        """Blocks that run at generation time and hold a KV cache."""
+        return self.num_layers - self.encoder_layers
+
+    @property
+    def kv_cache_width(self) -> int:
+        """Elements per token and layer the KV cache holds (keys and values; MLA's latent)."""
+        return self.mla.latent if self.mla else 2 * self.num_kv_heads * self.head_dim
+
+    @property
+    def rotary(self) -> bool:
+        """Positions enter through rotary embeddings (not learned positions or T5's relative bias)."""
+        return not self.learned_positions and not self.relative_attention_buckets
+
+    @property
+    def post_norm(self) -> bool:
+        return self.norm_placement == "post"
+
+    @property
+    def norms_per_layer(self) -> int:
+        """Hidden-width norms of one decoder-only layer (T5's blocks are counted by ``layer_kinds``)."""
+        return 4 if self.norm_placement == "sandwich" else 2
+
 
 @dataclass(frozen=True, slots=True)
 class Linear:
-    """One weight matrix of a layer (``copies`` of it for MoE experts)."""
+    """One weight matrix of a layer (``copies`` of it for routed experts)."""
 
     role: str
-    """``q``, ``k``, ``v``, ``qkv`` (fused), ``o``, ``gate``, ``up``, ``down``, ``router``."""
+    """Unique within a layer: ``q``, ``k``, ``v``, ``qkv`` (fused), ``o``; MLA's ``q_a``, ``q_b``,
+    ``kv_a``, ``kv_b``; T5's ``cross_q`` ... ``cross_o``; ``gate``, ``up``, ``gate_up`` (fused),
+    ``down``; ``router``; routed experts ``expert_gate``, ``expert_up``, ``expert_down``; shared
+    experts ``shared_gate``, ``shared_up``, ``shared_down``."""
     in_features: int
     out_features: int
     bias: bool
     copies: int = 1
-    """How many such matrices the layer holds (experts)."""
+    """How many such matrices the layer holds (routed experts)."""
     active: int = 1
     """How many of the copies each token passes through (top-k)."""
+    targets: tuple[str, ...] = ()
+    """LoRA target names that put an adapter on it (``--lora-targets``); its role when empty. A
+    fused ``qkv`` takes one when any of q, k, v is asked, as peft adapts the fused module."""
+    fp32: bool = False
+    """Stored in float32 whatever the compute dtype (DeepSeek-V3's router)."""
 
     @property
     def params(self) -> int:
@@ -152,31 +334,164 @@ class Linear:
     def weight_elements(self) -> int:
         return self.in_features * self.out_features
 
+    @property
+    def target_names(self) -> tuple[str, ...]:
+        return self.targets or (self.role,)
 
-def layer_linears(model: ModelSpec) -> tuple[Linear, ...]:
-    """The weight matrices of one transformer layer, in forward order."""
-    h = model.hidden_size
-    if model.fused_qkv:
-        attention = [Linear("qkv", h, model.q_size + 2 * model.kv_size, model.qkv_bias)]
-    else:
-        attention = [
-            Linear("q", h, model.q_size, model.qkv_bias),
-            Linear("k", h, model.kv_size, model.qkv_bias),
-            Linear("v", h, model.kv_size, model.qkv_bias),
-        ]
-    attention.append(Linear("o", model.q_size, h, model.out_bias))
-    e, k = model.num_experts, model.experts_per_token
-    mlp = [Linear("router", h, e, False)] if model.is_moe else []
-    if model.gated_mlp:
-        mlp.append(Linear("gate", h, model.ffn_size, model.mlp_bias, e, k))
-    mlp.append(Linear("up", h, model.ffn_size, model.mlp_bias, e, k))
-    mlp.append(Linear("down", model.ffn_size, h, model.mlp_bias, e, k))
-    return tuple(attention + mlp)
+
+@dataclass(frozen=True, slots=True)
+class LayerKind:
+    """Layers that are alike: the same matrices and the same attention span."""
+
+    name: str
+    """For display: ``layer``, ``dense``, ``moe``, ``sliding``, ``global``, ``encoder``, ``decoder``."""
+    count: int
+    linears: tuple[Linear, ...]
+    """In forward order."""
+    norms: tuple[int, ...]
+    """Lengths of the layer's norm vectors (weights, and biases for LayerNorm): hidden-width norms,
+    q/k norms, MLA's latent norms."""
+    window: int | None = None
+    """Keys a query sees in its self-attention (sliding window); None: all earlier positions."""
+    causal: bool = True
+    cross_attention: bool = False
+    """A decoder block of an encoder-decoder model: attends over the encoder's output too."""
+
+    @property
+    def moe(self) -> bool:
+        return any(lin.copies > 1 for lin in self.linears)
+
+    @property
+    def norm_params(self) -> int:
+        return sum(self.norms)
+
+    @property
+    def linear_params(self) -> int:
+        return sum(lin.params for lin in self.linears)
+
+    @property
+    def params(self) -> int:
+        return self.linear_params + self.norm_params
+
+    def linear(self, role: str) -> Linear | None:
+        return next((lin for lin in self.linears if lin.role == role), None)
 
 
 def norm_params(model: ModelSpec) -> int:
-    """Parameters of one normalisation layer (weight, plus bias for LayerNorm)."""
+    """Parameters of one hidden-width normalisation layer (weight, plus bias for LayerNorm)."""
     return model.hidden_size * (2 if model.norm == "layernorm" else 1)
+
+
+def _attention(model: ModelSpec) -> list[Linear]:
+    h = model.hidden_size
+    mla = model.mla
+    if mla is not None:
+        q = ([Linear("q", h, model.q_size, False)] if mla.q_lora_rank is None else
+             [Linear("q_a", h, mla.q_lora_rank, model.qkv_bias),
+              Linear("q_b", mla.q_lora_rank, model.q_size, False, targets=("q_b", "q"))])
+        return [*q,
+                Linear("kv_a", h, mla.latent, model.qkv_bias),
+                Linear("kv_b", mla.kv_lora_rank, model.num_heads * (mla.qk_nope_head_dim + mla.v_head_dim), False,
+                       targets=("kv_b", "k", "v")),
+                Linear("o", model.attention_out_size, h, model.out_bias)]
+    if model.fused_qkv:
+        qkv = [Linear("qkv", h, model.q_size + 2 * model.kv_size, model.qkv_bias, targets=("qkv", "q", "k", "v"))]
+    else:
+        qkv = [Linear("q", h, model.q_size, model.qkv_bias), Linear("k", h, model.kv_size, model.qkv_bias),
+               Linear("v", h, model.kv_size, model.qkv_bias)]
+    return [*qkv, Linear("o", model.q_size, h, model.out_bias)]
+
+
+def _cross_attention(model: ModelSpec) -> list[Linear]:
+    h = model.hidden_size
+    return [Linear(f"cross_{role}", i, o, False, targets=(role,))
+            for role, i, o in (("q", h, model.q_size), ("k", h, model.kv_size), ("v", h, model.kv_size),
+                               ("o", model.q_size, h))]
+
+
+def _mlp(model: ModelSpec, width: int, prefix: str = "", copies: int = 1, active: int = 1) -> list[Linear]:
+    """A gated (gate, up, down), fused (gate_up, down) or plain (up, down) MLP; ``prefix`` names
+    routed (``expert_``) or shared (``shared_``) experts, which LoRA targets as gate/up/down."""
+    h, bias = model.hidden_size, model.mlp_bias
+
+    def lin(role: str, i: int, o: int) -> Linear:
+        return Linear(prefix + role, i, o, bias, copies, active, targets=(role,) if prefix else ())
+
+    if model.fused_gate_up:
+        first = [Linear(prefix + "gate_up", h, 2 * width, bias, copies, active, targets=("gate_up", "gate", "up"))]
+    elif model.gated_mlp:
+        first = [lin("gate", h, width), lin("up", h, width)]
+    else:
+        first = [lin("up", h, width)]
+    return [*first, lin("down", width, h)]
+
+
+def _hidden_norms(model: ModelSpec, count: int) -> tuple[int, ...]:
+    return (model.hidden_size,) * count * (2 if model.norm == "layernorm" else 1)
+
+
+def _layer_norms(model: ModelSpec) -> tuple[int, ...]:
+    """Norm vectors of one decoder-only layer: hidden-width norms, q/k norms, MLA's latent norms."""
+    norms = _hidden_norms(model, model.norms_per_layer)
+    if model.qk_norm == "head":
+        norms += (model.head_dim, model.head_dim)
+    elif model.qk_norm == "full":
+        norms += (model.q_size, model.kv_size)
+    if model.mla is not None:
+        norms += (model.mla.q_lora_rank,) if model.mla.q_lora_rank else ()
+        norms += (model.mla.kv_lora_rank,)
+    return norms
+
+
+@cache
+def layer_kinds(model: ModelSpec) -> tuple[LayerKind, ...]:
+    """The distinct kinds of layer with their counts; the first is the kind of layer 0."""
+    return tuple(dict.fromkeys(layer_sequence(model)))
+
+
+@cache
+def layer_sequence(model: ModelSpec) -> tuple[LayerKind, ...]:
+    """Every layer's kind, in the order the layers run (T5: encoder blocks, then decoder blocks)."""
+    attention = _attention(model)
+    norms = _layer_norms(model)
+    if model.is_encoder_decoder:
+        n_enc, n_dec = model.encoder_layers, model.decoder_layers
+        mlp = _mlp(model, model.ffn_size)
+        encoder = LayerKind("encoder", n_enc, tuple(attention + mlp), _hidden_norms(model, 2), causal=False)
+        decoder = LayerKind("decoder", n_dec, tuple(attention + _cross_attention(model) + mlp),
+                            _hidden_norms(model, 3), cross_attention=True)
+        return (encoder,) * n_enc + (decoder,) * n_dec
+    if model.is_moe:
+        e, k, h = model.num_experts, model.experts_per_token, model.hidden_size
+        routed = [Linear("router", h, e, False, fp32=model.grouped_router),
+                  *_mlp(model, model.ffn_size, "expert_", e, k)]
+        if model.shared_experts:
+            routed += _mlp(model, model.shared_experts * model.ffn_size, "shared_")
+        moe = LayerKind("moe" if model.dense_layers else "layer", model.num_layers - model.dense_layers,
+                        tuple(attention + routed), norms)
+        if not model.dense_layers:
+            return (moe,) * model.num_layers
+        dense = LayerKind("dense", model.dense_layers, tuple(attention + _mlp(model, model.dense_ffn_size)), norms)
+        return (dense,) * model.dense_layers + (moe,) * moe.count
+    linears = tuple(attention + _mlp(model, model.ffn_size))
+    causal = model.causal
+    if model.sliding_window is None:
+        return (LayerKind("layer", model.num_layers, linears, norms, causal=causal),) * model.num_layers
+    every = model.sliding_window_pattern
+    pattern = [bool(every) and (i + 1) % every == 0 for i in range(model.num_layers)]  # True: global
+    n_global = sum(pattern)
+    sliding = LayerKind("sliding", model.num_layers - n_global, linears, norms, window=model.sliding_window,
+                        causal=causal)
+    if not n_global:
+        return (sliding,) * model.num_layers
+    full = LayerKind("global", n_global, linears, norms, causal=causal)
+    return tuple(full if is_global else sliding for is_global in pattern)
+
+
+def layer_linears(model: ModelSpec) -> tuple[Linear, ...]:
+    """Every distinct weight matrix of the layers (each kind's, in forward order; a role shared by
+    two kinds with the same shape is listed once)."""
+    return tuple(dict.fromkeys(lin for kind in layer_kinds(model) for lin in kind.linears))
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,17 +499,26 @@ class ParamCounts:
     """The parameter inventory by part; ``total`` equals the real module's count."""
 
     embeddings: int
-    """Token (and position, segment) embeddings, with BERT's embedding LayerNorm."""
+    """Token (and position, segment) embeddings, with BERT's embedding LayerNorm and T5's
+    relative position tables."""
     layer_linear: int
     """All layers' weight matrices and their biases."""
     layer_norms: int
     final_norm: int
     head: int
     """Untied LM head, or BERT's MLM transform and decoder bias; 0 when tied."""
+    inactive_experts: int = 0
+    """Routed experts' parameters a token does not pass through (``experts - top-k`` per layer)."""
 
     @property
     def total(self) -> int:
         return self.embeddings + self.layer_linear + self.layer_norms + self.final_norm + self.head
+
+    @property
+    def active(self) -> int:
+        """Parameters each token passes through (embeddings and head included, as Mixtral's 12.9B
+        and DeepSeek-V3's 37B count them); equal to ``total`` for dense models."""
+        return self.total - self.inactive_experts
 
     @property
     def token_embedding(self) -> int:
@@ -207,42 +531,68 @@ def count_params(model: ModelSpec) -> ParamCounts:
     if model.learned_positions:
         embeddings += model.max_positions * h
     embeddings += model.token_types * h
-    if model.mlm_head:  # BERT is post-norm: its LayerNorm sits on the embeddings
+    if model.post_norm:  # BERT's LayerNorm sits on the embeddings
         embeddings += norm_params(model)
+    stacks = 2 if model.is_encoder_decoder else 1
+    embeddings += stacks * model.relative_attention_buckets * model.num_heads
     head = 0 if model.tied_embeddings else v * h
     if model.mlm_head:
         head += h * h + h + norm_params(model) + v
+    kinds = layer_kinds(model)
+    inactive = sum(kind.count * sum((lin.copies - lin.active) * lin.params // lin.copies for lin in kind.linears)
+                   for kind in kinds)
     return ParamCounts(
         embeddings=embeddings,
-        layer_linear=model.num_layers * sum(lin.params for lin in layer_linears(model)),
-        layer_norms=model.num_layers * 2 * norm_params(model),
-        final_norm=0 if model.mlm_head else norm_params(model),
+        layer_linear=sum(kind.count * kind.linear_params for kind in kinds),
+        layer_norms=sum(kind.count * kind.norm_params for kind in kinds),
+        final_norm=0 if model.post_norm else stacks * norm_params(model),
         head=head,
+        inactive_experts=inactive,
     )
 
 
 # --- presets -------------------------------------------------------------------------------
 
+_LLAMA_LIKE: dict[str, object] = {}
+_GEMMA2: dict[str, object] = {
+    "activation": "gelu_tanh", "tied_embeddings": True, "embedding_scale": True, "norm_placement": "sandwich",
+    "norm_scales_fp32": True, "norm_unit_offset": True, "attn_softcap": 50.0, "final_softcap": 30.0,
+    "sliding_window": 4096, "sliding_window_pattern": 2,
+}
 _FAMILY_TRAITS: dict[str, dict[str, object]] = {
-    "llama": {},
-    "mistral": {},
-    "mixtral": {},
+    "llama": _LLAMA_LIKE,
+    "mistral": _LLAMA_LIKE,
+    "mixtral": _LLAMA_LIKE,
     "qwen2": {"qkv_bias": True},
-    "gemma": {"activation": "gelu_tanh", "tied_embeddings": True},
+    "qwen3": {"qk_norm": "head"},
+    "qwen3_moe": {"qk_norm": "head"},
+    "phi3": {"fused_qkv": True, "fused_gate_up": True, "rotary_by_concat": True},
+    "olmo2": {"norm_placement": "reordered", "norm_scales_fp32": True, "qk_norm": "full", "rotary_fp32": True},
+    "gemma": {"activation": "gelu_tanh", "tied_embeddings": True, "embedding_scale": True, "norm_scales_fp32": True,
+              "norm_unit_offset": True},
+    "gemma2": _GEMMA2,
+    "gemma3": {**_GEMMA2, "attn_softcap": None, "final_softcap": None, "qk_norm": "head", "sliding_window": 4096,
+               "sliding_window_pattern": 6, "rotary_local_base": True},
+    "deepseek_v3": {"grouped_router": True},
     "gpt2": {
         "gated_mlp": False, "activation": "gelu_new", "norm": "layernorm", "qkv_bias": True,
-        "out_bias": True, "mlp_bias": True, "fused_qkv": True, "learned_positions": True,
+        "out_bias": True, "mlp_bias": True, "fused_qkv": True, "learned_positions": True, "cache_in_training": True,
         "tied_embeddings": True, "dropout": 0.1, "attention_dropout": 0.1, "softmax_fp32": False,
     },
     "gpt_neox": {
         "gated_mlp": False, "activation": "gelu", "norm": "layernorm", "qkv_bias": True,
-        "out_bias": True, "mlp_bias": True, "fused_qkv": True,
+        "out_bias": True, "mlp_bias": True, "fused_qkv": True, "parallel_residual": True, "rotary_by_concat": True,
     },
     "bert": {
         "gated_mlp": False, "activation": "gelu", "norm": "layernorm", "qkv_bias": True,
         "out_bias": True, "mlp_bias": True, "learned_positions": True, "token_types": 2,
         "causal": False, "mlm_head": True, "tied_embeddings": True, "dropout": 0.1,
-        "attention_dropout": 0.1, "softmax_fp32": False,
+        "attention_dropout": 0.1, "softmax_fp32": False, "norm_placement": "post", "loss_upcast": False,
+    },
+    "t5": {
+        "gated_mlp": False, "activation": "relu", "tied_embeddings": True, "relative_attention_buckets": 32,
+        "norm_rescales_input": True, "inner_dropout": True, "loss_upcast": False,
+        "dropout": 0.1, "attention_dropout": 0.1, "softmax_fp32": False,
     },
 }
 
@@ -263,6 +613,30 @@ def preset_names() -> list[str]:
     return keys("models")
 
 
+_MLA_FIELDS = ("q_lora_rank", "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim")
+
+
+def _extra(text: str, model: str) -> dict[str, object]:
+    """The ``extra`` column of ``tables/models.csv``: ``field=value`` pairs, ``;``-separated, for
+    the traits only some models have (sliding windows, shared experts, MLA ranks, T5's encoder)."""
+    values: dict[str, object] = {}
+    mla: dict[str, int | None] = {}
+    for item in filter(None, (part.strip() for part in text.split(";"))):
+        key, _, raw = item.partition("=")
+        key, raw = key.strip(), raw.strip()
+        if key in _MLA_FIELDS:
+            mla[key] = None if raw == "none" else int(raw)
+        elif key in ("attn_softcap", "final_softcap"):
+            values[key] = None if raw == "none" else float(raw)
+        elif key in ModelSpec.__dataclass_fields__:
+            values[key] = int(raw) if raw.lstrip("-").isdigit() else {"true": True, "false": False}.get(raw, raw)
+        else:
+            raise CostplanError(f"tables/models.csv: {model} has an unknown extra field {key!r}.")
+    if mla:
+        values["mla"] = MLA(**mla)  # type: ignore[arg-type]
+    return values
+
+
 def preset(name: str) -> ModelSpec:
     """A model from ``tables/models.csv`` by key or alias (``7b`` is Llama-2-7B)."""
     row = row_by_name("models", name, "model")
@@ -270,6 +644,7 @@ def preset(name: str) -> ModelSpec:
     overrides: dict[str, object] = {}
     if row.get("tied_embeddings"):
         overrides["tied_embeddings"] = row["tied_embeddings"].lower() == "true"
+    overrides.update(_extra(row.get("extra", ""), row["key"]))
     published = int(row["params_published"]) if row.get("params_published") else None
     return _spec(row["key"], row["family"], numbers, params_published=published, **overrides)
 
@@ -277,8 +652,28 @@ def preset(name: str) -> ModelSpec:
 # --- Hugging Face config.json ----------------------------------------------------------------
 
 _MODEL_TYPE_FAMILY = {
-    "llama": "llama", "mistral": "mistral", "mixtral": "mixtral", "qwen2": "qwen2",
-    "gemma": "gemma", "gpt2": "gpt2", "gpt_neox": "gpt_neox", "bert": "bert",
+    "llama": "llama", "mistral": "mistral", "mixtral": "mixtral", "qwen2": "qwen2", "qwen3": "qwen3",
+    "qwen3_moe": "qwen3_moe", "phi3": "phi3", "olmo2": "olmo2", "gemma": "gemma", "gemma2": "gemma2",
+    "gemma3_text": "gemma3", "gemma3": "gemma3", "deepseek_v3": "deepseek_v3", "gpt2": "gpt2",
+    "gpt_neox": "gpt_neox", "bert": "bert", "t5": "t5",
+}
+
+# Defaults of the transformers 5.24 configuration classes for fields the Hub's config.json files
+# often leave out (Gemma 3's nested text_config lists only what differs from them).
+_CONFIG_DEFAULTS: dict[str, dict[str, object]] = {
+    "gemma2": {"head_dim": 256, "vocab_size": 256000, "max_position_embeddings": 8192, "sliding_window": 4096,
+               "attn_logit_softcapping": 50.0, "final_logit_softcapping": 30.0, "tie_word_embeddings": True},
+    "gemma3_text": {"vocab_size": 262208, "hidden_size": 2304, "intermediate_size": 9216, "num_hidden_layers": 26,
+                    "num_attention_heads": 8, "num_key_value_heads": 4, "head_dim": 256,
+                    "max_position_embeddings": 131072, "sliding_window": 4096, "tie_word_embeddings": True,
+                    "attn_logit_softcapping": None, "final_logit_softcapping": None},
+    "qwen3": {"head_dim": 128},
+    "phi3": {"sliding_window": None},
+    "deepseek_v3": {"n_shared_experts": 1, "first_k_dense_replace": 3, "q_lora_rank": 1536, "kv_lora_rank": 512,
+                    "qk_rope_head_dim": 64, "qk_nope_head_dim": 128, "v_head_dim": 128,
+                    "moe_intermediate_size": 2048, "num_experts_per_tok": 8, "n_group": 8, "topk_group": 4},
+    "qwen3_moe": {"decoder_sparse_step": 1, "moe_intermediate_size": 768, "num_experts_per_tok": 8,
+                  "num_experts": 128},
 }
 
 
@@ -303,6 +698,12 @@ def from_hf_config(path: str | Path, name: str | None = None) -> ModelSpec:
         )
     name = name or path.parent.name or model_type
     try:
+        if model_type == "gemma3":  # the multimodal checkpoint: its text model only
+            text = config.get("text_config") or {}
+            if not isinstance(text, dict):
+                raise ValueError("text_config must be an object")
+            config, model_type = {**text, "model_type": "gemma3_text"}, "gemma3_text"
+        config = {**_CONFIG_DEFAULTS.get(model_type, {}), **config}
         numbers, overrides = _read_config(model_type, config)
         if not config.get("head_dim") and numbers["hidden_size"] % numbers["num_heads"]:
             raise ValueError(f"the hidden size ({numbers['hidden_size']}) must be a multiple of the "
@@ -345,9 +746,12 @@ def _int(config: dict, key: str, default: int | None = None) -> int:
     return int(value)
 
 
-def _float(config: dict, key: str, default: float) -> float:
-    """A finite real field of a config.json (dropout probabilities)."""
+def _float(config: dict, key: str, default: float | None = None) -> float | None:
+    """A finite real field of a config.json (dropout probabilities, softcaps); None when absent
+    without a default."""
     value = config.get(key, default)
+    if value is None:
+        return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ValueError(f"{key} must be a number, got {shown(value)}")
     return float(value)
@@ -355,6 +759,31 @@ def _float(config: dict, key: str, default: float) -> float:
 
 def _big(value: float) -> str:
     return f"{int(value):,}" if value < 1e15 else f"{float(value):.3g}"
+
+
+def _sliding_pattern(config: dict, layers: int, model_type: str) -> tuple[int | None, int]:
+    """(window, pattern) from ``sliding_window`` with ``layer_types`` or the family's rule."""
+    window = config.get("sliding_window")
+    if model_type in ("qwen2", "qwen3", "mistral", "mixtral") or window is None:
+        if model_type in ("qwen2", "qwen3") and config.get("use_sliding_window"):
+            raise ValueError("use_sliding_window (sliding attention above max_window_layers) is not modelled")
+        return None, 0
+    window = _int(config, "sliding_window")
+    types = config.get("layer_types")
+    if types is None:
+        pattern = {"gemma2": 2, "gemma3_text": _int(config, "sliding_window_pattern", 6)}.get(model_type, 0)
+        return window, pattern
+    if not isinstance(types, list) or len(types) != layers:
+        raise ValueError(f"layer_types must list one type per layer ({layers})")
+    sliding = [kind == "sliding_attention" for kind in types]
+    if all(sliding):
+        return window, 0
+    if not any(sliding):
+        return None, 0
+    pattern = sliding.index(False) + 1
+    if sliding != [(i + 1) % pattern != 0 for i in range(layers)]:
+        raise ValueError("layer_types: only a repeating pattern of sliding layers then one global layer is modelled")
+    return window, pattern
 
 
 def _read_config(model_type: str, config: dict) -> tuple[dict[str, int], dict[str, object]]:
@@ -366,6 +795,8 @@ def _read_config(model_type: str, config: dict) -> tuple[dict[str, int], dict[st
         kv_heads, head_dim = heads, hidden // heads
         overrides["dropout"] = _float(config, "resid_pdrop", 0.1)
         overrides["attention_dropout"] = _float(config, "attn_pdrop", 0.1)
+    elif model_type == "t5":
+        return _read_t5(config)
     else:
         hidden = _int(config, "hidden_size")
         layers = _int(config, "num_hidden_layers")
@@ -380,20 +811,91 @@ def _read_config(model_type: str, config: dict) -> tuple[dict[str, int], dict[st
         overrides["attention_dropout"] = _float(config, "attention_probs_dropout_prob", 0.1)
     if "tie_word_embeddings" in config and model_type != "bert":
         overrides["tied_embeddings"] = bool(config["tie_word_embeddings"])
-    if model_type in ("llama", "mistral", "mixtral", "qwen2", "gemma"):
+    llama_like = ("llama", "mistral", "mixtral", "qwen2", "qwen3", "qwen3_moe", "olmo2", "gemma", "gemma2",
+                  "gemma3_text", "deepseek_v3")
+    if model_type in llama_like:
         overrides["qkv_bias"] = bool(config.get("attention_bias", model_type == "qwen2"))
         overrides["out_bias"] = bool(config.get("attention_bias", False)) and model_type != "qwen2"
         overrides["mlp_bias"] = bool(config.get("mlp_bias", False))
         act = config.get("hidden_act") or config.get("hidden_activation") or "silu"
         overrides["activation"] = {"silu": "silu", "swish": "silu", "gelu": "gelu"}.get(act, "gelu_tanh")
+    if model_type in ("gemma", "gemma2", "gemma3_text"):
+        act = config.get("hidden_activation") or config.get("hidden_act") or "gelu_pytorch_tanh"
+        overrides["activation"] = "gelu" if act == "gelu" else "gelu_tanh"
+    if model_type in ("gemma2", "gemma3_text"):
+        overrides["attn_softcap"] = _float(config, "attn_logit_softcapping")
+        overrides["final_softcap"] = _float(config, "final_logit_softcapping")
+    if model_type in ("gemma2", "gemma3_text", "phi3"):
+        window, pattern = _sliding_pattern(config, layers, model_type)
+        overrides["sliding_window"], overrides["sliding_window_pattern"] = window, pattern
+    else:
+        _sliding_pattern(config, layers, model_type)
+    if model_type == "phi3":
+        overrides["dropout"] = _float(config, "resid_pdrop", 0.0)
+        overrides["attention_dropout"] = _float(config, "attention_dropout", 0.0)
+        if config.get("partial_rotary_factor", 1.0) != 1.0:
+            raise ValueError("partial_rotary_factor (Phi-4-mini) is not modelled")
     if model_type == "gpt_neox":
         overrides["tied_embeddings"] = bool(config.get("tie_word_embeddings", False))
+    # num_local_experts is read for Mixtral only, as transformers does (other families ignore it).
+    experts, top_k = (_int(config, "num_local_experts", 1) if model_type == "mixtral" else 1), 1
+    if model_type == "mixtral":
+        top_k = _int(config, "num_experts_per_tok", 1)
+    elif model_type == "qwen3_moe":
+        # The Hub's files say num_experts; transformers 5 writes its alias num_local_experts.
+        experts = _int(config, "num_local_experts" if "num_local_experts" in config else "num_experts")
+        top_k = _int(config, "num_experts_per_tok")
+        if _int(config, "decoder_sparse_step", 1) != 1 or config.get("mlp_only_layers"):
+            raise ValueError("decoder_sparse_step and mlp_only_layers (dense layers among MoE ones) are not modelled")
+        ffn = _int(config, "moe_intermediate_size")
+    elif model_type == "deepseek_v3":
+        experts = _int(config, "num_local_experts" if "num_local_experts" in config else "n_routed_experts")
+        top_k = _int(config, "num_experts_per_tok")
+        overrides["shared_experts"] = _int(config, "n_shared_experts")
+        overrides["expert_groups"] = _int(config, "n_group", 1)
+        overrides["expert_groups_used"] = _int(config, "topk_group", 1)
+        overrides["dense_layers"] = _int(config, "first_k_dense_replace")
+        overrides["dense_ffn_size"] = ffn if overrides["dense_layers"] else 0
+        ffn = _int(config, "moe_intermediate_size")
+        q_rank = config.get("q_lora_rank")
+        overrides["mla"] = MLA(q_lora_rank=None if q_rank is None else _int(config, "q_lora_rank"),
+                               kv_lora_rank=_int(config, "kv_lora_rank"),
+                               qk_nope_head_dim=_int(config, "qk_nope_head_dim"),
+                               qk_rope_head_dim=_int(config, "qk_rope_head_dim"),
+                               v_head_dim=_int(config, "v_head_dim"))
+        head_dim, kv_heads = _int(config, "qk_rope_head_dim"), heads  # transformers' head_dim: the rotary part
     numbers = {
         "hidden_size": hidden, "num_layers": layers, "num_heads": heads, "num_kv_heads": kv_heads,
         "head_dim": head_dim, "ffn_size": int(ffn), "vocab_size": _int(config, "vocab_size"),
-        "max_positions": positions,
-        "num_experts": _int(config, "num_local_experts", 1) if model_type == "mixtral" else 1,
-        "experts_per_token": _int(config, "num_experts_per_tok", 1) if model_type == "mixtral" else 1,
+        "max_positions": positions, "num_experts": experts, "experts_per_token": top_k,
+    }
+    return numbers, overrides
+
+
+def _read_t5(config: dict) -> tuple[dict[str, int], dict[str, object]]:
+    """T5ForConditionalGeneration: ``num_layers`` encoder and ``num_decoder_layers`` decoder blocks."""
+    hidden, heads = _int(config, "d_model"), _int(config, "num_heads")
+    encoder = _int(config, "num_layers")
+    decoder = _int(config, "num_decoder_layers", encoder)
+    projection = str(config.get("feed_forward_proj", "relu"))
+    gated = projection.startswith("gated-")
+    activation = projection.removeprefix("gated-")
+    acts = {"relu": "relu", "gelu": "gelu_new", "gelu_new": "gelu_new", "silu": "silu"}
+    if activation not in acts:
+        raise ValueError(f"feed_forward_proj {projection!r} is not modelled")
+    dropout = _float(config, "dropout_rate", 0.1)
+    numbers = {
+        "hidden_size": hidden, "num_layers": encoder + decoder, "num_heads": heads, "num_kv_heads": heads,
+        "head_dim": _int(config, "d_kv"), "ffn_size": _int(config, "d_ff"), "vocab_size": _int(config, "vocab_size"),
+        "max_positions": _int(config, "n_positions", 512), "num_experts": 1, "experts_per_token": 1,
+    }
+    overrides: dict[str, object] = {
+        "encoder_layers": encoder, "gated_mlp": gated, "activation": acts[activation],
+        "relative_attention_buckets": _int(config, "relative_attention_num_buckets", 32),
+        # transformers (5.x) ties T5's LM head to the shared embeddings whatever the config says;
+        # tie_word_embeddings=false (T5 v1.1) only turns off the decoder output's d_model**-0.5 scale.
+        "tied_embeddings": True,
+        "dropout": dropout, "attention_dropout": dropout,
     }
     return numbers, overrides
 

@@ -221,6 +221,10 @@ def search(
         if not method.training:
             raise CostplanError("plan searches training configurations; use estimate for inference.")
         seq = seq_len or min(2048, spec.max_positions - method.virtual_tokens)
+        source = None
+        if spec.is_encoder_decoder:  # seq_len is the target; the source is T5's usual 512 tokens
+            seq, source = seq_len or 128, 512
+            batch_notes.add(f"{method.key}: encoder-decoder, {source} source and {seq} target tokens per example")
         if seq + method.virtual_tokens > spec.max_positions:
             raise CostplanError(f"{seq + method.virtual_tokens} positions exceed {spec.name}'s context of "
                                 f"{spec.max_positions} tokens.")
@@ -240,7 +244,8 @@ def search(
             grid = None
             for ckpt in (False, True) if grad_ckpt is None else (grad_ckpt,):
                 if grid is None:  # the layouts and the GPUs' columns are the same with and without checkpointing
-                    work = Workload(seq_len=seq, micro_batch=1, precision=precision, grad_ckpt=ckpt)  # type: ignore
+                    work = Workload(seq_len=seq, micro_batch=1, precision=precision, grad_ckpt=ckpt,  # type: ignore
+                                    source_len=source)
                     grid = _grid(spec, method, stack, work, profile, usable, batch, max_gpus, provider, spot,
                                  price, owned, pue)
                     if grid is None:

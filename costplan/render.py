@@ -50,6 +50,7 @@ def summary_table(est: Estimate, alternative: Estimate | None = None) -> Table:
     fit = _fit_text(est)
     rows: list[tuple[str, Any]] = [
         ("parameters", f"{fmt_count(est.params_total)} total"
+         + (f" ({fmt_count(est.params_active)} active)" if est.params_active != est.params_total else "")
          + (f", {fmt_count(est.params_trainable)} trainable "
             f"({100 * est.params_trainable / est.params_total:.3g}%)" if est.method.training else "")),
         ("FLOPs per token", fmt_flops(est.flops.per_token)

@@ -24,6 +24,7 @@ def estimate_dict(est: Estimate) -> dict[str, Any]:
         "framework": est.framework.key,
         "precision": est.workload.precision,
         "params_total": est.params_total,
+        "params_active": est.params_active,
         "params_trainable": est.params_trainable,
         "tokens": est.tokens,
         "epochs": est.epochs,

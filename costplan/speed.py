@@ -31,9 +31,9 @@ from typing import Any
 
 from costplan import xp
 from costplan.flops import FlopsBreakdown
-from costplan.gradflow import model_flow
+from costplan.gradflow import model_flows
 from costplan.methods import Method
-from costplan.model import ModelSpec, layer_linears
+from costplan.model import ModelSpec, layer_kinds
 from costplan.terms import Part
 from costplan.workload import Workload
 
@@ -84,7 +84,9 @@ class StepShape:
     gemms: tuple[Gemm, ...]
     attention_flops: float
     """Score FLOPs per sequence as counted (causal mask not discounted)."""
-    causal: bool
+    attention_fraction: float
+    """Share of the counted score FLOPs a fused kernel executes: about half under a causal mask,
+    less within a sliding window, all of an encoder's or a cross-attention's."""
     eager_scores_bytes: float
     """Eager attention: bytes of ``heads·s²`` scores moved per sequence (0 for fused attention)."""
     elementwise_hidden: float
@@ -125,29 +127,55 @@ class Constants:
     """Host time per dispatched operator."""
 
 
-_COLUMN = frozenset({"q", "k", "v", "qkv", "gate", "up", "router"})
+_COLUMN = frozenset({"q", "k", "v", "qkv", "gate", "up", "gate_up", "router", "q_a", "q_b", "kv_a", "kv_b",
+                     "cross_q", "cross_k", "cross_v", "expert_gate", "expert_up", "expert_gate_up", "shared_gate",
+                     "shared_up", "shared_gate_up"})
+
+
+def executed_fraction(queries: float, keys: float, causal: bool, window: int | None) -> float:
+    """Share of ``queries x keys`` scores a fused kernel computes: the causal half (as 0.5, the
+    convention of the efficiency tables), the band of a sliding window, or all of them."""
+    if not causal:
+        return 1.0
+    if window is None or window >= keys:
+        return 0.5
+    if queries <= window:
+        return 0.5
+    band = window * (window + 1) / 2.0 + (queries - window) * window
+    return min(0.5, band / (queries * keys))
 
 
 def step_shape(model: ModelSpec, method: Method, work: Workload, flops: FlopsBreakdown, *,
                training: bool = True, positions: int | None = None, optimizer_bytes: float = 0.0,
                fused_loss: bool = False, fused_ops: bool = False) -> StepShape:
     """The shape of one sequence's training step, or (``training=False``) of one forward pass over
-    ``positions`` tokens (prefill; decode is priced apart)."""
+    ``positions`` tokens (prefill; decode is priced apart). An encoder-decoder's encoder runs over
+    the source (``source_len``, or the prompt in a prefill), its decoder over the target (one
+    token in a prefill)."""
     ckpt = work.grad_ckpt and training
     positions = positions or (work.seq_len + method.virtual_tokens)
     tokens = work.seq_len if training else positions
-    per_token = positions / tokens  # virtual tokens ride along every data token
-    first, later = model_flow(model, method, ckpt)
+    source = (work.source_len or 0) if training else positions
+    decoder_positions = positions if training or not model.is_encoder_decoder else 1
     recompute = 1.0 if ckpt else 0.0
     low = work.precision == "fp8"
     gemms: list[Gemm] = []
     adapters = 0.0
-    for flow, layers in ((first, 1), (later, model.num_layers - 1)):
-        if layers == 0:
-            continue
+    scores = executed = 0.0
+    for flow, layers in model_flows(model, method, ckpt):
+        kind = flow.kind
+        encoder = model.is_encoder_decoder and not kind.cross_attention
+        own = source if encoder else decoder_positions
+        size = layers * own * own
+        scores += size
+        executed += size * executed_fraction(own, own, kind.causal, kind.window)
+        if kind.cross_attention:
+            scores += layers * own * source
+            executed += layers * own * source
         for role, u in flow.linears.items():
             lin = u.linear
-            rows = per_token * (lin.active / lin.copies if lin.copies > 1 else 1.0)
+            read = source if role in ("cross_k", "cross_v") else own
+            rows = read / tokens * (lin.active / lin.copies if lin.copies > 1 else 1.0)
             column = role in _COLUMN
             if training:
                 passes = 1.0 + u.input_rg + u.trainable + recompute
@@ -163,7 +191,7 @@ def step_shape(model: ModelSpec, method: Method, work: Workload, flops: FlopsBre
                 gemms.append(Gemm(rows, lin.in_features, r, layers * lin.copies * a_passes, column, False))
                 gemms.append(Gemm(rows, r, lin.out_features, layers * lin.copies * b_passes, column, False))
     if training:
-        head_rows, head_passes = per_token * method.predicted_fraction, 2.0 + method.trains_head
+        head_rows, head_passes = positions / tokens * method.predicted_fraction, 2.0 + method.trains_head
     else:
         head_rows, head_passes = 1.0 / positions, 1.0  # generate keeps the last position's logits only
     gemms.append(Gemm(head_rows, model.hidden_size, model.vocab_size, head_passes, True, False))
@@ -172,30 +200,56 @@ def step_shape(model: ModelSpec, method: Method, work: Workload, flops: FlopsBre
     passes = (1.0 + recompute / 3.0) if training else 1.0 / 3.0  # forward is a third of a step's traffic
     eager = 0.0
     if work.attention == "eager":
-        scores = model.num_heads * positions * (positions + method.prefix_tokens)
+        key_scores = scores if not method.prefix_tokens else scores * (positions + method.prefix_tokens) / positions
         # Scores written and read by softmax, probabilities written and read by AV: forward and backward.
-        eager = scores * (p + 4) * 2 * model.num_layers * passes * 3
-    token_layers = positions * model.num_layers * passes * p / 2.0
+        eager = model.num_heads * key_scores * (p + 4) * 2 * passes * 3
+    # Elementwise traffic per token-layer: every layer's positions (an encoder's over the source).
+    token_layers = sum(layers * (source if model.is_encoder_decoder and not flow.kind.cross_attention
+                                 else decoder_positions)
+                       for flow, layers in model_flows(model, method, ckpt)) * passes * p / 2.0
+    mlp_width = max(_mlp_width(kind.linears) for kind in layer_kinds(model))
     per_logit = FUSED_LOSS_BYTES_PER_LOGIT if fused_loss else LOSS_BYTES_PER_LOGIT
     loss = positions * method.predicted_fraction * model.vocab_size * per_logit if training else 0.0
     dequant = 0.0
     if method.base_storage == "nf4":
-        matrices = sum(lin.copies * lin.weight_elements for lin in layer_linears(model))
+        matrices = sum(kind.count * sum(lin.copies * lin.weight_elements for lin in kind.linears)
+                       for kind in layer_kinds(model))
         uses = (2.0 + recompute) if training else 1.0  # forward and dX (and the recompute)
-        dequant = model.num_layers * matrices * (0.5 + p) * uses
+        dequant = matrices * (0.5 + p) * uses
     op_passes = (2.0 + recompute) if training else 1.0
-    per_layer = FUSED_OPS_PER_LAYER if fused_ops else OPS_PER_LAYER
-    operators = (model.num_layers * (per_layer + (12 if model.is_moe else 0)) + OPS_HEAD) * op_passes
+    operators = (sum(kind.count * _ops_per_layer(kind, fused_ops) for kind in layer_kinds(model)) + OPS_HEAD) \
+        * op_passes
     operators += adapters * OPS_PER_ADAPTER * op_passes
     hardware = flops.per_token * tokens
     return StepShape(
-        gemms=tuple(gemms), attention_flops=attention, causal=model.causal, eager_scores_bytes=eager,
-        elementwise_hidden=token_layers * model.hidden_size,
-        elementwise_ffn=token_layers * model.ffn_size * model.experts_per_token,
+        gemms=tuple(gemms), attention_flops=attention, attention_fraction=executed / scores if scores else 0.5,
+        eager_scores_bytes=eager, elementwise_hidden=token_layers * model.hidden_size,
+        elementwise_ffn=token_layers * mlp_width,
         loss_bytes=loss, dequant_bytes=dequant, operators=operators, optimizer_bytes=optimizer_bytes,
         bytes_per_element=p,
         model_flops=hardware - flops.recompute * tokens, hardware_flops=hardware, tokens=tokens,
         layers=model.num_layers)
+
+
+def _mlp_width(linears: tuple) -> float:
+    """MLP units a token passes through in one layer: the dense width, or top-k experts plus the
+    shared ones."""
+    return sum(lin.in_features * lin.active for lin in linears if lin.role.endswith("down"))
+
+
+def _ops_per_layer(kind: object, fused: bool = False) -> int:
+    """Operators one layer dispatches: a Llama-style layer (fewer under fused kernels), MoE routing
+    and a shared MLP on top, a cross-attention block for T5's decoder."""
+    linears = kind.linears  # type: ignore[attr-defined]
+    ops = FUSED_OPS_PER_LAYER if fused else OPS_PER_LAYER
+    roles = {lin.role for lin in linears}
+    if "router" in roles:
+        ops += 12 + (8 if "shared_down" in roles else 0)
+    if "cross_q" in roles:
+        ops += 16
+    if "kv_a" in roles:
+        ops += 10
+    return ops
 
 
 def micro_batch_seconds(shape: StepShape, *, sequences: Any, tp: Any, peak: Any, peak_16bit: Any, bandwidth: Any,
@@ -215,7 +269,7 @@ def micro_batch_seconds(shape: StepShape, *, sequences: Any, tp: Any, peak: Any,
         outputs = rows * g.n * (1.0 / tp if g.column else 1.0)
         moved = p * (inputs + g.k * g.n / tp + outputs)
         gemm = gemm + g.calls * xp.soft_max(flops / rate, moved / stream, GEMM_SHARPNESS)
-    executed = shape.attention_flops * (0.5 if shape.causal else 1.0)
+    executed = shape.attention_flops * shape.attention_fraction
     attention = sequences * executed / tp / (peak_16bit * attention_efficiency)
     attention = xp.maximum(attention, sequences * shape.eager_scores_bytes / tp / stream)
     elementwise = sequences * (constants.elementwise_hidden * shape.elementwise_hidden
@@ -254,21 +308,29 @@ class DecodeShape:
 
 def decode_shape(model: ModelSpec, method: Method, work: Workload, flops_per_token: float,
                  fused: bool = False) -> DecodeShape:
-    """``fused``: kernels as a compiled or C++ engine launches them (fewer per layer)."""
+    """One decode step: every weight but the untied input embedding and the routed experts, the
+    experts the batch's tokens hit, and the KV cache (which a sliding window caps, and MLA keeps
+    compressed; transformers re-expands MLA's latent through ``kv_b`` at every step, which the
+    FLOPs count). ``fused``: kernels as a compiled or C++ engine launches them (fewer per layer)."""
     from costplan.memory import base_weight_bytes, kv_cache_bytes
 
     p = work.compute_bytes
     total = base_weight_bytes(model, method, p)
     embedding = model.vocab_size * model.hidden_size * p if not model.tied_embeddings else 0.0
     experts = 0.0
-    if model.is_moe:
-        per_expert = sum(lin.weight_elements for lin in layer_linears(model) if lin.copies > 1)
-        experts = model.num_layers * per_expert * p
-    mean_context = work.prompt_len + work.gen_len // 2
+    for kind in layer_kinds(model):
+        # One routed expert's matrices in every MoE layer; a dense layer (DeepSeek's first ones)
+        # has none, and shared experts are read like any dense weight.
+        experts += kind.count * sum(lin.weight_elements for lin in kind.linears if lin.copies > 1) * p
+    encoder = sum(kind.count * kind.params for kind in layer_kinds(model) if not kind.causal) * p
+    if model.is_encoder_decoder:  # the cache holds the target so far and the source's cross keys and values
+        kv = kv_cache_bytes(model, 1 + work.gen_len // 2, 1, p, memory_tokens=work.prompt_len)
+    else:  # prompt and half the generation on average (at most a sliding window)
+        kv = kv_cache_bytes(model, work.prompt_len + work.gen_len // 2, 1, p)
     return DecodeShape(
-        weight_bytes=total - embedding - experts * model.num_experts, expert_bytes=experts,
+        weight_bytes=total - embedding - experts * model.num_experts - encoder, expert_bytes=experts,
         experts=model.num_experts, experts_per_token=model.experts_per_token,
-        kv_bytes_per_sequence=kv_cache_bytes(model, mean_context, 1, p), flops_per_token=flops_per_token,
-        operators=model.num_layers * ((FUSED_OPS_PER_LAYER if fused else OPS_PER_LAYER) + (12 if model.is_moe else 0))
+        kv_bytes_per_sequence=kv, flops_per_token=flops_per_token,
+        operators=sum(kind.count * _ops_per_layer(kind, fused) for kind in layer_kinds(model) if kind.causal)
         + OPS_HEAD,
-        layers=model.num_layers, hidden_size=model.hidden_size, bytes_per_element=p)
+        layers=model.decoder_layers, hidden_size=model.hidden_size, bytes_per_element=p)

@@ -27,19 +27,37 @@ from typing import Any
 from unittest import mock
 
 from costplan.methods import Lora, Method, PrefixTuning, PromptTuning
-from costplan.model import ModelSpec
+from costplan.model import ModelSpec, layer_kinds
 from costplan.workload import Workload
 
 # Module names (regular expressions on the end of the qualified name) of each role, by family.
 _LLAMA_NAMES = {"q": r"q_proj", "k": r"k_proj", "v": r"v_proj", "o": r"o_proj", "gate": r"gate_proj",
-                "up": r"up_proj", "down": r"down_proj", "router": r"mlp\.gate"}
+                "up": r"up_proj", "down": r"down_proj"}
 _MODULE_NAMES = {
     "gpt2": {"qkv": r"attn\.c_attn", "o": r"attn\.c_proj", "up": r"mlp\.c_fc", "down": r"mlp\.c_proj"},
     "gpt_neox": {"qkv": r"query_key_value", "o": r"attention\.dense", "up": r"dense_h_to_4h",
                  "down": r"dense_4h_to_h"},
     "bert": {"q": r"attention\.self\.query", "k": r"attention\.self\.key", "v": r"attention\.self\.value",
              "o": r"attention\.output\.dense", "up": r"intermediate\.dense", "down": r"layer\.\d+\.output\.dense"},
+    "phi3": {"qkv": r"self_attn\.qkv_proj", "o": r"self_attn\.o_proj", "gate_up": r"mlp\.gate_up_proj",
+             "down": r"mlp\.down_proj"},
+    "deepseek_v3": {"q": r"self_attn\.q_proj", "q_a": r"q_a_proj", "q_b": r"q_b_proj", "kv_a": r"kv_a_proj_with_mqa",
+                    "kv_b": r"kv_b_proj", "o": r"self_attn\.o_proj", "gate": r"mlp\.gate_proj", "up": r"mlp\.up_proj",
+                    "down": r"mlp\.down_proj", "shared_gate": r"shared_experts\.gate_proj",
+                    "shared_up": r"shared_experts\.up_proj", "shared_down": r"shared_experts\.down_proj"},
+    "t5": {"q": r"SelfAttention\.q", "k": r"SelfAttention\.k", "v": r"SelfAttention\.v", "o": r"SelfAttention\.o",
+           "cross_q": r"EncDecAttention\.q", "cross_k": r"EncDecAttention\.k", "cross_v": r"EncDecAttention\.v",
+           "cross_o": r"EncDecAttention\.o", "gate": r"DenseReluDense\.wi_0", "up": r"DenseReluDense\.wi(?:_1)?",
+           "down": r"DenseReluDense\.wo"},
 }
+"""Routers and routed experts have no entry: in transformers 5 they are custom modules holding
+3-D parameters, which peft's ``target_modules`` cannot adapt."""
+
+
+def _layer_types(model: ModelSpec) -> list[str]:
+    from costplan.model import layer_sequence
+
+    return ["sliding_attention" if kind.window else "full_attention" for kind in layer_sequence(model)]
 
 
 def hf_config(model: ModelSpec, attention: str = "sdpa") -> Any:
@@ -47,6 +65,14 @@ def hf_config(model: ModelSpec, attention: str = "sdpa") -> Any:
     import transformers as T
 
     common: dict[str, Any] = {"vocab_size": model.vocab_size}
+    decoder: dict[str, Any] = {
+        "hidden_size": model.hidden_size, "num_hidden_layers": model.num_layers,
+        "num_attention_heads": model.num_heads, "num_key_value_heads": model.num_kv_heads,
+        "intermediate_size": model.ffn_size, "max_position_embeddings": model.max_positions,
+        "tie_word_embeddings": model.tied_embeddings, **common}
+    grouped = {"experts_implementation": "grouped_mm"}
+    """Sorted tokens and one grouped matmul per projection: static shapes (traceable without
+    data), the implementation GPU training uses."""
     if model.family == "gpt2":
         cfg = T.GPT2Config(n_embd=model.hidden_size, n_layer=model.num_layers, n_head=model.num_heads,
                            n_positions=model.max_positions, n_inner=model.ffn_size,
@@ -63,22 +89,78 @@ def hf_config(model: ModelSpec, attention: str = "sdpa") -> Any:
                               num_attention_heads=model.num_heads, intermediate_size=model.ffn_size,
                               max_position_embeddings=model.max_positions,
                               tie_word_embeddings=model.tied_embeddings, **common)
+    elif model.family == "t5":
+        act = {"relu": "relu", "gelu_new": "gelu", "silu": "silu"}[model.activation]
+        cfg = T.T5Config(d_model=model.hidden_size, d_kv=model.head_dim, d_ff=model.ffn_size,
+                         num_layers=model.encoder_layers, num_decoder_layers=model.decoder_layers,
+                         num_heads=model.num_heads, relative_attention_num_buckets=model.relative_attention_buckets,
+                         dropout_rate=model.dropout, n_positions=model.max_positions,
+                         feed_forward_proj=("gated-" if model.gated_mlp else "") + act, decoder_start_token_id=0,
+                         pad_token_id=0, eos_token_id=1, **common)
+    elif model.family == "phi3":
+        if model.head_dim * model.num_heads != model.hidden_size:
+            raise ValueError("Phi-3's heads are hidden_size / num_attention_heads wide")
+        cfg = T.Phi3Config(**decoder, original_max_position_embeddings=model.max_positions,
+                           sliding_window=model.sliding_window, resid_pdrop=model.dropout,
+                           attention_dropout=model.attention_dropout, pad_token_id=None)
+    elif model.family in ("gemma2", "gemma3"):
+        cls = T.Gemma2Config if model.family == "gemma2" else T.Gemma3TextConfig
+        cfg = cls(**decoder, head_dim=model.head_dim, query_pre_attn_scalar=model.head_dim,
+                  sliding_window=model.sliding_window or model.max_positions, layer_types=_layer_types(model),
+                  attn_logit_softcapping=model.attn_softcap, final_logit_softcapping=model.final_softcap,
+                  hidden_activation="gelu_pytorch_tanh")
+    elif model.family == "qwen3_moe":
+        cfg = T.Qwen3MoeConfig(**{**decoder, "intermediate_size": model.ffn_size}, head_dim=model.head_dim,
+                               moe_intermediate_size=model.ffn_size, num_experts=model.num_experts,
+                               num_experts_per_tok=model.experts_per_token, norm_topk_prob=True, **grouped)
+    elif model.family == "deepseek_v3":
+        mla = model.mla
+        assert mla is not None
+        cfg = T.DeepseekV3Config(**{**decoder, "intermediate_size": model.dense_ffn_size or model.ffn_size,
+                                    "num_key_value_heads": model.num_heads},
+                                 moe_intermediate_size=model.ffn_size, n_routed_experts=model.num_experts,
+                                 num_experts_per_tok=model.experts_per_token, n_shared_experts=model.shared_experts,
+                                 first_k_dense_replace=model.dense_layers, q_lora_rank=mla.q_lora_rank,
+                                 kv_lora_rank=mla.kv_lora_rank, qk_rope_head_dim=mla.qk_rope_head_dim,
+                                 qk_nope_head_dim=mla.qk_nope_head_dim, v_head_dim=mla.v_head_dim,
+                                 n_group=model.expert_groups, topk_group=model.expert_groups_used, **grouped)
     else:
         cls = {"llama": T.LlamaConfig, "mistral": T.MistralConfig, "mixtral": T.MixtralConfig,
-               "qwen2": T.Qwen2Config, "gemma": T.GemmaConfig}[model.family]
+               "qwen2": T.Qwen2Config, "gemma": T.GemmaConfig, "qwen3": T.Qwen3Config,
+               "olmo2": T.Olmo2Config}[model.family]
         extra: dict[str, Any] = {}
         if model.family == "mixtral":
             extra = {"num_local_experts": model.num_experts, "num_experts_per_tok": model.experts_per_token,
-                     # Sorted tokens and one grouped matmul per projection: static shapes (traceable
-                     # without data), the implementation GPU training uses.
-                     "experts_implementation": "grouped_mm"}
-        cfg = cls(hidden_size=model.hidden_size, num_hidden_layers=model.num_layers,
-                  num_attention_heads=model.num_heads, num_key_value_heads=model.num_kv_heads,
-                  head_dim=model.head_dim, intermediate_size=model.ffn_size,
-                  max_position_embeddings=model.max_positions,
-                  tie_word_embeddings=model.tied_embeddings, **extra, **common)
+                     **grouped}
+        if model.family != "olmo2":
+            extra["head_dim"] = model.head_dim
+        elif model.head_dim * model.num_heads != model.hidden_size:
+            raise ValueError("OLMo 2's heads are hidden_size / num_attention_heads wide")
+        cfg = cls(**decoder, **extra)
     cfg._attn_implementation = attention
     return cfg
+
+
+_FUSED_SOFTCAP = "costplan_sdpa_softcap"
+
+
+def _register_fused_softcap() -> None:
+    """SDPA standing in for FlashAttention-2 on models with an attention logit softcap (Gemma 2).
+
+    FlashAttention-2 applies the softcap inside its kernel: no matmul, no saved tensor, nothing
+    the FLOPs or memory rules would count. SDPA has no softcap argument and transformers refuses
+    SDPA for Gemma 2, so the trace drops the cap and calls SDPA under a registered name.
+    """
+    import transformers as T
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    from transformers.masking_utils import sdpa_mask
+
+    def attention(module: Any, query: Any, key: Any, value: Any, mask: Any, **kwargs: Any) -> Any:
+        kwargs.pop("softcap", None)
+        return sdpa_attention_forward(module, query, key, value, mask, **kwargs)
+
+    T.AttentionInterface.register(_FUSED_SOFTCAP, attention)
+    T.AttentionMaskInterface.register(_FUSED_SOFTCAP, sdpa_mask)
 
 
 def build_model(model: ModelSpec, attention: str = "sdpa", device: str = "cpu", dtype: Any = None) -> Any:
@@ -89,14 +171,22 @@ def build_model(model: ModelSpec, attention: str = "sdpa", device: str = "cpu", 
 
     T.logging.set_verbosity_error()
     cfg = hf_config(model, attention)
+    fused_softcap = attention == "sdpa" and model.attn_softcap is not None
+    if fused_softcap:
+        _register_fused_softcap()
+        cfg._attn_implementation = "eager"  # swapped below: transformers refuses SDPA for softcapped models
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype or torch.float32)
     try:
         with torch.device(device):
             if model.family == "bert":
                 module = T.BertForMaskedLM(cfg)
+            elif model.family == "t5":
+                module = T.T5ForConditionalGeneration(cfg)
             else:
                 module = T.AutoModelForCausalLM.from_config(cfg)
+        if fused_softcap:
+            module.config._attn_implementation = _FUSED_SOFTCAP
         module._costplan_spec = model
         return module
     finally:
@@ -121,6 +211,11 @@ def apply_method(module: Any, method: Method) -> Any:
         spec = _spec_of(module)
         names = _MODULE_NAMES.get(spec.family, _LLAMA_NAMES)
         roles = sorted({a.linear.role for a in method.adapters(spec)})
+        untraceable = [role for role in roles if role not in names]
+        if untraceable:
+            raise ValueError(f"LoRA on {', '.join(untraceable)} of {spec.name} cannot be traced: transformers 5 "
+                             "keeps routers and routed experts as custom modules with 3-D parameters, which "
+                             "peft's target_modules cannot adapt")
         pattern = rf".*\.({'|'.join(names[role] for role in roles)})$"
         saved = {"embeddings": _EMBEDDING_NAMES.get(spec.family, "embed_tokens"), "head": "lm_head"}
         config = peft.LoraConfig(r=method.rank, lora_alpha=2 * method.rank, lora_dropout=method.dropout,
@@ -197,14 +292,18 @@ def _quantize_base(module: Any, model: ModelSpec, double_quant: bool) -> None:
                 setattr(parent, attr, Linear4bit(child))
 
 
-def _layers(module: Any, model: ModelSpec) -> Any:
-    """The transformer layers of a transformers model."""
-    for name in ("model.layers", "transformer.h", "gpt_neox.layers", "bert.encoder.layer"):
+def _layers(module: Any, model: ModelSpec) -> list[Any]:
+    """The transformer layers of a transformers model (T5: the encoder's, then the decoder's)."""
+    found = []
+    for name in ("model.layers", "transformer.h", "gpt_neox.layers", "bert.encoder.layer", "encoder.block",
+                 "decoder.block"):
         try:
-            return module.get_submodule(name)
+            found.extend(module.get_submodule(name))
         except AttributeError:
             continue
-    raise ValueError(f"cannot find the layers of {model.name}")
+    if not found:
+        raise ValueError(f"cannot find the layers of {model.name}")
+    return found
 
 
 def _live_bytes_mode() -> Any:
@@ -300,12 +399,16 @@ def _gpu_kernels(device: str) -> Iterator[None]:
 
     def sdpa(query: Any, key: Any, value: Any, attn_mask: Any = None, dropout_p: float = 0.0,
              is_causal: bool = False, scale: float | None = None, enable_gqa: bool = False) -> Any:
-        if attn_mask is None:
+        # FlashAttention needs no mask and one head width for q, k and v; otherwise (masks,
+        # MLA's wider query/key heads) CUDA runs the memory-efficient kernel.
+        if attn_mask is None and query.shape[-1] == value.shape[-1]:
             return aten._scaled_dot_product_flash_attention(query, key, value, dropout_p, is_causal, False,
                                                             scale=scale)[0]
-        if attn_mask.dtype == torch.bool:
-            attn_mask = torch.zeros(attn_mask.shape, dtype=query.dtype, device=query.device)
-        bias = attn_mask.expand(query.shape[0], query.shape[1], query.shape[2], key.shape[2])
+        bias = None
+        if attn_mask is not None:
+            if attn_mask.dtype == torch.bool:
+                attn_mask = torch.zeros(attn_mask.shape, dtype=query.dtype, device=query.device)
+            bias = attn_mask.expand(query.shape[0], query.shape[1], query.shape[2], key.shape[2])
         return aten._scaled_dot_product_efficient_attention(query, key, value, bias, True, dropout_p, is_causal,
                                                             scale=scale)[0]
 
@@ -490,14 +593,23 @@ def trace_training_step(model: ModelSpec, method: Method, work: Workload, *, dev
         optimizer = _optimizer(work.optimizer, master)
     autocast = {"bf16-mixed": torch.bfloat16, "fp16-mixed": torch.float16}.get(work.precision)
     ids = torch.randint(0, model.vocab_size, (work.micro_batch, work.seq_len), device=device)
+    inputs: dict[str, Any] = {"input_ids": ids}
+    if model.is_encoder_decoder:  # the source for the encoder; the target ids are the labels
+        if work.source_len is None:
+            raise ValueError("an encoder-decoder step needs the workload's source_len")
+        source = torch.randint(0, model.vocab_size, (work.micro_batch, work.source_len), device=device)
+        inputs = {"input_ids": source, "decoder_input_ids": ids}
 
     def forward_context() -> Any:
         return autocast_mode(autocast) if autocast is not None else contextlib.nullcontext()
 
     def loss() -> Any:
-        # Causal LMs shift the labels; BERT's masked-LM loss is taken over every position. The
-        # loss is computed inside the model's forward, under autocast as accelerate wraps it.
+        # Causal LMs shift the labels; BERT's masked-LM loss is taken over every position; T5
+        # shifts the labels right into its decoder's input. The loss is computed inside the
+        # model's forward, under autocast as accelerate wraps it.
         with forward_context():
+            if model.is_encoder_decoder:
+                return module(input_ids=inputs["input_ids"], labels=ids).loss
             return module(input_ids=ids, labels=ids).loss
 
     def step() -> None:
@@ -538,7 +650,7 @@ def trace_training_step(model: ModelSpec, method: Method, work: Workload, *, dev
             return t
 
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), forward_context():
-            out = module(input_ids=ids)
+            out = module(**inputs)
         saved_bytes = sum(size for _, size in saved.values())
         saved.clear()
         del out
@@ -592,7 +704,10 @@ class TracedInference:
 
 
 def trace_inference_step(model: ModelSpec, work: Workload, *, device: str = "cpu", seed: int = 0) -> TracedInference:
-    """Prefill ``prompt_len`` tokens then decode one, keeping logits of the last position only."""
+    """Prefill ``prompt_len`` tokens then decode one, keeping logits of the last position only.
+
+    An encoder-decoder's prefill is its encoder over the prompt (the source) with the first
+    decoder step, which fills the cross-attention cache; its decode step is the second."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -607,6 +722,17 @@ def trace_inference_step(model: ModelSpec, work: Workload, *, device: str = "cpu
     def generate(counters: tuple[Any, Any] | None = None) -> None:
         first = counters[0] if counters else contextlib.nullcontext()
         second = counters[1] if counters else contextlib.nullcontext()
+        if model.is_encoder_decoder:
+            start = torch.zeros((work.micro_batch, 1), dtype=torch.long, device=device)
+            with first:
+                out = module(input_ids=prompt, decoder_input_ids=start, use_cache=True)
+            cache, encoded = out.past_key_values, out.encoder_last_hidden_state
+            del out
+            with second:
+                out = module(encoder_outputs=(encoded,), decoder_input_ids=token, past_key_values=cache,
+                             use_cache=True)
+            del out, cache, encoded
+            return
         with first:
             out = module(input_ids=prompt, use_cache=True, logits_to_keep=1)
         cache = out.past_key_values
@@ -625,8 +751,17 @@ def trace_inference_step(model: ModelSpec, work: Workload, *, device: str = "cpu
         with live_bytes(existing, snapshot_at=tracker.peak_at) as again:
             generate()
     batch, kv_heads, head_dim = work.micro_batch, model.num_kv_heads, model.head_dim
-    for length in (work.prompt_len, work.prompt_len + 1):
-        kv_shapes.add((batch, kv_heads, length, head_dim))
+    if model.is_encoder_decoder:  # the decoder's own keys and values, and the source's
+        kv_shapes |= {(batch, kv_heads, length, head_dim) for length in (1, 2, work.prompt_len)}
+    for kind in layer_kinds(model):
+        # A sliding layer's cache is the prompt's keys and values after the prefill, the window after.
+        lengths = {work.prompt_len, work.prompt_len + 1}
+        for length in lengths | {min(n, kind.window) for n in lengths if kind.window}:
+            if model.mla is not None:  # the latent and the rotary key, one head each
+                mla = model.mla
+                kv_shapes |= {(batch, 1, length, mla.kv_lora_rank), (batch, 1, length, mla.qk_rope_head_dim)}
+            elif not model.is_encoder_decoder:
+                kv_shapes.add((batch, kv_heads, length, head_dim))
     weights = {id(t.untyped_storage()) for t in (*module.parameters(), *module.buffers())}
     breakdown = _categorize(again.snapshot, [
         ("weights", lambda key, shape: key in weights),

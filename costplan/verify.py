@@ -58,7 +58,10 @@ class Case:
     grad_ckpt: bool = False
     attention: str = "flash"
     seq_len: int | None = None
-    """Training sequence length, or the prompt length for inference [default: 2048 or the context]."""
+    """Training sequence length, or the prompt length for inference [default: 2048 or the context].
+    Encoder-decoder models: the target length in training, the source length in inference."""
+    source_len: int | None = None
+    """Encoder-decoder models in training: the source length [default: 512]."""
     micro_batch: int = 1
 
     @property
@@ -121,13 +124,18 @@ class CaseResult:
 
 
 def _workload(case: Case, model: ModelSpec, method: Method) -> Workload:
+    """The case's workload. An encoder-decoder (T5) trains on 512 source and 128 target tokens and
+    generates from a 512-token source by default."""
     length = case.seq_len or min(2048, model.max_positions - method.virtual_tokens)
+    source = None
+    if model.is_encoder_decoder:
+        length, source = case.seq_len or 128, case.source_len or 512
     if not method.training:
-        length = case.seq_len or min(512, model.max_positions - 1)
+        length = case.seq_len or (512 if model.is_encoder_decoder else min(512, model.max_positions - 1))
         return Workload(prompt_len=length, gen_len=1, micro_batch=case.micro_batch,
                         precision=case.precision, attention=case.attention)  # type: ignore[arg-type]
     return Workload(seq_len=length, micro_batch=case.micro_batch, precision=case.precision,
-                    grad_ckpt=case.grad_ckpt, attention=case.attention)  # type: ignore[arg-type]
+                    grad_ckpt=case.grad_ckpt, attention=case.attention, source_len=source)  # type: ignore[arg-type]
 
 
 def analytic_breakdown(model: ModelSpec, method: Method, work: Workload) -> MemoryBreakdown:
@@ -232,6 +240,44 @@ def _run_case(case: Case, model: ModelSpec, method: Method, work: Workload) -> C
 MODELS = ("gpt2", "bert-base", "llama-2-7b", "llama-3-8b", "mistral-7b", "mixtral-8x7b")
 METHODS = ("inference", "prompt", "prefix", "lora", "qlora", "full")
 
+FAMILY_CASES = (
+    # Phi-3: fused qkv and gate_up, a sliding window (2047) just under the 2048-token sequence.
+    Case(model="phi-3-mini", method="lora"),
+    Case(model="phi-3-mini", method="full", grad_ckpt=True),
+    Case(model="phi-3-mini", method="inference"),
+    # Gemma 2: sandwich norms, attention softcap (eager), final softcap, alternating windows.
+    Case(model="gemma-2-9b", method="lora", attention="eager"),
+    Case(model="gemma-2-9b", method="full"),
+    Case(model="gemma-2-9b", method="inference"),
+    # Gemma 3: q/k norms, five sliding layers (window 512) to a global one.
+    Case(model="gemma-3-1b", method="lora"),
+    Case(model="gemma-3-1b", method="inference"),
+    Case(model="gemma-3-4b", method="qlora", grad_ckpt=True),
+    Case(model="qwen2.5-7b", method="lora"),
+    Case(model="qwen2.5-7b", method="inference"),
+    Case(model="qwen3-8b", method="full", grad_ckpt=True),
+    Case(model="qwen3-8b", method="inference", attention="eager"),
+    # Qwen3 MoE: 128 experts, top-8, grouped matmuls.
+    Case(model="qwen3-30b-a3b", method="lora"),
+    Case(model="qwen3-30b-a3b", method="full"),
+    Case(model="qwen3-30b-a3b", method="inference"),
+    # DeepSeek-V3: MLA (compressed KV cache), shared experts, three dense layers, fp32 router.
+    Case(model="deepseek-v3", method="lora"),
+    Case(model="deepseek-v3", method="full", grad_ckpt=True),
+    Case(model="deepseek-v3", method="inference"),
+    # OLMo 2: norms after each block, q/k norms over all heads, fp32 rotary tables.
+    Case(model="olmo-2-7b", method="full"),
+    Case(model="olmo-2-7b", method="lora", grad_ckpt=True),
+    Case(model="olmo-2-7b", method="inference"),
+    # T5: encoder-decoder (512 source, 128 target tokens), cross-attention, relative position bias.
+    Case(model="t5-base", method="full"),
+    Case(model="t5-base", method="lora"),
+    Case(model="t5-base", method="lora", attention="eager", grad_ckpt=True),
+    Case(model="t5-base", method="inference"),
+)
+"""The families added after the first matrix, each with its own mechanisms, in the representative
+subset (the full matrix stays the six models above)."""
+
 
 def matrix(full: bool = False) -> list[Case]:
     """The verification matrix: every model x method x precision x checkpointing x attention
@@ -279,6 +325,7 @@ def matrix(full: bool = False) -> list[Case]:
         Case(model="mixtral-8x7b", method="lora"),
         Case(model="mixtral-8x7b", method="full"),
         Case(model="mixtral-8x7b", method="inference"),
+        *FAMILY_CASES,
     ]
 
 

@@ -33,6 +33,10 @@ class Workload:
     """Inference: prompt tokens per request."""
     gen_len: int = 256
     """Inference: generated tokens per request."""
+    source_len: int | None = None
+    """Encoder-decoder models (T5) in training: source tokens per example, which the encoder reads;
+    ``seq_len`` is then the target, the decoder's tokens and the loss's. In generation the source is
+    ``prompt_len`` and the target ``gen_len``. None for decoder-only models."""
     fp32_adapters: bool = True
     """peft's adapters (and soft prompts) in fp32; False: in the model's dtype (torchtune, LitGPT)."""
     fp32_main_grads: bool = False
@@ -61,6 +65,8 @@ class Workload:
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
+        if self.source_len is not None and (not isinstance(self.source_len, int) or self.source_len <= 0):
+            raise ValueError(f"--source-len must be a positive integer, got {self.source_len!r}")
         if self.global_batch is not None and self.global_batch <= 0:
             raise ValueError("--global-batch must be a positive integer")
         mode = modes.resolve(self.precision) if isinstance(self.precision, str) else self.precision

@@ -7,7 +7,8 @@ from click.testing import CliRunner
 
 from costplan.cli import cli
 
-JSON_KEYS = {"model", "method", "gpu", "params_total", "params_trainable", "flops_per_token", "flops_total",
+JSON_KEYS = {"model", "method", "gpu", "params_total", "params_active", "params_trainable", "flops_per_token",
+             "flops_total",
              "memory_peak_bytes", "memory_reserved_bytes", "memory_breakdown", "gpus", "tokens_per_second",
              "wall_hours", "gpu_hours", "cost_usd", "assumptions"}
 
@@ -91,6 +92,30 @@ def test_config_json_path(tmp_path):
     assert data["params_total"] == 6_738_415_616
 
 
+def test_moe_reports_total_and_active_parameters():
+    data = run_json("--model", "qwen3-30b-a3b", "--method", "lora")
+    assert data["params_total"] == 30_532_122_624 and data["params_active"] == 3_353_032_704
+    assert run_json("--model", "8b")["params_active"] == 8_030_261_248
+    text = run("estimate", "--model", "deepseek-v3", "--method", "lora", "--brief").output
+    assert "671 B total (37.6 B active)" in text and "MLA" in text
+
+
+def test_encoder_decoder_takes_source_and_target_lengths():
+    data = run_json("--model", "t5-base", "--method", "full", "--source-len", "512", "--target-len", "128")
+    assert data["params_total"] == 222_903_552
+    assert any("512 source tokens" in line and "per target token" in line for line in data["assumptions"])
+    longer = run_json("--model", "t5-base", "--method", "full", "--source-len", "512", "--target-len", "256")
+    # Per target token, a longer target shares the encoder's work over more tokens.
+    assert longer["flops_per_token"] < data["flops_per_token"]
+    served = run_json("--model", "t5-base", "--method", "inference", "--source-len", "400", "--target-len", "50")
+    assert served["fits"] and served["latency_seconds"] > 0
+    for args, message in ((["--model", "8b", "--source-len", "512"], "encoder-decoder models"),
+                          (["--model", "t5-base", "--method", "prompt"], "encoder-decoder"),
+                          (["--model", "t5-base", "--source-len", "1024"], "trained length")):
+        result = run("estimate", *args)
+        assert result.exit_code == 2 and message in result.output, result.output
+
+
 def test_models_and_gpus_lists():
     models = run("models")
     assert models.exit_code == 0 and "llama-3-8b" in models.output and "mixtral" in models.output
@@ -132,7 +157,8 @@ def test_bad_input_is_one_line_and_exit_code_2(args, message):
 @pytest.mark.parametrize("content,message", [
     ("{not json", "not a readable config.json"),
     ('{"model_type": "llama"}', "required field"),
-    ('{"model_type": "t5"}', "not supported"),
+    ('{"model_type": "mamba"}', "not supported"),
+    ('{"model_type": "t5"}', "required field 'd_model'"),
     ('{"model_type": "llama", "hidden_size": -4, "intermediate_size": 8, "num_hidden_layers": 1, '
      '"num_attention_heads": 1, "vocab_size": 10}', "positive integer"),
     ("[1, 2]", "JSON object"),

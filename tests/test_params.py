@@ -16,6 +16,15 @@ PUBLISHED = {
     "llama-3-70b": 70_553_706_496,
     "mistral-7b": 7_241_732_096,
     "mixtral-8x7b": 46_702_792_704,
+    # transformers' model.num_parameters() of the official checkpoints (Hub model pages).
+    "phi-3-mini": 3_821_079_552,  # microsoft/Phi-3-mini-4k-instruct
+    "gemma-2-9b": 9_241_705_984,  # google/gemma-2-9b
+    "gemma-3-1b": 999_885_952,  # google/gemma-3-1b-pt
+    "qwen2.5-7b": 7_615_616_512,  # Qwen/Qwen2.5-7B
+    "qwen3-8b": 8_190_735_360,  # Qwen/Qwen3-8B
+    "qwen3-30b-a3b": 30_532_122_624,  # Qwen/Qwen3-30B-A3B
+    "olmo-2-7b": 7_298_617_344,  # allenai/OLMo-2-1124-7B
+    "t5-base": 222_903_552,  # google-t5/t5-base, T5ForConditionalGeneration
 }
 
 
@@ -66,7 +75,35 @@ def test_full_fine_tune_trains_everything():
         assert FullFineTune().trainable_params(model) == count_params(model).total
 
 
-MODULE_CASES = ["gpt2", "bert-base", "pythia-1b", "gemma-2b", "qwen2-7b", "llama-3-8b", "mixtral-8x7b"]
+def test_moe_active_parameters_match_the_published_figures():
+    # Mixtral: "46.7B total parameters but only uses 12.9B parameters per token" (Mistral AI, 2023-12-11).
+    assert round(count_params(preset("mixtral-8x7b")).active / 1e8) == 129
+    # Qwen3-30B-A3B: 30.5B total, 3.3B activated (model card).
+    assert round(count_params(preset("qwen3-30b-a3b")).active / 1e8) == 34  # 3.35B
+    # DeepSeek-V3: 671B total; "activation parameters: 36.6B (including 0.9B for the output head)",
+    # without the input embedding (deepseek-ai/DeepSeek-V3 README_WEIGHTS.md).
+    model = preset("deepseek-v3")
+    counts = count_params(model)
+    assert round(counts.total / 1e9) == 671
+    assert round((counts.active - model.vocab_size * model.hidden_size) / 1e8) == 366
+    # Dense models are all active.
+    assert count_params(preset("qwen3-8b")).active == count_params(preset("qwen3-8b")).total
+
+
+def test_deepseek_v3_layers_by_hand():
+    """MLA projections, three dense layers, then routed experts with one shared expert."""
+    h, v, heads, rq, rkv, nope, rope, vd = 7168, 129280, 128, 1536, 512, 128, 64, 128
+    attention = (h * rq + rq + rq * heads * (nope + rope) + h * (rkv + rope) + rkv
+                 + rkv * heads * (nope + vd) + heads * vd * h)  # with the q_a and kv_a norms
+    dense = 3 * h * 18432
+    moe = h * 256 + 256 * 3 * h * 2048 + 3 * h * 2048  # router, routed experts, shared expert
+    expected = 2 * v * h + 61 * (attention + 2 * h) + 3 * dense + 58 * moe + h
+    assert count_params(preset("deepseek-v3")).total == expected
+
+
+MODULE_CASES = ["gpt2", "bert-base", "pythia-1b", "gemma-2b", "qwen2-7b", "llama-3-8b", "mixtral-8x7b",
+                "phi-3-mini", "gemma-2-9b", "gemma-3-1b", "gemma-3-4b", "qwen2.5-7b", "qwen3-8b", "qwen3-30b-a3b",
+                "deepseek-v3", "olmo-2-7b", "t5-base"]
 
 
 @pytest.mark.needs_torch
@@ -99,22 +136,84 @@ def _small_configs():
                                     num_attention_heads=4, vocab_size=500),
         "bert": T.BertConfig(hidden_size=128, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
                              vocab_size=500),
+        "phi3": T.Phi3Config(hidden_size=128, intermediate_size=344, num_hidden_layers=2, num_attention_heads=4,
+                             num_key_value_heads=2, vocab_size=500, sliding_window=64, pad_token_id=0),
+        "gemma2": T.Gemma2Config(hidden_size=128, intermediate_size=344, num_hidden_layers=3, num_attention_heads=4,
+                                 num_key_value_heads=2, head_dim=64, vocab_size=500, sliding_window=32),
+        "gemma3": T.Gemma3TextConfig(hidden_size=128, intermediate_size=344, num_hidden_layers=7,
+                                     num_attention_heads=4, num_key_value_heads=1, head_dim=64, vocab_size=500,
+                                     sliding_window=32),
+        "qwen3": T.Qwen3Config(hidden_size=128, intermediate_size=344, num_hidden_layers=2, num_attention_heads=4,
+                               num_key_value_heads=2, head_dim=48, vocab_size=500, tie_word_embeddings=True),
+        "qwen3_moe": T.Qwen3MoeConfig(hidden_size=128, intermediate_size=344, moe_intermediate_size=96,
+                                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=32,
+                                      num_experts=8, num_experts_per_tok=2, vocab_size=500),
+        "deepseek_v3": T.DeepseekV3Config(hidden_size=128, intermediate_size=344, moe_intermediate_size=96,
+                                          num_hidden_layers=3, num_attention_heads=4, n_routed_experts=16,
+                                          num_experts_per_tok=2, n_shared_experts=2, first_k_dense_replace=1,
+                                          q_lora_rank=64, kv_lora_rank=32, qk_rope_head_dim=16,
+                                          qk_nope_head_dim=32, v_head_dim=24, n_group=4, topk_group=2,
+                                          vocab_size=500),
+        "olmo2": T.Olmo2Config(hidden_size=128, intermediate_size=344, num_hidden_layers=2, num_attention_heads=4,
+                               num_key_value_heads=2, vocab_size=500),
+        "t5": T.T5Config(d_model=128, d_kv=32, d_ff=344, num_layers=2, num_decoder_layers=3, num_heads=4,
+                         vocab_size=500, feed_forward_proj="gated-gelu"),
     }
 
 
+def _module(family, config):
+    import transformers as T
+
+    if family == "bert":
+        return T.BertForMaskedLM(config)
+    if family == "t5":
+        return T.T5ForConditionalGeneration(config)
+    return T.AutoModelForCausalLM.from_config(config)
+
+
 @pytest.mark.needs_torch
-@pytest.mark.parametrize("family", ["llama", "mistral", "mixtral", "qwen2", "gemma", "gpt2", "gpt_neox", "bert"])
+@pytest.mark.parametrize("family", ["llama", "mistral", "mixtral", "qwen2", "gemma", "gpt2", "gpt_neox", "bert",
+                                    "phi3", "gemma2", "gemma3", "qwen3", "qwen3_moe", "deepseek_v3", "olmo2", "t5"])
 def test_config_json_is_read_like_transformers_reads_it(family, tmp_path):
     """A config written by transformers, read back without it, gives the module's exact count."""
     import torch
-    import transformers as T
 
     from costplan.model import from_hf_config
 
     config = _small_configs()[family]
     config.save_pretrained(tmp_path)
     with torch.device("meta"):
-        module = T.BertForMaskedLM(config) if family == "bert" else T.AutoModelForCausalLM.from_config(config)
+        module = _module(family, config)
     spec = from_hf_config(tmp_path)
     assert spec.family == family
     assert count_params(spec).total == sum(p.numel() for p in module.parameters())
+
+
+@pytest.mark.needs_torch
+def test_the_text_model_of_a_multimodal_gemma3_config(tmp_path):
+    """A gemma3 config.json nests the text model, listing only what differs from its defaults."""
+    import torch
+    import transformers as T
+
+    from costplan.model import from_hf_config
+
+    text = T.Gemma3TextConfig(hidden_size=256, intermediate_size=512, num_hidden_layers=6, sliding_window=64)
+    T.Gemma3Config(text_config=text).save_pretrained(tmp_path)
+    with torch.device("meta"):
+        module = T.AutoModelForCausalLM.from_config(text)
+    spec = from_hf_config(tmp_path)
+    assert (spec.family, spec.sliding_window, spec.sliding_window_pattern) == ("gemma3", 64, 6)
+    assert count_params(spec).total == sum(p.numel() for p in module.parameters())
+
+
+@pytest.mark.needs_torch
+@pytest.mark.parametrize("family", ["phi3", "gemma2", "gemma3", "deepseek_v3", "t5"])
+def test_the_layer_structure_read_from_config_json(family, tmp_path):
+    from costplan.model import from_hf_config, layer_sequence
+
+    _small_configs()[family].save_pretrained(tmp_path)
+    spec = from_hf_config(tmp_path)
+    kinds = [kind.name for kind in layer_sequence(spec)]
+    assert kinds == {"phi3": ["sliding"] * 2, "gemma2": ["sliding", "global", "sliding"],
+                     "gemma3": ["sliding"] * 5 + ["global", "sliding"], "deepseek_v3": ["dense", "moe", "moe"],
+                     "t5": ["encoder"] * 2 + ["decoder"] * 3}[family]

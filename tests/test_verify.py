@@ -8,6 +8,7 @@ from click.testing import CliRunner
 
 from costplan.cli import cli
 from costplan.verify import (
+    FAMILY_CASES,
     FLOPS_TOLERANCE,
     PEAK_MEDIAN_TOLERANCE,
     PEAK_WORST_TOLERANCE,
@@ -33,13 +34,17 @@ def test_the_matrices_cover_what_the_issue_names():
                           ("precision", {"bf16", "fp32"}), ("grad_ckpt", {False, True}),
                           ("attention", {"flash", "eager"})):
         assert {getattr(c, field) for c in full} == values
-        assert {getattr(c, field) for c in matrix()} == values  # the subset covers every value too
+        assert {getattr(c, field) for c in matrix()} >= values  # the subset covers every value too
+    families = {"phi-3-mini", "gemma-2-9b", "gemma-3-1b", "qwen2.5-7b", "qwen3-8b", "qwen3-30b-a3b", "deepseek-v3",
+                "olmo-2-7b", "t5-base"}
+    assert families <= {c.model for c in matrix()}
 
 
 @pytest.mark.needs_torch
 def test_representative_matrix_meets_the_accuracy_targets():
     """Parameters exact, FLOPs within 1%, peak memory within 3% median and 8% worst."""
-    results = run_matrix(matrix())
+    # The families added later are traced at CI size in test_families.py.
+    results = run_matrix([case for case in matrix() if case not in FAMILY_CASES])
     for result in results:
         assert result.params_exact, result.case.label
         assert abs(result.flops_error) <= FLOPS_TOLERANCE, result.case.label

@@ -1,0 +1,288 @@
+"""The families added for issue 12 (Phi-3, Gemma 2/3, Qwen2.5/3, Qwen3-MoE, DeepSeek-V3, OLMo 2, T5):
+hand-derived FLOPs for each new mechanism, KV caches, saved tensors and peaks against the real
+modules, the speed model's shapes, and CI-sized traced verification of every preset family."""
+
+import pytest
+
+from costplan import engine
+from costplan.activations import logits_bytes, saved_tensors
+from costplan.flops import inference_flops, mean_keys, training_flops
+from costplan.memory import inference_memory, kv_cache_bytes
+from costplan.methods import FullFineTune, Inference, Lora, parse_targets
+from costplan.model import MLA, ModelSpec, count_params, layer_kinds, layer_sequence, preset, with_overrides
+from costplan.profile import default_profile
+from costplan.speed import decode_shape, executed_fraction, step_shape
+from costplan.terms import Part
+from costplan.workload import Workload
+
+S = 8
+
+
+PRESET_OF = {"llama": "llama-2-7b", "phi3": "phi-3-mini", "gemma2": "gemma-2-9b", "gemma3": "gemma-3-1b",
+             "qwen3": "qwen3-8b", "qwen3_moe": "qwen3-30b-a3b", "deepseek_v3": "deepseek-v3", "olmo2": "olmo-2-7b",
+             "t5": "t5-base"}
+
+
+def _spec(family: str, **fields) -> ModelSpec:
+    """A tiny model of the family: its preset's traits, small numbers (dense unless told)."""
+    base = dict(name=f"tiny-{family}", hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=16,
+                ffn_size=96, vocab_size=100, max_positions=256, num_experts=1, experts_per_token=1,
+                shared_experts=0, dense_layers=0, dense_ffn_size=0, expert_groups=1, expert_groups_used=1,
+                params_published=None)
+    return with_overrides(preset(PRESET_OF[family]), **{**base, **fields})
+
+
+# --- FLOPs, derived by hand ------------------------------------------------------------------
+
+MLA_SPEC = _spec("deepseek_v3", num_kv_heads=4, head_dim=4,
+                 mla=MLA(q_lora_rank=32, kv_lora_rank=16, qk_nope_head_dim=8, qk_rope_head_dim=4, v_head_dim=6))
+
+
+def test_mla_flops_by_hand():
+    # q_a, q_b to 4 heads x (8 + 4), kv_a to the latent and rotary key, kv_b to 4 x (8 no-rope + 6 value), o.
+    projections = 2 * (64 * 32 + 32 * 48 + 64 * 20 + 16 * 56 + 24 * 64)
+    mlp, head = 3 * 2 * 64 * 96, 2 * 64 * 100
+    qk, av = 2 * S * 4 * 12, 2 * S * 4 * 6  # QKᵀ over 12-wide heads, AV over 6-wide values
+    f = training_flops(MLA_SPEC, FullFineTune(), Workload(seq_len=S, attention="eager"))
+    assert f.forward == 2 * (projections + mlp + qk + av) + head
+    # Fused attention's backward: three QKᵀ-sized and two AV-sized matmuls.
+    fused = training_flops(MLA_SPEC, FullFineTune(), Workload(seq_len=S))
+    assert fused.by_part()[Part.SCORES] == 2 * (qk + av + 3 * qk + 2 * av)
+
+
+def test_mla_decode_re_expands_the_cached_latent():
+    """transformers runs kv_b over every cached key at each decode step (no weight absorption)."""
+    fl = inference_flops(MLA_SPEC, Inference(), Workload(prompt_len=S, gen_len=5))
+    keys = mean_keys(S, 4, None)  # prompt + 1 ... prompt + 4
+    per_layer = 2 * (64 * 32 + 32 * 48 + 64 * 20 + 24 * 64) + 2 * 16 * 56 * keys + 2 * keys * 4 * (12 + 6)
+    assert fl.decode.per_token == pytest.approx(2 * (per_layer + 3 * 2 * 64 * 96) + 2 * 64 * 100)
+
+
+def test_mla_kv_cache_holds_the_compressed_latent():
+    # transformers 5.24's DynamicCache keeps kv_a_layernorm(latent) and the rotary key: 512 + 64
+    # elements per token and layer for DeepSeek-V3, not 2 x 128 heads x 192.
+    assert kv_cache_bytes(preset("deepseek-v3"), 1000, 1, 2) == 61 * (512 + 64) * 1000 * 2
+
+
+def test_shared_experts_and_dense_first_layers_by_hand():
+    model = _spec("deepseek_v3", num_layers=3, num_experts=8, experts_per_token=2, shared_experts=1,
+                  dense_layers=1, dense_ffn_size=200, num_kv_heads=4, head_dim=4, mla=MLA_SPEC.mla)
+    assert [kind.name for kind in layer_sequence(model)] == ["dense", "moe", "moe"]
+    f = training_flops(model, FullFineTune(), Workload(seq_len=S))
+    dense = 3 * 2 * 64 * 200
+    moe = 2 * 3 * 2 * 64 * 96 + 3 * 2 * 64 * 96  # two routed experts, one shared
+    assert f.by_part()[Part.MLP] == 3 * (dense + 2 * moe)
+    assert f.by_part()[Part.ROUTER] == 3 * 2 * 2 * 64 * 8
+    counts = count_params(model)
+    assert counts.total - counts.active == 2 * 6 * 3 * 64 * 96  # six idle experts in each MoE layer
+
+
+def test_sliding_windows_count_every_key_in_training_and_the_window_in_decode():
+    """FlopCounterMode sizes SDPA from q, k and v: a window mask changes no count in training or
+    prefill; on a decode step the cache holds only the window."""
+    windowed = _spec("gemma2", sliding_window=10, sliding_window_pattern=2)
+    full = _spec("gemma2", sliding_window=None)
+    work = Workload(seq_len=32)
+    assert training_flops(windowed, FullFineTune(), work).per_token == training_flops(full, FullFineTune(),
+                                                                                      work).per_token
+    assert mean_keys(8, 4, 10) == (9 + 10 + 10 + 10) / 4
+    fl = inference_flops(windowed, Inference(), Workload(prompt_len=8, gen_len=5))
+    sliding, global_ = mean_keys(8, 4, 10), mean_keys(8, 4, None)  # layer 0 slides, layer 1 is global
+    assert fl.decode.by_part()[Part.SCORES] == pytest.approx(2 * 2 * 64 * (sliding + global_))
+    # The speed model executes the band of the window: at 2048 tokens and a 512 window, 23% of the scores.
+    assert executed_fraction(2048, 2048, True, 512) == pytest.approx((512 * 513 / 2 + 1536 * 512) / 2048**2)
+
+
+def test_qk_norms_add_parameters_but_no_flops():
+    llama, qwen3 = _spec("llama"), _spec("qwen3")
+    work = Workload(seq_len=S)
+    assert training_flops(qwen3, FullFineTune(), work).per_token == training_flops(llama, FullFineTune(),
+                                                                                   work).per_token
+    assert count_params(qwen3).total - count_params(llama).total == 2 * 2 * 16  # q and k norms of head width
+    olmo2 = _spec("olmo2", num_kv_heads=4)
+    assert count_params(olmo2).layer_norms == 2 * (2 * 64 + 64 + 64)  # two block norms, q/k over all heads
+
+
+T5_SPEC = _spec("t5", hidden_size=32, num_layers=2, encoder_layers=1, num_heads=2, num_kv_heads=2, head_dim=8,
+                ffn_size=64, vocab_size=50, max_positions=512, relative_attention_buckets=8)
+
+
+def test_t5_cross_attention_flops_by_hand():
+    source, target = 12, 5
+    projection = 2 * 32 * 16  # one of q, k, v, o per position
+    mlp = 2 * 2 * 32 * 64
+    encoder = source * (4 * projection + mlp) + 2 * 2 * source * source * 16
+    decoder = target * (4 * projection + mlp) + 2 * 2 * target * target * 16
+    cross = target * 2 * projection + source * 2 * projection + 2 * 2 * target * source * 16
+    head = target * 2 * 32 * 50
+    f = training_flops(T5_SPEC, FullFineTune(), Workload(seq_len=target, source_len=source, attention="eager"))
+    assert f.forward * target == encoder + decoder + cross + head
+    assert f.tokens_per_step == target  # FLOPs per target token
+    # Generation: the encoder once and the first decoder step (cross keys and values projected
+    # then), then decoder steps over the cached source keys.
+    fl = inference_flops(T5_SPEC, Inference(), Workload(prompt_len=source, gen_len=3))
+    first = 4 * projection + mlp + 2 * 2 * 1 * 16 + 2 * projection + source * 2 * projection + 2 * 2 * source * 16
+    assert fl.prefill.per_token * source == encoder + first + 2 * 32 * 50
+    keys = mean_keys(1, 2, None)
+    step = 4 * projection + mlp + 2 * 2 * keys * 16 + 2 * projection + 2 * 2 * source * 16
+    assert fl.decode.per_token == pytest.approx(step + 2 * 32 * 50)
+
+
+def test_t5_kv_cache_and_loss():
+    model = preset("t5-base")
+    # 12 decoder layers cache their own keys and values and the cross-attention's over the source.
+    assert kv_cache_bytes(model, 128, 1, 2, memory_tokens=512) == 12 * 2 * 768 * (128 + 512) * 2
+    # T5's cross-entropy runs on the 16-bit logits.
+    assert logits_bytes(model, FullFineTune(), Workload(seq_len=128, source_len=512)).kept == 2 * 128 * 32128
+
+
+def test_sliding_window_caches():
+    model = preset("gemma-2-9b")  # 21 sliding layers (window 4096) between 21 global ones
+    per_token = 2 * 8 * 256 * 2
+    assert kv_cache_bytes(model, 8192, 1, 2) == (21 * 8192 + 21 * 4096) * per_token
+    # Right after a 6000-token prefill every layer still holds the whole prompt.
+    mem = inference_memory(model, Inference(), Workload(prompt_len=6000, gen_len=100))
+    assert mem.kv_cache == 42 * 6000 * per_token
+
+
+def test_lora_targets_land_on_the_fused_and_latent_matrices():
+    phi3 = preset("phi-3-mini")
+    assert {a.linear.role for a in Lora(targets=("q", "v")).adapters(phi3)} == {"qkv"}
+    assert {a.linear.role for a in Lora(targets=parse_targets("gate_up_proj")).adapters(phi3)} == {"gate_up"}
+    deepseek = preset("deepseek-v3")
+    assert {a.linear.role for a in Lora(targets=("q", "v")).adapters(deepseek)} == {"q_b", "kv_b"}
+    assert parse_targets("kv_a_proj_with_mqa,q_a_proj") == ("kv_a", "q_a")
+    every = {a.linear.role for a in Lora(targets=parse_targets("all-linear")).adapters(deepseek)}
+    assert every == {lin.role for kind in layer_kinds(deepseek) for lin in kind.linears}
+    t5 = preset("t5-base")
+    assert {a.linear.role for a in Lora(targets=("q", "v")).adapters(t5)} == {"q", "v", "cross_q", "cross_v"}
+
+
+# --- the speed model's shapes ------------------------------------------------------------------
+
+def test_decode_reads_routed_experts_hit_and_every_shared_weight():
+    model = preset("deepseek-v3")
+    work = Workload(prompt_len=512, gen_len=256)
+    shape = decode_shape(model, Inference(), work, 1.0)
+    h, f = 7168, 2048
+    assert shape.expert_bytes == 58 * 3 * h * f * 2  # one routed expert in each of the 58 MoE layers
+    embedding = model.vocab_size * h * 2
+    assert shape.weight_bytes == pytest.approx(count_params(model).total * 2 + 58 * 256 * h * 2  # fp32 routers
+                                               - embedding - 256 * shape.expert_bytes)
+    assert shape.kv_bytes_per_sequence == kv_cache_bytes(model, 512 + 128, 1, 2)
+
+
+def test_step_shape_follows_each_kind_of_layer():
+    model = preset("deepseek-v3")
+    work = Workload(seq_len=1024)
+    flops = training_flops(model, FullFineTune(), work)
+    shape = step_shape(model, FullFineTune(), work, flops)
+    dense = [g for g in shape.gemms if (g.k, g.n) == (7168, 18432)]
+    assert sum(g.calls for g in dense) == 3 * 2 * 3  # gate and up of 3 dense layers, forward + dX + dW
+    routed = [g for g in shape.gemms if (g.k, g.n) == (7168, 2048) and g.rows_per_token < 1]
+    assert all(g.rows_per_token == 8 / 256 for g in routed)
+    # Every matmul the FLOPs count is in the shape (attention scores apart).
+    gemm_flops = sum(2 * g.rows_per_token * g.k * g.n * g.calls for g in shape.gemms) * work.seq_len
+    assert gemm_flops == pytest.approx(flops.per_token * work.seq_len - flops.by_part()[Part.SCORES] * work.seq_len)
+    t5 = step_shape(preset("t5-base"), FullFineTune(), Workload(seq_len=128, source_len=512),
+                    training_flops(preset("t5-base"), FullFineTune(), Workload(seq_len=128, source_len=512)))
+    assert 0.5 < t5.attention_fraction < 1.0  # the encoder and the cross-attention execute every score
+
+
+# --- against the real modules (small configs, meta device) ---------------------------------------
+
+def _small(family: str) -> ModelSpec:
+    """The family's preset shrunk to a few layers of width 128 (its traits kept)."""
+    fields = dict(hidden_size=128, num_layers=4, num_heads=4, num_kv_heads=2, head_dim=32, ffn_size=344,
+                  vocab_size=512, max_positions=256, num_experts=1, experts_per_token=1)
+    fields.update({
+        "phi3": dict(num_kv_heads=4, sliding_window=24),
+        "gemma2": dict(sliding_window=16),
+        "gemma3": dict(sliding_window=16, sliding_window_pattern=3),
+        "qwen3": {},
+        "qwen3_moe": dict(num_experts=8, experts_per_token=2, ffn_size=96),
+        "deepseek_v3": dict(num_experts=8, experts_per_token=2, ffn_size=96, num_kv_heads=4, head_dim=16,
+                            shared_experts=1, dense_layers=1, dense_ffn_size=344, expert_groups=2,
+                            expert_groups_used=1,
+                            mla=MLA(q_lora_rank=64, kv_lora_rank=48, qk_nope_head_dim=32, qk_rope_head_dim=16,
+                                    v_head_dim=24)),
+        "olmo2": {},
+        "t5": dict(num_kv_heads=4, encoder_layers=2),
+    }[family])
+    defaults = dict(shared_experts=0, dense_layers=0, dense_ffn_size=0, expert_groups=1, expert_groups_used=1)
+    return with_overrides(preset(PRESET_OF[family]), name=f"small-{family}", params_published=None,
+                          **{**defaults, **fields})
+
+
+FAMILIES = ["phi3", "gemma2", "gemma3", "qwen3", "qwen3_moe", "deepseek_v3", "olmo2", "t5"]
+METHODS = {"full": FullFineTune(), "lora": Lora(rank=8, targets=("q", "v")),
+           "lora-all": Lora(rank=4, targets=parse_targets("attn,mlp"))}
+
+
+@pytest.mark.needs_torch
+@pytest.mark.parametrize("key", list(METHODS))
+@pytest.mark.parametrize("family", FAMILIES)
+def test_saved_tensors_flops_and_peak_match_the_real_model(family, key):
+    """Small configs of every new family, traced like ``costplan verify`` traces the presets."""
+    from costplan.tracing import trace_training_step
+    from costplan.verify import analytic_breakdown
+
+    model, method = _small(family), METHODS[key]
+    if key == "lora-all" and model.is_moe:
+        method = Lora(rank=4, targets=("q", "k", "v", "o"))  # routed experts are not peft modules
+    work = Workload(seq_len=32, attention="flash", source_len=48 if model.is_encoder_decoder else None)
+    traced = trace_training_step(model, method, work, device="meta")
+    assert count_params(model).total == traced.params_total
+    assert method.trainable_params(model) == traced.params_trainable
+    flops = training_flops(model, method, work)
+    assert flops.per_token * work.seq_len == pytest.approx(traced.flops, rel=1e-9)
+    saved = saved_tensors(model, method, work)
+    softcap = work.compute_bytes * model.vocab_size * work.seq_len if model.final_softcap else 0
+    # Saved for backward during a forward without labels; the 24 bytes of each layer's dropout
+    # seeds are not modelled.
+    assert saved.total(False) + saved.batch(False) + softcap == pytest.approx(traced.saved_bytes, rel=0.005)
+    assert analytic_breakdown(model, method, work).peak_bytes == pytest.approx(traced.peak_bytes, rel=0.01)
+
+
+@pytest.mark.needs_torch
+@pytest.mark.parametrize("family", FAMILIES)
+def test_generation_matches_the_real_model(family):
+    from costplan.tracing import trace_inference_step
+
+    model = _small(family)
+    work = Workload(prompt_len=48, gen_len=1)
+    traced = trace_inference_step(model, work, device="meta")
+    fl = inference_flops(model, Inference(), Workload(prompt_len=48, gen_len=2))
+    assert fl.prefill.per_token * 48 == pytest.approx(traced.flops_prefill, rel=1e-9)
+    assert fl.decode.per_token == pytest.approx(traced.flops_decode, rel=1e-9)
+    assert traced.peak_breakdown["kv cache"] or model.is_encoder_decoder  # T5 peaks in its encoder
+    profile = default_profile()
+    phases = engine.inference_phases(inference_memory(model, Inference(), work), tp=1)
+    memory = engine.breakdown(phases, profile.allocator_slack(), profile.cuda_context_bytes())
+    assert memory.peak_bytes == pytest.approx(traced.peak_bytes, rel=0.03)
+
+
+CI_CASES = [
+    # One per family at short lengths: the presets' own shapes, built on the meta device (the
+    # representative matrix, ``costplan verify --all``, runs them at full length).
+    ("phi-3-mini", "lora", "flash", False, 256),
+    ("gemma-2-9b", "lora", "eager", False, 256),
+    ("gemma-3-1b", "lora", "flash", False, 1024),  # sliding windows of 512 under a 1024-token sequence
+    ("qwen3-8b", "full", "flash", True, 256),
+    ("qwen3-30b-a3b", "lora", "flash", False, 128),
+    ("deepseek-v3", "inference", "flash", False, 128),
+    ("olmo-2-7b", "full", "flash", False, 256),
+    ("t5-base", "lora", "flash", False, 64),
+]
+
+
+@pytest.mark.needs_torch
+@pytest.mark.parametrize("model,method,attention,ckpt,length", CI_CASES)
+def test_presets_of_every_family_verify_within_the_bounds(model, method, attention, ckpt, length):
+    from costplan.verify import FLOPS_TOLERANCE, PEAK_WORST_TOLERANCE, Case, run_case
+
+    result = run_case(Case(model=model, method=method, attention=attention, grad_ckpt=ckpt, seq_len=length,
+                           source_len=128 if model == "t5-base" else None))
+    assert result.params_exact
+    assert abs(result.flops_error) <= FLOPS_TOLERANCE
+    assert abs(result.peak_error) <= PEAK_WORST_TOLERANCE
