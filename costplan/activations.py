@@ -29,6 +29,38 @@ ADAPTER_BYTES = 4  # peft keeps adapters in fp32 and casts their input to it
 
 
 @dataclass(frozen=True, slots=True)
+class AdapterIO:
+    """How LoRA adapters read their input: peft casts it to the adapters' dtype (fp32 unless the
+    stack keeps them in the model's), and under autocast lora_A's matmul casts it back to the
+    16-bit dtype, which is the copy it saves."""
+
+    dropout: float = 0.0
+    adapter_bytes: int = ADAPTER_BYTES
+    autocast: bool = False
+
+    def saved_bytes(self, p: int) -> int:
+        """Bytes per element of the input copy lora_A keeps (and of its own output, kept by lora_B)."""
+        return p if self.autocast else self.adapter_bytes
+
+    def shares_input(self, p: int) -> bool:
+        """lora_A keeps the very input tensor (no cast, no dropout)."""
+        return not self.autocast and self.adapter_bytes == p and self.dropout == 0
+
+
+def adapter_io(method: Method, work: Workload) -> AdapterIO:
+    return AdapterIO(getattr(method, "dropout", 0.0), work.adapter_bytes, work.autocast)
+
+
+def model_bytes(method: Method, work: Workload) -> int:
+    """Bytes per element of the model's own tensors outside autocast's matmuls (norms' outputs,
+    the residual stream, rotary tables): fp32 when the weights are (fp32, or autocast over the
+    trained fp32 weights of mixed precision), else the compute dtype."""
+    if work.precision in ("bf16-mixed", "fp16-mixed") and method.trains_base:
+        return FP32
+    return work.compute_bytes
+
+
+@dataclass(frozen=True, slots=True)
 class SavedItem:
     """Bytes one layer keeps for one tensor (or group of tensors) of one sequence."""
 
@@ -49,8 +81,6 @@ class LayerSaved:
     flow: LayerFlow
     count: int
     items: tuple[SavedItem, ...]
-    escaping_checkpoint: float
-    """Bytes bitsandbytes' 4-bit matmuls keep on their autograd context (see ``SavedTensors``)."""
     layer_input: float
     """The layer's input: all a checkpointed layer keeps."""
 
@@ -115,7 +145,7 @@ class SavedTensors:
 
     def layers(self, grad_ckpt: bool) -> float:
         if grad_ckpt:
-            return sum(layer.count * (layer.layer_input + layer.escaping_checkpoint) for layer in self.layers_saved)
+            return sum(layer.count * layer.layer_input for layer in self.layers_saved)
         return sum(layer.count * layer.bytes for layer in self.layers_saved)
 
 
@@ -144,28 +174,33 @@ def _norm_constant(model: ModelSpec, input_rg: bool, width: int | None = None) -
     return FP32 * (width or model.hidden_size)
 
 
-def _reader_inputs(uses: list[LinearUse], p: int, lora_dropout: float) -> tuple[float, float]:
+def _reader_inputs(uses: list[LinearUse], p: int, lora: AdapterIO, wide: bool = False) -> tuple[float, float]:
     """Bytes kept for the matrices that read one input tensor (q/k/v, gate/up, o, down).
 
     The input is kept once when any base matmul keeps it (its weight trains, or it is a
     bitsandbytes 4-bit matmul, which keeps its input whenever it needs dX). Each adapter keeps the fp32 copy of it
     that peft makes (the input itself when it is already fp32, or its dropout output and mask
     when LoRA dropout is on) and the rank-wide output of its A matrix.
+    ``wide``: the input is wider than the matmuls' dtype (a norm's fp32 output under autocast
+    over fp32 weights): each matmul that keeps it casts and keeps its own 16-bit copy.
     Returns (bytes of the shared input, bytes only the adapters keep).
     """
     width = uses[0].linear.in_features
     adapters = [u for u in uses if u.adapter is not None]
-    shares_input = p == ADAPTER_BYTES and lora_dropout == 0
+    shares_input = lora.shares_input(p)
+    cast = lora.saved_bytes(p)
     kept_input = any(u.keeps_input for u in uses) or (shares_input and bool(adapters))
     shared = p * width * uses[0].linear.active if kept_input else 0.0
+    if wide:
+        shared = p * width * uses[0].linear.active * sum(u.keeps_input for u in uses)
     total = 0.0
     for u in adapters:
         active = u.linear.active
         if not shares_input:
-            total += ADAPTER_BYTES * width * active
-        if lora_dropout > 0:
+            total += cast * width * active
+        if lora.dropout > 0:
             total += MASK * width * active
-        total += ADAPTER_BYTES * u.adapter.rank * active
+        total += cast * u.adapter.rank * active
         if u.adapter.magnitude:  # DoRA keeps the base output (p bytes) and the adapter output (fp32)
             total += (p + ADAPTER_BYTES) * u.linear.out_features * active
     return shared, total
@@ -191,12 +226,6 @@ def _reader_groups(flow: LayerFlow) -> list[list[LinearUse]]:
         if group:
             groups.append(group)
     return groups
-
-
-def _quantized_inputs(flow: LayerFlow, p: int, span: LayerSpan) -> float:
-    """Bytes the layer's 4-bit matmuls keep on their autograd context."""
-    return sum(p * g[-1].linear.in_features * g[-1].linear.active * span.rows(g[0].linear.role)
-               for g in _reader_groups(flow) if any(u.quantized and u.input_rg for u in g))
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,8 +304,8 @@ def _lse_positions(queries: int, efficient: bool) -> int:
     return -(-queries // 32) * 32 if efficient else queries
 
 
-def _mlp_saved(model: ModelSpec, flow: LayerFlow, prefix: str, p: int, lora_dropout: float,
-               routed: bool) -> list[tuple[str, float]]:
+def _mlp_saved(model: ModelSpec, flow: LayerFlow, prefix: str, p: int, lora: AdapterIO,
+               routed: bool, wide: bool = False) -> list[tuple[str, float]]:
     """Per-position bytes of one MLP (dense, shared experts, or the routed experts per token)."""
     lin = flow.linears
     k = lin[prefix + "down"].linear.active
@@ -286,9 +315,9 @@ def _mlp_saved(model: ModelSpec, flow: LayerFlow, prefix: str, p: int, lora_drop
         readers = [lin[prefix + r] for r in ("gate", "up", "gate_up") if prefix + r in lin]
         router = lin.get("router")
         if prefix != "shared_" or router is None or router.linear.fp32 or not router.keeps_input:
-            out.append((f"{prefix}mlp inputs", sum(_reader_inputs(readers, p, lora_dropout))))
+            out.append((f"{prefix}mlp inputs", sum(_reader_inputs(readers, p, lora, wide))))
         else:  # the router already keeps the same input tensor (DeepSeek's keeps an fp32 copy)
-            out.append((f"{prefix}mlp inputs", _reader_inputs(readers, p, lora_dropout)[1]))
+            out.append((f"{prefix}mlp inputs", _reader_inputs(readers, p, lora)[1]))
     if prefix + "gate_up" in lin:
         # One 2f-wide output: the activation keeps its gate half, the product its up half, both
         # views of the same storage, and the activation's output.
@@ -304,20 +333,20 @@ def _mlp_saved(model: ModelSpec, flow: LayerFlow, prefix: str, p: int, lora_drop
         out.append((f"{prefix}mlp activations", k * _activation(model, p, f, lin[prefix + "up"].output_rg)))
         if model.dropout > 0 and lin[prefix + "up"].output_rg and model.inner_dropout:
             out.append((f"{prefix}mlp dropout", k * MASK * f))  # T5 drops out the activation too
-    out.append((f"{prefix}down input", sum(_reader_inputs([lin[prefix + "down"]], p, lora_dropout))))
+    out.append((f"{prefix}down input", sum(_reader_inputs([lin[prefix + "down"]], p, lora))))
     return out
 
 
-def _router_saved(model: ModelSpec, flow: LayerFlow, p: int, lora_dropout: float, mlp_in_rg: bool) -> float:
+def _router_saved(model: ModelSpec, flow: LayerFlow, p: int, lora: AdapterIO, mlp_in_rg: bool) -> float:
     """Per-position bytes of the router and the top-k selection."""
     lin = flow.linears
     router = lin["router"]
     e, k = model.num_experts, model.experts_per_token
     if router.linear.fp32:  # DeepSeek: the router reads an fp32 copy of its input
         kept = (FP32 * router.linear.in_features if router.keeps_input else 0.0) + _reader_inputs([router], p,
-                                                                                                lora_dropout)[1]
+                                                                                                lora)[1]
     else:
-        kept = sum(_reader_inputs([router], p, lora_dropout))
+        kept = sum(_reader_inputs([router], p, lora))
     if not (mlp_in_rg or router.trainable):
         return kept
     # fp32 scores (softmax, or DeepSeek's sigmoid), top-k indices (int64) and weights (fp32)
@@ -336,7 +365,8 @@ def layer_saved(model: ModelSpec, method: Method, work: Workload, flow: LayerFlo
     p, h = work.compute_bytes, model.hidden_size
     positions, keys = span.queries, span.keys
     trains = method.trains_base
-    lora_dropout = getattr(method, "dropout", 0.0)
+    lora = adapter_io(method, work)
+    pn = model_bytes(method, work)
     lin = flow.linears
     items: list[SavedItem] = []
     in_mlp = False
@@ -352,7 +382,7 @@ def layer_saved(model: ModelSpec, method: Method, work: Workload, flow: LayerFlo
     placement = model.norm_placement
     attn_in_rg = flow.stream_in_rg or trains
     if placement != "reordered":
-        add("attention norm", _norm(model, p, attn_in_rg, trains))
+        add("attention norm", _norm(model, pn, attn_in_rg, trains))
         batch("attention norm scale", _norm_constant(model, attn_in_rg))
     if "qkv" in lin:
         readers = [lin["qkv"]]
@@ -360,24 +390,25 @@ def layer_saved(model: ModelSpec, method: Method, work: Workload, flow: LayerFlo
         readers = [lin["q" if "q" in lin else "q_a"], lin["kv_a"]]
     else:
         readers = [lin["q"], lin["k"], lin["v"]]
-    add("qkv inputs", sum(_reader_inputs(readers, p, lora_dropout)))
+    wide = pn != p  # norms' outputs in fp32 under autocast: each matmul casts its own copy
+    add("qkv inputs", sum(_reader_inputs(readers, p, lora, wide)))
     if model.mla is not None:  # the latents' norms and the matrices that read them
         mla = model.mla
         if "q_b" in lin:
-            add("q latent norm", _norm(model, p, lin["q_a"].output_rg, trains, mla.q_lora_rank))
-            add("q latent", sum(_reader_inputs([lin["q_b"]], p, lora_dropout)))
-        add("kv latent norm", _norm(model, p, lin["kv_a"].output_rg, trains, mla.kv_lora_rank))
-        add("kv latent", sum(_reader_inputs([lin["kv_b"]], p, lora_dropout)))
+            add("q latent norm", _norm(model, pn, lin["q_a"].output_rg, trains, mla.q_lora_rank))
+            add("q latent", sum(_reader_inputs([lin["q_b"]], p, lora, wide)))
+        add("kv latent norm", _norm(model, pn, lin["kv_a"].output_rg, trains, mla.kv_lora_rank))
+        add("kv latent", sum(_reader_inputs([lin["kv_b"]], p, lora, wide)))
     if model.qk_norm != "none":
         q_groups, k_groups = (model.num_heads, model.num_kv_heads) if model.qk_norm == "head" else (1, 1)
         width = model.head_dim if model.qk_norm == "head" else None
         # They normalise the projections' outputs, before any prefix joins the keys.
         q_in, k_in = lin["q"].output_rg, lin["k"].output_rg
-        add("q/k norms", _norm(model, p, q_in, trains, model.q_size, q_groups)
-            + _norm(model, p, k_in, trains, model.kv_size, k_groups))
+        add("q/k norms", _norm(model, pn, q_in, trains, model.q_size, q_groups)
+            + _norm(model, pn, k_in, trains, model.kv_size, k_groups))
         batch("q/k norm scales", _norm_constant(model, q_in, width) + _norm_constant(model, k_in, width))
     # Attention core.
-    o_shared, o_adapters = _reader_inputs([lin["o"]], p, lora_dropout)
+    o_shared, o_adapters = _reader_inputs([lin["o"]], p, lora)
     add("attention q/k/v", _attention_inputs(model, method, work, flow, p, keys / positions))
     scores_rg = flow.q_rg or flow.k_rg
     relative = model.relative_attention_buckets > 0
@@ -410,23 +441,23 @@ def layer_saved(model: ModelSpec, method: Method, work: Workload, flow: LayerFlo
     add("o adapter input", o_adapters)
     after_attn = flow.stream_in_rg or lin["o"].output_rg
     if flow.kind.cross_attention:
-        after_attn = _cross_attention_saved(model, work, flow, span, p, lora_dropout, after_attn, add)
+        after_attn = _cross_attention_saved(model, work, flow, span, p, pn, lora, after_attn, add)
     if model.dropout > 0:  # residual dropouts keep a one-byte mask where their input needs dX
         add("dropout masks", MASK * h * (lin["o"].output_rg + lin["down"].output_rg
                                          + ("cross_o" in lin and lin["cross_o"].output_rg)))
     in_mlp = True
     if placement in ("sandwich", "reordered"):  # a norm on the attention's output
-        add("attention output norm", _norm(model, p, lin["o"].output_rg or trains, trains))
+        add("attention output norm", _norm(model, pn, lin["o"].output_rg or trains, trains))
         batch("attention output norm scale", _norm_constant(model, lin["o"].output_rg or trains))
     mlp_in_rg = (flow.stream_in_rg if model.parallel_residual else after_attn) or trains
     if placement != "reordered":
-        add("mlp norm", _norm(model, p, mlp_in_rg, trains))
+        add("mlp norm", _norm(model, pn, mlp_in_rg, trains))
         batch("mlp norm scale", _norm_constant(model, mlp_in_rg))
     if "router" in lin:
-        add("router", _router_saved(model, flow, p, lora_dropout, mlp_in_rg))
+        add("router", _router_saved(model, flow, p, lora, mlp_in_rg))
     for prefix in ("", "shared_", "expert_"):
         if prefix + "down" in lin:
-            for name, value in _mlp_saved(model, flow, prefix, p, lora_dropout, prefix == "expert_"):
+            for name, value in _mlp_saved(model, flow, prefix, p, lora, prefix == "expert_", wide):
                 add(name, value)
     if "router" in lin:
         # Grouped-matmul experts (tokens sorted by expert): the gathered copy of each routed
@@ -441,15 +472,15 @@ def layer_saved(model: ModelSpec, method: Method, work: Workload, flow: LayerFlo
         batch("expert offsets", 4 * model.num_experts)
     if placement in ("sandwich", "reordered"):
         down_rg = any(lin[r].output_rg for r in ("down", "expert_down", "shared_down") if r in lin)
-        add("mlp output norm", _norm(model, p, down_rg or trains, trains))
+        add("mlp output norm", _norm(model, pn, down_rg or trains, trains))
         batch("mlp output norm scale", _norm_constant(model, down_rg or trains))
     if model.post_norm:
         add("post-norms", 0.0)  # BERT's post-norm LayerNorms are counted as the layer's norms
     return items
 
 
-def _cross_attention_saved(model: ModelSpec, work: Workload, flow: LayerFlow, span: LayerSpan, p: int,
-                           lora_dropout: float, stream_rg: bool, add: Callable[..., None]) -> bool:
+def _cross_attention_saved(model: ModelSpec, work: Workload, flow: LayerFlow, span: LayerSpan, p: int, pn: int,
+                           lora: AdapterIO, stream_rg: bool, add: Callable[..., None]) -> bool:
     """T5's cross-attention block: its norm, query input, the adapters' copies of the encoder
     output (the encoder output itself is kept once for all layers: ``saved_tensors``), the
     attention over the source and its output. Returns whether the stream after it requires a
@@ -457,11 +488,11 @@ def _cross_attention_saved(model: ModelSpec, work: Workload, flow: LayerFlow, sp
     lin = flow.linears
     trains = lin["cross_q"].trainable
     queries, memory = span.queries, span.memory
-    add("cross-attention norm", _norm(model, p, stream_rg or trains, trains))
-    add("cross q input", sum(_reader_inputs([lin["cross_q"]], p, lora_dropout)))
-    add("cross k/v adapter inputs", _reader_inputs([lin["cross_k"], lin["cross_v"]], p, lora_dropout)[1], memory)
+    add("cross-attention norm", _norm(model, pn, stream_rg or trains, trains))
+    add("cross q input", sum(_reader_inputs([lin["cross_q"]], p, lora)))
+    add("cross k/v adapter inputs", _reader_inputs([lin["cross_k"], lin["cross_v"]], p, lora)[1], memory)
     q_rg, k_rg, v_rg = flow.cross_q_rg, flow.cross_k_rg, flow.cross_v_rg
-    o_shared, o_adapters = _reader_inputs([lin["cross_o"]], p, lora_dropout)
+    o_shared, o_adapters = _reader_inputs([lin["cross_o"]], p, lora)
     if work.attention == "flash":
         if flow.cross_rg:
             add("cross-attention q", p * model.q_size)
@@ -491,6 +522,7 @@ def saved_tensors(model: ModelSpec, method: Method, work: Workload) -> SavedTens
     keys = positions + method.prefix_tokens
     source = work.source_len or 0
     p, h = work.compute_bytes, model.hidden_size
+    pn = model_bytes(method, work)
     trains = method.trains_base
     layers = []
     memory_kept = memory_rg = False
@@ -501,14 +533,14 @@ def saved_tensors(model: ModelSpec, method: Method, work: Workload) -> SavedTens
             span = LayerSpan(positions, keys, source)
         items = layer_saved(model, method, work, flow, span)
         rows = span.queries
-        layers.append(LayerSaved(flow, count, tuple(items), _quantized_inputs(flow, p, span), p * h * rows))
+        layers.append(LayerSaved(flow, count, tuple(items), p * h * rows))
         if flow.kind.cross_attention:
             memory_rg = flow.memory_rg
             memory_kept = memory_kept or _reader_inputs([flow.linears["cross_k"], flow.linears["cross_v"]], p,
-                                                        getattr(method, "dropout", 0.0))[0] > 0
+                                                        adapter_io(method, work))[0] > 0
     # The head: the final norm and the LM head's input (kept for its dW); BERT's MLM head is a
     # dense layer, GELU and LayerNorm before the decoder; T5's decoder drops out its output.
-    head_side = _norm(model, p, True, trains) + (p * h if method.trains_head else 0.0)
+    head_side = _norm(model, pn, True, trains) + (p * h if method.trains_head else 0.0)
     if model.mlm_head:
         head_side += (p * h if trains else 0.0) + p * h
     if model.inner_dropout and model.dropout > 0:
@@ -520,21 +552,21 @@ def saved_tensors(model: ModelSpec, method: Method, work: Workload) -> SavedTens
     if method.trains_embeddings:  # embedding backward keeps the indices it gathered (int64)
         shared += INT64 * embedded * (1 + ((model.learned_positions + (model.token_types > 0)) if trains else 0))
     if model.post_norm:  # BERT normalises its embeddings (post-norm)
-        shared += _norm(model, p, embeddings_rg, trains) * positions
+        shared += _norm(model, pn, embeddings_rg, trains) * positions
     if model.dropout > 0 and embeddings_rg:
         shared += MASK * h * embedded  # embedding dropout
     if method.prefix_tokens:
         shared += FP32 * method.prefix_tokens * model.num_layers * model.kv_cache_width  # prefix expanded
     # Once per micro-batch: the RoPE cos/sin tables every layer reads (positions are the batch's),
     # the final norm's Gemma 1 + w.
-    rope = FP32 if model.rotary_fp32 else p
+    rope = FP32 if model.rotary_fp32 else pn
     batch_shared = _rope_tables(model) * 2 * rope * model.head_dim * positions + _norm_constant(model, True)
     checkpointed_batch = 0.0
     if model.is_encoder_decoder:
         # The encoder's final norm and dropout, and its output, which every cross-attention reads
         # (kept once when the cross-attention weights train).
         dropped = model.inner_dropout and model.dropout > 0
-        shared += source * (_norm(model, p, memory_rg, trains) + (MASK * h if memory_rg and dropped else 0.0)
+        shared += source * (_norm(model, pn, memory_rg, trains) + (MASK * h if memory_rg and dropped else 0.0)
                             + (p * h if memory_kept else 0.0))
         if trains:  # the relative-position bucket of each (query, key), gathered by each stack's bias
             batch_shared += INT64 * (source * source + positions * positions)

@@ -35,6 +35,8 @@ def autocast_mode(dtype: Any) -> Any:
         torch.bmm, torch.Tensor.bmm, torch.addmm, torch.Tensor.addmm, torch.baddbmm, torch.Tensor.baddbmm,
         torch.addbmm, torch.mv, torch.addmv, torch.addr, torch.chain_matmul, torch.einsum,
         F.conv1d, F.conv2d, F.conv3d, F.scaled_dot_product_attention, F.prelu,
+        *((torch._grouped_mm,) if hasattr(torch, "_grouped_mm") else ()),
+        *((F.grouped_mm,) if hasattr(F, "grouped_mm") else ()),
     }
     fp32 = {
         F.softmax, torch.softmax, torch.Tensor.softmax, F.log_softmax, torch.log_softmax, torch.Tensor.log_softmax,

@@ -457,7 +457,11 @@ def _raise(exc: Exception) -> None:
 @cli.command()
 @click.option("--model", "-m", default="7b", show_default=True, help="Preset or config.json to trace.")
 @click.option("--method", default="lora", show_default=True, type=METHOD_CHOICE)
-@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="bf16", show_default=True)
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16", "bf16-mixed", "fp16-mixed", "bf16-true",
+                                               "bf16-master"]), default="bf16", show_default=True, help=PRECISION_HELP)
+@click.option("--framework", type=FRAMEWORK_CHOICE, help="Follow this stack's conventions where they can be traced.")
+@click.option("--optimizer", type=click.Choice(["adamw", "adamw-fused", "sgd", "sgd-momentum"]),
+              help="[default: foreach AdamW, or the stack's]")
 @click.option("--grad-ckpt/--no-grad-ckpt", default=False, show_default=True)
 @click.option("--attention", type=click.Choice(["flash", "eager"]), default="flash", show_default=True)
 @click.option("--seq-len", type=_ints(1_048_576),
@@ -468,8 +472,9 @@ def _raise(exc: Exception) -> None:
 @click.option("--full", is_flag=True, help="With --all: every combination (slow), not the representative subset.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=str),
               help="Write every check as CSV [default with --all: tables/verification.csv].")
-def verify(model: str, method: str, precision: str, grad_ckpt: bool, attention: str, seq_len: int | None,
-           source_len: int | None, micro_batch: int, run_all: bool, full: bool, out: str | None) -> None:
+def verify(model: str, method: str, precision: str, framework: str | None, optimizer: str | None, grad_ckpt: bool,
+           attention: str, seq_len: int | None, source_len: int | None, micro_batch: int, run_all: bool, full: bool,
+           out: str | None) -> None:
     """Trace the real model code (transformers + peft, meta device: no weights, no GPU) and put
     the analytic estimate beside it: parameters, FLOPs and peak memory by term.
 
@@ -477,6 +482,7 @@ def verify(model: str, method: str, precision: str, grad_ckpt: bool, attention: 
     Examples:
       costplan verify --model 7b --method lora --seq-len 2048 --micro-batch 1
       costplan verify --model mixtral --method full --grad-ckpt
+      costplan verify --model 8b --method full --framework torchtune   # pure bf16, optimizer in backward
       costplan verify --all              # the representative matrix -> tables/verification.csv
       costplan verify --all --full       # every model x method x precision x ckpt x attention
     """
@@ -509,7 +515,8 @@ def verify(model: str, method: str, precision: str, grad_ckpt: bool, attention: 
         target = Path(out or Path("tables") / "verification.csv")
     else:
         case = v.Case(model=model, method=method.lower(), precision=precision, grad_ckpt=grad_ckpt,
-                      attention=attention, seq_len=seq_len, source_len=source_len, micro_batch=micro_batch)
+                      attention=attention, seq_len=seq_len, source_len=source_len, micro_batch=micro_batch,
+                      framework=framework, optimizer=optimizer)
         with stderr.status(f"tracing {case.label}"):
             try:
                 results = [_run(v.run_case, case)]

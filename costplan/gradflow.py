@@ -27,12 +27,14 @@ class LinearUse:
     """Its base weight is trained, so backward computes dW and the input is saved."""
     adapter: Adapter | None
     quantized: bool = False
-    """Stored in 4 bits (bitsandbytes), whose matmul keeps its input whenever it needs dX."""
+    """Stored in 4 bits (bitsandbytes): dequantized for each matmul. Its ``MatMul4Bit`` keeps only
+    the packed weight for backward (``ctx.tensors = (None, B)``, since bitsandbytes 0.43.2 and in
+    0.50), never its input."""
 
     @property
     def keeps_input(self) -> bool:
-        """Whether the base matmul saves its input for backward."""
-        return self.trainable or (self.quantized and self.input_rg)
+        """Whether the base matmul saves its input for backward (for its weight's gradient)."""
+        return self.trainable
 
     @property
     def output_rg(self) -> bool:

@@ -35,6 +35,7 @@ from costplan.activations import (
     logits_bytes,
     saved_tensors,
 )
+from costplan.gradflow import model_flows
 from costplan.methods import Method, Tensor2D
 from costplan.model import ModelSpec, count_params, layer_kinds, layer_linears
 from costplan.optimizers import optimizer
@@ -204,7 +205,9 @@ def training_memory(model: ModelSpec, method: Method, work: Workload) -> Trainin
         state_dtype = b.states
         states = opt.state_bytes_in(tensors, state_dtype)
         temps = opt.step_temp_bytes_in(tensors if not in_backward else _one_largest(tensors), state_dtype)
-        weight_copies = b.autocast_copies * trainable
+        # autocast casts the weights of its matmuls (the layers' matrices and the LM head), not
+        # the embedding's or the norms'.
+        weight_copies = b.autocast_copies * (matrix_params(model) + model.vocab_size * model.hidden_size)
         if b.fp8_copies:
             weight_copies += b.fp8_copies * matrix_params(model)
     else:
@@ -226,7 +229,7 @@ def training_memory(model: ModelSpec, method: Method, work: Workload) -> Trainin
         temps = opt.step_temp_bytes_in(own_tensors, a) + opt.step_temp_bytes_in(saved_copies, p)
         if in_backward:
             temps = opt.step_temp_bytes_in(_one_largest(own_tensors), a)
-        weight_copies = 2.0 * own if work.precision in ("bf16-mixed", "fp16-mixed") and a == FP32 else 0.0
+        weight_copies = _adapter_casts(model, method, work) if work.autocast and a == FP32 else 0.0
     saved = saved_tensors(model, method, work)
     largest = max(lin.weight_elements for lin in layer_linears(model))
     layer = max(kind.params for kind in layer_kinds(model)) * p
@@ -286,6 +289,18 @@ def training_memory(model: ModelSpec, method: Method, work: Workload) -> Trainin
         offload_bytes_per_micro=per_micro,
         offloaded_params=cpu_params,
     )
+
+
+def _adapter_casts(model: ModelSpec, method: Method, work: Workload) -> float:
+    """16-bit casts of fp32 adapters that autocast's matmuls save: every B (its input, A's output,
+    needs a gradient) and each A whose input needs one (not a frozen model's first layer)."""
+    total = 0.0
+    for flow, count in model_flows(model, method, work.grad_ckpt):
+        for u in flow.linears.values():
+            if u.adapter is not None:
+                lin, r = u.linear, u.adapter.rank
+                total += count * lin.copies * r * (lin.out_features + (lin.in_features if u.input_rg else 0))
+    return 2.0 * total
 
 
 def _layer_share(model: ModelSpec, total: float) -> float:

@@ -17,7 +17,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from costplan import arguments, engine
-from costplan.api import PRECISIONS, make_method, run_goodput, training_job
+from costplan import precision as modes
+from costplan.api import PRECISIONS, make_method, run_goodput, stack_workload, training_job
 from costplan.energy import energy_model
 from costplan.errors import CostplanError
 from costplan.frameworks import FRAMEWORK_KEYS, default_framework, frameworks
@@ -29,7 +30,6 @@ from costplan.model import ModelSpec, count_params, resolve_model
 from costplan.profile import Profile, default_profile
 from costplan.scaling import link
 from costplan.units import fmt_count
-from costplan.workload import Workload
 
 MICRO_BATCHES = (1, 2, 4, 8, 16, 32)
 STARTUP_SECONDS = 600.0
@@ -237,15 +237,16 @@ def search(
             if precision == "fp8" and method.base_storage == "nf4":
                 skipped.append(f"{method.key} at fp8: a 4-bit base is not trained in fp8")
                 continue
-            usable = [k for k in keys if precision in find_gpu(k).peak_flops]
+            peak = modes.peak_key(modes.resolve(precision, stack.bf16))
+            usable = [k for k in keys if peak in find_gpu(k).peak_flops]
             if not usable:
-                skipped.append(f"{method.key} at {precision}: none of the GPU types has a {precision} peak")
+                skipped.append(f"{method.key} at {precision}: none of the GPU types has a {peak} peak")
                 continue
             grid = None
             for ckpt in (False, True) if grad_ckpt is None else (grad_ckpt,):
                 if grid is None:  # the layouts and the GPUs' columns are the same with and without checkpointing
-                    work = Workload(seq_len=seq, micro_batch=1, precision=precision, grad_ckpt=ckpt,  # type: ignore
-                                    source_len=source)
+                    work, _ = stack_workload(stack, method, precision=precision, grad_ckpt=ckpt, seq_len=seq,
+                                             micro_batch=1, source_len=source)
                     grid = _grid(spec, method, stack, work, profile, usable, batch, max_gpus, provider, spot,
                                  price, owned, pue)
                     if grid is None:

@@ -238,8 +238,9 @@ def _quantize_base(module: Any, model: ModelSpec, double_quant: bool) -> None:
     op where memory is concerned: the weight packed two values per byte with its blockwise
     absmax (8-bit with an fp32 constant per 256 blocks under double quantization, else fp32);
     a forward that dequantizes the whole matrix into the compute dtype, multiplies, and keeps
-    its input and packed weight (``ctx.tensors = (A, B)``) when either needs a gradient; a
-    backward that dequantizes again for dX. The dequantized values are not computed (the
+    only the packed weight (``ctx.tensors = (None, B)``: bitsandbytes 0.43.2 to 0.50, whose
+    weight never needs a gradient, so its input is never needed); a backward that dequantizes
+    again for dX. The dequantized values are not computed (the
     trace runs on the meta device); their allocation is what matters.
     """
     import torch
@@ -250,7 +251,7 @@ def _quantize_base(module: Any, model: ModelSpec, double_quant: bool) -> None:
         def forward(ctx: Any, A: Any, B: Any, bias: Any, shape: tuple[int, int]) -> Any:
             weight = torch.empty(shape, dtype=A.dtype, device=A.device)  # dequantize_4bit(B)
             ctx.shape = shape
-            ctx.tensors = (A, B) if any(ctx.needs_input_grad[:2]) else (None, None)
+            ctx.tensors = (None, B) if any(ctx.needs_input_grad[:2]) else (None, None)
             return nn.functional.linear(A, weight, bias)
 
         @staticmethod
@@ -493,7 +494,9 @@ class _InPlaceAdamW:
             for p in self.params:
                 if p.grad is None:
                     continue
-                state = self.state.setdefault(p, {"exp_avg": torch.zeros_like(p), "exp_avg_sq": torch.zeros_like(p)})
+                if p not in self.state:
+                    self.state[p] = {"exp_avg": torch.zeros_like(p), "exp_avg_sq": torch.zeros_like(p)}
+                state = self.state[p]
                 state["exp_avg"].mul_(0.9).add_(p.grad, alpha=0.1)
                 state["exp_avg_sq"].mul_(0.999).addcmul_(p.grad, p.grad, value=0.001)
                 p.add_(state["exp_avg"], alpha=-1e-6)
@@ -544,8 +547,13 @@ def trace_training_step(model: ModelSpec, method: Method, work: Workload, *, dev
     params_total = sum(p.numel() for p in module.parameters())
     if method.base_storage == "nf4":
         _quantize_base(module, model, getattr(method, "double_quant", True))
+    autocast = {"bf16-mixed": torch.bfloat16, "fp16-mixed": torch.float16}.get(work.precision)
     if work.grad_ckpt:
-        module.gradient_checkpointing_enable()
+        # Under autocast a checkpointed layer is re-run under autocast again (torch.utils.checkpoint
+        # restores the autocast state); the emulation is re-entered the same way.
+        kwargs = {"use_reentrant": False, "context_fn": lambda: (contextlib.nullcontext(), autocast_mode(autocast))} \
+            if autocast is not None else None
+        module.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
         module.config.use_cache = False
     module = apply_method(module, method)
     module.train()
@@ -591,7 +599,6 @@ def trace_training_step(model: ModelSpec, method: Method, work: Workload, *, dev
         optimizer: Any = _Group()
     else:
         optimizer = _optimizer(work.optimizer, master)
-    autocast = {"bf16-mixed": torch.bfloat16, "fp16-mixed": torch.float16}.get(work.precision)
     ids = torch.randint(0, model.vocab_size, (work.micro_batch, work.seq_len), device=device)
     inputs: dict[str, Any] = {"input_ids": ids}
     if model.is_encoder_decoder:  # the source for the encoder; the target ids are the labels

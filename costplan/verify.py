@@ -63,10 +63,19 @@ class Case:
     source_len: int | None = None
     """Encoder-decoder models in training: the source length [default: 512]."""
     micro_batch: int = 1
+    framework: str | None = None
+    """A training stack whose conventions the step follows (``tables/frameworks.csv``): its bf16
+    mode, adapter dtype, gradient buffers and optimizer, where they can be traced."""
+    optimizer: str | None = None
+    """[default: foreach AdamW, or the stack's]"""
 
     @property
     def label(self) -> str:
         parts = [self.model, self.method, self.precision, self.attention]
+        if self.framework:
+            parts.append(f"on {self.framework}")
+        if self.optimizer:
+            parts.append(self.optimizer)
         if self.grad_ckpt:
             parts.append("ckpt")
         return " ".join(parts)
@@ -123,9 +132,17 @@ class CaseResult:
         return worst.quantity.removeprefix("memory: ")
 
 
-def _workload(case: Case, model: ModelSpec, method: Method) -> Workload:
-    """The case's workload. An encoder-decoder (T5) trains on 512 source and 128 target tokens and
-    generates from a 512-token source by default."""
+TRACEABLE_OPTIMIZERS = ("adamw", "adamw-fused", "sgd", "sgd-momentum")
+
+
+def _workload(case: Case, model: ModelSpec, method: Method) -> tuple[Workload, list[str]]:
+    """The case's workload, with notes on what of its stack was left out of the trace. An
+    encoder-decoder (T5) trains on 512 source and 128 target tokens and generates from a
+    512-token source by default."""
+    from costplan.api import stack_workload
+    from costplan.frameworks import default_framework
+    from costplan.frameworks import framework as find_framework
+
     length = case.seq_len or min(2048, model.max_positions - method.virtual_tokens)
     source = None
     if model.is_encoder_decoder:
@@ -133,9 +150,28 @@ def _workload(case: Case, model: ModelSpec, method: Method) -> Workload:
     if not method.training:
         length = case.seq_len or (512 if model.is_encoder_decoder else min(512, model.max_positions - 1))
         return Workload(prompt_len=length, gen_len=1, micro_batch=case.micro_batch,
-                        precision=case.precision, attention=case.attention)  # type: ignore[arg-type]
-    return Workload(seq_len=length, micro_batch=case.micro_batch, precision=case.precision,
-                    grad_ckpt=case.grad_ckpt, attention=case.attention, source_len=source)  # type: ignore[arg-type]
+                        precision=case.precision, attention=case.attention), []  # type: ignore[arg-type]
+    stack = find_framework(case.framework) if case.framework else default_framework(True, method.trains_base, False)
+    optimizer = case.optimizer or (None if case.framework else "adamw")
+    work, _ = stack_workload(stack, method, precision=case.precision, optimizer=optimizer, grad_ckpt=case.grad_ckpt,
+                             gpus=1, seq_len=length, micro_batch=case.micro_batch, attention=case.attention,
+                             source_len=source)
+    notes = []
+    if work.optimizer not in TRACEABLE_OPTIMIZERS:
+        notes.append(f"{work.optimizer} needs CUDA (bitsandbytes or a factored step): traced and modelled with "
+                     "a fused AdamW step instead")
+        work = replace(work, optimizer="adamw-fused")
+    if work.loss != "full" or not work.loss_fp32:
+        notes.append(f"{stack.key}'s {work.loss} loss is modelled; the trace runs transformers' loss, as the model")
+        work = replace(work, loss="full", loss_fp32=True)
+    if work.offload:
+        notes.append("offloading to the host is modelled, not traced")
+        work = replace(work, offload=())
+    if work.kbit_fp32_upcast:
+        notes.append("peft's prepare_model_for_kbit_training (fp32 embeddings, head and norms) is modelled, not "
+                     "traced")
+        work = replace(work, kbit_fp32_upcast=False)
+    return work, notes
 
 
 def analytic_breakdown(model: ModelSpec, method: Method, work: Workload) -> MemoryBreakdown:
@@ -173,7 +209,7 @@ def prepare(case: Case) -> tuple[ModelSpec, Method, Workload]:
     if model.num_layers > MAX_LAYERS:
         raise CostplanError(f"verify traces models of up to {MAX_LAYERS} layers (about 0.2 s per layer, so a "
                             f"minute at most); {model.name} has {model.num_layers:,}. Use estimate for it.")
-    work = _workload(case, model, method)
+    work, _ = _workload(case, model, method)
     positions = work.prompt_len + 1 if not method.training else work.seq_len + method.virtual_tokens
     if positions > model.max_positions:
         raise CostplanError(f"{positions} positions exceed {model.name}'s context of {model.max_positions} tokens.")
@@ -233,6 +269,9 @@ def _run_case(case: Case, model: ModelSpec, method: Method, work: Workload) -> C
     ]
     if method.base_storage == "nf4":
         notes.append("qlora: bitsandbytes' 4-bit layer emulated from its source (CUDA-only library)")
+    if work.autocast:
+        notes.append("autocast emulated above autograd (costplan.autocast): meta tensors have no autocast key")
+    notes += _workload(case, model, method)[1]
     return CaseResult(case, tuple(checks), time.perf_counter() - started, traced_step.peak_op,
                       memory.peak_phase.label, work.seq_len, tuple(notes))
 
@@ -243,11 +282,11 @@ METHODS = ("inference", "prompt", "prefix", "lora", "qlora", "full")
 FAMILY_CASES = (
     # Phi-3: fused qkv and gate_up, a sliding window (2047) just under the 2048-token sequence.
     Case(model="phi-3-mini", method="lora"),
-    Case(model="phi-3-mini", method="full", grad_ckpt=True),
+    Case(model="phi-3-mini", method="full", grad_ckpt=True, precision="bf16-true"),
     Case(model="phi-3-mini", method="inference"),
     # Gemma 2: sandwich norms, attention softcap (eager), final softcap, alternating windows.
     Case(model="gemma-2-9b", method="lora", attention="eager"),
-    Case(model="gemma-2-9b", method="full"),
+    Case(model="gemma-2-9b", method="full", precision="bf16-true"),
     Case(model="gemma-2-9b", method="inference"),
     # Gemma 3: q/k norms, five sliding layers (window 512) to a global one.
     Case(model="gemma-3-1b", method="lora"),
@@ -255,28 +294,45 @@ FAMILY_CASES = (
     Case(model="gemma-3-4b", method="qlora", grad_ckpt=True),
     Case(model="qwen2.5-7b", method="lora"),
     Case(model="qwen2.5-7b", method="inference"),
-    Case(model="qwen3-8b", method="full", grad_ckpt=True),
+    Case(model="qwen3-8b", method="full", grad_ckpt=True, precision="bf16-true"),
     Case(model="qwen3-8b", method="inference", attention="eager"),
     # Qwen3 MoE: 128 experts, top-8, grouped matmuls.
     Case(model="qwen3-30b-a3b", method="lora"),
-    Case(model="qwen3-30b-a3b", method="full"),
+    Case(model="qwen3-30b-a3b", method="full", precision="bf16-true"),
     Case(model="qwen3-30b-a3b", method="inference"),
     # DeepSeek-V3: MLA (compressed KV cache), shared experts, three dense layers, fp32 router.
     Case(model="deepseek-v3", method="lora"),
-    Case(model="deepseek-v3", method="full", grad_ckpt=True),
+    Case(model="deepseek-v3", method="full", grad_ckpt=True, precision="bf16-true"),
     Case(model="deepseek-v3", method="inference"),
     # OLMo 2: norms after each block, q/k norms over all heads, fp32 rotary tables.
-    Case(model="olmo-2-7b", method="full"),
+    Case(model="olmo-2-7b", method="full", precision="bf16-true"),
     Case(model="olmo-2-7b", method="lora", grad_ckpt=True),
     Case(model="olmo-2-7b", method="inference"),
     # T5: encoder-decoder (512 source, 128 target tokens), cross-attention, relative position bias.
-    Case(model="t5-base", method="full"),
+    Case(model="t5-base", method="full", precision="bf16-true"),
     Case(model="t5-base", method="lora"),
     Case(model="t5-base", method="lora", attention="eager", grad_ckpt=True),
     Case(model="t5-base", method="inference"),
 )
 """The families added after the first matrix, each with its own mechanisms, in the representative
-subset (the full matrix stays the six models above)."""
+subset (the full matrix stays the six models above). Their full fine-tuning is traced in pure bf16;
+autocast over fp32 weights is traced on the Llama family (``MODE_CASES``)."""
+
+MODE_CASES = (
+    # Llama-2-7B full fine-tuning, micro-batch 1, 2048 tokens, SDPA, foreach AdamW: the Trainer's
+    # bf16=True (autocast over fp32 weights) at 20 B/param, pure bf16 at 10 B/param.
+    Case(model="llama-2-7b", method="full", precision="bf16-mixed"),
+    Case(model="llama-2-7b", method="full", precision="bf16-true"),
+    Case(model="llama-2-7b", method="full", precision="bf16-master", framework="deepspeed"),
+    Case(model="llama-2-7b", method="full", precision="bf16-master", framework="megatron", grad_ckpt=True),
+    Case(model="llama-3-8b", method="full", framework="torchtune", grad_ckpt=True),
+    Case(model="llama-3-8b", method="full", precision="fp16-mixed", grad_ckpt=True),
+    Case(model="llama-3-8b", method="lora", framework="torchtune"),
+    Case(model="llama-3-8b", method="qlora", framework="litgpt", grad_ckpt=True),
+    Case(model="mistral-7b", method="lora", framework="axolotl"),
+)
+"""Precision modes and stacks: each mode once, and what can be traced of each stack's conventions
+(fp8 needs CUDA and Transformer Engine: modelled only)."""
 
 
 def matrix(full: bool = False) -> list[Case]:
@@ -294,7 +350,11 @@ def matrix(full: bool = False) -> list[Case]:
                     # An encoder: no generation or key/value prefix, and peft's prompt tuning
                     # wraps generative or classification heads, not a masked-LM head.
                     continue
-                for precision in ("bf16", "fp32"):
+                for precision in ("bf16-mixed", "bf16-true", "fp32"):
+                    if precision == "bf16-mixed" and model in ("gpt2", "bert-base"):
+                        # Under autocast LayerNorm runs in fp32: its output and what follows it is
+                        # wider than modelled (the estimate plans these models' activations in bf16).
+                        continue
                     if model == "mixtral-8x7b" and precision == "fp32":
                         # transformers' grouped-matmul experts run in bf16 only; in fp32 it loops
                         # over experts with data-dependent shapes, which no meta trace can follow.
@@ -306,11 +366,13 @@ def matrix(full: bool = False) -> list[Case]:
                                        attention=attention) for ckpt in ckpts]
         return cases
     return [
-        Case(model="gpt2", method="full"),
-        Case(model="gpt2", method="lora", attention="eager"),
+        # LayerNorm models (GPT-2, BERT) in pure bf16: under autocast their LayerNorms run in fp32
+        # (fp32 outputs and, for GPT-2's Python GELU, fp32 activations), which is not modelled.
+        Case(model="gpt2", method="full", precision="bf16-true"),
+        Case(model="gpt2", method="lora", attention="eager", precision="bf16-true"),
         Case(model="gpt2", method="inference"),
         Case(model="bert-base", method="full", precision="fp32"),
-        Case(model="bert-base", method="lora", grad_ckpt=True),
+        Case(model="bert-base", method="lora", grad_ckpt=True, precision="bf16-true"),
         Case(model="llama-2-7b", method="lora"),
         Case(model="llama-2-7b", method="qlora", grad_ckpt=True),
         Case(model="llama-2-7b", method="full", grad_ckpt=True),
@@ -326,6 +388,7 @@ def matrix(full: bool = False) -> list[Case]:
         Case(model="mixtral-8x7b", method="full"),
         Case(model="mixtral-8x7b", method="inference"),
         *FAMILY_CASES,
+        *MODE_CASES,
     ]
 
 

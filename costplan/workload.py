@@ -56,6 +56,9 @@ class Workload:
     offload: tuple[str, ...] = ()
     """What lives in host memory: ``optimizer`` (states, master weights, fp32 gradients: ZeRO-Offload,
     FSDP CPU offload), ``params`` (ZeRO-3 / FSDP parameter shards), ``activations`` (checkpoints)."""
+    autocast_forward: bool | None = None
+    """The forward runs under ``torch.autocast`` (None: in the mixed modes). The Hugging Face Trainer
+    with ``bf16=True`` autocasts a model loaded in bf16 too (Axolotl), which matters to fp32 adapters."""
     kbit_fp32_upcast: bool = False
     """QLoRA through peft's ``prepare_model_for_kbit_training``: the parameters left unquantized
     (embeddings, LM head, norms) upcast to fp32."""
@@ -96,6 +99,12 @@ class Workload:
     def adapter_bytes(self) -> int:
         """Bytes per element of adapters, soft prompts and prefixes (and their gradients)."""
         return modes.adapter_bytes(self.precision, self.fp32_adapters)
+
+    @property
+    def autocast(self) -> bool:
+        if self.autocast_forward is not None:
+            return self.autocast_forward and self.precision != "fp32"
+        return self.precision in ("bf16-mixed", "fp16-mixed")
 
     @property
     def peak_key(self) -> str:

@@ -41,11 +41,12 @@ def test_what_does_not_fit_names_the_cheapest_switch_that_would():
 
 
 def test_max_seq_len_is_the_boundary_of_fitting():
-    est = costplan.estimate("8b", "qlora", gpu="l4", gpus=1, grad_ckpt=True, micro_batch=1, maximize="seq-len")
+    model = "llama-3.1-8b"  # a 128K context: the GPU, not the model, sets the limit
+    est = costplan.estimate(model, "qlora", gpu="l4", gpus=1, grad_ckpt=True, micro_batch=1, maximize="seq-len")
     longest = est.maximum["seq_len"]
-    assert 1000 < longest < 8192
-    fits = costplan.estimate("8b", "qlora", gpu="l4", gpus=1, grad_ckpt=True, micro_batch=1, seq_len=longest)
-    over = costplan.estimate("8b", "qlora", gpu="l4", gpus=1, grad_ckpt=True, micro_batch=1, seq_len=longest + 1)
+    assert 1000 < longest < 131072
+    fits = costplan.estimate(model, "qlora", gpu="l4", gpus=1, grad_ckpt=True, micro_batch=1, seq_len=longest)
+    over = costplan.estimate(model, "qlora", gpu="l4", gpus=1, grad_ckpt=True, micro_batch=1, seq_len=longest + 1)
     assert fits.placement.fits and not over.placement.fits
 
 

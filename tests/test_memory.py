@@ -26,8 +26,9 @@ def test_tiny_param_count_by_hand():
     assert count_params(TINY).total == N_TINY
 
 
-def test_full_bf16_adamw_bytes_per_parameter():
-    mem = training_memory(TINY, FullFineTune(), Workload(seq_len=8))
+def test_full_bf16_master_adamw_bytes_per_parameter():
+    # bf16 weights with an fp32 master copy (DeepSpeed's bf16 layout) and foreach AdamW.
+    mem = training_memory(TINY, FullFineTune(), Workload(seq_len=8, precision="bf16-master"))
     assert mem.weights == 2 * N_TINY  # bf16
     assert mem.gradients == 2 * N_TINY  # bf16
     assert mem.master_weights == 4 * N_TINY  # fp32 master copy
@@ -88,15 +89,19 @@ def test_logits_scale_with_vocabulary():
 
 
 def test_llama_layer_activations_by_hand():
-    # Full fine-tuning, bf16, SDPA, per position of one layer (h=64, q=64, kv=32, f=128):
+    # Full fine-tuning, pure bf16, SDPA, per position of one layer (h=64, q=64, kv=32, f=128):
     # each RMSNorm keeps an fp32 input (4h + 4 for rsqrt) and its normalised bf16 x (2h); the
     # q/k/v and gate/up inputs (2h each); SDPA keeps q, k, v (2(q + 2kv)), lse (4 · heads) and its
     # output (2q), which o reads; the MLP keeps gate, silu(gate), up and their product (4 · 2f).
     h, q, kv, f = 64, 64, 32, 128
     norm = 4 * h + 4 + 2 * h
     per_position = 2 * norm + 2 * (2 * h) + 2 * (q + 2 * kv) + 4 * 4 + 2 * q + 4 * 2 * f
-    saved = saved_tensors(TINY, FullFineTune(), Workload(seq_len=8))
+    saved = saved_tensors(TINY, FullFineTune(), Workload(seq_len=8, precision="bf16-true"))
     assert saved.later_layer == 8 * per_position
+    # Under autocast over fp32 weights (bf16-mixed) the norms' normalised x is fp32 (4h, not 2h),
+    # and q, k, v, gate and up each keep their own bf16 cast of the fp32 norm output (not one).
+    mixed = saved_tensors(TINY, FullFineTune(), Workload(seq_len=8, precision="bf16-mixed"))
+    assert mixed.later_layer == 8 * (per_position + 2 * 2 * h + 2 * (2 * h) + 1 * (2 * h))
 
 
 def test_orderings():
@@ -131,7 +136,7 @@ CASES = {
 
 
 @pytest.mark.needs_torch
-@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+@pytest.mark.parametrize("precision", ["bf16-mixed", "bf16-true", "fp32"])
 @pytest.mark.parametrize("attention", ["flash", "eager"])
 @pytest.mark.parametrize("key", list(CASES))
 def test_saved_activations_match_the_real_model(key, attention, precision):
@@ -141,13 +146,15 @@ def test_saved_activations_match_the_real_model(key, attention, precision):
     work = Workload(seq_len=32, attention=attention, precision=precision)
     traced = trace_training_step(TRACE, method, work)
     saved = saved_tensors(TRACE, method, work)
-    ours = saved.total(False) + saved.batch(False)  # one sequence: its micro-batch's tables too
+    # One sequence: its micro-batch's tables too; under autocast the matmuls also save the 16-bit
+    # copies of fp32 weights it made.
+    ours = saved.total(False) + saved.batch(False) + training_memory(TRACE, method, work).weight_copies
     assert ours == pytest.approx(traced.saved_bytes, rel=0.005)
 
 
 @pytest.mark.needs_torch
 @pytest.mark.parametrize("grad_ckpt", [False, True], ids=["plain", "ckpt"])
-@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+@pytest.mark.parametrize("precision", ["bf16-mixed", "bf16-true", "bf16-master", "fp32"])
 @pytest.mark.parametrize("key", list(CASES))
 def test_step_peak_matches_live_bytes_of_a_real_step(key, precision, grad_ckpt):
     """The peak over forward, backward and the optimizer step, tracked storage by storage."""

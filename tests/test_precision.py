@@ -31,10 +31,14 @@ def test_bf16_mixed_is_fp32_weights_with_autocast_copies():
     # The Hugging Face Trainer's bf16=True: fp32 weights are the master; autocast's bf16 casts
     # (2 B/param) are saved for backward; with foreach AdamW the step peaks at 4 + 4 + 8 + 4 = 20.
     b = per_param("bf16-mixed")
+    copies = b.pop("weight_copies")
     assert b == {"weights": 4, "gradients": 4, "master_weights": 0, "optimizer_states": 8, "gradient_copies": 0,
-                 "step_temporaries": 4, "weight_copies": 2}
+                 "step_temporaries": 4}
     assert b["weights"] + b["gradients"] + b["optimizer_states"] + b["step_temporaries"] == 20
-    assert per_param("fp16-mixed") == b
+    # Copies of the matmuls' weights (the layers' matrices and the LM head), not the embedding's or norms'.
+    matrices = 2 * (64 * 64 * 2 + 64 * 32 * 2 + 3 * 64 * 128)
+    assert copies * N == 2 * (matrices + 100 * 64)
+    assert per_param("fp16-mixed") == {**b, "weight_copies": copies}
 
 
 def test_bf16_true_is_10_bytes_with_foreach_adamw():
@@ -52,10 +56,12 @@ def test_bf16_master_deepspeed_and_megatron():
     ds = per_param("bf16-master", "adamw-fused")
     assert ds == {"weights": 2, "gradients": 2, "master_weights": 4, "optimizer_states": 8, "gradient_copies": 4,
                   "step_temporaries": 0, "weight_copies": 0}
-    # Megatron: fp32 main gradients instead, no cast at the step: 2 + 4 + 4 + 8 = 18 (its docs' table).
-    mg = per_param("bf16-master", "adamw-fused", fp32_main_grads=True)
-    assert mg["gradients"] == 4 and mg["gradient_copies"] == 0
-    assert sum(mg.values()) == 18
+    # Megatron: a persistent fp32 main-gradient buffer instead, each bf16 gradient added to it and
+    # freed, no cast at the step: 2 + 4 + 4 + 8 = 18 (its docs' table).
+    mem = training_memory(TINY, FullFineTune(), Workload(seq_len=8, precision="bf16-master", optimizer="adamw-fused",
+                                                         fp32_main_grads=True))
+    assert mem.gradient_buffer == 4 * N and mem.gradients == 2 * LARGEST and mem.gradient_copies == 0
+    assert (mem.weights + mem.gradient_buffer + mem.master_weights + mem.optimizer_states) / N == 18
 
 
 def test_fp8_adds_transformer_engine_weight_copies_on_its_bf16_mode():

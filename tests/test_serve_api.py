@@ -167,14 +167,14 @@ def test_uploaded_config_answers_like_the_same_file_on_the_command_line(client, 
 
 
 def test_a_bad_upload_gets_the_cli_message_without_server_paths(client, tmp_path):
-    bad = {"model_type": "t5"}
+    bad = {"model_type": "mamba"}
     path = tmp_path / "config.json"
     path.write_text(json.dumps(bad))
     response = client.post("/api/estimate", files={"config": ("config.json", json.dumps(bad), "application/json")})
     assert response.status_code == 400
     message = response.json()["error"]
     assert message == cli_error("estimate", "--model", str(path)).replace(str(path), "uploaded config.json")
-    assert message.startswith("'uploaded config.json': model_type 't5' is not supported")
+    assert message.startswith("'uploaded config.json': model_type 'mamba' is not supported")
     assert tempfile.gettempdir() not in message
     broken = client.post("/api/estimate", content="{not json", headers={"content-type": "application/json"})
     assert broken.status_code == 400 and "is not a readable config.json" in broken.json()["error"]

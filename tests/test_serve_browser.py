@@ -261,14 +261,14 @@ def test_an_advanced_setting_changes_the_answer(server, browser):
 def test_a_bad_config_upload_shows_the_error_and_a_good_one_the_answer(server, browser, tmp_path):
     open_page(browser, f"{server}/?method=lora&gpu=h100")
     bad = tmp_path / "config.json"
-    bad.write_text(json.dumps({"model_type": "t5"}))
+    bad.write_text(json.dumps({"model_type": "mamba"}))
     before = generation(browser)
     browser.find_element(By.ID, "config").send_keys(str(bad))
     settled(browser, before)
     page = read_page(browser)
     expected = api_error(server, "estimate?method=lora&gpu=h100", bad.read_bytes())
     assert page["error"] == expected
-    assert expected.startswith("'uploaded config.json': model_type 't5' is not supported")
+    assert expected.startswith("'uploaded config.json': model_type 'mamba' is not supported")
     assert browser.find_element(By.ID, "error").is_displayed()
 
     good = tmp_path / "my-llama.json"

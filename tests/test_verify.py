@@ -31,7 +31,7 @@ def test_the_matrices_cover_what_the_issue_names():
     full = matrix(full=True)
     for field, values in (("model", {"gpt2", "bert-base", "llama-2-7b", "llama-3-8b", "mistral-7b", "mixtral-8x7b"}),
                           ("method", {"inference", "prompt", "prefix", "lora", "qlora", "full"}),
-                          ("precision", {"bf16", "fp32"}), ("grad_ckpt", {False, True}),
+                          ("precision", {"bf16-mixed", "bf16-true", "fp32"}), ("grad_ckpt", {False, True}),
                           ("attention", {"flash", "eager"})):
         assert {getattr(c, field) for c in full} == values
         assert {getattr(c, field) for c in matrix()} >= values  # the subset covers every value too
@@ -60,7 +60,8 @@ def test_a_seven_billion_model_traces_without_memory():
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     result = run_case(Case(model="llama-2-7b", method="full", grad_ckpt=True))
     grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
-    assert result.get("memory peak").traced > 140 * 2**30  # the traced step needs > 140 GiB ...
+    # bf16-mixed with foreach AdamW: 20 B/param at the optimizer step, 125 GiB ...
+    assert result.get("memory peak").traced > 120 * 2**30
     assert grown_mib < 2048  # ... of which this process allocated none
     assert result.get("params total").traced == 6_738_415_616
 
@@ -68,7 +69,8 @@ def test_a_seven_billion_model_traces_without_memory():
 @pytest.mark.needs_torch
 def test_cli_single_case_writes_csv(tmp_path):
     out = tmp_path / "v.csv"
-    result = CliRunner().invoke(cli, ["verify", "--model", "gpt2", "--method", "lora", "--out", str(out)])
+    result = CliRunner().invoke(cli, ["verify", "--model", "gpt2", "--method", "lora", "--precision", "bf16-true",
+                                      "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "flops total" in result.output and "memory peak" in result.output
     rows = list(csv.DictReader(out.open()))
