@@ -57,6 +57,8 @@ def model_bytes(method: Method, work: Workload) -> int:
     trained fp32 weights of mixed precision), else the compute dtype."""
     if work.precision in ("bf16-mixed", "fp16-mixed") and method.trains_base:
         return FP32
+    if work.kbit_fp32_upcast and method.base_storage == "nf4":
+        return FP32  # peft's k-bit preparation upcasts the embeddings and norms: an fp32 residual stream
     return work.compute_bytes
 
 
@@ -533,7 +535,7 @@ def saved_tensors(model: ModelSpec, method: Method, work: Workload) -> SavedTens
             span = LayerSpan(positions, keys, source)
         items = layer_saved(model, method, work, flow, span)
         rows = span.queries
-        layers.append(LayerSaved(flow, count, tuple(items), p * h * rows))
+        layers.append(LayerSaved(flow, count, tuple(items), pn * h * rows))
         if flow.kind.cross_attention:
             memory_rg = flow.memory_rg
             memory_kept = memory_kept or _reader_inputs([flow.linears["cross_k"], flow.linears["cross_v"]], p,
@@ -545,10 +547,17 @@ def saved_tensors(model: ModelSpec, method: Method, work: Workload) -> SavedTens
         head_side += (p * h if trains else 0.0) + p * h
     if model.inner_dropout and model.dropout > 0:
         head_side += MASK * h
+    head_rank = getattr(method, "head_rank", 0)
+    if head_rank:  # LoRA on the head: A's copy of the final norm's output (unless shared) and A's output
+        io = adapter_io(method, work)
+        head_side += (0.0 if io.shares_input(p) else io.saved_bytes(p) * h) + io.saved_bytes(p) * head_rank
     head_side *= positions * method.predicted_fraction  # sparse MLM prediction gathers the masked positions
     embeddings_rg = input_requires_grad(method, work.grad_ckpt)
     embedded = positions + source  # T5 embeds the source and the target
     shared = 0.0
+    embed_rank = getattr(method, "embedding_rank", 0)
+    if embed_rank:  # LoRA on the embedding: B keeps A's looked-up rows (the adapters' dtype)
+        shared += work.adapter_bytes * embed_rank * embedded
     if method.trains_embeddings:  # embedding backward keeps the indices it gathered (int64)
         shared += INT64 * embedded * (1 + ((model.learned_positions + (model.token_types > 0)) if trains else 0))
     if model.post_norm:  # BERT normalises its embeddings (post-norm)

@@ -20,7 +20,7 @@ from costplan.hardware import gpu as find_gpu
 from costplan.hardware import price as find_price
 from costplan.layout import Job, Pins, Placement, check_pins, choose, default_global_batch, practice
 from costplan.memory import WEIGHT_FORMATS, inference_memory
-from costplan.methods import METHODS, Inference, Lora, Method, PrefixTuning, PromptTuning, parse_targets
+from costplan.methods import METHODS, Inference, Lora, Method, PrefixTuning, PromptTuning, QLora, parse_targets
 from costplan.model import ModelSpec, count_params, resolve_model
 from costplan.optimizers import optimizer as find_optimizer
 from costplan.optimizers import split_in_backward
@@ -33,7 +33,7 @@ from costplan.workload import LOSSES, OFFLOADS, Workload
 PRECISIONS = modes.NAMES
 ESTIMATE_AUTO = frozenset({"gpus", "tokens", "seq_len", "micro_batch", "global_batch", "global_batch_tokens", "zero",
                            "tp", "pp", "price", "pue", "serve_tokens", "lora_alpha", "electricity",
-                           "hardware_price", "source_len", "target_len"})
+                           "hardware_price", "source_len", "target_len", "lora_dropout"})
 """Arguments whose None means "chosen by costplan" (or "not asked")."""
 
 SCHEMA_VERSION = 2
@@ -151,7 +151,8 @@ class Estimate:
 
 def make_method(name: str | Method, *, lora_rank: int = 8, lora_targets: str = "q,v", lora_dropout: float = 0.0,
                 virtual_tokens: int = 20, lora_alpha: float | None = None, use_dora: bool = False,
-                use_rslora: bool = False, modules_to_save: tuple[str, ...] = (), weights: str | None = None) -> Method:
+                use_rslora: bool = False, modules_to_save: tuple[str, ...] = (), weights: str | None = None,
+                double_quant: bool = True) -> Method:
     if isinstance(name, Method):
         return name
     if not isinstance(name, str):
@@ -159,6 +160,9 @@ def make_method(name: str | Method, *, lora_rank: int = 8, lora_targets: str = "
     cls = METHODS.get(name.lower())
     if cls is None:
         raise unknown_name("method", name, METHODS)
+    if issubclass(cls, QLora):
+        return cls(rank=lora_rank, targets=parse_targets(lora_targets), dropout=lora_dropout, alpha=lora_alpha,
+                   dora=use_dora, rslora=use_rslora, modules_to_save=tuple(modules_to_save), double_quant=double_quant)
     if issubclass(cls, Lora):
         return cls(rank=lora_rank, targets=parse_targets(lora_targets), dropout=lora_dropout, alpha=lora_alpha,
                    dora=use_dora, rslora=use_rslora, modules_to_save=tuple(modules_to_save))
@@ -234,12 +238,13 @@ def estimate(
     hardware_price: float | None = None,
     lora_rank: int = 8,
     lora_targets: str = "q,v",
-    lora_dropout: float = 0.0,
+    lora_dropout: float | None = None,
     lora_alpha: float | None = None,
     use_dora: bool = False,
     use_rslora: bool = False,
     modules_to_save: tuple[str, ...] = (),
     virtual_tokens: int = 20,
+    double_quant: bool = True,
     weights: str | None = None,
     prompt_len: int = 512,
     gen_len: int = 256,
@@ -298,6 +303,7 @@ def estimate(
     spot = arguments.flag("spot", spot)
     use_dora = arguments.flag("use_dora", use_dora)
     use_rslora = arguments.flag("use_rslora", use_rslora)
+    double_quant = arguments.flag("double_quant", double_quant)
     grad_ckpt = arguments.flag("grad_ckpt", grad_ckpt, optional=True)
     if grid is not None and (isinstance(grid, bool) or not isinstance(grid, (str, int, float))):
         raise CostplanError(f"--grid must be a region name or kg CO2 per kWh, not {grid!r}.")
@@ -309,9 +315,9 @@ def estimate(
     else:
         spec = model if isinstance(model, ModelSpec) else resolve_model("7b" if model is None else model)
         how = make_method("lora" if method is None else method, lora_rank=lora_rank, lora_targets=lora_targets,
-                          lora_dropout=lora_dropout, virtual_tokens=virtual_tokens, lora_alpha=lora_alpha,
+                          lora_dropout=lora_dropout or 0.0, virtual_tokens=virtual_tokens, lora_alpha=lora_alpha,
                           use_dora=use_dora, use_rslora=use_rslora, modules_to_save=modules_to_save,
-                          weights=weights)
+                          weights=weights, double_quant=double_quant)
     how.validate(spec)
     device = find_gpu(gpu)
     profile = (profile or saved_profile_for(device.key) or default_profile()).with_run_logs(device.key)
@@ -345,6 +351,8 @@ def estimate(
             True, how.trains_base, how.key in ("pretrain", "cpt") and (gpus is None or gpus > 1))
     else:
         stack = find_framework(framework) if framework else default_framework(False, False, False)
+    if lora_dropout is None and isinstance(how, Lora) and stack.lora_dropout and adapter is None:
+        how = replace(how, dropout=stack.lora_dropout)  # the stack's default (LitGPT: 0.05)
     work, stack_notes = stack_workload(stack, how, precision=precision, optimizer=optimizer,
                                        optimizer_in_backward=optimizer_in_backward, loss=loss, offload=offload,
                                        grad_ckpt=grad_ckpt, gpus=gpus, seq_len=seq_len, micro_batch=micro_batch or 1,
@@ -629,7 +637,8 @@ def stack_workload(stack: Framework, how: Method, *, precision: str = "bf16", op
                     loss_fp32=stack.loss_fp32, offload=offloads, grad_ckpt=bool(grad_ckpt),
                     fp32_adapters=stack.fp32_adapters, fp32_main_grads=stack.fp32_main_grads, fp8_base=stack.bf16
                     if stack.bf16 != "fp8" else "bf16-master",
-                    kbit_fp32_upcast=stack.kbit_upcast and how.base_storage == "nf4", **shape)
+                    kbit_fp32_upcast=stack.kbit_upcast and how.base_storage == "nf4",
+                    autocast_forward=True if stack.autocast and mode != "fp32" else None, **shape)
     if work.kbit_fp32_upcast:
         notes.append("QLoRA prepared by peft (prepare_model_for_kbit_training): embeddings, LM head and norms "
                      "upcast to fp32")

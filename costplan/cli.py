@@ -258,7 +258,10 @@ LAYOUT = _options(
 @click.option("--lora-rank", type=_ints(65_536), default=8, show_default=True)
 @click.option("--lora-targets", default="q,v", show_default=True,
               help="Comma list of q,k,v,o,gate,up,down, or attn, mlp, all-linear.")
-@click.option("--lora-dropout", type=_Number(0, 0.99), default=0.0, show_default=True)
+@click.option("--lora-dropout", type=_Number(0, 0.99), show_default="auto",
+              help="[auto: the stack's default: 0, or 0.05 on LitGPT]")
+@click.option("--double-quant/--no-double-quant", default=True, show_default=True,
+              help="QLoRA: quantize the 4-bit base's absmax constants again (bitsandbytes double quantization).")
 @click.option("--virtual-tokens", type=_ints(100_000), default=20, show_default=True,
               help="Prompt/prefix tuning: trainable virtual tokens.")
 @click.option("--prompt-len", type=_ints(MAX_SEQ), default=512, show_default=True, help="Inference: prompt tokens.")

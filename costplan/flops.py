@@ -224,8 +224,24 @@ def training_flops(model: ModelSpec, method: Method, work: Workload) -> FlopsBre
     head = _head_flops(model, positions * method.predicted_fraction)
     # The LM head's input is the last layer's output, which requires a gradient here always.
     head_term = FlopTerm(Part.HEAD, head, head, head if method.trains_head else 0.0)
+    outer = _outer_adapter_flops(model, method, positions * method.predicted_fraction, positions)
+    if outer is not None:
+        layer[Part.ADAPTERS] = layer[Part.ADAPTERS] + outer if Part.ADAPTERS in layer else outer
     terms = tuple(t.scaled(1.0 / work.seq_len) for t in (*layer.values(), head_term))
     return FlopsBreakdown(terms, work.seq_len)
+
+
+def _outer_adapter_flops(model: ModelSpec, method: Method, head_rows: float, rows: float) -> FlopTerm | None:
+    """LoRA on the LM head (A: hidden x r, B: r x vocab; its input needs dX anyway) and on the token
+    embedding (A looked up, no FLOPs; B: r x hidden, whose dX A's gradient needs)."""
+    head_rank, embed_rank = getattr(method, "head_rank", 0), getattr(method, "embedding_rank", 0)
+    if not (head_rank or embed_rank):
+        return None
+    h, v = model.hidden_size, model.vocab_size
+    a, b = 2.0 * head_rows * h * head_rank, 2.0 * head_rows * head_rank * v
+    e = 2.0 * rows * embed_rank * h
+    # Forward; dX of A and B and of the embedding's B; dW of every A and B.
+    return FlopTerm(Part.ADAPTERS, a + b + e, a + b + e, a + b + e)
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,6 +46,10 @@ class Framework:
     """QLoRA prepared by peft's ``prepare_model_for_kbit_training``: unquantized parameters in fp32."""
     offload_checkpoints: bool = False
     """Checkpointed layer inputs copied to host memory (Unsloth's checkpointing)."""
+    autocast: bool = False
+    """The forward runs under ``torch.autocast`` whatever the weights' dtype (the Trainer's ``bf16=True``)."""
+    lora_dropout: float = 0.0
+    """The stack's default LoRA dropout."""
     full_single_gpu_optimizer: str = ""
     """The optimizer of full fine-tuning on one GPU where it differs (``+in-backward``: stepped in backward)."""
     source: str = ""
@@ -68,7 +72,8 @@ def frameworks() -> dict[str, Framework]:
             grad_ckpt=row["grad_ckpt"] == "true", loss=row["loss"], fp32_adapters=row["adapters"] == "fp32",
             fp32_main_grads=row["main_grads"] == "fp32", loss_fp32=row["loss_fp32"] == "true",
             kbit_upcast=row["kbit_upcast"] == "true", offload_checkpoints=row["offload_checkpoints"] == "true",
-            full_single_gpu_optimizer=row["full_single_gpu_optimizer"], source=row["source"])
+            full_single_gpu_optimizer=row["full_single_gpu_optimizer"], autocast=row["autocast"] == "true",
+            lora_dropout=float(row["lora_dropout"]), source=row["source"])
     return found
 
 

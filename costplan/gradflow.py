@@ -31,10 +31,16 @@ class LinearUse:
     the packed weight for backward (``ctx.tensors = (None, B)``, since bitsandbytes 0.43.2 and in
     0.50), never its input."""
 
+    legacy_quantized: bool = False
+    """bitsandbytes before 0.43.2 (July 2024) kept the 4-bit matmul's input too (``ctx.tensors =
+    (A, B)``). Under the re-entrant checkpointing of that time (transformers 4.x, peft's k-bit
+    preparation) a checkpointed forward runs without gradients, so only layers it re-runs keep it."""
+
     @property
     def keeps_input(self) -> bool:
-        """Whether the base matmul saves its input for backward (for its weight's gradient)."""
-        return self.trainable
+        """Whether the base matmul saves its input for backward (for its weight's gradient, or an
+        older bitsandbytes' 4-bit matmul that needs dX)."""
+        return self.trainable or (self.legacy_quantized and self.input_rg)
 
     @property
     def output_rg(self) -> bool:
@@ -78,7 +84,8 @@ def layer_flow(model: ModelSpec, kind: LayerKind, method: Method, stream_rg: boo
         """Record the matrix's use; whether its output requires a gradient."""
         linear = lins[role]
         u = LinearUse(linear, input_rg, method.trains_base, method.adapter(linear),
-                      quantized=method.base_storage == "nf4")
+                      quantized=method.base_storage == "nf4",
+                      legacy_quantized=bool(getattr(method, "bnb_keeps_input", False)))
         uses[role] = u
         return u.output_rg
 

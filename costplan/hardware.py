@@ -38,6 +38,10 @@ class GpuSpec:
     offloaded optimizer states, parameters and checkpoints cross."""
 
     def peak(self, precision: str) -> float:
+        """Dense peak FLOP/s at ``precision``: a dtype (fp32, bf16, fp16, fp8) or a precision mode."""
+        from costplan import precision as modes
+
+        precision = modes.peak_key(precision) if precision in modes.MODES else precision
         try:
             return self.peak_flops[precision]
         except KeyError:

@@ -25,9 +25,14 @@ _TARGET_GROUPS = {
     "attn": ("q", "k", "v", "o", "qkv", "q_a", "q_b", "kv_a", "kv_b"),
     "mlp": ("gate", "up", "gate_up", "down"),
 }
+OUTER_TARGETS = ("head", "embeddings")
+"""LoRA outside the layers: the LM head (a Linear) and the token embedding (peft's Embedding LoRA)."""
 # peft module names that are not ``<role>_proj``.
-_MODULE_ALIASES = {"kv_a_proj_with_mqa": "kv_a", "wi": "up", "wi_0": "gate", "wi_1": "up", "wo": "down",
-                   "c_attn": "qkv", "query_key_value": "qkv"}
+_MODULE_ALIASES = {
+    "lm_head": "head", "embed_tokens": "embeddings", "wte": "embeddings", "embed_in": "embeddings",
+    "word_embeddings": "embeddings", "embed_out": "head", "kv_a_proj_with_mqa": "kv_a", "wi": "up", "wi_0": "gate",
+    "wi_1": "up", "wo": "down", "c_attn": "qkv", "query_key_value": "qkv"
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,7 +212,9 @@ def parse_targets(text: str) -> tuple[str, ...]:
         if not part:
             continue
         part = _MODULE_ALIASES.get(part, part)
-        if part in _TARGET_GROUPS:
+        if part in OUTER_TARGETS:
+            roles.append(part)
+        elif part in _TARGET_GROUPS:
             roles.extend(_TARGET_GROUPS[part])
         elif part.removesuffix("_proj") in LORA_ROLES:
             roles.append(part.removesuffix("_proj"))
@@ -252,11 +259,31 @@ class Lora(Method):
 
     @property
     def trains_embeddings(self) -> bool:
-        return "embeddings" in self.modules_to_save
+        """A trained copy of the embedding, or LoRA on it: its lookup's backward keeps the token
+        indices and the first layer's input requires a gradient."""
+        return "embeddings" in self.modules_to_save or "embeddings" in self.targets
 
     @property
     def trains_head(self) -> bool:
         return "head" in self.modules_to_save
+
+    @property
+    def head_rank(self) -> int:
+        """LoRA rank on the LM head (0: none): A (hidden x r) and B (r x vocab)."""
+        return self.rank if "head" in self.targets else 0
+
+    @property
+    def embedding_rank(self) -> int:
+        """LoRA rank on the token embedding (0: none): peft's A (r x vocab) looked up, then B (hidden x r)."""
+        return self.rank if "embeddings" in self.targets else 0
+
+    def outer_tensors(self, model: ModelSpec) -> tuple[Tensor2D, ...]:
+        h, v, tensors = model.hidden_size, model.vocab_size, []
+        if self.head_rank:
+            tensors += [Tensor2D(h, self.rank), Tensor2D(self.rank, v)]
+        if self.embedding_rank:
+            tensors += [Tensor2D(self.rank, v), Tensor2D(h, self.rank)]
+        return tuple(tensors)
 
     def saved_modules(self, model: ModelSpec) -> tuple[Tensor2D, ...]:
         # peft's ModulesToSaveWrapper deep-copies the module (in the model's dtype) and trains the copy;
@@ -278,15 +305,16 @@ class Lora(Method):
                 tensors.append(Tensor2D(self.rank, lin.out_features, count))
                 if adapter.magnitude:
                     tensors.append(Tensor2D(1, lin.out_features, count))
-        return (*tensors, *self.saved_modules(model))
+        return (*tensors, *self.outer_tensors(model), *self.saved_modules(model))
 
     def validate(self, model: ModelSpec) -> None:
         adapters = self.adapters(model)
-        if not adapters:
+        if not adapters and not (self.head_rank or self.embedding_rank):
             names = sorted({name for lin in layer_linears(model) for name in lin.target_names} & set(LORA_ROLES))
             raise CostplanError(f"None of the LoRA targets {','.join(self.targets)} exist in {model.name} "
                                 f"(its matrices answer to {','.join(names)}).")
-        smallest = min(min(a.linear.in_features, a.linear.out_features) for a in adapters)
+        smallest = min((min(a.linear.in_features, a.linear.out_features) for a in adapters),
+                       default=model.hidden_size)
         if self.rank > smallest:
             raise CostplanError(
                 f"--lora-rank {self.rank} exceeds the smallest targeted matrix dimension ({smallest})."
@@ -294,12 +322,16 @@ class Lora(Method):
 
     def notes(self, model: ModelSpec) -> list[str]:
         roles = [a.linear.role for a in self.adapters(model)]
+        outer = [name for name in ("head", "embeddings") if name in self.targets]
         scaling = ""
         if self.alpha is not None:
             scaling = (f", alpha {self.alpha:g} (scale {self.alpha / self.rank ** (0.5 if self.rslora else 1):.3g}"
                        + (", rsLoRA alpha/sqrt(r)" if self.rslora else "") + "; no effect on cost)")
-        notes = [f"LoRA rank {self.rank} on {','.join(roles)} in every layer{scaling}; adapters kept in fp32 "
-                 "(peft default), their input cast to fp32"]
+        where = f"{','.join(roles)} in every layer" if roles else ""
+        if outer:
+            where += (" and " if where else "") + " and ".join({"head": "the LM head", "embeddings": "the token "
+                                                                 "embedding"}[o] for o in outer)
+        notes = [f"LoRA rank {self.rank} on {where}{scaling}"]
         if self.dora:
             notes.append("DoRA: a trained fp32 magnitude per output feature (exact in the parameter count); each "
                          "adapted matrix also keeps its base output and fp32 adapter output for backward and builds "
@@ -321,6 +353,9 @@ class QLora(Lora):
     label: ClassVar[str] = "QLoRA (4-bit NF4 base)"
     base_storage: ClassVar[BaseStorage] = "nf4"
     double_quant: bool = True
+    bnb_keeps_input: bool = False
+    """Runs on bitsandbytes before 0.43.2 (July 2024), whose 4-bit matmul also kept its input for
+    backward; 0.43.2 to 0.50 keep only the packed weight."""
 
     def validate(self, model: ModelSpec) -> None:
         if model.is_encoder_decoder:

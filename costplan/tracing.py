@@ -216,8 +216,10 @@ def apply_method(module: Any, method: Method) -> Any:
             raise ValueError(f"LoRA on {', '.join(untraceable)} of {spec.name} cannot be traced: transformers 5 "
                              "keeps routers and routed experts as custom modules with 3-D parameters, which "
                              "peft's target_modules cannot adapt")
-        pattern = rf".*\.({'|'.join(names[role] for role in roles)})$"
         saved = {"embeddings": _EMBEDDING_NAMES.get(spec.family, "embed_tokens"), "head": "lm_head"}
+        names = {**names, **saved}
+        roles += [outer for outer in ("head", "embeddings") if outer in method.targets]
+        pattern = rf"(.*\.)?({'|'.join(names[role] for role in roles)})$"
         config = peft.LoraConfig(r=method.rank, lora_alpha=2 * method.rank, lora_dropout=method.dropout,
                                  target_modules=pattern, use_dora=method.dora,
                                  modules_to_save=[saved[m] for m in method.modules_to_save] or None)

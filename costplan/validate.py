@@ -15,7 +15,15 @@ private formula. The kinds:
 - ``memory``: peak memory of fine-tuning runs as the source measured it (allocated, reserved, or
   the device total for nvidia-smi and unknown); naive rule: 16 bytes per parameter for full
   fine-tuning (mixed-precision Adam), the weights' bytes plus 20% for adapters;
-- ``fit``: whether a setup ran or went out of memory: the verdict is right or wrong.
+- ``fit``: whether a setup ran or went out of memory: the verdict is right or wrong;
+- ``max_context``: the longest sequence a setup trained at on a card of stated memory (``estimate
+  --max seq-len``); naive rule: the naive memory's headroom spent at 2 bytes x hidden x layers x 16
+  per token (a rule of thumb for bf16 activations with checkpointing off).
+
+Memory, fit and max-context rows run on the stack the source names (``framework``) with the
+settings it states: precision mode, optimizer (``+in-backward``: stepped inside backward), 4-bit
+base with or without double quantization, checkpointing (``offloaded``: its checkpoints in host
+memory), LoRA rank and targets; the rest are the stack's defaults.
 
 ``split`` says which rows the speed model's constants were fitted on (``fit``) and which were
 kept apart (``holdout``); splits go by source, never by row.
@@ -35,7 +43,7 @@ from costplan.model import ModelSpec, count_params, preset
 from costplan.tables import number, read_table
 from costplan.units import GIB
 
-KINDS = ("pretrain", "throughput", "finetune_throughput", "decode", "memory", "fit")
+KINDS = ("pretrain", "throughput", "finetune_throughput", "decode", "memory", "fit", "max_context")
 NAIVE_MFU = 0.4
 """The one-line rule's utilisation: 6 N D / (0.4 x peak)."""
 
@@ -132,25 +140,36 @@ def _bool(row: dict[str, str], column: str) -> bool | None:
 
 
 def _precision(text: str, gpu_key: str) -> str:
+    """The precision a row states, as ``--precision`` takes it (a mode where the row names one)."""
+    from costplan import precision as modes
     from costplan.hardware import gpu
 
-    text = text.lower()
+    text = text.lower().strip()
+    has_bf16 = "bf16" in gpu(gpu_key).peak_flops
     if "fp8" in text:
         return "fp8" if "fp8" in gpu(gpu_key).peak_flops else "bf16"
+    if text in modes.MODES and (has_bf16 or not text.startswith("bf16")):
+        return text
     if "fp32" in text and "bf16" not in text:
         return "fp32"
-    if "fp16" in text or "bf16" not in gpu(gpu_key).peak_flops:
+    if "fp16" in text or not has_bf16:
         return "fp16"
     return "bf16"
 
 
-_TARGET_ROLES = {"q": "q", "k": "k", "v": "v", "o": "o", "gate": "gate", "up": "up", "down": "down"}
+_TARGET_NAMES = {"c_attn": "q,k,v", "c_proj": "o,down", "w1": "gate,up", "w2": "gate,up"}
+"""Module names of the sources that are not costplan's roles (Qwen-1: c_attn, c_proj, w1, w2)."""
 
 
 def _targets(text: str) -> str:
-    roles = [_TARGET_ROLES[p] for p in (t.strip().removesuffix("_proj") for t in re.split(r"[;,]", text))
-             if p in _TARGET_ROLES]
-    return ",".join(roles) if roles else "q,v"
+    """The row's LoRA targets as ``--lora-targets`` takes them (peft's q,v when not stated)."""
+    from costplan.methods import parse_targets
+
+    parts = [_TARGET_NAMES.get(p.strip(), p.strip()) for p in re.split(r"[;,]", text) if p.strip()]
+    try:
+        return ",".join(parse_targets(",".join(parts))) if parts else "q,v"
+    except CostplanError:
+        return "q,v"
 
 
 def _common(row: dict[str, str], spec: ModelSpec) -> dict[str, Any]:
@@ -200,7 +219,13 @@ def predict(row: dict[str, str], profile: Any = None) -> tuple[float, float | No
 
     kind = row["kind"]
     if not row.get("gpu"):
-        raise CostplanError("GPU not in costplan's table")
+        card = _card_gib(row)
+        if kind == "max_context" and card is not None and _card_for(card):
+            row = {**row, "gpu": _card_for(card)}  # only the card's memory matters
+        elif kind == "memory":
+            row = {**row, "gpu": "h100-sxm"}  # a measured peak does not depend on the card (the layout is stated)
+        else:
+            raise CostplanError("GPU not in costplan's table")
     spec = architecture(row["model"], row["name"], _int(row, "seq_len"))
     device = gpu(row["gpu"])
     options = _common(row, spec)
@@ -241,28 +266,138 @@ def predict(row: dict[str, str], profile: Any = None) -> tuple[float, float | No
         roofline = device.bandwidth_bytes_per_s * tp / (count_params(spec).total
                                                         * weight_bytes_per_param(weights, 2))
         return est.tokens_per_second / batch, roofline, f"{weights}, TP {tp}, {runtime}"
-    if kind in ("memory", "fit"):
-        method = row["method"]
-        if row.get("quant", "").startswith("nf4") and method == "lora":
-            method = "qlora"
-        if not options.get("micro_batch") or not options.get("seq_len"):
-            raise CostplanError("sequence length or micro-batch not stated")
+    if kind in ("memory", "fit", "max_context"):
+        return _predict_memory(row, spec, device, options, profile)
+    raise CostplanError(f"kind {kind} is not predicted")
+
+
+SHARDING_STACKS = ("fsdp", "torchtune", "deepspeed")
+"""Stacks whose multi-GPU runs shard parameters (FSDP full shard, torchtune's distributed recipes, ZeRO-3)."""
+LEGACY_BNB_BEFORE = "2024-07-16"
+"""bitsandbytes 0.43.2 (bitsandbytes-foundation/bitsandbytes#1270): its 4-bit matmul stopped keeping
+its input for backward."""
+
+
+def _stack_options(row: dict[str, str], options: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """The method and the estimate options of a memory row: its stack's conventions, what it states."""
+    from costplan.frameworks import frameworks
+
+    method = row["method"]
+    quant = row.get("quant", "")
+    if quant.startswith("nf4") and method == "lora":
+        method = "qlora"
+    extra: dict[str, Any] = {}
+    if method == "qlora":
+        from costplan.methods import QLora, parse_targets
+
+        # bitsandbytes before 0.43.2 (2024-07-16) also kept each 4-bit matmul's input; torchtune
+        # (torchao's NF4) and Unsloth (its own kernels) do not use its matmul.
+        legacy = row.get("as_of", "") < LEGACY_BNB_BEFORE and row.get("framework") not in ("torchtune", "unsloth")
+        method = QLora(rank=_int(row, "lora_rank") or 8, targets=parse_targets(_targets(row.get("lora_targets", ""))),
+                       double_quant=quant != "nf4", bnb_keeps_input=legacy)  # type: ignore[assignment]
+    if quant == "int8":
+        raise CostplanError("LoRA on an 8-bit (LLM.int8) base is not modelled")
+    optimizer = row.get("optimizer", "")
+    if optimizer:
+        name, in_backward = optimizer.lower().removesuffix("+in-backward"), optimizer.endswith("+in-backward")
+        if name != "adamw":  # plain "adamw": the stack's own AdamW (foreach or fused)
+            extra["optimizer"] = name
+        else:
+            stack = frameworks().get(row.get("framework", ""))
+            default = stack.optimizer if stack is not None else "adamw"
+            extra["optimizer"] = default if default in ("adamw", "adamw-fused") else "adamw"
+        if in_backward:
+            extra["optimizer_in_backward"] = True
+    if row.get("grad_ckpt", "").lower() == "offloaded":
+        extra["offload"] = ("activations",)
+    return method, extra
+
+
+def _predict_memory(row: dict[str, str], spec: ModelSpec, device: Any, options: dict[str, Any],
+                    profile: Any) -> tuple[float, float | None, str]:
+    from costplan.api import estimate
+    from costplan.frameworks import frameworks
+
+    kind = row["kind"]
+    method, extra = _stack_options(row, options)
+    if kind == "max_context":
+        options.pop("seq_len", None)
+        memory = _card_gib(row)
+        if memory is not None and memory * GIB < device.memory_bytes:
+            device_key = _card_for(memory)
+            if device_key is None:
+                raise CostplanError(f"no GPU of {memory:g} GiB in the GPU table")
+            options["gpu"] = device_key
+            options["precision"] = _precision(row.get("precision", ""), device_key)
+        options.setdefault("micro_batch", 1)
         options.setdefault("gpus", 1)
-        options.setdefault("grad_ckpt", False)
-        if options["gpus"] > 1:
-            options.setdefault("zero", 3)
+        options.setdefault("grad_ckpt", True)
+        spec = _with_long_context(spec)
         est = estimate(spec, method, tokens=1e8, lora_rank=_int(row, "lora_rank") or 8,
                        lora_targets=_targets(row.get("lora_targets", "")), global_batch=options["micro_batch"]
-                       * options["gpus"], **options)
-        if kind == "fit":
-            naive_fits = _naive_memory(spec, method) <= device.memory_bytes
-            return (float(not est.placement.fits), float(not naive_fits),
-                    f"{'fits' if est.placement.fits else 'does not fit'}: {est.memory.device_bytes / GIB:.1f} GiB")
-        measured_as = row.get("metric") or "unknown"
-        predicted = {"allocated": est.memory.peak_bytes, "reserved": est.memory.reserved_bytes}.get(
-            measured_as, est.memory.device_bytes)
-        return predicted / GIB, _naive_memory(spec, method) / GIB, f"{measured_as}; {_layout(est)}"
-    raise CostplanError(f"kind {kind} is not predicted")
+                       * options["gpus"], maximize="seq-len", profile=profile,
+                       **{k: v for k, v in {**options, **extra}.items() if k != "profile"})
+        longest = float(est.maximum["seq_len"]) if est.maximum else 0.0
+        return longest, _naive_context(spec, method, options), f"{est.framework.key}, {est.workload.precision}"
+    if not options.get("micro_batch") or not options.get("seq_len"):
+        raise CostplanError("sequence length or micro-batch not stated")
+    options.setdefault("gpus", 1)
+    stack = frameworks().get(row.get("framework", ""))
+    options.setdefault("grad_ckpt", stack.grad_ckpt if stack is not None else False)  # not stated: the stack's
+    if options["gpus"] > 1 and row.get("framework") in SHARDING_STACKS:
+        options.setdefault("zero", 3)  # they run FSDP full shard or ZeRO-3; the others as a practitioner would
+    est = estimate(spec, method, tokens=1e8, lora_rank=_int(row, "lora_rank") or 8,
+                   lora_targets=_targets(row.get("lora_targets", "")), global_batch=options["micro_batch"]
+                   * options["gpus"], **options, **extra)
+    detail = f"{est.framework.key}, {est.workload.precision}, {est.workload.optimizer}; {_layout(est)}"
+    if kind == "fit":
+        naive_fits = _naive_memory(spec, method) <= device.memory_bytes
+        return (float(not est.placement.fits), float(not naive_fits),
+                f"{'fits' if est.placement.fits else 'does not fit'}: {est.memory.device_bytes / GIB:.1f} GiB; "
+                + detail)
+    measured_as = row.get("metric") or "unknown"
+    memory = est.memory
+    if measured_as == "allocated":  # max_memory_allocated: the live tensors, not paged (managed) states
+        predicted = memory.peak_bytes
+    elif measured_as == "reserved":
+        predicted = memory.reserved_bytes
+    else:  # nvidia-smi or not said: the device's use, paged states as far as the card holds them
+        predicted = min(memory.device_bytes + memory.managed_bytes, max(device.memory_bytes, memory.device_bytes))
+    return predicted / GIB, _naive_memory(spec, method) / GIB, f"{measured_as}; {detail}"
+
+
+def _card_gib(row: dict[str, str]) -> float | None:
+    match = re.match(r"card (\d+(?:\.\d+)?) GiB", row.get("metric", ""))
+    return float(match.group(1)) if match else None
+
+
+def _card_for(gib: float) -> str | None:
+    """The GPU type of the table whose memory is ``gib`` (the cheapest-sounding one: fewest FLOPs)."""
+    from costplan.hardware import gpu, gpu_names
+
+    cards = [gpu(k) for k in gpu_names()]
+    matching = [c for c in cards if abs(c.memory_bytes / GIB - gib) < 0.5]
+    if not matching:
+        return None
+    return min(matching, key=lambda c: c.peak_flops.get("bf16", c.peak_flops.get("fp16", 0.0))).key
+
+
+def _with_long_context(spec: ModelSpec) -> ModelSpec:
+    """Published long-context fine-tuning extends RoPE models past their trained length (Llama 3.1:
+    128K); the search is for memory, not the model's context."""
+    from dataclasses import replace
+
+    return replace(spec, max_positions=max(spec.max_positions, 1 << 20))
+
+
+def _naive_context(spec: ModelSpec, method: str, options: dict[str, Any]) -> float:
+    """The naive rule's longest sequence: what the naive memory leaves of the card, at 34 bytes
+    per token and hidden unit in every layer (the Megatron paper's bf16 activations per layer,
+    without checkpointing, for one sequence)."""
+    from costplan.hardware import gpu
+
+    left = gpu(options["gpu"]).memory_bytes - _naive_memory(spec, method)
+    return max(left, 0.0) / (34.0 * spec.hidden_size * spec.num_layers)
 
 
 PLAUSIBLE_MFU = 0.85
@@ -280,7 +415,8 @@ def _beyond_peak(row: dict[str, str], reported: float) -> bool:
     return reported * per_token > PLAUSIBLE_MFU * gpu(row["gpu"]).peak(precision)
 
 
-def _naive_memory(spec: ModelSpec, method: str) -> float:
+def _naive_memory(spec: ModelSpec, method: Any) -> float:
+    method = getattr(method, "key", method)
     params = count_params(spec).total
     if method in ("full", "cpt", "pretrain"):
         return 16.0 * params
