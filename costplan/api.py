@@ -355,7 +355,8 @@ def estimate(
         how = replace(how, dropout=stack.lora_dropout)  # the stack's default (LitGPT: 0.05)
     work, stack_notes = stack_workload(stack, how, precision=precision, optimizer=optimizer,
                                        optimizer_in_backward=optimizer_in_backward, loss=loss, offload=offload,
-                                       grad_ckpt=grad_ckpt, gpus=gpus, seq_len=seq_len, micro_batch=micro_batch or 1,
+                                       grad_ckpt=grad_ckpt, gpus=gpus, runtime=runtime, seq_len=seq_len,
+                                       micro_batch=micro_batch or 1,
                                        attention=attention, prompt_len=prompt_len, gen_len=gen_len,
                                        source_len=prompt_len if spec.is_encoder_decoder else None)
     if how.training and grad_ckpt is None and stack.grad_ckpt:
@@ -605,7 +606,7 @@ def _precision_note(work: Workload, how: Method) -> str:
 def stack_workload(stack: Framework, how: Method, *, precision: str = "bf16", optimizer: str | None = None,
                    optimizer_in_backward: bool | None = None, loss: str | None = None,
                    offload: tuple[str, ...] | str | None = None, grad_ckpt: bool | None = None,
-                   gpus: int | None = None, **shape: Any) -> tuple[Workload, list[str]]:
+                   gpus: int | None = None, runtime: str | None = None, **shape: Any) -> tuple[Workload, list[str]]:
     """The workload as ``stack`` runs it: its precision mode for ``bf16``, its optimizer, loss,
     adapter dtype and gradient buffers, unless given; with one line per convention taken."""
     mode = modes.resolve(precision, stack.bf16)
@@ -638,7 +639,8 @@ def stack_workload(stack: Framework, how: Method, *, precision: str = "bf16", op
                     fp32_adapters=stack.fp32_adapters, fp32_main_grads=stack.fp32_main_grads, fp8_base=stack.bf16
                     if stack.bf16 != "fp8" else "bf16-master",
                     kbit_fp32_upcast=stack.kbit_upcast and how.base_storage == "nf4",
-                    autocast_forward=True if stack.autocast and mode != "fp32" else None, **shape)
+                    autocast_forward=True if stack.autocast and mode != "fp32" else None,
+                    compiled=(runtime or stack.runtime) == "compiled" and how.training, **shape)
     if work.kbit_fp32_upcast:
         notes.append("QLoRA prepared by peft (prepare_model_for_kbit_training): embeddings, LM head and norms "
                      "upcast to fp32")

@@ -318,14 +318,15 @@ def loss_logits(model: ModelSpec, method: Method, work: Workload) -> LogitsBytes
     ``full``: transformers' ``ForCausalLMLoss`` (``activations.logits_bytes``). ``chunked``: the LM
     head and the loss run chunk by chunk; each chunk's log-softmax (fp32, or the compute dtype where
     the stack does not upcast: LitGPT) is saved for backward, so the kept bytes are the same but
-    the transient of the backward is one chunk's. ``fused``: a fused linear + cross-entropy
+    the transient of the backward is one chunk's; compiled (Inductor), the cross-entropy keeps the
+    16-bit logits instead of an fp32 log-softmax. ``fused``: a fused linear + cross-entropy
     (Liger, Unsloth, Cut Cross-Entropy) computes the head's input gradient chunk by chunk in
     forward and keeps it (hidden-wide, compute dtype); no logits are kept."""
-    if work.loss == "full" and work.loss_fp32:
+    if work.loss == "full" and work.loss_fp32 and not work.compiled:
         return logits_bytes(model, method, work)
     positions = (work.seq_len + method.virtual_tokens) * method.predicted_fraction
     p = work.compute_bytes
-    loss = FP32 if work.loss_fp32 and model.causal else p
+    loss = FP32 if work.loss_fp32 and model.causal and not work.compiled else p
     logits = positions * model.vocab_size
     head_grad = p * model.vocab_size * model.hidden_size if method.trains_head else 0.0
     if work.loss == "fused":

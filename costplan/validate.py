@@ -308,8 +308,28 @@ def _stack_options(row: dict[str, str], options: dict[str, Any]) -> tuple[Any, d
             extra["optimizer"] = default if default in ("adamw", "adamw-fused") else "adamw"
         if in_backward:
             extra["optimizer_in_backward"] = True
-    if row.get("grad_ckpt", "").lower() == "offloaded":
-        extra["offload"] = ("activations",)
+    switches = {w.strip() for w in row.get("switches", "").split(";") if w.strip()}
+    offload = set()
+    if row.get("grad_ckpt", "").lower() == "offloaded" or "activation-offload" in switches:
+        offload.add("activations")
+    if "cpu-offload-params" in switches:  # FSDP's CPU offload: parameters, gradients and optimizer states
+        offload |= {"params", "optimizer"}
+    if "cpu-offload-optimizer" in switches:
+        offload.add("optimizer")
+    if offload:
+        extra["offload"] = tuple(sorted(offload))
+    if "compile" in switches:
+        extra["runtime"] = "compiled"
+    if switches & {"liger", "cut-cross-entropy"}:
+        extra["loss"] = "fused"
+    elif "chunked-ce" in switches:
+        extra["loss"] = "chunked"
+    if "zero2" in switches:
+        extra["zero"] = 2
+    elif switches & {"zero3", "fsdp-full-shard", "fsdp2-full-shard"}:
+        extra["zero"] = 3
+    elif "fsdp-ddp-mode" in switches:
+        extra["zero"] = 0
     return method, extra
 
 
@@ -346,9 +366,12 @@ def _predict_memory(row: dict[str, str], spec: ModelSpec, device: Any, options: 
     options.setdefault("grad_ckpt", stack.grad_ckpt if stack is not None else False)  # not stated: the stack's
     if options["gpus"] > 1 and row.get("framework") in SHARDING_STACKS:
         options.setdefault("zero", 3)  # they run FSDP full shard or ZeRO-3; the others as a practitioner would
+    options = {**options, **extra}
+    if options["gpus"] == 1:
+        options.pop("zero", None)
     est = estimate(spec, method, tokens=1e8, lora_rank=_int(row, "lora_rank") or 8,
                    lora_targets=_targets(row.get("lora_targets", "")), global_batch=options["micro_batch"]
-                   * options["gpus"], **options, **extra)
+                   * options["gpus"], **options)
     detail = f"{est.framework.key}, {est.workload.precision}, {est.workload.optimizer}; {_layout(est)}"
     if kind == "fit":
         naive_fits = _naive_memory(spec, method) <= device.memory_bytes

@@ -167,6 +167,9 @@ def _workload(case: Case, model: ModelSpec, method: Method) -> tuple[Workload, l
     if work.offload:
         notes.append("offloading to the host is modelled, not traced")
         work = replace(work, offload=())
+    if work.compiled:
+        notes.append("torch.compile's fused cross-entropy is modelled; the trace runs eager")
+        work = replace(work, compiled=False)
     if work.kbit_fp32_upcast:
         notes.append("peft's prepare_model_for_kbit_training (fp32 embeddings, head and norms) is modelled, not "
                      "traced")

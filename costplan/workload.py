@@ -50,6 +50,9 @@ class Workload:
     """``full``: logits for every position, upcast to fp32 (transformers); ``chunked``: the head and
     loss over chunks of positions, each chunk's fp32 logits kept for backward (torchtune, LitGPT);
     ``fused``: a fused linear + cross-entropy that keeps no logits (Liger, Unsloth, Cut Cross-Entropy)."""
+    compiled: bool = False
+    """torch.compile over the model and loss (Inductor): the cross-entropy runs as one fused kernel that
+    keeps the 16-bit logits and a log-sum-exp per position for backward, not an fp32 log-softmax."""
     loss_fp32: bool = True
     """Logits upcast to fp32 for the loss (transformers, torchtune, Megatron); False: in the compute
     dtype (LitGPT)."""
