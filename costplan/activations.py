@@ -57,7 +57,7 @@ def model_bytes(method: Method, work: Workload) -> int:
     trained fp32 weights of mixed precision), else the compute dtype."""
     if work.precision in ("bf16-mixed", "fp16-mixed") and method.trains_base:
         return FP32
-    if work.kbit_fp32_upcast and method.base_storage == "nf4":
+    if work.kbit_fp32_upcast and method.base_storage in ("nf4", "int8"):
         return FP32  # peft's k-bit preparation upcasts the embeddings and norms: an fp32 residual stream
     return work.compute_bytes
 

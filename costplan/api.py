@@ -638,7 +638,7 @@ def stack_workload(stack: Framework, how: Method, *, precision: str = "bf16", op
                     loss_fp32=stack.loss_fp32, offload=offloads, grad_ckpt=bool(grad_ckpt),
                     fp32_adapters=stack.fp32_adapters, fp32_main_grads=stack.fp32_main_grads, fp8_base=stack.bf16
                     if stack.bf16 != "fp8" else "bf16-master",
-                    kbit_fp32_upcast=stack.kbit_upcast and how.base_storage == "nf4",
+                    kbit_fp32_upcast=stack.kbit_upcast and how.base_storage in ("nf4", "int8"),
                     autocast_forward=True if stack.autocast and mode != "fp32" else None,
                     compiled=(runtime or stack.runtime) == "compiled" and how.training, **shape)
     if work.kbit_fp32_upcast:

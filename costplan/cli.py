@@ -114,7 +114,7 @@ def cli(ctx: click.Context) -> None:
         click.echo(ctx.get_help())
 
 
-METHOD_CHOICE = click.Choice(["inference", "prompt", "prefix", "lora", "qlora", "full", "cpt", "pretrain"],
+METHOD_CHOICE = click.Choice(["inference", "prompt", "prefix", "lora", "qlora", "lora-int8", "full", "cpt", "pretrain"],
                              case_sensitive=False)
 FRAMEWORK_CHOICE = click.Choice(["hf-trainer", "fsdp", "deepspeed", "torchtune", "litgpt", "unsloth", "axolotl",
                                  "megatron", "torchtitan"])

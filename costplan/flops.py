@@ -215,7 +215,9 @@ def training_flops(model: ModelSpec, method: Method, work: Workload) -> FlopsBre
         for part, term in _layer_terms(model, flow, span, eager, True).items():
             term = term.scaled(count)
             layer[part] = layer[part] + term if part in layer else term
-        if work.grad_ckpt:
+        if work.grad_ckpt and method.base_storage == "compute":
+            # Non-reentrant checkpointing skips a layer's last matmul when nothing saves its output; a
+            # quantized base is checkpointed re-entrantly (peft's k-bit preparation), which re-runs it.
             for part, flops in _not_recomputed(model, flow, span.queries).items():
                 skipped[part] = skipped.get(part, 0.0) + count * flops
     if work.grad_ckpt:

@@ -32,9 +32,8 @@ class LinearUse:
     0.50), never its input."""
 
     legacy_quantized: bool = False
-    """bitsandbytes before 0.43.2 (July 2024) kept the 4-bit matmul's input too (``ctx.tensors =
-    (A, B)``). Under the re-entrant checkpointing of that time (transformers 4.x, peft's k-bit
-    preparation) a checkpointed forward runs without gradients, so only layers it re-runs keep it."""
+    """The quantized matmul keeps its input when it needs dX: bitsandbytes' 8-bit ``MatMul8bitLt``,
+    and its 4-bit one before 0.43.2 (July 2024; ``ctx.tensors = (A, B)``)."""
 
     @property
     def keeps_input(self) -> bool:
@@ -84,8 +83,8 @@ def layer_flow(model: ModelSpec, kind: LayerKind, method: Method, stream_rg: boo
         """Record the matrix's use; whether its output requires a gradient."""
         linear = lins[role]
         u = LinearUse(linear, input_rg, method.trains_base, method.adapter(linear),
-                      quantized=method.base_storage == "nf4",
-                      legacy_quantized=bool(getattr(method, "bnb_keeps_input", False)))
+                      quantized=method.base_storage in ("nf4", "int8"),
+                      legacy_quantized=method.base_storage == "int8" or bool(getattr(method, "bnb_keeps_input", False)))
         uses[role] = u
         return u.output_rg
 

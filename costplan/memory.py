@@ -55,6 +55,9 @@ def nf4_bytes_per_param(double_quant: bool) -> float:
     return 0.5 + FP32 / NF4_BLOCK
 
 
+INT8_BYTES_PER_PARAM = 1.0 + 4 / 4096
+"""LLM.int8 (bitsandbytes ``Int8Params``): one byte per weight and an fp32 scale per output row
+(``SCB``; about 4/4096 bytes per weight for 4096-wide rows)."""
 WEIGHT_FORMATS = ("bf16", "fp16", "fp8", "int8", "int4", "nf4")
 INT4_GROUP = 128
 """AWQ and GPTQ quantize in groups of 128 weights with a 16-bit scale and a zero point each."""
@@ -79,11 +82,13 @@ def base_weight_bytes(model: ModelSpec, method: Method, compute_bytes: int) -> f
     total = count_params(model).total
     fp32 = fp32_params(model) * (FP32 - compute_bytes)
     weights = getattr(method, "weights", "")
-    if method.base_storage != "nf4" and weights in ("", "bf16", "fp16"):
+    if method.base_storage == "compute" and weights in ("", "bf16", "fp16"):
         return total * compute_bytes + fp32
     matrices = matrix_params(model)
     if method.base_storage == "nf4":
         per = nf4_bytes_per_param(getattr(method, "double_quant", True))
+    elif method.base_storage == "int8":
+        per = INT8_BYTES_PER_PARAM
     else:
         per = weight_bytes_per_param(weights, compute_bytes)
     return matrices * per + (total - matrices) * compute_bytes + fp32
@@ -223,7 +228,7 @@ def training_memory(model: ModelSpec, method: Method, work: Workload) -> Trainin
         gradients = max(a * _largest(own_tensors), p * _largest(saved_copies)) if in_backward else reduced
         master = copies = buffer = 0.0
         weights = base_weight_bytes(model, method, p) + a * own + p * copied
-        if method.base_storage == "nf4" and work.kbit_fp32_upcast:
+        if method.base_storage in ("nf4", "int8") and work.kbit_fp32_upcast:
             weights += unquantized_params(model) * (FP32 - p)
         states = opt.state_bytes_in(own_tensors, a) + opt.state_bytes_in(saved_copies, p)
         temps = opt.step_temp_bytes_in(own_tensors, a) + opt.step_temp_bytes_in(saved_copies, p)
@@ -276,7 +281,7 @@ def training_memory(model: ModelSpec, method: Method, work: Workload) -> Trainin
         attention_backward=mb * (eager_attention_backward(model, method, work) - saved.later_layer_mlp)
         if work.attention == "eager" else 0.0,
         logits_peak=mb * loss_logits(model, method, work).backward_peak,
-        workspace=(largest * p if method.base_storage == "nf4" else 0.0) + dora_workspace(model, method),
+        workspace=(largest * p if method.base_storage in ("nf4", "int8") else 0.0) + dora_workspace(model, method),
         layer_weights=layer,
         reduced_gradients=reduced,
         gradient_buffer=buffer,

@@ -14,7 +14,7 @@ from typing import ClassVar, Literal
 from costplan.errors import CostplanError
 from costplan.model import Linear, ModelSpec, count_params, layer_kinds, layer_linears
 
-BaseStorage = Literal["compute", "nf4"]
+BaseStorage = Literal["compute", "nf4", "int8"]
 
 LORA_ROLES = ("q", "k", "v", "o", "qkv", "q_a", "q_b", "kv_a", "kv_b", "router", "gate", "up", "gate_up", "down")
 """Target names ``--lora-targets`` accepts; each matrix of the inventory says which of them adapt it
@@ -425,9 +425,26 @@ class Pretraining(FullFineTune):
         return tokens, "20 tokens per parameter (Chinchilla compute-optimal, Hoffmann et al. 2022)"
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Lora8bit(Lora):
+    """LoRA on a base loaded in 8 bits (bitsandbytes LLM.int8, ``load_in_8bit``): int8 matrices with
+    an fp32 scale per row; each matmul quantizes its input to int8, keeps that input (in the compute
+    dtype) for dX, and dequantizes the weight for the backward."""
+
+    key: ClassVar[str] = "lora-int8"
+    label: ClassVar[str] = "LoRA on an 8-bit base (LLM.int8)"
+    base_storage: ClassVar[BaseStorage] = "int8"
+
+    def notes(self, model: ModelSpec) -> list[str]:
+        return [*Lora.notes(self, model),
+                "8-bit base (bitsandbytes LLM.int8, 0.50): int8 matrices with an fp32 scale per output row; "
+                "each 8-bit matmul keeps its input for dX (MatMul8bitLt), so more activations than a 16-bit "
+                "base; embeddings, norms and the LM head stay 16-bit"]
+
+
 METHODS: dict[str, type[Method]] = {
     cls.key: cls
-    for cls in (Inference, PromptTuning, PrefixTuning, Lora, QLora, FullFineTune,
+    for cls in (Inference, PromptTuning, PrefixTuning, Lora, QLora, Lora8bit, FullFineTune,
                 ContinualPretraining, Pretraining)
 }
 

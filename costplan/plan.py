@@ -234,8 +234,8 @@ def search(
         stack = frameworks()[framework] if framework else default_framework(True, method.trains_base,
                                                                           method.key in ("pretrain", "cpt"))
         for precision in precisions:
-            if precision == "fp8" and method.base_storage == "nf4":
-                skipped.append(f"{method.key} at fp8: a 4-bit base is not trained in fp8")
+            if precision == "fp8" and method.base_storage != "compute":
+                skipped.append(f"{method.key} at fp8: a quantized base is not trained in fp8")
                 continue
             peak = modes.peak_key(modes.resolve(precision, stack.bf16))
             usable = [k for k in keys if peak in find_gpu(k).peak_flops]

@@ -211,11 +211,12 @@ def step_shape(model: ModelSpec, method: Method, work: Workload, flops: FlopsBre
     per_logit = FUSED_LOSS_BYTES_PER_LOGIT if fused_loss else LOSS_BYTES_PER_LOGIT
     loss = positions * method.predicted_fraction * model.vocab_size * per_logit if training else 0.0
     dequant = 0.0
-    if method.base_storage == "nf4":
+    if method.base_storage in ("nf4", "int8"):
         matrices = sum(kind.count * sum(lin.copies * lin.weight_elements for lin in kind.linears)
                        for kind in layer_kinds(model))
         uses = (2.0 + recompute) if training else 1.0  # forward and dX (and the recompute)
-        dequant = matrices * (0.5 + p) * uses
+        stored = 0.5 if method.base_storage == "nf4" else 1.0
+        dequant = matrices * (stored + p) * uses
     op_passes = (2.0 + recompute) if training else 1.0
     operators = (sum(kind.count * _ops_per_layer(kind, fused_ops) for kind in layer_kinds(model)) + OPS_HEAD) \
         * op_passes

@@ -295,6 +295,52 @@ def _quantize_base(module: Any, model: ModelSpec, double_quant: bool) -> None:
                 setattr(parent, attr, Linear4bit(child))
 
 
+def _quantize_base_int8(module: Any, model: ModelSpec) -> None:
+    """Replace every layer's linear with a stand-in for bitsandbytes' ``Linear8bitLt`` (LLM.int8,
+    frozen weights, 0.50): the weight as int8 with an fp32 scale per output row (``CB``, ``SCB``); a
+    forward that quantizes its input to int8, multiplies, and keeps the input for dX
+    (``MatMul8bitLt`` keeps ``A`` when it needs a gradient); a backward that dequantizes the weight
+    into the input's dtype for dX. Outlier columns (under 1% of a matrix) are not reproduced."""
+    import torch
+    from torch import nn
+
+    class MatMul8bit(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx: Any, A: Any, B: Any, bias: Any, shape: tuple[int, int]) -> Any:
+            quantized = torch.empty(A.shape, dtype=torch.int8, device=A.device)  # int8_vectorwise_quant(A)
+            weight = torch.empty(shape, dtype=A.dtype, device=A.device)  # the int8 product, rescaled
+            del quantized
+            ctx.shape = shape
+            ctx.tensors = (None, None, A) if ctx.needs_input_grad[0] else (None, None, None)
+            return nn.functional.linear(A, weight, bias)
+
+        @staticmethod
+        def backward(ctx: Any, grad: Any) -> Any:
+            weight = torch.empty(ctx.shape, dtype=grad.dtype, device=grad.device)  # CB dequantized
+            grad_a = torch.matmul(grad, weight) if ctx.needs_input_grad[0] else None
+            return grad_a, None, None, None
+
+    class Linear8bit(nn.Linear):
+        def __init__(self, linear: Any) -> None:
+            nn.Module.__init__(self)
+            self.in_features, self.out_features = linear.in_features, linear.out_features
+            device = linear.weight.device
+            self.weight = nn.Parameter(torch.empty(self.out_features, self.in_features, dtype=torch.int8,
+                                                   device=device), requires_grad=False)
+            self.register_buffer("SCB", torch.empty(self.out_features, dtype=torch.float32, device=device))
+            self.bias = linear.bias
+
+        def forward(self, x: Any) -> Any:
+            return MatMul8bit.apply(x, self.weight, self.bias, (self.out_features, self.in_features))
+
+    for layer in _layers(module, model):
+        for name, child in list(layer.named_modules()):
+            if isinstance(child, nn.Linear) and name:
+                parent_name, _, attr = name.rpartition(".")
+                parent = layer.get_submodule(parent_name) if parent_name else layer
+                setattr(parent, attr, Linear8bit(child))
+
+
 def _layers(module: Any, model: ModelSpec) -> list[Any]:
     """The transformer layers of a transformers model (T5: the encoder's, then the decoder's)."""
     found = []
@@ -549,14 +595,28 @@ def trace_training_step(model: ModelSpec, method: Method, work: Workload, *, dev
     params_total = sum(p.numel() for p in module.parameters())
     if method.base_storage == "nf4":
         _quantize_base(module, model, getattr(method, "double_quant", True))
+    elif method.base_storage == "int8":
+        _quantize_base_int8(module, model)
     autocast = {"bf16-mixed": torch.bfloat16, "fp16-mixed": torch.float16}.get(work.precision)
     if work.grad_ckpt:
         # Under autocast a checkpointed layer is re-run under autocast again (torch.utils.checkpoint
-        # restores the autocast state); the emulation is re-entered the same way.
+        # restores the autocast state); the emulation is re-entered the same way. A quantized base is
+        # checkpointed re-entrantly, as peft's prepare_model_for_kbit_training sets it up (torch's
+        # default), so bitsandbytes' context-held inputs live only while a layer is re-run.
         kwargs = {"use_reentrant": False, "context_fn": lambda: (contextlib.nullcontext(), autocast_mode(autocast))} \
             if autocast is not None else None
         module.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
         module.config.use_cache = False
+        if method.base_storage != "compute":
+            from torch.utils.checkpoint import checkpoint
+
+            def reentrant(function: Any, *args: Any, **kw: Any) -> Any:
+                def run(*a: Any, **k: Any) -> Any:
+                    with autocast_mode(autocast) if autocast is not None else contextlib.nullcontext():
+                        return function(*a, **k)
+                return checkpoint(run, *args, use_reentrant=True, **kw)
+
+            module._set_gradient_checkpointing(enable=True, gradient_checkpointing_func=reentrant)
     module = apply_method(module, method)
     module.train()
     trainable = [p for p in module.parameters() if p.requires_grad]

@@ -295,8 +295,8 @@ def _stack_options(row: dict[str, str], options: dict[str, Any]) -> tuple[Any, d
         legacy = row.get("as_of", "") < LEGACY_BNB_BEFORE and row.get("framework") not in ("torchtune", "unsloth")
         method = QLora(rank=_int(row, "lora_rank") or 8, targets=parse_targets(_targets(row.get("lora_targets", ""))),
                        double_quant=quant != "nf4", bnb_keeps_input=legacy)  # type: ignore[assignment]
-    if quant == "int8":
-        raise CostplanError("LoRA on an 8-bit (LLM.int8) base is not modelled")
+    if quant == "int8" and method == "lora":
+        method = "lora-int8"
     optimizer = row.get("optimizer", "")
     if optimizer:
         name, in_backward = optimizer.lower().removesuffix("+in-backward"), optimizer.endswith("+in-backward")

@@ -333,6 +333,7 @@ MODE_CASES = (
     Case(model="llama-3-8b", method="lora", framework="torchtune"),
     Case(model="llama-3-8b", method="qlora", framework="litgpt", grad_ckpt=True),
     Case(model="mistral-7b", method="lora", framework="axolotl"),
+    Case(model="llama-2-7b", method="lora-int8", grad_ckpt=True),
 )
 """Precision modes and stacks: each mode once, and what can be traced of each stack's conventions
 (fp8 needs CUDA and Transformer Engine: modelled only)."""
