@@ -4,8 +4,9 @@
   that margin (the allocator's fragmentation or a longer batch may tip it over), ``no`` beyond the card;
   ``headroom_bytes`` is the card's memory less what the GPU must hold.
 - ``savings``: for each switch that is off, the bytes per GPU it would save at the same layout
-  (activation checkpointing, an 8-bit optimizer, a paged optimizer, the next ZeRO stage, QLoRA's 4-bit
-  base for LoRA).
+  (activation checkpointing, an 8-bit or paged 8-bit optimizer, the optimizer stepped in backward, a
+  chunked or fused cross-entropy, CPU offload of the optimizer or of the checkpoints, micro-batch 1,
+  the next ZeRO stage, QLoRA's 4-bit base for LoRA).
 - The suggestion: for ``tight`` the largest saving; for ``no`` the change that makes it fit at the least
   cost (switches at the same GPU count first, then more GPUs).
 
@@ -59,6 +60,17 @@ def _variants(job: Job, layout: engine.Layout) -> dict[str, tuple[Job, engine.La
     trains = job.method.training and job.method.trainable_params(job.model) > 0
     if trains and job.work.optimizer in ("adamw", "adamw-fused"):
         out["8-bit optimizer"] = (_with_work(job, optimizer="adamw-8bit"), layout)
+        out["paged 8-bit optimizer"] = (_with_work(job, optimizer="paged-adamw-8bit"), layout)
+    if trains and not job.work.optimizer_in_backward and layout.grad_accum == 1 and job.method.trains_base:
+        out["optimizer in backward"] = (_with_work(job, optimizer_in_backward=True), layout)
+    if job.method.training and job.work.loss == "full":
+        out["chunked cross-entropy"] = (_with_work(job, loss="chunked"), layout)
+        out["fused cross-entropy (Liger, Cut CE)"] = (_with_work(job, loss="fused"), layout)
+    if trains and "optimizer" not in job.work.offload and job.method.trains_base:
+        out["CPU offload of the optimizer"] = (_with_work(job, offload=(*job.work.offload, "optimizer")), layout)
+    if layout.grad_ckpt and "activations" not in job.work.offload:
+        out["checkpoints offloaded to the host"] = (_with_work(job, offload=(*job.work.offload, "activations")),
+                                                    layout)
     if layout.micro_batch > 1:
         out["micro-batch 1"] = (job, replace(layout, micro_batch=1,
                                              grad_accum=layout.grad_accum * layout.micro_batch))

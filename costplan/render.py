@@ -156,6 +156,10 @@ def memory_table(est: Estimate) -> Table:
     table.add_row("allocator slack", fmt_bytes(mem.reserved_bytes - mem.peak_bytes), "", style="dim")
     table.add_row("CUDA context", fmt_bytes(mem.device_bytes - mem.reserved_bytes), "", style="dim")
     table.add_row("total on device", fmt_bytes(mem.device_bytes), "", style="bold")
+    if mem.managed_bytes:
+        table.add_row("paged optimizer states (managed)", fmt_bytes(mem.managed_bytes), "", style="dim")
+    if mem.host_bytes:
+        table.add_row("host memory (offloaded)", fmt_bytes(mem.host_bytes), "", style="dim")
     return table
 
 
@@ -490,7 +494,8 @@ def validation_view(results: list[Validation], summary: list[ErrorSummary], skip
     units = {"gpu_hours": lambda v: f"{fmt_number(v, 4)} GPU-h",
              "tokens_per_second_per_gpu": lambda v: f"{fmt_number(v, 4)} tok/s/GPU",
              "tokens_per_second": lambda v: f"{fmt_number(v, 4)} tok/s",
-             "memory_gib": lambda v: f"{fmt_number(v)} GiB", "ran": lambda v: "OOM" if v else "ran"}
+             "memory_gib": lambda v: f"{fmt_number(v)} GiB", "ran": lambda v: "OOM" if v else "ran",
+             "max_seq_len": lambda v: f"{fmt_number(v, 4)} tokens"}
     parts: list[Any] = []
     if rows:
         table = Table(title="published measurements: predicted (defaults + the source's settings) vs reported",
@@ -518,7 +523,8 @@ def validation_view(results: list[Validation], summary: list[ErrorSummary], skip
     parts.append(totals)
     parts.append(Text("naive rules: GPU-hours and tokens/s from 6 N D / (0.4 x dense peak); decode from the bandwidth "
                       "roofline (bandwidth over the weights' bytes); memory 16 B/param for full fine-tuning, the "
-                      "weights + 20% for adapters; fit verdicts from that memory"))
+                      "weights + 20% for adapters; fit verdicts from that memory; the longest context from what that "
+                      "memory leaves at 34 bytes per token, hidden unit and layer"))
     if skipped:
         parts.append(Text(f"skipped ({len(skipped)}):\n" + "\n".join(f"  - {s.kind}: {s.name}: {s.reason}"
                                                                        for s in skipped)))

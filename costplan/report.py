@@ -237,7 +237,8 @@ def _comparison_notes(comparison: Comparison) -> list[str]:
 _UNITS = {"memory_gib": ("GiB", fmt_number), "gpu_hours": ("GPU-hours", lambda v: fmt_number(v, 4)),
           "tokens_per_second_per_gpu": ("tokens/s per GPU", lambda v: fmt_number(v, 4)),
           "tokens_per_second": ("tokens/s", lambda v: fmt_number(v, 4)),
-          "ran": ("1 = out of memory", lambda v: "OOM" if v else "ran")}
+          "ran": ("1 = out of memory", lambda v: "OOM" if v else "ran"),
+          "max_seq_len": ("tokens", lambda v: fmt_number(v, 4))}
 """The accuracy table's quantities with their units."""
 
 
