@@ -37,38 +37,16 @@ COLUMNS = ("device", "model", "method", "precision", "seq_len", "micro_batch", "
            "reserved_error")
 
 
-def _quantize_bnb(module, spec):
-    """Replace each layer's linear layers by bitsandbytes' NF4 Linear4bit (double quantization), as
-    transformers does for load_in_4bit, quantizing the weights on the GPU."""
-    import bitsandbytes as bnb
-    import torch
-
-    from costplan.tracing import _layers
-
-    for layer in _layers(module, spec):
-        for name, child in list(layer.named_modules()):
-            if isinstance(child, torch.nn.Linear) and name:
-                parent_name, _, attr = name.rpartition(".")
-                parent = layer.get_submodule(parent_name) if parent_name else layer
-                q = bnb.nn.Linear4bit(child.in_features, child.out_features, bias=child.bias is not None,
-                                      compute_dtype=torch.bfloat16, compress_statistics=True, quant_type="nf4")
-                q.weight = bnb.nn.Params4bit(child.weight.data.to("cpu"), requires_grad=False, quant_type="nf4",
-                                             compress_statistics=True)
-                if child.bias is not None:
-                    q.bias = child.bias
-                setattr(parent, attr, q.to("cuda"))
-
-
 def measure_gpu(spec, method, seq_len: int, micro_batch: int, steps: int) -> dict:
     import torch
 
-    from costplan.tracing import apply_method, build_model
+    from costplan.tracing import apply_method, build_model, quantize_with_bitsandbytes
 
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()
     module = build_model(spec, device="cuda", dtype=torch.bfloat16)
-    if method.base_storage == "nf4":
-        _quantize_bnb(module, spec)
+    if method.base_storage != "compute":
+        quantize_with_bitsandbytes(module, spec, method)
     module = apply_method(module, method)
     module.train()
     params = [p for p in module.parameters() if p.requires_grad]

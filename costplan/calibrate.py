@@ -281,7 +281,12 @@ def _method_step(model: ModelSpec, key: str, device: str, precision: str, seq_le
     # The module runs in one dtype throughout with torch's AdamW: pure 16-bit (bf16-true) or fp32.
     work = Workload(seq_len=seq_len, precision="fp32" if precision == "fp32" else "bf16-true",
                     optimizer="adamw", source_len=seq_len if model.is_encoder_decoder else None)
-    module = apply_method(build_model(model, device=device, dtype=dtype), method)
+    module = build_model(model, device=device, dtype=dtype)
+    if method.base_storage != "compute":  # QLoRA / 8-bit base: quantized for real by bitsandbytes
+        from costplan.tracing import quantize_with_bitsandbytes
+
+        quantize_with_bitsandbytes(module, model, method)
+    module = apply_method(module, method)
     module.train()
     params = [p for p in module.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params)

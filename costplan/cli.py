@@ -697,9 +697,11 @@ def plan(model: str, methods: str, tokens: float | None, epochs: float, deadline
     if not method_list:
         raise click.UsageError("--method is empty.")
     precision_list = tuple(p.strip().lower() for p in precisions.split(",") if p.strip())
+    from costplan.precision import NAMES
+
     for p in precision_list:
-        if p not in ("fp32", "bf16", "fp16", "fp8"):
-            raise click.UsageError(f"--precision {p!r} is not one of fp32, bf16, fp16, fp8.")
+        if p not in NAMES:
+            raise click.UsageError(f"--precision {p!r} is not one of {', '.join(NAMES)}.")
     result = _run(search, model, method_list, tokens=tokens, dataset=counted, epochs=epochs,
                   deadline_seconds=deadline_seconds,
                   budget_usd=budget,
@@ -901,7 +903,7 @@ def _collectives_profile(target: Any, points: list[dict[str, Any]]) -> dict[str,
 @click.option("--show-skipped", is_flag=True, help="List the rows that could not be predicted, and why.")
 @click.option("--rows", "show_rows", is_flag=True, help="Show every row's prediction, not only the summary.")
 @click.option("--kind", "kinds", multiple=True, type=click.Choice(["pretrain", "throughput", "finetune_throughput",
-                                                                  "decode", "memory", "fit"]),
+                                                                  "decode", "memory", "fit", "max_context"]),
               help="Only these kinds (repeatable).")
 def validate(as_json: bool, as_csv: bool, show_skipped: bool, show_rows: bool, kinds: tuple[str, ...]) -> None:
     """Predict the published runs in tables/published_runs.csv with default settings and compare,

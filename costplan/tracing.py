@@ -295,6 +295,34 @@ def _quantize_base(module: Any, model: ModelSpec, double_quant: bool) -> None:
                 setattr(parent, attr, Linear4bit(child))
 
 
+def quantize_with_bitsandbytes(module: Any, model: ModelSpec, method: Method) -> None:
+    """On a GPU: replace each layer's linear layers by bitsandbytes' own (NF4 ``Linear4bit`` with or
+    without double quantization, or LLM.int8 ``Linear8bitLt``), quantizing the weights for real, as
+    transformers does for ``load_in_4bit`` / ``load_in_8bit`` (calibration and GPU checks)."""
+    import bitsandbytes as bnb
+    import torch
+
+    for layer in _layers(module, model):
+        for name, child in list(layer.named_modules()):
+            if not isinstance(child, torch.nn.Linear) or not name:
+                continue
+            parent_name, _, attr = name.rpartition(".")
+            parent = layer.get_submodule(parent_name) if parent_name else layer
+            weight = child.weight.data.to("cpu")
+            if method.base_storage == "nf4":
+                double = getattr(method, "double_quant", True)
+                q = bnb.nn.Linear4bit(child.in_features, child.out_features, bias=child.bias is not None,
+                                      compute_dtype=torch.bfloat16, compress_statistics=double, quant_type="nf4")
+                q.weight = bnb.nn.Params4bit(weight, requires_grad=False, quant_type="nf4", compress_statistics=double)
+            else:
+                q = bnb.nn.Linear8bitLt(child.in_features, child.out_features, bias=child.bias is not None,
+                                        has_fp16_weights=False)
+                q.weight = bnb.nn.Int8Params(weight, requires_grad=False, has_fp16_weights=False)
+            if child.bias is not None:
+                q.bias = child.bias
+            setattr(parent, attr, q.to("cuda"))
+
+
 def _quantize_base_int8(module: Any, model: ModelSpec) -> None:
     """Replace every layer's linear with a stand-in for bitsandbytes' ``Linear8bitLt`` (LLM.int8,
     frozen weights, 0.50): the weight as int8 with an fp32 scale per output row (``CB``, ``SCB``); a
