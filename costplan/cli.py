@@ -922,16 +922,18 @@ def validate(as_json: bool, as_csv: bool, show_skipped: bool, show_rows: bool, k
         return
     results, skipped = run
     summary = val.summarize(results)
+    stacks = val.by_stack(results)
     if output == "json":
         from costplan.serialize import dumps, validate_dict
 
-        click.echo(dumps(validate_dict(results, summary, skipped)))
+        click.echo(dumps(validate_dict(results, summary, skipped, stacks)))
         return
     from rich.console import Console
 
     from costplan.render import validation_view
 
-    Console().print(validation_view(results, summary, skipped if show_skipped else [], rows=show_rows))
+    Console().print(validation_view(results, summary, skipped if show_skipped else [], rows=show_rows,
+                                    stacks=stacks))
 
 
 @cli.command()

@@ -490,7 +490,7 @@ def calibration_table(profile: dict[str, Any]) -> Table:
 
 
 def validation_view(results: list[Validation], summary: list[ErrorSummary], skipped: list[Skipped],
-                    rows: bool = False) -> Group:
+                    rows: bool = False, stacks: list[ErrorSummary] | tuple = ()) -> Group:
     units = {"gpu_hours": lambda v: f"{fmt_number(v, 4)} GPU-h",
              "tokens_per_second_per_gpu": lambda v: f"{fmt_number(v, 4)} tok/s/GPU",
              "tokens_per_second": lambda v: f"{fmt_number(v, 4)} tok/s",
@@ -521,6 +521,16 @@ def validation_view(results: list[Validation], summary: list[ErrorSummary], skip
         totals.add_row(s.kind + (f" ({label})" if label else ""), s.split, str(s.rows), f"{s.median_abs:.1%}",
                        f"{s.worst:+.1%}", naive, naive_worst, style=style)
     parts.append(totals)
+    if stacks:
+        by = Table(title="fine-tuning memory, fit verdicts and longest contexts by the stack each source ran",
+                   title_justify="left")
+        for column in ("kind", "stack", "rows", "median |error|", "naive median"):
+            by.add_column(column, justify="left" if column in ("kind", "stack") else "right")
+        for s in stacks:
+            naive = "-" if s.naive_median_abs is None else f"{s.naive_median_abs:.1%}"
+            by.add_row(s.kind + (" (share wrong)" if s.kind == "fit" else ""), s.split, str(s.rows),
+                       f"{s.median_abs:.1%}", naive, style=None if s.beats_naive in (None, True) else "red")
+        parts.append(by)
     parts.append(Text("naive rules: GPU-hours and tokens/s from 6 N D / (0.4 x dense peak); decode from the bandwidth "
                       "roofline (bandwidth over the weights' bytes); memory 16 B/param for full fine-tuning, the "
                       "weights + 20% for adapters; fit verdicts from that memory; the longest context from what that "

@@ -170,8 +170,10 @@ def _published() -> dict[str, Any]:
     return dict(asdict(CRAMMING), batch_tokens=CRAMMING.batch_tokens)
 
 
-def validate_dict(results: Any, summary: Any, skipped: Any) -> dict[str, Any]:
+def validate_dict(results: Any, summary: Any, skipped: Any, stacks: Any = ()) -> dict[str, Any]:
     from dataclasses import asdict
 
     return {"schema_version": SCHEMA_VERSION, "rows": [dict(asdict(r), error=r.error) for r in results],
-            "summary": [asdict(s) for s in summary], "skipped": [asdict(s) for s in skipped]}
+            "summary": [asdict(s) for s in summary],
+            "by_stack": [dict(asdict(s), stack=s.split) for s in stacks],
+            "skipped": [asdict(s) for s in skipped]}

@@ -514,6 +514,18 @@ def _summary(kind: str, quantity: str, split: str, rows: list[Validation]) -> Er
                         max(naive, key=abs) if naive else None)
 
 
+def by_stack(results: list[Validation]) -> list[ErrorSummary]:
+    """Fine-tuning memory, fit verdicts and longest contexts per training stack (the ``split`` field
+    names the stack): what a user of that stack gets."""
+    summaries = []
+    for kind in ("memory", "fit", "max_context"):
+        rows = [r for r in results if r.kind == kind]
+        for stack in sorted({r.group for r in rows}):
+            chosen = [r for r in rows if r.group == stack]
+            summaries.append(_summary(kind, chosen[0].quantity, stack, chosen))
+    return summaries
+
+
 def summarize(results: list[Validation]) -> list[ErrorSummary]:
     """Per kind: the fit rows, the held-out rows and all of them."""
     summaries = []
