@@ -9,8 +9,8 @@ match the whole qualified name. The names are tried against one layer's modules 
 names them for the model's family.
 
 Settings costplan does not model are refused with one line rather than dropped: per-module ranks
-(``rank_pattern``), a subset of layers, trained biases, LoRA on the embeddings or the LM head,
-other peft types.
+(``rank_pattern``), a subset of layers, trained biases, other peft types. LoRA on the embeddings
+or the LM head (``embed_tokens``, ``lm_head`` in ``target_modules``) is modelled.
 """
 
 from __future__ import annotations
@@ -172,9 +172,8 @@ def target_roles(model: ModelSpec, targets: Any, exclude: Any, path: Path, notes
     if not (isinstance(targets, str) or (isinstance(targets, list) and all(isinstance(t, str) for t in targets))):
         raise CostplanError(f"{path}: target_modules must be a list of names or a regular expression.")
     names = MODULE_NAMES.get(model.family, _LLAMA)
-    outside = [n for n in _OUTSIDE_LAYERS if _matches(targets, f"model.{n}")]
-    if outside:
-        raise CostplanError(f"{path}: LoRA on {', '.join(outside)} (the embeddings or the LM head) is not modelled.")
+    outer = list(dict.fromkeys(part for n, part in _OUTSIDE_LAYERS.items()
+                               if _matches(targets, f"model.{n}") or _matches(targets, n)))
     chosen = [role for role in present if any(_matches(targets, name) for name in names.get(role, ()))]
     if exclude:
         chosen = [role for role in chosen if not any(_matches(exclude, name) for name in names.get(role, ()))]
@@ -183,11 +182,11 @@ def target_roles(model: ModelSpec, targets: Any, exclude: Any, path: Path, notes
         if unused:
             notes.append(f"target_modules {', '.join(unused)} name no layer matrix of {model.family} "
                          "(peft ignores them too)")
-    if not chosen:
+    if not chosen and not outer:
         known = sorted({n.rsplit(".", 1)[-1] for role in present for n in names.get(role, ())})
         raise CostplanError(f"{path}: target_modules {targets!r} match no layer matrix of {model.name} "
                             f"({model.family}: {', '.join(known)}).")
-    return tuple(chosen)
+    return (*chosen, *outer)
 
 
 def saved_modules(value: Any, path: Path) -> tuple[str, ...]:

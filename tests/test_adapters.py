@@ -118,7 +118,6 @@ def test_method_that_contradicts_the_adapter_is_an_error():
     ({"rank_pattern": {"q_proj": 4}}, "rank_pattern"),
     ({"layers_to_transform": [0, 1]}, "subset of layers"),
     ({"bias": "all"}, "trains biases"),
-    ({"target_modules": ["lm_head", "q_proj"]}, "LoRA on lm_head"),
     ({"target_modules": ["c_attn"]}, "match no layer matrix"),
     ({"modules_to_save": ["score"]}, "modules_to_save score is not modelled"),
 ])
@@ -127,6 +126,16 @@ def test_bad_adapter_files_are_one_line(tmp_path, change, message):
     data.update(change)
     (tmp_path / "adapter_config.json").write_text(json.dumps(data))
     one_error_line(run("-m", "tinyllama", "--adapter", str(tmp_path)), message)
+
+
+def test_lora_on_the_lm_head_and_embeddings_from_a_file(tmp_path):
+    """r=16 on q_proj in 22 layers, plus lm_head (2048 x r + r x 32000) and embed_tokens (r x 32000 + 2048 x r)."""
+    data = json.loads((ADAPTERS / "tinyllama_lora" / "adapter_config.json").read_text())
+    data.update({"target_modules": ["q_proj", "lm_head", "embed_tokens"]})
+    (tmp_path / "adapter_config.json").write_text(json.dumps(data))
+    out = run_json("-m", "tinyllama", "--adapter", str(tmp_path))
+    r = data["r"]
+    assert out["params_trainable"] == 22 * r * (2048 + 2048) + 2 * r * (2048 + 32000)
 
 
 def test_broken_and_missing_files_are_one_line(tmp_path):
