@@ -113,7 +113,8 @@ def verification_summary(path: Path | None = None) -> dict[str, Any] | None:
     peaks, flops, params_ok, cases = [], [], {}, set()
     with path.open(encoding="utf-8") as handle:
         for row in csv.DictReader(handle):
-            case = (row["model"], row["method"], row["precision"], row["attention"], row["grad_ckpt"])
+            case = (row["model"], row["method"], row["precision"], row["attention"], row["grad_ckpt"],
+                    row.get("framework", ""), row.get("optimizer", ""))
             cases.add(case)
             error = abs(float(row["rel_error"]))
             if row["quantity"] == "memory peak":

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import re
-import statistics
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -100,6 +99,8 @@ def _torchtune_log(path: Path) -> MeasuredRun:
         raise CostplanError(f"{path} has no 'Step N | ... tokens_per_second_per_gpu:...' lines: not a torchtune "
                             "metric log.")
     steady = speeds[len(speeds) // 10:] or speeds
+    import statistics
+
     return MeasuredRun(statistics.median(steady), "torchtune log",
                        f"median of {len(steady)} steps' tokens_per_second_per_gpu")
 

@@ -316,15 +316,13 @@ def _axolotl(r: _Reader) -> TrainingConfig:
     adapter = str(r.get("adapter") or "").lower()
     four_bit, eight_bit = bool(r.get("load_in_4bit")), bool(r.get("load_in_8bit"))
     if adapter in ("lora", "qlora"):
-        method = "qlora" if adapter == "qlora" or four_bit else "lora"
+        method = "qlora" if adapter == "qlora" or four_bit else "lora-int8" if eight_bit else "lora"
     elif not adapter:
         method = "full"
     else:
         raise CostplanError(f"{r.path}: adapter {adapter!r} is not modelled (lora, qlora or none for full).")
-    r.set("method", method, method + (" (load_in_4bit)" if four_bit and adapter == "lora" else ""))
-    if eight_bit:
-        r.notes.append("load_in_8bit (LLM.int8 base) is not modelled: the base is planned in 16 bits, so its "
-                       "memory is over-estimated (about 2x for the weights)")
+    r.set("method", method, method + (" (load_in_4bit)" if four_bit and adapter == "lora" else
+                                      " (load_in_8bit)" if method == "lora-int8" else ""))
     r.set("seq_len", r.number("sequence_len"), f"sequence {r.data.get('sequence_len')}")
     _batch(r, "micro_batch_size", "gradient_accumulation_steps")
     epochs = r.number("num_epochs", float, low=0)
@@ -465,7 +463,10 @@ def _llama_factory(r: _Reader) -> TrainingConfig:
     else:
         raise CostplanError(f"{r.path}: finetuning_type {kind!r} is not modelled (lora or full).")
     r.set("method", method, f"{method} ({stage})")
-    if bits and bits != 4:
+    if kind == "lora" and bits == 8:
+        method = "lora-int8"
+        r.set("method", method, f"{method} (quantization_bit 8)")
+    elif bits and bits != 4:
         r.notes.append(f"quantization_bit {bits} is not modelled: the base is planned in 16 bits")
     if stage in ("dpo", "kto", "ppo", "rm"):
         r.notes.append(f"stage {stage}: planned as supervised fine-tuning; the reference or reward model's "

@@ -436,7 +436,7 @@ def summarize(results: list[CaseResult]) -> Summary:
 
 
 CSV_COLUMNS = ("model", "method", "precision", "attention", "grad_ckpt", "seq_len", "quantity", "analytic",
-               "traced", "rel_error", "peak_at", "analytic_phase", "seconds")
+               "traced", "rel_error", "peak_at", "analytic_phase", "seconds", "framework", "optimizer")
 
 
 def write_csv(results: list[CaseResult], path: Path) -> None:
@@ -447,6 +447,6 @@ def write_csv(results: list[CaseResult], path: Path) -> None:
         for check in result.checks:
             values = [c.model, c.method, c.precision, c.attention, c.grad_ckpt, result.length, check.quantity,
                       f"{check.analytic:.0f}", f"{check.traced:.0f}", f"{check.error:.6f}", result.peak_at,
-                      result.analytic_phase, f"{result.seconds:.2f}"]
+                      result.analytic_phase, f"{result.seconds:.2f}", c.framework or "", c.optimizer or ""]
             rows.append(dict(zip(CSV_COLUMNS, values, strict=True)))
     files.write_csv(path, rows)

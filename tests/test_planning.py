@@ -188,7 +188,7 @@ def test_plan_never_trains_a_4bit_base_in_fp8_and_searches_fp8_only_when_asked()
     assert {c.precision for c in default.pareto} == {"bf16"}
     asked = search("8b", ("qlora",), tokens=1e8, gpus=("h100-sxm",), precisions=("bf16", "fp8"))
     assert {c.precision for c in asked.pareto} == {"bf16"}
-    assert any("4-bit base" in n for n in asked.notes)
+    assert any("quantized base is not trained in fp8" in n for n in asked.notes)
 
 
 def test_cram_compute_optimal_point_obeys_its_rule():

@@ -21,7 +21,7 @@ def estimate_json(*args):
 
 @pytest.mark.parametrize("name,kind,expected", [
     ("axolotl_llama3_lora_8b.yml", "axolotl", dict(
-        model="NousResearch/Meta-Llama-3-8B", method="lora", seq_len=4096, micro_batch=2, global_batch=8, epochs=4.0,
+        model="NousResearch/Meta-Llama-3-8B", method="lora-int8", seq_len=4096, micro_batch=2, global_batch=8, epochs=4.0,
         lora_rank=32, lora_targets="all-linear", lora_alpha=16.0, lora_dropout=0.05, optimizer="adamw-8bit",
         precision="bf16", grad_ckpt=True, attention="flash", modules_to_save=("embeddings", "head"))),
     ("axolotl_llama3_qlora.yml", "axolotl", dict(method="qlora", optimizer="paged-adamw", lora_rank=32)),
@@ -57,7 +57,7 @@ def test_unknown_keys_are_listed_not_dropped():
     assert any("unknown key(s)" in n and "num_generations" in n for n in grpo.notes)
     assert any("max_steps 100" in n for n in grpo.notes)  # no sequence length to turn steps into tokens
     axolotl = read_training_config(CONFIGS / "axolotl_llama3_lora_8b.yml")
-    assert any("load_in_8bit" in n and "not modelled" in n for n in axolotl.notes)
+    assert any("lora-int8 (load_in_8bit)" in n for n in axolotl.notes)  # an 8-bit base, modelled
     assert any("key(s) of the file unset or changing nothing" in n for n in axolotl.notes)
 
 
