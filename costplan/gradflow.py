@@ -10,6 +10,7 @@ one layer, in forward order.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from costplan.methods import Adapter, Method
@@ -145,6 +146,7 @@ def input_requires_grad(method: Method, grad_ckpt: bool) -> bool:
     return method.trains_embeddings or method.virtual_tokens > 0 or grad_ckpt
 
 
+@functools.lru_cache(maxsize=512)
 def model_flows(model: ModelSpec, method: Method, grad_ckpt: bool) -> tuple[tuple[LayerFlow, int], ...]:
     """Each distinct layer flow with how many layers follow it, in the order they first occur.
 
