@@ -39,6 +39,8 @@ MAX_GPUS = 131072
 """The largest job considered (a 100k-GPU cluster fits under it)."""
 NEAR = 0.01
 """Layouts within 1% of the fastest count as equally fast; the simplest of them is chosen."""
+MARGIN = 0.05
+"""Memory a chosen layout leaves free where it can (the fit verdict's "tight" threshold)."""
 
 
 def practice(setting: str, method: str, params: float) -> tuple[float, str]:
@@ -241,8 +243,12 @@ def _fastest_at(job: Job, gpus: int, pins: Pins) -> tuple[_Tried | None, _Tried 
                             smallest = _Tried(layout, needed, math.inf)
     if not fitting:
         return None, smallest, []
-    fastest = min(t.seconds_per_token for t in fitting)
-    near = [t for t in fitting if t.seconds_per_token <= fastest * (1 + NEAR)]
+    # Layouts with less than 5% of the card to spare run out of memory on fragmentation or a longer
+    # batch: a practitioner keeps a margin where some layout allows it.
+    roomy = [t for t in fitting if t.device_bytes <= capacity * (1 - MARGIN)]
+    candidates = roomy or fitting
+    fastest = min(t.seconds_per_token for t in candidates)
+    near = [t for t in candidates if t.seconds_per_token <= fastest * (1 + NEAR)]
     best = min(near, key=lambda t: (t.layout.grad_ckpt, t.layout.pp, t.layout.tp, t.layout.zero,
                                     -t.layout.micro_batch))
     return best, smallest, fitting
