@@ -625,7 +625,9 @@ def trace_training_step(model: ModelSpec, method: Method, work: Workload, *, dev
         _quantize_base(module, model, getattr(method, "double_quant", True))
     elif method.base_storage == "int8":
         _quantize_base_int8(module, model)
-    autocast = {"bf16-mixed": torch.bfloat16, "fp16-mixed": torch.float16}.get(work.precision)
+    # Autocast over the forward: the mixed modes, and a stack that autocasts a bf16 model too (the
+    # HF Trainer with bf16=True runs accelerate's autocast whatever dtype the model was loaded in).
+    autocast = (torch.float16 if work.precision == "fp16-mixed" else torch.bfloat16) if work.autocast else None
     if work.grad_ckpt:
         # Under autocast a checkpointed layer is re-run under autocast again (torch.utils.checkpoint
         # restores the autocast state); the emulation is re-entered the same way. A quantized base is

@@ -157,6 +157,10 @@ def _workload(case: Case, model: ModelSpec, method: Method) -> tuple[Workload, l
                              gpus=1, seq_len=length, micro_batch=case.micro_batch, attention=case.attention,
                              source_len=source)
     notes = []
+    if case.framework is None and work.precision == "bf16-true":
+        # Without a stack, bf16-true is what it says: a bf16 model, no autocast (the Trainer's
+        # autocast over a bf16 model is traced as its own case, with framework="hf-trainer").
+        work = replace(work, autocast_forward=False)
     if work.optimizer not in TRACEABLE_OPTIMIZERS:
         notes.append(f"{work.optimizer} needs CUDA (bitsandbytes or a factored step): traced and modelled with "
                      "a fused AdamW step instead")
@@ -334,6 +338,7 @@ MODE_CASES = (
     Case(model="llama-3-8b", method="qlora", framework="litgpt", grad_ckpt=True),
     Case(model="mistral-7b", method="lora", framework="axolotl"),
     Case(model="llama-2-7b", method="lora-int8", grad_ckpt=True),
+    Case(model="llama-2-7b", method="lora", precision="bf16-true", framework="hf-trainer"),
 )
 """Precision modes and stacks: each mode once, and what can be traced of each stack's conventions
 (fp8 needs CUDA and Transformer Engine: modelled only)."""
