@@ -245,6 +245,7 @@ def estimate(
     modules_to_save: tuple[str, ...] = (),
     virtual_tokens: int = 20,
     double_quant: bool = True,
+    gathered_load: bool = False,
     weights: str | None = None,
     prompt_len: int = 512,
     gen_len: int = 256,
@@ -263,7 +264,8 @@ def estimate(
 
     Layout values left at None (GPU count, micro-batch, global batch, checkpointing, ZeRO stage,
     tensor and pipeline parallelism) are chosen as a practitioner would (``costplan.layout``).
-    ``electricity`` ($/kWh) and ``hardware_price`` (amortised $/GPU-hour) price GPUs you own instead of
+    ``gathered_load``: the checkpoint loads by gathering the whole sharded model onto every GPU (a
+    peak of its own; Lightning Fabric until mid-2023). ``electricity`` ($/kWh) and ``hardware_price`` (amortised $/GPU-hour) price GPUs you own instead of
     renting them. ``dataset`` (a path, or a ``costplan.dataset.TokenCount``) gives the training tokens:
     counted with ``tokenizer`` (a tokenizer.json, folder or Hub id) or the model's own, packed at the
     sequence length. ``adapter`` is a peft ``adapter_config.json`` (or its folder): it sets the method and
@@ -304,6 +306,7 @@ def estimate(
     use_dora = arguments.flag("use_dora", use_dora)
     use_rslora = arguments.flag("use_rslora", use_rslora)
     double_quant = arguments.flag("double_quant", double_quant)
+    gathered_load = arguments.flag("gathered_load", gathered_load)
     grad_ckpt = arguments.flag("grad_ckpt", grad_ckpt, optional=True)
     if grid is not None and (isinstance(grid, bool) or not isinstance(grid, (str, int, float))):
         raise CostplanError(f"--grid must be a region name or kg CO2 per kWh, not {grid!r}.")
@@ -358,7 +361,11 @@ def estimate(
                                        grad_ckpt=grad_ckpt, gpus=gpus, runtime=runtime, seq_len=seq_len,
                                        micro_batch=micro_batch or 1,
                                        attention=attention, prompt_len=prompt_len, gen_len=gen_len,
-                                       source_len=prompt_len if spec.is_encoder_decoder else None)
+                                       source_len=prompt_len if spec.is_encoder_decoder else None,
+                                       gathered_load=gathered_load)
+    if gathered_load:
+        stack_notes.append("the checkpoint loads by gathering the whole model onto every GPU (Lightning Fabric "
+                           "before Lightning-AI/pytorch-lightning#18190)")
     if how.training and grad_ckpt is None and stack.grad_ckpt:
         grad_ckpt = True  # the stack's recipes checkpoint every layer
     context = (work.prompt_len + work.gen_len) if not how.training else seq_len + how.virtual_tokens

@@ -150,6 +150,11 @@ def training_phases(mem: TrainingMemory, *, dp: Any, zero: Any, micro_batch: Any
     phases[Phase.OPTIMIZER_STEP] = {
         **held, Mem.GRADIENTS: grads, Mem.GRAD_COPIES: mem.gradient_copies / by_states,
         Mem.STEP_TEMPS: mem.step_temporaries / by_states}
+    if mem.load_gather:
+        # Loading the checkpoint by gathering the whole (sharded) model onto every GPU at once.
+        phases[Phase.CHECKPOINT_LOAD] = {
+            Mem.WEIGHTS: held[Mem.WEIGHTS],
+            Mem.GATHER: xp.where((zero >= 3) & (dp > 1), mem.load_gather / model_split, 0.0)}
     return phases
 
 

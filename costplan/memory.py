@@ -163,6 +163,8 @@ class TrainingMemory:
     """Bytes that cross it per micro-batch (offloaded parameters fetched, checkpoints out and back)."""
     offloaded_params: float = 0.0
     """Parameters whose optimizer step runs on the host CPU (ZeRO-Offload's CPU Adam)."""
+    load_gather: float = 0.0
+    """The whole model gathered onto each GPU while the checkpoint loads (``Workload.gathered_load``)."""
 
 
 def _largest(tensors: tuple[Tensor2D, ...]) -> int:
@@ -240,6 +242,7 @@ def training_memory(model: ModelSpec, method: Method, work: Workload) -> Trainin
     layer = max(kind.params for kind in layer_kinds(model)) * p
     activations = mb * saved.total(work.grad_ckpt)
     checkpoints = mb * (saved.layers(work.grad_ckpt) + saved.shared)
+    whole_model = weights
     host_states = host_weights = host_activations = crossing = per_micro = cpu_params = 0.0
     paged = states if opt.paged else 0.0
     if paged:
@@ -293,6 +296,7 @@ def training_memory(model: ModelSpec, method: Method, work: Workload) -> Trainin
         offload_bytes_per_step=crossing,
         offload_bytes_per_micro=per_micro,
         offloaded_params=cpu_params,
+        load_gather=whole_model if work.gathered_load else 0.0,
     )
 
 

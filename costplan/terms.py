@@ -48,6 +48,7 @@ class Phase(str, Enum):
     LAYER_RECOMPUTE = "layer_recompute"
     BACKWARD_END = "backward_end"
     OPTIMIZER_STEP = "optimizer_step"
+    CHECKPOINT_LOAD = "checkpoint_load"
     GENERATION = "generation"
 
     @property

@@ -273,6 +273,10 @@ def predict(row: dict[str, str], profile: Any = None) -> tuple[float, float | No
 
 SHARDING_STACKS = ("fsdp", "torchtune", "deepspeed")
 """Stacks whose multi-GPU runs shard parameters (FSDP full shard, torchtune's distributed recipes, ZeRO-3)."""
+LEGACY_FABRIC_LOAD_BEFORE = "2023-11-01"
+"""LitGPT's runs of 2023 (its resource tables) loaded checkpoints into FSDP through Lightning Fabric's
+``load_raw``, which gathered every parameter onto every GPU (fixed by Lightning-AI/pytorch-lightning#18190,
+released with Lightning 2.1): a load-time peak of the whole model plus its shard."""
 LEGACY_BNB_BEFORE = "2024-07-16"
 """bitsandbytes 0.43.2 (bitsandbytes-foundation/bitsandbytes#1270): its 4-bit matmul stopped keeping
 its input for backward."""
@@ -324,6 +328,9 @@ def _stack_options(row: dict[str, str], options: dict[str, Any]) -> tuple[Any, d
         extra["loss"] = "fused"
     elif "chunked-ce" in switches:
         extra["loss"] = "chunked"
+    if row.get("framework") == "litgpt" and row.get("as_of", "") < LEGACY_FABRIC_LOAD_BEFORE \
+            and (_int(row, "gpus") or 1) > 1:
+        extra["gathered_load"] = True
     if "zero2" in switches:
         extra["zero"] = 2
     elif switches & {"zero3", "fsdp-full-shard", "fsdp2-full-shard"}:

@@ -65,6 +65,11 @@ class Workload:
     kbit_fp32_upcast: bool = False
     """QLoRA through peft's ``prepare_model_for_kbit_training``: the parameters left unquantized
     (embeddings, LM head, norms) upcast to fp32."""
+    gathered_load: bool = False
+    """The checkpoint is loaded into the sharded (ZeRO-3 / FSDP) model by gathering the whole model onto
+    every GPU at once: Lightning Fabric's ``load_raw`` summoned all parameters until
+    Lightning-AI/pytorch-lightning#18190 (2023-07-30), so LitGPT's runs of 2023 peaked at the full
+    model plus its shard while loading."""
 
     def __post_init__(self) -> None:
         for name in ("seq_len", "micro_batch", "prompt_len", "gen_len"):

@@ -125,6 +125,21 @@ def test_zero_stages_shard_what_they_promise():
     assert z2 - z3 == pytest.approx(mem.weights * 7 / 8)
 
 
+def test_a_gathered_checkpoint_load_peaks_at_the_whole_model_plus_its_shard():
+    # Lightning Fabric's FSDP load before #18190: every GPU gathers all 6.74 B bf16 weights while
+    # holding its own shard; LitGPT's 2023 table shows 20.66 GB for Llama-2-7B LoRA on 2 GPUs.
+    lora = Lora(rank=8, targets=("q", "v"))
+    work = Workload(seq_len=1304, precision="bf16-true", grad_ckpt=True, gathered_load=True)
+    mem = training_memory(preset("llama-2-7b"), lora, work)
+    weights = 2 * 6_738_415_616 + 4 * 4_194_304  # the bf16 base and peft's fp32 adapters
+    assert mem.load_gather == weights
+    for dp, expected in ((2, 1.5 * weights), (4, 1.25 * weights)):
+        assert sharded(mem, dp=dp, zero=3).phases[Phase.CHECKPOINT_LOAD] == pytest.approx(expected)
+    assert Phase.CHECKPOINT_LOAD not in sharded(training_memory(preset("llama-2-7b"), lora, Workload(
+        seq_len=1304, precision="bf16-true", grad_ckpt=True)), dp=2, zero=3).phases
+    assert sharded(mem, dp=2, zero=0).phases[Phase.CHECKPOINT_LOAD] == pytest.approx(weights)  # DDP: no gather
+
+
 # --- against the real modules: bytes autograd saves for backward ----------------------------
 
 CASES = {
