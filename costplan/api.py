@@ -265,7 +265,8 @@ def estimate(
     Layout values left at None (GPU count, micro-batch, global batch, checkpointing, ZeRO stage,
     tensor and pipeline parallelism) are chosen as a practitioner would (``costplan.layout``).
     ``gathered_load``: the checkpoint loads by gathering the whole sharded model onto every GPU (a
-    peak of its own; Lightning Fabric until mid-2023). ``electricity`` ($/kWh) and ``hardware_price`` (amortised $/GPU-hour) price GPUs you own instead of
+    peak of its own; Lightning Fabric until mid-2023). ``electricity`` ($/kWh) and ``hardware_price``
+    (amortised $/GPU-hour) price GPUs you own instead of
     renting them. ``dataset`` (a path, or a ``costplan.dataset.TokenCount``) gives the training tokens:
     counted with ``tokenizer`` (a tokenizer.json, folder or Hub id) or the model's own, packed at the
     sequence length. ``adapter`` is a peft ``adapter_config.json`` (or its folder): it sets the method and

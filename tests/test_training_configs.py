@@ -21,7 +21,8 @@ def estimate_json(*args):
 
 @pytest.mark.parametrize("name,kind,expected", [
     ("axolotl_llama3_lora_8b.yml", "axolotl", dict(
-        model="NousResearch/Meta-Llama-3-8B", method="lora-int8", seq_len=4096, micro_batch=2, global_batch=8, epochs=4.0,
+        model="NousResearch/Meta-Llama-3-8B", method="lora-int8", seq_len=4096, micro_batch=2, global_batch=8,
+        epochs=4.0,
         lora_rank=32, lora_targets="all-linear", lora_alpha=16.0, lora_dropout=0.05, optimizer="adamw-8bit",
         precision="bf16", grad_ckpt=True, attention="flash", modules_to_save=("embeddings", "head"))),
     ("axolotl_llama3_qlora.yml", "axolotl", dict(method="qlora", optimizer="paged-adamw", lora_rank=32)),
