@@ -49,3 +49,18 @@ def test_wheel_carries_the_tables_and_estimates_from_them(tmp_path):
     where, params = out.stdout.split()
     assert where.startswith(str(site)) and where.endswith("_tables")
     assert int(params) == 8_030_261_248
+
+
+def test_the_console_script_ends_fast_with_the_commands_exit_code_and_output(tmp_path):
+    # main() runs the atexit handlers, flushes and ends without interpreter teardown.
+    ok = subprocess.run([sys.executable, "-m", "costplan", "estimate", "--model", "7b", "--method", "lora", "--json"],
+                        capture_output=True, text=True, cwd=tmp_path)
+    assert ok.returncode == 0 and json.loads(ok.stdout)["params_total"] == 6_738_415_616
+    bad = subprocess.run([sys.executable, "-m", "costplan", "estimate", "--model", "no-such-model"],
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert bad.returncode == 2 and bad.stdout == ""
+    assert bad.stderr.startswith("Error: ") and len(bad.stderr.strip().splitlines()) == 1
+    code = ("import atexit, sys; atexit.register(lambda: print('atexit ran')); "
+            "sys.argv = ['costplan', '--version']; from costplan.cli import main; main()")
+    ran = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert ran.returncode == 0 and ran.stdout.rstrip().endswith("atexit ran")
