@@ -316,7 +316,7 @@ def _stack_options(row: dict[str, str], options: dict[str, Any]) -> tuple[Any, d
     offload = set()
     if row.get("grad_ckpt", "").lower() == "offloaded" or "activation-offload" in switches:
         offload.add("activations")
-    if "cpu-offload-params" in switches:  # FSDP's CPU offload: parameters, gradients and optimizer states
+    if switches & {"cpu-offload-params", "fsdp-cpu-offload"}:  # FSDP's CPU offload: parameters, gradients, states
         offload |= {"params", "optimizer"}
     if "cpu-offload-optimizer" in switches:
         offload.add("optimizer")

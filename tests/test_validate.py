@@ -106,3 +106,19 @@ def test_cli_validate_json():
     data = json.loads(result.output)
     assert data["rows"] and data["summary"] and all("error" in r for r in data["rows"])
     assert {s["split"] for s in data["summary"]} == {"fit", "holdout", "all"}
+
+
+def test_a_rows_stated_switches_become_the_estimates_options():
+    from costplan.validate import _stack_options
+
+    row = {"method": "full", "framework": "torchtune", "switches": "compile;fsdp-cpu-offload", "gpus": "8",
+           "as_of": "2024-09-01"}
+    _, extra = _stack_options(row, {})
+    assert extra["offload"] == ("optimizer", "params") and extra["runtime"] == "compiled"
+    # LitGPT's 2023 multi-GPU runs loaded the checkpoint through Fabric's gathering load_raw.
+    litgpt = {"method": "lora", "framework": "litgpt", "switches": "fsdp-full-shard", "gpus": "2",
+              "as_of": "2023-10-27"}
+    _, extra = _stack_options(litgpt, {})
+    assert extra["gathered_load"] is True and extra["zero"] == 3
+    _, extra = _stack_options({**litgpt, "as_of": "2024-09-27"}, {})
+    assert "gathered_load" not in extra
