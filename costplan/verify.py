@@ -218,7 +218,7 @@ def prepare(case: Case) -> tuple[ModelSpec, Method, Workload]:
                             f"minute at most); {model.name} has {model.num_layers:,}. Use estimate for it.")
     work, _ = _workload(case, model, method)
     positions = work.prompt_len + 1 if not method.training else work.seq_len + method.virtual_tokens
-    if positions > model.max_positions:
+    if positions > model.max_positions and not model.is_encoder_decoder:  # T5: relative positions, no hard limit
         raise CostplanError(f"{positions} positions exceed {model.name}'s context of {model.max_positions} tokens.")
     return model, method, work
 
@@ -414,6 +414,10 @@ def run_matrix(cases: Iterable[Case], progress: Callable[[Case], None] | None = 
             if failed is None:
                 raise
             failed.append(str(exc))
+        except CostplanError as exc:  # a case costplan itself refuses: reported, the rest go on
+            if failed is None:
+                raise
+            failed.append(f"{case.label}: {exc}")
     return results
 
 

@@ -15,6 +15,7 @@ from costplan.verify import (
     Case,
     Check,
     matrix,
+    prepare,
     run_case,
     run_matrix,
     summarize,
@@ -38,6 +39,18 @@ def test_the_matrices_cover_what_the_issue_names():
     families = {"phi-3-mini", "gemma-2-9b", "gemma-3-1b", "qwen2.5-7b", "qwen3-8b", "qwen3-30b-a3b", "deepseek-v3",
                 "olmo-2-7b", "t5-base"}
     assert families <= {c.model for c in matrix()}
+
+
+def test_every_case_of_the_matrices_is_accepted_before_tracing():
+    # costplan's own checks run first (a T5 prompt of 512 source tokens is not bound by a context).
+    for case in [*matrix(full=True), *matrix()]:
+        prepare(case)
+
+
+def test_a_refused_case_is_reported_and_the_rest_go_on():
+    failed: list[str] = []
+    assert run_matrix([Case(model="gpt2", method="lora", seq_len=4096)], failed=failed) == []
+    assert len(failed) == 1 and failed[0].startswith("gpt2 lora") and "1024" in failed[0]
 
 
 @pytest.mark.needs_torch
