@@ -149,3 +149,36 @@ def test_estimate_names_the_resolved_mode_and_the_stack():
     assert any("--precision bf16 on hf-trainer is bf16-mixed" in a for a in hf.assumptions)
     with pytest.raises(CostplanError):
         costplan.estimate("7b", "lora", precision="bf17")
+
+
+@pytest.mark.needs_torch
+@pytest.mark.parametrize("attention", ["eager", "sdpa"])
+def test_the_autocast_emulation_saves_what_real_autocast_saves(attention):
+    # verify traces mixed precision on the meta device through costplan.autocast (meta tensors have no
+    # autocast key); on the CPU, where real autocast runs, both must save the very same tensors.
+    import collections
+
+    import torch
+
+    from costplan.autocast import autocast_mode
+    from costplan.tracing import build_model
+
+    def saved(context):
+        torch.manual_seed(0)
+        module = build_model(TINY, attention=attention)
+        module.train()
+        ids = torch.randint(0, 100, (2, 16))
+        kept = collections.Counter()
+
+        def pack(t):
+            kept[(tuple(t.shape), t.dtype)] += 1
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), context():
+            module(input_ids=ids, labels=ids).loss.backward()
+        return kept
+
+    real = saved(lambda: torch.autocast("cpu", dtype=torch.bfloat16))
+    emulated = saved(lambda: autocast_mode(torch.bfloat16))
+    assert real == emulated
+    assert sum(n for (shape, dtype), n in real.items() if dtype == torch.bfloat16) > 0  # casts were saved
