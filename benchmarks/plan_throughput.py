@@ -1,4 +1,4 @@
-"""Configurations evaluated per second by `costplan plan` (target: at least 100,000 per second).
+"""Configurations evaluated per second by `costplan plan` (target: millions per second on a large search).
 
     python benchmarks/plan_throughput.py [--repeat 5]
 """

@@ -339,16 +339,25 @@ def _grid(spec, method, stack, work, profile, keys, batch, max_gpus, provider, s
     per_node = np.array([j.link.gpus_per_node for j in jobs])
     cluster = np.array([price is not None or owned is not None or any(o.cluster for o in offers(k, provider, spot))
                         for k in keys])
-    tps = [1, 2, 4, 8] if stack.tensor_parallel else [1]
-    pps = [1, 2, 4, 8, 16, 32] if stack.pipeline_parallel else [1]
-    g, j, tp, pp, zero, mb = (a.ravel() for a in np.meshgrid(
-        np.arange(len(keys)), np.arange(len(counts)), tps, pps, list(stack.zero_stages), MICRO_BATCHES,
-        indexing="ij"))
-    n = np.array(counts)[j]
-    gpn = per_node[g]
-    ok = (n <= gpn) | ((n % gpn == 0) & cluster[g])  # several nodes only as whole nodes of a cluster
-    ok &= (n % (tp * pp) == 0) & (tp <= gpn) & (pp <= spec.num_layers)
-    ok &= (spec.num_heads % tp == 0) & ((spec.num_kv_heads % tp == 0) | (tp % spec.num_kv_heads == 0))
+    tps = np.array([1, 2, 4, 8] if stack.tensor_parallel else [1])
+    pps = np.array([1, 2, 4, 8, 16, 32] if stack.pipeline_parallel else [1])
+    # The grid is built from the combinations each rule allows on its own (GPU type x count; tensor x
+    # pipeline parallelism for the model), then crossed with ZeRO stages and micro-batches; the rules
+    # that tie them together are applied last.
+    g, j = (a.ravel() for a in np.meshgrid(np.arange(len(keys)), np.arange(len(counts)), indexing="ij"))
+    n, gpn = np.array(counts)[j], per_node[g]
+    placed = (n <= gpn) | ((n % gpn == 0) & cluster[g])  # several nodes only as whole nodes of a cluster
+    g, j = g[placed], j[placed]
+    tp, pp = (a.ravel() for a in np.meshgrid(tps, pps, indexing="ij"))
+    split = (pp <= spec.num_layers) & (spec.num_heads % tp == 0) & (
+        (spec.num_kv_heads % tp == 0) | (tp % spec.num_kv_heads == 0))
+    tp, pp = tp[split], pp[split]
+    a, b, zero, mb = (x.ravel() for x in np.meshgrid(np.arange(len(g)), np.arange(len(tp)),
+                                                      np.array(stack.zero_stages), np.array(MICRO_BATCHES),
+                                                      indexing="ij"))
+    g, j, tp, pp = g[a], j[a], tp[b], pp[b]
+    n, gpn = np.array(counts)[j], per_node[g]
+    ok = (n % (tp * pp) == 0) & (tp <= gpn)
     ok &= (pp == 1) | (n > gpn)  # pipeline stages across nodes
     dp = np.maximum(n // (tp * pp), 1)
     ok &= (dp > 1) | (zero == 0)  # sharding over one replica changes nothing
