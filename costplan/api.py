@@ -482,8 +482,9 @@ def estimate(
 
 def largest_fitting(what: str, settings: dict[str, Any], spec: ModelSpec, how: Method) -> dict[str, int]:
     """The largest sequence length (``seq-len``) or micro-batch (``micro-batch``; for inference the
-    concurrent requests) that fits the estimate's GPUs with the other settings as given: a binary
-    search over the estimate itself."""
+    concurrent requests) that fits the estimate's GPUs with the settings as given (what was left on
+    auto, such as checkpointing or the micro-batch, is chosen again for each length): a binary search
+    over the estimate itself."""
     if what not in ("seq-len", "micro-batch"):
         raise CostplanError("--max takes seq-len or micro-batch.")
     if what == "seq-len":

@@ -98,7 +98,8 @@ def summary_table(est: Estimate, alternative: Estimate | None = None) -> Table:
         table.add_row(name, value)
     if est.maximum:
         for key, value in est.maximum.items():
-            table.add_row(f"largest {key.replace('_', ' ')}", f"{value:,} (fits the GPU with the other settings)")
+            table.add_row(f"largest {key.replace('_', ' ')}",
+                          f"{value:,} (fits the GPU with what is pinned; the rest chosen for it)")
     if not est.placement.fits:
         table.add_row("problem", Text(est.placement.reason, style="red"))
     if est.fit is not None and est.fit.suggestion:
