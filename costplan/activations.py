@@ -216,20 +216,6 @@ def _activation(model: ModelSpec, p: int, f: int, x_rg: bool) -> float:
     return (4 if model.activation == "gelu_new" else 1) * p * f
 
 
-def _reader_groups(flow: LayerFlow) -> list[list[LinearUse]]:
-    """The layer's matrices grouped by the tensor they read."""
-    lin = flow.linears
-    groups: list[list[LinearUse]] = []
-    for roles in (("qkv", "q", "k", "v", "q_a", "kv_a"), ("q_b",), ("kv_b",), ("o",),
-                  ("cross_q",), ("cross_k", "cross_v"), ("cross_o",), ("router", "gate", "up", "gate_up"),
-                  ("shared_gate", "shared_up"), ("expert_gate", "expert_up", "expert_gate_up"), ("down",),
-                  ("shared_down",), ("expert_down",)):
-        group = [lin[r] for r in roles if r in lin]
-        if group:
-            groups.append(group)
-    return groups
-
-
 @dataclass(frozen=True, slots=True)
 class LayerSpan:
     """Positions one layer runs over, for one sequence."""

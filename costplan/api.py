@@ -370,8 +370,7 @@ def estimate(
     if how.training and grad_ckpt is None and stack.grad_ckpt:
         grad_ckpt = True  # the stack's recipes checkpoint every layer
     context = (work.prompt_len + work.gen_len) if not how.training else seq_len + how.virtual_tokens
-    if context > spec.max_positions and not spec.is_encoder_decoder:
-        raise CostplanError(f"{context} positions exceed {spec.name}'s context of {spec.max_positions} tokens.")
+    spec.check_positions(context)
     peak = device.peak(work.peak_key)
     counts = count_params(spec)
     params = counts.total

@@ -34,11 +34,6 @@ TOKENS_PER_PARAM = 20.0
 LADDER = ((256, 4), (512, 8), (768, 12), (1024, 16), (1024, 24), (1536, 24), (2048, 24), (2560, 32),
           (3072, 32), (4096, 32), (5120, 40), (6144, 48), (8192, 80))
 
-CRAMMING_REFERENCE = (
-    "sanity: Geiping & Goldstein 2022 (arXiv:2212.14034), 'Cramming': a BERT-base-sized model "
-    "(about 110M parameters) pretrained for 24 h on one consumer GPU reaches close to BERT's GLUE score"
-)
-
 
 @dataclass(frozen=True, slots=True)
 class Published:

@@ -57,10 +57,6 @@ class Layout:
     def dp(self) -> int:
         return self.gpus // (self.tp * self.pp * self.cp)
 
-    @property
-    def sequences_per_step(self) -> int:
-        return self.dp * self.micro_batch * self.grad_accum
-
 
 @dataclass(frozen=True, slots=True)
 class Hardware:

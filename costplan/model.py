@@ -284,6 +284,12 @@ class ModelSpec:
         """Blocks that run at generation time and hold a KV cache."""
         return self.num_layers - self.encoder_layers
 
+    def check_positions(self, positions: int) -> None:
+        """Refuse a sequence longer than the model's context; an encoder-decoder (T5: relative
+        positions) has no hard limit on it."""
+        if positions > self.max_positions and not self.is_encoder_decoder:
+            raise CostplanError(f"{positions} positions exceed {self.name}'s context of {self.max_positions} tokens.")
+
     @property
     def kv_cache_width(self) -> int:
         """Elements per token and layer the KV cache holds (keys and values; MLA's latent)."""
@@ -519,10 +525,6 @@ class ParamCounts:
         """Parameters each token passes through (embeddings and head included, as Mixtral's 12.9B
         and DeepSeek-V3's 37B count them); equal to ``total`` for dense models."""
         return self.total - self.inactive_experts
-
-    @property
-    def token_embedding(self) -> int:
-        return self.embeddings
 
 
 def count_params(model: ModelSpec) -> ParamCounts:

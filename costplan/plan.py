@@ -35,9 +35,6 @@ MICRO_BATCHES = (1, 2, 4, 8, 16, 32)
 STARTUP_SECONDS = 600.0
 """Per run: provisioning, loading weights and data, warm-up (assumption). Without it a tiny job
 would always spread over the most GPUs; with it, each GPU costs at least this much."""
-ZERO_STAGES = (0, 1, 2, 3)
-MAX_PLAN_GPUS = 16384
-"""The most GPUs ``plan`` searches (``--max-gpus``)."""
 
 
 @dataclass(frozen=True, slots=True)

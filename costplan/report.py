@@ -129,10 +129,6 @@ def verification_summary(path: Path | None = None) -> dict[str, Any] | None:
             "peak_median": statistics.median(peaks), "peak_worst": max(peaks)}
 
 
-REPORT_FILES = ("report.md", "report.html", "report.json", "memory.png", "plan.png")
-"""The files a report writes; nothing else in the --out folder is touched."""
-
-
 def build(model: str, *, tokens: float, gpu: str = "h100", out: Path | str,
           methods: tuple[str, ...] = ("lora", "qlora"), seq_len: int | None = None, grad_ckpt: bool | None = None,
           deadline_seconds: float | None = None, budget_usd: float | None = None,

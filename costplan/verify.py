@@ -218,8 +218,7 @@ def prepare(case: Case) -> tuple[ModelSpec, Method, Workload]:
                             f"minute at most); {model.name} has {model.num_layers:,}. Use estimate for it.")
     work, _ = _workload(case, model, method)
     positions = work.prompt_len + 1 if not method.training else work.seq_len + method.virtual_tokens
-    if positions > model.max_positions and not model.is_encoder_decoder:  # T5: relative positions, no hard limit
-        raise CostplanError(f"{positions} positions exceed {model.name}'s context of {model.max_positions} tokens.")
+    model.check_positions(positions)
     return model, method, work
 
 

@@ -75,8 +75,3 @@ def soft_max(a: Any, b: Any, sharpness: float) -> Any:
     import numpy as np
 
     return (np.asarray(a, dtype=float) ** sharpness + np.asarray(b, dtype=float) ** sharpness) ** (1.0 / sharpness)
-
-
-def as_float(value: Any) -> float:
-    """A scalar result as a Python float (one-element arrays included)."""
-    return float(value)
