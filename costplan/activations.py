@@ -269,6 +269,42 @@ def _attention_inputs(model: ModelSpec, method: Method, work: Workload, flow: La
     return p * (q * flow.k_rg + repeated * key_ratio * (flow.q_rg + scores_rg))
 
 
+def _litgpt_qkv_inputs(readers: list[LinearUse], p: int, lora: AdapterIO) -> float:
+    """LitGPT's fused qkv projection: the input it keeps when its weight trains and, for LoRA, one
+    adapter over the enabled q/k/v (``LoRAQKVLinear``): one dropout of the input, ``lora_A`` of rank
+    r per enabled part, and, unless all three are enabled, ``zero_pad``'s ``index_copy_``, which keeps
+    ``lora_B``'s output (the enabled widths) for its backward."""
+    width, active = readers[0].linear.in_features, readers[0].linear.active
+    adapted = [u for u in readers if u.adapter is not None]
+    kept = any(u.keeps_input for u in readers) or (lora.shares_input(p) and bool(adapted))
+    total = p * width * active if kept else 0.0
+    if not adapted:
+        return total
+    cast = lora.saved_bytes(p)
+    if not lora.shares_input(p):
+        total += cast * width * active
+    if lora.dropout > 0:
+        total += MASK * width * active
+    enabled = sum(u.linear.out_features for u in adapted)
+    total += cast * sum(u.adapter.rank for u in adapted) * active
+    if len(adapted) < len(readers):
+        total += cast * enabled * active
+    return total
+
+
+def _litgpt_attention_inputs(model: ModelSpec, flow: LayerFlow, p: int) -> float:
+    """Bytes of q, k and v that LitGPT's attention keeps per position. q and k come out of the
+    rotary embedding as new tensors; v is a view of the fused projection's output, which stays alive
+    whole, unless grouped- or multi-query attention repeats k and v to every query head
+    (``repeat_interleave``: new tensors of the queries' width)."""
+    if not flow.attention_rg:
+        return 0.0
+    q, kv = model.q_size, model.kv_size
+    if model.num_kv_heads == model.num_heads:
+        return p * (q + kv + (q + 2 * kv))
+    return p * 3 * q
+
+
 def _eager_scores(model: ModelSpec, p: int, scores_rg: bool, v_rg: bool) -> float:
     """Bytes eager attention keeps per score (per head, query and key).
 
@@ -379,7 +415,11 @@ def layer_saved(model: ModelSpec, method: Method, work: Workload, flow: LayerFlo
     else:
         readers = [lin["q"], lin["k"], lin["v"]]
     wide = pn != p  # norms' outputs in fp32 under autocast: each matmul casts its own copy
-    add("qkv inputs", sum(_reader_inputs(readers, p, lora, wide)))
+    litgpt = work.modeling == "litgpt" and model.mla is None and work.attention == "flash"
+    if litgpt:
+        add("qkv inputs", _litgpt_qkv_inputs(readers, p, lora))
+    else:
+        add("qkv inputs", sum(_reader_inputs(readers, p, lora, wide)))
     if model.mla is not None:  # the latents' norms and the matrices that read them
         mla = model.mla
         if "q_b" in lin:
@@ -397,7 +437,10 @@ def layer_saved(model: ModelSpec, method: Method, work: Workload, flow: LayerFlo
         batch("q/k norm scales", _norm_constant(model, q_in, width) + _norm_constant(model, k_in, width))
     # Attention core.
     o_shared, o_adapters = _reader_inputs([lin["o"]], p, lora)
-    add("attention q/k/v", _attention_inputs(model, method, work, flow, p, keys / positions))
+    if litgpt:
+        add("attention q/k/v", _litgpt_attention_inputs(model, flow, p))
+    else:
+        add("attention q/k/v", _attention_inputs(model, method, work, flow, p, keys / positions))
     scores_rg = flow.q_rg or flow.k_rg
     relative = model.relative_attention_buckets > 0
     masked = _masked(method, flow.kind, keys) or relative
@@ -420,7 +463,7 @@ def layer_saved(model: ModelSpec, method: Method, work: Workload, flow: LayerFlo
                 add("attention mask", p * keys)
         if flow.attention_rg or o_shared:
             add("attention output", p * model.attention_out_size)
-        if o_shared and model.rotary_by_concat and not efficient:
+        if o_shared and (litgpt or model.rotary_by_concat and not efficient):
             # FlashAttention's output follows the head-major queries; it is copied token-major for o.
             add("attention output copy", o_shared)
     else:

@@ -648,7 +648,8 @@ def stack_workload(stack: Framework, how: Method, *, precision: str = "bf16", op
                     if stack.bf16 != "fp8" else "bf16-master",
                     kbit_fp32_upcast=stack.kbit_upcast and how.base_storage in ("nf4", "int8"),
                     autocast_forward=True if stack.autocast and mode != "fp32" else None,
-                    compiled=(runtime or stack.runtime) == "compiled" and how.training, **shape)
+                    compiled=(runtime or stack.runtime) == "compiled" and how.training, modeling=stack.modeling,
+                    **shape)
     if work.kbit_fp32_upcast:
         notes.append("QLoRA prepared by peft (prepare_model_for_kbit_training): embeddings, LM head and norms "
                      "upcast to fp32")

@@ -50,6 +50,8 @@ class Framework:
     """The forward runs under ``torch.autocast`` whatever the weights' dtype (the Trainer's ``bf16=True``)."""
     lora_dropout: float = 0.0
     """The stack's default LoRA dropout."""
+    modeling: str = "transformers"
+    """Whose layer code the saved activations follow: ``litgpt`` (LitGPT's own GPT) or ``transformers``."""
     full_single_gpu_optimizer: str = ""
     """The optimizer of full fine-tuning on one GPU where it differs (``+in-backward``: stepped in backward)."""
     source: str = ""
@@ -73,7 +75,7 @@ def frameworks() -> dict[str, Framework]:
             fp32_main_grads=row["main_grads"] == "fp32", loss_fp32=row["loss_fp32"] == "true",
             kbit_upcast=row["kbit_upcast"] == "true", offload_checkpoints=row["offload_checkpoints"] == "true",
             full_single_gpu_optimizer=row["full_single_gpu_optimizer"], autocast=row["autocast"] == "true",
-            lora_dropout=float(row["lora_dropout"]), source=row["source"])
+            lora_dropout=float(row["lora_dropout"]), modeling=row["modeling"], source=row["source"])
     return found
 
 

@@ -65,6 +65,10 @@ class Workload:
     kbit_fp32_upcast: bool = False
     """QLoRA through peft's ``prepare_model_for_kbit_training``: the parameters left unquantized
     (embeddings, LM head, norms) upcast to fp32."""
+    modeling: str = "transformers"
+    """Whose layer code runs: ``transformers`` (its modules with peft) or ``litgpt`` (LitGPT's GPT: one
+    fused qkv projection split into views, k and v repeated to every query head under grouped-query
+    attention, one zero-padded adapter for the enabled q/k/v)."""
     gathered_load: bool = False
     """The checkpoint is loaded into the sharded (ZeRO-3 / FSDP) model by gathering the whole model onto
     every GPU at once: Lightning Fabric's ``load_raw`` summoned all parameters until

@@ -1,5 +1,7 @@
 """Memory: hand-derived bytes for tiny configs, orderings, and saved tensors of the real modules."""
 
+from dataclasses import replace
+
 import pytest
 
 from costplan.activations import logits_bytes, saved_tensors
@@ -103,6 +105,32 @@ def test_llama_layer_activations_by_hand():
     mixed = saved_tensors(TINY, FullFineTune(), Workload(seq_len=8, precision="bf16-mixed"))
     assert mixed.later_layer == 8 * (per_position + 2 * 2 * h + 2 * (2 * h) + 1 * (2 * h))
 
+
+# One later layer's saved bytes per token, traced from LitGPT 0.4.0's own GPT (litgpt.model, litgpt.lora with
+# LoRA r=8 on q and v, dropout 0.05) in bf16 with saved_tensors_hooks by benchmarks/litgpt_trace.py (torch 2.13
+# CPU). LoRA's figures less what the CPU keeps unlike CUDA: a 2-byte dropout mask where CUDA keeps a 1-byte bool
+# (hidden bytes per token) and zero_pad's int64 index of the q and v columns (a per-layer constant).
+LITGPT_TRACED = [
+    ("llama-2-7b", "full", 256, 211080.0),
+    ("llama-3-8b", "full", 256, 221320.0),
+    ("llama-2-7b", "lora", 1304, 180954.3 - 4096 - 8 * (4096 + 4096) / 1304),
+    ("llama-3-8b", "lora", 512, 178424.0 - 4096 - 8 * (4096 + 1024) / 512),
+]
+
+
+@pytest.mark.parametrize(("key", "method", "seq", "traced"), LITGPT_TRACED)
+def test_litgpt_layers_keep_what_litgpts_own_code_keeps(key, method, seq, traced):
+    from costplan.api import stack_workload
+    from costplan.frameworks import framework
+
+    how = Lora(rank=8, targets=parse_targets("q,v"), dropout=0.05) if method == "lora" else FullFineTune()
+    work, _ = stack_workload(framework("litgpt"), how, precision="bf16", gpus=1, seq_len=seq)
+    litgpt = saved_tensors(preset(key), how, work).layers_saved[-1].bytes / seq
+    assert litgpt == pytest.approx(traced, abs=0.1)
+    # transformers' modules keep less: separate q/k/v projections (v its own tensor, k and v not
+    # repeated under grouped-query attention) and one peft adapter per enabled projection.
+    hf = saved_tensors(preset(key), how, replace(work, modeling="transformers")).layers_saved[-1].bytes / seq
+    assert hf < 0.95 * litgpt
 
 def test_orderings():
     model, work = preset("llama-2-7b"), Workload(seq_len=2048)
