@@ -246,6 +246,7 @@ def estimate(
     virtual_tokens: int = 20,
     double_quant: bool = True,
     gathered_load: bool = False,
+    held_logits: str | None = None,
     weights: str | None = None,
     prompt_len: int = 512,
     gen_len: int = 256,
@@ -265,7 +266,8 @@ def estimate(
     Layout values left at None (GPU count, micro-batch, global batch, checkpointing, ZeRO stage,
     tensor and pipeline parallelism) are chosen as a practitioner would (``costplan.layout``).
     ``gathered_load``: the checkpoint loads by gathering the whole sharded model onto every GPU (a
-    peak of its own; Lightning Fabric until mid-2023). ``electricity`` ($/kWh) and ``hardware_price``
+    peak of its own; Lightning Fabric until mid-2023). ``held_logits`` (``fp32`` or ``compute``): the
+    training loop keeps the model's outputs, its logits, until the next forward (``Workload.held_logits``). ``electricity`` ($/kWh) and ``hardware_price``
     (amortised $/GPU-hour) price GPUs you own instead of
     renting them. ``dataset`` (a path, or a ``costplan.dataset.TokenCount``) gives the training tokens:
     counted with ``tokenizer`` (a tokenizer.json, folder or Hub id) or the model's own, packed at the
@@ -308,6 +310,7 @@ def estimate(
     use_rslora = arguments.flag("use_rslora", use_rslora)
     double_quant = arguments.flag("double_quant", double_quant)
     gathered_load = arguments.flag("gathered_load", gathered_load)
+    held_logits = arguments.text("held_logits", held_logits, ("fp32", "compute"), optional=True)
     grad_ckpt = arguments.flag("grad_ckpt", grad_ckpt, optional=True)
     if grid is not None and (isinstance(grid, bool) or not isinstance(grid, (str, int, float))):
         raise CostplanError(f"--grid must be a region name or kg CO2 per kWh, not {grid!r}.")
@@ -363,7 +366,9 @@ def estimate(
                                        micro_batch=micro_batch or 1,
                                        attention=attention, prompt_len=prompt_len, gen_len=gen_len,
                                        source_len=prompt_len if spec.is_encoder_decoder else None,
-                                       gathered_load=gathered_load)
+                                       gathered_load=gathered_load, held_logits=held_logits)
+    if held_logits:
+        stack_notes.append(f"the training loop holds the model's {held_logits} logits from one forward to the next")
     if gathered_load:
         stack_notes.append("the checkpoint loads by gathering the whole model onto every GPU (Lightning Fabric "
                            "before Lightning-AI/pytorch-lightning#18190)")

@@ -121,31 +121,33 @@ def training_phases(mem: TrainingMemory, *, dp: Any, zero: Any, micro_batch: Any
     # autocast's 16-bit casts of fp32 weights (and fp8 copies), saved for backward; under ZeRO-3 /
     # FSDP the gathered 16-bit layers are the copies (``gather``).
     copies = xp.where(zero >= 3, 0.0, mem.weight_copies / model_split)
+    held_logits = mem.held_logits * mb  # the loop's outputs, held from one forward to the next
     phases: dict[Phase, dict[Mem, Any]] = {Phase.BACKWARD_START: {
         **held, Mem.GRADIENTS: accumulated, Mem.ACTIVATIONS: activations, Mem.GATHER: gather,
         Mem.WEIGHT_COPIES: copies,
-        Mem.LOGITS: xp.where(loss_side, logits, 0.0),
+        Mem.LOGITS: xp.where(loss_side, logits, 0.0) + held_logits,
         Mem.LAYER_BACKWARD: xp.where(loss_side, 0.0, transient),
         Mem.DEQUANT: xp.where(loss_side, 0.0, mem.workspace)}}
     if mem.attention_backward > 0:
         # Eager attention's softmax backward in the last layer (re-run when checkpointing).
         kept = (mem.checkpoints * in_flight + mem.recompute) if mem.recompute else mem.activations * in_flight
         phases[Phase.ATTENTION_BACKWARD] = {
-            **held, Mem.GRADIENTS: accumulated, Mem.GATHER: gather,
+            **held, Mem.GRADIENTS: accumulated, Mem.GATHER: gather, Mem.LOGITS: held_logits,
             Mem.ACTIVATIONS: (kept + mem.attention_backward) * mb + per_batch}
     if mem.recompute:
         # Checkpointing: the last layer re-run on top of every checkpoint, with its gradients.
         phases[Phase.LAYER_RECOMPUTE] = {
             **held, Mem.GRADIENTS: accumulated,
             Mem.ACTIVATIONS: (mem.checkpoints * in_flight + mem.recompute) * mb + per_batch,
-            Mem.LAYER_BACKWARD: transient, Mem.DEQUANT: mem.workspace, Mem.GATHER: gather}
+            Mem.LAYER_BACKWARD: transient, Mem.DEQUANT: mem.workspace, Mem.GATHER: gather, Mem.LOGITS: held_logits}
     # Late in backward nearly all gradients exist; a checkpointed layer is being re-run.
     phases[Phase.BACKWARD_END] = {
         **held, Mem.GRADIENTS: grads, Mem.ACTIVATIONS: mem.recompute * mb,
-        Mem.LAYER_BACKWARD: transient if mem.recompute else 0.0, Mem.DEQUANT: mem.workspace, Mem.GATHER: gather}
+        Mem.LAYER_BACKWARD: transient if mem.recompute else 0.0, Mem.DEQUANT: mem.workspace, Mem.GATHER: gather,
+        Mem.LOGITS: held_logits}
     phases[Phase.OPTIMIZER_STEP] = {
         **held, Mem.GRADIENTS: grads, Mem.GRAD_COPIES: mem.gradient_copies / by_states,
-        Mem.STEP_TEMPS: mem.step_temporaries / by_states}
+        Mem.STEP_TEMPS: mem.step_temporaries / by_states, Mem.LOGITS: held_logits}
     if mem.load_gather:
         # Loading the checkpoint by gathering the whole (sharded) model onto every GPU at once.
         phases[Phase.CHECKPOINT_LOAD] = {

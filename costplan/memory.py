@@ -165,6 +165,8 @@ class TrainingMemory:
     """Parameters whose optimizer step runs on the host CPU (ZeRO-Offload's CPU Adam)."""
     load_gather: float = 0.0
     """The whole model gathered onto each GPU while the checkpoint loads (``Workload.gathered_load``)."""
+    held_logits: float = 0.0
+    """The model's logits that the training loop keeps from the forward to the next one (``Workload.held_logits``)."""
 
 
 def _largest(tensors: tuple[Tensor2D, ...]) -> int:
@@ -297,7 +299,16 @@ def training_memory(model: ModelSpec, method: Method, work: Workload) -> Trainin
         offload_bytes_per_micro=per_micro,
         offloaded_params=cpu_params,
         load_gather=whole_model if work.gathered_load else 0.0,
+        held_logits=mb * _held_logits(model, method, work),
     )
+
+
+def _held_logits(model: ModelSpec, method: Method, work: Workload) -> float:
+    """Logits of one sequence that the training loop holds through backward and the step."""
+    if work.held_logits is None or not method.training:
+        return 0.0
+    per_logit = FP32 if work.held_logits == "fp32" else work.compute_bytes
+    return per_logit * (work.seq_len + method.virtual_tokens) * method.predicted_fraction * model.vocab_size
 
 
 def _adapter_casts(model: ModelSpec, method: Method, work: Workload) -> float:

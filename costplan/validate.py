@@ -280,6 +280,15 @@ released with Lightning 2.1): a load-time peak of the whole model plus its shard
 LEGACY_BNB_BEFORE = "2024-07-16"
 """bitsandbytes 0.43.2 (bitsandbytes-foundation/bitsandbytes#1270): its 4-bit matmul stopped keeping
 its input for backward."""
+LOSS_FUNCTION_SINCE = "2024-10-24"
+"""transformers 4.46: causal LMs compute their loss in ``loss_function`` (which upcasts a copy of the
+logits to fp32) and return the logits in the compute dtype; before, ``logits = logits.float()`` in the
+forward made the returned logits fp32."""
+ALLOCATOR_LOGGING_STACKS = ("torchtune",)
+"""Stacks whose published peaks come from their own logging of the caching allocator's statistics
+(torchtune's recipes log ``training.get_memory_stats``: peak active, allocated and reserved bytes from
+``torch.cuda.memory_stats``), which count neither the CUDA context nor managed (paged) pages: a peak
+whose statistic the source does not name is read as the largest of them, the reserved bytes."""
 
 
 def _stack_options(row: dict[str, str], options: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
@@ -331,6 +340,8 @@ def _stack_options(row: dict[str, str], options: dict[str, Any]) -> tuple[Any, d
     if row.get("framework") == "litgpt" and row.get("as_of", "") < LEGACY_FABRIC_LOAD_BEFORE \
             and (_int(row, "gpus") or 1) > 1:
         extra["gathered_load"] = True
+    if "keeps-outputs" in switches:
+        extra["held_logits"] = "fp32" if row.get("as_of", "") < LOSS_FUNCTION_SINCE else "compute"
     if "zero2" in switches:
         extra["zero"] = 2
     elif switches & {"zero3", "fsdp-full-shard", "fsdp2-full-shard"}:
@@ -386,6 +397,8 @@ def _predict_memory(row: dict[str, str], spec: ModelSpec, device: Any, options: 
                 f"{'fits' if est.placement.fits else 'does not fit'}: {est.memory.device_bytes / GIB:.1f} GiB; "
                 + detail)
     measured_as = row.get("metric") or "unknown"
+    if measured_as == "unknown" and row.get("framework") in ALLOCATOR_LOGGING_STACKS:
+        measured_as = "reserved"
     memory = est.memory
     if measured_as == "allocated":  # max_memory_allocated: the live tensors, not paged (managed) states
         predicted = memory.peak_bytes

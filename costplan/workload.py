@@ -69,6 +69,11 @@ class Workload:
     """Whose layer code runs: ``transformers`` (its modules with peft) or ``litgpt`` (LitGPT's GPT: one
     fused qkv projection split into views, k and v repeated to every query head under grouped-query
     attention, one zero-padded adapter for the enabled q/k/v)."""
+    held_logits: str | None = None
+    """The training loop holds the model's outputs, its logits, until the next forward replaces them
+    (``output = model(...); output.loss.backward()``, as Answer.AI's fsdp_qlora ``train.py`` and many
+    hand-written loops do; the Trainer keeps only the loss): ``fp32`` (transformers' causal LMs returned
+    the loss's fp32 upcast of the logits until v4.46) or ``compute`` (the compute dtype); None: not held."""
     gathered_load: bool = False
     """The checkpoint is loaded into the sharded (ZeRO-3 / FSDP) model by gathering the whole model onto
     every GPU at once: Lightning Fabric's ``load_raw`` summoned all parameters until

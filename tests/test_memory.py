@@ -168,6 +168,21 @@ def test_a_gathered_checkpoint_load_peaks_at_the_whole_model_plus_its_shard():
     assert sharded(mem, dp=2, zero=0).phases[Phase.CHECKPOINT_LOAD] == pytest.approx(weights)  # DDP: no gather
 
 
+def test_a_loop_that_holds_the_models_outputs_holds_its_logits_in_every_phase():
+    # Answer.AI's fsdp_qlora train.py keeps `output` through loss.backward(): under transformers before
+    # 4.46, Llama-2's fp32 logits, 4 bytes x 2048 positions x 32,000 entries per sequence (262 MB),
+    # in every phase from the loss's backward to the next forward; in the compute dtype after 4.46.
+    qlora = QLora(rank=64, targets=parse_targets("q,k,v,gate,up,down"))
+    work = Workload(seq_len=2048, precision="bf16-true", grad_ckpt=True)
+    plain = sharded(training_memory(preset("llama-2-7b"), qlora, work), dp=2, zero=3, micro_batch=4).phases
+    for held, per_logit in (("fp32", 4), ("compute", 2)):
+        kept = sharded(training_memory(preset("llama-2-7b"), qlora, replace(work, held_logits=held)), dp=2, zero=3,
+                       micro_batch=4).phases
+        assert kept.keys() == plain.keys()
+        for phase in plain:
+            assert kept[phase] - plain[phase] == pytest.approx(4 * per_logit * 2048 * 32000)
+
+
 # --- against the real modules: bytes autograd saves for backward ----------------------------
 
 CASES = {

@@ -122,3 +122,27 @@ def test_a_rows_stated_switches_become_the_estimates_options():
     assert extra["gathered_load"] is True and extra["zero"] == 3
     _, extra = _stack_options({**litgpt, "as_of": "2024-09-27"}, {})
     assert "gathered_load" not in extra
+    # A loop that keeps the model's outputs: fp32 logits under transformers before 4.46, 16-bit after.
+    loop = {"method": "qlora", "framework": "fsdp", "switches": "fsdp-full-shard; keeps-outputs", "gpus": "2"}
+    assert _stack_options({**loop, "as_of": "2024-05-03"}, {})[1]["held_logits"] == "fp32"
+    assert _stack_options({**loop, "as_of": "2025-01-10"}, {})[1]["held_logits"] == "compute"
+
+
+def test_torchtunes_logged_peaks_are_read_as_the_allocators_reserved_bytes():
+    # torchtune's recipes log the caching allocator's peaks, which count neither the CUDA context nor
+    # managed (paged) optimizer states: an unnamed peak of a torchtune README is its reserved bytes.
+    from costplan.api import estimate
+    from costplan.validate import predict
+
+    row = {"kind": "memory", "name": "t", "model": "llama-2-7b", "gpu": "rtx-4090", "gpus": "1",
+           "framework": "torchtune", "method": "full", "precision": "bf16-true", "seq_len": "2048",
+           "micro_batch": "2", "grad_ckpt": "true", "optimizer": "paged-adamw", "metric": "unknown",
+           "as_of": "2024-05-01"}
+    est = estimate("llama-2-7b", "full", tokens=1e8, gpu="rtx-4090", gpus=1, framework="torchtune",
+                   precision="bf16-true", seq_len=2048, micro_batch=2, global_batch=2, grad_ckpt=True,
+                   optimizer="paged-adamw")
+    assert est.memory.managed_bytes > 0
+    predicted, _, detail = predict(row)
+    assert predicted == pytest.approx(est.memory.reserved_bytes / 2**30) and detail.startswith("reserved")
+    other, _, _ = predict({**row, "framework": "hf-trainer", "optimizer": "adamw"})
+    assert other != pytest.approx(predicted)
