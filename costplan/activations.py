@@ -383,9 +383,41 @@ def _router_saved(model: ModelSpec, flow: LayerFlow, p: int, lora: AdapterIO, ml
     return kept
 
 
+UNSLOTH_TARGETS = frozenset(("q", "k", "v", "o", "gate", "up", "down"))
+
+
+def unsloth_kernels(model: ModelSpec, method: Method, work: Workload) -> bool:
+    """Whether Unsloth's fused LoRA kernels run the layers: a Llama-style layer (RMSNorm before
+    attention and a gated MLP, separate q/k/v, rotary, dense) with LoRA on all seven matrices, which
+    is when Unsloth patches in ``LoRA_QKV``, ``LoRA_W`` and ``LoRA_MLP``; otherwise peft's modules run."""
+    return (work.modeling == "unsloth" and work.attention == "flash" and UNSLOTH_TARGETS <= set(
+        getattr(method, "targets", ())) and not method.trains_base and model.gated_mlp and not model.fused_qkv
+            and not model.fused_gate_up and model.norm == "rmsnorm" and model.norm_placement == "pre"
+            and model.rotary and model.mla is None and model.num_experts <= 1 and model.qk_norm == "none"
+            and not model.is_encoder_decoder and not model.parallel_residual and not method.prefix_tokens)
+
+
+def _unsloth_layer(model: ModelSpec, work: Workload, positions: int) -> list[SavedItem]:
+    """What one layer keeps under Unsloth's kernels (unslothai/unsloth, unsloth/kernels), per sequence:
+    each ``fast_rms_layernorm`` its input and fp32 ``r`` per row; ``LoRA_QKV`` its input; the rotary
+    embedding's clones of q and k, which FlashAttention keeps with v, its output (which ``LoRA_W``
+    reads for o, a view) and the fp32 log-sum-exp; ``LoRA_MLP`` its input and the gate and up
+    outputs ``e`` and ``g`` (the product is recomputed in backward)."""
+    p, h, f = work.compute_bytes, model.hidden_size, model.ffn_size
+    norm = p * h + FP32
+    per_position = (
+        ("attention norm", norm, False), ("qkv inputs", p * h, False),
+        ("attention q/k/v", p * (model.q_size + 2 * model.kv_size), False),
+        ("attention lse", FP32 * model.num_heads, False), ("attention output", p * model.attention_out_size, False),
+        ("mlp norm", norm, True), ("mlp inputs", p * h, True), ("mlp activations", 2 * p * f, True))
+    return [SavedItem(name, value * positions, in_mlp) for name, value, in_mlp in per_position]
+
+
 def layer_saved(model: ModelSpec, method: Method, work: Workload, flow: LayerFlow,
                 span: LayerSpan) -> list[SavedItem]:
     """Saved bytes of one layer for one sequence, by term."""
+    if unsloth_kernels(model, method, work):
+        return _unsloth_layer(model, work, span.queries)
     p, h = work.compute_bytes, model.hidden_size
     positions, keys = span.queries, span.keys
     trains = method.trains_base
@@ -673,6 +705,10 @@ def layer_backward_transient(model: ModelSpec, method: Method, work: Workload) -
     sequence: the incoming residual gradient and, in the MLP, the gradients of the down
     projection's input and of both factors of the gated product (one fewer for a plain MLP)."""
     positions = work.seq_len + method.virtual_tokens
+    if unsloth_kernels(model, method, work):
+        # LoRA_MLP's backward: the incoming gradient and the down projection's input gradient, into
+        # which the SwiGLU backward writes in place (dX reuses the saved input's storage).
+        return work.compute_bytes * positions * (model.hidden_size + model.ffn_size)
     # MLP units a token passes through in the widest kind of layer: the dense width, or the top-k
     # routed experts with the shared ones.
     units = max(sum(lin.in_features * lin.active for lin in kind.linears if lin.role.endswith("down"))

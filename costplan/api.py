@@ -267,8 +267,8 @@ def estimate(
     tensor and pipeline parallelism) are chosen as a practitioner would (``costplan.layout``).
     ``gathered_load``: the checkpoint loads by gathering the whole sharded model onto every GPU (a
     peak of its own; Lightning Fabric until mid-2023). ``held_logits`` (``fp32`` or ``compute``): the
-    training loop keeps the model's outputs, its logits, until the next forward (``Workload.held_logits``). ``electricity`` ($/kWh) and ``hardware_price``
-    (amortised $/GPU-hour) price GPUs you own instead of
+    training loop keeps the model's outputs, its logits, until the next forward (``Workload.held_logits``).
+    ``electricity`` ($/kWh) and ``hardware_price`` (amortised $/GPU-hour) price GPUs you own instead of
     renting them. ``dataset`` (a path, or a ``costplan.dataset.TokenCount``) gives the training tokens:
     counted with ``tokenizer`` (a tokenizer.json, folder or Hub id) or the model's own, packed at the
     sequence length. ``adapter`` is a peft ``adapter_config.json`` (or its folder): it sets the method and

@@ -51,7 +51,8 @@ class Framework:
     lora_dropout: float = 0.0
     """The stack's default LoRA dropout."""
     modeling: str = "transformers"
-    """Whose layer code the saved activations follow: ``litgpt`` (LitGPT's own GPT) or ``transformers``."""
+    """Whose layer code the saved activations follow: ``litgpt`` (LitGPT's own GPT), ``unsloth`` (its fused
+    LoRA kernels) or ``transformers``."""
     full_single_gpu_optimizer: str = ""
     """The optimizer of full fine-tuning on one GPU where it differs (``+in-backward``: stepped in backward)."""
     source: str = ""

@@ -175,8 +175,8 @@ def _workload(case: Case, model: ModelSpec, method: Method) -> tuple[Workload, l
         notes.append("torch.compile's fused cross-entropy is modelled; the trace runs eager")
         work = replace(work, compiled=False)
     if work.modeling != "transformers":
-        notes.append(f"{stack.key}'s own layer code is modelled (checked against traces of it in the tests); the "
-                     "trace runs transformers' modules, as the model")
+        notes.append(f"{stack.key}'s own layer code ({work.modeling}) is modelled from its source; the trace runs "
+                     "transformers' modules, as the model")
         work = replace(work, modeling="transformers")
     if work.kbit_fp32_upcast:
         notes.append("peft's prepare_model_for_kbit_training (fp32 embeddings, head and norms) is modelled, not "

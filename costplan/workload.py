@@ -66,9 +66,10 @@ class Workload:
     """QLoRA through peft's ``prepare_model_for_kbit_training``: the parameters left unquantized
     (embeddings, LM head, norms) upcast to fp32."""
     modeling: str = "transformers"
-    """Whose layer code runs: ``transformers`` (its modules with peft) or ``litgpt`` (LitGPT's GPT: one
+    """Whose layer code runs: ``transformers`` (its modules with peft), ``litgpt`` (LitGPT's GPT: one
     fused qkv projection split into views, k and v repeated to every query head under grouped-query
-    attention, one zero-padded adapter for the enabled q/k/v)."""
+    attention, one zero-padded adapter for the enabled q/k/v) or ``unsloth`` (its fused LoRA kernels
+    where they apply, ``activations.unsloth_kernels``)."""
     held_logits: str | None = None
     """The training loop holds the model's outputs, its logits, until the next forward replaces them
     (``output = model(...); output.loss.backward()``, as Answer.AI's fsdp_qlora ``train.py`` and many

@@ -168,6 +168,29 @@ def test_a_gathered_checkpoint_load_peaks_at_the_whole_model_plus_its_shard():
     assert sharded(mem, dp=2, zero=0).phases[Phase.CHECKPOINT_LOAD] == pytest.approx(weights)  # DDP: no gather
 
 
+def test_unsloth_kernels_keep_what_their_save_for_backward_lists():
+    # unsloth/kernels (015bdef): fast_rms_layernorm saves X and fp32 r per row; LoRA_QKV saves X;
+    # the rotary embedding clones q and k; FlashAttention keeps q, k, v, its output (which LoRA_W
+    # reads as a view) and an fp32 log-sum-exp per head; LoRA_MLP saves X, e and g. Llama-3-8B, bf16,
+    # per token: h = 4096, q = 4096, kv = 1024, f = 14336, 32 heads.
+    from costplan.api import stack_workload
+    from costplan.frameworks import framework
+
+    h, q, kv, f = 4096, 4096, 1024, 14336
+    per_token = 2 * (2 * h + 4) + 2 * (2 * h) + 2 * (q + 2 * kv) + 2 * q + 4 * 32 + 2 * 2 * f
+    qlora = QLora(rank=32, targets=parse_targets("all-linear"))
+    work, _ = stack_workload(framework("unsloth"), qlora, precision="bf16", gpus=1, seq_len=1000)
+    assert saved_tensors(preset("llama-3-8b"), qlora, work).later_layer == 1000 * per_token
+    # LoRA_MLP's backward adds the incoming gradient and the down projection's input gradient.
+    full_width = training_memory(preset("llama-3-8b"), qlora, work).layer_transient
+    assert full_width == 1000 * 2 * (h + f)
+    # With LoRA on q and v only, Unsloth runs peft's modules: transformers' layer, which keeps more.
+    partial = QLora(rank=32, targets=("q", "v"))
+    peft_work, _ = stack_workload(framework("unsloth"), partial, precision="bf16", gpus=1, seq_len=1000)
+    assert saved_tensors(preset("llama-3-8b"), partial, peft_work).later_layer == saved_tensors(
+        preset("llama-3-8b"), partial, replace(peft_work, modeling="transformers")).later_layer > 1000 * per_token
+
+
 def test_a_loop_that_holds_the_models_outputs_holds_its_logits_in_every_phase():
     # Answer.AI's fsdp_qlora train.py keeps `output` through loss.backward(): under transformers before
     # 4.46, Llama-2's fp32 logits, 4 bytes x 2048 positions x 32,000 entries per sequence (262 MB),
