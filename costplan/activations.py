@@ -270,26 +270,18 @@ def _attention_inputs(model: ModelSpec, method: Method, work: Workload, flow: La
 
 
 def _litgpt_qkv_inputs(readers: list[LinearUse], p: int, lora: AdapterIO) -> float:
-    """LitGPT's fused qkv projection: the input it keeps when its weight trains and, for LoRA, one
-    adapter over the enabled q/k/v (``LoRAQKVLinear``): one dropout of the input, ``lora_A`` of rank
-    r per enabled part, and, unless all three are enabled, ``zero_pad``'s ``index_copy_``, which keeps
-    ``lora_B``'s output (the enabled widths) for its backward."""
-    width, active = readers[0].linear.in_features, readers[0].linear.active
+    """LitGPT's fused qkv projection, read as one matrix: the input it keeps when its weight trains and,
+    for LoRA, one adapter over the enabled q/k/v (``LoRAQKVLinear``: one dropout of the input, ``lora_A``
+    of rank r per enabled part) and, unless all three are enabled, ``zero_pad``'s ``index_copy_``, which
+    keeps ``lora_B``'s output (the enabled widths) for its backward."""
+    from dataclasses import replace
+
     adapted = [u for u in readers if u.adapter is not None]
-    kept = any(u.keeps_input for u in readers) or (lora.shares_input(p) and bool(adapted))
-    total = p * width * active if kept else 0.0
-    if not adapted:
-        return total
-    cast = lora.saved_bytes(p)
-    if not lora.shares_input(p):
-        total += cast * width * active
-    if lora.dropout > 0:
-        total += MASK * width * active
-    enabled = sum(u.linear.out_features for u in adapted)
-    total += cast * sum(u.adapter.rank for u in adapted) * active
-    if len(adapted) < len(readers):
-        total += cast * enabled * active
-    return total
+    fused = replace(readers[0], trainable=any(u.keeps_input for u in readers), legacy_quantized=False,
+                    adapter=replace(adapted[0].adapter, rank=sum(u.adapter.rank for u in adapted)) if adapted else None)
+    padded = 0 < len(adapted) < len(readers)
+    zero_pad = lora.saved_bytes(p) * sum(u.linear.out_features for u in adapted) * fused.linear.active if padded else 0
+    return sum(_reader_inputs([fused], p, lora)) + zero_pad
 
 
 def _litgpt_attention_inputs(model: ModelSpec, flow: LayerFlow, p: int) -> float:

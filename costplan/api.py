@@ -247,6 +247,7 @@ def estimate(
     double_quant: bool = True,
     gathered_load: bool = False,
     held_logits: str | None = None,
+    steady_state: bool = False,
     weights: str | None = None,
     prompt_len: int = 512,
     gen_len: int = 256,
@@ -268,6 +269,8 @@ def estimate(
     ``gathered_load``: the checkpoint loads by gathering the whole sharded model onto every GPU (a
     peak of its own; Lightning Fabric until mid-2023). ``held_logits`` (``fp32`` or ``compute``): the
     training loop keeps the model's outputs, its logits, until the next forward (``Workload.held_logits``).
+    ``steady_state``: the wall time of the training steps only, without a pretraining run's allowance for
+    evaluation, checkpoint saves, data stalls and restarts (what steps x measured step time gives).
     ``electricity`` ($/kWh) and ``hardware_price`` (amortised $/GPU-hour) price GPUs you own instead of
     renting them. ``dataset`` (a path, or a ``costplan.dataset.TokenCount``) gives the training tokens:
     counted with ``tokenizer`` (a tokenizer.json, folder or Hub id) or the model's own, packed at the
@@ -311,6 +314,7 @@ def estimate(
     double_quant = arguments.flag("double_quant", double_quant)
     gathered_load = arguments.flag("gathered_load", gathered_load)
     held_logits = arguments.text("held_logits", held_logits, ("fp32", "compute"), optional=True)
+    steady_state = arguments.flag("steady_state", steady_state)
     grad_ckpt = arguments.flag("grad_ckpt", grad_ckpt, optional=True)
     if grid is not None and (isinstance(grid, bool) or not isinstance(grid, (str, int, float))):
         raise CostplanError(f"--grid must be a region name or kg CO2 per kWh, not {grid!r}.")
@@ -367,6 +371,15 @@ def estimate(
                                        attention=attention, prompt_len=prompt_len, gen_len=gen_len,
                                        source_len=prompt_len if spec.is_encoder_decoder else None,
                                        gathered_load=gathered_load, held_logits=held_logits)
+    if how.training and work.modeling == "litgpt":
+        stack_notes.append("activations as LitGPT's own layers keep them (fused qkv, k and v repeated to every "
+                           "query head, one zero-padded qkv adapter)")
+    elif how.training and work.modeling == "unsloth":
+        from costplan.activations import unsloth_kernels
+
+        stack_notes.append("activations as Unsloth's fused LoRA kernels keep them" if unsloth_kernels(spec, how, work)
+                           else "activations as peft's modules keep them: Unsloth's fused kernels need LoRA on all "
+                           "seven matrices (--lora-targets all-linear) of a Llama-style model")
     if held_logits:
         stack_notes.append(f"the training loop holds the model's {held_logits} logits from one forward to the next")
     if gathered_load:
@@ -424,7 +437,8 @@ def estimate(
         check_pins(spec, pins, stack, net)
         _check_layout_for_stack(pins, stack)
         result = _training(spec, how, device, net, stack, work, profile, pins, tokens, epochs, global_batch,
-                           global_batch_tokens, runtime, startup_seconds, power.pue, provider, spot, price, owned)
+                           global_batch_tokens, runtime, startup_seconds, power.pue, provider, spot, price, owned,
+                           steady_state)
     else:
         result = _inference(spec, how, device, net, work, profile, tokens, gpus, runtime or "compiled",
                             startup_seconds, power.pue, provider, spot, price, owned)
@@ -700,7 +714,8 @@ def training_job(spec: ModelSpec, how: Method, device: GpuSpec, net: Link, stack
 
 
 def _training(spec, how, device, net, stack, work, profile, pins, tokens, epochs, global_batch, global_batch_tokens,
-              runtime, startup_seconds, pue, provider, spot, price_override, owned=None) -> _Result:
+              runtime, startup_seconds, pue, provider, spot, price_override, owned=None,
+              steady_state=False) -> _Result:
     if global_batch_tokens is not None:
         if not global_batch_tokens > 0:
             raise ValueError("--global-batch-tokens must be positive")
@@ -725,7 +740,7 @@ def _training(spec, how, device, net, stack, work, profile, pins, tokens, epochs
                        watts=job.hw.watts, pue=pue)
     hw = replace(job.hw, usd_per_gpu_hour=offer.usd_per_gpu_hour if offer else 0.0)
     step = job.step(layout)
-    goodput = run_goodput(how, profile)
+    goodput = 1.0 if steady_state else run_goodput(how, profile)
     result = engine.throughput(step, parts.shape, gpus=layout.gpus, hw=hw, tokens=total_tokens,
                                startup_seconds=startup_seconds, pue=pue, goodput=goodput)
     run = replace(work, micro_batch=layout.micro_batch, grad_ckpt=layout.grad_ckpt)
@@ -746,6 +761,7 @@ def _training(spec, how, device, net, stack, work, profile, pins, tokens, epochs
         (f"wall time: steady-state steps over a whole-run efficiency of {goodput:.0%} (published pretraining runs "
          "took 1/{goodput:.2f} of the steady-state time: evaluation, checkpoint saves, data stalls, restarts, "
          "older stacks)".replace("{goodput:.2f}", f"{goodput:.2f}") if goodput < 1 else
+         "wall time: steady-state steps (no whole-run allowance)" if steady_state else
          "wall time: steady-state steps (fine-tuning jobs are short; no whole-run allowance)"),
         f"communication: {net.described}",
         f"peak memory at the {placement.memory.peak_phase.label}",
@@ -818,10 +834,13 @@ def _inference(spec, how, device, net, work, profile, tokens, gpus, runtime, sta
                                               layers=spec.num_layers, tp=n, pp=1, collectives_per_layer=2.0, hw=hw)
     shape = decode_shape(spec, how, work, fl.decode.per_token, fused=fused)
     fmt = getattr(how, "weights", "") or "16bit"
-    format_efficiency = profile.value("dequant_bandwidth", fmt).value if fmt not in ("16bit", "bf16", "fp16") else 1.0
+    quantized = fmt not in ("16bit", "bf16", "fp16")
+    format_efficiency = profile.value("dequant_bandwidth", fmt).value if quantized else 1.0
+    dequant_ops = profile.value("dequant_ops", fmt).value if quantized and fmt != "fp8" else 0.0
     decode = engine.decode_step_seconds(shape, batch=b, tp=n, hw=hw, constants=constants,
                                         dispatch_seconds=constants.dispatch_seconds,
-                                        format_efficiency=format_efficiency,
+                                        format_efficiency=format_efficiency, dequant_ops=dequant_ops,
+                                        vector_peak=device.peak_flops.get("fp32", 0.0),
                                         collective_latency=profile.value("collective_latency").value)
     latency = prefill + (work.gen_len - 1) * decode
     tps = b * work.gen_len / latency

@@ -376,17 +376,23 @@ def experts_hit(experts: int, per_token: int, tokens: Any) -> Any:
 
 
 def decode_step_seconds(shape: DecodeShape, *, batch: Any, tp: Any, hw: Hardware, constants: Constants,
-                        dispatch_seconds: float, format_efficiency: float = 1.0,
-                        collective_latency: float = NCCL_LATENCY_SECONDS) -> Any:
+                        dispatch_seconds: float, format_efficiency: float = 1.0, dequant_ops: float = 0.0,
+                        vector_peak: float = 0.0, collective_latency: float = NCCL_LATENCY_SECONDS) -> Any:
     """One decode step for ``batch`` requests: weights (the experts the batch hits) and KV cache read
-    at the achieved bandwidth (quantized weights at ``format_efficiency`` of it: their kernels
-    dequantize as they read), or the FLOPs if larger; the host's dispatch overlaps; tensor
-    parallelism adds two all-reduces per layer."""
-    read = shape.weight_bytes + experts_hit(shape.experts, shape.experts_per_token, batch) * shape.expert_bytes
+    at the achieved bandwidth (quantized weights at ``format_efficiency`` of it), the FLOPs, or the
+    dequantization of every quantized weight read (``dequant_ops`` operations each on the CUDA cores,
+    ``vector_peak`` FLOP/s: what bounds weight-only kernels on GPUs with little non-tensor throughput
+    per byte of bandwidth), whichever is largest; the host's dispatch overlaps; tensor parallelism adds
+    two all-reduces per layer."""
+    hit = experts_hit(shape.experts, shape.experts_per_token, batch)
+    read = shape.weight_bytes + hit * shape.expert_bytes
     stream = hw.bandwidth * constants.bandwidth_efficiency
     memory = (read / format_efficiency + batch * shape.kv_bytes_per_sequence) / tp / stream
     compute = batch * shape.flops_per_token / tp / (hw.peak * hw.gemm_efficiency)
     device = xp.maximum(memory, compute)
+    if dequant_ops and vector_peak:
+        elements = (shape.matrix_elements + hit * shape.expert_bytes / shape.bytes_per_element) / tp
+        device = xp.maximum(device, elements * dequant_ops / vector_peak)
     step = xp.soft_max(device, shape.operators * dispatch_seconds, HOST_SHARPNESS)
     message = batch * shape.hidden_size * shape.bytes_per_element
     all_reduce = 2 * (tp - 1) / tp * message / hw.intra_bytes_per_s + collective_latency

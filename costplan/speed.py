@@ -305,6 +305,9 @@ class DecodeShape:
     layers: int
     hidden_size: int
     bytes_per_element: int
+    matrix_elements: float = 0.0
+    """Weights of the layers' matrices every step reads, routed experts apart: those a weight-only
+    format stores quantized."""
 
 
 def decode_shape(model: ModelSpec, method: Method, work: Workload, flops_per_token: float,
@@ -313,7 +316,7 @@ def decode_shape(model: ModelSpec, method: Method, work: Workload, flops_per_tok
     experts the batch's tokens hit, and the KV cache (which a sliding window caps, and MLA keeps
     compressed; transformers re-expands MLA's latent through ``kv_b`` at every step, which the
     FLOPs count). ``fused``: kernels as a compiled or C++ engine launches them (fewer per layer)."""
-    from costplan.memory import base_weight_bytes, kv_cache_bytes
+    from costplan.memory import base_weight_bytes, kv_cache_bytes, matrix_params
 
     p = work.compute_bytes
     total = base_weight_bytes(model, method, p)
@@ -334,4 +337,5 @@ def decode_shape(model: ModelSpec, method: Method, work: Workload, flops_per_tok
         kv_bytes_per_sequence=kv, flops_per_token=flops_per_token,
         operators=sum(kind.count * _ops_per_layer(kind, fused) for kind in layer_kinds(model) if kind.causal)
         + OPS_HEAD,
-        layers=model.decoder_layers, hidden_size=model.hidden_size, bytes_per_element=p)
+        layers=model.decoder_layers, hidden_size=model.hidden_size, bytes_per_element=p,
+        matrix_elements=matrix_params(model) - experts * model.num_experts / p - encoder / p)

@@ -236,7 +236,8 @@ def predict(row: dict[str, str], profile: Any = None) -> tuple[float, float | No
         tokens = number(row, "tokens")
         if not tokens:
             raise CostplanError("tokens not stated")
-        est = estimate(spec, row.get("method") or "pretrain", tokens=tokens, **options)
+        steps_only = "step-time" in {w.strip() for w in row.get("switches", "").split(";")}
+        est = estimate(spec, row.get("method") or "pretrain", tokens=tokens, steady_state=steps_only, **options)
         naive = _naive_time(spec, device.peak(options["precision"])) * tokens / 3600
         return est.gpu_hours, naive, f"{est.gpus} GPUs, {_layout(est)}, MFU {est.mfu:.2f}"
     if kind == "throughput":

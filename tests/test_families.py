@@ -172,6 +172,32 @@ def test_decode_reads_routed_experts_hit_and_every_shared_weight():
     assert shape.kv_bytes_per_sequence == kv_cache_bytes(model, 512 + 128, 1, 2)
 
 
+def test_weight_only_decode_is_bounded_by_dequantization_on_the_cuda_cores():
+    # Llama-2-7B, batch 1, int4: the 32 layers' matrices (4 of 4096 x 4096, 3 of 4096 x 11008) are
+    # dequantized once per step at 12 operations per weight on the fp32 (CUDA-core) peak, or streamed;
+    # whichever is slower. An A100 (19.5 TFLOP/s fp32, 2039 GB/s) is dequantization-bound, an RTX 4090
+    # (82.6 TFLOP/s, 1008 GB/s) bandwidth-bound.
+    from costplan.methods import Inference as Generate
+    from costplan.speed import Constants
+
+    model = preset("llama-2-7b")
+    shape = decode_shape(model, Generate(weights="int4"), Workload(prompt_len=64, gen_len=2), 0.0)
+    elements = 32 * (4 * 4096 * 4096 + 3 * 4096 * 11008)
+    assert shape.matrix_elements == elements
+    constants = Constants(bandwidth_efficiency=0.7, elementwise_hidden=0, elementwise_ffn=0, dispatch_seconds=0)
+    for vector_peak, bandwidth, bound in ((19.5e12, 2039e9, "dequant"), (82.6e12, 1008e9, "memory")):
+        hw = engine.Hardware(memory_bytes=80e9, peak=312e12, peak_16bit=312e12, bandwidth=bandwidth,
+                             gemm_efficiency=0.7, attention_efficiency=0.5, intra_bytes_per_s=1e11,
+                             node_bytes_per_s=1e11, gpus_per_node=8, usd_per_gpu_hour=1.0, watts=400)
+        step = engine.decode_step_seconds(shape, batch=1, tp=1, hw=hw, constants=constants, dispatch_seconds=0.0,
+                                          format_efficiency=0.9, dequant_ops=12, vector_peak=vector_peak,
+                                          collective_latency=0.0)
+        memory = (shape.weight_bytes / 0.9 + shape.kv_bytes_per_sequence) / (bandwidth * 0.7)
+        dequant = elements * 12 / vector_peak
+        assert step == pytest.approx(max(memory, dequant))
+        assert (dequant > memory) == (bound == "dequant")
+
+
 def test_step_shape_follows_each_kind_of_layer():
     model = preset("deepseek-v3")
     work = Workload(seq_len=1024)

@@ -128,6 +128,22 @@ def test_a_rows_stated_switches_become_the_estimates_options():
     assert _stack_options({**loop, "as_of": "2025-01-10"}, {})[1]["held_logits"] == "compute"
 
 
+def test_hours_from_steps_times_a_measured_step_time_carry_no_run_overheads():
+    # llm.c's scripts state steps x measured ms/iter, not a logged run: the steady-state steps only.
+    from costplan.api import estimate, make_method, run_goodput
+    from costplan.profile import default_profile
+    from costplan.validate import predict
+
+    row = next(r for r in read_table("published_runs") if r["name"] == "llm.c GPT-2 124M" and r["kind"] == "pretrain")
+    assert "step-time" in row["switches"] and row["tp"] == "1" and row["zero"] == "1"
+    steps, _, _ = predict(row)
+    whole, _, _ = predict({**row, "switches": ""})
+    goodput = run_goodput(make_method("pretrain"), default_profile())
+    assert goodput < 1 and steps == pytest.approx(whole * goodput)
+    est = estimate("gpt2", "pretrain", tokens=1e9, gpu="a100-80gb", gpus=8, steady_state=True)
+    assert any("no whole-run allowance" in note for note in est.assumptions)
+
+
 def test_torchtunes_logged_peaks_are_read_as_the_allocators_reserved_bytes():
     # torchtune's recipes log the caching allocator's peaks, which count neither the CUDA context nor
     # managed (paged) optimizer states: an unnamed peak of a torchtune README is its reserved bytes.
