@@ -200,6 +200,10 @@ def _common(row: dict[str, str], spec: ModelSpec) -> dict[str, Any]:
             framework in frameworks() and frameworks()[framework].tensor_parallel):
         options["framework"] = "megatron"
     stack = frameworks().get(options.get("framework", ""))
+    switches = row.get("switches", "").lower()
+    if row.get("kind") in MEMORY_KINDS and row.get("as_of", "9999") < SDPA_DEFAULT_SINCE \
+            and options.get("framework") in TRANSFORMERS_STACKS and "flash" not in switches and "sdpa" not in switches:
+        options["attention"] = "eager"  # transformers' own attention before SDPA became its default
     if stack is not None and "zero" in options and options["zero"] not in stack.zero_stages:
         options["zero"] = max(z for z in stack.zero_stages if z <= options["zero"])
     if "seq_len" in options and options["seq_len"] > spec.max_positions:
@@ -272,6 +276,14 @@ def predict(row: dict[str, str], profile: Any = None) -> tuple[float, float | No
     raise CostplanError(f"kind {kind} is not predicted")
 
 
+SDPA_DEFAULT_SINCE = "2023-12-11"
+"""transformers 4.36: ``attn_implementation`` defaults to SDPA; before, models ran their eager attention
+(the s² scores kept) unless the script asked for FlashAttention-2."""
+TRANSFORMERS_STACKS = ("hf-trainer", "deepspeed", "fsdp", "axolotl")
+"""Stacks that run transformers' modules (torchtune, LitGPT, Unsloth and Megatron bring their own)."""
+MEMORY_KINDS = ("memory", "fit", "max_context")
+"""Rows whose stack is the one the source ran; the speed tables' stack column names how they shard
+(llm-foundry's and others' models bring their own fused attention), so their attention is left as stated."""
 SHARDING_STACKS = ("fsdp", "torchtune", "deepspeed")
 """Stacks whose multi-GPU runs shard parameters (FSDP full shard, torchtune's distributed recipes, ZeRO-3)."""
 LEGACY_FABRIC_LOAD_BEFORE = "2023-11-01"

@@ -128,6 +128,26 @@ def test_a_rows_stated_switches_become_the_estimates_options():
     assert _stack_options({**loop, "as_of": "2025-01-10"}, {})[1]["held_logits"] == "compute"
 
 
+def test_transformers_rows_before_sdpa_became_its_default_run_eager_attention():
+    # transformers 4.36 (2023-12-11) made SDPA the default attention; FastChat's V100 QLoRA run of
+    # 2023-10 kept the s² scores, which is why 2048 tokens ran out of 32 GB where 1024 fitted.
+    from costplan.model import preset
+    from costplan.validate import _common
+
+    row = {"gpu": "v100", "framework": "hf-trainer", "precision": "fp16-mixed", "as_of": "2023-10-13",
+           "switches": "deepspeed;zero2"}
+    assert _common(row, preset("llama-2-7b"))["attention"] == "eager"
+    assert "attention" not in _common({**row, "switches": "flash-attn2"}, preset("llama-2-7b"))
+    assert "attention" not in _common({**row, "as_of": "2024-01-10"}, preset("llama-2-7b"))
+    assert "attention" not in _common({**row, "framework": "litgpt"}, preset("llama-2-7b"))
+    fits = {r["name"]: r for r in read_table("published_runs") if r["kind"] == "fit" and "FastChat" in r["name"]}
+    from costplan.validate import predict
+
+    verdicts = {name: predict(r)[0] for name, r in fits.items()}  # 1.0: does not fit
+    assert sorted(verdicts.values()) == [0.0, 1.0]
+    assert all((v == 1.0) == ("2048" in name) for name, v in verdicts.items())
+
+
 def test_hours_from_steps_times_a_measured_step_time_carry_no_run_overheads():
     # llm.c's scripts state steps x measured ms/iter, not a logged run: the steady-state steps only.
     from costplan.api import estimate, make_method, run_goodput
