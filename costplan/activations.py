@@ -488,7 +488,8 @@ def layer_saved(model: ModelSpec, method: Method, work: Workload, flow: LayerFlo
         if flow.attention_rg or o_shared:
             add("attention output", p * model.attention_out_size)
         if o_shared and (litgpt or model.rotary_by_concat and not efficient):
-            # FlashAttention's output follows the head-major queries; it is copied token-major for o.
+            # FlashAttention's output follows the head-major queries; it is copied token-major for o
+            # (LitGPT transposes and reshapes its SDPA output the same way).
             add("attention output copy", o_shared)
     else:
         add("attention scores (s²)", model.num_heads * keys * _eager_scores(model, p, scores_rg, flow.v_rg))

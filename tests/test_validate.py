@@ -134,9 +134,10 @@ def test_transformers_rows_before_sdpa_became_its_default_run_eager_attention():
     from costplan.model import preset
     from costplan.validate import _common
 
-    row = {"gpu": "v100", "framework": "hf-trainer", "precision": "fp16-mixed", "as_of": "2023-10-13",
+    row = {"kind": "fit", "gpu": "v100", "framework": "hf-trainer", "precision": "fp16-mixed", "as_of": "2023-10-13",
            "switches": "deepspeed;zero2"}
     assert _common(row, preset("llama-2-7b"))["attention"] == "eager"
+    assert "attention" not in _common({**row, "kind": "throughput"}, preset("llama-2-7b"))  # speed tables: as stated
     assert "attention" not in _common({**row, "switches": "flash-attn2"}, preset("llama-2-7b"))
     assert "attention" not in _common({**row, "as_of": "2024-01-10"}, preset("llama-2-7b"))
     assert "attention" not in _common({**row, "framework": "litgpt"}, preset("llama-2-7b"))
