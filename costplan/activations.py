@@ -650,6 +650,11 @@ class LogitsBytes:
     """The largest of three moments at the top of backward (see ``logits_bytes``)."""
 
 
+def logit_count(model: ModelSpec, method: Method, work: Workload) -> float:
+    """Logits of one sequence: every predicted position (masked ones only for BERT's MLM) by the vocabulary."""
+    return (work.seq_len + method.virtual_tokens) * method.predicted_fraction * model.vocab_size
+
+
 def logits_bytes(model: ModelSpec, method: Method, work: Workload) -> LogitsBytes:
     """Logits memory, following transformers' ``ForCausalLMLoss`` (logits upcast to fp32;
     BERT's masked-LM loss stays in the compute dtype,
@@ -662,17 +667,17 @@ def logits_bytes(model: ModelSpec, method: Method, work: Workload) -> LogitsByte
     C. the LM head's backward: the p-byte logits gradient and the head's weight gradient when it
        trains (``vocab · hidden · p``).
     """
-    positions = (work.seq_len + method.virtual_tokens) * method.predicted_fraction * model.vocab_size
+    logits = logit_count(model, method, work)
     p = work.compute_bytes
     # BERT's masked-LM loss and T5's cross-entropy run in the compute dtype.
     loss = FP32 if model.loss_upcast else p
     # Gemma 2's final softcap keeps its tanh until the softcap's backward, after the loss's.
     tanh = p if model.final_softcap is not None else 0
-    moment_a = (3 * loss + tanh) * positions
-    moment_b = (loss + p + tanh) * positions if p != loss else 0.0
+    moment_a = (3 * loss + tanh) * logits
+    moment_b = (loss + p + tanh) * logits if p != loss else 0.0
     head_grad = p * model.vocab_size * model.hidden_size if method.trains_head else 0.0
-    moment_c = p * positions + head_grad
-    return LogitsBytes(kept=(loss + tanh) * positions, backward_peak=max(moment_a, moment_b, moment_c))
+    moment_c = p * logits + head_grad
+    return LogitsBytes(kept=(loss + tanh) * logits, backward_peak=max(moment_a, moment_b, moment_c))
 
 
 def eager_attention_backward(model: ModelSpec, method: Method, work: Workload) -> float:

@@ -32,6 +32,7 @@ from costplan.activations import (
     LogitsBytes,
     eager_attention_backward,
     layer_backward_transient,
+    logit_count,
     logits_bytes,
     saved_tensors,
 )
@@ -308,7 +309,7 @@ def _held_logits(model: ModelSpec, method: Method, work: Workload) -> float:
     if work.held_logits is None or not method.training:
         return 0.0
     per_logit = FP32 if work.held_logits == "fp32" else work.compute_bytes
-    return per_logit * (work.seq_len + method.virtual_tokens) * method.predicted_fraction * model.vocab_size
+    return per_logit * logit_count(model, method, work)
 
 
 def _adapter_casts(model: ModelSpec, method: Method, work: Workload) -> float:
@@ -347,7 +348,7 @@ def loss_logits(model: ModelSpec, method: Method, work: Workload) -> LogitsBytes
     positions = (work.seq_len + method.virtual_tokens) * method.predicted_fraction
     p = work.compute_bytes
     loss = FP32 if work.loss_fp32 and model.causal and not work.compiled else p
-    logits = positions * model.vocab_size
+    logits = logit_count(model, method, work)
     head_grad = p * model.vocab_size * model.hidden_size if method.trains_head else 0.0
     if work.loss == "fused":
         chunk = logits / LOSS_CHUNKS

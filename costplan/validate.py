@@ -172,6 +172,11 @@ def _targets(text: str) -> str:
         return "q,v"
 
 
+def _switches(row: dict[str, str]) -> set[str]:
+    """The row's switches (``;``-separated), lower-case."""
+    return {w.strip().lower() for w in row.get("switches", "").split(";") if w.strip()}
+
+
 def _common(row: dict[str, str], spec: ModelSpec) -> dict[str, Any]:
     """The estimate options the row states."""
     from costplan.hardware import gpu
@@ -200,9 +205,9 @@ def _common(row: dict[str, str], spec: ModelSpec) -> dict[str, Any]:
             framework in frameworks() and frameworks()[framework].tensor_parallel):
         options["framework"] = "megatron"
     stack = frameworks().get(options.get("framework", ""))
-    switches = row.get("switches", "").lower()
+    fused_attention = any("flash" in switch or "sdpa" in switch for switch in _switches(row))
     if row.get("kind") in MEMORY_KINDS and row.get("as_of", "9999") < SDPA_DEFAULT_SINCE \
-            and options.get("framework") in TRANSFORMERS_STACKS and "flash" not in switches and "sdpa" not in switches:
+            and options.get("framework") in TRANSFORMERS_STACKS and not fused_attention:
         options["attention"] = "eager"  # transformers' own attention before SDPA became its default
     if stack is not None and "zero" in options and options["zero"] not in stack.zero_stages:
         options["zero"] = max(z for z in stack.zero_stages if z <= options["zero"])
@@ -240,8 +245,8 @@ def predict(row: dict[str, str], profile: Any = None) -> tuple[float, float | No
         tokens = number(row, "tokens")
         if not tokens:
             raise CostplanError("tokens not stated")
-        steps_only = "step-time" in {w.strip() for w in row.get("switches", "").split(";")}
-        est = estimate(spec, row.get("method") or "pretrain", tokens=tokens, steady_state=steps_only, **options)
+        est = estimate(spec, row.get("method") or "pretrain", tokens=tokens,
+                       steady_state="step-time" in _switches(row), **options)
         naive = _naive_time(spec, device.peak(options["precision"])) * tokens / 3600
         return est.gpu_hours, naive, f"{est.gpus} GPUs, {_layout(est)}, MFU {est.mfu:.2f}"
     if kind == "throughput":
@@ -334,7 +339,7 @@ def _stack_options(row: dict[str, str], options: dict[str, Any]) -> tuple[Any, d
             extra["optimizer"] = default if default in ("adamw", "adamw-fused") else "adamw"
         if in_backward:
             extra["optimizer_in_backward"] = True
-    switches = {w.strip() for w in row.get("switches", "").split(";") if w.strip()}
+    switches = _switches(row)
     offload = set()
     if row.get("grad_ckpt", "").lower() == "offloaded" or "activation-offload" in switches:
         offload.add("activations")
