@@ -24,12 +24,15 @@ CASES = [
 ]
 
 
-def cold(args: list[str], runs: int) -> list[float]:
-    times = []
+def cold(commands: list[list[str]], runs: int) -> list[list[float]]:
+    """Seconds of each command in a fresh process, ``runs`` times. The commands take turns (one run
+    of each, then the next round), so a slow spell of a shared machine falls on all of them alike."""
+    times: list[list[float]] = [[] for _ in commands]
     for _ in range(runs):
-        start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "costplan", *args], check=True, stdout=subprocess.DEVNULL)
-        times.append(time.perf_counter() - start)
+        for command, seconds in zip(commands, times, strict=True):
+            start = time.perf_counter()
+            subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+            seconds.append(time.perf_counter() - start)
     return times
 
 
@@ -50,9 +53,10 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--csv", type=Path, help="also write the rows to this CSV file")
     args = parser.parse_args()
-    baseline = cold_python(args.runs)
-    rows = [("python -c pass (floor)", baseline)]
-    rows += [(f"costplan {name}", cold(cli, args.runs)) for name, cli in CASES]
+    _compile_bytecode()
+    commands = [[sys.executable, "-c", "pass"]] + [[sys.executable, "-m", "costplan", *cli] for _, cli in CASES]
+    names = ["python -c pass (floor)"] + [f"costplan {name}" for name, _ in CASES]
+    rows = list(zip(names, cold(commands, args.runs), strict=True))
     rows.append(("costplan.estimate() in-process", warm(args.runs * 10)))
 
     from rich.console import Console
@@ -75,13 +79,15 @@ def main() -> None:
         write_csv(args.csv, out)
 
 
-def cold_python(runs: int) -> list[float]:
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        subprocess.run([sys.executable, "-c", "pass"], check=True)
-        times.append(time.perf_counter() - start)
-    return times
+def _compile_bytecode() -> None:
+    """Write current bytecode for the package first, as ``pip install`` does: where
+    PYTHONDONTWRITEBYTECODE is set (some sandboxes and containers) an edited checkout would
+    otherwise recompile every changed module at each start, and this would time the compiler."""
+    import compileall
+
+    import costplan
+
+    compileall.compile_dir(str(Path(costplan.__file__).parent), quiet=1)
 
 
 if __name__ == "__main__":

@@ -15,11 +15,11 @@ norm scales, T5's position-bias masks).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from costplan.gradflow import LayerFlow, LinearUse, input_requires_grad, model_flows
 from costplan.methods import Method
 from costplan.model import LayerKind, ModelSpec, layer_kinds
+from costplan.record import record
 from costplan.workload import Workload
 
 FP32 = 4
@@ -28,7 +28,7 @@ INT64 = 8
 ADAPTER_BYTES = 4  # peft keeps adapters in fp32 and casts their input to it
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class AdapterIO:
     """How LoRA adapters read their input: peft casts it to the adapters' dtype (fp32 unless the
     stack keeps them in the model's), and under autocast lora_A's matmul casts it back to the
@@ -62,7 +62,7 @@ def model_bytes(method: Method, work: Workload) -> int:
     return work.compute_bytes
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class SavedItem:
     """Bytes one layer keeps for one tensor (or group of tensors) of one sequence."""
 
@@ -76,7 +76,7 @@ class SavedItem:
     """Kept once per micro-batch, whatever its sequences (T5's position-bias masks)."""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class LayerSaved:
     """What the layers of one flow keep, for one sequence."""
 
@@ -101,7 +101,7 @@ class LayerSaved:
         return sum(item.bytes for item in self.items if item.in_mlp and not item.per_batch)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class SavedTensors:
     """Saved-for-backward bytes of one sequence."""
 
@@ -216,7 +216,7 @@ def _activation(model: ModelSpec, p: int, f: int, x_rg: bool) -> float:
     return (4 if model.activation == "gelu_new" else 1) * p * f
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class LayerSpan:
     """Positions one layer runs over, for one sequence."""
 
@@ -640,7 +640,7 @@ def saved_tensors(model: ModelSpec, method: Method, work: Workload) -> SavedTens
                         checkpointed_batch=checkpointed_batch)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class LogitsBytes:
     """Logits memory of one sequence in a training step (HF causal-LM loss in fp32)."""
 

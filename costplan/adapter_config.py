@@ -16,13 +16,13 @@ or the LM head (``embed_tokens``, ``lm_head`` in ``target_modules``) is modelled
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from costplan.errors import CostplanError
 from costplan.methods import Lora, Method, PrefixTuning, PromptTuning, QLora
 from costplan.model import ModelSpec, layer_linears
+from costplan.record import record
 from costplan.tables import read_json
 
 _LLAMA = {
@@ -64,7 +64,7 @@ _METHOD_OF = {"LORA": "lora", "PROMPT_TUNING": "prompt", "PREFIX_TUNING": "prefi
 _COMPATIBLE = {"lora": ("lora", "qlora"), "prompt": ("prompt",), "prefix": ("prefix",)}
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class AdapterConfig:
     """An ``adapter_config.json`` as read, before it meets a model."""
 

@@ -3,7 +3,7 @@ would, projected by the engine onto GPUs, hours and dollars, with every assumpti
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from costplan import arguments, engine
@@ -25,6 +25,7 @@ from costplan.model import ModelSpec, count_params, resolve_model
 from costplan.optimizers import optimizer as find_optimizer
 from costplan.optimizers import split_in_backward
 from costplan.profile import Profile, default_profile, saved_profile_for
+from costplan.record import record
 from costplan.scaling import Link, link
 from costplan.speed import decode_shape, micro_batch_seconds, step_shape
 from costplan.units import fmt_bytes, fmt_count, fmt_duration
@@ -41,7 +42,7 @@ SCHEMA_VERSION = 2
 model FLOPs with ``hfu`` beside it, ``layout``."""
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@record(kw_only=True)
 class Estimate:
     """The answer: what runs where, for how long, at what cost, and why."""
 
@@ -427,10 +428,11 @@ def estimate(
         "FLOPs count matmuls only (2mnk), causal mask not discounted; MFU is model FLOPs (no recompute) over "
         "the dense peak, HFU counts the recompute",
     ]
-    from costplan.hub import origin
+    if isinstance(model, str) and "/" in model:  # a Hub id: say where its config.json came from
+        from costplan.hub import origin
 
-    if origin(model):
-        notes.insert(1, origin(model))
+        if origin(model):
+            notes.insert(1, origin(model))
     net = link(device.key)
     if how.training:
         pins = Pins(gpus=gpus, tp=tp, pp=pp, zero=zero, micro_batch=micro_batch, grad_ckpt=grad_ckpt, cp=cp)
@@ -677,7 +679,7 @@ def stack_workload(stack: Framework, how: Method, *, precision: str = "bf16", op
     return work, notes
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class _Result:
     workload: Workload
     flops: FlopsBreakdown

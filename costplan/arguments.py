@@ -10,10 +10,10 @@ naming the argument as the command line spells it.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 from costplan.errors import CostplanError, shown
+from costplan.record import record
 from costplan.units import parse_count
 
 MAX_SEQ = 10_000_000
@@ -24,7 +24,7 @@ MAX_TOKENS = 1e16
 """Training or generated tokens: 15T-token pretraining runs, times 600."""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Bound:
     """A finite number in [low, high] (strictly above ``low`` when ``low_open``)."""
 

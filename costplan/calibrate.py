@@ -29,7 +29,6 @@ import statistics
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,7 @@ from costplan.errors import CostplanError
 from costplan.files import write_atomically
 from costplan.model import ModelSpec, with_overrides
 from costplan.profile import PROFILE_VERSION, cache_dir
+from costplan.record import record
 
 
 def _slug(name: str) -> str:
@@ -52,7 +52,7 @@ def write_json_atomically(data: dict[str, Any], path: Path) -> None:
     write_atomically(path, json.dumps(data, indent=2))
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Spread:
     """Seconds of repeated runs of one measurement: the median is used, the range is kept."""
 
@@ -69,7 +69,7 @@ class Spread:
         return {"min": self.min, "median": self.median, "max": self.max}
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Timer:
     """Median seconds of ``fn`` after warm-ups; CUDA events on a GPU, perf_counter on the CPU."""
 

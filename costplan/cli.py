@@ -92,6 +92,14 @@ def _ints(high: int) -> click.IntRange:
 from costplan.arguments import MAX_BATCH, MAX_GPUS, MAX_SEQ  # noqa: E402  (one set of bounds with the API)
 
 
+def _console(stderr: bool = False) -> Any:
+    """rich's console for costplan's tables. No ``:emoji:`` codes appear in them, so none are looked
+    up (that table alone is about 3 ms of a cold start)."""
+    from rich.console import Console
+
+    return Console(stderr=stderr, emoji=False)
+
+
 def _run(fn: Any, *args: Any, **kwargs: Any) -> Any:
     try:
         return fn(*args, **kwargs)
@@ -167,11 +175,10 @@ def _count_dataset(path: str, tokenizer: str | None, model: str | None, seq_len:
     size = _run(total_bytes, path)
     if size < 8 << 20:  # under 8 MB: quick, no bar
         return _run(count_tokens, path, seq_len, tokenizer=tokenizer, model=model)
-    from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
     with Progress(TextColumn("counting tokens"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
-                  console=Console(stderr=True), transient=True) as bar:
+                  console=_console(stderr=True), transient=True) as bar:
         task = bar.add_task("count", total=size)
         return _run(count_tokens, path, seq_len, tokenizer=tokenizer, model=model,
                     progress=lambda done: bar.advance(task, done))
@@ -343,11 +350,10 @@ def estimate(as_json: bool, as_csv: bool, brief: bool, profile_path: str | None,
 
         _echo_csv([estimate_row(result)])
         return
-    from rich.console import Console
 
     from costplan.render import estimate_view
 
-    Console().print(estimate_view(result, detail=not brief, alternative=alternative))
+    _console().print(estimate_view(result, detail=not brief, alternative=alternative))
 
 
 @cli.command()
@@ -418,11 +424,10 @@ def tokens(path: str, model: str | None, tokenizer: str | None, seq_len: int, as
     if output == "csv":
         _echo_csv(count.rows())
         return
-    from rich.console import Console
 
     from costplan.render import tokens_view
 
-    Console().print(tokens_view(count))
+    _console().print(tokens_view(count))
 
 
 @cli.command()
@@ -492,7 +497,6 @@ def verify(model: str, method: str, precision: str, framework: str | None, optim
     from pathlib import Path
 
     _require_extras("verify")
-    from rich.console import Console
 
     from costplan import verify as v
     from costplan.render import verify_case_table, verify_matrix_table
@@ -505,14 +509,14 @@ def verify(model: str, method: str, precision: str, framework: str | None, optim
         if not out.strip():
             raise click.UsageError("--out is empty: give a file name for the CSV.")
         _run(check_file, Path(out), "--out file")
-    stderr = Console(stderr=True)
+    stderr = _console(stderr=True)
     if run_all:
         cases = v.matrix(full=full)
         failed: list[str] = []
         with stderr.status("tracing") as status:
             results = _run(v.run_matrix, cases, lambda c: status.update(f"tracing {c.label}"), failed)
         summary = v.summarize(results)
-        Console().print(verify_matrix_table(results, summary))
+        _console().print(verify_matrix_table(results, summary))
         for line in failed:
             stderr.print(line, style="red")
         target = Path(out or Path("tables") / "verification.csv")
@@ -526,7 +530,7 @@ def verify(model: str, method: str, precision: str, framework: str | None, optim
             except v.TraceFailed as exc:
                 raise click.ClickException(str(exc)) from None
         summary = v.summarize(results)
-        Console().print(verify_case_table(results[0]))
+        _console().print(verify_case_table(results[0]))
         target = Path(out) if out else None
     if target is not None:
         _run(v.write_csv, results, target)
@@ -643,11 +647,10 @@ def compare(model: str, gpu: str, tokens: float, cpt_tokens: float, eval_tokens:
     if output == "csv":
         _echo_csv(result.rows())
         return
-    from rich.console import Console
 
     from costplan.render import compare_table
 
-    Console().print(compare_table(result, wide=wide))
+    _console().print(compare_table(result, wide=wide))
 
 
 @cli.command()
@@ -725,11 +728,10 @@ def plan(model: str, methods: str, tokens: float | None, epochs: float, deadline
     if not result.pareto:
         click.echo(plan_why(result, deadline, budget))
         return
-    from rich.console import Console
 
     from costplan.render import plan_table
 
-    Console().print(plan_table(result, wide=wide))
+    _console().print(plan_table(result, wide=wide))
 
 
 def _gpu_key(name: str) -> str:
@@ -774,11 +776,10 @@ def cram(gpu: str, hours: float, model: str | None, dataset_tokens: float, seq_l
         else:  # the approaches on --model, else the from-scratch ladder
             _echo_csv(data["approaches"] or data["options"])
         return
-    from rich.console import Console
 
     from costplan.render import cram_view
 
-    Console().print(cram_view(result, wide=wide))
+    _console().print(cram_view(result, wide=wide))
 
 
 @cli.command()
@@ -833,8 +834,6 @@ def calibrate(model: str, quick: bool, precision: str | None, seq_len: int | Non
         return
     from pathlib import Path
 
-    from rich.console import Console
-
     from costplan import calibrate as cal
     from costplan.files import check_file, check_folder
     from costplan.model import resolve_model
@@ -847,7 +846,7 @@ def calibrate(model: str, quick: bool, precision: str | None, seq_len: int | Non
         if not out.strip():
             raise click.UsageError("--out is empty: give a file name for the profile.")
         _run(check_file, Path(out), "--out file")
-    stderr = Console(stderr=True)
+    stderr = _console(stderr=True)
     if collectives:
         points = _run(cal.collectives, quick)
         if points:  # rank 0
@@ -872,7 +871,7 @@ def calibrate(model: str, quick: bool, precision: str | None, seq_len: int | Non
         _run(cal.write_json_atomically, profile, Path(out))
     from costplan.render import calibration_table
 
-    Console().print(calibration_table(profile))
+    _console().print(calibration_table(profile))
     for line in profile.get("warnings", []):
         click.echo(f"Warning: {line}", err=True)
     if profile["device"]["kind"] != "cuda":
@@ -928,11 +927,10 @@ def validate(as_json: bool, as_csv: bool, show_skipped: bool, show_rows: bool, k
 
         click.echo(dumps(validate_dict(results, summary, skipped, stacks)))
         return
-    from rich.console import Console
 
     from costplan.render import validation_view
 
-    Console().print(validation_view(results, summary, skipped if show_skipped else [], rows=show_rows,
+    _console().print(validation_view(results, summary, skipped if show_skipped else [], rows=show_rows,
                                     stacks=stacks))
 
 
@@ -1011,11 +1009,10 @@ def _emit(rows: list[dict[str, Any]], output: str, table: str) -> None:
     if output == "csv":
         _echo_csv(rows)
         return
-    from rich.console import Console
 
     from costplan import render
 
-    Console().print(getattr(render, table)(rows))
+    _console().print(getattr(render, table)(rows))
 
 
 def main() -> None:

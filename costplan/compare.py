@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from costplan import arguments
@@ -10,6 +9,7 @@ from costplan.alternatives import cheapest_fit
 from costplan.api import Estimate, estimate
 from costplan.errors import CostplanError
 from costplan.model import resolve_model
+from costplan.record import record
 from costplan.units import fmt_count
 
 
@@ -27,7 +27,7 @@ def dataset_count(model: str, dataset: Any, seq_len: int | None, tokenizer: str 
 APPROACHES = ("inference", "prompt", "prefix", "lora", "qlora", "full", "cpt")
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Comparison:
     estimates: tuple[Estimate, ...]
     notes: tuple[str, ...]

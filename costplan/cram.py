@@ -17,7 +17,6 @@ through in the time.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 from costplan import arguments
 from costplan.api import PRECISIONS, Estimate, estimate, make_method
@@ -26,6 +25,7 @@ from costplan.hardware import gpu as find_gpu
 from costplan.methods import Pretraining
 from costplan.model import ModelSpec, count_params, preset, resolve_model
 from costplan.profile import Profile, default_profile
+from costplan.record import record
 
 TOKENS_PER_PARAM = 20.0
 """Chinchilla's compute-optimal ratio (Hoffmann et al. 2022, Table 3: ~20 tokens per parameter)."""
@@ -35,7 +35,7 @@ LADDER = ((256, 4), (512, 8), (768, 12), (1024, 16), (1024, 24), (1536, 24), (20
           (3072, 32), (4096, 32), (5120, 40), (6144, 48), (8192, 80))
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Published:
     """The Cramming paper's published setting (Geiping & Goldstein 2022, arXiv:2212.14034)."""
 
@@ -62,7 +62,7 @@ class Published:
 CRAMMING = Published()
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class EncoderRun:
     """Pretraining a BERT-base-sized encoder from scratch with masked language modelling on one GPU."""
 
@@ -88,7 +88,7 @@ def llama_shaped(hidden: int, layers: int, seq_len: int = 2048) -> ModelSpec:
                      vocab_size=32000, max_positions=max(seq_len, 2048))
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ScratchOption:
     model: ModelSpec
     params: int
@@ -106,7 +106,7 @@ class ScratchOption:
         return self.fits and self.tokens_in_budget >= TOKENS_PER_PARAM * self.params
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class CramResult:
     gpu: str
     hours: float

@@ -21,11 +21,12 @@ import json
 import math
 from array import array
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 from pathlib import Path
 from typing import Any
 
 from costplan.errors import CostplanError
+from costplan.record import record
 
 BYTES_PER_TOKEN = 4.0
 """UTF-8 bytes per token without a tokenizer: the common rule of thumb for English with BPE
@@ -42,7 +43,7 @@ BATCH = 1024
 """Texts tokenized at once."""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class FileCount:
     path: str
     format: str
@@ -51,7 +52,7 @@ class FileCount:
     bytes: int
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class TokenCount:
     """A dataset's tokens, and the rows it fills at ``seq_len`` padded or packed."""
 
@@ -141,7 +142,7 @@ class TokenCount:
 
 # --- tokenizers --------------------------------------------------------------------------------
 
-@dataclass(frozen=True, slots=True)
+@record
 class Counter:
     count: Callable[[list[str]], list[int]]
     described: str

@@ -7,9 +7,8 @@ world-average grid intensity.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from costplan.errors import unknown_name
+from costplan.record import record
 from costplan.tables import number, read_table
 
 GRIDS = ("world", "us", "eu", "france")
@@ -24,7 +23,7 @@ def _value(key: str) -> float:
     raise KeyError(key)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class EnergyModel:
     pue: float
     grid_kg_per_kwh: float

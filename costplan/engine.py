@@ -15,11 +15,11 @@ a node, pipeline stages (``pp``) across nodes, data-parallel replicas (``dp``) w
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from costplan import xp
 from costplan.memory import InferenceMemory, MemoryBreakdown, TrainingMemory
+from costplan.record import record
 from costplan.speed import HOST_SHARPNESS, Constants, DecodeShape, StepShape, micro_batch_seconds, optimizer_seconds
 from costplan.terms import Mem, Phase
 
@@ -35,7 +35,7 @@ BACKWARD_OVERLAP = 0.8
 collectives can run; the first and last buckets cannot overlap (assumption)."""
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@record(kw_only=True)
 class Layout:
     """How a training job is laid out over GPUs."""
 
@@ -58,7 +58,7 @@ class Layout:
         return self.gpus // (self.tp * self.pp * self.cp)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Hardware:
     """The GPU-dependent inputs; each a number, or (plan) an array over configurations."""
 
@@ -252,7 +252,7 @@ def tensor_parallel_seconds(message_bytes: Any, *, layers: int, tp: Any, pp: Any
 
 # --- training time --------------------------------------------------------------------------
 
-@dataclass(frozen=True, slots=True)
+@record
 class StepTime:
     """One optimizer step on one GPU, in seconds; fields are numbers or arrays."""
 
@@ -333,7 +333,7 @@ def training_step(shape: StepShape, mem: TrainingMemory, *, hw: Hardware, consta
                     optimizer, total, tokens)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Throughput:
     """A job's speed and cost over its layout; fields are numbers or arrays."""
 

@@ -15,18 +15,19 @@ Only memory is computed for the switches (the engine's phases), so this costs a 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from costplan import engine
 from costplan.layout import Job
+from costplan.record import record
 from costplan.units import fmt_bytes
 
 TIGHT = 0.05
 """Under 5% of the card's memory to spare is tight."""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Fit:
     verdict: str
     """``fits``, ``tight`` or ``no``."""

@@ -38,16 +38,17 @@ verified):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 
 from costplan.gradflow import LayerFlow, model_flows
 from costplan.methods import Method
 from costplan.model import ModelSpec
+from costplan.record import record
 from costplan.terms import Part
 from costplan.workload import Workload
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class FlopTerm:
     """FLOPs of one part, per step; columns add up to the step's total."""
 
@@ -72,7 +73,7 @@ class FlopTerm:
                         self.backward_weight * factor, self.recompute * factor)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class FlopsBreakdown:
     """FLOPs per data token, by part. ``terms`` keep forward/backward/recompute apart."""
 
@@ -115,7 +116,7 @@ def _part(role: str) -> Part:
     return _PART.get(role.removeprefix("expert_").removeprefix("shared_"), Part.ATTENTION_PROJECTIONS)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Span:
     """What one layer runs over, for one sequence."""
 
@@ -246,7 +247,7 @@ def _outer_adapter_flops(model: ModelSpec, method: Method, head_rows: float, row
     return FlopTerm(Part.ADAPTERS, a + b + e, a + b + e, a + b + e)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class InferenceFlops:
     """Forward FLOPs of one request: the prompt's prefill and each decode step."""
 

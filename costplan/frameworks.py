@@ -10,13 +10,13 @@ stages across nodes, and shard optimizer states with their distributed optimizer
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 
 from costplan.errors import unknown_name
+from costplan.record import record
 from costplan.tables import read_table
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@record(kw_only=True)
 class Framework:
     key: str
     label: str

@@ -11,13 +11,13 @@ one layer, in forward order.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 
 from costplan.methods import Adapter, Method
 from costplan.model import LayerKind, Linear, ModelSpec, layer_sequence
+from costplan.record import record
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class LinearUse:
     """One weight matrix as used in a training step."""
 
@@ -47,7 +47,7 @@ class LinearUse:
         return self.input_rg or self.trainable or self.adapter is not None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class LayerFlow:
     """Gradient requirements inside one transformer layer."""
 

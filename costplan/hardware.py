@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
 
 from costplan.errors import CostplanError, unknown_name
+from costplan.record import record
 from costplan.tables import keys, number, read_table, row_by_name
 from costplan.units import GIB
 
@@ -20,7 +20,7 @@ _PEAK_COLUMN = {"fp32": "fp32_tflops", "tf32": "tf32_tflops", "fp16": "fp16_tflo
                 "bf16": "bf16_tflops", "fp8": "fp8_tflops"}
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@record(kw_only=True)
 class GpuSpec:
     key: str
     name: str
@@ -73,7 +73,7 @@ def gpu(name: str) -> GpuSpec:
                    host_link_bytes_per_s=(number(row, "host_link_gbps") or 31.5) * 1e9)
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@record(kw_only=True)
 class Price:
     """One rental offer: an instance of ``gpus_per_instance`` GPUs, priced per GPU-hour."""
 
@@ -109,7 +109,7 @@ class Price:
                 f"{idle}, as of {self.as_of}")
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@record(kw_only=True)
 class Ownership:
     """GPUs you own: amortised hardware $/GPU-hour and electricity $/kWh (either may be 0)."""
 
@@ -137,7 +137,7 @@ class Ownership:
                 f"${rate:.3f}/GPU-hour in all")
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@record(kw_only=True)
 class Listing:
     """One row of ``tables/prices.csv``: an instance type and its prices."""
 

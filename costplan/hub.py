@@ -16,16 +16,16 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 from costplan.errors import CostplanError
+from costplan.record import record
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _TRUE = {"1", "on", "yes", "true"}
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Located:
     """A file of a Hub repository on this machine, and how it got here."""
 

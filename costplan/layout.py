@@ -29,6 +29,7 @@ from costplan.methods import Method
 from costplan.model import ModelSpec, count_params
 from costplan.optimizers import optimizer as find_optimizer
 from costplan.profile import Profile
+from costplan.record import record
 from costplan.scaling import Link
 from costplan.speed import Constants, StepShape, step_shape
 from costplan.tables import number, read_table
@@ -54,7 +55,7 @@ def practice(setting: str, method: str, params: float) -> tuple[float, str]:
     raise LookupError(f"tables/practice.csv has no {setting} for {method}")
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Parts:
     """What one checkpointing choice makes of a sequence: memory terms, FLOPs, step shape."""
 
@@ -125,7 +126,7 @@ class Job:
                                     correction=self.correction, cp=layout.cp)
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@record(kw_only=True)
 class Pins:
     """What the user fixed; None is "auto"."""
 
@@ -139,7 +140,7 @@ class Pins:
     """Context parallelism: never chosen automatically, only given (--cp)."""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Placement:
     """The chosen layout with its memory, whether it fits, and why it was chosen."""
 
@@ -201,7 +202,7 @@ def pipeline_options(job: Job, gpus: int, tp: int, pinned: int | None) -> list[i
     return [p for p in _powers_of_two(min(job.model.num_layers, gpus // tp)) if (gpus // tp) % p == 0]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class _Tried:
     layout: engine.Layout
     device_bytes: float

@@ -26,8 +26,6 @@ The reserved total adds the caching allocator's slack; the device total adds the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from costplan.activations import (
     LogitsBytes,
     eager_attention_backward,
@@ -40,6 +38,7 @@ from costplan.gradflow import model_flows
 from costplan.methods import Method, Tensor2D
 from costplan.model import ModelSpec, count_params, layer_kinds, layer_linears
 from costplan.optimizers import optimizer
+from costplan.record import record
 from costplan.terms import Mem, Phase
 from costplan.workload import Workload
 
@@ -112,7 +111,7 @@ def dora_workspace(model: ModelSpec, method: Method) -> float:
     return max(FP32 * lin.in_features * (lin.in_features + 2 * lin.out_features) for lin in magnitudes)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class TrainingMemory:
     """One replica's memory before sharding (activations for one micro-batch)."""
 
@@ -360,7 +359,7 @@ def loss_logits(model: ModelSpec, method: Method, work: Workload) -> LogitsBytes
     return LogitsBytes(kept=loss * logits, backward_peak=loss * logits + 2 * loss * chunk + p * chunk + head_grad)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class MemoryBreakdown:
     """Per-GPU bytes at the peak, by term, with the overheads on top."""
 
@@ -384,7 +383,7 @@ class MemoryBreakdown:
         return self.phases[self.peak_phase]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class InferenceMemory:
     weights: float
     kv_cache: float

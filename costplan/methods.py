@@ -8,11 +8,11 @@ these properties; they never branch on the method's name.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 from costplan.errors import CostplanError
 from costplan.model import Linear, ModelSpec, count_params, layer_kinds, layer_linears
+from costplan.record import record
 
 BaseStorage = Literal["compute", "nf4", "int8"]
 
@@ -35,7 +35,7 @@ _MODULE_ALIASES = {
 }
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Adapter:
     """A LoRA pair A (in × r) and B (r × out) on one base matrix (``copies`` for experts)."""
 
@@ -50,7 +50,7 @@ class Adapter:
         return self.linear.copies * (self.rank * (self.linear.in_features + self.linear.out_features) + extra)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Tensor2D:
     """A trainable tensor's shape, for optimizers whose state depends on it (Adafactor, 8-bit Adam)."""
 
@@ -63,7 +63,7 @@ class Tensor2D:
         return self.rows * self.cols * self.count
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@record(kw_only=True)
 class Method:
     """Common behaviour: nothing trained, base stored in the compute dtype."""
 
@@ -128,7 +128,7 @@ class Method:
             raise CostplanError(f"{model.name} is an encoder: text generation does not apply to it.")
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@record(kw_only=True)
 class Inference(Method):
     key: ClassVar[str] = "inference"
     label: ClassVar[str] = "inference (prompting only)"
@@ -146,7 +146,7 @@ class Inference(Method):
         return 1e6, "1M generated tokens priced (pass --tokens)"
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@record(kw_only=True)
 class _VirtualTokens(Method):
     """Shared by prompt and prefix tuning: a count of trainable virtual positions."""
 
@@ -157,7 +157,7 @@ class _VirtualTokens(Method):
             raise ValueError("--virtual-tokens must be a positive integer")
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@record(kw_only=True)
 class PromptTuning(_VirtualTokens):
     key: ClassVar[str] = "prompt"
     label: ClassVar[str] = "prompt tuning (soft prompt)"
@@ -179,7 +179,7 @@ class PromptTuning(_VirtualTokens):
                 "the frozen base still back-propagates to the input (peft PromptEmbedding in fp32)"]
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@record(kw_only=True)
 class PrefixTuning(_VirtualTokens):
     key: ClassVar[str] = "prefix"
     label: ClassVar[str] = "prefix tuning"
@@ -232,7 +232,7 @@ SAVED_MODULES = ("embeddings", "head")
 """What ``modules_to_save`` can name here: the token embedding and the LM head."""
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@record(kw_only=True)
 class Lora(Method):
     key: ClassVar[str] = "lora"
     label: ClassVar[str] = "LoRA"
@@ -347,7 +347,7 @@ class Lora(Method):
         return notes
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@record(kw_only=True)
 class QLora(Lora):
     key: ClassVar[str] = "qlora"
     label: ClassVar[str] = "QLoRA (4-bit NF4 base)"
@@ -370,7 +370,7 @@ class QLora(Lora):
                 "LM head in the compute dtype; one layer matrix dequantized at a time"]
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@record(kw_only=True)
 class FullFineTune(Method):
     key: ClassVar[str] = "full"
     label: ClassVar[str] = "full fine-tuning"
@@ -380,7 +380,7 @@ class FullFineTune(Method):
         return full_model_tensors(model)
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@record(kw_only=True)
 class ContinualPretraining(FullFineTune):
     key: ClassVar[str] = "cpt"
     label: ClassVar[str] = "continual pretraining"
@@ -389,7 +389,7 @@ class ContinualPretraining(FullFineTune):
         return 10e9, "10B unlabelled tokens (continual pretraining budgets run to billions; pass --tokens)"
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@record(kw_only=True)
 class Pretraining(FullFineTune):
     key: ClassVar[str] = "pretrain"
     label: ClassVar[str] = "pretraining from scratch"
@@ -425,7 +425,7 @@ class Pretraining(FullFineTune):
         return tokens, "20 tokens per parameter (Chinchilla compute-optimal, Hoffmann et al. 2022)"
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@record(kw_only=True)
 class Lora8bit(Lora):
     """LoRA on a base loaded in 8 bits (bitsandbytes LLM.int8, ``load_in_8bit``): int8 matrices with
     an fp32 scale per row; each matmul quantizes its input to int8, keeps that input (in the compute

@@ -14,12 +14,13 @@ the order the layers run; ``layer_kinds`` the distinct kinds with their counts.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 from functools import cache
 from pathlib import Path
 from typing import Literal
 
 from costplan.errors import CostplanError, shown, unknown_name
+from costplan.record import record
 from costplan.tables import keys, read_json, row_by_name
 
 Norm = Literal["rmsnorm", "layernorm"]
@@ -28,7 +29,7 @@ NormPlacement = Literal["pre", "post", "sandwich", "reordered"]
 QkNorm = Literal["none", "head", "full"]
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@record(kw_only=True)
 class MLA:
     """DeepSeek's multi-head latent attention: low-rank queries and a compressed key/value latent.
 
@@ -79,7 +80,7 @@ MAX_PARAMS = 10**15
 """The largest model, in parameters, that costplan plans (its practice tables stop there)."""
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@record(kw_only=True)
 class ModelSpec:
     """A transformer's architecture numbers; every field as in the Hugging Face config."""
 
@@ -310,7 +311,7 @@ class ModelSpec:
         return 4 if self.norm_placement == "sandwich" else 2
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Linear:
     """One weight matrix of a layer (``copies`` of it for routed experts)."""
 
@@ -345,7 +346,7 @@ class Linear:
         return self.targets or (self.role,)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class LayerKind:
     """Layers that are alike: the same matrices and the same attention span."""
 
@@ -500,7 +501,7 @@ def layer_linears(model: ModelSpec) -> tuple[Linear, ...]:
     return tuple(dict.fromkeys(lin for kind in layer_kinds(model) for lin in kind.linears))
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ParamCounts:
     """The parameter inventory by part; ``total`` equals the real module's count."""
 
@@ -905,16 +906,17 @@ def _read_t5(config: dict) -> tuple[dict[str, int], dict[str, object]]:
 def resolve_model(name_or_path: str | Path) -> ModelSpec:
     """A preset name/alias, a path to a config.json or a folder holding one, or a Hugging Face Hub id
     (``org/name``) read from the local cache (``costplan.hub``)."""
-    from costplan import hub
-
     if isinstance(name_or_path, Path):
         return from_hf_config(name_or_path)
     if not isinstance(name_or_path, str):
         raise CostplanError(f"model must be a preset name or a path to a config.json, not {shown(name_or_path)}.")
     if not name_or_path.strip():
         raise CostplanError("The model name is empty: give a preset (see `costplan models`) or a config.json.")
-    if hub.is_repo_id(name_or_path):
-        return from_hf_config(hub.locate(name_or_path).path, name=name_or_path)
+    if "/" in name_or_path:  # a Hub id has one; costplan.hub is imported only then
+        from costplan import hub
+
+        if hub.is_repo_id(name_or_path):
+            return from_hf_config(hub.locate(name_or_path).path, name=name_or_path)
     looks_like_path = any(sep in name_or_path for sep in ("/", "\\")) or name_or_path.endswith(".json")
     try:
         candidate = Path(name_or_path).expanduser()

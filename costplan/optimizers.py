@@ -15,10 +15,10 @@ transient memory of a step:
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from costplan.errors import unknown_name
 from costplan.methods import Tensor2D
+from costplan.record import record
 
 FP32 = 4
 
@@ -39,7 +39,7 @@ def _adafactor(t: Tensor2D) -> float:
     return FP32 * (t.rows + t.cols) * t.count
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Optimizer:
     name: str
     state: Callable[[Tensor2D], float]

@@ -13,7 +13,7 @@ the same numbers.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from costplan import arguments, engine
@@ -28,6 +28,7 @@ from costplan.hardware import price as find_price
 from costplan.layout import MAX_GPUS, default_global_batch, gpu_counts
 from costplan.model import ModelSpec, count_params, resolve_model
 from costplan.profile import Profile, default_profile
+from costplan.record import record
 from costplan.scaling import link
 from costplan.units import fmt_count
 
@@ -37,7 +38,7 @@ STARTUP_SECONDS = 600.0
 would always spread over the most GPUs; with it, each GPU costs at least this much."""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Candidate:
     method: str
     gpu: str
@@ -63,7 +64,7 @@ class Candidate:
         return self.wall_seconds / 3600
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class PlanResult:
     pareto: tuple[Candidate, ...]
     """Non-dominated in (cost, wall time), cheapest first."""
@@ -107,7 +108,7 @@ class PlanResult:
         return to_frame(self.rows())
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class _Offers:
     """Per GPU type and count: the offer that rents that many most cheaply."""
 
@@ -294,7 +295,7 @@ def search(
     return PlanResult(tuple(front), evaluated, fitting, feasible_count, notes, tuple(samples), tuple(skipped))
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class _Grid:
     keys: list[str]
     hw: engine.Hardware

@@ -26,7 +26,7 @@ stacks that build the whole model in bf16 (torchtune, LitGPT) keep them in bf16.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from costplan.record import record
 
 MODES = ("fp32", "bf16-mixed", "fp16-mixed", "bf16-true", "bf16-master", "fp8")
 """The precision modes a workload runs in."""
@@ -62,7 +62,7 @@ def compute_bytes(mode: str) -> int:
     return FP32 if mode == "fp32" else 2
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Bytes:
     """Bytes per trained parameter of each copy a mode keeps (0 where it keeps none)."""
 

@@ -5,17 +5,18 @@ from __future__ import annotations
 
 import math
 import sys
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any
 
 from costplan.errors import CostplanError, shown
+from costplan.record import record
 from costplan.speed import Constants
 from costplan.tables import number, read_json, read_table
 from costplan.units import GIB
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Factor:
     """One efficiency or overhead value with its range and where it comes from."""
 
@@ -25,7 +26,7 @@ class Factor:
     source: str
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Correction:
     """A measured step time over the speed model's prediction for the same configuration."""
 
@@ -39,7 +40,7 @@ class Correction:
     """The GPU type it was measured on (None: the profile's own device)."""
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@record(kw_only=True)
 class Profile:
     """Factors that turn FLOPs and bytes into seconds and reserved memory.
 
@@ -106,6 +107,8 @@ class Profile:
 
     def with_run_logs(self, gpu_key: str) -> Profile:
         """This profile plus the corrections ``calibrate --from-log`` saved for the GPU type."""
+        if not runs_path(gpu_key).is_file():  # most users have none: costplan.runlogs is not imported
+            return self
         from dataclasses import replace
 
         from costplan.runlogs import load_corrections
@@ -386,6 +389,11 @@ def cache_dir() -> Path:
         return Path.home() / ".cache" / "costplan"
     except RuntimeError:  # no home directory
         return Path(".costplan-cache")
+
+
+def runs_path(gpu_key: str) -> Path:
+    """Where ``calibrate --from-log`` keeps what it learned for a GPU type (``costplan.runlogs``)."""
+    return cache_dir() / "runs" / f"{gpu_key}.json"
 
 
 def measured_matmul_peaks(data: dict[str, Any]) -> dict[str, float]:

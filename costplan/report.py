@@ -17,7 +17,7 @@ import io
 import json
 import platform
 import statistics
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -26,11 +26,12 @@ from costplan.compare import Comparison, compare
 from costplan.errors import CostplanError
 from costplan.files import check_folder, write_file_set
 from costplan.plan import STARTUP_SECONDS, PlanResult, search
+from costplan.record import record
 from costplan.tables import tables_dir
 from costplan.units import fmt_bytes, fmt_count, fmt_duration, fmt_number, fmt_usd
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ReportFiles:
     markdown: Path
     html: Path

@@ -19,20 +19,20 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 from costplan.errors import CostplanError
 from costplan.files import write_atomically
-from costplan.profile import Correction, cache_dir
+from costplan.profile import Correction, runs_path
+from costplan.record import record
 from costplan.tables import read_json
 
 MAX_LOG_BYTES = 64 * 2**20
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class MeasuredRun:
     """What a log says about a finished run."""
 
@@ -109,10 +109,6 @@ def _positive(value: Any, name: str, path: Path) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or value == float("inf"):
         raise CostplanError(f"{path}: {name} must be a positive number, got {value!r}.")
     return float(value)
-
-
-def runs_path(gpu_key: str) -> Path:
-    return cache_dir() / "runs" / f"{gpu_key}.json"
 
 
 def load_corrections(gpu_key: str) -> tuple[Correction, ...]:

@@ -3,15 +3,14 @@ the node's NICs between nodes. The collectives priced over them are in ``costpla
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from costplan.record import record
 from costplan.tables import number, read_table
 
 FALLBACK_NODE_NETWORK_BYTES_PER_S = 100e9 / 8
 """100 Gb/s Ethernet per node, used only where the table lists no cluster network (assumption)."""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Link:
     intra_bytes_per_s: float
     """Per-GPU one-way bandwidth to the other GPUs of its node (halved through host memory where

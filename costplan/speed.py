@@ -26,7 +26,6 @@ arrays (see ``xp``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from costplan import xp
@@ -34,6 +33,7 @@ from costplan.flops import FlopsBreakdown
 from costplan.gradflow import model_flows
 from costplan.methods import Method
 from costplan.model import ModelSpec, layer_kinds
+from costplan.record import record
 from costplan.terms import Part
 from costplan.workload import Workload
 
@@ -61,7 +61,7 @@ PyTorch (transformers' ``ForCausalLMLoss``): the 16-bit logits upcast to fp32 (2
 the LM head's backward (2). For a 32K vocabulary that is 1.3 MB per token: it caps small models."""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Gemm:
     """Matrix multiplies of one shape in one micro-batch of one sequence."""
 
@@ -77,7 +77,7 @@ class Gemm:
     """Runs at the workload's matmul precision (fp8 under fp8); adapters and the head stay 16-bit."""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class StepShape:
     """What one sequence's training step (or forward pass) runs, independent of the GPU."""
 
@@ -112,7 +112,7 @@ class StepShape:
     layers: int
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Constants:
     """The speed model's constants: defaults from ``tables/efficiency.csv`` or a calibration."""
 
@@ -286,7 +286,7 @@ def optimizer_seconds(shape: StepShape, *, shards: Any, bandwidth: Any, constant
     return shape.optimizer_bytes / shards / (bandwidth * constants.bandwidth_efficiency)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class DecodeShape:
     """What one decode step reads and runs, independent of the GPU and the batch."""
 

@@ -22,12 +22,12 @@ import contextlib
 import gc
 import weakref
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 from unittest import mock
 
 from costplan.methods import Lora, Method, PrefixTuning, PromptTuning
 from costplan.model import ModelSpec, layer_kinds
+from costplan.record import record
 from costplan.workload import Workload
 
 # Module names (regular expressions on the end of the qualified name) of each role, by family.
@@ -511,7 +511,7 @@ def _categorize(snapshot: list[tuple[int, int, tuple[int, ...]]],
     return breakdown
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class TracedStep:
     """What one real training step did."""
 
@@ -788,7 +788,7 @@ def trace_training_step(model: ModelSpec, method: Method, work: Workload, *, dev
                       peak_breakdown=breakdown)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class TracedInference:
     """One prompt's prefill and one decode step, as ``generate`` runs them."""
 

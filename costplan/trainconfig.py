@@ -23,11 +23,12 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any
 
 from costplan.errors import CostplanError
+from costplan.record import record
 
 KINDS = ("axolotl", "torchtune", "llama-factory", "training-arguments")
 
@@ -66,7 +67,7 @@ _NO_EFFECT = re.compile(
     r"gradient_checkpointing|enable_activation_checkpointing|max_steps|num_train_epochs|num_epochs|epochs)$")
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class TrainingConfig:
     """A training config as costplan reads it."""
 

@@ -35,11 +35,12 @@ import math
 import re
 import statistics
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any, NamedTuple
 
 from costplan.errors import CostplanError
 from costplan.model import ModelSpec, count_params, preset
+from costplan.record import record
 from costplan.tables import number, read_table
 from costplan.units import GIB
 
@@ -48,7 +49,7 @@ NAIVE_MFU = 0.4
 """The one-line rule's utilisation: 6 N D / (0.4 x peak)."""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Validation:
     kind: str
     name: str
@@ -77,7 +78,7 @@ class Validation:
         return self.naive / self.reported - 1
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Skipped:
     kind: str
     name: str
@@ -522,7 +523,7 @@ def validate(kinds: Iterable[str] = KINDS, *, split: str | None = None, profile:
     return ValidationRun(results, skipped)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ErrorSummary:
     kind: str
     quantity: str

@@ -23,7 +23,7 @@ import statistics
 import time
 import warnings
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 from pathlib import Path
 
 from costplan import engine, files
@@ -33,6 +33,7 @@ from costplan.memory import MemoryBreakdown, inference_memory, training_memory
 from costplan.methods import Inference, Method
 from costplan.model import ModelSpec, count_params, resolve_model
 from costplan.profile import default_profile
+from costplan.record import record
 from costplan.terms import Mem
 from costplan.workload import Workload
 
@@ -48,7 +49,7 @@ _TRACE_CATEGORY = {
 }
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@record(kw_only=True)
 class Case:
     """One configuration to verify."""
 
@@ -81,7 +82,7 @@ class Case:
         return " ".join(parts)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Check:
     """One quantity, analytic beside traced."""
 
@@ -97,7 +98,7 @@ class Check:
         return self.analytic / self.traced - 1
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class CaseResult:
     case: Case
     checks: tuple[Check, ...]
@@ -424,7 +425,7 @@ def run_matrix(cases: Iterable[Case], progress: Callable[[Case], None] | None = 
     return results
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Summary:
     cases: int
     params_exact: int

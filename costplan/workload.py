@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Literal
 
 from costplan import precision as modes
+from costplan.record import record
 
 Attention = Literal["flash", "eager"]
 Loss = Literal["full", "chunked", "fused"]
@@ -13,7 +13,7 @@ LOSSES = ("full", "chunked", "fused")
 OFFLOADS = ("optimizer", "params", "activations")
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@record(kw_only=True)
 class Workload:
     seq_len: int = 2048
     """Tokens per training sequence (data tokens, before any virtual tokens)."""
