@@ -704,9 +704,12 @@ def layer_backward_transient(model: ModelSpec, method: Method, work: Workload) -
     projection's input and of both factors of the gated product (one fewer for a plain MLP)."""
     positions = work.seq_len + method.virtual_tokens
     if unsloth_kernels(model, method, work):
-        # LoRA_MLP's backward: the incoming gradient and the down projection's input gradient, into
-        # which the SwiGLU backward writes in place (dX reuses the saved input's storage).
-        return work.compute_bytes * positions * (model.hidden_size + model.ffn_size)
+        # LoRA_MLP's backward (unsloth/kernels/fast_lora.py at c67183f, utils.py at 451ed29): the
+        # incoming gradient and the down projection's input gradient DW = matmul_lora(dY, down.T),
+        # which adds its LoRA term out of place (``out += (X @ A) @ (s * B)``: a second tensor of
+        # DW's size while it is formed); the SwiGLU backward then writes into DW, e and g in place
+        # and dX reuses the saved input's storage.
+        return work.compute_bytes * positions * (model.hidden_size + 2 * model.ffn_size)
     # MLP units a token passes through in the widest kind of layer: the dense width, or the top-k
     # routed experts with the shared ones.
     units = max(sum(lin.in_features * lin.active for lin in kind.linears if lin.role.endswith("down"))

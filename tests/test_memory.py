@@ -181,9 +181,10 @@ def test_unsloth_kernels_keep_what_their_save_for_backward_lists():
     qlora = QLora(rank=32, targets=parse_targets("all-linear"))
     work, _ = stack_workload(framework("unsloth"), qlora, precision="bf16", gpus=1, seq_len=1000)
     assert saved_tensors(preset("llama-3-8b"), qlora, work).later_layer == 1000 * per_token
-    # LoRA_MLP's backward adds the incoming gradient and the down projection's input gradient.
+    # LoRA_MLP's backward adds the incoming gradient, the down projection's input gradient and, while
+    # matmul_lora forms it, its LoRA term of the same size (c67183f: out += (X @ A) @ (s * B)).
     full_width = training_memory(preset("llama-3-8b"), qlora, work).layer_transient
-    assert full_width == 1000 * 2 * (h + f)
+    assert full_width == 1000 * 2 * (h + 2 * f)
     # With LoRA on q and v only, Unsloth runs peft's modules: transformers' layer, which keeps more.
     partial = QLora(rank=32, targets=("q", "v"))
     peft_work, _ = stack_workload(framework("unsloth"), partial, precision="bf16", gpus=1, seq_len=1000)
