@@ -122,20 +122,36 @@ class _Offers:
 
 def _offers(keys: list[str], counts: list[int], provider: str | None, spot: bool, override: float | None,
             owned: Ownership | None = None, watts: list[float] | None = None, pue: float = 1.0) -> _Offers:
+    """The cheapest offer for every GPU type and count: ``hardware.price`` over the grid at once (whole
+    instances billed, several only where the provider clusters them; ties to the provider, then the
+    instance, alphabetically)."""
     import numpy as np
 
     usd = np.full((len(keys), len(counts)), np.nan)
     billed = np.ones_like(usd)
     providers = [[""] * len(counts) for _ in keys]
     instances = [[""] * len(counts) for _ in keys]
+    n = np.asarray(counts, dtype=float)
     for i, key in enumerate(keys):
-        for j, n in enumerate(counts):
-            offer = find_price(key, provider, spot, override, gpus=n, owned=owned,
-                               watts=watts[i] if watts else 0.0, pue=pue)
-            if offer is None:
-                continue
+        if owned is not None or override is not None:  # one rate for any count, billed as used
+            flat = find_price(key, provider, spot, override, owned=owned, watts=watts[i] if watts else 0.0, pue=pue)
+            if flat is not None:
+                usd[i, :] = flat.usd_per_gpu_hour
+                providers[i], instances[i] = [flat.provider] * len(counts), [flat.instance] * len(counts)
+            continue
+        listed = sorted(offers(key, provider, spot), key=lambda o: (o.provider, o.instance))
+        if not listed:
+            continue
+        per = np.array([[o.gpus_per_instance] for o in listed], dtype=float)
+        paid = np.ceil(n / per) * per  # offers x counts
+        cost = np.array([[o.usd_per_gpu_hour] for o in listed]) * paid
+        hostable = (n <= per) | np.array([[o.cluster] for o in listed])
+        cost = np.where(hostable, cost, np.inf)
+        best = np.argmin(cost, axis=0)  # the first of equal costs: alphabetical, as price() breaks ties
+        for j in np.flatnonzero(np.isfinite(cost[best, np.arange(len(counts))])):
+            offer = listed[best[j]]
             usd[i, j] = offer.usd_per_gpu_hour
-            billed[i, j] = offer.billed_gpus(n) / n
+            billed[i, j] = paid[best[j], j] / n[j]
             providers[i][j], instances[i][j] = offer.provider, offer.instance
     return _Offers(usd, billed, providers, instances)
 

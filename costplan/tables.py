@@ -58,12 +58,19 @@ def number(row: dict[str, str], column: str) -> float | None:
         raise CostplanError(f"Reference table cell {column}={text!r} is not a number.") from exc
 
 
-def row_by_name(table: str, name: str, kind: str) -> dict[str, str]:
-    """The row whose ``key`` or one of its ``aliases`` (;-separated) is ``name``, any case."""
+@functools.cache
+def _by_alias(table: str) -> dict[str, dict[str, str]]:
+    """A table's rows by lower-case key and alias (read once: ``plan`` looks rows up per GPU type)."""
     rows: dict[str, dict[str, str]] = {}
     for row in read_table(table):
         for alias in [row["key"], *filter(None, row.get("aliases", "").split(";"))]:
             rows[alias.strip().lower()] = row
+    return rows
+
+
+def row_by_name(table: str, name: str, kind: str) -> dict[str, str]:
+    """The row whose ``key`` or one of its ``aliases`` (;-separated) is ``name``, any case."""
+    rows = _by_alias(table)
     found = rows.get(name.strip().lower())
     if found is None:
         raise unknown_name(kind, name, rows)

@@ -260,3 +260,33 @@ def costplan_error():
     from costplan.errors import CostplanError
 
     return CostplanError
+
+
+def test_the_plans_price_grid_is_hardware_price_at_every_gpu_type_and_count():
+    # plan prices its whole (GPU type x count) grid at once; each cell is the offer price() picks for
+    # that many GPUs: whole instances, clusters only where sold, ties alphabetical.
+    import numpy as np
+
+    from costplan.hardware import Ownership, price
+    from costplan.plan import _offers
+    from costplan.tables import read_table
+
+    keys = sorted({row["key"] for row in read_table("gpus")})
+    counts = [1, 2, 3, 4, 6, 8, 9, 12, 16, 24, 64, 100, 1024]
+    owned = Ownership(hardware_usd_per_gpu_hour=0.3, usd_per_kwh=0.2)
+    for provider, spot, override, own in ((None, False, None, None), (None, True, None, None),
+                                          ("runpod", False, None, None), (None, False, 2.0, None),
+                                          (None, False, None, owned)):
+        grid = _offers(keys, counts, provider, spot, override, own, [300.0] * len(keys), 1.2)
+        priced = 0
+        for i, key in enumerate(keys):
+            for j, n in enumerate(counts):
+                offer = price(key, provider, spot, override, gpus=n, owned=own, watts=300.0, pue=1.2)
+                if offer is None:
+                    assert np.isnan(grid.price[i, j])
+                    continue
+                priced += 1
+                assert grid.price[i, j] == offer.usd_per_gpu_hour
+                assert grid.billed[i, j] == offer.billed_gpus(n) / n
+                assert (grid.provider[i][j], grid.instance[i][j]) == (offer.provider, offer.instance)
+        assert priced >= (len(keys) * len(counts) if override or own else 10)  # flat rates price every cell
