@@ -299,6 +299,9 @@ released with Lightning 2.1): a load-time peak of the whole model plus its shard
 LEGACY_BNB_BEFORE = "2024-07-16"
 """bitsandbytes 0.43.2 (bitsandbytes-foundation/bitsandbytes#1270): its 4-bit matmul stopped keeping
 its input for backward."""
+LITGPT_BNB_044_SINCE = "2024-12-28"
+"""LitGPT pinned ``bitsandbytes==0.42.0`` (pyproject.toml, Lightning-AI/litgpt 2bcb2c3e, 2024-03-11) until
+d2ed13c3 (2024-12-28) moved to 0.44: its runs before then kept each 4-bit matmul's input, whatever the date."""
 LOSS_FUNCTION_SINCE = "2024-10-24"
 """transformers 4.46: causal LMs compute their loss in ``loss_function`` (which upcasts a copy of the
 logits to fp32) and return the logits in the compute dtype; before, ``logits = logits.float()`` in the
@@ -322,9 +325,11 @@ def _stack_options(row: dict[str, str], options: dict[str, Any]) -> tuple[Any, d
     if method == "qlora":
         from costplan.methods import QLora, parse_targets
 
-        # bitsandbytes before 0.43.2 (2024-07-16) also kept each 4-bit matmul's input; torchtune
-        # (torchao's NF4) and Unsloth (its own kernels) do not use its matmul.
-        legacy = row.get("as_of", "") < LEGACY_BNB_BEFORE and row.get("framework") not in ("torchtune", "unsloth")
+        # bitsandbytes before 0.43.2 (2024-07-16) also kept each 4-bit matmul's input (LitGPT ran 0.42.0
+        # until 2024-12-28); torchtune (torchao's NF4) and Unsloth (its own kernels) do not use its matmul.
+        as_of, stack = row.get("as_of", ""), row.get("framework")
+        legacy = (as_of < LEGACY_BNB_BEFORE or (stack == "litgpt" and as_of < LITGPT_BNB_044_SINCE)) \
+            and stack not in ("torchtune", "unsloth")
         method = QLora(rank=_int(row, "lora_rank") or 8, targets=parse_targets(_targets(row.get("lora_targets", ""))),
                        double_quant=quant != "nf4", bnb_keeps_input=legacy)  # type: ignore[assignment]
     if quant == "int8" and method == "lora":
