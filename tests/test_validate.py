@@ -183,3 +183,31 @@ def test_torchtunes_logged_peaks_are_read_as_the_allocators_reserved_bytes():
     assert predicted == pytest.approx(est.memory.reserved_bytes / 2**30) and detail.startswith("reserved")
     other, _, _ = predict({**row, "framework": "hf-trainer", "optimizer": "adamw"})
     assert other != pytest.approx(predicted)
+
+
+def test_quantized_rows_keep_the_4bit_matmuls_inputs_where_their_bitsandbytes_did():
+    # bitsandbytes before 0.43.2 (2024-07-16) kept each 4-bit matmul's input for backward; LitGPT
+    # pinned 0.42.0 until 2024-12-28, so its QLoRA rows of 2024-09 keep them too, the Trainer's do not.
+    import costplan.api
+    from costplan.validate import predict
+
+    seen = []
+    original = costplan.api.estimate
+
+    def spy(*args, **kwargs):
+        seen.append(args[1])
+        return original(*args, **kwargs)
+
+    row = {"kind": "memory", "name": "q", "model": "llama-2-7b", "gpu": "a10g", "gpus": "1", "framework": "litgpt",
+           "method": "qlora", "precision": "bf16-true", "seq_len": "512", "micro_batch": "2", "grad_ckpt": "false",
+           "quant": "nf4", "lora_targets": "q;v", "metric": "allocated", "as_of": "2024-09-27"}
+    costplan.api.estimate = spy
+    try:
+        kept, _, _ = predict(row)
+        later, _, _ = predict({**row, "as_of": "2025-01-15"})
+        trainer, _, _ = predict({**row, "framework": "hf-trainer"})
+        early, _, _ = predict({**row, "framework": "hf-trainer", "as_of": "2024-05-01"})
+    finally:
+        costplan.api.estimate = original
+    assert [m.bnb_keeps_input for m in seen] == [True, False, False, True]
+    assert kept > later and early > trainer
