@@ -157,20 +157,23 @@ def model_flows(model: ModelSpec, method: Method, grad_ckpt: bool) -> tuple[tupl
     """
     embeddings_rg = input_requires_grad(method, grad_ckpt)
     stream, memory = embeddings_rg, False
-    counts: dict[int, int] = {}
+    counts: list[int] = []
     flows: list[LayerFlow] = []
+    followed: dict[tuple[int, bool, bool], int] = {}  # (layer kind, stream, memory) -> its flow's index
     previous = None
     for kind in layer_sequence(model):
         if kind.cross_attention and (previous is None or not previous.cross_attention):
             memory, stream = stream or method.trains_base, embeddings_rg  # the encoder's final norm, then the decoder
-        flow = layer_flow(model, kind, method, stream, memory)
-        stream = flow.stream_out_rg
+        key = (id(kind), stream, memory)  # a layer's flow depends on these alone: follow each once
+        index = followed.get(key)
+        if index is None:
+            flow = layer_flow(model, kind, method, stream, memory)
+            index = next((i for i, known in enumerate(flows) if known == flow), len(flows))
+            if index == len(flows):
+                flows.append(flow)
+                counts.append(0)
+            followed[key] = index
+        counts[index] += 1
+        stream = flows[index].stream_out_rg
         previous = kind
-        for index, known in enumerate(flows):
-            if known == flow:
-                counts[index] += 1
-                break
-        else:
-            counts[len(flows)] = 1
-            flows.append(flow)
-    return tuple((flow, counts[index]) for index, flow in enumerate(flows))
+    return tuple(zip(flows, counts, strict=True))
