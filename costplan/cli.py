@@ -9,12 +9,15 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from costplan.errors import CostplanError
 from costplan.units import parse_count
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 class _OneLineErrors(click.Group):
@@ -92,7 +95,7 @@ def _ints(high: int) -> click.IntRange:
 from costplan.arguments import MAX_BATCH, MAX_GPUS, MAX_SEQ  # noqa: E402  (one set of bounds with the API)
 
 
-def _console(stderr: bool = False) -> Any:
+def _console(stderr: bool = False) -> Console:
     """rich's console for costplan's tables. No ``:emoji:`` codes appear in them, so none are looked
     up (that table alone is about 3 ms of a cold start)."""
     from rich.console import Console
