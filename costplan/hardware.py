@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import Any
 
+from costplan import xp
 from costplan.errors import CostplanError, unknown_name
 from costplan.record import record
 from costplan.tables import keys, number, read_table, row_by_name
@@ -93,7 +95,7 @@ class Price:
         """GPUs paid for: whole instances (owned or user-priced GPUs: the ones used)."""
         if self.provider in ("user", "owned"):
             return gpus
-        return math.ceil(gpus / self.gpus_per_instance) * self.gpus_per_instance
+        return whole_instances(gpus, self.gpus_per_instance)
 
     def describe(self, gpus: int = 1) -> str:
         if self.provider == "user":
@@ -195,9 +197,18 @@ def _offers(gpu_key: str, provider: str | None, spot: bool) -> tuple[Price, ...]
     return tuple(found)
 
 
+def whole_instances(gpus: Any, per_instance: Any) -> Any:
+    """GPUs billed when ``gpus`` are rented as whole instances of ``per_instance`` (numbers or arrays)."""
+    return xp.ceil(gpus / per_instance) * per_instance
+
+
+def hosts(gpus: Any, per_instance: Any, cluster: Any) -> Any:
+    """One instance holds the job, or the provider clusters its instances (numbers or arrays)."""
+    return (gpus <= per_instance) | cluster
+
+
 def can_host(offer: Price, gpus: int) -> bool:
-    """One instance holds the job, or the provider clusters its instances."""
-    return gpus <= offer.gpus_per_instance or offer.cluster
+    return bool(hosts(gpus, offer.gpus_per_instance, offer.cluster))
 
 
 def price(gpu_key: str, provider: str | None = None, spot: bool = False, override: float | None = None,

@@ -22,7 +22,7 @@ from costplan.api import PRECISIONS, make_method, run_goodput, stack_workload, t
 from costplan.energy import energy_model
 from costplan.errors import CostplanError
 from costplan.frameworks import FRAMEWORK_KEYS, default_framework, frameworks
-from costplan.hardware import Ownership, gpu_names, offers
+from costplan.hardware import Ownership, gpu_names, hosts, offers, whole_instances
 from costplan.hardware import gpu as find_gpu
 from costplan.hardware import price as find_price
 from costplan.layout import MAX_GPUS, default_global_batch, gpu_counts
@@ -143,10 +143,9 @@ def _offers(keys: list[str], counts: list[int], provider: str | None, spot: bool
         if not listed:
             continue
         per = np.array([[o.gpus_per_instance] for o in listed], dtype=float)
-        paid = np.ceil(n / per) * per  # offers x counts
+        paid = whole_instances(n, per)  # offers x counts
         cost = np.array([[o.usd_per_gpu_hour] for o in listed]) * paid
-        hostable = (n <= per) | np.array([[o.cluster] for o in listed])
-        cost = np.where(hostable, cost, np.inf)
+        cost = np.where(hosts(n, per, np.array([[o.cluster] for o in listed])), cost, np.inf)
         best = np.argmin(cost, axis=0)  # the first of equal costs: alphabetical, as price() breaks ties
         for j in np.flatnonzero(np.isfinite(cost[best, np.arange(len(counts))])):
             offer = listed[best[j]]
