@@ -206,7 +206,7 @@ def _common(row: dict[str, str], spec: ModelSpec) -> dict[str, Any]:
             framework in frameworks() and frameworks()[framework].tensor_parallel):
         options["framework"] = "megatron"
     stack = frameworks().get(options.get("framework", ""))
-    fused_attention = any("flash" in switch or "sdpa" in switch for switch in _switches(row))
+    fused_attention = any(kernel in switch for switch in _switches(row) for kernel in FUSED_ATTENTION_SWITCHES)
     if row.get("kind") in MEMORY_KINDS and row.get("as_of", "9999") < SDPA_DEFAULT_SINCE \
             and options.get("framework") in TRANSFORMERS_STACKS and not fused_attention:
         options["attention"] = "eager"  # transformers' own attention before SDPA became its default
@@ -285,6 +285,9 @@ def predict(row: dict[str, str], profile: Any = None) -> tuple[float, float | No
 SDPA_DEFAULT_SINCE = "2023-12-11"
 """transformers 4.36: ``attn_implementation`` defaults to SDPA; before, models ran their eager attention
 (the s² scores kept) unless the script asked for FlashAttention-2."""
+FUSED_ATTENTION_SWITCHES = ("flash", "sdpa", "xformers")
+"""Switches naming an attention kernel that keeps no s² scores (FlashAttention, SDPA, xformers'
+memory-efficient attention, which Axolotl patched into Llama with ``xformers_attention``)."""
 TRANSFORMERS_STACKS = ("hf-trainer", "deepspeed", "fsdp", "axolotl")
 """Stacks that run transformers' modules (torchtune, LitGPT, Unsloth and Megatron bring their own)."""
 MEMORY_KINDS = ("memory", "fit", "max_context")

@@ -139,6 +139,8 @@ def test_transformers_rows_before_sdpa_became_its_default_run_eager_attention():
     assert _common(row, preset("llama-2-7b"))["attention"] == "eager"
     assert "attention" not in _common({**row, "kind": "throughput"}, preset("llama-2-7b"))  # speed tables: as stated
     assert "attention" not in _common({**row, "switches": "flash-attn2"}, preset("llama-2-7b"))
+    # Axolotl's xformers_attention patched Llama with xformers' memory-efficient attention (no s² scores).
+    assert "attention" not in _common({**row, "framework": "axolotl", "switches": "xformers"}, preset("llama-2-7b"))
     assert "attention" not in _common({**row, "as_of": "2024-01-10"}, preset("llama-2-7b"))
     assert "attention" not in _common({**row, "framework": "litgpt"}, preset("llama-2-7b"))
     fits = {r["name"]: r for r in read_table("published_runs") if r["kind"] == "fit" and "FastChat" in r["name"]}
