@@ -20,7 +20,8 @@ def cheapest_fit(model: Any, method: Any, **options: Any) -> Estimate | None:
     fewest GPU-hours; None when nothing fits anywhere."""
     from costplan.api import make_method
 
-    trains = make_method(method).training
+    # No method: lora or the --adapter's (LoRA, prompt or prefix tuning), each of them training.
+    trains = make_method(method).training if method is not None else True
     # Inference's micro-batch is the concurrency asked for, not a layout choice.
     options = {k: v for k, v in options.items() if k not in PINNED_LAYOUT or (k == "micro_batch" and not trains)}
     options.pop("gpu", None)

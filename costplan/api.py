@@ -727,6 +727,13 @@ def _training(spec, how, device, net, stack, work, profile, pins, tokens, epochs
         batch_note = f"global batch {global_batch} sequences (given)"
     else:
         global_batch, batch_note = default_global_batch(spec, how, work.seq_len)
+        if pins.micro_batch is not None and pins.micro_batch > global_batch:
+            global_batch = pins.micro_batch
+            batch_note = (f"global batch {global_batch} sequences: the --micro-batch given, larger than the default "
+                          f"{batch_note.removeprefix('global batch ')}")
+    if pins.micro_batch is not None and pins.micro_batch > global_batch:
+        raise CostplanError(f"--micro-batch {pins.micro_batch} is larger than the global batch of {global_batch} "
+                            "sequences per optimizer step; give a smaller micro-batch or a larger global batch.")
     if runtime is not None:
         stack = replace(stack, runtime=runtime)
     job = training_job(spec, how, device, net, stack, work, profile, global_batch)

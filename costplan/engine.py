@@ -391,7 +391,7 @@ def decode_step_seconds(shape: DecodeShape, *, batch: Any, tp: Any, hw: Hardware
     compute = batch * shape.flops_per_token / tp / (hw.peak * hw.gemm_efficiency)
     device = xp.maximum(memory, compute)
     if dequant_ops and vector_peak:
-        elements = (shape.matrix_elements + hit * shape.expert_bytes / shape.bytes_per_element) / tp
+        elements = (shape.matrix_elements + hit * shape.expert_elements) / tp
         device = xp.maximum(device, elements * dequant_ops / vector_peak)
     step = xp.soft_max(device, shape.operators * dispatch_seconds, HOST_SHARPNESS)
     message = batch * shape.hidden_size * shape.bytes_per_element

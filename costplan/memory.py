@@ -81,17 +81,24 @@ def base_weight_bytes(model: ModelSpec, method: Method, compute_bytes: int) -> f
     weight-only format for inference), embeddings, norms and the LM head in the compute dtype."""
     total = count_params(model).total
     fp32 = fp32_params(model) * (FP32 - compute_bytes)
-    weights = getattr(method, "weights", "")
-    if method.base_storage == "compute" and weights in ("", "bf16", "fp16"):
+    per = matrix_bytes_per_param(method, compute_bytes)
+    if per == compute_bytes:
         return total * compute_bytes + fp32
     matrices = matrix_params(model)
-    if method.base_storage == "nf4":
-        per = nf4_bytes_per_param(getattr(method, "double_quant", True))
-    elif method.base_storage == "int8":
-        per = INT8_BYTES_PER_PARAM
-    else:
-        per = weight_bytes_per_param(weights, compute_bytes)
     return matrices * per + (total - matrices) * compute_bytes + fp32
+
+
+def matrix_bytes_per_param(method: Method, compute_bytes: int) -> float:
+    """Bytes per weight of the layers' matrices as the method stores them (the compute dtype unless
+    QLoRA's NF4, 8-bit LoRA's int8 or an inference weight-only format quantizes them)."""
+    weights = getattr(method, "weights", "")
+    if method.base_storage == "compute" and weights in ("", "bf16", "fp16"):
+        return compute_bytes
+    if method.base_storage == "nf4":
+        return nf4_bytes_per_param(getattr(method, "double_quant", True))
+    if method.base_storage == "int8":
+        return INT8_BYTES_PER_PARAM
+    return weight_bytes_per_param(weights, compute_bytes)
 
 
 def matrix_params(model: ModelSpec) -> int:

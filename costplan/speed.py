@@ -308,6 +308,8 @@ class DecodeShape:
     matrix_elements: float = 0.0
     """Weights of the layers' matrices every step reads, routed experts apart: those a weight-only
     format stores quantized."""
+    expert_elements: float = 0.0
+    """Weights of one routed expert's matrices over the layers (``expert_bytes`` as stored)."""
 
 
 def decode_shape(model: ModelSpec, method: Method, work: Workload, flops_per_token: float,
@@ -316,26 +318,30 @@ def decode_shape(model: ModelSpec, method: Method, work: Workload, flops_per_tok
     experts the batch's tokens hit, and the KV cache (which a sliding window caps, and MLA keeps
     compressed; transformers re-expands MLA's latent through ``kv_b`` at every step, which the
     FLOPs count). ``fused``: kernels as a compiled or C++ engine launches them (fewer per layer)."""
-    from costplan.memory import base_weight_bytes, kv_cache_bytes, matrix_params
+    from costplan.memory import base_weight_bytes, kv_cache_bytes, matrix_bytes_per_param, matrix_params
 
     p = work.compute_bytes
     total = base_weight_bytes(model, method, p)
+    per = matrix_bytes_per_param(method, p)  # the matrices as stored (a weight-only format quantizes them)
     embedding = model.vocab_size * model.hidden_size * p if not model.tied_embeddings else 0.0
-    experts = 0.0
-    for kind in layer_kinds(model):
-        # One routed expert's matrices in every MoE layer; a dense layer (DeepSeek's first ones)
-        # has none, and shared experts are read like any dense weight.
-        experts += kind.count * sum(lin.weight_elements for lin in kind.linears if lin.copies > 1) * p
-    encoder = sum(kind.count * kind.params for kind in layer_kinds(model) if not kind.causal) * p
+    # One routed expert's matrices in every MoE layer; a dense layer (DeepSeek's first ones) has
+    # none, and shared experts are read like any dense weight.
+    expert_elements = sum(kind.count * sum(lin.weight_elements for lin in kind.linears if lin.copies > 1)
+                          for kind in layer_kinds(model))
+    encoders = [kind for kind in layer_kinds(model) if not kind.causal]
+    encoder_matrices = sum(kind.count * sum(lin.copies * lin.weight_elements for lin in kind.linears if not lin.fp32)
+                           for kind in encoders)
+    encoder = sum(kind.count * kind.params for kind in encoders) * p - encoder_matrices * (p - per)
     if model.is_encoder_decoder:  # the cache holds the target so far and the source's cross keys and values
         kv = kv_cache_bytes(model, 1 + work.gen_len // 2, 1, p, memory_tokens=work.prompt_len)
     else:  # prompt and half the generation on average (at most a sliding window)
         kv = kv_cache_bytes(model, work.prompt_len + work.gen_len // 2, 1, p)
     return DecodeShape(
-        weight_bytes=total - embedding - experts * model.num_experts - encoder, expert_bytes=experts,
+        weight_bytes=total - embedding - expert_elements * per * model.num_experts - encoder,
+        expert_bytes=expert_elements * per, expert_elements=expert_elements,
         experts=model.num_experts, experts_per_token=model.experts_per_token,
         kv_bytes_per_sequence=kv, flops_per_token=flops_per_token,
         operators=sum(kind.count * _ops_per_layer(kind, fused) for kind in layer_kinds(model) if kind.causal)
         + OPS_HEAD,
         layers=model.decoder_layers, hidden_size=model.hidden_size, bytes_per_element=p,
-        matrix_elements=matrix_params(model) - experts * model.num_experts / p - encoder / p)
+        matrix_elements=matrix_params(model) - expert_elements * model.num_experts - encoder_matrices)

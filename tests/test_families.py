@@ -172,6 +172,33 @@ def test_decode_reads_routed_experts_hit_and_every_shared_weight():
     assert shape.kv_bytes_per_sequence == kv_cache_bytes(model, 512 + 128, 1, 2)
 
 
+def test_quantized_experts_and_encoders_are_read_as_stored():
+    # Mixtral 8x7B in int4: each routed expert (3 matrices of 4096 x 14336 in 32 layers) is stored
+    # quantized like the attention matrices; the step reads the shared weights and two experts.
+    from costplan.memory import base_weight_bytes, weight_bytes_per_param
+    from costplan.methods import Inference as Generate
+
+    for name, weights in (("mixtral-8x7b", "int4"), ("mixtral-8x7b", "int8"), ("deepseek-v3", "int4")):
+        model = preset(name)
+        how = Generate(weights=weights)
+        shape = decode_shape(model, how, Workload(prompt_len=64, gen_len=2), 0.0)
+        per = weight_bytes_per_param(weights, 2)
+        embedding = model.vocab_size * model.hidden_size * 2
+        assert shape.expert_bytes == pytest.approx(shape.expert_elements * per)
+        assert 0 < shape.weight_bytes < shape.expert_bytes * model.num_experts
+        assert shape.weight_bytes + model.num_experts * shape.expert_bytes + embedding == pytest.approx(
+            base_weight_bytes(model, how, 2))
+    mixtral = preset("mixtral-8x7b")
+    shape = decode_shape(mixtral, Generate(weights="int4"), Workload(prompt_len=64, gen_len=2), 0.0)
+    assert shape.expert_elements == 32 * 3 * 4096 * 14336
+    # q, o; k, v (8 KV heads); the router (4096 x 8)
+    assert shape.matrix_elements == 32 * (2 * 4096 * 4096 + 2 * 4096 * 1024 + 4096 * 8)
+    # T5's decoder step reads its own layers and the head, not the encoder's, as stored.
+    t5 = preset("t5-base")
+    shape = decode_shape(t5, Generate(weights="int4"), Workload(prompt_len=64, gen_len=2), 0.0)
+    assert 0 < shape.weight_bytes < base_weight_bytes(t5, Generate(weights="int4"), 2)
+
+
 def test_weight_only_decode_is_bounded_by_dequantization_on_the_cuda_cores():
     # Llama-2-7B, batch 1, int4: the 32 layers' matrices (4 of 4096 x 4096, 3 of 4096 x 11008) are
     # dequantized once per step at 12 operations per weight on the fp32 (CUDA-core) peak, or streamed;
