@@ -88,9 +88,25 @@ MAX_JSON_BYTES = 8 * 2**20
 def read_json(path: Path | str, what: str, max_bytes: int = MAX_JSON_BYTES) -> Any:
     """A JSON file's content, or one clear error naming ``what`` the file should have been.
 
+    Read as ``read_small_file`` reads it; NaN/Infinity literals (not JSON) and nesting too deep to
+    parse are refused too.
+    """
+    data = read_small_file(path, what, max_bytes)
+    name = shown(Path(path))
+    try:
+        return json.loads(data.decode("utf-8"), parse_constant=_refuse_constant)
+    except RecursionError as exc:
+        raise CostplanError(f"{name} is nested too deeply to be a {what}.") from exc
+    except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
+        raise CostplanError(f"{name} is not a readable {what}: {_reason(exc)}.") from exc
+
+
+def read_small_file(path: Path | str, what: str, max_bytes: int = MAX_JSON_BYTES) -> bytes:
+    """A small file's bytes, or one clear error naming ``what`` the file should have been.
+
     Only a regular file under ``max_bytes`` is read: a FIFO, a device such as ``/dev/zero`` or
     a folder is refused without reading (opened non-blocking, so a FIFO with no writer cannot
-    hang), and so are NaN/Infinity literals (not JSON) and nesting too deep to parse.
+    hang).
     """
     path = Path(path)
     name = shown(path)
@@ -119,12 +135,7 @@ def read_json(path: Path | str, what: str, max_bytes: int = MAX_JSON_BYTES) -> A
             os.close(fd)
     if len(data) > max_bytes:
         raise CostplanError(f"{name} grew past {max_bytes / 2**20:g} MiB while being read: not a {what}.")
-    try:
-        return json.loads(data.decode("utf-8"), parse_constant=_refuse_constant)
-    except RecursionError as exc:
-        raise CostplanError(f"{name} is nested too deeply to be a {what}.") from exc
-    except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
-        raise CostplanError(f"{name} is not a readable {what}: {_reason(exc)}.") from exc
+    return data
 
 
 def _refuse_constant(literal: str) -> Any:

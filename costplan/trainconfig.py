@@ -138,17 +138,24 @@ class _Reader:
 
 def read_training_config(path: str | Path) -> TrainingConfig:
     """Read an Axolotl, torchtune or LLaMA-Factory YAML, or a TrainingArguments JSON."""
+    from costplan.tables import read_small_file
+
     path = Path(path).expanduser()
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise CostplanError(f"No training config at {path}.") from None
-    except (OSError, UnicodeDecodeError) as exc:
+        text = read_small_file(path, "training config").decode("utf-8")
+    except UnicodeDecodeError as exc:
         raise CostplanError(f"{path} is not a readable training config: {exc}.") from None
     data = _parse(path, text)
     if not isinstance(data, dict) or not data:
         raise CostplanError(f"{path} does not hold a mapping of settings (an Axolotl, torchtune or LLaMA-Factory "
                             "YAML, or a TrainingArguments JSON).")
+    try:
+        return _read_settings(data, path, text)
+    except (TypeError, AttributeError) as exc:  # a setting of the wrong kind (a list where a number goes)
+        raise CostplanError(f"{path}: a setting has the wrong type ({' '.join(str(exc).split())[:160]}).") from None
+
+
+def _read_settings(data: dict[str, Any], path: Path, text: str) -> TrainingConfig:
     reader = _Reader(data, path)
     if isinstance(data.get("model"), dict) and "_component_" in data["model"]:
         return _torchtune(reader, text)

@@ -465,3 +465,34 @@ def test_experts_are_read_for_mixtures_only(tmp_path):
     path.write_text(json.dumps(dict(LLAMA, num_local_experts=8)))
     data = json.loads(run("estimate", "-m", path, "--json").output)
     assert data["params_total"] == 6_738_415_616
+
+
+def test_fuzzed_estimate_inputs_are_answered_or_refused_in_one_line(tmp_path):
+    # Found by fuzzing the CLI: each used to end in a traceback or a wrong refusal.
+    runner = CliRunner()
+    # No --method on a job that does not fit: the cheapest place it would fit is looked up for LoRA.
+    result = runner.invoke(cli, ["estimate", "-m", "70b", "--gpus", "1", "--gpu", "l4", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["would_fit"]
+    # 8-bit LoRA takes LoRA's default global batch (tables/practice.csv).
+    result = runner.invoke(cli, ["estimate", "-m", "7b", "--method", "lora-int8", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["layout"]["global_batch"] == 16
+    # A micro-batch above the given global batch is refused; above the default one, it sets it.
+    result = runner.invoke(cli, ["estimate", "-m", "7b", "--micro-batch", "16", "--global-batch", "8"])
+    assert result.exit_code == 2 and "larger than the global batch of 8" in result.output
+    result = runner.invoke(cli, ["estimate", "-m", "7b", "--micro-batch", "64", "--json"])
+    assert result.exit_code == 0 and json.loads(result.output)["layout"]["global_batch"] == 64
+    # Training configs: settings of the wrong kind, and files that are not regular files.
+    for name, text in (("tt.yaml", "model:\n  _component_: torchtune.models.llama2.lora_llama2_7b\n"
+                                   "  lora_attn_modules: false\n  lora_rank: [1, 2]\n"),
+                       ("ax.yml", "base_model: meta-llama/Llama-2-7b-hf\nadapter: lora\nlora_alpha: {a: 1}\n"),
+                       ("ta.json", '{"per_device_train_batch_size": 2, "deepspeed": {"zero_optimization": [1]}}')):
+        (tmp_path / name).write_text(text)
+        result = runner.invoke(cli, ["estimate", "-m", "7b", "--from", str(tmp_path / name)])
+        assert result.exit_code == 2 and "wrong type" in result.output, result.output
+    fifo = tmp_path / "fifo.yml"
+    os.mkfifo(fifo)
+    for path in (str(fifo), "/dev/zero"):
+        result = runner.invoke(cli, ["estimate", "-m", "7b", "--from", path])
+        assert result.exit_code == 2 and "not a regular file" in result.output, result.output
