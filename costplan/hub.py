@@ -70,10 +70,13 @@ def cached_file(repo_id: str, filename: str, revision: str = "main") -> Path | N
     if not snapshots.is_dir():
         return None
     ref = repo / "refs" / revision
-    commit = ref.read_text(encoding="utf-8").strip() if ref.is_file() else revision
-    candidate = snapshots / commit / filename
-    if candidate.is_file():
-        return candidate
+    try:
+        commit = ref.read_text(encoding="utf-8").strip() if ref.is_file() else revision
+        candidate = snapshots / commit / filename
+        if candidate.is_file():
+            return candidate
+    except (OSError, UnicodeDecodeError, ValueError):
+        pass  # a ref that names no snapshot (too long, not text): fall back to the snapshots held
     found = [s / filename for s in snapshots.iterdir() if (s / filename).is_file()]
     return max(found, key=lambda p: p.stat().st_mtime) if found else None
 

@@ -149,6 +149,8 @@ def learn(log: str | Path, model: str, method: str, *, gpu: str, gpus: int = 1, 
                    startup_seconds=0.0, **options)
     base = est.correction_applied or 1.0
     predicted = est.tokens_per_second / est.gpus * base  # without an earlier correction for this run
+    if not measured.tokens_per_second_per_gpu > 0:
+        raise CostplanError(f"The log's speed rounds to 0 tokens/s per GPU ({measured.detail}): nothing to learn.")
     factor = predicted / measured.tokens_per_second_per_gpu
     if not 0.05 < factor < 20:
         raise CostplanError(f"The log's speed ({measured.tokens_per_second_per_gpu:,.0f} tokens/s per GPU) is "
