@@ -71,8 +71,9 @@ class Estimate:
     hfu: float
     """Executed FLOPs (recompute included) per second over the dense peak."""
     price: Price | None
-    energy_kwh: float
-    co2_kg: float
+    energy_kwh: float | None
+    """None where the GPU's board power is unknown (no TDP listed, not calibrated)."""
+    co2_kg: float | None
     assumptions: tuple[str, ...]
     wall_seconds_range: tuple[float, float] = (0.0, 0.0)
     """Wall time at the fast and slow ends of the model's spread on published runs."""
@@ -161,6 +162,9 @@ def make_method(name: str | Method, *, lora_rank: int = 8, lora_targets: str = "
     cls = METHODS.get(name.lower())
     if cls is None:
         raise unknown_name("method", name, METHODS)
+    if weights and cls is not Inference:
+        raise CostplanError("--weights (weight-only quantization) applies to inference; use qlora to train on a "
+                            "4-bit base.")
     if issubclass(cls, QLora):
         return cls(rank=lora_rank, targets=parse_targets(lora_targets), dropout=lora_dropout, alpha=lora_alpha,
                    dora=use_dora, rslora=use_rslora, modules_to_save=tuple(modules_to_save), double_quant=double_quant)
@@ -173,9 +177,6 @@ def make_method(name: str | Method, *, lora_rank: int = 8, lora_targets: str = "
         if weights and weights not in WEIGHT_FORMATS:
             raise CostplanError(f"--weights must be one of {', '.join(WEIGHT_FORMATS)}, not {weights!r}.")
         return Inference(weights=weights or "")
-    if weights:
-        raise CostplanError("--weights (weight-only quantization) applies to inference; use qlora to train on a "
-                            "4-bit base.")
     return cls()
 
 
@@ -381,6 +382,14 @@ def estimate(
         stack_notes.append("activations as Unsloth's fused LoRA kernels keep them" if unsloth_kernels(spec, how, work)
                            else "activations as peft's modules keep them: Unsloth's fused kernels need LoRA on all "
                            "seven matrices (--lora-targets all-linear) of a Llama-style model")
+    if not how.training:
+        unused = [f"--{name.replace('_', '-')}" for name, value in (
+            ("offload", offload), ("optimizer", optimizer), ("optimizer_in_backward", optimizer_in_backward),
+            ("loss", loss), ("grad_ckpt", grad_ckpt), ("global_batch", global_batch),
+            ("global_batch_tokens", global_batch_tokens), ("zero", zero)) if value is not None]
+        if unused:
+            stack_notes.append(f"{', '.join(unused)} appl{'ies' if len(unused) == 1 else 'y'} to training: "
+                               "not used for inference")
     if held_logits:
         stack_notes.append(f"the training loop holds the model's {held_logits} logits from one forward to the next")
     if gathered_load:
@@ -456,10 +465,14 @@ def estimate(
     spread = profile.time_spread()
     seconds = result.wall_seconds
     seconds_range = (seconds * spread.low, seconds * spread.high)
-    energy = result.energy_kwh
-    notes.append(f"{power.described}; board power {result.watts:.0f} W"
-                 + (" as measured by calibration" if profile.power_watts(device.key) else
-                    f" (TDP {device.tdp_watts:.0f} W)"))
+    energy = result.energy_kwh if result.watts > 0 else None
+    if energy is None:
+        notes.append(f"energy: not estimated, {device.key} has no board power (TDP) in tables/gpus.csv "
+                     "(`costplan calibrate` on that GPU measures it)")
+    else:
+        notes.append(f"{power.described}; board power {result.watts:.0f} W"
+                     + (" as measured by calibration" if profile.power_watts(device.key) else
+                        f" (TDP {device.tdp_watts:.0f} W)"))
     notes.append(f"ranges: wall time x{spread.low:g} to x{spread.high:g} ({spread.source})")
     serve = None
     if serve_tokens is not None and how.training:
@@ -481,7 +494,8 @@ def estimate(
         params_trainable=how.trainable_params(spec) if how.training else 0, flops=result.flops,
         tokens=tokens, epochs=epochs if how.training else 1.0, flops_total=result.flops_total,
         placement=result.placement, tokens_per_second=result.tokens_per_second, wall_seconds=seconds,
-        mfu=result.mfu, hfu=result.hfu, price=chosen_price, energy_kwh=energy, co2_kg=power.co2_kg(energy),
+        mfu=result.mfu, hfu=result.hfu, price=chosen_price, energy_kwh=energy,
+        co2_kg=None if energy is None else power.co2_kg(energy),
         assumptions=tuple(notes), wall_seconds_range=seconds_range, scaling_efficiency=result.scaling_efficiency,
         step=result.step, global_batch=result.global_batch, correction_applied=result.correction, fit=result.fit,
         kv_budget=result.kv,

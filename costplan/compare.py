@@ -6,9 +6,9 @@ from typing import Any
 
 from costplan import arguments
 from costplan.alternatives import cheapest_fit
-from costplan.api import Estimate, estimate
+from costplan.api import Estimate, estimate, make_method
 from costplan.errors import CostplanError
-from costplan.model import resolve_model
+from costplan.model import ModelSpec, resolve_model
 from costplan.record import record
 from costplan.units import fmt_count
 
@@ -107,9 +107,15 @@ def compare(model: str, *, tokens: float | None = None, cpt_tokens: float | None
     if dataset is not None:
         count = dataset_count(model, dataset, options.get("seq_len"), tokenizer)
         tokens, dataset_notes = float(count.tokens), (count.describe(),)
+    spec = model if isinstance(model, ModelSpec) else resolve_model(model)
     estimates: list[Estimate] = []
     alternatives: list[Estimate | None] = []
+    skipped: list[str] = []
     for approach in approaches:
+        reason = inapplicable(approach, spec)
+        if reason:
+            skipped.append(f"{approach} left out: {reason}")
+            continue
         if approach == "inference":
             est = estimate(model, approach, tokens=eval_tokens, micro_batch=serve_batch, **options)
             if serve_tokens is not None:
@@ -125,6 +131,8 @@ def compare(model: str, *, tokens: float | None = None, cpt_tokens: float | None
         alternatives.append(None if est.placement.fits else cheapest_fit(
             model, approach, tokens=est.tokens, **({"micro_batch": serve_batch} if approach == "inference" else {}),
             **{k: v for k, v in options.items() if k != "micro_batch"}))
+    if not estimates:
+        raise CostplanError(f"None of the approaches applies to {spec.name}: {'; '.join(skipped)}")
     notes = (
         *dataset_notes,
         f"tokens: {fmt_count(tokens) if tokens else 'the default 100 M'} to fine-tune (prompt, prefix, lora, qlora, "
@@ -135,8 +143,19 @@ def compare(model: str, *, tokens: float | None = None, cpt_tokens: float | None
                                                          else "(10B default)"),
         "relative cost: " + ("training plus serving " if serve_tokens else "") + "dollars over the cheapest row "
         "that fits (a row that does not fit has no price)",
+        *skipped,
     )
     return Comparison(tuple(estimates), notes, serving=serve_tokens is not None, alternatives=tuple(alternatives))
+
+
+def inapplicable(approach: str, spec: ModelSpec) -> str | None:
+    """Why an approach does not apply to the model at all (an encoder generates no text, MLA takes no
+    prefix, T5 takes no prompt tuning or QLoRA), or None. Settings the user chose are not judged here."""
+    try:
+        make_method(approach).validate(spec)
+    except CostplanError as err:
+        return str(err).rstrip(".")
+    return None
 
 
 def would_fit(alt: Estimate | None) -> dict[str, Any] | None:

@@ -219,6 +219,9 @@ def price(gpu_key: str, provider: str | None = None, spot: bool = False, overrid
     if owned is not None:
         if override is not None or provider is not None or spot:
             raise CostplanError("--hardware-price/--electricity price owned GPUs: drop --price, --provider and --spot.")
+        if owned.usd_per_kwh > 0 and not watts > 0:
+            raise CostplanError(f"{gpu_key} has no board power (TDP) in tables/gpus.csv, so --electricity cannot "
+                                "price it: measure it with `costplan calibrate` on that GPU, or give --price.")
         return owned.price(watts, pue)
     if override is not None:
         if not override >= 0:

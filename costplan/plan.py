@@ -77,6 +77,8 @@ class PlanResult:
     """(wall seconds, dollars) of up to a few thousand feasible configurations, for plotting."""
     skipped: tuple[str, ...] = ()
     """Method and precision combinations not searched, and why (no fp8 for a 4-bit base...)."""
+    priced: int | None = None
+    """Configurations that fit and have a price (None: not counted)."""
 
     def shown(self, rows: int = 15) -> tuple[Candidate, ...]:
         """The front thinned to ``rows`` evenly spread points, the cheapest and the fastest kept: what the
@@ -222,11 +224,15 @@ def search(
     if electricity is not None or hardware_price is not None:
         owned = Ownership(hardware_usd_per_gpu_hour=hardware_price or 0.0, usd_per_kwh=electricity or 0.0)
     keys = list(gpus) if gpus else gpu_names()
-    evaluated = fitting = feasible_count = 0
+    skipped: list[str] = []
+    if owned is not None and owned.usd_per_kwh > 0:  # electricity needs the board power
+        unpowered = [k for k in keys if not (profile.power_watts(k) or find_gpu(k).tdp_watts)]
+        keys = [k for k in keys if k not in unpowered]
+        skipped += [f"{k}: no board power (TDP) is listed, so --electricity cannot price it" for k in unpowered]
+    evaluated = fitting = feasible_count = priced = 0
     best: list[Candidate] = []
     samples: list[tuple[float, float]] = []
     rng = np.random.default_rng(0)
-    skipped: list[str] = []
     batch_notes: set[str] = set()
     for method_key in methods:
         method = make_method(method_key, lora_rank=lora_rank, lora_targets=lora_targets)
@@ -253,7 +259,8 @@ def search(
             peak = modes.peak_key(modes.resolve(precision, stack.bf16))
             usable = [k for k in keys if peak in find_gpu(k).peak_flops]
             if not usable:
-                skipped.append(f"{method.key} at {precision}: none of the GPU types has a {peak} peak")
+                if keys:
+                    skipped.append(f"{method.key} at {precision}: none of the GPU types has a {peak} peak")
                 continue
             grid = None
             for ckpt in (False, True) if grad_ckpt is None else (grad_ckpt,):
@@ -269,6 +276,7 @@ def search(
                 fits, seconds, cost, device, efficiency, layout = _evaluate(grid, tokens * epochs, startup_seconds,
                                                                             pue, ckpt)
                 feasible = fits & np.isfinite(cost)
+                priced += int(feasible.sum())
                 if deadline_seconds is not None:
                     feasible &= seconds <= deadline_seconds
                 if budget_usd is not None:
@@ -307,7 +315,8 @@ def search(
            if owned else "prices from the offer that rents each count most cheaply (whole instances)"),
         *skipped,
     )
-    return PlanResult(tuple(front), evaluated, fitting, feasible_count, notes, tuple(samples), tuple(skipped))
+    return PlanResult(tuple(front), evaluated, fitting, feasible_count, notes, tuple(samples), tuple(skipped),
+                      priced)
 
 
 @record

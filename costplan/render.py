@@ -89,7 +89,8 @@ def summary_table(est: Estimate, alternative: Estimate | None = None) -> Table:
     if est.cost_usd_per_million_tokens is not None:
         rows.append(("$ / 1M tokens", fmt_usd(est.cost_usd_per_million_tokens)))
     if fits_now:
-        rows.append(("energy", f"{fmt_number(est.energy_kwh)} kWh, {fmt_number(est.co2_kg)} kg CO2"))
+        rows.append(("energy", "unknown (no board power listed for the GPU)" if est.energy_kwh is None or
+                     est.co2_kg is None else f"{fmt_number(est.energy_kwh)} kWh, {fmt_number(est.co2_kg)} kg CO2"))
     if est.serve is not None and est.serve.cost_usd is not None:
         rows.append(("serving", f"{fmt_usd(est.serve.cost_usd)} for {fmt_count(est.serve.tokens)} tokens "
                      f"({fmt_usd(est.serve.cost_usd_per_million_tokens or 0.0)} / 1M)"))
@@ -353,7 +354,7 @@ def compare_table(result: Comparison, wide: bool = False) -> Group:
         cells.append("-" if row["relative_cost"] is None else f"{fmt_number(row['relative_cost'])}x")
         if wide:
             low_high = e.cost_usd_range
-            cells += [fmt_number(e.energy_kwh) if fits else "-",
+            cells += [fmt_number(e.energy_kwh) if fits and e.energy_kwh is not None else "-",
                       f"{fmt_usd(low_high[0])} to {fmt_usd(low_high[1])}" if low_high else "-"]
         table.add_row(*cells, style=None if fits else "red")
         if not fits:

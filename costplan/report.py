@@ -252,7 +252,7 @@ def _sections(data: dict[str, Any], comparison: Comparison, plan: PlanResult, va
                              fmt_number(e.gpu_hours) if fits else "-",
                              fmt_usd(e.cost_usd) if e.cost_usd is not None else ("no price" if fits else "-"),
                              f"{fmt_number(row['relative_cost'])}x" if row["relative_cost"] else "-",
-                             fmt_number(e.energy_kwh) if fits else "-"])
+                             fmt_number(e.energy_kwh) if fits and e.energy_kwh is not None else "-"])
     plan_rows = [["", "method", "GPUs", "precision", "micro-batch", "ckpt", "ZeRO", "memory/GPU", "wall time", "cost"]]
     front = plan.shown()
     for i, c in enumerate(front):

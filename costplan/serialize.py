@@ -125,11 +125,17 @@ def plan_dict(result: Any, deadline: str | None = None, budget: float | None = N
 def plan_why(result: Any, deadline: str | None, budget: float | None) -> str:
     """Why nothing is feasible, in one sentence."""
     if result.evaluated == 0 and result.skipped:
-        return (f"Nothing could be searched: {'; '.join(result.skipped)}. Choose another --precision (fp16 on "
-                "GPUs without bf16) or other GPU types.")
+        precision = any("--electricity" not in reason for reason in result.skipped)
+        return (f"Nothing could be searched: {'; '.join(result.skipped)}. "
+                + ("Choose another --precision (fp16 on GPUs without bf16) or other GPU types." if precision else
+                   "Choose other GPU types."))
     if result.fitting == 0:
         return (f"No configuration fits in memory ({result.evaluated:,} evaluated); allow more GPUs with --max-gpus, "
                 "a larger GPU type, a shorter --seq-len or a frugal method (qlora).")
+    if result.priced == 0:
+        return (f"No price is listed for the GPU counts that fit ({result.fitting:,} of {result.evaluated:,} "
+                "configurations fit in memory): pass --price (dollars per GPU-hour), --provider with another "
+                "provider, or other GPU types.")
     wanted = " and ".join(filter(None, [f"a {deadline} deadline" if deadline else "",
                                         f"a ${budget:,.0f} budget" if budget else ""])) or "the constraints"
     return (f"No configuration meets {wanted} ({result.fitting:,} of {result.evaluated:,} configurations fit in "

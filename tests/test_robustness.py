@@ -496,3 +496,37 @@ def test_fuzzed_estimate_inputs_are_answered_or_refused_in_one_line(tmp_path):
     for path in (str(fifo), "/dev/zero"):
         result = runner.invoke(cli, ["estimate", "-m", "7b", "--from", path])
         assert result.exit_code == 2 and "not a regular file" in result.output, result.output
+
+
+def test_unknown_board_power_inapplicable_approaches_and_options_of_the_other_kind():
+    # Found by fuzzing: each gave a wrong number or a refusal of the whole question.
+    # H800 has no TDP in tables/gpus.csv: energy is unknown (it read 0 kWh) and --electricity cannot price it
+    # (it read $0).
+    est = json.loads(run("estimate", "-m", "7b", "--method", "lora", "--gpu", "h800", "--json").output)
+    assert est["energy_kwh"] is None and est["co2_kg"] is None
+    assert any("no board power" in a for a in est["assumptions"])
+    one_error_line(run("estimate", "-m", "7b", "--gpu", "h800", "--electricity", "0.2"), "no board power (TDP)")
+    plan = json.loads(run("plan", "-m", "7b", "--method", "lora", "--gpu", "h800", "--tokens", "1e8",
+                          "--electricity", "0.2", "--json").output)
+    assert not plan["rows"] and "no board power" in plan["why"]
+    mixed = json.loads(run("plan", "-m", "7b", "--method", "lora", "--gpu", "h800,h100", "--tokens", "1e8",
+                           "--electricity", "0.2", "--json").output)
+    assert mixed["rows"] and all(r["gpu"] != "h800" for r in mixed["rows"])
+    # No listed price (it said "relax the deadline or budget" with neither given).
+    plan = json.loads(run("plan", "-m", "7b", "--method", "lora", "--gpu", "h800", "--tokens", "1e8",
+                          "--json").output)
+    assert not plan["rows"] and plan["why"].startswith("No price is listed")
+    # compare leaves out the approaches that do not apply to the model (it refused the whole comparison).
+    for model, left_out in (("bert-base", {"inference", "prefix"}), ("t5-base", {"prompt", "prefix", "qlora"}),
+                            ("deepseek-v3", {"prefix"})):
+        result = run("compare", "-m", model, "--json")
+        assert result.exit_code == 0, result.output
+        data = json.loads(result.output)
+        assert {r["method"] for r in data["rows"]} == {"inference", "prompt", "prefix", "lora", "qlora", "full",
+                                                       "cpt"} - left_out
+        assert sum("left out" in n for n in data["notes"]) == len(left_out)
+    # Options of the other kind of job: --weights on training is refused (it was ignored); training-only
+    # options on inference are named as unused.
+    one_error_line(run("estimate", "-m", "7b", "--method", "lora", "--weights", "int4"), "applies to inference")
+    est = json.loads(run("estimate", "-m", "7b", "--method", "inference", "--offload", "params", "--json").output)
+    assert "--offload applies to training: not used for inference" in est["assumptions"]

@@ -48,7 +48,9 @@ function fmtCount(n) {
   }
   return `${+n.toPrecision(3)}`;
 }
-function fmtNumber(x, digits = 3) { return (+x.toPrecision(digits)).toLocaleString("en-US"); }
+function fmtNumber(x, digits = 3) {
+  return x === null || x === undefined ? "–" : (+x.toPrecision(digits)).toLocaleString("en-US");
+}
 function label(key) { return key.replace(/_/g, " "); }
 
 // --- small DOM helpers --------------------------------------------------------------------------
@@ -241,7 +243,8 @@ function renderSummary(est) {
     ["wall_hours", "Wall time", est.wall_hours, fmtHours(est.wall_hours) + range(est.wall_hours_range, fmtHours)],
     ["cost_usd", "Cost", est.cost_usd, fmtUsd(est.cost_usd) + range(est.cost_usd_range, fmtUsd)],
     ["gpu_hours", "GPU-hours", est.gpu_hours, fmtNumber(est.gpu_hours)],
-    ["energy_kwh", "Energy", est.energy_kwh, `${fmtNumber(est.energy_kwh)} kWh, ${fmtNumber(est.co2_kg)} kg CO₂`],
+    ["energy_kwh", "Energy", est.energy_kwh, est.energy_kwh === null ? "unknown (no board power listed for the GPU)"
+      : `${fmtNumber(est.energy_kwh)} kWh, ${fmtNumber(est.co2_kg)} kg CO₂`],
     ["tokens_per_second", "Throughput", est.tokens_per_second,
       `${fmtNumber(est.tokens_per_second)} tokens/s, MFU ${(100 * est.mfu).toFixed(1)}%`],
     ["memory_device_bytes", "Memory per GPU", est.memory_device_bytes,
