@@ -29,7 +29,7 @@ from costplan.record import record
 from costplan.scaling import Link, link
 from costplan.speed import decode_shape, micro_batch_seconds, step_shape
 from costplan.units import fmt_bytes, fmt_count, fmt_duration
-from costplan.workload import LOSSES, OFFLOADS, Workload
+from costplan.workload import LOSSES, OFFLOADS, PIPELINE_SCHEDULES, Workload
 
 PRECISIONS = modes.NAMES
 ESTIMATE_AUTO = frozenset({"gpus", "tokens", "seq_len", "micro_batch", "global_batch", "global_batch_tokens", "zero",
@@ -249,6 +249,7 @@ def estimate(
     double_quant: bool = True,
     gathered_load: bool = False,
     held_logits: str | None = None,
+    pipeline_schedule: str = "interleaved",
     steady_state: bool = False,
     weights: str | None = None,
     prompt_len: int = 512,
@@ -271,6 +272,7 @@ def estimate(
     ``gathered_load``: the checkpoint loads by gathering the whole sharded model onto every GPU (a
     peak of its own; Lightning Fabric until mid-2023). ``held_logits`` (``fp32`` or ``compute``): the
     training loop keeps the model's outputs, its logits, until the next forward (``Workload.held_logits``).
+    ``pipeline_schedule``: ``interleaved`` 1F1B (virtual stages, the default) or plain ``1f1b``.
     ``steady_state``: the wall time of the training steps only, without a pretraining run's allowance for
     evaluation, checkpoint saves, data stalls and restarts (what steps x measured step time gives).
     ``electricity`` ($/kWh) and ``hardware_price`` (amortised $/GPU-hour) price GPUs you own instead of
@@ -298,6 +300,7 @@ def estimate(
     gpu = arguments.text("gpu", gpu)
     precision = arguments.text("precision", precision, PRECISIONS)
     attention = arguments.text("attention", attention, ("flash", "eager"))
+    pipeline_schedule = arguments.text("pipeline_schedule", pipeline_schedule, PIPELINE_SCHEDULES)
     optimizer = arguments.text("optimizer", optimizer, optional=True)
     loss = arguments.text("loss", loss, LOSSES, optional=True)
     if offload is not None and not isinstance(offload, (str, tuple, list)):
@@ -372,7 +375,8 @@ def estimate(
                                        micro_batch=micro_batch or 1,
                                        attention=attention, prompt_len=prompt_len, gen_len=gen_len,
                                        source_len=prompt_len if spec.is_encoder_decoder else None,
-                                       gathered_load=gathered_load, held_logits=held_logits)
+                                       gathered_load=gathered_load, held_logits=held_logits,
+                                       pipeline_schedule=pipeline_schedule)
     if how.training and work.modeling == "litgpt":
         stack_notes.append("activations as LitGPT's own layers keep them (fused qkv, k and v repeated to every "
                            "query head, one zero-padded qkv adapter)")

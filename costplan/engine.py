@@ -307,7 +307,8 @@ def training_step(shape: StepShape, mem: TrainingMemory, *, hw: Hardware, consta
     # Interleaved 1F1B (Megatron's virtual pipeline, as NeMo's recipes run large models: about two
     # layers per virtual stage): (pp - 1) / v micro-batch slots idle while the pipeline fills and
     # drains; stages pass activations to their neighbour over the node network, v times as often.
-    virtual = xp.maximum(shape.layers // (2 * pp), 1)
+    # Plain 1F1B (DeepSpeed's pipeline engine) has one stage per GPU: v = 1 (Narayanan et al. 2021).
+    virtual = xp.maximum(shape.layers // (2 * pp), 1) if shape.interleaved else 1
     p2p = xp.where(pp > 1, 2 * virtual * message / tp / (hw.node_bytes_per_s / hw.gpus_per_node), 0.0)
     bubble = (pp - 1) / virtual * per_micro + grad_accum * p2p
     once, per_batch = data_parallel_seconds(mem.reduced_gradients or mem.gradients, mem.weights, dp=dp * cp, tp=tp,

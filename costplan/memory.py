@@ -26,6 +26,8 @@ The reserved total adds the caching allocator's slack; the device total adds the
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from costplan.activations import (
     LogitsBytes,
     eager_attention_backward,
@@ -36,7 +38,7 @@ from costplan.activations import (
 )
 from costplan.gradflow import model_flows
 from costplan.methods import Method, Tensor2D
-from costplan.model import ModelSpec, count_params, layer_kinds, layer_linears
+from costplan.model import LayerKind, ModelSpec, count_params, layer_kinds, layer_linears
 from costplan.optimizers import optimizer
 from costplan.record import record
 from costplan.terms import Mem, Phase
@@ -101,11 +103,11 @@ def matrix_bytes_per_param(method: Method, compute_bytes: int) -> float:
     return weight_bytes_per_param(weights, compute_bytes)
 
 
-def matrix_params(model: ModelSpec) -> int:
+def matrix_params(model: ModelSpec, kinds: Iterable[LayerKind] | None = None) -> int:
     """Weights of the layers' matrices in the compute dtype: what 4-bit and weight-only formats
-    quantize (fp32 ones, DeepSeek's routers, stay as they are)."""
+    quantize (fp32 ones, DeepSeek's routers, stay as they are); of ``kinds`` of layer only when given."""
     return sum(kind.count * sum(lin.copies * lin.weight_elements for lin in kind.linears if not lin.fp32)
-               for kind in layer_kinds(model))
+               for kind in (layer_kinds(model) if kinds is None else kinds))
 
 
 def dora_workspace(model: ModelSpec, method: Method) -> float:

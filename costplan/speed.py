@@ -110,6 +110,8 @@ class StepShape:
     tokens: int
     """Data tokens per sequence."""
     layers: int
+    interleaved: bool = True
+    """Pipeline stages hold virtual stages of about two layers each (interleaved 1F1B)."""
 
 
 @record
@@ -229,7 +231,7 @@ def step_shape(model: ModelSpec, method: Method, work: Workload, flops: FlopsBre
         loss_bytes=loss, dequant_bytes=dequant, operators=operators, optimizer_bytes=optimizer_bytes,
         bytes_per_element=p,
         model_flops=hardware - flops.recompute * tokens, hardware_flops=hardware, tokens=tokens,
-        layers=model.num_layers)
+        layers=model.num_layers, interleaved=work.pipeline_schedule == "interleaved")
 
 
 def _mlp_width(linears: tuple) -> float:
@@ -329,8 +331,7 @@ def decode_shape(model: ModelSpec, method: Method, work: Workload, flops_per_tok
     expert_elements = sum(kind.count * sum(lin.weight_elements for lin in kind.linears if lin.copies > 1)
                           for kind in layer_kinds(model))
     encoders = [kind for kind in layer_kinds(model) if not kind.causal]
-    encoder_matrices = sum(kind.count * sum(lin.copies * lin.weight_elements for lin in kind.linears if not lin.fp32)
-                           for kind in encoders)
+    encoder_matrices = matrix_params(model, encoders)
     encoder = sum(kind.count * kind.params for kind in encoders) * p - encoder_matrices * (p - per)
     if model.is_encoder_decoder:  # the cache holds the target so far and the source's cross keys and values
         kv = kv_cache_bytes(model, 1 + work.gen_len // 2, 1, p, memory_tokens=work.prompt_len)
