@@ -34,7 +34,7 @@ from costplan.workload import LOSSES, OFFLOADS, PIPELINE_SCHEDULES, Workload
 PRECISIONS = modes.NAMES
 ESTIMATE_AUTO = frozenset({"gpus", "tokens", "seq_len", "micro_batch", "global_batch", "global_batch_tokens", "zero",
                            "tp", "pp", "price", "pue", "serve_tokens", "lora_alpha", "electricity",
-                           "hardware_price", "source_len", "target_len", "lora_dropout"})
+                           "hardware_price", "source_len", "target_len", "lora_dropout", "goodput"})
 """Arguments whose None means "chosen by costplan" (or "not asked")."""
 
 SCHEMA_VERSION = 2
@@ -251,6 +251,7 @@ def estimate(
     held_logits: str | None = None,
     pipeline_schedule: str = "interleaved",
     steady_state: bool = False,
+    goodput: float | None = None,
     weights: str | None = None,
     prompt_len: int = 512,
     gen_len: int = 256,
@@ -275,6 +276,8 @@ def estimate(
     ``pipeline_schedule``: ``interleaved`` 1F1B (virtual stages, the default) or plain ``1f1b``.
     ``steady_state``: the wall time of the training steps only, without a pretraining run's allowance for
     evaluation, checkpoint saves, data stalls and restarts (what steps x measured step time gives).
+    ``goodput``: the share of the run's wall time spent in training steps, when known (default: 1 for
+    fine-tuning, ``run_goodput`` fitted on published pretraining runs for pretraining and CPT).
     ``electricity`` ($/kWh) and ``hardware_price`` (amortised $/GPU-hour) price GPUs you own instead of
     renting them. ``dataset`` (a path, or a ``costplan.dataset.TokenCount``) gives the training tokens:
     counted with ``tokenizer`` (a tokenizer.json, folder or Hub id) or the model's own, packed at the
@@ -287,8 +290,8 @@ def estimate(
         global_batch_tokens=global_batch_tokens, zero=zero, tp=tp, pp=pp, cp=cp, price=price, lora_rank=lora_rank,
         lora_dropout=lora_dropout, lora_alpha=lora_alpha, virtual_tokens=virtual_tokens, prompt_len=prompt_len,
         gen_len=gen_len, pue=pue, serve_tokens=serve_tokens, serve_batch=serve_batch, startup_seconds=startup_seconds,
-        electricity=electricity, hardware_price=hardware_price, source_len=source_len, target_len=target_len),
-        auto=ESTIMATE_AUTO)
+        electricity=electricity, hardware_price=hardware_price, source_len=source_len, target_len=target_len,
+        goodput=goodput), auto=ESTIMATE_AUTO)
     gpus, tokens, epochs, seq_len, micro_batch = v["gpus"], v["tokens"], v["epochs"], v["seq_len"], v["micro_batch"]
     global_batch, global_batch_tokens, zero, tp, pp, cp = (v["global_batch"], v["global_batch_tokens"], v["zero"],
                                                            v["tp"], v["pp"], v["cp"])
@@ -296,7 +299,7 @@ def estimate(
     lora_alpha, electricity, hardware_price = v["lora_alpha"], v["electricity"], v["hardware_price"]
     source_len, target_len = v["source_len"], v["target_len"]
     prompt_len, gen_len, pue, serve_tokens = v["prompt_len"], v["gen_len"], v["pue"], v["serve_tokens"]
-    serve_batch, startup_seconds = v["serve_batch"], v["startup_seconds"]
+    serve_batch, startup_seconds, goodput = v["serve_batch"], v["startup_seconds"], v["goodput"]
     gpu = arguments.text("gpu", gpu)
     precision = arguments.text("precision", precision, PRECISIONS)
     attention = arguments.text("attention", attention, ("flash", "eager"))
@@ -320,6 +323,8 @@ def estimate(
     gathered_load = arguments.flag("gathered_load", gathered_load)
     held_logits = arguments.text("held_logits", held_logits, ("fp32", "compute"), optional=True)
     steady_state = arguments.flag("steady_state", steady_state)
+    if steady_state and goodput is not None:
+        raise CostplanError("give --steady-state (no whole-run allowance) or --goodput, not both.")
     grad_ckpt = arguments.flag("grad_ckpt", grad_ckpt, optional=True)
     if grid is not None and (isinstance(grid, bool) or not isinstance(grid, (str, int, float))):
         raise CostplanError(f"--grid must be a region name or kg CO2 per kWh, not {grid!r}.")
@@ -453,7 +458,7 @@ def estimate(
         _check_layout_for_stack(pins, stack)
         result = _training(spec, how, device, net, stack, work, profile, pins, tokens, epochs, global_batch,
                            global_batch_tokens, runtime, startup_seconds, power.pue, provider, spot, price, owned,
-                           steady_state)
+                           1.0 if steady_state else goodput)
     else:
         result = _inference(spec, how, device, net, work, profile, tokens, gpus, runtime or "compiled",
                             startup_seconds, power.pue, provider, spot, price, owned)
@@ -735,7 +740,7 @@ def training_job(spec: ModelSpec, how: Method, device: GpuSpec, net: Link, stack
 
 def _training(spec, how, device, net, stack, work, profile, pins, tokens, epochs, global_batch, global_batch_tokens,
               runtime, startup_seconds, pue, provider, spot, price_override, owned=None,
-              steady_state=False) -> _Result:
+              goodput=None) -> _Result:
     if global_batch_tokens is not None:
         if not global_batch_tokens > 0:
             raise ValueError("--global-batch-tokens must be positive")
@@ -767,7 +772,8 @@ def _training(spec, how, device, net, stack, work, profile, pins, tokens, epochs
                        watts=job.hw.watts, pue=pue)
     hw = replace(job.hw, usd_per_gpu_hour=offer.usd_per_gpu_hour if offer else 0.0)
     step = job.step(layout)
-    goodput = 1.0 if steady_state else run_goodput(how, profile)
+    given = goodput is not None
+    goodput = run_goodput(how, profile) if goodput is None else goodput
     result = engine.throughput(step, parts.shape, gpus=layout.gpus, hw=hw, tokens=total_tokens,
                                startup_seconds=startup_seconds, pue=pue, goodput=goodput)
     run = replace(work, micro_batch=layout.micro_batch, grad_ckpt=layout.grad_ckpt)
@@ -785,10 +791,11 @@ def _training(spec, how, device, net, stack, work, profile, pins, tokens, epochs
         f"bandwidth, {stack.runtime} dispatch"
         + (f"; measured correction x{correction.factor:.2f} ({correction.source})" if correction else ""),
         f"step: {_step_text(step)}; MFU {float(result.mfu):.1%}, HFU {float(result.hfu):.1%}",
-        (f"wall time: steady-state steps over a whole-run efficiency of {goodput:.0%} (published pretraining runs "
-         "took 1/{goodput:.2f} of the steady-state time: evaluation, checkpoint saves, data stalls, restarts, "
-         "older stacks)".replace("{goodput:.2f}", f"{goodput:.2f}") if goodput < 1 else
-         "wall time: steady-state steps (no whole-run allowance)" if steady_state else
+        (f"wall time: steady-state steps over a whole-run efficiency of {goodput:.0%} (given)" if given and goodput < 1
+         else f"wall time: steady-state steps over a whole-run efficiency of {goodput:.0%} (published pretraining "
+         f"runs took 1/{goodput:.2f} of the steady-state time: evaluation, checkpoint saves, data stalls, restarts, "
+         "older stacks)" if goodput < 1 else
+         "wall time: steady-state steps (no whole-run allowance)" if given else
          "wall time: steady-state steps (fine-tuning jobs are short; no whole-run allowance)"),
         f"communication: {net.described}",
         f"peak memory at the {placement.memory.peak_phase.label}",

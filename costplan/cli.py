@@ -287,6 +287,9 @@ LAYOUT = _options(
 @DATASET
 @click.option("--pue", type=_Number(1.0, 3.0), help="Data-centre PUE [default: industry average, tables/energy.csv].")
 @click.option("--grid", help="Grid carbon intensity: world, us, eu, france, or kg CO2 per kWh [default: world].")
+@click.option("--goodput", type=_Number(0.05, 1.0), show_default="auto",
+              help="Share of the run's wall time spent in training steps, if your cluster's is known [pretraining "
+              "and CPT: fitted on published runs (tables/efficiency.csv run_goodput); fine-tuning: 1].")
 @click.option("--serve-tokens", type=_Count(), help="Also price serving this many generated tokens on the result.")
 @click.option("--serve-batch", type=_ints(MAX_BATCH), default=32, show_default=True,
               help="Concurrent requests when serving.")

@@ -248,8 +248,9 @@ def predict(row: dict[str, str], profile: Any = None) -> tuple[float, float | No
         tokens = number(row, "tokens")
         if not tokens:
             raise CostplanError("tokens not stated")
+        stated = [float(s.split("=", 1)[1]) for s in _switches(row) if s.startswith("goodput=")]
         est = estimate(spec, row.get("method") or "pretrain", tokens=tokens,
-                       steady_state="step-time" in _switches(row), **options)
+                       steady_state="step-time" in _switches(row), goodput=stated[0] if stated else None, **options)
         naive = _naive_time(spec, device.peak(options["precision"])) * tokens / 3600
         return est.gpu_hours, naive, f"{est.gpus} GPUs, {_layout(est)}, MFU {est.mfu:.2f}"
     if kind == "throughput":

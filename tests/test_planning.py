@@ -311,3 +311,18 @@ def test_pipeline_bubble_follows_the_schedule():
                    for a in est.assumptions)
     with pytest.raises(CostplanError, match="pipeline"):
         costplan.estimate("llama-2-70b", "pretrain", pipeline_schedule="gpipe", **common)
+
+
+def test_a_stated_goodput_replaces_the_fitted_run_allowance():
+    common = dict(gpus=64, tokens=1e11, seq_len=4096)
+    steady = costplan.estimate("llama-2-7b", "pretrain", steady_state=True, **common)
+    stated = costplan.estimate("llama-2-7b", "pretrain", goodput=0.9, **common)
+    fitted = costplan.estimate("llama-2-7b", "pretrain", **common)
+    assert stated.wall_seconds == pytest.approx(steady.wall_seconds / 0.9, rel=1e-12)
+    goodput = default_profile().value("run_goodput").value
+    assert fitted.wall_seconds == pytest.approx(steady.wall_seconds / goodput, rel=1e-12)
+    assert "wall time: steady-state steps over a whole-run efficiency of 90% (given)" in stated.assumptions
+    with pytest.raises(CostplanError, match="not both"):
+        costplan.estimate("llama-2-7b", "pretrain", goodput=0.9, steady_state=True, **common)
+    result = CliRunner().invoke(cli, ["estimate", "-m", "7b", "--method", "pretrain", "--goodput", "1.5"])
+    assert result.exit_code == 2 and "--goodput" in result.output
