@@ -61,6 +61,17 @@ def gpu_names() -> list[str]:
 def gpu(name: str) -> GpuSpec:
     """A GPU from ``tables/gpus.csv`` by key or alias (``h100`` is the SXM part)."""
     row = row_by_name("gpus", name, "GPU")
+    spec = _SPECS.get(row["key"])
+    if spec is None:
+        spec = _SPECS[row["key"]] = _spec(row)
+    return spec
+
+
+_SPECS: dict[str, GpuSpec] = {}
+"""Specs by key, built once (the table is read once; ``plan`` asks per GPU type and count)."""
+
+
+def _spec(row: dict[str, str]) -> GpuSpec:
     peaks = {}
     for dtype, column in _PEAK_COLUMN.items():
         value = number(row, column)

@@ -26,6 +26,28 @@ class Factor:
     source: str
 
 
+_FACTORS: dict[int, tuple[tuple[dict[str, str], ...], dict[str, dict[str, Factor]]]] = {}
+
+
+def _factors(rows: tuple[dict[str, str], ...]) -> dict[str, dict[str, Factor]]:
+    """The rows as factors by kind and scope (the last row of a scope wins), built once per table:
+    ``plan`` asks for a few thousand constants per search."""
+    held = _FACTORS.get(id(rows))
+    if held is not None and held[0] is rows:
+        return held[1]
+    factors: dict[str, dict[str, Factor]] = {}
+    for row in rows:
+        value = number(row, "value")
+        if value is None:
+            continue
+        factors.setdefault(row["kind"], {})[row["scope"]] = Factor(
+            value, number(row, "low") or value, number(row, "high") or value, row["source"])
+    if len(_FACTORS) > 32:
+        _FACTORS.clear()
+    _FACTORS[id(rows)] = (rows, factors)
+    return factors
+
+
 @record
 class Correction:
     """A measured step time over the speed model's prediction for the same configuration."""
@@ -64,13 +86,11 @@ class Profile:
         return self._row(kind, scopes)
 
     def _row(self, kind: str, scopes: tuple[str, ...]) -> Factor:
-        found = {row["scope"]: row for row in self.rows if row["kind"] == kind}
+        found = _factors(self.rows).get(kind, {})
         for scope in (*scopes, "*"):
-            row = found.get(scope)
-            if row is not None:
-                value = number(row, "value")
-                assert value is not None
-                return Factor(value, number(row, "low") or value, number(row, "high") or value, row["source"])
+            factor = found.get(scope)
+            if factor is not None:
+                return factor
         raise LookupError(f"tables/efficiency.csv has no {kind} row")
 
     def _measured(self, kind: str, gpu_key: str | None) -> float | None:
