@@ -318,7 +318,7 @@ def training_step(shape: StepShape, mem: TrainingMemory, *, hw: Hardware, consta
                + grad_accum * xp.maximum(per_batch - BACKWARD_OVERLAP * mb_seconds, 0.0))
     shards = tp * pp * xp.where(zero >= 1, dp * cp, 1)
     optimizer = optimizer_seconds(shape, shards=shards, bandwidth=hw.bandwidth, constants=constants)
-    if mem.offload_bytes_per_step or mem.offload_bytes_per_micro:
+    if mem.offload_bytes_per_step or mem.offload_bytes_per_micro or mem.offload_param_bytes_per_micro:
         link = hw.host_link_bytes_per_s * HOST_LINK_EFFICIENCY
         # ZeRO-Offload: gradients down and updated weights up over PCIe, and the step on the host
         # CPU, none of it hidden behind this step's compute; parameter and checkpoint traffic runs
@@ -326,7 +326,10 @@ def training_step(shape: StepShape, mem: TrainingMemory, *, hw: Hardware, consta
         offloaded = (mem.offload_bytes_per_step / shards / link
                      + mem.offloaded_params / shards * CPU_ADAM_SECONDS_PER_PARAM)
         optimizer = xp.where(mem.offloaded_params > 0, offloaded, optimizer + offloaded)
-        per_micro_link = mem.offload_bytes_per_micro * micro_batch / (tp * pp * cp) / link
+        # Checkpoints cross per sequence; each GPU fetches its own shard of the offloaded parameters once
+        # per micro-batch, whatever its size (the all-gather between GPUs is ZeRO-3's own traffic).
+        per_micro_link = (mem.offload_bytes_per_micro * micro_batch / (tp * pp * cp)
+                          + mem.offload_param_bytes_per_micro / (tp * pp * xp.where(zero >= 3, dp * cp, 1))) / link
         exposed = exposed + grad_accum * xp.maximum(per_micro_link - BACKWARD_OVERLAP * mb_seconds, 0.0)
     total = compute + bubble + exposed + optimizer
     tokens = dp * micro_batch * grad_accum * shape.tokens

@@ -169,7 +169,9 @@ class TrainingMemory:
     offload_bytes_per_step: float = 0.0
     """Bytes that cross the host link once per optimizer step (gradients down, updated weights up)."""
     offload_bytes_per_micro: float = 0.0
-    """Bytes that cross it per micro-batch (offloaded parameters fetched, checkpoints out and back)."""
+    """Bytes that cross it per sequence of a micro-batch (checkpoints out and back)."""
+    offload_param_bytes_per_micro: float = 0.0
+    """Offloaded parameters fetched per micro-batch whatever its size (forward and backward), before sharding."""
     offloaded_params: float = 0.0
     """Parameters whose optimizer step runs on the host CPU (ZeRO-Offload's CPU Adam)."""
     load_gather: float = 0.0
@@ -254,7 +256,7 @@ def training_memory(model: ModelSpec, method: Method, work: Workload) -> Trainin
     activations = mb * saved.total(work.grad_ckpt)
     checkpoints = mb * (saved.layers(work.grad_ckpt) + saved.shared)
     whole_model = weights
-    host_states = host_weights = host_activations = crossing = per_micro = cpu_params = 0.0
+    host_states = host_weights = host_activations = crossing = per_micro = per_micro_params = cpu_params = 0.0
     paged = states if opt.paged else 0.0
     if paged:
         states = 0.0
@@ -269,7 +271,7 @@ def training_memory(model: ModelSpec, method: Method, work: Workload) -> Trainin
     if "params" in work.offload:
         # ZeRO-3 parameter offload: the weights stay on the host, two layers gathered at a time.
         host_weights = weights
-        per_micro += 2 * weights  # fetched in forward and again in backward
+        per_micro_params = 2 * weights  # fetched in forward and again in backward
         weights = 2 * layer
     if "activations" in work.offload:
         # Checkpoints (or, without checkpointing, every saved tensor) copied to pinned host memory
@@ -306,6 +308,7 @@ def training_memory(model: ModelSpec, method: Method, work: Workload) -> Trainin
         host_activations=host_activations,
         offload_bytes_per_step=crossing,
         offload_bytes_per_micro=per_micro,
+        offload_param_bytes_per_micro=per_micro_params,
         offloaded_params=cpu_params,
         load_gather=whole_model if work.gathered_load else 0.0,
         held_logits=mb * _held_logits(model, method, work),

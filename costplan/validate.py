@@ -257,14 +257,12 @@ def predict(row: dict[str, str], profile: Any = None) -> tuple[float, float | No
         est = estimate(spec, "pretrain", tokens=1e9, **options)
         return est.tokens_per_second / est.gpus, 1 / _naive_time(spec, peak), f"{_layout(est)}, MFU {est.mfu:.2f}"
     if kind == "finetune_throughput":
-        method = row["method"]
-        if row.get("quant", "").startswith("nf4") and method == "lora":
-            method = "qlora"
+        method, extra = _stack_options(row, options)  # the same stated settings as the run's memory row
         if options.get("micro_batch") and _int(row, "grad_accum"):
             options["global_batch"] = options["micro_batch"] * _int(row, "grad_accum") * options.get("gpus", 1)
         est = estimate(spec, method, tokens=1e8, lora_rank=_int(row, "lora_rank") or 8,
-                       lora_targets=_targets(row.get("lora_targets", "")), **options)
-        return est.tokens_per_second / est.gpus, 1 / _naive_time(spec, peak), f"{method}, {_layout(est)}"
+                       lora_targets=_targets(row.get("lora_targets", "")), **{**options, **extra})
+        return est.tokens_per_second / est.gpus, 1 / _naive_time(spec, peak), f"{est.method.key}, {_layout(est)}"
     if kind == "decode":
         batch = _int(row, "batch") or 1
         weights = row.get("quant") or "bf16"

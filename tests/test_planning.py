@@ -3,6 +3,7 @@
 import itertools
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from costplan.compare import compare
 from costplan.cram import TOKENS_PER_PARAM, cram
 from costplan.energy import energy_model
 from costplan.errors import CostplanError
+from costplan.flops import training_flops
 from costplan.hardware import gpu
 from costplan.memory import training_memory
 from costplan.methods import FullFineTune, Lora, PromptTuning, QLora
@@ -23,6 +25,7 @@ from costplan.model import preset
 from costplan.plan import STARTUP_SECONDS, search
 from costplan.profile import default_profile
 from costplan.scaling import link
+from costplan.speed import step_shape
 from costplan.workload import Workload
 from tests.specs import sharded
 
@@ -326,3 +329,25 @@ def test_a_stated_goodput_replaces_the_fitted_run_allowance():
         costplan.estimate("llama-2-7b", "pretrain", goodput=0.9, steady_state=True, **common)
     result = CliRunner().invoke(cli, ["estimate", "-m", "7b", "--method", "pretrain", "--goodput", "1.5"])
     assert result.exit_code == 2 and "--goodput" in result.output
+
+
+def test_offloaded_parameters_cross_the_host_link_once_per_micro_batch_per_shard():
+    # FSDP CPU offload of Llama-2-7B's bf16 base under LoRA: each GPU copies its own shard of the weights up
+    # in forward and again in backward, whatever the micro-batch's size (the all-gather between GPUs is
+    # ZeRO-3's own traffic). Before, the fetch was charged per sequence and unsharded.
+    work = Workload(seq_len=2048, grad_ckpt=True, offload=("params",))
+    mem = training_memory(preset("llama-2-7b"), Lora(), work)
+    plain = training_memory(preset("llama-2-7b"), Lora(), Workload(seq_len=2048, grad_ckpt=True))
+    assert mem.offload_param_bytes_per_micro == pytest.approx(2 * plain.weights)
+    assert mem.offload_bytes_per_micro == 0
+    hw = hardware(gpu("rtx-4090"), link("rtx-4090"), "bf16", default_profile())
+    fetch = 2 * plain.weights / 2 / (hw.host_link_bytes_per_s * engine.HOST_LINK_EFFICIENCY)  # dp 2, ZeRO-3
+    shape = step_shape(preset("llama-2-7b"), Lora(), work, training_flops(preset("llama-2-7b"), Lora(), work))
+    constants = default_profile().constants("rtx-4090", "eager")
+    for micro_batch in (1, 8):
+        common = dict(hw=hw, constants=constants, dp=2, tp=1, pp=1, zero=3, micro_batch=micro_batch, grad_accum=1,
+                      hidden_size=4096)
+        with_offload = engine.training_step(shape, mem, **common)
+        without = engine.training_step(shape, replace(mem, offload_param_bytes_per_micro=0.0), **common)
+        hidden = engine.BACKWARD_OVERLAP * with_offload.micro_batch
+        assert with_offload.data_parallel - without.data_parallel == pytest.approx(max(fetch - hidden, 0.0))
