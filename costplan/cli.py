@@ -552,6 +552,7 @@ def _apply_training_config(path: str, options: dict[str, Any], ctx: click.Contex
     """Settings from a training config, where the command line left them (``--from``)."""
     from click.core import ParameterSource
 
+    from costplan import arguments
     from costplan.trainconfig import read_training_config
 
     config = _run(read_training_config, path)
@@ -563,6 +564,13 @@ def _apply_training_config(path: str, options: dict[str, Any], ctx: click.Contex
             continue
         if key == "global_batch" and options.get("global_batch_tokens") is not None:
             continue
+        bound = arguments.ESTIMATE.get(key)
+        if bound is not None and value is not None:
+            try:
+                bound(key, value)
+            except CostplanError as exc:  # say it came from the file, not from a flag the user did not type
+                raise click.ClickException(f"{path}: {str(exc).rstrip('.')} (read from the file; --"
+                                           f"{key.replace('_', '-')} overrides it).") from None
         options[key] = value
     notes = list(config.notes)
     if overridden:

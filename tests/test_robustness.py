@@ -530,3 +530,12 @@ def test_unknown_board_power_inapplicable_approaches_and_options_of_the_other_ki
     one_error_line(run("estimate", "-m", "7b", "--method", "lora", "--weights", "int4"), "applies to inference")
     est = json.loads(run("estimate", "-m", "7b", "--method", "inference", "--offload", "params", "--json").output)
     assert "--offload applies to training: not used for inference" in est["assumptions"]
+
+
+def test_an_out_of_range_setting_read_from_a_config_names_the_file(tmp_path):
+    # It used to read as a flag the user never typed ("--micro-batch must be ...").
+    config = tmp_path / "ax.yml"
+    config.write_text("base_model: meta-llama/Llama-2-7b-hf\nadapter: lora\nmicro_batch_size: 100000000\n")
+    one_error_line(run("estimate", "-m", "7b", "--from", config), f"{config}: --micro-batch must be",
+                   "read from the file")
+    assert run("estimate", "-m", "7b", "--from", config, "--micro-batch", "2").exit_code == 0
