@@ -761,19 +761,19 @@ def _training(spec, how, device, net, stack, work, profile, pins, tokens, epochs
         stack = replace(stack, runtime=runtime)
     job = training_job(spec, how, device, net, stack, work, profile, global_batch)
     total_tokens = tokens * epochs
-    target = None
+    given = goodput is not None
+    goodput = run_goodput(how, profile) if goodput is None else goodput
+    target = days = None
     if pins.gpus is None and how.key in ("pretrain", "cpt"):
         days, _ = practice("target_wall_days", how.key, count_params(spec).total)
-        target = days * 86400
-    placement = choose(job, pins, tokens=total_tokens, target_seconds=target)
+        target = days * 86400 * goodput  # steady-state steps that leave the run allowance inside the days
+    placement = choose(job, pins, tokens=total_tokens, target_seconds=target, target_days=days)
     layout = placement.layout
     parts = job.parts(layout.grad_ckpt)
     offer = find_price(device.key, provider, spot, price_override, gpus=layout.gpus, owned=owned,
                        watts=job.hw.watts, pue=pue)
     hw = replace(job.hw, usd_per_gpu_hour=offer.usd_per_gpu_hour if offer else 0.0)
     step = job.step(layout)
-    given = goodput is not None
-    goodput = run_goodput(how, profile) if goodput is None else goodput
     result = engine.throughput(step, parts.shape, gpus=layout.gpus, hw=hw, tokens=total_tokens,
                                startup_seconds=startup_seconds, pue=pue, goodput=goodput)
     run = replace(work, micro_batch=layout.micro_batch, grad_ckpt=layout.grad_ckpt)

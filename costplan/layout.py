@@ -281,7 +281,8 @@ def _floor_fits(job: Job, gpus: int, pins: Pins) -> bool:
     return job.device_bytes(layout) <= job.gpu.memory_bytes
 
 
-def choose(job: Job, pins: Pins, *, tokens: float, target_seconds: float | None) -> Placement:
+def choose(job: Job, pins: Pins, *, tokens: float, target_seconds: float | None,
+           target_days: float | None = None) -> Placement:
     """The layout for ``job``: pinned values kept, the rest chosen (see the module's docstring)."""
     why: list[str] = []
     if pins.gpus is not None:
@@ -313,8 +314,9 @@ def choose(job: Job, pins: Pins, *, tokens: float, target_seconds: float | None)
                     larger = min(math.ceil(needed / per_node) * per_node, max(limit, count), MAX_GPUS)
                     if larger > count:
                         count = larger
-                        why[-1] = (f"{count} GPUs: the fewest whole nodes that finish in "
-                                   f"{target_seconds / 86400:g} days (fits on fewer)")
+                        days = target_days if target_days is not None else target_seconds / 86400
+                        why[-1] = (f"{count} GPUs: the fewest whole nodes that finish in about {days:g} days "
+                                   "(fits on fewer)")
     best, smallest, fitting = _fastest_at(job, count, pins)
     if best is None:
         chosen = smallest.layout if smallest is not None else engine.Layout(gpus=count)

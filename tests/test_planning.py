@@ -351,3 +351,14 @@ def test_offloaded_parameters_cross_the_host_link_once_per_micro_batch_per_shard
         without = engine.training_step(shape, replace(mem, offload_param_bytes_per_micro=0.0), **common)
         hidden = engine.BACKWARD_OVERLAP * with_offload.micro_batch
         assert with_offload.data_parallel - without.data_parallel == pytest.approx(max(fetch - hidden, 0.0))
+
+
+def test_pretraining_without_a_gpu_count_finishes_within_the_practice_target():
+    # tables/practice.csv: the fewest whole nodes that finish within 30 days. The wall time printed (steady-state
+    # steps over the run allowance) is what must fit: before, the steps alone were sized to 30 days and the
+    # estimate printed 40 days.
+    est = costplan.estimate("70b", "pretrain", tokens=2e12)
+    assert est.gpus % 8 == 0 and est.wall_seconds <= 30 * 86400
+    assert any("the fewest whole nodes that finish in about 30 days" in a for a in est.assumptions)
+    fewer = costplan.estimate("70b", "pretrain", tokens=2e12, gpus=est.gpus - 8)
+    assert fewer.wall_seconds > 30 * 86400
