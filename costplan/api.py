@@ -201,7 +201,7 @@ def hardware(device: GpuSpec, net: Link, precision: str, profile: Profile, *, us
         attention_efficiency=profile.factor("attention_efficiency", device.key, device.arch, kernels).value,
         intra_bytes_per_s=min(net.intra_bytes_per_s, measured_link) if measured_link else net.intra_bytes_per_s,
         node_bytes_per_s=net.node_bytes_per_s, gpus_per_node=net.gpus_per_node, usd_per_gpu_hour=usd_per_gpu_hour,
-        watts=watts if watts is not None else (profile.power_watts(device.key) or device.tdp_watts),
+        watts=watts if watts is not None else profile.board_watts(device),
         host_link_bytes_per_s=device.host_link_bytes_per_s)
 
 

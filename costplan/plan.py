@@ -226,7 +226,7 @@ def search(
     keys = list(gpus) if gpus else gpu_names()
     skipped: list[str] = []
     if owned is not None and owned.usd_per_kwh > 0:  # electricity needs the board power
-        unpowered = [k for k in keys if not (profile.power_watts(k) or find_gpu(k).tdp_watts)]
+        unpowered = [k for k in keys if not profile.board_watts(find_gpu(k))]
         keys = [k for k in keys if k not in unpowered]
         skipped += [f"{k}: no board power (TDP) is listed, so --electricity cannot price it" for k in unpowered]
     evaluated = fitting = feasible_count = priced = 0

@@ -150,6 +150,10 @@ class Profile:
     def power_watts(self, gpu_key: str) -> float | None:
         return self._measured("power_watts", gpu_key)
 
+    def board_watts(self, device: Any) -> float:
+        """A GPU's board power: measured by calibration, else its TDP (0 where the table lists none)."""
+        return self.power_watts(device.key) or device.tdp_watts
+
     def collective_bytes_per_s(self, gpu_key: str) -> float | None:
         return self._measured("collective_bytes_per_s", gpu_key)
 
