@@ -29,12 +29,13 @@ from costplan.record import record
 from costplan.scaling import Link, link
 from costplan.speed import decode_shape, micro_batch_seconds, step_shape
 from costplan.units import fmt_bytes, fmt_count, fmt_duration
-from costplan.workload import LOSSES, OFFLOADS, PIPELINE_SCHEDULES, Workload
+from costplan.workload import LOSSES, OFFLOADS, Workload
 
 PRECISIONS = modes.NAMES
 ESTIMATE_AUTO = frozenset({"gpus", "tokens", "seq_len", "micro_batch", "global_batch", "global_batch_tokens", "zero",
                            "tp", "pp", "price", "pue", "serve_tokens", "lora_alpha", "electricity",
-                           "hardware_price", "source_len", "target_len", "lora_dropout", "goodput"})
+                           "hardware_price", "source_len", "target_len", "lora_dropout", "goodput",
+                           "virtual_stages"})
 """Arguments whose None means "chosen by costplan" (or "not asked")."""
 
 SCHEMA_VERSION = 2
@@ -249,7 +250,7 @@ def estimate(
     double_quant: bool = True,
     gathered_load: bool = False,
     held_logits: str | None = None,
-    pipeline_schedule: str = "interleaved",
+    virtual_stages: int | None = None,
     steady_state: bool = False,
     goodput: float | None = None,
     weights: str | None = None,
@@ -273,7 +274,8 @@ def estimate(
     ``gathered_load``: the checkpoint loads by gathering the whole sharded model onto every GPU (a
     peak of its own; Lightning Fabric until mid-2023). ``held_logits`` (``fp32`` or ``compute``): the
     training loop keeps the model's outputs, its logits, until the next forward (``Workload.held_logits``).
-    ``pipeline_schedule``: ``interleaved`` 1F1B (virtual stages, the default) or plain ``1f1b``.
+    ``virtual_stages``: pipeline stages per GPU under interleaved 1F1B (None: about two layers each; 1: plain
+    1F1B).
     ``steady_state``: the wall time of the training steps only, without a pretraining run's allowance for
     evaluation, checkpoint saves, data stalls and restarts (what steps x measured step time gives).
     ``goodput``: the share of the run's wall time spent in training steps, when known (default: 1 for
@@ -291,7 +293,7 @@ def estimate(
         lora_dropout=lora_dropout, lora_alpha=lora_alpha, virtual_tokens=virtual_tokens, prompt_len=prompt_len,
         gen_len=gen_len, pue=pue, serve_tokens=serve_tokens, serve_batch=serve_batch, startup_seconds=startup_seconds,
         electricity=electricity, hardware_price=hardware_price, source_len=source_len, target_len=target_len,
-        goodput=goodput), auto=ESTIMATE_AUTO)
+        goodput=goodput, virtual_stages=virtual_stages), auto=ESTIMATE_AUTO)
     gpus, tokens, epochs, seq_len, micro_batch = v["gpus"], v["tokens"], v["epochs"], v["seq_len"], v["micro_batch"]
     global_batch, global_batch_tokens, zero, tp, pp, cp = (v["global_batch"], v["global_batch_tokens"], v["zero"],
                                                            v["tp"], v["pp"], v["cp"])
@@ -300,10 +302,10 @@ def estimate(
     source_len, target_len = v["source_len"], v["target_len"]
     prompt_len, gen_len, pue, serve_tokens = v["prompt_len"], v["gen_len"], v["pue"], v["serve_tokens"]
     serve_batch, startup_seconds, goodput = v["serve_batch"], v["startup_seconds"], v["goodput"]
+    virtual_stages = v["virtual_stages"]
     gpu = arguments.text("gpu", gpu)
     precision = arguments.text("precision", precision, PRECISIONS)
     attention = arguments.text("attention", attention, ("flash", "eager"))
-    pipeline_schedule = arguments.text("pipeline_schedule", pipeline_schedule, PIPELINE_SCHEDULES)
     optimizer = arguments.text("optimizer", optimizer, optional=True)
     loss = arguments.text("loss", loss, LOSSES, optional=True)
     if offload is not None and not isinstance(offload, (str, tuple, list)):
@@ -381,7 +383,7 @@ def estimate(
                                        attention=attention, prompt_len=prompt_len, gen_len=gen_len,
                                        source_len=prompt_len if spec.is_encoder_decoder else None,
                                        gathered_load=gathered_load, held_logits=held_logits,
-                                       pipeline_schedule=pipeline_schedule)
+                                       virtual_stages=virtual_stages)
     if how.training and work.modeling == "litgpt":
         stack_notes.append("activations as LitGPT's own layers keep them (fused qkv, k and v repeated to every "
                            "query head, one zero-padded qkv adapter)")

@@ -108,6 +108,7 @@ ESTIMATE: dict[str, Bound] = {
     "serve_batch": Bound(1, MAX_BATCH, integer=True, units=True),
     "startup_seconds": Bound(0, 1e7),
     "goodput": Bound(0.05, 1.0),
+    "virtual_stages": Bound(1, 1024, integer=True),
 }
 """``costplan estimate``'s numeric options; None means "auto" wherever the option has no default."""
 

@@ -258,9 +258,10 @@ LAYOUT = _options(
               help="Keep in host memory: optimizer states and master weights (ZeRO-Offload, FSDP CPU offload; the step "
                    "runs on the CPU), parameters (ZeRO-3), activations/checkpoints. Repeat for several.")
 @click.option("--attention", type=click.Choice(["flash", "eager"]), default="flash", show_default=True)
-@click.option("--pipeline-schedule", type=click.Choice(["interleaved", "1f1b"]), default="interleaved",
-              show_default=True, help="With --pp > 1: interleaved 1F1B (Megatron's virtual stages, as NeMo runs "
-              "large models) or plain 1F1B (DeepSpeed's pipeline engine: GPT-NeoX, Megatron-DeepSpeed).")
+@click.option("--virtual-stages", type=_ints(1024), show_default="auto",
+              help="With --pp > 1: pipeline stages per GPU, interleaved 1F1B (Megatron's virtual pipeline); 1 is "
+              "plain 1F1B (DeepSpeed's pipeline engine: GPT-NeoX, Megatron-DeepSpeed) [auto: about two layers "
+              "each, as NeMo runs large models].")
 @click.option("--runtime", type=click.Choice(["eager", "compiled", "native"]), show_default="auto",
               help="Kernel dispatch: eager PyTorch (transformers generate), compiled (CUDA graphs / torch.compile, as "
                    "vLLM, TensorRT-LLM and gpt-fast run) or native (C++ engines: llama.cpp, exllamav2) [auto: compiled "

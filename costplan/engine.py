@@ -286,9 +286,11 @@ two-socket server: 0.2 s per billion parameters (ZeRO-Offload, Ren et al. 2021, 
 6x faster than PyTorch's CPU Adam and of this order)."""
 
 
-def virtual_stages(layers: int, pp: Any, interleaved: bool = True) -> Any:
-    """Pipeline stages each GPU holds: about two layers each under interleaved 1F1B, else one."""
-    return xp.maximum(layers // (2 * pp), 1) if interleaved else 1
+def virtual_stages(layers: int, pp: Any, given: int | None = None) -> Any:
+    """Pipeline stages each GPU holds: as given (1: plain 1F1B), else about two layers each (NeMo's
+    interleaved 1F1B); never more than the layers a GPU holds."""
+    most = xp.maximum(layers // pp, 1)
+    return xp.minimum(given, most) if given is not None else xp.maximum(layers // (2 * pp), 1)
 
 
 def training_step(shape: StepShape, mem: TrainingMemory, *, hw: Hardware, constants: Constants, dp: Any, tp: Any,
@@ -313,7 +315,7 @@ def training_step(shape: StepShape, mem: TrainingMemory, *, hw: Hardware, consta
     # layers per virtual stage): (pp - 1) / v micro-batch slots idle while the pipeline fills and
     # drains; stages pass activations to their neighbour over the node network, v times as often.
     # Plain 1F1B (DeepSpeed's pipeline engine) has one stage per GPU: v = 1 (Narayanan et al. 2021).
-    virtual = virtual_stages(shape.layers, pp, shape.interleaved)
+    virtual = virtual_stages(shape.layers, pp, shape.virtual_stages)
     p2p = xp.where(pp > 1, 2 * virtual * message / tp / (hw.node_bytes_per_s / hw.gpus_per_node), 0.0)
     bubble = (pp - 1) / virtual * per_micro + grad_accum * p2p
     once, per_batch = data_parallel_seconds(mem.reduced_gradients or mem.gradients, mem.weights, dp=dp * cp, tp=tp,

@@ -348,11 +348,10 @@ def _explain(job: Job, layout: engine.Layout, pins: Pins, fitting: list[_Tried])
     if pins.tp is None and layout.tp > 1:
         lines.append(f"tensor parallel {layout.tp} inside each node")
     if layout.pp > 1:
-        virtual = int(engine.virtual_stages(job.model.num_layers, layout.pp,
-                                            job.work.pipeline_schedule == "interleaved"))
+        virtual = int(engine.virtual_stages(job.model.num_layers, layout.pp, job.work.virtual_stages))
         schedule = f"interleaved 1F1B, {virtual} virtual stages per GPU" if virtual > 1 else "1F1B, one stage per GPU"
         lines.append(f"{layout.pp} pipeline stages{' across nodes' if pins.pp is None else ''} ({schedule}; "
-                     "--pipeline-schedule)")
+                     "--virtual-stages)")
     return lines
 
 

@@ -110,8 +110,8 @@ class StepShape:
     tokens: int
     """Data tokens per sequence."""
     layers: int
-    interleaved: bool = True
-    """Pipeline stages hold virtual stages of about two layers each (interleaved 1F1B)."""
+    virtual_stages: int | None = None
+    """Virtual pipeline stages per GPU (``Workload.virtual_stages``; None: about two layers each)."""
 
 
 @record
@@ -231,7 +231,7 @@ def step_shape(model: ModelSpec, method: Method, work: Workload, flops: FlopsBre
         loss_bytes=loss, dequant_bytes=dequant, operators=operators, optimizer_bytes=optimizer_bytes,
         bytes_per_element=p,
         model_flops=hardware - flops.recompute * tokens, hardware_flops=hardware, tokens=tokens,
-        layers=model.num_layers, interleaved=work.pipeline_schedule == "interleaved")
+        layers=model.num_layers, virtual_stages=work.virtual_stages)
 
 
 def _mlp_width(linears: tuple) -> float:

@@ -206,8 +206,9 @@ def _common(row: dict[str, str], spec: ModelSpec) -> dict[str, Any]:
             framework in frameworks() and frameworks()[framework].tensor_parallel):
         options["framework"] = "megatron"
     stack = frameworks().get(options.get("framework", ""))
-    if "1f1b" in _switches(row):  # a pipeline without virtual stages (DeepSpeed's engine, Megatron by default)
-        options["pipeline_schedule"] = "1f1b"
+    stages = [int(s.split("=", 1)[1]) for s in _switches(row) if s.startswith("vp=")]
+    if stages:  # the virtual pipeline stages stated (vp=1: plain 1F1B, DeepSpeed's engine, Megatron by default)
+        options["virtual_stages"] = stages[0]
     fused_attention = any(kernel in switch for switch in _switches(row) for kernel in FUSED_ATTENTION_SWITCHES)
     if row.get("kind") in MEMORY_KINDS and row.get("as_of", "9999") < SDPA_DEFAULT_SINCE \
             and options.get("framework") in TRANSFORMERS_STACKS and not fused_attention:

@@ -9,8 +9,6 @@ from costplan.record import record
 
 Attention = Literal["flash", "eager"]
 Loss = Literal["full", "chunked", "fused"]
-PipelineSchedule = Literal["interleaved", "1f1b"]
-PIPELINE_SCHEDULES = ("interleaved", "1f1b")
 LOSSES = ("full", "chunked", "fused")
 OFFLOADS = ("optimizer", "params", "activations")
 
@@ -77,10 +75,10 @@ class Workload:
     (``output = model(...); output.loss.backward()``, as Answer.AI's fsdp_qlora ``train.py`` and many
     hand-written loops do; the Trainer keeps only the loss): ``fp32`` (transformers' causal LMs returned
     the loss's fp32 upcast of the logits until v4.46) or ``compute`` (the compute dtype); None: not held."""
-    pipeline_schedule: PipelineSchedule = "interleaved"
-    """Pipeline parallelism's schedule: ``interleaved`` 1F1B (Megatron's virtual pipeline stages, as NeMo's
-    recipes run large models) or plain ``1f1b`` (one stage per GPU: DeepSpeed's pipeline engine, as
-    GPT-NeoX and Megatron-DeepSpeed run it, and Megatron-LM unless virtual stages are asked for)."""
+    virtual_stages: int | None = None
+    """Pipeline stages each GPU holds under interleaved 1F1B (Megatron's virtual pipeline); None: about two
+    layers each, as NeMo's recipes run large models; 1: plain 1F1B (DeepSpeed's pipeline engine, as GPT-NeoX
+    and Megatron-DeepSpeed run it, and Megatron-LM unless virtual stages are asked for)."""
     gathered_load: bool = False
     """The checkpoint is loaded into the sharded (ZeRO-3 / FSDP) model by gathering the whole model onto
     every GPU at once: Lightning Fabric's ``load_raw`` summoned all parameters until

@@ -300,20 +300,21 @@ def test_pipeline_bubble_follows_the_schedule():
     # Llama-2-70B (80 layers, hidden 8192), 64 H100s as TP 4 x PP 4 x DP 4, micro-batch 1 of 4096 tokens, 16
     # micro-batches per step. Per micro-batch each stage sends its neighbour 4096 x 8192 bf16 activations
     # forward and their gradients back, split over TP 4, through the node's NICs: 8 x 400 Gb/s shared by 8 GPUs
-    # = 50 GB/s each. Plain 1F1B idles pp - 1 = 3 micro-batch slots; interleaved with v = 80 // (2 x 4) = 10
-    # virtual stages idles 3/10 of a slot and sends v times as often (Narayanan et al. 2021, Sec. 2.2).
+    # = 50 GB/s each. Plain 1F1B (v = 1) idles pp - 1 = 3 micro-batch slots; interleaved with v virtual stages
+    # (by default 80 // (2 x 4) = 10) idles 3/v of a slot and sends v times as often (Narayanan et al. 2021,
+    # Sec. 2.2).
     common = dict(gpus=64, tp=4, pp=4, micro_batch=1, global_batch=64, seq_len=4096, tokens=1e9, zero=1,
                   grad_ckpt=True)
     message = 4096 * 8192 * 2 / 4 / 50e9
-    for schedule, virtual in (("1f1b", 1), ("interleaved", 10)):
-        est = costplan.estimate("llama-2-70b", "pretrain", gpu="h100", pipeline_schedule=schedule, **common)
+    for given, virtual in ((1, 1), (None, 10), (5, 5), (40, 20)):  # never more stages than the 20 layers a GPU holds
+        est = costplan.estimate("llama-2-70b", "pretrain", gpu="h100", virtual_stages=given, **common)
         per_micro = est.step.compute / 16
         assert est.step.pipeline_bubble == pytest.approx(3 / virtual * per_micro + 16 * 2 * virtual * message,
                                                           rel=1e-9)
-        assert any(f"({'interleaved 1F1B, 10 virtual stages' if virtual > 1 else '1F1B, one stage'}" in a
+        assert any(f"({f'interleaved 1F1B, {virtual} virtual stages' if virtual > 1 else '1F1B, one stage'}" in a
                    for a in est.assumptions)
-    with pytest.raises(CostplanError, match="pipeline"):
-        costplan.estimate("llama-2-70b", "pretrain", pipeline_schedule="gpipe", **common)
+    with pytest.raises(CostplanError, match="--virtual-stages"):
+        costplan.estimate("llama-2-70b", "pretrain", virtual_stages=0, **common)
 
 
 def test_a_stated_goodput_replaces_the_fitted_run_allowance():
