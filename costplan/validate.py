@@ -178,6 +178,12 @@ def _switches(row: dict[str, str]) -> set[str]:
     return {w.strip().lower() for w in row.get("switches", "").split(";") if w.strip()}
 
 
+def _stated(row: dict[str, str], name: str) -> float | None:
+    """The number a ``name=value`` switch states (``goodput=0.9``, ``vp=5``), or None."""
+    values = [float(s.split("=", 1)[1]) for s in _switches(row) if s.startswith(f"{name}=")]
+    return values[0] if values else None
+
+
 def _common(row: dict[str, str], spec: ModelSpec) -> dict[str, Any]:
     """The estimate options the row states."""
     from costplan.hardware import gpu
@@ -206,9 +212,9 @@ def _common(row: dict[str, str], spec: ModelSpec) -> dict[str, Any]:
             framework in frameworks() and frameworks()[framework].tensor_parallel):
         options["framework"] = "megatron"
     stack = frameworks().get(options.get("framework", ""))
-    stages = [int(s.split("=", 1)[1]) for s in _switches(row) if s.startswith("vp=")]
-    if stages:  # the virtual pipeline stages stated (vp=1: plain 1F1B, DeepSpeed's engine, Megatron by default)
-        options["virtual_stages"] = stages[0]
+    stages = _stated(row, "vp")
+    if stages is not None:  # stated virtual stages (vp=1: plain 1F1B, DeepSpeed's engine, Megatron's default)
+        options["virtual_stages"] = int(stages)
     fused_attention = any(kernel in switch for switch in _switches(row) for kernel in FUSED_ATTENTION_SWITCHES)
     if row.get("kind") in MEMORY_KINDS and row.get("as_of", "9999") < SDPA_DEFAULT_SINCE \
             and options.get("framework") in TRANSFORMERS_STACKS and not fused_attention:
@@ -249,9 +255,8 @@ def predict(row: dict[str, str], profile: Any = None) -> tuple[float, float | No
         tokens = number(row, "tokens")
         if not tokens:
             raise CostplanError("tokens not stated")
-        stated = [float(s.split("=", 1)[1]) for s in _switches(row) if s.startswith("goodput=")]
         est = estimate(spec, row.get("method") or "pretrain", tokens=tokens,
-                       steady_state="step-time" in _switches(row), goodput=stated[0] if stated else None, **options)
+                       steady_state="step-time" in _switches(row), goodput=_stated(row, "goodput"), **options)
         naive = _naive_time(spec, device.peak(options["precision"])) * tokens / 3600
         return est.gpu_hours, naive, f"{est.gpus} GPUs, {_layout(est)}, MFU {est.mfu:.2f}"
     if kind == "throughput":
