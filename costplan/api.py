@@ -397,7 +397,8 @@ def estimate(
         unused = [f"--{name.replace('_', '-')}" for name, value in (
             ("offload", offload), ("optimizer", optimizer), ("optimizer_in_backward", optimizer_in_backward),
             ("loss", loss), ("grad_ckpt", grad_ckpt), ("global_batch", global_batch),
-            ("global_batch_tokens", global_batch_tokens), ("zero", zero)) if value is not None]
+            ("global_batch_tokens", global_batch_tokens), ("zero", zero), ("virtual_stages", virtual_stages),
+            ("goodput", goodput)) if value is not None]
         if unused:
             stack_notes.append(f"{', '.join(unused)} appl{'ies' if len(unused) == 1 else 'y'} to training: "
                                "not used for inference")

@@ -530,6 +530,9 @@ def test_unknown_board_power_inapplicable_approaches_and_options_of_the_other_ki
     one_error_line(run("estimate", "-m", "7b", "--method", "lora", "--weights", "int4"), "applies to inference")
     est = json.loads(run("estimate", "-m", "7b", "--method", "inference", "--offload", "params", "--json").output)
     assert "--offload applies to training: not used for inference" in est["assumptions"]
+    est = json.loads(run("estimate", "-m", "7b", "--method", "inference", "--virtual-stages", "4", "--goodput", "0.9",
+                         "--json").output)
+    assert "--virtual-stages, --goodput apply to training: not used for inference" in est["assumptions"]
 
 
 def test_an_out_of_range_setting_read_from_a_config_names_the_file(tmp_path):
