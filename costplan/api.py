@@ -735,10 +735,9 @@ def training_job(spec: ModelSpec, how: Method, device: GpuSpec, net: Link, stack
     """The layout-independent part of a training job (``plan`` builds the same for its grids)."""
     kernels = "fused" if stack.kernels == "fused" or stack.runtime == "compiled" else "eager"
     hw = hardware(device, net, work.precision, profile, usd_per_gpu_hour=precision_price, kernels=kernels)
-    correction = profile.correction(spec.name, how.key, device.key)
     return Job(model=spec, method=how, work=work, gpu=device, link=net, framework=stack, profile=profile, hw=hw,
                constants=profile.constants(device.key, stack.runtime, kernels),
-               correction=correction.factor if correction else 1.0, global_batch=global_batch)
+               correction=profile.correction_factor(spec.name, how.key, device.key), global_batch=global_batch)
 
 
 def _training(spec, how, device, net, stack, work, profile, pins, tokens, epochs, global_batch, global_batch_tokens,

@@ -234,6 +234,7 @@ def search(
     samples: list[tuple[float, float]] = []
     rng = np.random.default_rng(0)
     batch_notes: set[str] = set()
+    memo: dict = {}  # layouts and offers shared by the methods and precisions
     for method_key in methods:
         method = make_method(method_key, lora_rank=lora_rank, lora_targets=lora_targets)
         method.validate(spec)
@@ -268,7 +269,7 @@ def search(
                     work, _ = stack_workload(stack, method, precision=precision, grad_ckpt=ckpt, seq_len=seq,
                                              micro_batch=1, source_len=source)
                     grid = _grid(spec, method, stack, work, profile, usable, batch, max_gpus, provider, spot,
-                                 price, owned, pue)
+                                 price, owned, pue, memo)
                     if grid is None:
                         break
                 else:
@@ -348,17 +349,41 @@ def _names(what: str, value: Any) -> tuple[str, ...]:
 
 
 def _grid(spec, method, stack, work, profile, keys, batch, max_gpus, provider, spot, price, owned=None,
-          pue=1.0) -> _Grid | None:
-    """Every (GPU type, count, tp, pp, ZeRO, micro-batch) the stack supports, as flat arrays."""
-    import numpy as np
-
+          pue=1.0, memo: dict | None = None) -> _Grid | None:
+    """Every (GPU type, count, tp, pp, ZeRO, micro-batch) the stack supports, as flat arrays.
+    ``memo`` (one per search) keeps the layouts and offers that the search's methods and precisions
+    share, since they depend only on the GPUs, the stack and the global batch."""
+    memo = {} if memo is None else memo
     counts = gpu_counts(1, min(max_gpus, MAX_GPUS))  # every count; the masks keep whole nodes past one
     jobs = []
-    for key in keys:
-        device, net = find_gpu(key), link(key)
-        jobs.append(training_job(spec, method, device, net, stack, work, profile, batch))
+    for key in keys:  # a GPU's hardware and constants serve every method at one precision
+        known = memo.get(("job", key, work.precision, stack.key))
+        job = training_job(spec, method, find_gpu(key), link(key), stack, work, profile, batch) if known is None \
+            else replace(known, model=spec, method=method, work=work, global_batch=batch,
+                         correction=profile.correction_factor(spec.name, method.key, key), _parts={})
+        memo.setdefault(("job", key, work.precision, stack.key), job)
+        jobs.append(job)
     parts = jobs[0].parts(work.grad_ckpt)
-    per_node = np.array([j.link.gpus_per_node for j in jobs])
+    per_node = tuple(j.link.gpus_per_node for j in jobs)
+    shape = (tuple(keys), per_node, stack.tensor_parallel, stack.pipeline_parallel, tuple(stack.zero_stages), batch)
+    if shape not in memo:
+        memo[shape] = _layouts(spec, keys, counts, per_node, stack, batch, provider, spot, price, owned)
+    layout = memo[shape]
+    if layout is None:
+        return None
+    watts = tuple(job.hw.watts for job in jobs)
+    if ("offers", tuple(keys), watts) not in memo:
+        memo["offers", tuple(keys), watts] = _offers(keys, counts, provider, spot, price, owned, list(watts), pue)
+    found = memo["offers", tuple(keys), watts]
+    return _columns(spec, keys, jobs, parts, layout, found, profile, method)
+
+
+def _layouts(spec, keys, counts, per_node, stack, batch, provider, spot, price, owned) -> dict[str, Any] | None:
+    """The layout arrays (GPU type and count index, tp, pp, ZeRO stage, micro-batch, accumulation)
+    that the stack supports and the global batch allows; None when there is none."""
+    import numpy as np
+
+    per_node = np.array(per_node)
     cluster = np.array([price is not None or owned is not None or any(o.cluster for o in offers(k, provider, spot))
                         for k in keys])
     tps = np.array([1, 2, 4, 8] if stack.tensor_parallel else [1])
@@ -390,7 +415,14 @@ def _grid(spec, method, stack, work, profile, keys, batch, max_gpus, provider, s
     layout = {"g": g[keep], "j": j[keep], "n": n[keep], "tp": tp[keep], "pp": pp[keep], "zero": zero[keep],
               "mb": mb[keep]}
     layout["accum"] = np.maximum(1, np.ceil(batch / (layout["n"] // (layout["tp"] * layout["pp"]) * layout["mb"])))
-    found = _offers(keys, counts, provider, spot, price, owned, [job.hw.watts for job in jobs], pue)
+    layout["per_node"] = per_node[layout["g"]]
+    return layout
+
+
+def _columns(spec, keys, jobs, parts, layout, found, profile, method) -> _Grid:
+    """Each layout's GPU: its hardware, constants and calibration as columns beside the layouts."""
+    import numpy as np
+
     gi, ji = layout["g"], layout["j"]
 
     def column(values: list[float]) -> Any:
@@ -403,7 +435,7 @@ def _grid(spec, method, stack, work, profile, keys, batch, max_gpus, provider, s
         gemm_efficiency=column([h.gemm_efficiency for h in hws]),
         attention_efficiency=column([h.attention_efficiency for h in hws]),
         intra_bytes_per_s=column([h.intra_bytes_per_s for h in hws]),
-        node_bytes_per_s=column([h.node_bytes_per_s for h in hws]), gpus_per_node=per_node[gi],
+        node_bytes_per_s=column([h.node_bytes_per_s for h in hws]), gpus_per_node=layout["per_node"],
         low_precision_factor=column([h.low_precision_factor for h in hws]),
         host_link_bytes_per_s=column([h.host_link_bytes_per_s for h in hws]),
         usd_per_gpu_hour=found.price[gi, ji] * found.billed[gi, ji], watts=column([h.watts for h in hws]))

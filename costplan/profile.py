@@ -125,6 +125,11 @@ class Profile:
                     return c
         return None
 
+    def correction_factor(self, model: str, method: str, gpu_key: str) -> float:
+        """The measured over predicted step time that scales the compute (1 without a calibration)."""
+        found = self.correction(model, method, gpu_key)
+        return found.factor if found else 1.0
+
     def with_run_logs(self, gpu_key: str) -> Profile:
         """This profile plus the corrections ``calibrate --from-log`` saved for the GPU type."""
         if not runs_path(gpu_key).is_file():  # most users have none: costplan.runlogs is not imported

@@ -225,13 +225,23 @@ def step_shape(model: ModelSpec, method: Method, work: Workload, flops: FlopsBre
     operators += adapters * OPS_PER_ADAPTER * op_passes
     hardware = flops.per_token * tokens
     return StepShape(
-        gemms=tuple(gemms), attention_flops=attention, attention_fraction=executed / scores if scores else 0.5,
+        gemms=_merged(gemms), attention_flops=attention, attention_fraction=executed / scores if scores else 0.5,
         eager_scores_bytes=eager, elementwise_hidden=token_layers * model.hidden_size,
         elementwise_ffn=token_layers * mlp_width,
         loss_bytes=loss, dequant_bytes=dequant, operators=operators, optimizer_bytes=optimizer_bytes,
         bytes_per_element=p,
         model_flops=hardware - flops.recompute * tokens, hardware_flops=hardware, tokens=tokens,
         layers=model.num_layers, virtual_stages=work.virtual_stages)
+
+
+def _merged(gemms: list[Gemm]) -> tuple[Gemm, ...]:
+    """Matmuls of the same geometry as one with their calls summed (a Llama layer's q and o, gate and
+    up, and every layer's adapters share shapes): the same seconds in fewer terms."""
+    calls: dict[tuple, float] = {}
+    for g in gemms:
+        key = (g.rows_per_token, g.k, g.n, g.column, g.low_precision)
+        calls[key] = calls.get(key, 0.0) + g.calls
+    return tuple(Gemm(rows, k, n, c, column, low) for (rows, k, n, column, low), c in calls.items())
 
 
 def _mlp_width(linears: tuple) -> float:

@@ -74,4 +74,10 @@ def soft_max(a: Any, b: Any, sharpness: float) -> Any:
         return (a**sharpness + b**sharpness) ** (1.0 / sharpness)
     import numpy as np
 
-    return (np.asarray(a, dtype=float) ** sharpness + np.asarray(b, dtype=float) ** sharpness) ** (1.0 / sharpness)
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if sharpness == 3.0:  # products and a cube root: a third of the time of float powers
+        return np.cbrt(a * a * a + b * b * b)
+    if sharpness == 4.0:
+        a, b = a * a, b * b
+        return np.sqrt(np.sqrt(a * a + b * b))
+    return (a**sharpness + b**sharpness) ** (1.0 / sharpness)
