@@ -149,11 +149,14 @@ def _offers(keys: list[str], counts: list[int], provider: str | None, spot: bool
         cost = np.array([[o.usd_per_gpu_hour] for o in listed]) * paid
         cost = np.where(hosts(n, per, np.array([[o.cluster] for o in listed])), cost, np.inf)
         best = np.argmin(cost, axis=0)  # the first of equal costs: alphabetical, as price() breaks ties
-        for j in np.flatnonzero(np.isfinite(cost[best, np.arange(len(counts))])):
-            offer = listed[best[j]]
-            usd[i, j] = offer.usd_per_gpu_hour
-            billed[i, j] = paid[best[j], j] / n[j]
-            providers[i][j], instances[i][j] = offer.provider, offer.instance
+        every = np.arange(len(counts))
+        sold = np.isfinite(cost[best, every])
+        usd[i, sold] = np.array([o.usd_per_gpu_hour for o in listed])[best[sold]]
+        billed[i, sold] = paid[best, every][sold] / n[sold]
+        names = np.array([o.provider for o in listed] + [""], dtype=object)
+        kinds = np.array([o.instance for o in listed] + [""], dtype=object)
+        chosen = np.where(sold, best, len(listed))  # the empty name where nobody sells that count
+        providers[i], instances[i] = names[chosen].tolist(), kinds[chosen].tolist()
     return _Offers(usd, billed, providers, instances)
 
 
