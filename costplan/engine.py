@@ -148,11 +148,13 @@ def training_phases(mem: TrainingMemory, *, dp: Any, zero: Any, micro_batch: Any
     phases[Phase.OPTIMIZER_STEP] = {
         **held, Mem.GRADIENTS: grads, Mem.GRAD_COPIES: mem.gradient_copies / by_states,
         Mem.STEP_TEMPS: mem.step_temporaries / by_states, Mem.LOGITS: held_logits}
-    if mem.load_gather:
-        # Loading the checkpoint by gathering the whole (sharded) model onto every GPU at once.
+    if mem.load_gather or mem.load_quantize:
+        # Loading the checkpoint by gathering the whole (sharded) model onto every GPU at once, or
+        # quantizing each matrix on the GPU as it loads (the model's other weights already there).
         phases[Phase.CHECKPOINT_LOAD] = {
             Mem.WEIGHTS: held[Mem.WEIGHTS],
-            Mem.GATHER: xp.where((zero >= 3) & (dp > 1), mem.load_gather / model_split, 0.0)}
+            Mem.GATHER: xp.where((zero >= 3) & (dp > 1), mem.load_gather / model_split, 0.0),
+            Mem.QUANTIZE: mem.load_quantize / model_split}
     return phases
 
 

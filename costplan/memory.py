@@ -176,8 +176,16 @@ class TrainingMemory:
     """Parameters whose optimizer step runs on the host CPU (ZeRO-Offload's CPU Adam)."""
     load_gather: float = 0.0
     """The whole model gathered onto each GPU while the checkpoint loads (``Workload.gathered_load``)."""
+    load_quantize: float = 0.0
+    """Intermediates of quantizing the largest matrix on the GPU at load (``QLora.unchunked_quantize``)."""
     held_logits: float = 0.0
     """The model's logits that the training loop keeps from the forward to the next one (``Workload.held_logits``)."""
+
+
+UNCHUNKED_NF4_BYTES_PER_ELEMENT = 68
+"""torchao 0.1's ``NF4Tensor.from_tensor`` on a 16-bit matrix of n elements: the matrix (2n), its
+block-scaled copy (2n), then ``(value - nf4).abs()`` over the 16 NF4 values, the difference and its
+absolute value alive at once (32n each) before ``min(dim=-1)``: 68 bytes an element at the peak."""
 
 
 def _largest(tensors: tuple[Tensor2D, ...]) -> int:
@@ -311,6 +319,8 @@ def training_memory(model: ModelSpec, method: Method, work: Workload) -> Trainin
         offload_param_bytes_per_micro=per_micro_params,
         offloaded_params=cpu_params,
         load_gather=whole_model if work.gathered_load else 0.0,
+        load_quantize=largest * UNCHUNKED_NF4_BYTES_PER_ELEMENT if getattr(method, "unchunked_quantize", False)
+        else 0.0,
         held_logits=mb * _held_logits(model, method, work),
     )
 

@@ -356,6 +356,11 @@ class QLora(Lora):
     bnb_keeps_input: bool = False
     """Runs on bitsandbytes before 0.43.2 (July 2024), whose 4-bit matmul also kept its input for
     backward; 0.43.2 to 0.50 keep only the packed weight."""
+    unchunked_quantize: bool = False
+    """Quantizes on the GPU with torchao 0.1's NF4 (torchtune pinned it until 2024-06-26), which finds
+    every element's nearest NF4 value over one (elements x 16) tensor: a spike at load of
+    ``UNCHUNKED_NF4_BYTES_PER_ELEMENT`` bytes per element of the largest matrix, whose blocks the caching
+    allocator keeps reserved. torchao 0.2 (pytorch/ao#196, 2024-05-01) quantizes in chunks of 2^20."""
 
     def validate(self, model: ModelSpec) -> None:
         if model.is_encoder_decoder:
@@ -367,7 +372,10 @@ class QLora(Lora):
         quant = "with double quantization" if self.double_quant else "without double quantization"
         return [*Lora.notes(self, model),
                 f"base linear layers stored in NF4 (block 64, {quant}); embeddings, norms and "
-                "LM head in the compute dtype; one layer matrix dequantized at a time"]
+                "LM head in the compute dtype; one layer matrix dequantized at a time",
+                *(["quantized on the GPU at load by torchao 0.1, a whole matrix at once: 68 bytes per element of "
+                   "the largest matrix at the load's peak, kept reserved by the caching allocator"]
+                  if self.unchunked_quantize else [])]
 
 
 @record(kw_only=True)

@@ -25,6 +25,7 @@ class Mem(str, Enum):
     GATHER = "zero3_gather"
     KV_CACHE = "kv_cache"
     WEIGHT_COPIES = "weight_copies"
+    QUANTIZE = "load_quantization"
 
     @property
     def label(self) -> str:
@@ -37,6 +38,7 @@ _MEM_LABELS = {
     Mem.STEP_TEMPS: "optimizer step temporaries", Mem.ACTIVATIONS: "activations", Mem.LOGITS: "logits",
     Mem.LAYER_BACKWARD: "layer backward", Mem.DEQUANT: "dequant workspace", Mem.GATHER: "zero-3 gather",
     Mem.KV_CACHE: "kv cache", Mem.WEIGHT_COPIES: "16-bit/fp8 weight copies",
+    Mem.QUANTIZE: "quantization at load",
 }
 
 

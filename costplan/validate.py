@@ -306,6 +306,9 @@ LEGACY_FABRIC_LOAD_BEFORE = "2023-11-01"
 """LitGPT's runs of 2023 (its resource tables) loaded checkpoints into FSDP through Lightning Fabric's
 ``load_raw``, which gathered every parameter onto every GPU (fixed by Lightning-AI/pytorch-lightning#18190,
 released with Lightning 2.1): a load-time peak of the whole model plus its shard."""
+TORCHTUNE_TORCHAO_03_SINCE = "2024-06-26"
+"""torchtune pinned torchao 0.1, whose NF4 quantizes a whole matrix at once, until pyproject.toml moved to
+torchao 0.3 (pytorch/torchtune c1c9f308a, 2024-06-26)."""
 LEGACY_BNB_BEFORE = "2024-07-16"
 """bitsandbytes 0.43.2 (bitsandbytes-foundation/bitsandbytes#1270): its 4-bit matmul stopped keeping
 its input for backward."""
@@ -341,7 +344,8 @@ def _stack_options(row: dict[str, str], options: dict[str, Any]) -> tuple[Any, d
         legacy = (as_of < LEGACY_BNB_BEFORE or (stack == "litgpt" and as_of < LITGPT_BNB_044_SINCE)) \
             and stack not in ("torchtune", "unsloth")
         method = QLora(rank=_int(row, "lora_rank") or 8, targets=parse_targets(_targets(row.get("lora_targets", ""))),
-                       double_quant=quant != "nf4", bnb_keeps_input=legacy)  # type: ignore[assignment]
+                       double_quant=quant != "nf4", bnb_keeps_input=legacy,
+                       unchunked_quantize=stack == "torchtune" and as_of < TORCHTUNE_TORCHAO_03_SINCE)  # type: ignore[assignment]
     if quant == "int8" and method == "lora":
         method = "lora-int8"
     optimizer = row.get("optimizer", "")

@@ -168,6 +168,23 @@ def test_a_gathered_checkpoint_load_peaks_at_the_whole_model_plus_its_shard():
     assert sharded(mem, dp=2, zero=0).phases[Phase.CHECKPOINT_LOAD] == pytest.approx(weights)  # DDP: no gather
 
 
+def test_torchao_01_quantizes_a_whole_matrix_at_load():
+    # torchao 0.1's NF4Tensor.from_tensor on Llama-2-7B's largest matrix (11008 x 4096 bf16): the matrix
+    # (2n), its block-scaled copy (2n), and (value - nf4) and its abs() over 16 NF4 values (32n each)
+    # at once. The load's peak is that on top of the quantized model; torchao 0.2 chunks it away.
+    from costplan.terms import Mem
+
+    work = Workload(seq_len=512, precision="bf16-true", grad_ckpt=True)
+    n = 11008 * 4096
+    spike = training_memory(preset("llama-2-7b"), QLora(rank=8, unchunked_quantize=True), work)
+    assert spike.load_quantize == 68 * n
+    phases = sharded(spike, dp=1, zero=0).phases
+    assert phases[Phase.CHECKPOINT_LOAD] == pytest.approx(spike.weights + 68 * n)
+    assert Phase.CHECKPOINT_LOAD not in sharded(
+        training_memory(preset("llama-2-7b"), QLora(rank=8), work), dp=1, zero=0).phases
+    assert Mem.QUANTIZE.label == "quantization at load"
+
+
 def test_unsloth_kernels_keep_what_their_save_for_backward_lists():
     # unsloth/kernels (015bdef): fast_rms_layernorm saves X and fp32 r per row; LoRA_QKV saves X;
     # the rotary embedding clones q and k; FlashAttention keeps q, k, v, its output (which LoRA_W

@@ -122,6 +122,11 @@ def test_a_rows_stated_switches_become_the_estimates_options():
     assert extra["gathered_load"] is True and extra["zero"] == 3
     _, extra = _stack_options({**litgpt, "as_of": "2024-09-27"}, {})
     assert "gathered_load" not in extra
+    # torchtune ran torchao 0.1 (whole-matrix NF4 quantization at load) until 2024-06-26.
+    tune = {"method": "qlora", "framework": "torchtune", "quant": "nf4", "gpus": "1"}
+    assert _stack_options({**tune, "as_of": "2024-04-16"}, {})[0].unchunked_quantize is True
+    assert _stack_options({**tune, "as_of": "2024-09-24"}, {})[0].unchunked_quantize is False
+    assert _stack_options({**tune, "framework": "hf-trainer", "as_of": "2024-04-16"}, {})[0].unchunked_quantize is False
     # A loop that keeps the model's outputs: fp32 logits under transformers before 4.46, 16-bit after.
     loop = {"method": "qlora", "framework": "fsdp", "switches": "fsdp-full-shard; keeps-outputs", "gpus": "2"}
     assert _stack_options({**loop, "as_of": "2024-05-03"}, {})[1]["held_logits"] == "fp32"

@@ -16,7 +16,7 @@ const TERM_COLOURS = {
   weights: "#4e79a7", gradients: "#f28e2b", master_weights: "#e15759", optimizer_states: "#76b7b2",
   fp32_gradient_copies: "#59a14f", optimizer_step_temporaries: "#edc948", activations: "#b07aa1",
   logits: "#ff9da7", layer_backward: "#9c755f", dequant_workspace: "#bab0ac", zero3_gather: "#86bcb6",
-  kv_cache: "#d37295", overhead: "#d9d9d9",
+  kv_cache: "#d37295", weight_copies: "#a0cbe8", load_quantization: "#8cd17d", overhead: "#d9d9d9",
 };
 
 let OPTIONS = {};        // command -> [{name, flag, default, choices, help}], from /api/options
