@@ -13,7 +13,7 @@ the same numbers.
 from __future__ import annotations
 
 import math
-from dataclasses import replace
+from dataclasses import fields, replace
 from typing import Any
 
 from costplan import arguments, engine
@@ -459,13 +459,24 @@ def _evaluate(grid: _Grid, tokens: float, startup_seconds: float, pue: float, ck
     phases = engine.training_phases(parts.memory, dp=dp, zero=zero, micro_batch=mb, grad_accum=accum, tp=tp, pp=pp)
     device = engine.device_bytes(engine.peak_bytes(phases), grid.allocator_slack, grid.context_bytes)
     fits = device <= grid.hw.memory_bytes
-    step = engine.training_step(parts.shape, parts.memory, hw=grid.hw, constants=grid.constants, dp=dp, tp=tp,
-                                pp=pp, zero=zero, micro_batch=mb, grad_accum=accum, hidden_size=grid.hidden,
-                                correction=grid.correction)
-    result = engine.throughput(step, parts.shape, gpus=n, hw=grid.hw, tokens=tokens,
-                               startup_seconds=startup_seconds, pue=pue, goodput=grid.goodput)
-    cost = np.where(np.isfinite(result.cost_usd), result.cost_usd, np.inf)
-    return fits, np.asarray(result.wall_seconds, dtype=float), cost, device, step.scaling_efficiency, lay
+    # Memory decides a layout that does not fit; only the others are timed and priced.
+    seconds, cost, efficiency = (np.full(n.shape, value) for value in (np.inf, np.inf, np.nan))
+    kept = np.flatnonzero(fits)
+    if kept.size:
+        hw = engine.Hardware(**{f: getattr(grid.hw, f)[kept] for f in _HARDWARE_COLUMNS})
+        constants = replace(grid.constants, bandwidth_efficiency=grid.constants.bandwidth_efficiency[kept])
+        step = engine.training_step(parts.shape, parts.memory, hw=hw, constants=constants, dp=dp[kept], tp=tp[kept],
+                                    pp=pp[kept], zero=zero[kept], micro_batch=mb[kept], grad_accum=accum[kept],
+                                    hidden_size=grid.hidden, correction=grid.correction[kept])
+        result = engine.throughput(step, parts.shape, gpus=n[kept], hw=hw, tokens=tokens,
+                                   startup_seconds=startup_seconds, pue=pue, goodput=grid.goodput)
+        seconds[kept] = result.wall_seconds
+        cost[kept] = np.where(np.isfinite(result.cost_usd), result.cost_usd, np.inf)
+        efficiency[kept] = step.scaling_efficiency
+    return fits, seconds, cost, device, efficiency, lay
+
+
+_HARDWARE_COLUMNS = tuple(f.name for f in fields(engine.Hardware))
 
 
 def _pareto_mask(seconds: Any, cost: Any, feasible: Any) -> Any:
