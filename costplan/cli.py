@@ -130,10 +130,12 @@ METHOD_CHOICE = click.Choice(["inference", "prompt", "prefix", "lora", "qlora", 
 FRAMEWORK_CHOICE = click.Choice(["hf-trainer", "fsdp", "deepspeed", "torchtune", "litgpt", "unsloth", "axolotl",
                                  "megatron", "torchtitan"])
 """tables/frameworks.csv's keys (a test keeps them equal), spelled out so --help needs no table."""
-PRECISION_CHOICE = click.Choice(["fp32", "bf16", "fp16", "bf16-mixed", "fp16-mixed", "bf16-true", "bf16-master", "fp8"])
+PRECISION_CHOICE = click.Choice(["fp32", "bf16", "fp16", "bf16-mixed", "fp16-mixed", "bf16-true", "bf16-master",
+                                 "fp16-master", "fp8"])
 PRECISION_HELP = ("bf16: the stack's bf16 mode (Trainer/FSDP bf16-mixed, torchtune/LitGPT/Unsloth/Axolotl bf16-true, "
-                  "DeepSpeed/Megatron bf16-master); bf16-mixed/fp16-mixed: autocast over fp32 weights; bf16-true: "
-                  "pure bf16, no master copy; bf16-master: bf16 weights + fp32 master; fp8: Transformer Engine.")
+                  "DeepSpeed/Megatron bf16-master); fp16: its fp16 counterpart (fp16-mixed, or fp16-master on "
+                  "DeepSpeed/Megatron); bf16-mixed/fp16-mixed: autocast over fp32 weights; bf16-true: pure bf16, no "
+                  "master copy; bf16-master/fp16-master: 16-bit weights + fp32 master; fp8: Transformer Engine.")
 
 
 def _options(*decorators: Callable[[Any], Any]) -> Callable[[Any], Any]:
@@ -476,7 +478,8 @@ def _raise(exc: Exception) -> None:
 @click.option("--model", "-m", default="7b", show_default=True, help="Preset or config.json to trace.")
 @click.option("--method", default="lora", show_default=True, type=METHOD_CHOICE)
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16", "bf16-mixed", "fp16-mixed", "bf16-true",
-                                               "bf16-master"]), default="bf16", show_default=True, help=PRECISION_HELP)
+                                               "bf16-master", "fp16-master"]), default="bf16", show_default=True,
+              help=PRECISION_HELP)
 @click.option("--framework", type=FRAMEWORK_CHOICE, help="Follow this stack's conventions where they can be traced.")
 @click.option("--optimizer", type=click.Choice(["adamw", "adamw-fused", "sgd", "sgd-momentum"]),
               help="[default: foreach AdamW, or the stack's]")

@@ -13,13 +13,17 @@ in, whether an fp32 master copy exists, and what activations are computed in:
 - ``bf16-master``: bf16 weights with an fp32 master copy and fp32 states in the optimizer. DeepSpeed
   keeps bf16 gradients and casts each partition to fp32 at the step (``grad_accum_dtype`` None);
   Megatron accumulates into an fp32 main-gradient buffer (18 bytes per parameter).
+- ``fp16-master``: the same copies with fp16 weights and gradients and a loss scaler: DeepSpeed's
+  ``fp16`` (``FP16_Optimizer`` / ZeRO's fp16 partitions) and Megatron's ``--fp16``, what they run on
+  GPUs without bf16 (V100, T4).
 - ``fp8``: Transformer Engine: the GEMMs of linear layers run in fp8; weights, master weights,
   gradients and states follow the stack's bf16 mode, norms, attention, activations and the loss
   stay bf16/fp32, and an fp8 copy of each weight (row-wise and transposed) is kept for the step.
   Not traceable without CUDA: modelled from Transformer Engine's source.
 
 ``--precision bf16`` means the chosen stack's bf16 mode (``tables/frameworks.csv``) and
-``--precision fp16`` is ``fp16-mixed``. A frozen base is held in the compute dtype (as peft users
+``--precision fp16`` its fp16 counterpart: ``fp16-mixed``, or ``fp16-master`` on a stack whose bf16
+mode is ``bf16-master`` (DeepSpeed, Megatron). A frozen base is held in the compute dtype (as peft users
 load it with ``torch_dtype=bfloat16``); peft keeps its adapters in fp32 (``autocast_adapter_dtype``),
 stacks that build the whole model in bf16 (torchtune, LitGPT) keep them in bf16.
 """
@@ -28,7 +32,7 @@ from __future__ import annotations
 
 from costplan.record import record
 
-MODES = ("fp32", "bf16-mixed", "fp16-mixed", "bf16-true", "bf16-master", "fp8")
+MODES = ("fp32", "bf16-mixed", "fp16-mixed", "bf16-true", "bf16-master", "fp16-master", "fp8")
 """The precision modes a workload runs in."""
 ALIASES = {"fp16": "fp16-mixed"}
 NAMES = (*MODES, "bf16", "fp16")
@@ -46,6 +50,8 @@ def resolve(name: str, stack_bf16: str = "bf16-mixed") -> str:
     key = name.lower()
     if key == "bf16":
         return stack_bf16
+    if key == "fp16" and stack_bf16 == "bf16-master":  # DeepSpeed's and Megatron's fp16: fp32 master copies
+        return "fp16-master"
     key = ALIASES.get(key, key)
     if key not in MODES:
         raise ValueError(f"--precision must be one of {', '.join(NAMES)}, not {name!r}")
@@ -54,7 +60,7 @@ def resolve(name: str, stack_bf16: str = "bf16-mixed") -> str:
 
 def peak_key(mode: str) -> str:
     """The GPU table's tensor-core peak a mode's matmuls run at."""
-    return {"fp32": "fp32", "fp16-mixed": "fp16", "fp8": "fp8"}.get(mode, "bf16")
+    return {"fp32": "fp32", "fp16-mixed": "fp16", "fp16-master": "fp16", "fp8": "fp8"}.get(mode, "bf16")
 
 
 def compute_bytes(mode: str) -> int:
@@ -93,7 +99,7 @@ def trained_bytes(mode: str, *, fp32_main_grads: bool = False, base_mode: str = 
         return Bytes(FP32, FP32, 0, FP32, 0, 2)
     if mode == "bf16-true":
         return Bytes(2, 2, 0, 2, 0, 0)
-    if mode == "bf16-master":
+    if mode in ("bf16-master", "fp16-master"):
         if fp32_main_grads:
             return Bytes(2, FP32, FP32, FP32, 0, 0)
         return Bytes(2, 2, FP32, FP32, FP32, 0)
@@ -116,7 +122,7 @@ def describe(mode: str, trains_base: bool, *, fp32_main_grads: bool = False, fp3
         return "fp32: weights, activations, gradients and optimizer states in fp32"
     if not trains_base:
         adapters = "fp32" if adapter_bytes(mode, fp32_adapters) == FP32 else "bf16"
-        frozen = "fp16" if mode == "fp16-mixed" else "bf16"
+        frozen = "fp16" if mode.startswith("fp16") else "bf16"
         return (f"{mode}: frozen base in {frozen}, trainable parameters (adapters, virtual tokens) with their "
                 f"gradients and optimizer states in {adapters}")
     b = trained_bytes(mode, fp32_main_grads=fp32_main_grads, base_mode=base_mode)
@@ -129,6 +135,9 @@ def describe(mode: str, trains_base: bool, *, fp32_main_grads: bool = False, fp3
         "bf16-master": "bf16-master: bf16 weights, fp32 master weights and optimizer states, "
                        + ("fp32 main gradients (Megatron)" if fp32_main_grads else
                           "bf16 gradients cast to fp32 for the step (DeepSpeed)"),
+        "fp16-master": "fp16-master: fp16 weights with loss scaling, fp32 master weights and optimizer states, "
+                       + ("fp32 main gradients (Megatron)" if fp32_main_grads else
+                          "fp16 gradients cast to fp32 for the step (DeepSpeed)"),
     }
     if mode == "fp8":
         base = texts.get(base_mode, base_mode).split(": ", 1)[1]

@@ -541,7 +541,8 @@ def _dtype(precision: str) -> Any:
     """The dtype activations (and a frozen base) are held in under a precision mode."""
     import torch
 
-    return {"fp32": torch.float32, "fp16-mixed": torch.float16}.get(precision, torch.bfloat16)
+    return {"fp32": torch.float32, "fp16-mixed": torch.float16, "fp16-master": torch.float16}.get(precision,
+                                                                                              torch.bfloat16)
 
 
 def _load_dtype(work: Workload, method: Method) -> Any:
@@ -604,9 +605,9 @@ def trace_training_step(model: ModelSpec, method: Method, work: Workload, *, dev
     ``device="cpu"`` runs a small model for real; ``device="meta"`` runs any size without memory,
     with attention on the kernels a GPU would use (see ``_gpu_kernels``). Modes: fp32; bf16-mixed /
     fp16-mixed (fp32 weights when they train, a 16-bit frozen base otherwise, forward under
-    autocast, ``costplan.autocast``); bf16-true (everything in bf16); bf16-master (bf16 weights,
-    fp32 master copies the optimizer updates: DeepSpeed's bf16 gradients cast at the step, or
-    Megatron's fp32 main gradients accumulated by a hook). Adapters stay fp32 (peft) unless the
+    autocast, ``costplan.autocast``); bf16-true (everything in bf16); bf16-master and fp16-master
+    (16-bit weights, fp32 master copies the optimizer updates: DeepSpeed's 16-bit gradients cast at
+    the step, or Megatron's fp32 main gradients accumulated by a hook). Adapters stay fp32 (peft) unless the
     workload keeps them in the model's dtype. Optimizer-in-backward steps each parameter from its
     gradient hook and frees the gradient.
     """
@@ -654,7 +655,7 @@ def trace_training_step(model: ModelSpec, method: Method, work: Workload, *, dev
         with torch.no_grad():  # torchtune and LitGPT build the adapters with the model, in its dtype
             for p in trainable:
                 p.data = p.data.to(_dtype(work.precision))
-    master_copy = work.precision == "bf16-master" and method.trains_base
+    master_copy = work.precision in ("bf16-master", "fp16-master") and method.trains_base
     master = [p.detach().float().clone().requires_grad_() for p in trainable] if master_copy else trainable
     main_grads: list[Any] = []
     if master_copy and work.fp32_main_grads:

@@ -336,6 +336,7 @@ MODE_CASES = (
     Case(model="llama-2-7b", method="full", precision="bf16-true"),
     Case(model="llama-2-7b", method="full", precision="bf16-master", framework="deepspeed"),
     Case(model="llama-2-7b", method="full", precision="bf16-master", framework="megatron", grad_ckpt=True),
+    Case(model="llama-2-7b", method="full", precision="fp16-master", framework="deepspeed"),
     Case(model="llama-3-8b", method="full", framework="torchtune", grad_ckpt=True),
     Case(model="llama-3-8b", method="full", precision="fp16-mixed", grad_ckpt=True),
     Case(model="llama-3-8b", method="lora", framework="torchtune"),

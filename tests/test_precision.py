@@ -8,6 +8,7 @@ from costplan.errors import CostplanError
 from costplan.memory import loss_logits, training_memory
 from costplan.methods import FullFineTune, Lora, QLora
 from costplan.model import ModelSpec, count_params, preset
+from costplan.terms import Mem
 from costplan.workload import Workload
 
 TINY = ModelSpec(name="tiny", family="llama", hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
@@ -62,6 +63,20 @@ def test_bf16_master_deepspeed_and_megatron():
                                                          fp32_main_grads=True))
     assert mem.gradient_buffer == 4 * N and mem.gradients == 2 * LARGEST and mem.gradient_copies == 0
     assert (mem.weights + mem.gradient_buffer + mem.master_weights + mem.optimizer_states) / N == 18
+
+
+def test_fp16_master_keeps_deepspeeds_copies_in_fp16():
+    # DeepSpeed's fp16 (and Megatron's --fp16), what V100s and T4s run: fp16 weights and gradients,
+    # fp32 master and states, the partition cast at the step: the same 20 B/param as bf16-master, at
+    # the fp16 tensor-core peak.
+    assert per_param("fp16-master", "adamw-fused") == per_param("bf16-master", "adamw-fused")
+    assert modes.peak_key("fp16-master") == "fp16" and modes.compute_bytes("fp16-master") == 2
+    assert modes.resolve("fp16", "bf16-master") == "fp16-master"  # on DeepSpeed/Megatron
+    assert modes.resolve("fp16", "bf16-mixed") == "fp16-mixed"  # elsewhere, as before
+    est = costplan.estimate("llama-2-7b", "full", gpu="v100", gpus=8, framework="deepspeed", precision="fp16",
+                            tokens=1e6)
+    assert est.workload.precision == "fp16-master"
+    assert est.memory.terms[Mem.MASTER] == pytest.approx(4 * count_params(preset("llama-2-7b")).total / 8)
 
 
 def test_fp8_adds_transformer_engine_weight_copies_on_its_bf16_mode():
