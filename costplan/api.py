@@ -185,7 +185,7 @@ def hardware(device: GpuSpec, net: Link, precision: str, profile: Profile, *, us
              watts: float | None = None, kernels: str = "eager") -> engine.Hardware:
     """The engine's GPU inputs for one GPU type, with the profile's measured constants where it has them.
     ``precision``: a precision mode or the tensor-core peak it runs at (fp32, bf16, fp16, fp8)."""
-    precision = modes.peak_key(precision) if precision in modes.MODES else precision
+    precision = modes.peak_dtype(precision)
     sixteen = "fp16" if precision in ("fp16", "fp8") and "bf16" not in device.peak_flops else (
         "fp32" if precision == "fp32" else "bf16")
     if sixteen not in device.peak_flops:

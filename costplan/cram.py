@@ -178,8 +178,8 @@ def cram(gpu: str = "h100", hours: float = 24.0, *, model: str | ModelSpec | Non
                                        seq_len=model_seq, profile=profile, price=0.0))
     encoder = _encoder_runs(device.key, seconds, precision, profile)
     notes = (
-        f"compute budget: {device.name}, {modes.peak_key(precision) if precision in modes.MODES else precision} "
-        "dense peak x the MFU the engine predicts for a model of the "
+        f"compute budget: {device.name}, {modes.peak_dtype(precision)} dense peak x the MFU the engine predicts for "
+        "a model of the "
         f"compute-optimal size ({compute / (device.peak(precision) * seconds):.0%}) x {hours:g} h",
         f"compute-optimal rule: D = {TOKENS_PER_PARAM:g} N tokens and C = 6 N D (Hoffmann et al. 2022), "
         f"so N = sqrt(C / {6 * TOKENS_PER_PARAM:g})",

@@ -43,7 +43,7 @@ class GpuSpec:
         """Dense peak FLOP/s at ``precision``: a dtype (fp32, bf16, fp16, fp8) or a precision mode."""
         from costplan import precision as modes
 
-        precision = modes.peak_key(precision) if precision in modes.MODES else precision
+        precision = modes.peak_dtype(precision)
         try:
             return self.peak_flops[precision]
         except KeyError:

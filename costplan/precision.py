@@ -63,6 +63,11 @@ def peak_key(mode: str) -> str:
     return {"fp32": "fp32", "fp16-mixed": "fp16", "fp16-master": "fp16", "fp8": "fp8"}.get(mode, "bf16")
 
 
+def peak_dtype(name: str) -> str:
+    """The dtype column of a dense peak for a precision mode, or a dtype (fp32, bf16, fp16, fp8) as given."""
+    return peak_key(name) if name in MODES else name
+
+
 def compute_bytes(mode: str) -> int:
     """Bytes per element of activations, and of a frozen base as loaded."""
     return FP32 if mode == "fp32" else 2
