@@ -309,6 +309,13 @@ released with Lightning 2.1): a load-time peak of the whole model plus its shard
 TORCHTUNE_TORCHAO_03_SINCE = "2024-06-26"
 """torchtune pinned torchao 0.1, whose NF4 quantizes a whole matrix at once, until pyproject.toml moved to
 torchao 0.3 (pytorch/torchtune c1c9f308a, 2024-06-26)."""
+TORCHTUNE_DEL_LOGITS_SINCE = "2024-07-28"
+"""torchtune's recipes held the model's fp32 logits (its ``TransformerDecoder`` returns
+``self.output(h).float()``) through backward until "delete logits before bwd" (pytorch/torchtune#1235,
+8a98fbaa3, 2024-07-28)."""
+TORCHTUNE_CHUNKED_CE_SINCE = "2024-08-28"
+"""torchtune's configs computed ``torch.nn.CrossEntropyLoss`` over the full fp32 logits until
+``CEWithChunkedOutputLoss`` (pytorch/torchtune#1390, 4fba6cd44, 2024-08-28) became their loss."""
 LEGACY_BNB_BEFORE = "2024-07-16"
 """bitsandbytes 0.43.2 (bitsandbytes-foundation/bitsandbytes#1270): its 4-bit matmul stopped keeping
 its input for backward."""
@@ -335,12 +342,12 @@ def _stack_options(row: dict[str, str], options: dict[str, Any]) -> tuple[Any, d
     if quant.startswith("nf4") and method == "lora":
         method = "qlora"
     extra: dict[str, Any] = {}
+    as_of, stack = row.get("as_of", ""), row.get("framework")
     if method == "qlora":
         from costplan.methods import QLora, parse_targets
 
         # bitsandbytes before 0.43.2 (2024-07-16) also kept each 4-bit matmul's input (LitGPT ran 0.42.0
         # until 2024-12-28); torchtune (torchao's NF4) and Unsloth (its own kernels) do not use its matmul.
-        as_of, stack = row.get("as_of", ""), row.get("framework")
         legacy = (as_of < LEGACY_BNB_BEFORE or (stack == "litgpt" and as_of < LITGPT_BNB_044_SINCE)) \
             and stack not in ("torchtune", "unsloth")
         method = QLora(rank=_int(row, "lora_rank") or 8, targets=parse_targets(_targets(row.get("lora_targets", ""))),
@@ -354,8 +361,8 @@ def _stack_options(row: dict[str, str], options: dict[str, Any]) -> tuple[Any, d
         if name != "adamw":  # plain "adamw": the stack's own AdamW (foreach or fused)
             extra["optimizer"] = name
         else:
-            stack = frameworks().get(row.get("framework", ""))
-            default = stack.optimizer if stack is not None else "adamw"
+            conventions = frameworks().get(row.get("framework", ""))
+            default = conventions.optimizer if conventions is not None else "adamw"
             extra["optimizer"] = default if default in ("adamw", "adamw-fused") else "adamw"
         if in_backward:
             extra["optimizer_in_backward"] = True
@@ -375,11 +382,15 @@ def _stack_options(row: dict[str, str], options: dict[str, Any]) -> tuple[Any, d
         extra["loss"] = "fused"
     elif "chunked-ce" in switches:
         extra["loss"] = "chunked"
+    elif "full-ce" in switches or (stack == "torchtune" and as_of < TORCHTUNE_CHUNKED_CE_SINCE):
+        extra["loss"] = "full"
     if row.get("framework") == "litgpt" and row.get("as_of", "") < LEGACY_FABRIC_LOAD_BEFORE \
             and (_int(row, "gpus") or 1) > 1:
         extra["gathered_load"] = True
     if "keeps-outputs" in switches:
         extra["held_logits"] = "fp32" if row.get("as_of", "") < LOSS_FUNCTION_SINCE else "compute"
+    elif stack == "torchtune" and as_of < TORCHTUNE_DEL_LOGITS_SINCE:
+        extra["held_logits"] = "fp32"
     if "zero2" in switches:
         extra["zero"] = 2
     elif switches & {"zero3", "fsdp-full-shard", "fsdp2-full-shard"}:

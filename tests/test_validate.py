@@ -181,7 +181,7 @@ def test_torchtunes_logged_peaks_are_read_as_the_allocators_reserved_bytes():
     row = {"kind": "memory", "name": "t", "model": "llama-2-7b", "gpu": "rtx-4090", "gpus": "1",
            "framework": "torchtune", "method": "full", "precision": "bf16-true", "seq_len": "2048",
            "micro_batch": "2", "grad_ckpt": "true", "optimizer": "paged-adamw", "metric": "unknown",
-           "as_of": "2024-05-01"}
+           "as_of": "2024-09-01"}
     est = estimate("llama-2-7b", "full", tokens=1e8, gpu="rtx-4090", gpus=1, framework="torchtune",
                    precision="bf16-true", seq_len=2048, micro_batch=2, global_batch=2, grad_ckpt=True,
                    optimizer="paged-adamw")
@@ -190,6 +190,34 @@ def test_torchtunes_logged_peaks_are_read_as_the_allocators_reserved_bytes():
     assert predicted == pytest.approx(est.memory.reserved_bytes / 2**30) and detail.startswith("reserved")
     other, _, _ = predict({**row, "framework": "hf-trainer", "optimizer": "adamw"})
     assert other != pytest.approx(predicted)
+
+
+def test_torchtune_rows_follow_the_loss_their_recipes_ran():
+    # Until pytorch/torchtune#1235 (2024-07-28) the recipes held the model's fp32 logits through
+    # backward; until #1390 (2024-08-28) the configs' loss was torch.nn.CrossEntropyLoss over all
+    # of them; since, CEWithChunkedOutputLoss. A row may state the un-chunked loss (full-ce).
+    from costplan.activations import logit_count
+    from costplan.methods import Lora
+    from costplan.model import preset
+    from costplan.validate import _stack_options, predict
+    from costplan.workload import Workload
+
+    row = {"kind": "memory", "name": "t", "model": "llama-3-8b", "gpu": "a100-80gb", "gpus": "1",
+           "framework": "torchtune", "method": "lora", "precision": "bf16-true", "seq_len": "4096",
+           "micro_batch": "1", "grad_ckpt": "true", "metric": "allocated"}
+    options = [_stack_options({**row, "as_of": day}, {})[1] for day in ("2024-04-24", "2024-08-01", "2024-09-01")]
+    assert [(o.get("loss"), o.get("held_logits")) for o in options] == [("full", "fp32"), ("full", None),
+                                                                          (None, None)]
+    assert _stack_options({**row, "as_of": "2024-11-18", "switches": "compile;full-ce"}, {})[1]["loss"] == "full"
+    # Held, the fp32 logits (4 bytes each) sit under the loss's backward peak, at the top of backward.
+    held, _, _ = predict({**row, "as_of": "2024-04-24"})
+    full, _, _ = predict({**row, "as_of": "2024-08-01"})
+    chunked, _, _ = predict({**row, "as_of": "2024-09-01"})
+    logits = logit_count(preset("llama-3-8b"), Lora(), Workload(seq_len=4096))
+    assert (held - full) * 2**30 == pytest.approx(4 * logits, rel=1e-9)
+    # The full loss's backward holds 12 bytes per logit (the fp32 log-softmax, its gradient and the
+    # logits' gradient); chunked, 4 per logit kept and one chunk's transient.
+    assert (full - chunked) * 2**30 > 6 * logits
 
 
 def test_quantized_rows_keep_the_4bit_matmuls_inputs_where_their_bitsandbytes_did():
