@@ -37,6 +37,9 @@ class AdapterIO:
     dropout: float = 0.0
     adapter_bytes: int = ADAPTER_BYTES
     autocast: bool = False
+    compiled: bool = False
+    """The layer runs through torch.compile: without dropout, the adapters reading one input share
+    one cast copy of it (the partitioner's common subexpression)."""
 
     def saved_bytes(self, p: int) -> int:
         """Bytes per element of the input copy lora_A keeps (and of its own output, kept by lora_B)."""
@@ -48,7 +51,7 @@ class AdapterIO:
 
 
 def adapter_io(method: Method, work: Workload) -> AdapterIO:
-    return AdapterIO(getattr(method, "dropout", 0.0), work.adapter_bytes, work.autocast)
+    return AdapterIO(getattr(method, "dropout", 0.0), work.adapter_bytes, work.autocast, work.compiled)
 
 
 def model_bytes(method: Method, work: Workload) -> int:
@@ -152,12 +155,15 @@ class SavedTensors:
 
 
 def _norm(model: ModelSpec, p: int, input_rg: bool, weight_trains: bool, width: int | None = None,
-          groups: int = 1) -> float:
+          groups: int = 1, compiled: bool = False) -> float:
     """Saved bytes per position of one RMSNorm or LayerNorm over ``width`` (``groups`` of it:
-    Qwen3's per-head q/k norms normalise each head apart)."""
+    Qwen3's per-head q/k norms normalise each head apart). ``compiled``: the layer runs through
+    torch.compile, whose partitioner keeps an RMSNorm's input and its rsqrt and recomputes the rest."""
     w = width or model.hidden_size
     if not (input_rg or weight_trains):
         return 0.0
+    if model.norm == "rmsnorm" and compiled:
+        return p * w + FP32 * groups
     if model.norm == "rmsnorm":
         # x.float() (kept by pow and mul), rsqrt of the variance per group, and the normalised x
         # that the weight multiply keeps when the weight trains (in fp32 where the multiply is:
@@ -196,9 +202,13 @@ def _reader_inputs(uses: list[LinearUse], p: int, lora: AdapterIO, wide: bool = 
     if wide:
         shared = p * width * uses[0].linear.active * sum(u.keeps_input for u in uses)
     total = 0.0
+    # Compiled without dropout, one cast copy serves every adapter (with dropout each keeps its own).
+    one_copy = lora.compiled and not lora.autocast and lora.dropout == 0
+    if one_copy and adapters and not shares_input:
+        total += cast * width * uses[0].linear.active
     for u in adapters:
         active = u.linear.active
-        if not shares_input:
+        if not shares_input and not one_copy:
             total += cast * width * active
         if lora.dropout > 0:
             total += MASK * width * active
@@ -208,12 +218,12 @@ def _reader_inputs(uses: list[LinearUse], p: int, lora: AdapterIO, wide: bool = 
     return shared, total
 
 
-def _activation(model: ModelSpec, p: int, f: int, x_rg: bool) -> float:
+def _activation(model: ModelSpec, p: int, f: int, x_rg: bool, compiled: bool = False) -> float:
     """Bytes the activation function keeps for width ``f`` when its input requires a gradient."""
     if not x_rg:
         return 0.0
-    # gelu_new is written in Python ops: it keeps x, tanh(...), 0.5·x and 1 + tanh(...).
-    return (4 if model.activation == "gelu_new" else 1) * p * f
+    # gelu_new is written in Python ops: it keeps x, tanh(...), 0.5·x and 1 + tanh(...); compiled, its input.
+    return (4 if model.activation == "gelu_new" and not compiled else 1) * p * f
 
 
 @record
@@ -321,8 +331,10 @@ def _lse_positions(queries: int, efficient: bool) -> int:
 
 
 def _mlp_saved(model: ModelSpec, flow: LayerFlow, prefix: str, p: int, lora: AdapterIO,
-               routed: bool, wide: bool = False) -> list[tuple[str, float]]:
-    """Per-position bytes of one MLP (dense, shared experts, or the routed experts per token)."""
+               routed: bool, wide: bool = False, compiled: bool = False) -> list[tuple[str, float]]:
+    """Per-position bytes of one MLP (dense, shared experts, or the routed experts per token).
+    ``compiled``: a gated MLP keeps the gate's and the up projection's outputs and recomputes the
+    activation from the gate's (torch.compile's partitioner)."""
     lin = flow.linears
     k = lin[prefix + "down"].linear.active
     f = lin[prefix + "down"].linear.in_features
@@ -338,15 +350,19 @@ def _mlp_saved(model: ModelSpec, flow: LayerFlow, prefix: str, p: int, lora: Ada
         # One 2f-wide output: the activation keeps its gate half, the product its up half, both
         # views of the same storage, and the activation's output.
         g = lin[prefix + "gate_up"]
-        act = (2 * p * f if g.output_rg else 0.0) + (p * f if g.output_rg else 0.0)
+        act = (2 * p * f if g.output_rg else 0.0) + (p * f if g.output_rg and not compiled else 0.0)
         out.append((f"{prefix}mlp activations", k * act))
     elif prefix + "gate" in lin:
         g, u = lin[prefix + "gate"], lin[prefix + "up"]
-        act = _activation(model, p, f, g.output_rg)
-        product = (p * f if u.output_rg else 0.0) + (p * f if g.output_rg else 0.0)
+        if compiled:  # the gate's output (for both factors' gradients) and the up projection's
+            act = p * f if g.output_rg or u.output_rg else 0.0
+            product = p * f if g.output_rg else 0.0
+        else:  # the activation keeps its input; the product keeps both factors
+            act = _activation(model, p, f, g.output_rg)
+            product = (p * f if u.output_rg else 0.0) + (p * f if g.output_rg else 0.0)
         out.append((f"{prefix}mlp activations", k * (act + product)))
     else:
-        out.append((f"{prefix}mlp activations", k * _activation(model, p, f, lin[prefix + "up"].output_rg)))
+        out.append((f"{prefix}mlp activations", k * _activation(model, p, f, lin[prefix + "up"].output_rg, compiled)))
         if model.dropout > 0 and lin[prefix + "up"].output_rg and model.inner_dropout:
             out.append((f"{prefix}mlp dropout", k * MASK * f))  # T5 drops out the activation too
     out.append((f"{prefix}down input", sum(_reader_inputs([lin[prefix + "down"]], p, lora))))
@@ -419,6 +435,9 @@ def layer_saved(model: ModelSpec, method: Method, work: Workload, flow: LayerFlo
     items: list[SavedItem] = []
     in_mlp = False
 
+    def norm(input_rg: bool, width: int | None = None, groups: int = 1) -> float:
+        return _norm(model, pn, input_rg, trains, width, groups, compiled=work.compiled)
+
     def add(name: str, per_position: float, rows: int = positions) -> None:
         if per_position:
             items.append(SavedItem(name, per_position * rows, in_mlp))
@@ -430,7 +449,7 @@ def layer_saved(model: ModelSpec, method: Method, work: Workload, flow: LayerFlo
     placement = model.norm_placement
     attn_in_rg = flow.stream_in_rg or trains
     if placement != "reordered":
-        add("attention norm", _norm(model, pn, attn_in_rg, trains))
+        add("attention norm", norm(attn_in_rg))
         batch("attention norm scale", _norm_constant(model, attn_in_rg))
     if "qkv" in lin:
         readers = [lin["qkv"]]
@@ -447,17 +466,16 @@ def layer_saved(model: ModelSpec, method: Method, work: Workload, flow: LayerFlo
     if model.mla is not None:  # the latents' norms and the matrices that read them
         mla = model.mla
         if "q_b" in lin:
-            add("q latent norm", _norm(model, pn, lin["q_a"].output_rg, trains, mla.q_lora_rank))
+            add("q latent norm", norm(lin["q_a"].output_rg, mla.q_lora_rank))
             add("q latent", sum(_reader_inputs([lin["q_b"]], p, lora, wide)))
-        add("kv latent norm", _norm(model, pn, lin["kv_a"].output_rg, trains, mla.kv_lora_rank))
+        add("kv latent norm", norm(lin["kv_a"].output_rg, mla.kv_lora_rank))
         add("kv latent", sum(_reader_inputs([lin["kv_b"]], p, lora, wide)))
     if model.qk_norm != "none":
         q_groups, k_groups = (model.num_heads, model.num_kv_heads) if model.qk_norm == "head" else (1, 1)
         width = model.head_dim if model.qk_norm == "head" else None
         # They normalise the projections' outputs, before any prefix joins the keys.
         q_in, k_in = lin["q"].output_rg, lin["k"].output_rg
-        add("q/k norms", _norm(model, pn, q_in, trains, model.q_size, q_groups)
-            + _norm(model, pn, k_in, trains, model.kv_size, k_groups))
+        add("q/k norms", norm(q_in, model.q_size, q_groups) + norm(k_in, model.kv_size, k_groups))
         batch("q/k norm scales", _norm_constant(model, q_in, width) + _norm_constant(model, k_in, width))
     # Attention core.
     o_shared, o_adapters = _reader_inputs([lin["o"]], p, lora)
@@ -503,17 +521,17 @@ def layer_saved(model: ModelSpec, method: Method, work: Workload, flow: LayerFlo
                                          + ("cross_o" in lin and lin["cross_o"].output_rg)))
     in_mlp = True
     if placement in ("sandwich", "reordered"):  # a norm on the attention's output
-        add("attention output norm", _norm(model, pn, lin["o"].output_rg or trains, trains))
+        add("attention output norm", norm(lin["o"].output_rg or trains))
         batch("attention output norm scale", _norm_constant(model, lin["o"].output_rg or trains))
     mlp_in_rg = (flow.stream_in_rg if model.parallel_residual else after_attn) or trains
     if placement != "reordered":
-        add("mlp norm", _norm(model, pn, mlp_in_rg, trains))
+        add("mlp norm", norm(mlp_in_rg))
         batch("mlp norm scale", _norm_constant(model, mlp_in_rg))
     if "router" in lin:
         add("router", _router_saved(model, flow, p, lora, mlp_in_rg))
     for prefix in ("", "shared_", "expert_"):
         if prefix + "down" in lin:
-            for name, value in _mlp_saved(model, flow, prefix, p, lora, prefix == "expert_", wide):
+            for name, value in _mlp_saved(model, flow, prefix, p, lora, prefix == "expert_", wide, work.compiled):
                 add(name, value)
     if "router" in lin:
         # Grouped-matmul experts (tokens sorted by expert): the gathered copy of each routed
@@ -528,7 +546,7 @@ def layer_saved(model: ModelSpec, method: Method, work: Workload, flow: LayerFlo
         batch("expert offsets", 4 * model.num_experts)
     if placement in ("sandwich", "reordered"):
         down_rg = any(lin[r].output_rg for r in ("down", "expert_down", "shared_down") if r in lin)
-        add("mlp output norm", _norm(model, pn, down_rg or trains, trains))
+        add("mlp output norm", norm(down_rg or trains))
         batch("mlp output norm scale", _norm_constant(model, down_rg or trains))
     if model.post_norm:
         add("post-norms", 0.0)  # BERT's post-norm LayerNorms are counted as the layer's norms

@@ -697,6 +697,9 @@ def stack_workload(stack: Framework, how: Method, *, precision: str = "bf16", op
                     autocast_forward=True if stack.autocast and mode != "fp32" else None,
                     compiled=(runtime or stack.runtime) == "compiled" and how.training, modeling=stack.modeling,
                     **shape)
+    if work.compiled:
+        notes.append("torch.compile: layers keep what its partitioner keeps (norm inputs, gate and up outputs; "
+                     "casts and activations recomputed)")
     if work.kbit_fp32_upcast:
         notes.append("QLoRA prepared by peft (prepare_model_for_kbit_training): embeddings, LM head and norms "
                      "upcast to fp32")

@@ -738,11 +738,19 @@ def trace_training_step(model: ModelSpec, method: Method, work: Workload, *, dev
         del value
         for p in trainable:
             p.grad = None
+        if work.compiled:
+            # torchtune compiles each layer (training.compile_model). AOT autograd's min-cut partitioner,
+            # which Inductor uses, decides what a compiled layer keeps for backward. Compiled after the
+            # FLOP count: dynamo does not compile under FlopCounterMode, and the FLOPs are the same.
+            torch._dynamo.reset()  # a fresh model: its layers would otherwise hit the recompile limit
+            for layer in _layers(module.get_base_model() if hasattr(module, "get_base_model") else module, model):
+                layer.compile(backend="aot_eager_decomp_partition")
         step()  # the first step allocates the optimizer states
         gc.collect()
         saved: dict[int, tuple[Any, int]] = {}
         param_storages = {id(p.untyped_storage()) for p in module.parameters()}
 
+        @torch._dynamo.disable  # called from compiled layers: run as it is, not traced by dynamo
         def pack(t: Any) -> Any:
             storage = t.untyped_storage()
             if id(storage) not in param_storages:

@@ -105,6 +105,11 @@ def test_llama_layer_activations_by_hand():
     mixed = saved_tensors(TINY, FullFineTune(), Workload(seq_len=8, precision="bf16-mixed"))
     assert mixed.later_layer == 8 * (per_position + 2 * 2 * h + 2 * (2 * h) + 1 * (2 * h))
 
+    # Compiled (torch.compile's partitioner): each RMSNorm keeps its 16-bit input and rsqrt (2h + 4),
+    # the MLP gate and up outputs and their product (3 · 2f); the rest as eager.
+    compiled = saved_tensors(TINY, FullFineTune(), Workload(seq_len=8, precision="bf16-true", compiled=True))
+    assert compiled.later_layer == 8 * (per_position - 2 * (norm - (2 * h + 4)) - 2 * f)
+
 
 # One later layer's saved bytes per token, traced from LitGPT 0.4.0's own GPT (litgpt.model, litgpt.lora with
 # LoRA r=8 on q and v, dropout 0.05) in bf16 with saved_tensors_hooks by benchmarks/litgpt_trace.py (torch 2.13
@@ -249,6 +254,31 @@ def test_saved_activations_match_the_real_model(key, attention, precision):
     # copies of fp32 weights it made.
     ours = saved.total(False) + saved.batch(False) + training_memory(TRACE, method, work).weight_copies
     assert ours == pytest.approx(traced.saved_bytes, rel=0.005)
+
+
+COMPILED_CASES = {
+    "full": (FullFineTune(), {}),
+    "lora-all, fp32 adapters": (Lora(rank=4, targets=parse_targets("all-linear")), {}),
+    "lora-all, bf16 adapters": (Lora(rank=4, targets=parse_targets("all-linear")), {"fp32_adapters": False}),
+    "lora-qv, dropout": (Lora(rank=8, targets=("q", "v"), dropout=0.05), {}),
+}
+
+
+@pytest.mark.needs_torch
+@pytest.mark.parametrize("key", list(COMPILED_CASES))
+def test_compiled_layers_keep_what_the_compile_partitioner_keeps(key):
+    """torchtune compiles each layer: traced through AOT autograd's partitioner (Inductor's)."""
+    from costplan.tracing import trace_training_step
+
+    method, options = COMPILED_CASES[key]
+    work = Workload(seq_len=32, precision="bf16-true", compiled=True, **options)
+    traced = trace_training_step(TRACE, method, work)
+    saved = saved_tensors(TRACE, method, work)
+    ours = saved.total(False) + saved.batch(False)
+    # Dropout: the CPU's dropout keeps a wider mask than CUDA's one-byte bool (see LITGPT_TRACED).
+    assert ours == pytest.approx(traced.saved_bytes, rel=0.025 if getattr(method, "dropout", 0) else 1e-9)
+    eager = saved_tensors(TRACE, method, replace(work, compiled=False))
+    assert ours < eager.total(False) + eager.batch(False)
 
 
 @pytest.mark.needs_torch
