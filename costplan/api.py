@@ -249,6 +249,7 @@ def estimate(
     virtual_tokens: int = 20,
     double_quant: bool = True,
     gathered_load: bool = False,
+    flat_unit_gradients: bool = False,
     held_logits: str | None = None,
     virtual_stages: int | None = None,
     steady_state: bool = False,
@@ -272,7 +273,9 @@ def estimate(
     Layout values left at None (GPU count, micro-batch, global batch, checkpointing, ZeRO stage,
     tensor and pipeline parallelism) are chosen as a practitioner would (``costplan.layout``).
     ``gathered_load``: the checkpoint loads by gathering the whole sharded model onto every GPU (a
-    peak of its own; Lightning Fabric until mid-2023). ``held_logits`` (``fp32`` or ``compute``): the
+    peak of its own; Lightning Fabric until mid-2023). ``flat_unit_gradients``: FSDP1 units mixing
+    frozen and trainable parameters get gradients for their whole flat parameters (LitGPT's LoRA before
+    it moved to FSDP2). ``held_logits`` (``fp32`` or ``compute``): the
     training loop keeps the model's outputs, its logits, until the next forward (``Workload.held_logits``).
     ``virtual_stages``: pipeline stages per GPU under interleaved 1F1B (None: about two layers each; 1: plain
     1F1B).
@@ -323,6 +326,7 @@ def estimate(
     use_rslora = arguments.flag("use_rslora", use_rslora)
     double_quant = arguments.flag("double_quant", double_quant)
     gathered_load = arguments.flag("gathered_load", gathered_load)
+    flat_unit_gradients = arguments.flag("flat_unit_gradients", flat_unit_gradients)
     held_logits = arguments.text("held_logits", held_logits, ("fp32", "compute"), optional=True)
     steady_state = arguments.flag("steady_state", steady_state)
     if steady_state and goodput is not None:
@@ -383,7 +387,7 @@ def estimate(
                                        attention=attention, prompt_len=prompt_len, gen_len=gen_len,
                                        source_len=prompt_len if spec.is_encoder_decoder else None,
                                        gathered_load=gathered_load, held_logits=held_logits,
-                                       virtual_stages=virtual_stages)
+                                       virtual_stages=virtual_stages, flat_unit_gradients=flat_unit_gradients)
     if how.training and work.modeling == "litgpt":
         stack_notes.append("activations as LitGPT's own layers keep them (fused qkv, k and v repeated to every "
                            "query head, one zero-padded qkv adapter)")
@@ -407,6 +411,9 @@ def estimate(
     if gathered_load:
         stack_notes.append("the checkpoint loads by gathering the whole model onto every GPU (Lightning Fabric "
                            "before Lightning-AI/pytorch-lightning#18190)")
+    if flat_unit_gradients:
+        stack_notes.append("FSDP1 units mixing frozen and trainable parameters: gradients for their whole flat "
+                           "parameters")
     if how.training and grad_ckpt is None and stack.grad_ckpt:
         grad_ckpt = True  # the stack's recipes checkpoint every layer
     context = (work.prompt_len + work.gen_len) if not how.training else seq_len + how.virtual_tokens
@@ -696,7 +703,11 @@ def stack_workload(stack: Framework, how: Method, *, precision: str = "bf16", op
                     kbit_fp32_upcast=stack.kbit_upcast and how.base_storage in ("nf4", "int8"),
                     autocast_forward=True if stack.autocast and mode != "fp32" else None,
                     compiled=(runtime or stack.runtime) == "compiled" and how.training, modeling=stack.modeling,
+                    unsharded_accumulation=stack.accumulation == "no-sync" and how.training,
                     **shape)
+    if how.training and stack.accumulation == "no-sync":
+        notes.append(f"gradient accumulation under FSDP keeps unsharded gradients until the last micro-batch "
+                     f"({stack.key} accumulates without sync)")
     if work.compiled:
         notes.append("torch.compile: layers keep what its partitioner keeps (norm inputs, gate and up outputs; "
                      "casts and activations recomputed)")

@@ -96,7 +96,10 @@ def training_phases(mem: TrainingMemory, *, dp: Any, zero: Any, micro_batch: Any
     first stage (``min(pp, grad_accum)`` micro-batches of ``1/pp`` of the layers); context
     parallelism splits each sequence ``cp`` ways. ZeRO stage 1
     shards master weights, optimizer states and step temporaries over the ``dp`` replicas, stage 2
-    also gradients, stage 3 (FSDP) also weights, gathering two layers at a time.
+    also gradients, stage 3 (FSDP) also weights, gathering two layers at a time. Under FSDP, a stack
+    that accumulates without sync keeps unsharded gradients between micro-batches
+    (``mem.unsharded_gradients``), and FSDP1 units mixing frozen and trainable parameters have
+    gradients for their whole flat parameters (``mem.flat_gradients``).
     """
     model_split = tp * pp
     mb = micro_batch / (tp * cp)  # context parallelism splits each sequence's activations too
@@ -109,8 +112,16 @@ def training_phases(mem: TrainingMemory, *, dp: Any, zero: Any, micro_batch: Any
     by_grads = xp.where(zero >= 2, dp, 1) * model_split
     buffer = mem.gradient_buffer / by_grads  # a persistent buffer (Megatron's main gradients) in every phase
     grads = mem.gradients / by_grads + buffer
-    gather = xp.where((zero >= 3) & (dp > 1), 2 * mem.layer_weights / model_split, 0.0)
+    fsdp = (zero >= 3) & (dp > 1)
+    if mem.flat_gradients:  # FSDP1 units mixing frozen and trainable parameters: whole flat gradients
+        grads = xp.where(fsdp, mem.flat_gradients / by_grads + buffer, grads)
+    gather = xp.where(fsdp, 2 * mem.layer_weights / model_split, 0.0)
     accumulated = xp.where(grad_accum > 1, grads, buffer)
+    late = grads  # late in backward
+    if mem.unsharded_gradients:  # accumulating without sync: unsharded until the last micro-batch
+        accumulating = fsdp & (grad_accum > 1)
+        accumulated = xp.where(accumulating, mem.unsharded_gradients / model_split + buffer, accumulated)
+        late = xp.where(accumulating, accumulated, grads)
     per_batch = mem.batch_activations / tp * in_flight
     activations = mem.activations * mb * in_flight + per_batch
     logits = mem.logits_peak * mb
@@ -142,7 +153,7 @@ def training_phases(mem: TrainingMemory, *, dp: Any, zero: Any, micro_batch: Any
             Mem.LAYER_BACKWARD: transient, Mem.DEQUANT: mem.workspace, Mem.GATHER: gather, Mem.LOGITS: held_logits}
     # Late in backward nearly all gradients exist; a checkpointed layer is being re-run.
     phases[Phase.BACKWARD_END] = {
-        **held, Mem.GRADIENTS: grads, Mem.ACTIVATIONS: mem.recompute * mb,
+        **held, Mem.GRADIENTS: late, Mem.ACTIVATIONS: mem.recompute * mb,
         Mem.LAYER_BACKWARD: transient if mem.recompute else 0.0, Mem.DEQUANT: mem.workspace, Mem.GATHER: gather,
         Mem.LOGITS: held_logits}
     phases[Phase.OPTIMIZER_STEP] = {

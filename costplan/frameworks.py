@@ -55,6 +55,9 @@ class Framework:
     LoRA kernels) or ``transformers``."""
     full_single_gpu_optimizer: str = ""
     """The optimizer of full fine-tuning on one GPU where it differs (``+in-backward``: stepped in backward)."""
+    accumulation: str = "reduce"
+    """Gradient accumulation under FSDP: ``reduce`` (each micro-batch reduce-scatters its gradients) or
+    ``no-sync`` (FSDP's ``no_sync``: unsharded gradients kept until the last micro-batch)."""
     source: str = ""
 
     @property
@@ -76,7 +79,8 @@ def frameworks() -> dict[str, Framework]:
             fp32_main_grads=row["main_grads"] == "fp32", loss_fp32=row["loss_fp32"] == "true",
             kbit_upcast=row["kbit_upcast"] == "true", offload_checkpoints=row["offload_checkpoints"] == "true",
             full_single_gpu_optimizer=row["full_single_gpu_optimizer"], autocast=row["autocast"] == "true",
-            lora_dropout=float(row["lora_dropout"]), modeling=row["modeling"], source=row["source"])
+            lora_dropout=float(row["lora_dropout"]), modeling=row["modeling"], accumulation=row["accumulation"],
+            source=row["source"])
     return found
 
 

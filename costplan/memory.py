@@ -180,6 +180,12 @@ class TrainingMemory:
     """Intermediates of quantizing the largest matrix on the GPU at load (``QLora.unchunked_quantize``)."""
     held_logits: float = 0.0
     """The model's logits that the training loop keeps from the forward to the next one (``Workload.held_logits``)."""
+    flat_gradients: float = 0.0
+    """Under FSDP1 units that mix frozen and trainable parameters, the gradients of their whole flat
+    parameters, before sharding (``Workload.flat_unit_gradients``; 0 otherwise)."""
+    unsharded_gradients: float = 0.0
+    """Gradients each GPU keeps unsharded between the micro-batches of an accumulation without sync
+    (``Workload.unsharded_accumulation``; 0 otherwise)."""
 
 
 UNCHUNKED_NF4_BYTES_PER_ELEMENT = 68
@@ -258,6 +264,14 @@ def training_memory(model: ModelSpec, method: Method, work: Workload) -> Trainin
         if in_backward:
             temps = opt.step_temp_bytes_in(_one_largest(own_tensors), a)
         weight_copies = _adapter_casts(model, method, work) if work.autocast and a == FP32 else 0.0
+    flat = 0.0
+    if work.flat_unit_gradients and not method.trains_base:
+        # Every layer holds an adapter (the base's parameters in the model's dtype): the layers' flat
+        # parameters all get gradients, the root's too when the embeddings or the head train.
+        counts = count_params(model)
+        root = counts.embeddings + counts.final_norm + counts.head
+        flat = reduced + p * (counts.layer_linear + counts.layer_norms
+                              + (root if method.trains_embeddings or method.trains_head else 0))
     saved = saved_tensors(model, method, work)
     largest = max(lin.weight_elements for lin in layer_linears(model))
     layer = max(kind.params for kind in layer_kinds(model)) * p
@@ -322,6 +336,8 @@ def training_memory(model: ModelSpec, method: Method, work: Workload) -> Trainin
         load_quantize=largest * UNCHUNKED_NF4_BYTES_PER_ELEMENT if getattr(method, "unchunked_quantize", False)
         else 0.0,
         held_logits=mb * _held_logits(model, method, work),
+        flat_gradients=flat,
+        unsharded_gradients=(flat or reduced) if work.unsharded_accumulation else 0.0,
     )
 
 

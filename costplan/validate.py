@@ -302,10 +302,15 @@ MEMORY_KINDS = ("memory", "fit", "max_context")
 (llm-foundry's and others' models bring their own fused attention), so their attention is left as stated."""
 SHARDING_STACKS = ("fsdp", "torchtune", "deepspeed")
 """Stacks whose multi-GPU runs shard parameters (FSDP full shard, torchtune's distributed recipes, ZeRO-3)."""
-LEGACY_FABRIC_LOAD_BEFORE = "2023-11-01"
-"""LitGPT's runs of 2023 (its resource tables) loaded checkpoints into FSDP through Lightning Fabric's
-``load_raw``, which gathered every parameter onto every GPU (fixed by Lightning-AI/pytorch-lightning#18190,
-released with Lightning 2.1): a load-time peak of the whole model plus its shard."""
+LEGACY_FABRIC_LOAD_BEFORE = "2023-07-30"
+"""LitGPT's runs before then loaded checkpoints into FSDP through Lightning Fabric's ``load_raw``, which
+gathered every parameter onto every GPU (Lightning-AI/pytorch-lightning#18190, merged 2023-07-30; LitGPT
+installed Lightning's master until it pinned 71aed751 on 2023-10-05): a load-time peak of the whole model
+plus its shard."""
+LITGPT_FSDP2_LORA_SINCE = "2025-08-13"
+"""LitGPT's multi-GPU LoRA wrapped each Block with FSDP1 (Fabric's FSDPStrategy), whose flat parameters
+mix the frozen base and the adapters, until finetune/lora.py moved to FSDP2 (ModelParallelStrategy,
+Lightning-AI/litgpt 5ac69b06)."""
 TORCHTUNE_TORCHAO_03_SINCE = "2024-06-26"
 """torchtune pinned torchao 0.1, whose NF4 quantizes a whole matrix at once, until pyproject.toml moved to
 torchao 0.3 (pytorch/torchtune c1c9f308a, 2024-06-26)."""
@@ -384,9 +389,11 @@ def _stack_options(row: dict[str, str], options: dict[str, Any]) -> tuple[Any, d
         extra["loss"] = "chunked"
     elif "full-ce" in switches or (stack == "torchtune" and as_of < TORCHTUNE_CHUNKED_CE_SINCE):
         extra["loss"] = "full"
-    if row.get("framework") == "litgpt" and row.get("as_of", "") < LEGACY_FABRIC_LOAD_BEFORE \
-            and (_int(row, "gpus") or 1) > 1:
-        extra["gathered_load"] = True
+    if stack == "litgpt" and (_int(row, "gpus") or 1) > 1:
+        if as_of < LEGACY_FABRIC_LOAD_BEFORE:
+            extra["gathered_load"] = True
+        if as_of < LITGPT_FSDP2_LORA_SINCE and method in ("lora", "qlora"):
+            extra["flat_unit_gradients"] = True
     if "keeps-outputs" in switches:
         extra["held_logits"] = "fp32" if row.get("as_of", "") < LOSS_FUNCTION_SINCE else "compute"
     elif stack == "torchtune" and as_of < TORCHTUNE_DEL_LOGITS_SINCE:
@@ -436,9 +443,11 @@ def _predict_memory(row: dict[str, str], spec: ModelSpec, device: Any, options: 
     options = {**options, **extra}
     if options["gpus"] == 1:
         options.pop("zero", None)
+    # The stated accumulation: gradients of the earlier micro-batches are held through the later ones.
+    accumulation = _int(row, "grad_accum") or 1
     est = estimate(spec, method, tokens=1e8, lora_rank=_int(row, "lora_rank") or 8,
                    lora_targets=_targets(row.get("lora_targets", "")), global_batch=options["micro_batch"]
-                   * options["gpus"], **options)
+                   * options["gpus"] * accumulation, **options)
     detail = f"{est.framework.key}, {est.workload.precision}, {est.workload.optimizer}; {_layout(est)}"
     if kind == "fit":
         naive_fits = _naive_memory(spec, method) <= device.memory_bytes

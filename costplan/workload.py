@@ -70,6 +70,14 @@ class Workload:
     fused qkv projection split into views, k and v repeated to every query head under grouped-query
     attention, one zero-padded adapter for the enabled q/k/v) or ``unsloth`` (its fused LoRA kernels
     where they apply, ``activations.unsloth_kernels``)."""
+    unsharded_accumulation: bool = False
+    """Under FSDP, gradient accumulation runs the micro-batches before the last without syncing
+    (FSDP's ``no_sync``, Lightning Fabric's ``no_backward_sync``): each GPU keeps the unsharded
+    gradients until the last micro-batch reduce-scatters them."""
+    flat_unit_gradients: bool = False
+    """FSDP1 wrapping whole layers that mix frozen and trainable parameters (LitGPT's Block policy
+    before its LoRA moved to FSDP2): a layer holding any trainable parameter gets a gradient for its
+    whole flat parameter (PyTorch warns of it: pytorch/torch/distributed/fsdp/_wrap_utils.py)."""
     held_logits: str | None = None
     """The training loop holds the model's outputs, its logits, until the next forward replaces them
     (``output = model(...); output.loss.backward()``, as Answer.AI's fsdp_qlora ``train.py`` and many

@@ -159,8 +159,8 @@ def test_zero_stages_shard_what_they_promise():
 
 
 def test_a_gathered_checkpoint_load_peaks_at_the_whole_model_plus_its_shard():
-    # Lightning Fabric's FSDP load before #18190: every GPU gathers all 6.74 B bf16 weights while
-    # holding its own shard; LitGPT's 2023 table shows 20.66 GB for Llama-2-7B LoRA on 2 GPUs.
+    # Lightning Fabric's FSDP load before #18190 (2023-07-30): every GPU gathers all 6.74 B bf16
+    # weights while holding its own shard.
     lora = Lora(rank=8, targets=("q", "v"))
     work = Workload(seq_len=1304, precision="bf16-true", grad_ckpt=True, gathered_load=True)
     mem = training_memory(preset("llama-2-7b"), lora, work)
@@ -171,6 +171,36 @@ def test_a_gathered_checkpoint_load_peaks_at_the_whole_model_plus_its_shard():
     assert Phase.CHECKPOINT_LOAD not in sharded(training_memory(preset("llama-2-7b"), lora, Workload(
         seq_len=1304, precision="bf16-true", grad_ckpt=True)), dp=2, zero=3).phases
     assert sharded(mem, dp=2, zero=0).phases[Phase.CHECKPOINT_LOAD] == pytest.approx(weights)  # DDP: no gather
+
+
+def test_fsdp_accumulation_without_sync_keeps_unsharded_gradients():
+    # LitGPT accumulates under Fabric's no_backward_sync (FSDP's no_sync): until the last micro-batch
+    # every GPU keeps its gradients unsharded. Its FSDP1 LoRA wrapped whole Blocks, frozen base and
+    # adapters in one flat parameter, so every layer's parameters get gradients (bf16, as the model).
+    from costplan.model import count_params
+    from costplan.terms import Mem
+
+    spec, lora = preset("llama-2-7b"), Lora(rank=8, targets=("q", "v"))
+    base = Workload(seq_len=1304, precision="bf16-true", grad_ckpt=True, fp32_adapters=False)
+    adapters = 2 * 4_194_304
+    counts = count_params(spec)
+    layers = 2 * (counts.layer_linear + counts.layer_norms)  # 6.48 B parameters in 32 layers
+    mem = training_memory(spec, lora, replace(base, unsharded_accumulation=True, flat_unit_gradients=True))
+    assert mem.flat_gradients == mem.unsharded_gradients == layers + adapters
+    accumulating = sharded(mem, dp=2, zero=3, grad_accum=32)
+    assert accumulating.terms[Mem.GRADIENTS] == pytest.approx(layers + adapters)  # at the top of backward
+    step = sharded(mem, dp=2, zero=3, grad_accum=32).phases
+    plain = sharded(training_memory(spec, lora, base), dp=2, zero=3, grad_accum=32).phases
+    # After the reduce-scatter, each GPU holds its half of the whole flat gradients, not just the adapters'.
+    assert step[Phase.OPTIMIZER_STEP] - plain[Phase.OPTIMIZER_STEP] == pytest.approx((layers + adapters) / 2
+                                                                                      - adapters / 2)
+    # Without accumulation, or without FSDP, nothing is held unsharded.
+    once = sharded(mem, dp=2, zero=3, grad_accum=1)
+    assert once.phases[Phase.BACKWARD_START] == pytest.approx(
+        sharded(training_memory(spec, lora, base), dp=2, zero=3, grad_accum=1).phases[Phase.BACKWARD_START])
+    full = training_memory(spec, FullFineTune(), replace(base, unsharded_accumulation=True))
+    assert sharded(full, dp=4, zero=3, grad_accum=8).terms[Mem.GRADIENTS] == pytest.approx(full.gradients)
+    assert sharded(full, dp=4, zero=0, grad_accum=8).terms[Mem.GRADIENTS] == pytest.approx(full.gradients)
 
 
 def test_torchao_01_quantizes_a_whole_matrix_at_load():

@@ -115,13 +115,18 @@ def test_a_rows_stated_switches_become_the_estimates_options():
            "as_of": "2024-09-01"}
     _, extra = _stack_options(row, {})
     assert extra["offload"] == ("optimizer", "params") and extra["runtime"] == "compiled"
-    # LitGPT's 2023 multi-GPU runs loaded the checkpoint through Fabric's gathering load_raw.
+    # LitGPT's multi-GPU runs before Lightning-AI/pytorch-lightning#18190 (2023-07-30) loaded the checkpoint
+    # through Fabric's gathering load_raw; its LoRA ran FSDP1 over whole Blocks until 2025-08-13.
     litgpt = {"method": "lora", "framework": "litgpt", "switches": "fsdp-full-shard", "gpus": "2",
-              "as_of": "2023-10-27"}
+              "as_of": "2023-07-01"}
     _, extra = _stack_options(litgpt, {})
-    assert extra["gathered_load"] is True and extra["zero"] == 3
-    _, extra = _stack_options({**litgpt, "as_of": "2024-09-27"}, {})
-    assert "gathered_load" not in extra
+    assert extra["gathered_load"] is True and extra["zero"] == 3 and extra["flat_unit_gradients"] is True
+    _, extra = _stack_options({**litgpt, "as_of": "2023-10-27"}, {})
+    assert "gathered_load" not in extra and extra["flat_unit_gradients"] is True
+    _, extra = _stack_options({**litgpt, "as_of": "2025-09-01"}, {})
+    assert "flat_unit_gradients" not in extra
+    _, extra = _stack_options({**litgpt, "method": "full", "as_of": "2024-04-26"}, {})
+    assert "flat_unit_gradients" not in extra  # every parameter trains: nothing mixed
     # torchtune ran torchao 0.1 (whole-matrix NF4 quantization at load) until 2024-06-26.
     tune = {"method": "qlora", "framework": "torchtune", "quant": "nf4", "gpus": "1"}
     assert _stack_options({**tune, "as_of": "2024-04-16"}, {})[0].unchunked_quantize is True
