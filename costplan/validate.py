@@ -331,11 +331,13 @@ LOSS_FUNCTION_SINCE = "2024-10-24"
 """transformers 4.46: causal LMs compute their loss in ``loss_function`` (which upcasts a copy of the
 logits to fp32) and return the logits in the compute dtype; before, ``logits = logits.float()`` in the
 forward made the returned logits fp32."""
-ALLOCATOR_LOGGING_STACKS = ("torchtune",)
-"""Stacks whose published peaks come from their own logging of the caching allocator's statistics
-(torchtune's recipes log ``training.get_memory_stats``: peak active, allocated and reserved bytes from
-``torch.cuda.memory_stats``), which count neither the CUDA context nor managed (paged) pages: a peak
-whose statistic the source does not name is read as the largest of them, the reserved bytes."""
+ALLOCATOR_LOGGING_SINCE = {"torchtune": "", "axolotl": "2025-07-31"}
+"""Stacks whose published peaks come from their own logging of the caching allocator's statistics, and
+since when: torchtune's recipes log ``training.get_memory_stats`` (peak active, allocated and reserved
+bytes from ``torch.cuda.memory_stats``); Axolotl's trainer logs ``memory/max_active``, ``max_allocated``
+and ``device_reserved`` since axolotl-ai-cloud/axolotl#2977 (294c7fe7a, 2025-07-31; before, the current
+usage). They count neither the CUDA context nor managed (paged) pages: a peak whose statistic the source
+does not name is read as the largest of them, the reserved bytes."""
 
 
 def _stack_options(row: dict[str, str], options: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
@@ -455,7 +457,8 @@ def _predict_memory(row: dict[str, str], spec: ModelSpec, device: Any, options: 
                 f"{'fits' if est.placement.fits else 'does not fit'}: {est.memory.device_bytes / GIB:.1f} GiB; "
                 + detail)
     measured_as = row.get("metric") or "unknown"
-    if measured_as == "unknown" and row.get("framework") in ALLOCATOR_LOGGING_STACKS:
+    logging_since = ALLOCATOR_LOGGING_SINCE.get(row.get("framework", ""))
+    if measured_as == "unknown" and logging_since is not None and row.get("as_of", "") >= logging_since:
         measured_as = "reserved"
     memory = est.memory
     if measured_as == "allocated":  # max_memory_allocated: the live tensors, not paged (managed) states

@@ -195,6 +195,10 @@ def test_torchtunes_logged_peaks_are_read_as_the_allocators_reserved_bytes():
     assert predicted == pytest.approx(est.memory.reserved_bytes / 2**30) and detail.startswith("reserved")
     other, _, _ = predict({**row, "framework": "hf-trainer", "optimizer": "adamw"})
     assert other != pytest.approx(predicted)
+    # Axolotl's trainer logs the allocator's peaks since axolotl-ai-cloud/axolotl#2977 (2025-07-31).
+    axolotl = {**row, "framework": "axolotl", "optimizer": "adamw"}
+    assert predict({**axolotl, "as_of": "2025-08-27"})[2].startswith("reserved")
+    assert predict({**axolotl, "as_of": "2024-04-18"})[2].startswith("unknown")
 
 
 def test_torchtune_rows_follow_the_loss_their_recipes_ran():
