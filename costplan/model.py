@@ -605,7 +605,8 @@ _INT_COLUMNS = ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "head_
                 "vocab_size", "max_positions", "num_experts", "experts_per_token")
 
 
-def _spec(name: str, family: str, numbers: dict[str, int], **overrides: object) -> ModelSpec:
+def model_spec(name: str, family: str, numbers: dict[str, int], **overrides: object) -> ModelSpec:
+    """A model of ``family`` with its traits, the given shape (``ModelSpec`` field names) and overrides."""
     if family not in _FAMILY_TRAITS:
         raise unknown_name("architecture family", family, FAMILIES)
     traits = {**_FAMILY_TRAITS[family], **overrides}
@@ -649,14 +650,14 @@ def preset(name: str) -> ModelSpec:
         overrides["tied_embeddings"] = row["tied_embeddings"].lower() == "true"
     overrides.update(_extra(row.get("extra", ""), row["key"]))
     published = int(row["params_published"]) if row.get("params_published") else None
-    return _spec(row["key"], row["family"], numbers, params_published=published, **overrides)
+    return model_spec(row["key"], row["family"], numbers, params_published=published, **overrides)
 
 
 # --- Hugging Face config.json ----------------------------------------------------------------
 
 _MODEL_TYPE_FAMILY = {
     "llama": "llama", "mistral": "mistral", "mixtral": "mixtral", "qwen2": "qwen2", "qwen3": "qwen3",
-    "qwen3_moe": "qwen3_moe", "phi3": "phi3", "olmo2": "olmo2", "gemma": "gemma", "gemma2": "gemma2",
+    "qwen3_moe": "qwen3_moe", "phi3": "phi3", "olmo2": "olmo2", "olmo3": "olmo2", "gemma": "gemma", "gemma2": "gemma2",
     "gemma3_text": "gemma3", "gemma3": "gemma3", "deepseek_v3": "deepseek_v3", "gpt2": "gpt2",
     "gpt_neox": "gpt_neox", "bert": "bert", "t5": "t5",
 }
@@ -711,7 +712,7 @@ def from_hf_config(path: str | Path, name: str | None = None) -> ModelSpec:
         if not config.get("head_dim") and numbers["hidden_size"] % numbers["num_heads"]:
             raise ValueError(f"the hidden size ({numbers['hidden_size']}) must be a multiple of the "
                              f"{numbers['num_heads']} attention heads when head_dim is not given")
-        return _spec(name[:100], _MODEL_TYPE_FAMILY[model_type], numbers, **overrides)
+        return model_spec(name[:100], _MODEL_TYPE_FAMILY[model_type], numbers, **overrides)
     except KeyError as exc:
         raise CostplanError(f"{where}: required field {exc.args[0]!r} is missing.") from exc
     except (TypeError, ValueError, OverflowError) as exc:
@@ -814,7 +815,7 @@ def _read_config(model_type: str, config: dict) -> tuple[dict[str, int], dict[st
         overrides["attention_dropout"] = _float(config, "attention_probs_dropout_prob", 0.1)
     if "tie_word_embeddings" in config and model_type != "bert":
         overrides["tied_embeddings"] = bool(config["tie_word_embeddings"])
-    llama_like = ("llama", "mistral", "mixtral", "qwen2", "qwen3", "qwen3_moe", "olmo2", "gemma", "gemma2",
+    llama_like = ("llama", "mistral", "mixtral", "qwen2", "qwen3", "qwen3_moe", "olmo2", "olmo3", "gemma", "gemma2",
                   "gemma3_text", "deepseek_v3")
     if model_type in llama_like:
         overrides["qkv_bias"] = bool(config.get("attention_bias", model_type == "qwen2"))
@@ -828,7 +829,7 @@ def _read_config(model_type: str, config: dict) -> tuple[dict[str, int], dict[st
     if model_type in ("gemma2", "gemma3_text"):
         overrides["attn_softcap"] = _float(config, "attn_logit_softcapping")
         overrides["final_softcap"] = _float(config, "final_logit_softcapping")
-    if model_type in ("gemma2", "gemma3_text", "phi3"):
+    if model_type in ("gemma2", "gemma3_text", "phi3", "olmo3"):  # OLMo 3: OLMo 2's layers, 3 in 4 sliding
         window, pattern = _sliding_pattern(config, layers, model_type)
         overrides["sliding_window"], overrides["sliding_window_pattern"] = window, pattern
     else:

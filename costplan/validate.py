@@ -39,7 +39,7 @@ from dataclasses import asdict
 from typing import Any, NamedTuple
 
 from costplan.errors import CostplanError
-from costplan.model import ModelSpec, count_params, preset
+from costplan.model import ModelSpec, count_params, model_spec, preset
 from costplan.record import record
 from costplan.tables import number, read_table
 from costplan.units import GIB
@@ -116,14 +116,13 @@ def architecture(text: str, name: str = "", positions: int | None = None) -> Mod
     hidden, heads = int(fields["hidden"]), int(fields["heads"])
     gated = fields.get("mlp", "gated") == "gated"
     learned = fields.get("pos", "rope") == "learned"
-    return ModelSpec(name=name or "published", family="llama", hidden_size=hidden, num_layers=int(fields["layers"]),
-                     num_heads=heads, num_kv_heads=int(fields["kv_heads"]),
-                     head_dim=int(fields.get("head_dim", hidden // heads)), ffn_size=int(fields["ffn"]),
-                     vocab_size=int(fields["vocab"]),
-                     max_positions=(positions or 2048) if learned else 1 << 21,
-                     tied_embeddings=fields.get("tied", "false") == "true", gated_mlp=gated,
-                     activation="silu" if gated else "gelu", norm="rmsnorm" if gated else "layernorm",
-                     learned_positions=learned)
+    # family=...: the layer traits of an architecture family (OLMo 2's reordered norms and q/k norms).
+    return model_spec(name or "published", fields.get("family", "llama"), dict(
+        hidden_size=hidden, num_layers=int(fields["layers"]), num_heads=heads, num_kv_heads=int(fields["kv_heads"]),
+        head_dim=int(fields.get("head_dim", hidden // heads)), ffn_size=int(fields["ffn"]),
+        vocab_size=int(fields["vocab"]), max_positions=(positions or 2048) if learned else 1 << 21),
+        tied_embeddings=fields.get("tied", "false") == "true", gated_mlp=gated,
+        activation="silu" if gated else "gelu", norm="rmsnorm" if gated else "layernorm", learned_positions=learned)
 
 
 def _int(row: dict[str, str], column: str) -> int | None:

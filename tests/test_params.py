@@ -207,6 +207,27 @@ def test_the_text_model_of_a_multimodal_gemma3_config(tmp_path):
 
 
 @pytest.mark.needs_torch
+def test_an_olmo3_config_reads_as_olmo2_layers_three_in_four_sliding(tmp_path):
+    """OLMo 3 keeps OLMo 2's layers (norms after each block, q/k norms over all heads) and slides
+    three layers in four over a 4096-token window (its config's layer_types)."""
+    import torch
+    import transformers as T
+
+    from costplan.model import from_hf_config, layer_sequence
+
+    config = T.Olmo3Config(hidden_size=128, intermediate_size=256, num_hidden_layers=8, num_attention_heads=4,
+                           num_key_value_heads=4, vocab_size=1000)
+    config.save_pretrained(tmp_path)
+    with torch.device("meta"):
+        module = T.AutoModelForCausalLM.from_config(config)
+    spec = from_hf_config(tmp_path)
+    assert (spec.family, spec.qk_norm, spec.norm_placement) == ("olmo2", "full", "reordered")
+    assert (spec.sliding_window, spec.sliding_window_pattern) == (4096, 4)
+    assert count_params(spec).total == sum(p.numel() for p in module.parameters())
+    assert [kind.name for kind in layer_sequence(spec)] == (["sliding"] * 3 + ["global"]) * 2
+
+
+@pytest.mark.needs_torch
 @pytest.mark.parametrize("family", ["phi3", "gemma2", "gemma3", "deepseek_v3", "t5"])
 def test_the_layer_structure_read_from_config_json(family, tmp_path):
     from costplan.model import from_hf_config, layer_sequence
