@@ -173,7 +173,8 @@ def _workload(case: Case, model: ModelSpec, method: Method) -> tuple[Workload, l
         notes.append("offloading to the host is modelled, not traced")
         work = replace(work, offload=())
     if work.compiled:
-        notes.append("torch.compile's fused cross-entropy is modelled; the trace runs eager")
+        notes.append("torch.compile is modelled (its partitioner's saved tensors are traced on the CPU by the "
+                     "tests; dynamo does not run on the meta device); the trace runs eager")
         work = replace(work, compiled=False)
     if work.modeling != "transformers":
         notes.append(f"{stack.key}'s own layer code ({work.modeling}) is modelled from its source; the trace runs "
