@@ -203,6 +203,22 @@ def test_fsdp_accumulation_without_sync_keeps_unsharded_gradients():
     assert sharded(full, dp=4, zero=0, grad_accum=8).terms[Mem.GRADIENTS] == pytest.approx(full.gradients)
 
 
+def test_the_trainer_under_fsdp_accumulates_unsharded_gradients():
+    # transformers' Trainer runs every micro-batch but the last under accelerate's no_sync: under FSDP
+    # each GPU holds the whole model's gradients (fp32 under bf16-mixed: 4 bytes x 8.03 B) until the
+    # step's last micro-batch reduce-scatters them. Without accumulation it holds its eighth.
+    from costplan.api import estimate
+    from costplan.terms import Mem
+
+    def gradients(global_batch):
+        est = estimate("llama-3-8b", "full", tokens=1e8, gpu="h100-sxm", gpus=8, framework="fsdp", seq_len=2048,
+                       micro_batch=1, global_batch=global_batch, zero=3, grad_ckpt=True)
+        return est.memory.terms[Mem.GRADIENTS]
+
+    assert gradients(32) == pytest.approx(4 * 8_030_261_248)
+    assert gradients(8) == pytest.approx(4 * 8_030_261_248 / 8)
+
+
 def test_torchao_01_quantizes_a_whole_matrix_at_load():
     # torchao 0.1's NF4Tensor.from_tensor on Llama-2-7B's largest matrix (11008 x 4096 bf16): the matrix
     # (2n), its block-scaled copy (2n), and (value - nf4) and its abs() over 16 NF4 values (32n each)
