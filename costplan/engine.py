@@ -229,14 +229,16 @@ def _hierarchical(size: Any, members: Any, per_node: Any, groups_per_node: Any, 
 
 
 def data_parallel_seconds(gradient_bytes: Any, weight_bytes: Any, *, dp: Any, tp: Any, pp: Any, zero: Any,
-                          hw: Hardware) -> tuple[Any, Any]:
+                          hw: Hardware, no_sync: bool = False, flat_gradient_bytes: float = 0.0) -> tuple[Any, Any]:
     """(once per optimizer step, per micro-batch) seconds of data-parallel communication on one GPU.
 
     DDP and ZeRO-1/2 all-reduce (or reduce-scatter then all-gather: the same volume) the trained
     parameters' gradients once per optimizer step, after the last micro-batch's backward; ZeRO-3 /
     FSDP all-gathers every layer's weights in forward and again in backward and reduce-scatters
-    the gradients in every micro-batch (Rajbhandari et al. 2020, section 7). A frozen base sends
-    no gradients. ``gradient_bytes`` and ``weight_bytes`` are one replica's, unsplit.
+    the gradients in every micro-batch (Rajbhandari et al. 2020, section 7), or only in the last one
+    when the stack accumulates without sync (``no_sync``). A frozen base sends no gradients, except
+    where FSDP1 units mix it with adapters (``flat_gradient_bytes``: the units' whole gradients).
+    ``gradient_bytes`` and ``weight_bytes`` are one replica's, unsplit.
     """
     # Members of one data-parallel group inside a node (tensor-parallel ranks fill the rest); the
     # node's other groups (one per tensor-parallel rank) share its NICs.
@@ -247,10 +249,12 @@ def data_parallel_seconds(gradient_bytes: Any, weight_bytes: Any, *, dp: Any, tp
     buckets = xp.ceil(grads / DDP_BUCKET_BYTES)
     reduce = _hierarchical(grads, dp, per_node, groups, hw, 2.0) + (buckets - 1) * xp.where(
         dp > 1, NCCL_LATENCY_SECONDS, 0.0)
-    gather = 2 * _hierarchical(weight_bytes / share, dp, per_node, groups, hw, 1.0) + _hierarchical(
-        grads, dp, per_node, groups, hw, 1.0)
+    gather = 2 * _hierarchical(weight_bytes / share, dp, per_node, groups, hw, 1.0)
+    scatter = _hierarchical((flat_gradient_bytes or gradient_bytes) / share, dp, per_node, groups, hw, 1.0)
     stage3 = zero >= 3
-    return xp.where(stage3, 0.0, reduce), xp.where(stage3, gather, 0.0)
+    if no_sync:
+        return xp.where(stage3, scatter, reduce), xp.where(stage3, gather, 0.0)
+    return xp.where(stage3, 0.0, reduce), xp.where(stage3, gather + scatter, 0.0)
 
 
 def tensor_parallel_seconds(message_bytes: Any, *, layers: int, tp: Any, pp: Any, collectives_per_layer: float,
@@ -332,7 +336,8 @@ def training_step(shape: StepShape, mem: TrainingMemory, *, hw: Hardware, consta
     p2p = xp.where(pp > 1, 2 * virtual * message / tp / (hw.node_bytes_per_s / hw.gpus_per_node), 0.0)
     bubble = (pp - 1) / virtual * per_micro + grad_accum * p2p
     once, per_batch = data_parallel_seconds(mem.reduced_gradients or mem.gradients, mem.weights, dp=dp * cp, tp=tp,
-                                            pp=pp, zero=zero, hw=hw)
+                                            pp=pp, zero=zero, hw=hw, no_sync=bool(mem.unsharded_gradients),
+                                            flat_gradient_bytes=mem.flat_gradients)
     backward = mb_seconds * 2.0 / 3.0
     exposed = (xp.maximum(once - BACKWARD_OVERLAP * backward, 0.0)
                + grad_accum * xp.maximum(per_batch - BACKWARD_OVERLAP * mb_seconds, 0.0))

@@ -68,6 +68,13 @@ def test_hierarchical_collectives_by_hand():
     assert zero_once == 0
     one_pass = 7 / 8 * grads / 450e9 + engine.NCCL_LATENCY_SECONDS
     assert zero_each == pytest.approx(3 * one_pass)
+    # Accumulating without sync (the Trainer's and LitGPT's FSDP), the reduce-scatter runs once a step;
+    # FSDP1 units mixing frozen and trainable parameters reduce-scatter their whole flat gradients.
+    sync_once, sync_each = engine.data_parallel_seconds(grads, grads, dp=8, tp=1, pp=1, zero=3, hw=hw, no_sync=True)
+    assert (sync_once, sync_each) == (pytest.approx(one_pass), pytest.approx(2 * one_pass))
+    flat_once, _ = engine.data_parallel_seconds(1e6, grads, dp=8, tp=1, pp=1, zero=3, hw=hw, no_sync=True,
+                                                flat_gradient_bytes=grads)
+    assert flat_once == pytest.approx(one_pass)
     assert link("h100-sxm").node_bytes_per_s == 8 * 400e9 / 8
     # GeForce cards have no peer-to-peer: transfers go through host memory at half the PCIe rate.
     assert link("rtx-4090").intra_bytes_per_s == 31.5e9 / 2
