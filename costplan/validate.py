@@ -438,7 +438,10 @@ def _predict_memory(row: dict[str, str], spec: ModelSpec, device: Any, options: 
         raise CostplanError("sequence length or micro-batch not stated")
     options.setdefault("gpus", 1)
     stack = frameworks().get(row.get("framework", ""))
-    options.setdefault("grad_ckpt", stack.grad_ckpt if stack is not None else False)  # not stated: the stack's
+    # Not stated: the stack's default; LLaMA-Factory checkpoints unless disable_gradient_checkpointing
+    # (its model_utils/checkpointing.py; `--from` a LLaMA-Factory YAML does the same).
+    checkpointing = stack.grad_ckpt if stack is not None else False
+    options.setdefault("grad_ckpt", checkpointing or row.get("stack", "") == "llama-factory")
     if options["gpus"] > 1 and row.get("framework") in SHARDING_STACKS:
         options.setdefault("zero", 3)  # they run FSDP full shard or ZeRO-3; the others as a practitioner would
     options = {**options, **extra}

@@ -229,6 +229,20 @@ def test_torchtune_rows_follow_the_loss_their_recipes_ran():
     assert (full - chunked) * 2**30 > 6 * logits
 
 
+def test_llama_factory_rows_checkpoint_unless_they_say_otherwise():
+    # LLaMA-Factory enables gradient checkpointing unless disable_gradient_checkpointing is set; the
+    # Trainer alone does not. A row that does not state it runs the stack's default.
+    from costplan.validate import predict
+
+    row = {"kind": "memory", "name": "q", "model": "llama-2-7b", "gpu": "a100-80gb", "gpus": "1",
+           "framework": "hf-trainer", "stack": "llama-factory", "method": "lora", "seq_len": "1024",
+           "micro_batch": "4", "metric": "allocated", "as_of": "2023-12-28"}
+    factory, _, detail = predict(row)
+    trainer, _, plain = predict({**row, "stack": "hf-trainer"})
+    assert detail.endswith("ckpt") and not plain.endswith("ckpt") and factory < 0.6 * trainer
+    assert predict({**row, "grad_ckpt": "false"})[0] == pytest.approx(trainer)
+
+
 def test_quantized_rows_keep_the_4bit_matmuls_inputs_where_their_bitsandbytes_did():
     # bitsandbytes before 0.43.2 (2024-07-16) kept each 4-bit matmul's input for backward; LitGPT
     # pinned 0.42.0 until 2024-12-28, so its QLoRA rows of 2024-09 keep them too, the Trainer's do not.
