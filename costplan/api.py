@@ -692,6 +692,10 @@ def stack_workload(stack: Framework, how: Method, *, precision: str = "bf16", op
             and "activations" not in offloads and offload is None:
         offloads += ("activations",)
         notes.append(f"{stack.key} keeps the checkpointed layer inputs in host memory")
+    if how.training and shape.get("held_logits") is None and stack.held_logits:
+        shape["held_logits"] = stack.held_logits
+        notes.append(f"{stack.key}'s training loop holds the model's {stack.held_logits}-dtype logits from one "
+                     "forward to the next")
     loss_kind = loss or stack.loss
     if how.training and loss is None and loss_kind != "full":
         notes.append(f"loss: {loss_kind} cross-entropy ({stack.key}'s)" +

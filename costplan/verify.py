@@ -172,6 +172,9 @@ def _workload(case: Case, model: ModelSpec, method: Method) -> tuple[Workload, l
     if work.offload:
         notes.append("offloading to the host is modelled, not traced")
         work = replace(work, offload=())
+    if work.held_logits:
+        notes.append(f"{stack.key}'s loop holding the logits is modelled; the trace keeps only the loss")
+        work = replace(work, held_logits=None)
     if work.compiled:
         notes.append("torch.compile is modelled (its partitioner's saved tensors are traced on the CPU by the "
                      "tests; dynamo does not run on the meta device); the trace runs eager")

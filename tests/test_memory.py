@@ -274,6 +274,17 @@ def test_a_loop_that_holds_the_models_outputs_holds_its_logits_in_every_phase():
         for phase in plain:
             assert kept[phase] - plain[phase] == pytest.approx(4 * per_logit * 2048 * 32000)
 
+    # LitGPT's fit loops keep `logits = model(...)` bound through backward and into the next forward:
+    # its stack holds them in the compute dtype unless told otherwise.
+    from costplan.api import stack_workload
+    from costplan.frameworks import framework
+
+    lora = Lora(rank=8, targets=("q", "v"))
+    litgpt, notes = stack_workload(framework("litgpt"), lora, gpus=1, seq_len=512)
+    assert litgpt.held_logits == "compute" and any("holds the model's" in n for n in notes)
+    assert stack_workload(framework("hf-trainer"), lora, gpus=1, seq_len=512)[0].held_logits is None
+    assert stack_workload(framework("litgpt"), lora, gpus=1, seq_len=512, held_logits="fp32")[0].held_logits == "fp32"
+
 
 # --- against the real modules: bytes autograd saves for backward ----------------------------
 
