@@ -224,6 +224,7 @@ def estimate(
     precision: str = "bf16",
     optimizer: str | None = None,
     optimizer_in_backward: bool | None = None,
+    sync_each_batch: bool | None = None,
     loss: str | None = None,
     offload: tuple[str, ...] | str | None = None,
     grad_ckpt: bool | None = None,
@@ -315,6 +316,7 @@ def estimate(
         raise CostplanError(f"--offload takes {', '.join(OFFLOADS)}, not {offload!r}.")
     offload = tuple(offload.split(",") if isinstance(offload, str) else offload or ()) or None
     optimizer_in_backward = arguments.flag("optimizer_in_backward", optimizer_in_backward, optional=True)
+    sync_each_batch = arguments.flag("sync_each_batch", sync_each_batch, optional=True)
     framework = arguments.text("framework", framework, FRAMEWORK_KEYS, optional=True)
     runtime = arguments.text("runtime", runtime, ("eager", "compiled", "native"), optional=True)
     provider = arguments.text("provider", provider, optional=True)
@@ -382,6 +384,7 @@ def estimate(
         how = replace(how, dropout=stack.lora_dropout)  # the stack's default (LitGPT: 0.05)
     work, stack_notes = stack_workload(stack, how, precision=precision, optimizer=optimizer,
                                        optimizer_in_backward=optimizer_in_backward, loss=loss, offload=offload,
+                                       sync_each_batch=sync_each_batch,
                                        grad_ckpt=grad_ckpt, gpus=gpus, runtime=runtime, seq_len=seq_len,
                                        micro_batch=micro_batch or 1,
                                        attention=attention, prompt_len=prompt_len, gen_len=gen_len,
@@ -399,7 +402,7 @@ def estimate(
                            "seven matrices (--lora-targets all-linear) of a Llama-style model")
     if not how.training:
         unused = [f"--{name.replace('_', '-')}" for name, value in (
-            ("offload", offload), ("optimizer", optimizer), ("optimizer_in_backward", optimizer_in_backward),
+            ("offload", offload), ("optimizer", optimizer), ("optimizer_in_backward", optimizer_in_backward), ("sync_each_batch", sync_each_batch),
             ("loss", loss), ("grad_ckpt", grad_ckpt), ("global_batch", global_batch),
             ("global_batch_tokens", global_batch_tokens), ("zero", zero), ("virtual_stages", virtual_stages),
             ("goodput", goodput)) if value is not None]
@@ -668,7 +671,8 @@ def _precision_note(work: Workload, how: Method) -> str:
 def stack_workload(stack: Framework, how: Method, *, precision: str = "bf16", optimizer: str | None = None,
                    optimizer_in_backward: bool | None = None, loss: str | None = None,
                    offload: tuple[str, ...] | str | None = None, grad_ckpt: bool | None = None,
-                   gpus: int | None = None, runtime: str | None = None, **shape: Any) -> tuple[Workload, list[str]]:
+                   gpus: int | None = None, runtime: str | None = None, sync_each_batch: bool | None = None,
+                   **shape: Any) -> tuple[Workload, list[str]]:
     """The workload as ``stack`` runs it: its precision mode for ``bf16``, its optimizer, loss,
     adapter dtype and gradient buffers, unless given; with one line per convention taken."""
     mode = modes.resolve(precision, stack.bf16)
@@ -707,11 +711,12 @@ def stack_workload(stack: Framework, how: Method, *, precision: str = "bf16", op
                     kbit_fp32_upcast=stack.kbit_upcast and how.base_storage in ("nf4", "int8"),
                     autocast_forward=True if stack.autocast and mode != "fp32" else None,
                     compiled=(runtime or stack.runtime) == "compiled" and how.training, modeling=stack.modeling,
-                    unsharded_accumulation=stack.accumulation == "no-sync" and how.training,
+                    unsharded_accumulation=how.training and (stack.accumulation == "no-sync" if sync_each_batch is None
+                                                             else not sync_each_batch),
                     **shape)
-    if how.training and stack.accumulation == "no-sync":
-        notes.append(f"gradient accumulation under FSDP keeps unsharded gradients until the last micro-batch "
-                     f"({stack.key} accumulates without sync)")
+    if work.unsharded_accumulation:
+        notes.append("gradient accumulation under FSDP keeps unsharded gradients until the last micro-batch "
+                     + (f"({stack.key} accumulates without sync)" if sync_each_batch is None else "(--no-sync-each-batch)"))
     if work.compiled:
         notes.append("torch.compile: layers keep what its partitioner keeps (norm inputs, gate and up outputs; "
                      "casts and activations recomputed)")

@@ -250,6 +250,10 @@ LAYOUT = _options(
 @click.option("--optimizer", show_default="auto",
               help="adamw (foreach), adamw-fused, adamw-8bit, paged-adamw, paged-adamw-8bit, sgd, sgd-momentum, "
                    "adafactor [auto: the stack's default].")
+@click.option("--sync-each-batch/--no-sync-each-batch", default=None, show_default="auto",
+              help="Under FSDP with gradient accumulation, reduce-scatter the gradients after every micro-batch "
+                   "(accelerate's sync_each_batch; Composer) instead of keeping them unsharded until the last one "
+                   "(FSDP's no_sync: the Trainer's and LitGPT's default) [auto: the stack's].")
 @click.option("--optimizer-in-backward/--no-optimizer-in-backward", default=None, show_default="auto",
               help="Step each parameter inside backward and free its gradient (torchtune's optimizer_in_bwd; no "
                    "gradient accumulation).")

@@ -211,6 +211,8 @@ def _common(row: dict[str, str], spec: ModelSpec) -> dict[str, Any]:
             framework in frameworks() and frameworks()[framework].tensor_parallel):
         options["framework"] = "megatron"
     stack = frameworks().get(options.get("framework", ""))
+    if options.get("framework") == "fsdp" and row.get("stack", "") not in NO_SYNC_FSDP_STACKS:
+        options["sync_each_batch"] = True  # FSDP driven by another loop: it reduce-scatters every micro-batch
     stages = _stated(row, "vp")
     if stages is not None:  # stated virtual stages (vp=1: plain 1F1B, DeepSpeed's engine, Megatron's default)
         options["virtual_stages"] = int(stages)
@@ -294,6 +296,11 @@ SDPA_DEFAULT_SINCE = "2023-12-11"
 FUSED_ATTENTION_SWITCHES = ("flash", "sdpa", "xformers")
 """Switches naming an attention kernel that keeps no s² scores (FlashAttention, SDPA, xformers'
 memory-efficient attention, which Axolotl patched into Llama with ``xformers_attention``)."""
+NO_SYNC_FSDP_STACKS = ("accelerate-fsdp",)
+"""Loops over FSDP that accumulate without sync: transformers' Trainer through accelerate (``--framework
+fsdp``). The others the published rows ran reduce-scatter every micro-batch: Composer and llm-foundry
+(composer/trainer/dist_strategy.py applies no_sync to DDP models only), Answer.AI's fsdp_qlora (its
+``--no_sync`` is off by default), and open_lm's and OLMo-core's loops, taken as the same."""
 TRANSFORMERS_STACKS = ("hf-trainer", "deepspeed", "fsdp", "axolotl")
 """Stacks that run transformers' modules (torchtune, LitGPT, Unsloth and Megatron bring their own)."""
 MEMORY_KINDS = ("memory", "fit", "max_context")

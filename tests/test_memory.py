@@ -210,13 +210,15 @@ def test_the_trainer_under_fsdp_accumulates_unsharded_gradients():
     from costplan.api import estimate
     from costplan.terms import Mem
 
-    def gradients(global_batch):
+    def gradients(global_batch, **options):
         est = estimate("llama-3-8b", "full", tokens=1e8, gpu="h100-sxm", gpus=8, framework="fsdp", seq_len=2048,
-                       micro_batch=1, global_batch=global_batch, zero=3, grad_ckpt=True)
+                       micro_batch=1, global_batch=global_batch, zero=3, grad_ckpt=True, **options)
         return est.memory.terms[Mem.GRADIENTS]
 
     assert gradients(32) == pytest.approx(4 * 8_030_261_248)
     assert gradients(8) == pytest.approx(4 * 8_030_261_248 / 8)
+    # accelerate's sync_each_batch (and Composer's loop) reduce-scatter after every micro-batch.
+    assert gradients(32, sync_each_batch=True) == pytest.approx(4 * 8_030_261_248 / 8)
 
 
 def test_torchao_01_quantizes_a_whole_matrix_at_load():

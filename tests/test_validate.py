@@ -229,6 +229,16 @@ def test_torchtune_rows_follow_the_loss_their_recipes_ran():
     assert (full - chunked) * 2**30 > 6 * logits
 
 
+def test_only_the_trainers_fsdp_rows_accumulate_without_sync():
+    from costplan.model import preset
+    from costplan.validate import _common
+
+    row = {"kind": "pretrain", "gpu": "a100-40gb", "gpus": "440", "framework": "fsdp", "seq_len": "2048"}
+    composer = _common({**row, "stack": "MosaicML llm-foundry/Composer (FSDP, LION optimizer)"}, preset("7b"))
+    trainer = _common({**row, "stack": "accelerate-fsdp"}, preset("7b"))
+    assert composer["sync_each_batch"] is True and "sync_each_batch" not in trainer
+
+
 def test_llama_factory_rows_checkpoint_unless_they_say_otherwise():
     # LLaMA-Factory enables gradient checkpointing unless disable_gradient_checkpointing is set; the
     # Trainer alone does not. A row that does not state it runs the stack's default.
