@@ -402,7 +402,8 @@ def estimate(
                            "seven matrices (--lora-targets all-linear) of a Llama-style model")
     if not how.training:
         unused = [f"--{name.replace('_', '-')}" for name, value in (
-            ("offload", offload), ("optimizer", optimizer), ("optimizer_in_backward", optimizer_in_backward), ("sync_each_batch", sync_each_batch),
+            ("offload", offload), ("optimizer", optimizer), ("optimizer_in_backward", optimizer_in_backward),
+            ("sync_each_batch", sync_each_batch),
             ("loss", loss), ("grad_ckpt", grad_ckpt), ("global_batch", global_batch),
             ("global_batch_tokens", global_batch_tokens), ("zero", zero), ("virtual_stages", virtual_stages),
             ("goodput", goodput)) if value is not None]
@@ -715,8 +716,8 @@ def stack_workload(stack: Framework, how: Method, *, precision: str = "bf16", op
                                                              else not sync_each_batch),
                     **shape)
     if work.unsharded_accumulation:
-        notes.append("gradient accumulation under FSDP keeps unsharded gradients until the last micro-batch "
-                     + (f"({stack.key} accumulates without sync)" if sync_each_batch is None else "(--no-sync-each-batch)"))
+        why = f"{stack.key} accumulates without sync" if sync_each_batch is None else "--no-sync-each-batch"
+        notes.append(f"gradient accumulation under FSDP keeps unsharded gradients until the last micro-batch ({why})")
     if work.compiled:
         notes.append("torch.compile: layers keep what its partitioner keeps (norm inputs, gate and up outputs; "
                      "casts and activations recomputed)")
