@@ -324,6 +324,9 @@ TORCHTUNE_DEL_LOGITS_SINCE = "2024-07-28"
 """torchtune's recipes held the model's fp32 logits (its ``TransformerDecoder`` returns
 ``self.output(h).float()``) through backward until "delete logits before bwd" (pytorch/torchtune#1235,
 8a98fbaa3, 2024-07-28)."""
+TORCHTUNE_FUSED_ADAMW_SINCE = "2024-09-14"
+"""torchtune's configs ran torch.optim.AdamW with its default foreach step until they set ``fused: True``
+(pytorch/torchtune#1575, cca50f02e, 2024-09-14)."""
 TORCHTUNE_CHUNKED_CE_SINCE = "2024-08-28"
 """torchtune's configs computed ``torch.nn.CrossEntropyLoss`` over the full fp32 logits until
 ``CEWithChunkedOutputLoss`` (pytorch/torchtune#1390, 4fba6cd44, 2024-08-28) became their loss."""
@@ -373,6 +376,8 @@ def _stack_options(row: dict[str, str], options: dict[str, Any]) -> tuple[Any, d
         name, in_backward = optimizer.lower().removesuffix("+in-backward"), optimizer.endswith("+in-backward")
         if name != "adamw":  # plain "adamw": the stack's own AdamW (foreach or fused)
             extra["optimizer"] = name
+        elif stack == "torchtune" and as_of < TORCHTUNE_FUSED_ADAMW_SINCE:
+            extra["optimizer"] = "adamw"  # torch.optim.AdamW's default, foreach
         else:
             conventions = frameworks().get(row.get("framework", ""))
             default = conventions.optimizer if conventions is not None else "adamw"

@@ -218,6 +218,10 @@ def test_torchtune_rows_follow_the_loss_their_recipes_ran():
     assert [(o.get("loss"), o.get("held_logits")) for o in options] == [("full", "fp32"), ("full", None),
                                                                           (None, None)]
     assert _stack_options({**row, "as_of": "2024-11-18", "switches": "compile;full-ce"}, {})[1]["loss"] == "full"
+    # A plain AdamW was torch's foreach step until the configs set fused: True (#1575, 2024-09-14).
+    stated = {**row, "optimizer": "adamw"}
+    assert [_stack_options({**stated, "as_of": day}, {})[1]["optimizer"] for day in ("2024-05-09", "2024-09-24")] \
+        == ["adamw", "adamw-fused"]
     # Held, the fp32 logits (4 bytes each) sit under the loss's backward peak, at the top of backward.
     held, _, _ = predict({**row, "as_of": "2024-04-24"})
     full, _, _ = predict({**row, "as_of": "2024-08-01"})
