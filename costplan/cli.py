@@ -132,6 +132,8 @@ FRAMEWORK_CHOICE = click.Choice(["hf-trainer", "fsdp", "deepspeed", "torchtune",
 """tables/frameworks.csv's keys (a test keeps them equal), spelled out so --help needs no table."""
 PRECISION_CHOICE = click.Choice(["fp32", "bf16", "fp16", "bf16-mixed", "fp16-mixed", "bf16-true", "bf16-master",
                                  "fp16-master", "fp8"])
+TRACEABLE_PRECISION_CHOICE = click.Choice([name for name in PRECISION_CHOICE.choices if name != "fp8"])
+"""What ``verify`` traces: fp8 runs on CUDA only (Transformer Engine)."""
 PRECISION_HELP = ("bf16: the stack's bf16 mode (Trainer/FSDP bf16-mixed, torchtune/LitGPT/Unsloth/Axolotl bf16-true, "
                   "DeepSpeed/Megatron bf16-master); fp16: its fp16 counterpart (fp16-mixed, or fp16-master on "
                   "DeepSpeed/Megatron); bf16-mixed/fp16-mixed: autocast over fp32 weights; bf16-true: pure bf16, no "
@@ -481,9 +483,7 @@ def _raise(exc: Exception) -> None:
 @cli.command()
 @click.option("--model", "-m", default="7b", show_default=True, help="Preset or config.json to trace.")
 @click.option("--method", default="lora", show_default=True, type=METHOD_CHOICE)
-@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16", "bf16-mixed", "fp16-mixed", "bf16-true",
-                                               "bf16-master", "fp16-master"]), default="bf16", show_default=True,
-              help=PRECISION_HELP)
+@click.option("--precision", type=TRACEABLE_PRECISION_CHOICE, default="bf16", show_default=True, help=PRECISION_HELP)
 @click.option("--framework", type=FRAMEWORK_CHOICE, help="Follow this stack's conventions where they can be traced.")
 @click.option("--optimizer", type=click.Choice(["adamw", "adamw-fused", "sgd", "sgd-momentum"]),
               help="[default: foreach AdamW, or the stack's]")

@@ -127,7 +127,7 @@ def describe(mode: str, trains_base: bool, *, fp32_main_grads: bool = False, fp3
         return "fp32: weights, activations, gradients and optimizer states in fp32"
     if not trains_base:
         adapters = "fp32" if adapter_bytes(mode, fp32_adapters) == FP32 else "bf16"
-        frozen = "fp16" if mode.startswith("fp16") else "bf16"
+        frozen = "fp16" if peak_key(mode) == "fp16" else "bf16"
         return (f"{mode}: frozen base in {frozen}, trainable parameters (adapters, virtual tokens) with their "
                 f"gradients and optimizer states in {adapters}")
     b = trained_bytes(mode, fp32_main_grads=fp32_main_grads, base_mode=base_mode)

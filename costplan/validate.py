@@ -148,7 +148,7 @@ def _precision(text: str, gpu_key: str) -> str:
     has_bf16 = "bf16" in gpu(gpu_key).peak_flops
     if "fp8" in text:
         return "fp8" if "fp8" in gpu(gpu_key).peak_flops else "bf16"
-    if text in modes.MODES and (has_bf16 or not text.startswith("bf16")):
+    if text in modes.MODES and (has_bf16 or modes.peak_key(text) != "bf16"):
         return text
     if "fp32" in text and "bf16" not in text:
         return "fp32"
