@@ -251,6 +251,7 @@ def estimate(
     double_quant: bool = True,
     gathered_load: bool = False,
     flat_unit_gradients: bool = False,
+    kbit_upcast: bool | None = None,
     held_logits: str | None = None,
     virtual_stages: int | None = None,
     steady_state: bool = False,
@@ -276,7 +277,9 @@ def estimate(
     ``gathered_load``: the checkpoint loads by gathering the whole sharded model onto every GPU (a
     peak of its own; Lightning Fabric until mid-2023). ``flat_unit_gradients``: FSDP1 units mixing
     frozen and trainable parameters get gradients for their whole flat parameters (LitGPT's LoRA before
-    it moved to FSDP2). ``held_logits`` (``fp32`` or ``compute``): the
+    it moved to FSDP2). ``kbit_upcast``: a k-bit base prepared by peft's ``prepare_model_for_kbit_training``
+    keeps its embeddings, LM head and norms in fp32 (None: as the stack does). ``held_logits`` (``fp32`` or
+    ``compute``): the
     training loop keeps the model's outputs, its logits, until the next forward (``Workload.held_logits``).
     ``virtual_stages``: pipeline stages per GPU under interleaved 1F1B (None: about two layers each; 1: plain
     1F1B).
@@ -329,6 +332,7 @@ def estimate(
     double_quant = arguments.flag("double_quant", double_quant)
     gathered_load = arguments.flag("gathered_load", gathered_load)
     flat_unit_gradients = arguments.flag("flat_unit_gradients", flat_unit_gradients)
+    kbit_upcast = arguments.flag("kbit_upcast", kbit_upcast, optional=True)
     held_logits = arguments.text("held_logits", held_logits, ("fp32", "compute"), optional=True)
     steady_state = arguments.flag("steady_state", steady_state)
     if steady_state and goodput is not None:
@@ -390,7 +394,8 @@ def estimate(
                                        attention=attention, prompt_len=prompt_len, gen_len=gen_len,
                                        source_len=prompt_len if spec.is_encoder_decoder else None,
                                        gathered_load=gathered_load, held_logits=held_logits,
-                                       virtual_stages=virtual_stages, flat_unit_gradients=flat_unit_gradients)
+                                       virtual_stages=virtual_stages, flat_unit_gradients=flat_unit_gradients,
+                                       kbit_upcast=kbit_upcast)
     if how.training and work.modeling == "litgpt":
         stack_notes.append("activations as LitGPT's own layers keep them (fused qkv, k and v repeated to every "
                            "query head, one zero-padded qkv adapter)")
@@ -673,7 +678,7 @@ def stack_workload(stack: Framework, how: Method, *, precision: str = "bf16", op
                    optimizer_in_backward: bool | None = None, loss: str | None = None,
                    offload: tuple[str, ...] | str | None = None, grad_ckpt: bool | None = None,
                    gpus: int | None = None, runtime: str | None = None, sync_each_batch: bool | None = None,
-                   **shape: Any) -> tuple[Workload, list[str]]:
+                   kbit_upcast: bool | None = None, **shape: Any) -> tuple[Workload, list[str]]:
     """The workload as ``stack`` runs it: its precision mode for ``bf16``, its optimizer, loss,
     adapter dtype and gradient buffers, unless given; with one line per convention taken."""
     mode = modes.resolve(precision, stack.bf16)
@@ -709,7 +714,8 @@ def stack_workload(stack: Framework, how: Method, *, precision: str = "bf16", op
                     loss_fp32=stack.loss_fp32, offload=offloads, grad_ckpt=bool(grad_ckpt),
                     fp32_adapters=stack.fp32_adapters, fp32_main_grads=stack.fp32_main_grads, fp8_base=stack.bf16
                     if stack.bf16 != "fp8" else "bf16-master",
-                    kbit_fp32_upcast=stack.kbit_upcast and how.base_storage in ("nf4", "int8"),
+                    kbit_fp32_upcast=(stack.kbit_upcast if kbit_upcast is None else kbit_upcast)
+                    and how.base_storage in ("nf4", "int8"),
                     autocast_forward=True if stack.autocast and mode != "fp32" else None,
                     compiled=(runtime or stack.runtime) == "compiled" and how.training, modeling=stack.modeling,
                     unsharded_accumulation=how.training and (stack.accumulation == "no-sync" if sync_each_batch is None

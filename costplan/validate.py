@@ -407,6 +407,13 @@ def _stack_options(row: dict[str, str], options: dict[str, Any]) -> tuple[Any, d
             extra["gathered_load"] = True
         if as_of < LITGPT_FSDP2_LORA_SINCE and method in ("lora", "qlora"):
             extra["flat_unit_gradients"] = True
+    if stack == "axolotl" and (quant.startswith("nf4") or quant == "int8") \
+            and not switches & {"fsdp-full-shard", "fsdp2-full-shard", "cut-cross-entropy"} \
+            and not any(s.startswith("flash-attn") for s in switches):
+        # peft's prepare_model_for_kbit_training upcasts embeddings, head and norms to fp32; Axolotl casts them
+        # back only for flash attention (or Cut Cross-Entropy), and QLoRA + FSDP skips the preparation
+        # (src/axolotl/utils/models.py at dc71d8872 and 2a1589f6f; loaders/model.py today).
+        extra["kbit_upcast"] = True
     if "keeps-outputs" in switches:
         extra["held_logits"] = "fp32" if row.get("as_of", "") < LOSS_FUNCTION_SINCE else "compute"
     elif stack == "torchtune" and as_of < TORCHTUNE_DEL_LOGITS_SINCE:
