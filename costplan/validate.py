@@ -324,6 +324,11 @@ TORCHTUNE_DEL_LOGITS_SINCE = "2024-07-28"
 """torchtune's recipes held the model's fp32 logits (its ``TransformerDecoder`` returns
 ``self.output(h).float()``) through backward until "delete logits before bwd" (pytorch/torchtune#1235,
 8a98fbaa3, 2024-07-28)."""
+AXOLOTL_CAST_BACK_SINCE = "2024-01-10"
+"""peft's prepare_model_for_kbit_training upcasts a k-bit model's embeddings, head and norms to fp32. Axolotl
+cast them back to the training dtype only under flash attention (src/axolotl/utils/models.py at dc71d8872,
+f319b0bc6) until axolotl-ai-cloud/axolotl#1083 (78c5b1979, 2024-01-10) cast them back for every adapter
+(``needs_fa2_dtype or flash_attention``; loaders/model.py keeps it). QLoRA + FSDP skips the preparation."""
 TORCHTUNE_FUSED_ADAMW_SINCE = "2024-09-14"
 """torchtune's configs ran torch.optim.AdamW with its default foreach step until they set ``fused: True``
 (pytorch/torchtune#1575, cca50f02e, 2024-09-14)."""
@@ -407,12 +412,9 @@ def _stack_options(row: dict[str, str], options: dict[str, Any]) -> tuple[Any, d
             extra["gathered_load"] = True
         if as_of < LITGPT_FSDP2_LORA_SINCE and method in ("lora", "qlora"):
             extra["flat_unit_gradients"] = True
-    if stack == "axolotl" and (quant.startswith("nf4") or quant == "int8") \
-            and not switches & {"fsdp-full-shard", "fsdp2-full-shard", "cut-cross-entropy"} \
+    if stack == "axolotl" and (quant.startswith("nf4") or quant == "int8") and as_of < AXOLOTL_CAST_BACK_SINCE \
+            and not switches & {"fsdp-full-shard", "fsdp2-full-shard"} \
             and not any(s.startswith("flash-attn") for s in switches):
-        # peft's prepare_model_for_kbit_training upcasts embeddings, head and norms to fp32; Axolotl casts them
-        # back only for flash attention (or Cut Cross-Entropy), and QLoRA + FSDP skips the preparation
-        # (src/axolotl/utils/models.py at dc71d8872 and 2a1589f6f; loaders/model.py today).
         extra["kbit_upcast"] = True
     if "keeps-outputs" in switches:
         extra["held_logits"] = "fp32" if row.get("as_of", "") < LOSS_FUNCTION_SINCE else "compute"

@@ -243,15 +243,17 @@ def test_only_the_trainers_fsdp_rows_accumulate_without_sync():
     assert composer["sync_each_batch"] is True and "sync_each_batch" not in trainer
 
 
-def test_axolotl_keeps_peft_s_fp32_upcast_unless_flash_attention_casts_it_back():
+def test_axolotl_kept_peft_s_fp32_upcast_unless_flash_attention_cast_it_back():
     from costplan.validate import _stack_options
 
     row = {"method": "lora", "framework": "axolotl", "quant": "nf4-dq", "gpus": "1", "as_of": "2023-08-03",
            "switches": "xformers"}
     assert _stack_options(row, {})[1]["kbit_upcast"] is True
-    for switches in ("flash-attn2", "cut-cross-entropy;flash-attn2", "fsdp-full-shard;xformers"):
+    for switches in ("flash-attn2", "fsdp-full-shard;xformers"):
         assert "kbit_upcast" not in _stack_options({**row, "switches": switches}, {})[1]
     assert "kbit_upcast" not in _stack_options({**row, "quant": "none"}, {})[1]
+    # Since axolotl-ai-cloud/axolotl#1083 (2024-01-10) every adapter's model is cast back.
+    assert "kbit_upcast" not in _stack_options({**row, "as_of": "2024-04-18"}, {})[1]
 
 
 def test_llama_factory_rows_checkpoint_unless_they_say_otherwise():
