@@ -718,6 +718,7 @@ def stack_workload(stack: Framework, how: Method, *, precision: str = "bf16", op
                     and how.base_storage in ("nf4", "int8"),
                     autocast_forward=True if stack.autocast and mode != "fp32" else None,
                     compiled=(runtime or stack.runtime) == "compiled" and how.training, modeling=stack.modeling,
+                    quantized_gather=stack.quantized_gather,
                     unsharded_accumulation=how.training and (stack.accumulation == "no-sync" if sync_each_batch is None
                                                              else not sync_each_batch),
                     **shape)

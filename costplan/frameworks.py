@@ -55,6 +55,9 @@ class Framework:
     LoRA kernels) or ``transformers``."""
     full_single_gpu_optimizer: str = ""
     """The optimizer of full fine-tuning on one GPU where it differs (``+in-backward``: stepped in backward)."""
+    quantized_gather: bool = False
+    """Under FSDP a 4-bit base's layers are all-gathered as stored (torchao's NF4 under FSDP2), not at the
+    compute dtype's size."""
     held_logits: str = ""
     """The training loop keeps the model's logits from one forward to the next (``compute``: LitGPT's
     fit loops); empty: it keeps only the loss (``Workload.held_logits``)."""
@@ -83,7 +86,7 @@ def frameworks() -> dict[str, Framework]:
             kbit_upcast=row["kbit_upcast"] == "true", offload_checkpoints=row["offload_checkpoints"] == "true",
             full_single_gpu_optimizer=row["full_single_gpu_optimizer"], autocast=row["autocast"] == "true",
             lora_dropout=float(row["lora_dropout"]), modeling=row["modeling"], accumulation=row["accumulation"],
-            held_logits=row["held_logits"],
+            held_logits=row["held_logits"], quantized_gather=row["quantized_gather"] == "true",
             source=row["source"])
     return found
 

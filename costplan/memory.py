@@ -110,6 +110,13 @@ def matrix_params(model: ModelSpec, kinds: Iterable[LayerKind] | None = None) ->
                for kind in (layer_kinds(model) if kinds is None else kinds))
 
 
+def _stored_layer_bytes(kind: LayerKind, method: Method, compute_bytes: int) -> float:
+    """One layer's weights as stored: its matrices in the method's format (NF4 for QLoRA), the rest
+    in the compute dtype."""
+    matrices = sum(lin.copies * lin.weight_elements for lin in kind.linears if not lin.fp32)
+    return matrices * matrix_bytes_per_param(method, compute_bytes) + (kind.params - matrices) * compute_bytes
+
+
 def dora_workspace(model: ModelSpec, method: Method) -> float:
     """DoRA's transient per adapted matrix in forward, for the largest one: peft builds the adapter's
     full update through an identity matrix (in x in, fp32), the update itself (in x out, fp32) and
@@ -274,7 +281,10 @@ def training_memory(model: ModelSpec, method: Method, work: Workload) -> Trainin
                               + (root if method.trains_embeddings or method.trains_head else 0))
     saved = saved_tensors(model, method, work)
     largest = max(lin.weight_elements for lin in layer_linears(model))
-    layer = max(kind.params for kind in layer_kinds(model)) * p
+    if work.quantized_gather:
+        layer = max(_stored_layer_bytes(kind, method, p) for kind in layer_kinds(model))
+    else:
+        layer = max(kind.params for kind in layer_kinds(model)) * p
     activations = mb * saved.total(work.grad_ckpt)
     checkpoints = mb * (saved.layers(work.grad_ckpt) + saved.shared)
     whole_model = weights

@@ -78,6 +78,9 @@ class Workload:
     """FSDP1 wrapping whole layers that mix frozen and trainable parameters (LitGPT's Block policy
     before its LoRA moved to FSDP2): a layer holding any trainable parameter gets a gradient for its
     whole flat parameter (PyTorch warns of it: pytorch/torch/distributed/fsdp/_wrap_utils.py)."""
+    quantized_gather: bool = False
+    """Under FSDP / ZeRO-3 a quantized base's layers are gathered as stored (torchao's NF4 under FSDP2);
+    False: at the compute dtype's size."""
     held_logits: str | None = None
     """The training loop holds the model's outputs, its logits, until the next forward replaces them
     (``output = model(...); output.loss.backward()``, as Answer.AI's fsdp_qlora ``train.py`` and many

@@ -221,6 +221,21 @@ def test_the_trainer_under_fsdp_accumulates_unsharded_gradients():
     assert gradients(32, sync_each_batch=True) == pytest.approx(4 * 8_030_261_248 / 8)
 
 
+def test_torchaos_nf4_is_gathered_as_stored_under_fsdp():
+    # torchao's NF4Tensor.fsdp_pre_all_gather sends its 4-bit data and scalers: torchtune's QLoRA under
+    # FSDP2 gathers a Llama-2-7B layer's 202,375,168 matrix weights at NF4's bytes, its two norms in bf16.
+    from costplan.memory import nf4_bytes_per_param
+    from costplan.terms import Mem
+
+    qlora = QLora(rank=8, targets=("q", "v"))
+    work = Workload(seq_len=2048, precision="bf16-true", grad_ckpt=True)
+    layer = 4 * 4096 * 4096 + 3 * 4096 * 11008
+    stored = sharded(training_memory(preset("llama-2-7b"), qlora, replace(work, quantized_gather=True)), dp=8, zero=3)
+    assert stored.terms[Mem.GATHER] == pytest.approx(2 * (layer * nf4_bytes_per_param(True) + 2 * 4096 * 2))
+    plain = sharded(training_memory(preset("llama-2-7b"), qlora, work), dp=8, zero=3)
+    assert plain.terms[Mem.GATHER] == pytest.approx(2 * (layer + 2 * 4096) * 2)
+
+
 def test_torchao_01_quantizes_a_whole_matrix_at_load():
     # torchao 0.1's NF4Tensor.from_tensor on Llama-2-7B's largest matrix (11008 x 4096 bf16): the matrix
     # (2n), its block-scaled copy (2n), and (value - nf4) and its abs() over 16 NF4 values (32n each)
