@@ -536,6 +536,12 @@ def _training_arguments(r: _Reader) -> TrainingConfig:
         r.get("fsdp_config")
     if r.get("torch_compile"):
         r.set("runtime", "compiled", "torch.compile")
+    accelerator = r.get("accelerator_config")
+    accumulation = accelerator.get("gradient_accumulation_kwargs") if isinstance(accelerator, dict) else None
+    if isinstance(accumulation, dict) and "sync_each_batch" in accumulation:
+        sync = bool(accumulation["sync_each_batch"])
+        r.set("sync_each_batch", sync, "gradients " + ("reduced every micro-batch (sync_each_batch)" if sync
+                                                       else "accumulated without sync"))
     if "framework" not in r.options:
         r.set("framework", "hf-trainer")
     r.notes.append("TrainingArguments name no method: LoRA (or --method) as for estimate; the model comes from "

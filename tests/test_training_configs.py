@@ -52,6 +52,21 @@ def test_real_configs_become_estimate_settings(name, kind, expected):
         assert config.options.get(key) == value, (key, config.options)
 
 
+def test_trainer_arguments_that_sync_each_batch_reduce_every_micro_batch(tmp_path):
+    # accelerate's GradientAccumulationPlugin(sync_each_batch=True), as TrainingArguments pass it: under FSDP
+    # the gradients are reduce-scattered after each micro-batch instead of held unsharded.
+    args = json.loads((CONFIGS / "transformers_training_args.json").read_text())
+    args["accelerator_config"] = {"gradient_accumulation_kwargs": {"sync_each_batch": True}}
+    path = tmp_path / "training_args.json"
+    path.write_text(json.dumps(args))
+    assert read_training_config(path).options["sync_each_batch"] is True
+    synced = estimate_json("--from", str(path), "-m", "8b", "--method", "full", "--gpus", "2", "--gpu", "h100")
+    held = estimate_json("--from", str(CONFIGS / "transformers_training_args.json"), "-m", "8b", "--method", "full",
+                         "--gpus", "2", "--gpu", "h100")
+    assert held["layout"]["grad_accum"] == synced["layout"]["grad_accum"] > 1
+    assert synced["memory_peak_bytes"] < held["memory_peak_bytes"]
+
+
 def test_unknown_keys_are_listed_not_dropped():
     grpo = read_training_config(CONFIGS / "trl_grpo_training_args.json")
     assert {"num_generations", "use_vllm", "max_completion_length"} - {"use_vllm"} <= set(grpo.unknown)
