@@ -410,7 +410,7 @@ def _stack_options(row: dict[str, str], options: dict[str, Any]) -> tuple[Any, d
     if stack == "litgpt" and (_int(row, "gpus") or 1) > 1:
         if as_of < LEGACY_FABRIC_LOAD_BEFORE:
             extra["gathered_load"] = True
-        if as_of < LITGPT_FSDP2_LORA_SINCE and method in ("lora", "qlora"):
+        if as_of < LITGPT_FSDP2_LORA_SINCE and method == "lora":  # LitGPT quantizes on one GPU only
             extra["flat_unit_gradients"] = True
     if stack == "axolotl" and (quant.startswith("nf4") or quant == "int8") and as_of < AXOLOTL_CAST_BACK_SINCE \
             and not switches & {"fsdp-full-shard", "fsdp2-full-shard"} \
