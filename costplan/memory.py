@@ -263,13 +263,18 @@ def training_memory(model: ModelSpec, method: Method, work: Workload) -> Trainin
         reduced = a * own + p * copied
         gradients = max(a * _largest(own_tensors), p * _largest(saved_copies)) if in_backward else reduced
         master = copies = buffer = 0.0
+        # DeepSpeed's and Megatron's 16-bit modes keep an fp32 master copy of every trainable parameter,
+        # 16-bit adapters included, and step their fp32 optimizer states from it.
+        step_dtype = FP32 if work.precision in ("bf16-master", "fp16-master") else a
+        if step_dtype != a:
+            master = FP32 * own
         weights = base_weight_bytes(model, method, p) + a * own + p * copied
         if method.base_storage in ("nf4", "int8") and work.kbit_fp32_upcast:
             weights += unquantized_params(model) * (FP32 - p)
-        states = opt.state_bytes_in(own_tensors, a) + opt.state_bytes_in(saved_copies, p)
-        temps = opt.step_temp_bytes_in(own_tensors, a) + opt.step_temp_bytes_in(saved_copies, p)
+        states = opt.state_bytes_in(own_tensors, step_dtype) + opt.state_bytes_in(saved_copies, p)
+        temps = opt.step_temp_bytes_in(own_tensors, step_dtype) + opt.step_temp_bytes_in(saved_copies, p)
         if in_backward:
-            temps = opt.step_temp_bytes_in(_one_largest(own_tensors), a)
+            temps = opt.step_temp_bytes_in(_one_largest(own_tensors), step_dtype)
         weight_copies = _adapter_casts(model, method, work) if work.autocast and a == FP32 else 0.0
     flat = 0.0
     if work.flat_unit_gradients and not method.trains_base:

@@ -65,6 +65,21 @@ def test_bf16_master_deepspeed_and_megatron():
     assert (mem.weights + mem.gradient_buffer + mem.master_weights + mem.optimizer_states) / N == 18
 
 
+def test_deepspeed_casts_adapters_to_bf16_and_keeps_fp32_masters_of_them():
+    # DeepSpeed's engine casts the whole module (peft's adapters included) to bf16 and holds an fp32 master
+    # partition of every trainable parameter: LoRA r8 on q and v of Llama-2-7B (4,194,304 parameters) keeps
+    # 2 bytes each in the model, 4 in the master copy and 8 in AdamW's fp32 states.
+    from costplan.methods import Lora
+    from costplan.model import preset
+
+    est = costplan.estimate("llama-2-7b", "lora", gpu="a100-80gb", gpus=1, framework="deepspeed", tokens=1e8,
+                            seq_len=512, micro_batch=1, global_batch=1, optimizer="adamw-fused")
+    assert est.workload.adapter_bytes == 2
+    mem = training_memory(preset("llama-2-7b"), Lora(rank=8, targets=("q", "v")), est.workload)
+    adapters = 4_194_304
+    assert mem.master_weights == 4 * adapters and mem.optimizer_states == 8 * adapters
+
+
 def test_fp16_master_keeps_deepspeeds_copies_in_fp16():
     # DeepSpeed's fp16 (and Megatron's --fp16), what V100s and T4s run: fp16 weights and gradients,
     # fp32 master and states, the partition cast at the step: the same 20 B/param as bf16-master, at
