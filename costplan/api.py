@@ -668,8 +668,8 @@ def _check_layout_for_stack(pins: Pins, stack: Framework) -> None:
 
 def _precision_note(work: Workload, how: Method) -> str:
     if not how.training:
-        return f"{'fp32' if work.precision == 'fp32' else 'fp16' if work.precision.startswith('fp16') else 'bf16'} " \
-               "weights and activations"
+        held = modes.peak_key(work.precision)
+        return f"{'bf16' if held == 'fp8' else held} weights and activations"
     return "precision " + modes.describe(work.precision, how.trains_base, fp32_main_grads=work.fp32_main_grads,
                                          fp32_adapters=work.fp32_adapters, base_mode=work.fp8_base)
 

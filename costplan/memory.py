@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from costplan import precision as modes
 from costplan.activations import (
     LogitsBytes,
     eager_attention_backward,
@@ -106,15 +107,18 @@ def matrix_bytes_per_param(method: Method, compute_bytes: int) -> float:
 def matrix_params(model: ModelSpec, kinds: Iterable[LayerKind] | None = None) -> int:
     """Weights of the layers' matrices in the compute dtype: what 4-bit and weight-only formats
     quantize (fp32 ones, DeepSeek's routers, stay as they are); of ``kinds`` of layer only when given."""
-    return sum(kind.count * sum(lin.copies * lin.weight_elements for lin in kind.linears if not lin.fp32)
-               for kind in (layer_kinds(model) if kinds is None else kinds))
+    return sum(kind.count * _kind_matrix_params(kind) for kind in (layer_kinds(model) if kinds is None else kinds))
 
 
-def _stored_layer_bytes(kind: LayerKind, method: Method, compute_bytes: int) -> float:
-    """One layer's weights as stored: its matrices in the method's format (NF4 for QLoRA), the rest
-    in the compute dtype."""
-    matrices = sum(lin.copies * lin.weight_elements for lin in kind.linears if not lin.fp32)
-    return matrices * matrix_bytes_per_param(method, compute_bytes) + (kind.params - matrices) * compute_bytes
+def _kind_matrix_params(kind: LayerKind) -> int:
+    """One layer's matrix weights in the compute dtype (fp32 ones, DeepSeek's routers, excluded)."""
+    return sum(lin.copies * lin.weight_elements for lin in kind.linears if not lin.fp32)
+
+
+def _layer_bytes(kind: LayerKind, matrix_bytes: float, compute_bytes: int) -> float:
+    """One layer's weights: its matrices at ``matrix_bytes`` each, the rest in the compute dtype."""
+    matrices = _kind_matrix_params(kind)
+    return matrices * matrix_bytes + (kind.params - matrices) * compute_bytes
 
 
 def dora_workspace(model: ModelSpec, method: Method) -> float:
@@ -265,7 +269,7 @@ def training_memory(model: ModelSpec, method: Method, work: Workload) -> Trainin
         master = copies = buffer = 0.0
         # DeepSpeed's and Megatron's 16-bit modes keep an fp32 master copy of every trainable parameter,
         # 16-bit adapters included, and step their fp32 optimizer states from it.
-        step_dtype = FP32 if work.precision in ("bf16-master", "fp16-master") else a
+        step_dtype = FP32 if work.precision in modes.MASTER_MODES else a
         if step_dtype != a:
             master = FP32 * own
         weights = base_weight_bytes(model, method, p) + a * own + p * copied
@@ -286,10 +290,9 @@ def training_memory(model: ModelSpec, method: Method, work: Workload) -> Trainin
                               + (root if method.trains_embeddings or method.trains_head else 0))
     saved = saved_tensors(model, method, work)
     largest = max(lin.weight_elements for lin in layer_linears(model))
-    if work.quantized_gather:
-        layer = max(_stored_layer_bytes(kind, method, p) for kind in layer_kinds(model))
-    else:
-        layer = max(kind.params for kind in layer_kinds(model)) * p
+    # The layer FSDP / ZeRO-3 gathers: as stored (torchao's NF4) or at the compute dtype's size.
+    gathered = matrix_bytes_per_param(method, p) if work.quantized_gather else p
+    layer = max(_layer_bytes(kind, gathered, p) for kind in layer_kinds(model))
     activations = mb * saved.total(work.grad_ckpt)
     checkpoints = mb * (saved.layers(work.grad_ckpt) + saved.shared)
     whole_model = weights

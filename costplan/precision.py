@@ -34,6 +34,8 @@ from costplan.record import record
 
 MODES = ("fp32", "bf16-mixed", "fp16-mixed", "bf16-true", "bf16-master", "fp16-master", "fp8")
 """The precision modes a workload runs in."""
+MASTER_MODES = ("bf16-master", "fp16-master")
+"""Modes whose optimizer keeps an fp32 master copy of 16-bit trainable parameters (DeepSpeed, Megatron)."""
 ALIASES = {"fp16": "fp16-mixed"}
 NAMES = (*MODES, "bf16", "fp16")
 """What ``--precision`` accepts: the modes, ``bf16`` (the stack's bf16 mode) and ``fp16``."""
@@ -104,7 +106,7 @@ def trained_bytes(mode: str, *, fp32_main_grads: bool = False, base_mode: str = 
         return Bytes(FP32, FP32, 0, FP32, 0, 2)
     if mode == "bf16-true":
         return Bytes(2, 2, 0, 2, 0, 0)
-    if mode in ("bf16-master", "fp16-master"):
+    if mode in MASTER_MODES:
         if fp32_main_grads:
             return Bytes(2, FP32, FP32, FP32, 0, 0)
         return Bytes(2, 2, FP32, FP32, FP32, 0)

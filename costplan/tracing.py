@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from typing import Any
 from unittest import mock
 
+from costplan import precision as modes
 from costplan.methods import Lora, Method, PrefixTuning, PromptTuning
 from costplan.model import ModelSpec, layer_kinds
 from costplan.record import record
@@ -541,8 +542,7 @@ def _dtype(precision: str) -> Any:
     """The dtype activations (and a frozen base) are held in under a precision mode."""
     import torch
 
-    return {"fp32": torch.float32, "fp16-mixed": torch.float16, "fp16-master": torch.float16}.get(precision,
-                                                                                              torch.bfloat16)
+    return {"fp32": torch.float32, "fp16": torch.float16}.get(modes.peak_key(precision), torch.bfloat16)
 
 
 def _load_dtype(work: Workload, method: Method) -> Any:
@@ -655,7 +655,7 @@ def trace_training_step(model: ModelSpec, method: Method, work: Workload, *, dev
         with torch.no_grad():  # torchtune and LitGPT build the adapters with the model, in its dtype
             for p in trainable:
                 p.data = p.data.to(_dtype(work.precision))
-    master_copy = work.precision in ("bf16-master", "fp16-master") and method.trains_base
+    master_copy = work.precision in modes.MASTER_MODES and method.trains_base
     master = [p.detach().float().clone().requires_grad_() for p in trainable] if master_copy else trainable
     main_grads: list[Any] = []
     if master_copy and work.fp32_main_grads:
