@@ -213,6 +213,7 @@ def estimate(
     adapter: str | None = None,
     dataset: Any = None,
     tokenizer: str | None = None,
+    padding: str | None = None,
     gpu: str = "h100",
     gpus: int | None = None,
     tokens: float | None = None,
@@ -289,8 +290,11 @@ def estimate(
     fine-tuning, ``run_goodput`` fitted on published pretraining runs for pretraining and CPT).
     ``electricity`` ($/kWh) and ``hardware_price`` (amortised $/GPU-hour) price GPUs you own instead of
     renting them. ``dataset`` (a path, or a ``costplan.dataset.TokenCount``) gives the training tokens:
-    counted with ``tokenizer`` (a tokenizer.json, folder or Hub id) or the model's own, packed at the
-    sequence length. ``adapter`` is a peft ``adapter_config.json`` (or its folder): it sets the method and
+    counted with ``tokenizer`` (a tokenizer.json, folder or Hub id) or the model's own, filled into rows
+    as ``padding`` says (``dataset.PADDINGS``; default: ``longest``, each micro-batch padded to its longest
+    sequence as the stacks' collators do, and ``packed`` for pretraining and CPT): training then computes
+    the padded positions, and memory is sized on the longest row. ``adapter`` is a peft
+    ``adapter_config.json`` (or its folder): it sets the method and
     its settings, and the model when ``model`` is None (its ``base_model_name_or_path``). ``model``
     defaults to ``7b`` and ``method`` to ``lora``.
     """
@@ -379,6 +383,21 @@ def estimate(
         owned = Ownership(hardware_usd_per_gpu_hour=hardware_price or 0.0, usd_per_kwh=electricity or 0.0)
     if seq_len is None:
         seq_len = min(2048, spec.max_positions - how.virtual_tokens)
+    rows = None
+    if dataset is not None:
+        if tokens is not None:
+            raise CostplanError("give --tokens or --dataset, not both.")
+        if not how.training:
+            raise CostplanError("--dataset counts training tokens; for inference give --tokens (generated tokens).")
+        from costplan.dataset import PADDINGS, Rows
+
+        padding = arguments.text("padding", padding, PADDINGS, optional=True)
+        rows = Rows(_dataset_count(dataset, seq_len, tokenizer, model),
+                    padding or ("packed" if how.key in ("pretrain", "cpt") else "longest"))
+        seq_len = rows.row_len
+    elif padding is not None:
+        raise CostplanError("--padding applies to the sequences of a --dataset; without one, every sequence is "
+                            "--seq-len tokens.")
     if how.training:
         stack = find_framework(framework) if framework else default_framework(
             True, how.trains_base, how.key in ("pretrain", "cpt") and (gpus is None or gpus > 1))
@@ -430,15 +449,10 @@ def estimate(
     peak = device.peak(work.peak_key)
     counts = count_params(spec)
     params = counts.total
-    if dataset is not None:
-        if tokens is not None:
-            raise CostplanError("give --tokens or --dataset, not both.")
-        if not how.training:
-            raise CostplanError("--dataset counts training tokens; for inference give --tokens (generated tokens).")
-        count = _dataset_count(dataset, seq_len, tokenizer, model)
-        tokens = float(count.tokens)
+    if rows is not None:
+        tokens = float(rows.count.tokens)
         tokens_note = f"{fmt_count(tokens)} tokens counted in the dataset"
-        notes = (*notes, count.describe())
+        notes = (*notes, rows.count.describe())
     elif tokens is None:
         tokens, tokens_note = how.default_tokens(spec)
     else:
@@ -475,9 +489,24 @@ def estimate(
         pins = Pins(gpus=gpus, tp=tp, pp=pp, zero=zero, micro_batch=micro_batch, grad_ckpt=grad_ckpt, cp=cp)
         check_pins(spec, pins, stack, net)
         _check_layout_for_stack(pins, stack)
-        result = _training(spec, how, device, net, stack, work, profile, pins, tokens, epochs, global_batch,
-                           global_batch_tokens, runtime, startup_seconds, power.pue, provider, spot, price, owned,
-                           1.0 if steady_state else goodput)
+        def train(computed: float) -> _Result:
+            return _training(spec, how, device, net, stack, work, profile, pins, computed, epochs, global_batch,
+                             global_batch_tokens, runtime, startup_seconds, power.pue, provider, spot, price, owned,
+                             1.0 if steady_state else goodput)
+
+        if rows is None or rows.padding == "packed":
+            result = train(tokens)
+            if rows is not None:
+                notes.append(rows.describe(result.workload.micro_batch))
+        else:  # the steps compute the padded positions; the longest row sizes memory (seq_len)
+            used = micro_batch or 1
+            result = train(rows.positions(used))
+            for _ in range(2):  # a micro-batch left on auto is chosen again until the padding agrees with it
+                if result.workload.micro_batch == used:
+                    break
+                used = result.workload.micro_batch
+                result = train(rows.positions(used))
+            notes.append(rows.describe(used))
     else:
         result = _inference(spec, how, device, net, work, profile, tokens, gpus, runtime or "compiled",
                             startup_seconds, power.pue, provider, spot, price, owned)

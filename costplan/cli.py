@@ -172,6 +172,10 @@ DATASET = _options(
                  help="Count the training tokens in this JSONL/Parquet/text file or folder (see `costplan tokens`)."),
     click.option("--tokenizer", help="With --dataset: tokenizer.json, a folder holding one, or a Hub id in the local "
                                      "cache [default: the model's, else a bytes-per-token estimate]."),
+    click.option("--padding", type=click.Choice(("longest", "max", "packed")), show_default="auto",
+                 help="With --dataset: how sequences fill the rows: each micro-batch padded to its longest (the "
+                      "stacks' collators; auto for fine-tuning), all padded to --seq-len, or packed (auto for "
+                      "pretraining and CPT). Padding costs steps; memory is sized on the longest row."),
 )
 
 
@@ -572,6 +576,8 @@ def _apply_training_config(path: str, options: dict[str, Any], ctx: click.Contex
             continue
         if key == "global_batch" and options.get("global_batch_tokens") is not None:
             continue
+        if key == "padding" and not options.get("dataset"):
+            continue  # how rows are filled matters only for the sequences of a --dataset
         bound = arguments.ESTIMATE.get(key)
         if bound is not None and value is not None:
             try:
@@ -642,8 +648,8 @@ def _require_extras(command: str) -> None:
 def compare(model: str, gpu: str, tokens: float, cpt_tokens: float, eval_tokens: float, seq_len: int | None,
             grad_ckpt: bool | None, precision: str, serve_tokens: float | None, serve_batch: int,
             provider: str | None, spot: bool, price: float | None, electricity: float | None,
-            hardware_price: float | None, dataset: str | None, tokenizer: str | None, as_json: bool,
-            as_csv: bool, wide: bool) -> None:
+            hardware_price: float | None, dataset: str | None, tokenizer: str | None, padding: str | None,
+            as_json: bool, as_csv: bool, wide: bool) -> None:
     """Every approach side by side: trainable parameters, memory, GPUs, hours, dollars, energy.
 
     \b
@@ -659,8 +665,8 @@ def compare(model: str, gpu: str, tokens: float, cpt_tokens: float, eval_tokens:
         if click.get_current_context().get_parameter_source("tokens") is click.core.ParameterSource.COMMANDLINE:
             raise click.UsageError("give --tokens or --dataset, not both.")
         counted = _count_dataset(dataset, tokenizer, model)
-    result = _run(run_compare, model, dataset=counted, tokens=tokens, cpt_tokens=cpt_tokens, eval_tokens=eval_tokens,
-                  gpu=gpu,
+    result = _run(run_compare, model, dataset=counted, padding=padding, tokens=tokens, cpt_tokens=cpt_tokens,
+                  eval_tokens=eval_tokens, gpu=gpu,
                   seq_len=seq_len, grad_ckpt=grad_ckpt, precision=precision, serve_tokens=serve_tokens,
                   serve_batch=serve_batch, provider=provider, spot=spot, price=price, electricity=electricity,
                   hardware_price=hardware_price)
@@ -704,7 +710,7 @@ def plan(model: str, methods: str, tokens: float | None, epochs: float, deadline
          gpu_types: str | None, max_gpus: int, precisions: str, seq_len: int | None, global_batch: int | None,
          framework: str | None, provider: str | None, spot: bool, price: float | None, electricity: float | None,
          hardware_price: float | None, lora_rank: int, lora_targets: str, dataset: str | None, tokenizer: str | None,
-         as_json: bool, as_csv: bool, wide: bool) -> None:
+         padding: str | None, as_json: bool, as_csv: bool, wide: bool) -> None:
     """Search GPU type x count x layout (micro-batch, checkpointing, ZeRO, TP/PP) x precision for what fits,
     meets the deadline and budget, and show the Pareto front of cost against wall time.
 
@@ -730,7 +736,7 @@ def plan(model: str, methods: str, tokens: float | None, epochs: float, deadline
     for p in precision_list:
         if p not in NAMES:
             raise click.UsageError(f"--precision {p!r} is not one of {', '.join(NAMES)}.")
-    result = _run(search, model, method_list, tokens=tokens, dataset=counted, epochs=epochs,
+    result = _run(search, model, method_list, tokens=tokens, dataset=counted, padding=padding, epochs=epochs,
                   deadline_seconds=deadline_seconds,
                   budget_usd=budget,
                   gpus=tuple(_run(_gpu_key, g) for g in gpu_types.split(",") if g.strip()) if gpu_types else None,

@@ -86,7 +86,7 @@ class Comparison:
 def compare(model: str, *, tokens: float | None = None, cpt_tokens: float | None = None,
             eval_tokens: float = 1e5, serve_tokens: float | None = None, serve_batch: int = 32,
             approaches: tuple[str, ...] = APPROACHES, dataset: Any = None, tokenizer: str | None = None,
-            **options: Any) -> Comparison:
+            padding: str | None = None, **options: Any) -> Comparison:
     """Estimate each approach for the same model, GPU type and options.
 
     Fine-tuning approaches train on ``tokens``; continual pretraining on its own, larger budget
@@ -94,7 +94,7 @@ def compare(model: str, *, tokens: float | None = None, cpt_tokens: float | None
     an evaluation or a pilot) at the same ``serve_batch`` concurrency serving uses. With
     ``serve_tokens`` every row adds the cost of serving that many generated tokens, the prompting
     row included, so the totals compare like for like. ``dataset`` (a path or a ``TokenCount``) gives
-    the fine-tuning tokens instead of ``tokens``.
+    the fine-tuning tokens instead of ``tokens``, in rows as ``padding`` says (``estimate``'s).
     """
     v = arguments.checked(arguments.COMPARE, dict(tokens=tokens, cpt_tokens=cpt_tokens, eval_tokens=eval_tokens,
                                                  serve_tokens=serve_tokens, serve_batch=serve_batch),
@@ -104,9 +104,13 @@ def compare(model: str, *, tokens: float | None = None, cpt_tokens: float | None
     if isinstance(approaches, str) or not approaches or any(a not in APPROACHES for a in approaches):
         raise CostplanError(f"approaches must be a list drawn from {', '.join(APPROACHES)}, not {approaches!r}.")
     dataset_notes: tuple[str, ...] = ()
+    count = None
     if dataset is not None:
         count = dataset_count(model, dataset, options.get("seq_len"), tokenizer)
-        tokens, dataset_notes = float(count.tokens), (count.describe(),)
+        dataset_notes = (count.describe(),)
+    elif padding is not None:
+        raise CostplanError("--padding applies to the sequences of a --dataset; without one, every sequence is "
+                            "--seq-len tokens.")
     spec = model if isinstance(model, ModelSpec) else resolve_model(model)
     estimates: list[Estimate] = []
     alternatives: list[Estimate | None] = []
@@ -124,12 +128,15 @@ def compare(model: str, *, tokens: float | None = None, cpt_tokens: float | None
 
                 est = replace(est, serve=served)
         else:
-            volume = cpt_tokens if approach == "cpt" else tokens
-            est = estimate(model, approach, tokens=volume, serve_tokens=serve_tokens, serve_batch=serve_batch,
+            # The fine-tuning approaches train on the dataset's rows; CPT on its own corpus.
+            volume = ({"tokens": cpt_tokens} if approach == "cpt" else {"tokens": tokens} if count is None
+                      else {"dataset": count, "padding": padding})
+            est = estimate(model, approach, **volume, serve_tokens=serve_tokens, serve_batch=serve_batch,
                            **options)
         estimates.append(est)
         alternatives.append(None if est.placement.fits else cheapest_fit(
-            model, approach, tokens=est.tokens, **({"micro_batch": serve_batch} if approach == "inference" else {}),
+            model, approach, **({"tokens": est.tokens, "micro_batch": serve_batch} if approach == "inference"
+                                else volume),
             **{k: v for k, v in options.items() if k != "micro_batch"}))
     if not estimates:
         raise CostplanError(f"None of the approaches applies to {spec.name}: {'; '.join(skipped)}")

@@ -12,7 +12,10 @@ otherwise estimated at ``BYTES_PER_TOKEN`` UTF-8 bytes per token, and said so wi
 
 At a sequence length L, **padding** puts each sequence in its own row of L (longer ones truncated):
 rows x L positions computed for the tokens kept. **Packing** concatenates everything into
-ceil(tokens / L) full rows: only the last row is partly empty.
+ceil(tokens / L) full rows: only the last row is partly empty. What the collators of the stacks do
+by default (transformers' ``DataCollatorWithPadding`` and ``DataCollatorForSeq2Seq``, TRL's SFT
+collator, torchtune's ``padded_collate``, LitGPT's ``get_sft_collate_fn``) lies between: each
+micro-batch is padded to its own longest sequence (``Rows``, ``--padding longest``).
 """
 
 from __future__ import annotations
@@ -82,6 +85,19 @@ class TokenCount:
         """Tokens left after truncating every sequence to ``seq_len``."""
         return sum(min(n, self.seq_len) for n in self.lengths)
 
+    def expected_longest(self, micro_batch: int) -> float:
+        """The expected longest sequence (truncated to ``seq_len``) of ``micro_batch`` drawn at random:
+        the length a micro-batch is padded to. With F the share of sequences no longer than v,
+        E[max] = sum over the lengths v of v (F(v)^m - F(v-)^m)."""
+        if micro_batch < 1:
+            raise ValueError("micro_batch must be at least 1")
+        shares = _length_shares(self.lengths, self.seq_len)
+        expected, below = 0.0, 0.0
+        for length, share in shares:
+            expected += length * (share ** micro_batch - below ** micro_batch)
+            below = share
+        return expected
+
     @property
     def tokens(self) -> int:
         return sum(f.tokens for f in self.files)
@@ -138,6 +154,79 @@ class TokenCount:
         return (f"dataset: {self.tokens:,} tokens in {self.sequences:,} sequences ({len(self.files)} file(s); {how}); "
                 f"packed at {self.seq_len} that is {self.packed_rows:,} rows; padded instead, "
                 f"{self.padding_waste:.0%} of the computed positions would be padding")
+
+
+def _length_shares(lengths: array, seq_len: int) -> list[tuple[int, float]]:
+    """Each distinct length (truncated to ``seq_len``), ascending, with the share of sequences no
+    longer than it."""
+    counts: dict[int, int] = {}
+    for n in lengths:
+        kept = min(n, seq_len)
+        counts[kept] = counts.get(kept, 0) + 1
+    total, running, shares = len(lengths), 0, []
+    for length in sorted(counts):
+        running += counts[length]
+        shares.append((length, running / total))
+    return shares
+
+
+PADDINGS = ("longest", "max", "packed")
+"""How training rows are filled: each micro-batch padded to its longest sequence (the stacks'
+collators), every sequence padded to ``seq_len`` (axolotl's ``pad_to_sequence_len``, tokenizers'
+``padding="max_length"``), or packed (TRL ``packing``, axolotl ``sample_packing``, torchtune
+``packed``, and every pretraining loader)."""
+
+
+@record
+class Rows:
+    """A counted dataset as training rows: the positions computed per epoch and the longest row."""
+
+    count: TokenCount
+    padding: str
+
+    def __post_init__(self) -> None:
+        if self.padding not in PADDINGS:
+            raise CostplanError(f"--padding takes {', '.join(PADDINGS)}, not {self.padding!r}.")
+
+    @property
+    def row_len(self) -> int:
+        """Positions in the longest row, on which memory is sized: the longest kept sequence when each
+        micro-batch is padded to its own longest, else ``seq_len``."""
+        if self.padding == "longest":
+            return max(1, min(self.count.longest, self.count.seq_len))
+        return self.count.seq_len
+
+    def positions(self, micro_batch: int) -> float:
+        """Positions computed in one epoch at ``micro_batch`` sequences a micro-batch: the tokens when
+        packed, sequences x ``seq_len`` padded to it, sequences x the expected longest of a
+        micro-batch padded to that (random micro-batches)."""
+        if self.padding == "packed":
+            return float(self.count.tokens)
+        if self.padding == "max":
+            return float(self.count.padded_positions)
+        return self.count.sequences * self.count.expected_longest(micro_batch)
+
+    def describe(self, micro_batch: int | None = None) -> str:
+        """One line for the assumptions: at ``micro_batch``, or (None) for a search over micro-batches."""
+        if self.padding == "packed":
+            return (f"rows: the dataset packed into {self.count.seq_len}-token rows (--padding packed), "
+                    f"{self.count.packing_waste:.1%} of the positions empty")
+        truncated = f", {self.count.truncated:,} sequences truncated" if self.count.truncated else ""
+        if self.padding == "max":
+            how = f"every sequence padded to {self.count.seq_len} tokens (--padding max)"
+        elif micro_batch is None:
+            return (f"rows: each micro-batch padded to its longest sequence (--padding longest, the stacks' "
+                    f"collators): the padding grows with the micro-batch; memory sized on the longest, "
+                    f"{self.row_len} tokens{truncated}")
+        else:
+            how = (f"each micro-batch of {micro_batch} padded to its longest sequence, "
+                   f"{self.count.expected_longest(micro_batch):,.0f} tokens on average (--padding longest, the "
+                   f"stacks' collators; --padding packed if the run packs); memory sized on the longest, "
+                   f"{self.row_len} tokens")
+        positions = self.positions(micro_batch or 1)
+        waste = 1 - self.count.kept_when_padded / positions if positions else 0.0
+        return (f"rows: {how}: {positions:,.0f} positions computed an epoch for {self.count.kept_when_padded:,} "
+                f"tokens kept, {waste:.0%} padding{truncated}")
 
 
 # --- tokenizers --------------------------------------------------------------------------------

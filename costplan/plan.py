@@ -13,6 +13,7 @@ the same numbers.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import fields, replace
 from typing import Any
 
@@ -26,6 +27,7 @@ from costplan.hardware import Ownership, gpu_names, hosts, offers, whole_instanc
 from costplan.hardware import gpu as find_gpu
 from costplan.hardware import price as find_price
 from costplan.layout import MAX_GPUS, default_global_batch, gpu_counts
+from costplan.methods import Method
 from costplan.model import ModelSpec, count_params, resolve_model
 from costplan.profile import Profile, default_profile
 from costplan.record import record
@@ -166,6 +168,7 @@ def search(
     *,
     tokens: float | None = None,
     dataset: Any = None,
+    padding: str | None = None,
     tokenizer: str | None = None,
     epochs: float = 1.0,
     deadline_seconds: float | None = None,
@@ -212,13 +215,19 @@ def search(
         raise CostplanError(f"profile must be a costplan.profile.Profile, not {profile!r}.")
     spec = model if isinstance(model, ModelSpec) else resolve_model(model)
     dataset_notes: tuple[str, ...] = ()
+    count = None
     if dataset is not None:
         from costplan.compare import dataset_count
+        from costplan.dataset import PADDINGS
 
         if tokens is not None:
             raise CostplanError("give --tokens or --dataset, not both.")
+        padding = arguments.text("padding", padding, PADDINGS, optional=True)
         count = dataset_count(model, dataset, seq_len, tokenizer)
         tokens, dataset_notes = float(count.tokens), (count.describe(),)
+    elif padding is not None:
+        raise CostplanError("--padding applies to the sequences of a --dataset; without one, every sequence is "
+                            "--seq-len tokens.")
     if tokens is None:
         raise CostplanError("plan needs --tokens or --dataset.")
     profile = profile or default_profile()
@@ -244,6 +253,10 @@ def search(
         if not method.training:
             raise CostplanError("plan searches training configurations; use estimate for inference.")
         seq = seq_len or min(2048, spec.max_positions - method.virtual_tokens)
+        rows = _rows(count, padding, method)
+        if rows is not None:  # padded rows: memory is sized on the longest, the steps compute the padding
+            seq = rows.row_len
+            batch_notes.add(f"{method.key}: {rows.describe()}")
         source = None
         if spec.is_encoder_decoder:  # seq_len is the target; the source is T5's usual 512 tokens
             seq, source = seq_len or 128, 512
@@ -277,8 +290,9 @@ def search(
                         break
                 else:
                     grid = replace(grid, parts=grid.job.parts(ckpt))
-                fits, seconds, cost, device, efficiency, layout = _evaluate(grid, tokens * epochs, startup_seconds,
-                                                                            pue, ckpt)
+                computed = tokens * epochs if rows is None else _positions(rows, epochs)
+                fits, seconds, cost, device, efficiency, layout = _evaluate(grid, computed, startup_seconds, pue,
+                                                                            ckpt)
                 feasible = fits & np.isfinite(cost)
                 priced += int(feasible.sum())
                 if deadline_seconds is not None:
@@ -449,7 +463,31 @@ def _columns(spec, keys, jobs, parts, layout, found, profile, method) -> _Grid:
                  run_goodput(method, profile), jobs[0])
 
 
-def _evaluate(grid: _Grid, tokens: float, startup_seconds: float, pue: float, ckpt: bool) -> tuple[Any, ...]:
+def _rows(count: Any, padding: str | None, method: Method) -> Any:
+    """The dataset's padded rows for ``method`` (None: packed, or no dataset): ``estimate``'s default,
+    each micro-batch padded to its longest, except for pretraining and CPT, which pack."""
+    if count is None:
+        return None
+    from costplan.dataset import Rows
+
+    rows = Rows(count, padding or ("packed" if method.key in ("pretrain", "cpt") else "longest"))
+    return None if rows.padding == "packed" else rows
+
+
+def _positions(rows: Any, epochs: float) -> Callable[[Any], Any]:
+    """Positions computed over the run at each layout's micro-batch (``Rows.positions``)."""
+    import numpy as np
+
+    def positions(micro_batch: Any) -> Any:
+        sizes, where = np.unique(micro_batch, return_inverse=True)
+        return np.array([rows.positions(int(m)) * epochs for m in sizes])[where]
+
+    return positions
+
+
+def _evaluate(grid: _Grid, tokens: float | Callable[[Any], Any], startup_seconds: float, pue: float,
+              ckpt: bool) -> tuple[Any, ...]:
+    """``tokens``: computed over the run, or a function of the micro-batch (padded rows)."""
     import numpy as np
 
     lay = grid.layout
@@ -468,7 +506,8 @@ def _evaluate(grid: _Grid, tokens: float, startup_seconds: float, pue: float, ck
         step = engine.training_step(parts.shape, parts.memory, hw=hw, constants=constants, dp=dp[kept], tp=tp[kept],
                                     pp=pp[kept], zero=zero[kept], micro_batch=mb[kept], grad_accum=accum[kept],
                                     hidden_size=grid.hidden, correction=grid.correction[kept])
-        result = engine.throughput(step, parts.shape, gpus=n[kept], hw=hw, tokens=tokens,
+        result = engine.throughput(step, parts.shape, gpus=n[kept], hw=hw,
+                                   tokens=tokens(mb[kept]) if callable(tokens) else tokens,
                                    startup_seconds=startup_seconds, pue=pue, goodput=grid.goodput)
         seconds[kept] = result.wall_seconds
         cost[kept] = np.where(np.isfinite(result.cost_usd), result.cost_usd, np.inf)

@@ -319,6 +319,17 @@ def _lora_extras(r: _Reader, alpha_key: str, dora_key: str, rslora_key: str, sav
 
 # --- the four formats ---------------------------------------------------------------------------
 
+def _padding(r: _Reader, packed: Any, to_max: Any = None) -> None:
+    """How the stack fills rows from a --dataset (``dataset.PADDINGS``): packed when the config packs;
+    padded to ``seq_len`` when it says so; else each micro-batch to its longest, the collators' way."""
+    if packed:
+        r.set("padding", "packed", "sequences packed")
+    elif to_max:
+        r.set("padding", "max", "every sequence padded to the sequence length")
+    else:
+        r.set("padding", "longest", "each micro-batch padded to its longest sequence")
+
+
 def _axolotl(r: _Reader) -> TrainingConfig:
     r.set("model", r.get("base_model"), f"model {r.data.get('base_model')}")
     adapter = str(r.get("adapter") or "").lower()
@@ -362,10 +373,7 @@ def _axolotl(r: _Reader) -> TrainingConfig:
     fsdp, fsdp_config = r.get("fsdp"), r.get("fsdp_config")
     if fsdp or fsdp_config:
         _zero_from_fsdp(r, fsdp, fsdp_config)
-    r.get("sample_packing")
-    if r.data.get("sample_packing") is False:
-        r.notes.append("sample_packing off: padding to each batch's longest sequence is not counted "
-                       "(pass --dataset to see the waste)")
+    _padding(r, r.get("sample_packing"), r.get("pad_to_sequence_len"))
     r.get("datasets")
     if "framework" not in r.options:
         r.set("framework", "axolotl")
@@ -454,6 +462,9 @@ def _torchtune(r: _Reader, text: str) -> TrainingConfig:
         offloads += ["optimizer", "params"]
     if offloads:
         r.set("offload", tuple(offloads), "offloaded to the host: " + ", ".join(offloads))
+    dataset = r.data.get("dataset")
+    packs = [d.get("packed") for d in (dataset if isinstance(dataset, list) else [dataset]) if isinstance(d, dict)]
+    _padding(r, any(packs))  # torchtune's padded_collate pads each batch to its longest unless packed
     r.get("tokenizer")
     r.set("framework", "torchtune")
     return r.finish("torchtune", "torchtune recipe config")
@@ -497,6 +508,7 @@ def _llama_factory(r: _Reader) -> TrainingConfig:
     _precision(r)
     if r.get("pure_bf16"):
         r.set("precision", "bf16-true", "pure bf16 (no fp32 master weights)")
+    _padding(r, r.get("packing") or r.get("neat_packing"))
     disabled = r.get("disable_gradient_checkpointing")
     r.set("grad_ckpt", not disabled, "checkpointing " + ("off" if disabled else "on (LLaMA-Factory's default)"))
     attention = r.get("flash_attn")
@@ -536,6 +548,8 @@ def _training_arguments(r: _Reader) -> TrainingConfig:
         r.get("fsdp_config")
     if r.get("torch_compile"):
         r.set("runtime", "compiled", "torch.compile")
+    if r.get("packing"):  # TRL's SFTConfig; without it the collator pads (as estimate assumes)
+        _padding(r, True)
     accelerator = r.get("accelerator_config")
     accumulation = accelerator.get("gradient_accumulation_kwargs") if isinstance(accelerator, dict) else None
     if isinstance(accumulation, dict) and "sync_each_batch" in accumulation:

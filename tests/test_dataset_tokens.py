@@ -209,3 +209,90 @@ def test_long_counts_show_a_progress_bar_on_stderr(tmp_path, monkeypatch):
     result = CliRunner().invoke(cli, ["tokens", str(big), "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["sequences"] == 1000  # data on stdout, the bar (if any) on stderr
+
+
+def _counted(lengths, seq_len):
+    """A TokenCount of sequences of these lengths (no files read)."""
+    from array import array
+
+    from costplan.dataset import FileCount, TokenCount
+
+    files = (FileCount("x.jsonl", "jsonl", len(lengths), sum(lengths), 4 * sum(lengths)),)
+    return TokenCount(files, seq_len, "given", True, array("I", lengths))
+
+
+def test_a_micro_batch_pads_to_its_expected_longest_sequence():
+    # Two draws from {1, 2, 3, 4}: P(max = v) = (v^2 - (v-1)^2) / 16, so E = (1 + 6 + 15 + 28) / 16.
+    assert _counted([1, 2, 3, 4], 4096).expected_longest(2) == pytest.approx(50 / 16)
+    # Truncated to 3: the lengths are {1, 2, 3, 3}: E = (1 + 2 * 3 + 3 * 12) / 16.
+    assert _counted([1, 2, 3, 4], 3).expected_longest(2) == pytest.approx(43 / 16)
+    assert _counted([1, 2, 3, 4], 4096).expected_longest(1) == pytest.approx(2.5)  # one draw: the mean
+    import random
+
+    rng = random.Random(0)
+    lengths = [int(rng.lognormvariate(5, 0.8)) + 1 for _ in range(500)]
+    draws = [max(min(n, 512) for n in rng.choices(lengths, k=8)) for _ in range(40_000)]
+    assert _counted(lengths, 512).expected_longest(8) == pytest.approx(sum(draws) / len(draws), rel=0.01)
+
+
+def test_padded_rows_cost_steps_and_size_memory_on_the_longest_sequence():
+    import costplan
+    from costplan.dataset import Rows
+
+    lengths = [100] * 300 + [300] * 100 + [900]
+    count = _counted(lengths, 2048)
+    rows = Rows(count, "longest")
+    assert rows.row_len == 900
+    assert rows.positions(1) == pytest.approx(sum(lengths))  # one sequence a micro-batch: no padding
+    assert Rows(count, "max").positions(4) == 401 * 2048
+    assert Rows(count, "packed").positions(4) == sum(lengths)
+    base = dict(gpu="a100", gpus=1, micro_batch=4, grad_ckpt=True)
+    padded = costplan.estimate("8b", "lora", dataset=count, **base)  # fine-tuning: padded to the longest
+    same = costplan.estimate("8b", "lora", tokens=rows.positions(4), seq_len=900, **base)
+    assert padded.wall_seconds == same.wall_seconds and padded.tokens == sum(lengths)
+    assert padded.memory.device_bytes == same.memory.device_bytes
+    packed = costplan.estimate("8b", "lora", dataset=count, padding="packed", **base)
+    assert packed.wall_seconds == costplan.estimate("8b", "lora", tokens=sum(lengths), seq_len=2048,
+                                                    **base).wall_seconds
+    assert packed.wall_seconds < padded.wall_seconds < costplan.estimate("8b", "lora", dataset=count,
+                                                                          padding="max", **base).wall_seconds
+    assert any("padded to its longest sequence" in a for a in padded.assumptions)
+
+
+def test_plan_pads_each_layout_at_its_micro_batch_as_estimate_does():
+    import costplan
+    from costplan.plan import search
+    from tests.test_planning import STARTUP_SECONDS
+
+    count = _counted([100] * 300 + [300] * 100 + [900], 2048)
+    result = search("8b", ("lora",), dataset=count, gpus=("a100-80gb",), max_gpus=8)
+    assert any("padded to its longest" in n for n in result.notes)
+    for c in result.pareto:
+        est = costplan.estimate("8b", c.method, dataset=count, gpu=c.gpu, gpus=c.gpus, zero=c.zero,
+                                micro_batch=c.micro_batch, grad_ckpt=c.grad_ckpt, precision=c.precision,
+                                framework=c.framework, provider=c.provider, startup_seconds=STARTUP_SECONDS)
+        assert est.wall_seconds == pytest.approx(c.wall_seconds, rel=1e-12)
+        assert est.memory.device_bytes == pytest.approx(c.device_bytes, rel=1e-12)
+
+
+def test_padding_without_a_dataset_is_one_line():
+    result = CliRunner().invoke(cli, ["estimate", "-m", "7b", "--padding", "max"])
+    assert result.exit_code == 2 and result.output.startswith("Error:") and "--dataset" in result.output
+
+
+def test_a_training_config_says_whether_its_rows_are_packed(tmp_path, data):
+    tokenizer = str(word_tokenizer(tmp_path / "tok"))
+    runner = CliRunner()
+
+    def rows_line(config, *extra):
+        result = runner.invoke(cli, ["estimate", "-m", "8b", "--from", f"tests/fixtures/configs/{config}",
+                                     "--dataset", str(data), "--tokenizer", tokenizer, "--json", *extra])
+        assert result.exit_code == 0, result.output
+        return next(a for a in json.loads(result.output)["assumptions"] if a.startswith("rows:"))
+
+    assert "packed" in rows_line("axolotl_llama3_qlora.yml")  # sample_packing: true
+    assert "padded to its longest" in rows_line("axolotl_llama3_qlora_fsdp_70b.yaml")  # sample_packing: false
+    assert "padded to its longest" in rows_line("torchtune_llama3_1_8B_lora_single_device.yaml")
+    assert "(--padding max)" in rows_line("axolotl_llama3_qlora.yml", "--padding", "max")  # the flag wins
+    without = runner.invoke(cli, ["estimate", "-m", "8b", "--from", "tests/fixtures/configs/axolotl_llama3_qlora.yml"])
+    assert without.exit_code == 0, without.output  # no dataset: the config's packing has nothing to fill
