@@ -392,12 +392,12 @@ def estimate(
         from costplan.dataset import PADDINGS, Rows
 
         padding = arguments.text("padding", padding, PADDINGS, optional=True)
-        rows = Rows(_dataset_count(dataset, seq_len, tokenizer, model),
-                    padding or ("packed" if how.key in ("pretrain", "cpt") else "longest"))
+        rows = Rows.of(_dataset_count(dataset, seq_len, tokenizer, model), padding, how.key)
         seq_len = rows.row_len
     elif padding is not None:
-        raise CostplanError("--padding applies to the sequences of a --dataset; without one, every sequence is "
-                            "--seq-len tokens.")
+        from costplan.dataset import NO_DATASET
+
+        raise CostplanError(NO_DATASET)
     if how.training:
         stack = find_framework(framework) if framework else default_framework(
             True, how.trains_base, how.key in ("pretrain", "cpt") and (gpus is None or gpus > 1))

@@ -109,8 +109,9 @@ def compare(model: str, *, tokens: float | None = None, cpt_tokens: float | None
         count = dataset_count(model, dataset, options.get("seq_len"), tokenizer)
         dataset_notes = (count.describe(),)
     elif padding is not None:
-        raise CostplanError("--padding applies to the sequences of a --dataset; without one, every sequence is "
-                            "--seq-len tokens.")
+        from costplan.dataset import NO_DATASET
+
+        raise CostplanError(NO_DATASET)
     spec = model if isinstance(model, ModelSpec) else resolve_model(model)
     estimates: list[Estimate] = []
     alternatives: list[Estimate | None] = []

@@ -177,12 +177,22 @@ collators), every sequence padded to ``seq_len`` (axolotl's ``pad_to_sequence_le
 ``packed``, and every pretraining loader)."""
 
 
+NO_DATASET = ("--padding applies to the sequences of a --dataset; without one, every sequence is --seq-len "
+              "tokens.")
+
+
 @record
 class Rows:
     """A counted dataset as training rows: the positions computed per epoch and the longest row."""
 
     count: TokenCount
     padding: str
+
+    @classmethod
+    def of(cls, count: TokenCount, padding: str | None, method_key: str) -> Rows:
+        """``padding`` as given, else the default for the method: packed for pretraining and CPT,
+        each micro-batch padded to its longest for fine-tuning."""
+        return cls(count, padding or ("packed" if method_key in ("pretrain", "cpt") else "longest"))
 
     def __post_init__(self) -> None:
         if self.padding not in PADDINGS:

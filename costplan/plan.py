@@ -226,8 +226,9 @@ def search(
         count = dataset_count(model, dataset, seq_len, tokenizer)
         tokens, dataset_notes = float(count.tokens), (count.describe(),)
     elif padding is not None:
-        raise CostplanError("--padding applies to the sequences of a --dataset; without one, every sequence is "
-                            "--seq-len tokens.")
+        from costplan.dataset import NO_DATASET
+
+        raise CostplanError(NO_DATASET)
     if tokens is None:
         raise CostplanError("plan needs --tokens or --dataset.")
     profile = profile or default_profile()
@@ -470,7 +471,7 @@ def _rows(count: Any, padding: str | None, method: Method) -> Any:
         return None
     from costplan.dataset import Rows
 
-    rows = Rows(count, padding or ("packed" if method.key in ("pretrain", "cpt") else "longest"))
+    rows = Rows.of(count, padding, method.key)
     return None if rows.padding == "packed" else rows
 
 
