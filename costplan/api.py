@@ -496,8 +496,7 @@ def estimate(
 
         if rows is None or rows.padding == "packed":
             result = train(tokens)
-            if rows is not None:
-                notes.append(rows.describe(result.workload.micro_batch))
+            used = result.workload.micro_batch
         else:  # the steps compute the padded positions; the longest row sizes memory (seq_len)
             used = micro_batch or 1
             result = train(rows.positions(used))
@@ -506,6 +505,7 @@ def estimate(
                     break
                 used = result.workload.micro_batch
                 result = train(rows.positions(used))
+        if rows is not None:
             notes.append(rows.describe(used))
     else:
         result = _inference(spec, how, device, net, work, profile, tokens, gpus, runtime or "compiled",

@@ -20,6 +20,7 @@ micro-batch is padded to its own longest sequence (``Rows``, ``--padding longest
 
 from __future__ import annotations
 
+import collections
 import json
 import math
 from array import array
@@ -89,14 +90,7 @@ class TokenCount:
         """The expected longest sequence (truncated to ``seq_len``) of ``micro_batch`` drawn at random:
         the length a micro-batch is padded to. With F the share of sequences no longer than v,
         E[max] = sum over the lengths v of v (F(v)^m - F(v-)^m)."""
-        if micro_batch < 1:
-            raise ValueError("micro_batch must be at least 1")
-        shares = _length_shares(self.lengths, self.seq_len)
-        expected, below = 0.0, 0.0
-        for length, share in shares:
-            expected += length * (share ** micro_batch - below ** micro_batch)
-            below = share
-        return expected
+        return _expected_longest(_length_shares(self.lengths, self.seq_len), micro_batch)
 
     @property
     def tokens(self) -> int:
@@ -156,18 +150,29 @@ class TokenCount:
                 f"{self.padding_waste:.0%} of the computed positions would be padding")
 
 
-def _length_shares(lengths: array, seq_len: int) -> list[tuple[int, float]]:
+def _length_shares(lengths: array, seq_len: int) -> tuple[tuple[int, float], ...]:
     """Each distinct length (truncated to ``seq_len``), ascending, with the share of sequences no
     longer than it."""
-    counts: dict[int, int] = {}
-    for n in lengths:
-        kept = min(n, seq_len)
-        counts[kept] = counts.get(kept, 0) + 1
+    counts = collections.Counter(lengths)
     total, running, shares = len(lengths), 0, []
     for length in sorted(counts):
+        if length >= seq_len:  # this one and every longer one are truncated to seq_len
+            shares.append((seq_len, 1.0))
+            break
         running += counts[length]
         shares.append((length, running / total))
-    return shares
+    return tuple(shares)
+
+
+def _expected_longest(shares: tuple[tuple[int, float], ...], micro_batch: int) -> float:
+    """E[max] of ``micro_batch`` lengths drawn from the distribution ``shares`` (``_length_shares``)."""
+    if micro_batch < 1:
+        raise ValueError("micro_batch must be at least 1")
+    expected, below = 0.0, 0.0
+    for length, share in shares:
+        expected += length * (share ** micro_batch - below ** micro_batch)
+        below = share
+    return expected
 
 
 PADDINGS = ("longest", "max", "packed")
@@ -187,6 +192,8 @@ class Rows:
 
     count: TokenCount
     padding: str
+    shares: tuple[tuple[int, float], ...] = field(init=False, repr=False, compare=False)
+    """The length distribution, counted once for every micro-batch asked about (``longest``)."""
 
     @classmethod
     def of(cls, count: TokenCount, padding: str | None, method_key: str) -> Rows:
@@ -197,6 +204,7 @@ class Rows:
     def __post_init__(self) -> None:
         if self.padding not in PADDINGS:
             raise CostplanError(f"--padding takes {', '.join(PADDINGS)}, not {self.padding!r}.")
+        self.shares = _length_shares(self.count.lengths, self.count.seq_len) if self.padding == "longest" else ()
 
     @property
     def row_len(self) -> int:
@@ -214,7 +222,7 @@ class Rows:
             return float(self.count.tokens)
         if self.padding == "max":
             return float(self.count.padded_positions)
-        return self.count.sequences * self.count.expected_longest(micro_batch)
+        return self.count.sequences * _expected_longest(self.shares, micro_batch)
 
     def describe(self, micro_batch: int | None = None) -> str:
         """One line for the assumptions: at ``micro_batch``, or (None) for a search over micro-batches."""
@@ -230,7 +238,7 @@ class Rows:
                     f"{self.row_len} tokens{truncated}")
         else:
             how = (f"each micro-batch of {micro_batch} padded to its longest sequence, "
-                   f"{self.count.expected_longest(micro_batch):,.0f} tokens on average (--padding longest, the "
+                   f"{_expected_longest(self.shares, micro_batch):,.0f} tokens on average (--padding longest, the "
                    f"stacks' collators; --padding packed if the run packs); memory sized on the longest, "
                    f"{self.row_len} tokens")
         positions = self.positions(micro_batch or 1)
