@@ -292,7 +292,8 @@ def estimate(
     renting them. ``dataset`` (a path, or a ``costplan.dataset.TokenCount``) gives the training tokens:
     counted with ``tokenizer`` (a tokenizer.json, folder or Hub id) or the model's own, filled into rows
     as ``padding`` says (``dataset.PADDINGS``; default: ``longest``, each micro-batch padded to its longest
-    sequence as the stacks' collators do, and ``packed`` for pretraining and CPT): training then computes
+    sequence as the stacks' collators do, ``grouped`` for the Trainer's ``group_by_length``, and ``packed``
+    for pretraining and CPT): training then computes
     the padded positions, and memory is sized on the longest row. ``adapter`` is a peft
     ``adapter_config.json`` (or its folder): it sets the method and
     its settings, and the model when ``model`` is None (its ``base_model_name_or_path``). ``model``
@@ -496,17 +497,17 @@ def estimate(
 
         if rows is None or rows.padding == "packed":
             result = train(tokens)
-            used = result.workload.micro_batch
         else:  # the steps compute the padded positions; the longest row sizes memory (seq_len)
-            used = micro_batch or 1
-            result = train(rows.positions(used))
-            for _ in range(2):  # a micro-batch left on auto is chosen again until the padding agrees with it
-                if result.workload.micro_batch == used:
+            used = (micro_batch or 1, 1)
+            result = train(rows.positions(*used))
+            for _ in range(2):  # a layout left on auto is chosen again until the padding agrees with it
+                chosen = (result.workload.micro_batch, result.placement.layout.grad_accum)
+                if chosen == used:
                     break
-                used = result.workload.micro_batch
-                result = train(rows.positions(used))
+                used = chosen
+                result = train(rows.positions(*used))
         if rows is not None:
-            notes.append(rows.describe(used))
+            notes.append(rows.describe(result.workload.micro_batch, result.placement.layout.grad_accum))
     else:
         result = _inference(spec, how, device, net, work, profile, tokens, gpus, runtime or "compiled",
                             startup_seconds, power.pue, provider, spot, price, owned)

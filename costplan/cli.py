@@ -172,9 +172,10 @@ DATASET = _options(
                  help="Count the training tokens in this JSONL/Parquet/text file or folder (see `costplan tokens`)."),
     click.option("--tokenizer", help="With --dataset: tokenizer.json, a folder holding one, or a Hub id in the local "
                                      "cache [default: the model's, else a bytes-per-token estimate]."),
-    click.option("--padding", type=click.Choice(("longest", "max", "packed")), show_default="auto",
+    click.option("--padding", type=click.Choice(("longest", "grouped", "max", "packed")), show_default="auto",
                  help="With --dataset: how sequences fill the rows: each micro-batch padded to its longest (the "
-                      "stacks' collators; auto for fine-tuning), all padded to --seq-len, or packed (auto for "
+                      "stacks' collators; auto for fine-tuning), the same over micro-batches grouped by length "
+                      "(the Trainer's group_by_length), all padded to --seq-len, or packed (auto for "
                       "pretraining and CPT). Padding costs steps; memory is sized on the longest row."),
 )
 

@@ -175,15 +175,49 @@ def _expected_longest(shares: tuple[tuple[int, float], ...], micro_batch: int) -
     return expected
 
 
-PADDINGS = ("longest", "max", "packed")
+PADDINGS = ("longest", "grouped", "max", "packed")
 """How training rows are filled: each micro-batch padded to its longest sequence (the stacks'
-collators), every sequence padded to ``seq_len`` (axolotl's ``pad_to_sequence_len``, tokenizers'
+collators), the same over length-grouped micro-batches (the Hugging Face Trainer's
+``group_by_length``, ``train_sampling_strategy="group_by_length"`` in transformers 5), every
+sequence padded to ``seq_len`` (axolotl's ``pad_to_sequence_len``, tokenizers'
 ``padding="max_length"``), or packed (TRL ``packing``, axolotl ``sample_packing``, torchtune
 ``packed``, and every pretraining loader)."""
 
 
 NO_DATASET = ("--padding applies to the sequences of a --dataset; without one, every sequence is --seq-len "
               "tokens.")
+
+MEGABATCH_MULT = 50
+"""Micro-batches of the sampler's batch in one length-sorted megabatch: transformers'
+``get_length_grouped_indices`` takes ``min(sequences // (4 x batch), 50)``, at least 1."""
+GROUPED_DRAWS = 4
+"""Shuffles of the dataset averaged for ``grouped`` (fixed seeds 0..3, so the figure is repeatable)."""
+
+
+def _grouped_positions(lengths: Any, micro_batch: int, grad_accum: int) -> float:
+    """Positions an epoch when the Hugging Face Trainer groups by length (``group_by_length``), run as
+    ``LengthGroupedSampler`` runs: the sequences shuffled, cut into megabatches of
+    ``mult x micro_batch x grad_accum`` (the Trainer's sampler batch is ``train_batch_size x
+    gradient_accumulation_steps``), each sorted longest first and cut into micro-batches of
+    ``micro_batch`` consecutive sequences, each padded to its first (longest). ``lengths``: a numpy
+    array already truncated to ``seq_len``. The mean over ``GROUPED_DRAWS`` shuffles; the sampler's
+    swap that puts the longest megabatch first is left out (it moves one sequence)."""
+    import numpy as np
+
+    n = len(lengths)
+    batch = micro_batch * grad_accum
+    mega = max(1, min(n // (4 * batch), MEGABATCH_MULT)) * batch
+    full = n // mega * mega
+    total = 0.0
+    for seed in range(GROUPED_DRAWS):
+        shuffled = lengths[np.random.default_rng(seed).permutation(n)]
+        blocks = -np.sort(-shuffled[:full].reshape(-1, mega), axis=1)  # each megabatch, longest first
+        total += float(blocks[:, ::micro_batch].sum()) * micro_batch  # mega is a multiple of micro_batch
+        rest = -np.sort(-shuffled[full:])
+        firsts = rest[::micro_batch]
+        sizes = np.minimum(micro_batch, len(rest) - np.arange(0, len(rest), micro_batch))
+        total += float((firsts * sizes).sum())
+    return total / GROUPED_DRAWS
 
 
 @record
@@ -194,6 +228,8 @@ class Rows:
     padding: str
     shares: tuple[tuple[int, float], ...] = field(init=False, repr=False, compare=False)
     """The length distribution, counted once for every micro-batch asked about (``longest``)."""
+    memo: dict[tuple[int, int], float] = field(init=False, repr=False, compare=False)
+    """Positions already simulated per (micro-batch, gradient accumulation) (``grouped``)."""
 
     @classmethod
     def of(cls, count: TokenCount, padding: str | None, method_key: str) -> Rows:
@@ -205,27 +241,39 @@ class Rows:
         if self.padding not in PADDINGS:
             raise CostplanError(f"--padding takes {', '.join(PADDINGS)}, not {self.padding!r}.")
         self.shares = _length_shares(self.count.lengths, self.count.seq_len) if self.padding == "longest" else ()
+        self.memo = {}
 
     @property
     def row_len(self) -> int:
         """Positions in the longest row, on which memory is sized: the longest kept sequence when each
         micro-batch is padded to its own longest, else ``seq_len``."""
-        if self.padding == "longest":
+        if self.padding in ("longest", "grouped"):
             return max(1, min(self.count.longest, self.count.seq_len))
         return self.count.seq_len
 
-    def positions(self, micro_batch: int) -> float:
+    def positions(self, micro_batch: int, grad_accum: int = 1) -> float:
         """Positions computed in one epoch at ``micro_batch`` sequences a micro-batch: the tokens when
         packed, sequences x ``seq_len`` padded to it, sequences x the expected longest of a
-        micro-batch padded to that (random micro-batches)."""
+        micro-batch padded to that (random micro-batches), or as the Trainer's length-grouped
+        sampler cuts them (``grouped``, which also depends on ``grad_accum``)."""
         if self.padding == "packed":
             return float(self.count.tokens)
         if self.padding == "max":
             return float(self.count.padded_positions)
-        return self.count.sequences * _expected_longest(self.shares, micro_batch)
+        if self.padding == "longest":
+            return self.count.sequences * _expected_longest(self.shares, micro_batch)
+        key = (micro_batch, grad_accum)
+        if key not in self.memo:
+            import numpy as np
 
-    def describe(self, micro_batch: int | None = None) -> str:
-        """One line for the assumptions: at ``micro_batch``, or (None) for a search over micro-batches."""
+            counted = np.frombuffer(self.count.lengths, dtype=f"u{self.count.lengths.itemsize}")
+            lengths = np.minimum(counted, self.count.seq_len)
+            self.memo[key] = _grouped_positions(lengths, micro_batch, grad_accum) if len(lengths) else 0.0
+        return self.memo[key]
+
+    def describe(self, micro_batch: int | None = None, grad_accum: int = 1) -> str:
+        """One line for the assumptions: at ``micro_batch`` (and ``grad_accum``, which sizes the
+        ``grouped`` megabatches), or (None) for a search over micro-batches."""
         if self.padding == "packed":
             return (f"rows: the dataset packed into {self.count.seq_len}-token rows (--padding packed), "
                     f"{self.count.packing_waste:.1%} of the positions empty")
@@ -233,15 +281,22 @@ class Rows:
         if self.padding == "max":
             how = f"every sequence padded to {self.count.seq_len} tokens (--padding max)"
         elif micro_batch is None:
-            return (f"rows: each micro-batch padded to its longest sequence (--padding longest, the stacks' "
-                    f"collators): the padding grows with the micro-batch; memory sized on the longest, "
-                    f"{self.row_len} tokens{truncated}")
+            grouped = (" over length-grouped micro-batches (--padding grouped, the Trainer's group_by_length)"
+                       if self.padding == "grouped" else " (--padding longest, the stacks' collators)")
+            return (f"rows: each micro-batch padded to its longest sequence{grouped}: the padding grows with the "
+                    f"micro-batch; memory sized on the longest, {self.row_len} tokens{truncated}")
+        elif self.padding == "grouped":
+            batch = micro_batch * grad_accum
+            mega = max(1, min(self.count.sequences // (4 * batch), MEGABATCH_MULT)) * batch
+            how = (f"each micro-batch of {micro_batch} padded to its longest, cut from length-sorted megabatches "
+                   f"of {mega} sequences (--padding grouped, the Trainer's group_by_length; mean of "
+                   f"{GROUPED_DRAWS} shuffles); memory sized on the longest, {self.row_len} tokens")
         else:
             how = (f"each micro-batch of {micro_batch} padded to its longest sequence, "
                    f"{_expected_longest(self.shares, micro_batch):,.0f} tokens on average (--padding longest, the "
                    f"stacks' collators; --padding packed if the run packs); memory sized on the longest, "
                    f"{self.row_len} tokens")
-        positions = self.positions(micro_batch or 1)
+        positions = self.positions(micro_batch or 1, grad_accum)
         waste = 1 - self.count.kept_when_padded / positions if positions else 0.0
         return (f"rows: {how}: {positions:,.0f} positions computed an epoch for {self.count.kept_when_padded:,} "
                 f"tokens kept, {waste:.0%} padding{truncated}")

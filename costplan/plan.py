@@ -475,20 +475,23 @@ def _rows(count: Any, padding: str | None, method: Method) -> Any:
     return None if rows.padding == "packed" else rows
 
 
-def _positions(rows: Any, epochs: float) -> Callable[[Any], Any]:
-    """Positions computed over the run at each layout's micro-batch (``Rows.positions``)."""
+def _positions(rows: Any, epochs: float) -> Callable[[Any, Any], Any]:
+    """Positions computed over the run at each layout's micro-batch and gradient accumulation
+    (``Rows.positions``; only ``grouped`` padding depends on the accumulation)."""
     import numpy as np
 
-    def positions(micro_batch: Any) -> Any:
-        sizes, where = np.unique(micro_batch, return_inverse=True)
-        return np.array([rows.positions(int(m)) * epochs for m in sizes])[where]
+    def positions(micro_batch: Any, grad_accum: Any) -> Any:
+        accum = grad_accum if rows.padding == "grouped" else np.ones_like(grad_accum)
+        pairs, where = np.unique(np.stack([micro_batch, accum], axis=1), axis=0, return_inverse=True)
+        return np.array([rows.positions(int(m), int(a)) * epochs for m, a in pairs])[where.reshape(-1)]
 
     return positions
 
 
-def _evaluate(grid: _Grid, tokens: float | Callable[[Any], Any], startup_seconds: float, pue: float,
+def _evaluate(grid: _Grid, tokens: float | Callable[[Any, Any], Any], startup_seconds: float, pue: float,
               ckpt: bool) -> tuple[Any, ...]:
-    """``tokens``: computed over the run, or a function of the micro-batch (padded rows)."""
+    """``tokens``: computed over the run, or a function of the micro-batch and gradient accumulation
+    (padded rows)."""
     import numpy as np
 
     lay = grid.layout
@@ -508,7 +511,7 @@ def _evaluate(grid: _Grid, tokens: float | Callable[[Any], Any], startup_seconds
                                     pp=pp[kept], zero=zero[kept], micro_batch=mb[kept], grad_accum=accum[kept],
                                     hidden_size=grid.hidden, correction=grid.correction[kept])
         result = engine.throughput(step, parts.shape, gpus=n[kept], hw=hw,
-                                   tokens=tokens(mb[kept]) if callable(tokens) else tokens,
+                                   tokens=tokens(mb[kept], accum[kept]) if callable(tokens) else tokens,
                                    startup_seconds=startup_seconds, pue=pue, goodput=grid.goodput)
         seconds[kept] = result.wall_seconds
         cost[kept] = np.where(np.isfinite(result.cost_usd), result.cost_usd, np.inf)

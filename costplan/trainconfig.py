@@ -319,15 +319,24 @@ def _lora_extras(r: _Reader, alpha_key: str, dora_key: str, rslora_key: str, sav
 
 # --- the four formats ---------------------------------------------------------------------------
 
-def _padding(r: _Reader, packed: Any, to_max: Any = None) -> None:
+def _padding(r: _Reader, packed: Any, to_max: Any = None, grouped: Any = None) -> None:
     """How the stack fills rows from a --dataset (``dataset.PADDINGS``): packed when the config packs;
-    padded to ``seq_len`` when it says so; else each micro-batch to its longest, the collators' way."""
+    padded to ``seq_len`` when it says so; else each micro-batch to its longest, the collators' way,
+    over length-grouped micro-batches when the Trainer groups by length."""
     if packed:
         r.set("padding", "packed", "sequences packed")
     elif to_max:
         r.set("padding", "max", "every sequence padded to the sequence length")
+    elif grouped:
+        r.set("padding", "grouped", "micro-batches grouped by length, each padded to its longest sequence")
     else:
         r.set("padding", "longest", "each micro-batch padded to its longest sequence")
+
+
+def _grouped(r: _Reader) -> bool:
+    """The Hugging Face Trainer samples length-grouped micro-batches: ``group_by_length`` (transformers
+    4), ``train_sampling_strategy: group_by_length`` (transformers 5)."""
+    return bool(r.get("group_by_length")) or str(r.get("train_sampling_strategy") or "") == "group_by_length"
 
 
 def _axolotl(r: _Reader) -> TrainingConfig:
@@ -373,7 +382,7 @@ def _axolotl(r: _Reader) -> TrainingConfig:
     fsdp, fsdp_config = r.get("fsdp"), r.get("fsdp_config")
     if fsdp or fsdp_config:
         _zero_from_fsdp(r, fsdp, fsdp_config)
-    _padding(r, r.get("sample_packing"), r.get("pad_to_sequence_len"))
+    _padding(r, r.get("sample_packing"), r.get("pad_to_sequence_len"), _grouped(r))
     r.get("datasets")
     if "framework" not in r.options:
         r.set("framework", "axolotl")
@@ -508,7 +517,7 @@ def _llama_factory(r: _Reader) -> TrainingConfig:
     _precision(r)
     if r.get("pure_bf16"):
         r.set("precision", "bf16-true", "pure bf16 (no fp32 master weights)")
-    _padding(r, r.get("packing") or r.get("neat_packing"))
+    _padding(r, r.get("packing") or r.get("neat_packing"), grouped=_grouped(r))
     disabled = r.get("disable_gradient_checkpointing")
     r.set("grad_ckpt", not disabled, "checkpointing " + ("off" if disabled else "on (LLaMA-Factory's default)"))
     attention = r.get("flash_attn")
@@ -548,8 +557,9 @@ def _training_arguments(r: _Reader) -> TrainingConfig:
         r.get("fsdp_config")
     if r.get("torch_compile"):
         r.set("runtime", "compiled", "torch.compile")
-    if r.get("packing"):  # TRL's SFTConfig; without it the collator pads (as estimate assumes)
-        _padding(r, True)
+    grouped = _grouped(r)
+    if r.get("packing") or grouped:  # TRL's SFTConfig packs; without either the collator pads as estimate assumes
+        _padding(r, r.get("packing"), grouped=grouped)
     accelerator = r.get("accelerator_config")
     accumulation = accelerator.get("gradient_accumulation_kwargs") if isinstance(accelerator, dict) else None
     if isinstance(accumulation, dict) and "sync_each_batch" in accumulation:

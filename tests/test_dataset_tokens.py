@@ -275,6 +275,70 @@ def test_plan_pads_each_layout_at_its_micro_batch_as_estimate_does():
         assert est.memory.device_bytes == pytest.approx(c.device_bytes, rel=1e-12)
 
 
+def test_grouped_micro_batches_are_cut_from_length_sorted_megabatches():
+    from costplan.dataset import Rows
+
+    rows = Rows(_counted([1, 2, 3, 4, 5, 6, 7, 8], 4096), "grouped")
+    assert rows.row_len == 8
+    # Sampler batch 2 x 4 = 8 >= the dataset: one megabatch, sorted 8,7 | 6,5 | 4,3 | 2,1, whatever the shuffle.
+    assert rows.positions(2, 4) == 2 * (8 + 6 + 4 + 2)
+    assert rows.positions(1, 8) == 36  # one sequence a micro-batch: no padding
+    assert rows.positions(8, 1) == 8 * 8  # the whole dataset in one micro-batch
+    assert Rows(_counted([5] * 40, 4096), "grouped").positions(4, 2) == 200  # equal lengths: no padding
+    assert Rows(_counted([1, 2, 3, 9], 3), "grouped").positions(4, 1) == 4 * 3  # truncated to seq_len
+
+
+@pytest.mark.needs_torch
+def test_grouped_padding_matches_the_trainers_length_grouped_sampler():
+    """The positions the Trainer computes: transformers' own ``get_length_grouped_indices`` cut into
+    micro-batches, averaged over 40 shuffles, against costplan's simulation of it."""
+    import random
+
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from transformers.trainer_pt_utils import get_length_grouped_indices
+
+    from costplan.dataset import Rows
+
+    rng = random.Random(1)
+    lengths = [int(rng.lognormvariate(5, 1)) + 1 for _ in range(3_001)]  # not a multiple of any batch
+    seq_len = 1024
+    kept = [min(n, seq_len) for n in lengths]
+    rows = Rows(_counted(lengths, seq_len), "grouped")
+    for micro_batch, accum in ((4, 2), (8, 1), (2, 8)):
+        totals = []
+        for seed in range(40):
+            order = get_length_grouped_indices(kept, micro_batch * accum, generator=torch.Generator().manual_seed(seed))
+            totals.append(sum(len(order[i:i + micro_batch]) * max(kept[j] for j in order[i:i + micro_batch])
+                              for i in range(0, len(order), micro_batch)))
+        assert rows.positions(micro_batch, accum) == pytest.approx(sum(totals) / len(totals), rel=0.005)
+        assert sum(kept) < rows.positions(micro_batch, accum) < Rows(rows.count, "longest").positions(micro_batch)
+
+
+def test_estimate_and_plan_pad_grouped_rows_at_the_chosen_accumulation():
+    import costplan
+    from costplan.dataset import Rows
+    from costplan.plan import search
+    from tests.test_planning import STARTUP_SECONDS
+
+    count = _counted([100] * 300 + [300] * 100 + [900], 2048)
+    rows = Rows(count, "grouped")
+    base = dict(gpu="a100", gpus=1, micro_batch=2, global_batch=16, grad_ckpt=True)
+    grouped = costplan.estimate("8b", "lora", dataset=count, padding="grouped", **base)
+    assert grouped.placement.layout.grad_accum == 8
+    same = costplan.estimate("8b", "lora", tokens=rows.positions(2, 8), seq_len=900, **base)
+    assert grouped.wall_seconds == same.wall_seconds
+    assert any("length-sorted megabatches of 96 sequences" in a for a in grouped.assumptions)  # 6 x 16: 401 // 64
+    assert grouped.wall_seconds < costplan.estimate("8b", "lora", dataset=count, **base).wall_seconds  # longest
+    result = search("8b", ("lora",), dataset=count, padding="grouped", gpus=("a100-80gb",), max_gpus=8)
+    assert any("grouped by length" in n or "length-grouped" in n for n in result.notes)
+    for c in result.pareto:
+        est = costplan.estimate("8b", c.method, dataset=count, padding="grouped", gpu=c.gpu, gpus=c.gpus, zero=c.zero,
+                                micro_batch=c.micro_batch, grad_ckpt=c.grad_ckpt, precision=c.precision,
+                                framework=c.framework, provider=c.provider, startup_seconds=STARTUP_SECONDS)
+        assert est.wall_seconds == pytest.approx(c.wall_seconds, rel=1e-12)
+
+
 def test_padding_without_a_dataset_is_one_line():
     result = CliRunner().invoke(cli, ["estimate", "-m", "7b", "--padding", "max"])
     assert result.exit_code == 2 and result.output.startswith("Error:") and "--dataset" in result.output
@@ -285,7 +349,8 @@ def test_a_training_config_says_whether_its_rows_are_packed(tmp_path, data):
     runner = CliRunner()
 
     def rows_line(config, *extra):
-        result = runner.invoke(cli, ["estimate", "-m", "8b", "--from", f"tests/fixtures/configs/{config}",
+        path = config if config.startswith("/") else f"tests/fixtures/configs/{config}"
+        result = runner.invoke(cli, ["estimate", "-m", "8b", "--from", path,
                                      "--dataset", str(data), "--tokenizer", tokenizer, "--json", *extra])
         assert result.exit_code == 0, result.output
         return next(a for a in json.loads(result.output)["assumptions"] if a.startswith("rows:"))
@@ -294,5 +359,13 @@ def test_a_training_config_says_whether_its_rows_are_packed(tmp_path, data):
     assert "padded to its longest" in rows_line("axolotl_llama3_qlora_fsdp_70b.yaml")  # sample_packing: false
     assert "padded to its longest" in rows_line("torchtune_llama3_1_8B_lora_single_device.yaml")
     assert "(--padding max)" in rows_line("axolotl_llama3_qlora.yml", "--padding", "max")  # the flag wins
+    grouping = tmp_path / "axolotl_grouped.yaml"  # sample_packing false, group_by_length true
+    grouping.write_text(open("tests/fixtures/configs/axolotl_llama3_qlora_fsdp_70b.yaml").read()
+                        + "\ngroup_by_length: true\n")
+    assert "(--padding grouped" in rows_line(str(grouping.resolve()))
+    arguments = json.loads(open("tests/fixtures/configs/transformers_training_args.json").read())
+    trainer = tmp_path / "training_args.json"
+    trainer.write_text(json.dumps({**arguments, "train_sampling_strategy": "group_by_length"}))
+    assert "(--padding grouped" in rows_line(str(trainer.resolve()))
     without = runner.invoke(cli, ["estimate", "-m", "8b", "--from", "tests/fixtures/configs/axolotl_llama3_qlora.yml"])
     assert without.exit_code == 0, without.output  # no dataset: the config's packing has nothing to fill
