@@ -426,10 +426,14 @@ def gpus(as_json: bool, as_csv: bool) -> None:
 @click.option("--tokenizer", help="tokenizer.json, a folder holding one, or a cached Hub id (instead of --model's).")
 @click.option("--seq-len", type=_ints(MAX_SEQ), default=2048, show_default=True,
               help="Sequence length for the padding and packing figures.")
+@click.option("--grad-accum", type=click.IntRange(1, 1_000_000), default=1, show_default=True,
+              help="Accumulation steps for the length-grouped padding (the Trainer's sampler batch is micro-batch x "
+                   "accumulation).")
 @OUTPUT
-def tokens(path: str, model: str | None, tokenizer: str | None, seq_len: int, as_json: bool, as_csv: bool) -> None:
+def tokens(path: str, model: str | None, tokenizer: str | None, seq_len: int, grad_accum: int, as_json: bool,
+           as_csv: bool) -> None:
     """Count a dataset's tokens (JSONL, Parquet, plain text; a folder of them) and the waste of padding
-    each sequence to --seq-len against packing them.
+    each sequence to --seq-len, or each micro-batch to its longest sequence, against packing them.
 
     \b
     Examples:
@@ -442,7 +446,7 @@ def tokens(path: str, model: str | None, tokenizer: str | None, seq_len: int, as
     if output == "json":
         from costplan.serialize import dumps
 
-        click.echo(dumps(count.to_dict()))
+        click.echo(dumps(count.to_dict(grad_accum)))
         return
     if output == "csv":
         _echo_csv(count.rows())
@@ -450,7 +454,7 @@ def tokens(path: str, model: str | None, tokenizer: str | None, seq_len: int, as
 
     from costplan.render import tokens_view
 
-    _console().print(tokens_view(count))
+    _console().print(tokens_view(count, grad_accum))
 
 
 @cli.command()

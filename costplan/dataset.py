@@ -138,9 +138,27 @@ class TokenCount:
                  "packing_waste": self.packing_waste, "counted_with": self.counted_with}
         return [*per_file, total]
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, grad_accum: int = 1) -> dict[str, Any]:
         rows = self.rows()
-        return {**rows[-1], "files": rows[:-1]}
+        return {**rows[-1], "files": rows[:-1], "micro_batch_padding": self.micro_batch_padding(grad_accum)}
+
+    def micro_batch_padding(self, grad_accum: int = 1) -> list[dict[str, Any]]:
+        """What padding each micro-batch to its longest costs at micro-batches 1, 2, 4, ... 64 (up to the
+        sequences): drawn at random (``--padding longest``) and grouped by length as the Trainer's
+        ``group_by_length`` does with ``grad_accum`` accumulation steps (``--padding grouped``)."""
+        if not self.sequences:
+            return []
+        longest, grouped = Rows(self, "longest"), Rows(self, "grouped")
+        kept = self.kept_when_padded
+        table = []
+        for micro_batch in (m for m in (1, 2, 4, 8, 16, 32, 64) if m <= self.sequences):
+            at = {"micro_batch": micro_batch, "grad_accum": grad_accum}
+            for rows in (longest, grouped):
+                positions = rows.positions(micro_batch, grad_accum)
+                at[f"{rows.padding}_positions"] = positions
+                at[f"{rows.padding}_padding"] = 1 - kept / positions if positions else 0.0
+            table.append(at)
+        return table
 
     def describe(self) -> str:
         """One line for an estimate's assumptions."""

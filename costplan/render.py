@@ -260,8 +260,9 @@ def prices_table(rows: list[dict[str, Any]]) -> Table:
     return table
 
 
-def tokens_view(count: Any) -> Group:
-    """``costplan tokens``: the files, then the totals with padding against packing."""
+def tokens_view(count: Any, grad_accum: int = 1) -> Group:
+    """``costplan tokens``: the files, the totals with padding against packing, then the padding of
+    micro-batches padded to their longest, at random and grouped by length."""
     files = Table(title="dataset files", title_justify="left")
     for column in ("file", "format", "sequences", "tokens", "text"):
         files.add_column(column, justify="left" if column in ("file", "format") else "right")
@@ -281,7 +282,16 @@ def tokens_view(count: Any) -> Group:
                                f"{count.tokens - count.kept_when_padded:,} tokens lost" if count.truncated else ""))
     total.add_row("packed", f"{count.packed_rows:,} rows; {count.packing_waste:.1%} padding (the last row)")
     total.add_row("counted with", count.counted_with)
-    return Group(files, total)
+    padding = Table(title=f"each micro-batch padded to its longest sequence (--padding longest / grouped, "
+                          f"{grad_accum} accumulation step(s))", title_justify="left",
+                    caption="longest: micro-batches drawn at random (the stacks' collators); grouped: cut from "
+                            "length-sorted megabatches (the Trainer's group_by_length)", caption_justify="left")
+    for column in ("micro-batch", "longest: positions", "padding", "grouped: positions", "padding "):
+        padding.add_column(column, justify="right")
+    for at in count.micro_batch_padding(grad_accum):
+        padding.add_row(str(at["micro_batch"]), f"{at['longest_positions']:,.0f}", f"{at['longest_padding']:.1%}",
+                        f"{at['grouped_positions']:,.0f}", f"{at['grouped_padding']:.1%}")
+    return Group(files, total, padding)
 
 
 def _error_text(error: float, tolerance: float) -> Text:

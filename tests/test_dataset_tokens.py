@@ -110,6 +110,15 @@ def test_tokens_command_table_json_and_csv(tmp_path, data):
     data_json = json.loads(result.output)
     assert data_json["tokens"] == 6 + 3 + 16 + 6 + 3 and data_json["exact"] is True
     assert len(data_json["files"]) == 3
+    # Lengths 6, 3, 16, 6, 3. Grouped with a sampler batch (2 x 8) over the dataset: one sorted megabatch,
+    # 16,6 | 6,3 | 3 at micro-batch 2; at random, 5 x E[max of 2] = 5 x (3 x .16 + 6 x .48 + 16 x .36).
+    grouped = json.loads(runner.invoke(cli, ["tokens", str(data), "--tokenizer", str(tokenizer), "--json",
+                                             "--grad-accum", "8"]).output)["micro_batch_padding"]
+    assert [at["micro_batch"] for at in grouped] == [1, 2, 4]
+    assert [at["grouped_positions"] for at in grouped] == [34, 2 * 16 + 2 * 6 + 3, 4 * 16 + 3]
+    assert grouped[0]["longest_padding"] == 0 and grouped[1]["longest_positions"] == pytest.approx(45.6)
+    assert grouped[2]["grouped_padding"] == pytest.approx(1 - 34 / 67)
+    assert "grouped: positions" in table.output
     csv_out = runner.invoke(cli, ["tokens", str(data), "--tokenizer", str(tokenizer), "--csv"])
     assert csv_out.output.splitlines()[0].startswith("path,format,sequences,tokens")
     assert "(total)" in csv_out.output
