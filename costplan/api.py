@@ -468,6 +468,7 @@ def estimate(
         + (f", first {spec.dense_layers} layers dense" if spec.dense_layers else "")
         + (f", sliding window {spec.sliding_window}" if spec.sliding_window else "") + ")",
         *([seq2seq_note] if seq2seq_note else []),
+        *([spec.vision.describe()] if spec.vision else []),
         *notes,
         *adapter_notes,
         *how.notes(spec),

@@ -87,8 +87,16 @@ def base_weight_bytes(model: ModelSpec, method: Method, compute_bytes: int) -> f
     per = matrix_bytes_per_param(method, compute_bytes)
     if per == compute_bytes:
         return total * compute_bytes + fp32
-    matrices = matrix_params(model)
+    matrices = quantized_params(model, method)
     return matrices * per + (total - matrices) * compute_bytes + fp32
+
+
+def quantized_params(model: ModelSpec, method: Method) -> int:
+    """Weights a quantized base stores at ``matrix_bytes_per_param``: the layers' matrices, and a vision
+    tower's ``nn.Linear`` weights when bitsandbytes loads the model in 4 or 8 bits (weight-only
+    inference formats quantize the language model only)."""
+    vision = model.vision.linear_weights if model.vision and method.base_storage in ("nf4", "int8") else 0
+    return matrix_params(model) + vision
 
 
 def matrix_bytes_per_param(method: Method, compute_bytes: int) -> float:
@@ -218,9 +226,10 @@ def _one_largest(tensors: tuple[Tensor2D, ...]) -> tuple[Tensor2D, ...]:
     return (Tensor2D(t.rows, t.cols),)
 
 
-def unquantized_params(model: ModelSpec) -> float:
-    """Parameters a 4-bit base leaves in 16 bits: embeddings, the LM head, norms and biases."""
-    return count_params(model).total - matrix_params(model)
+def unquantized_params(model: ModelSpec, method: Method) -> float:
+    """Parameters a 4- or 8-bit base leaves in 16 bits: embeddings, the LM head, norms and biases (a
+    vision tower's convolution, positions and norms too)."""
+    return count_params(model).total - quantized_params(model, method)
 
 
 def training_memory(model: ModelSpec, method: Method, work: Workload) -> TrainingMemory:
@@ -274,7 +283,7 @@ def training_memory(model: ModelSpec, method: Method, work: Workload) -> Trainin
             master = FP32 * own
         weights = base_weight_bytes(model, method, p) + a * own + p * copied
         if method.base_storage in ("nf4", "int8") and work.kbit_fp32_upcast:
-            weights += unquantized_params(model) * (FP32 - p)
+            weights += unquantized_params(model, method) * (FP32 - p)
         states = opt.state_bytes_in(own_tensors, step_dtype) + opt.state_bytes_in(saved_copies, p)
         temps = opt.step_temp_bytes_in(own_tensors, step_dtype) + opt.step_temp_bytes_in(saved_copies, p)
         if in_backward:

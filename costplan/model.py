@@ -29,6 +29,54 @@ NormPlacement = Literal["pre", "post", "sandwich", "reordered"]
 QkNorm = Literal["none", "head", "full"]
 
 
+@record
+class VisionTower:
+    """A multimodal checkpoint's image encoder and projector: loaded and held with the language model,
+    never run by text-only training or generation (no FLOPs, activations, gradients or optimizer
+    states; the Trainer's optimizer skips parameters without a gradient)."""
+
+    kind: str
+    params: int
+    linear_weights: int
+    """Weights of its ``nn.Linear`` layers: bitsandbytes' 4- and 8-bit loading quantizes them as it
+    does the language model's (transformers converts every ``nn.Linear`` but the LM head)."""
+
+    def describe(self) -> str:
+        return (f"vision tower: {self.params / 1e6:,.0f} M parameters ({self.kind}, with its projector) loaded "
+                "with the model and held in memory; text-only data never runs it")
+
+
+def siglip_tower(config: dict, text_hidden: int) -> VisionTower:
+    """Gemma 3's SigLIP encoder and projector (transformers' ``SiglipVisionTransformer``: a biased patch
+    convolution, learned positions, pre-norm layers of biased q/k/v/o and fc1/fc2 with LayerNorms, a
+    post-LayerNorm, the attention-pooling head when ``vision_use_head``; ``Gemma3MultiModalProjector``:
+    an RMSNorm and a vision x text projection matrix held as a parameter)."""
+    h, i, layers = _int(config, "hidden_size"), _int(config, "intermediate_size"), _int(config, "num_hidden_layers")
+    patch, image, channels = _int(config, "patch_size"), _int(config, "image_size"), _int(config, "num_channels", 3)
+    linear = layers * (4 * h * h + 2 * h * i)
+    params = channels * patch * patch * h + h + (image // patch) ** 2 * h
+    params += layers * (4 * (h * h + h) + 4 * h + h * i + i + i * h + h) + 2 * h
+    if config.get("vision_use_head", True):  # probe, nn.MultiheadAttention (in_proj is a bare parameter), LN, MLP
+        params += h + 3 * h * h + 3 * h + h * h + h + 2 * h + h * i + i + i * h + h
+        linear += h * h + 2 * h * i
+    params += h + h * text_hidden
+    return VisionTower("SigLIP", params, linear)
+
+
+def pixtral_tower(config: dict, text_hidden: int, merge: int, feature_layers: int, bias: bool) -> VisionTower:
+    """Mistral 3's Pixtral encoder and projector (transformers' ``PixtralVisionModel``: an unbiased
+    patch convolution, RMSNorms, unbiased q/k/v/o and gated gate/up/down per layer, rotary positions
+    without parameters; ``Mistral3MultiModalProjector``: an RMSNorm, the patch merger's
+    ``merge² x hidden -> hidden`` matrix, then two text-width linears)."""
+    h, i, layers = _int(config, "hidden_size"), _int(config, "intermediate_size"), _int(config, "num_hidden_layers")
+    patch, channels = _int(config, "patch_size"), _int(config, "num_channels", 3)
+    projector = merge * merge * h * h + feature_layers * h * text_hidden + text_hidden * text_hidden
+    linear = layers * (4 * h * h + 3 * h * i) + projector
+    params = channels * patch * patch * h + h + layers * (2 * h + 4 * h * h + 3 * h * i)
+    params += h + projector + (2 * text_hidden if bias else 0)
+    return VisionTower("Pixtral", params, linear)
+
+
 @record(kw_only=True)
 class MLA:
     """DeepSeek's multi-head latent attention: low-rank queries and a compressed key/value latent.
@@ -195,6 +243,8 @@ class ModelSpec:
     softmax_fp32: bool = True
     """Eager attention upcasts its softmax to fp32 (Llama-style implementations do; GPT-2's and
     BERT's do not)."""
+    vision: VisionTower | None = None
+    """A multimodal checkpoint's image encoder, loaded with the model but not run on text."""
     params_published: int | None = field(default=None, compare=False)
     """The parameter count published for the real model, when known (for checking)."""
 
@@ -516,16 +566,18 @@ class ParamCounts:
     """Untied LM head, or BERT's MLM transform and decoder bias; 0 when tied."""
     inactive_experts: int = 0
     """Routed experts' parameters a token does not pass through (``experts - top-k`` per layer)."""
+    vision: int = 0
+    """A multimodal checkpoint's vision tower and projector (``VisionTower``), which text skips."""
 
     @property
     def total(self) -> int:
-        return self.embeddings + self.layer_linear + self.layer_norms + self.final_norm + self.head
+        return self.embeddings + self.layer_linear + self.layer_norms + self.final_norm + self.head + self.vision
 
     @property
     def active(self) -> int:
-        """Parameters each token passes through (embeddings and head included, as Mixtral's 12.9B
-        and DeepSeek-V3's 37B count them); equal to ``total`` for dense models."""
-        return self.total - self.inactive_experts
+        """Parameters each text token passes through (embeddings and head included, as Mixtral's
+        12.9B and DeepSeek-V3's 37B count them); equal to ``total`` for dense text models."""
+        return self.total - self.inactive_experts - self.vision
 
 
 def count_params(model: ModelSpec) -> ParamCounts:
@@ -551,6 +603,7 @@ def count_params(model: ModelSpec) -> ParamCounts:
         final_norm=0 if model.post_norm else stacks * norm_params(model),
         head=head,
         inactive_experts=inactive,
+        vision=model.vision.params if model.vision else 0,
     )
 
 
@@ -658,9 +711,50 @@ def preset(name: str) -> ModelSpec:
 _MODEL_TYPE_FAMILY = {
     "llama": "llama", "mistral": "mistral", "mixtral": "mixtral", "qwen2": "qwen2", "qwen3": "qwen3",
     "qwen3_moe": "qwen3_moe", "phi3": "phi3", "olmo2": "olmo2", "olmo3": "olmo2", "gemma": "gemma", "gemma2": "gemma2",
-    "gemma3_text": "gemma3", "gemma3": "gemma3", "deepseek_v3": "deepseek_v3", "gpt2": "gpt2",
+    "gemma3_text": "gemma3", "gemma3": "gemma3", "mistral3": "mistral", "deepseek_v3": "deepseek_v3", "gpt2": "gpt2",
     "gpt_neox": "gpt_neox", "bert": "bert", "t5": "t5",
 }
+
+_MULTIMODAL: dict[str, tuple[str, dict[str, object]]] = {
+    "gemma3": ("gemma3_text", {}),
+    "mistral3": ("mistral", {"hidden_size": 5120, "num_hidden_layers": 40, "num_attention_heads": 32,
+                             "num_key_value_heads": 8, "head_dim": 128, "intermediate_size": 32768,
+                             "vocab_size": 131072, "max_position_embeddings": 131072, "tie_word_embeddings": False}),
+}
+"""Image-text checkpoints read as their text model plus a ``VisionTower``: the text model's type and
+the text_config transformers 5.24 builds when the file has none (``Mistral3Config``'s sub-config)."""
+_VISION_DEFAULTS: dict[str, dict[str, object]] = {
+    "gemma3": {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "patch_size": 16,
+               "image_size": 224, "num_channels": 3, "vision_use_head": True},
+    "mistral3": {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24, "patch_size": 16,
+                 "num_channels": 3},
+}
+"""``SiglipVisionConfig``'s and ``PixtralVisionConfig``'s defaults (transformers 5.24) for the fields a
+vision_config leaves out; with no vision_config at all, ``Mistral3Config`` uses Pixtral's 14-pixel patches."""
+
+
+def _vision_tower(container: dict, text_hidden: int) -> VisionTower:
+    """The vision tower of a ``gemma3`` or ``mistral3`` config.json."""
+    model_type = container["model_type"]
+    given = container.get("vision_config")
+    if given is not None and not isinstance(given, dict):
+        raise ValueError("vision_config must be an object")
+    vision = {**_VISION_DEFAULTS[model_type], **({"patch_size": 14} if given is None else given)}
+    layer = container.get("vision_feature_layer", -1)
+    feature_layers = len(layer) if isinstance(layer, list) else 1
+    if not feature_layers:
+        raise ValueError("vision_feature_layer must name at least one layer")
+    merge = _int(container, "spatial_merge_size", 2)
+    try:
+        if model_type == "gemma3":
+            return siglip_tower(vision, text_hidden)
+        return pixtral_tower(vision, text_hidden, merge, feature_layers,
+                             bool(container.get("multimodal_projector_bias", False)))
+    except KeyError as exc:
+        raise ValueError(f"vision_config: required field {exc.args[0]!r} is missing") from exc
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ValueError(f"vision_config: {exc}") from exc
+
 
 # Defaults of the transformers 5.24 configuration classes for fields the Hub's config.json files
 # often leave out (Gemma 3's nested text_config lists only what differs from them).
@@ -702,13 +796,22 @@ def from_hf_config(path: str | Path, name: str | None = None) -> ModelSpec:
         )
     name = name or path.parent.name or model_type
     try:
-        if model_type == "gemma3":  # the multimodal checkpoint: its text model only
-            text = config.get("text_config") or {}
+        container = config
+        if model_type in _MULTIMODAL:  # the text model, with the vision tower it loads beside it
+            text = config.get("text_config")
+            text = _MULTIMODAL[model_type][1] if text is None else text
             if not isinstance(text, dict):
                 raise ValueError("text_config must be an object")
-            config, model_type = {**text, "model_type": "gemma3_text"}, "gemma3_text"
+            model_type = _MULTIMODAL[model_type][0] if model_type == "gemma3" else text.get("model_type", "mistral")
+            if model_type not in ("gemma3_text", "mistral"):
+                raise ValueError(f"a mistral3 text model of type {shown(model_type)} is not supported (mistral is)")
+            if "tie_word_embeddings" not in text and "tie_word_embeddings" in container:
+                text = {**text, "tie_word_embeddings": container["tie_word_embeddings"]}
+            config = {**text, "model_type": model_type}
         config = {**_CONFIG_DEFAULTS.get(model_type, {}), **config}
         numbers, overrides = _read_config(model_type, config)
+        if container is not config and container.get("model_type") in _MULTIMODAL:
+            overrides["vision"] = _vision_tower(container, numbers["hidden_size"])
         if not config.get("head_dim") and numbers["hidden_size"] % numbers["num_heads"]:
             raise ValueError(f"the hidden size ({numbers['hidden_size']}) must be a multiple of the "
                              f"{numbers['num_heads']} attention heads when head_dim is not given")

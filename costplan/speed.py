@@ -326,7 +326,7 @@ class DecodeShape:
 
 def decode_shape(model: ModelSpec, method: Method, work: Workload, flops_per_token: float,
                  fused: bool = False) -> DecodeShape:
-    """One decode step: every weight but the untied input embedding and the routed experts, the
+    """One decode step: every weight but the untied input embedding, a vision tower and the routed experts, the
     experts the batch's tokens hit, and the KV cache (which a sliding window caps, and MLA keeps
     compressed; transformers re-expands MLA's latent through ``kv_b`` at every step, which the
     FLOPs count). ``fused``: kernels as a compiled or C++ engine launches them (fewer per layer)."""
@@ -336,6 +336,7 @@ def decode_shape(model: ModelSpec, method: Method, work: Workload, flops_per_tok
     total = base_weight_bytes(model, method, p)
     per = matrix_bytes_per_param(method, p)  # the matrices as stored (a weight-only format quantizes them)
     embedding = model.vocab_size * model.hidden_size * p if not model.tied_embeddings else 0.0
+    embedding += model.vision.params * p if model.vision else 0.0  # a vision tower is not read on text
     # One routed expert's matrices in every MoE layer; a dense layer (DeepSeek's first ones) has
     # none, and shared experts are read like any dense weight.
     expert_elements = sum(kind.count * sum(lin.weight_elements for lin in kind.linears if lin.copies > 1)

@@ -370,3 +370,42 @@ def test_step_peak_matches_live_bytes_of_a_real_step(key, precision, grad_ckpt):
     # Without checkpointing the peak is one exact moment (loss gradients or optimizer step); with
     # it, the re-run layer's backward interleaves frees and allocations the model only brackets.
     assert ours == pytest.approx(traced.peak_bytes, rel=0.04 if grad_ckpt else 0.002)
+
+
+def test_a_vision_tower_is_held_in_memory_but_never_run_on_text():
+    """Gemma-3-4B's SigLIP tower and projector (419,816,304 parameters: google/gemma-3-4b-pt's 4,300,079,472
+    less its text model's 3,880,263,168; 411,070,464 of them nn.Linear weights): the LoRA base
+    holds it in bf16, QLoRA quantizes its Linear weights as bitsandbytes does the language model's,
+    full fine-tuning holds its fp32 weights with no gradient or optimizer state, and decoding reads none
+    of it."""
+    import costplan
+    from costplan.model import siglip_tower
+
+    tower = siglip_tower({"hidden_size": 1152, "intermediate_size": 4304, "num_hidden_layers": 27, "patch_size": 14,
+                          "image_size": 896, "vision_use_head": False}, 2560)
+    text = preset("gemma-3-4b")
+    both = replace(text, vision=tower)
+    assert count_params(both).total - count_params(text).total == tower.params == 419_816_304
+    assert count_params(both).total == 4_300_079_472
+    assert count_params(both).active == count_params(text).active
+    linear, rest = tower.linear_weights, tower.params - tower.linear_weights
+    assert linear == 27 * (4 * 1152**2 + 2 * 1152 * 4304)  # q, k, v, o, fc1, fc2 of every layer
+    base = dict(gpu="a100", gpus=1, micro_batch=1, seq_len=1024, grad_ckpt=True)
+
+    def terms(model, method, **options):
+        est = costplan.estimate(model, method, **{**base, **options})
+        return est, {t.value: v for t, v in est.memory.terms.items()}
+
+    for method, extra in (("lora", 2 * tower.params),
+                          ("qlora", linear * nf4_bytes_per_param(True) + rest * 4),  # peft upcasts the rest to fp32
+                          ("full", 4 * tower.params)):  # bf16-mixed: fp32 weights, the master copy
+        with_tower, with_terms = terms(both, method)
+        alone, alone_terms = terms(text, method)
+        assert with_terms["weights"] - alone_terms["weights"] == pytest.approx(extra), method
+        assert {k: v for k, v in with_terms.items() if k != "weights"} == pytest.approx(
+            {k: v for k, v in alone_terms.items() if k != "weights"}), method
+        assert with_tower.flops_total == alone.flops_total and with_tower.params_trainable == alone.params_trainable
+        assert any(a.startswith("vision tower: 420 M parameters (SigLIP") for a in with_tower.assumptions)
+    served, alone = (costplan.estimate(m, "inference", gpu="a100", micro_batch=1) for m in (both, text))
+    assert served.wall_seconds == alone.wall_seconds
+    assert served.memory.peak_bytes - alone.memory.peak_bytes == pytest.approx(2 * tower.params)

@@ -189,21 +189,63 @@ def test_config_json_is_read_like_transformers_reads_it(family, tmp_path):
     assert count_params(spec).total == sum(p.numel() for p in module.parameters())
 
 
+def _vision_modules(module):
+    import torch
+
+    return sum(m.weight.numel() for name, m in module.named_modules()
+               if isinstance(m, torch.nn.Linear) and ("vision" in name or "projector" in name))
+
+
 @pytest.mark.needs_torch
-def test_the_text_model_of_a_multimodal_gemma3_config(tmp_path):
-    """A gemma3 config.json nests the text model, listing only what differs from its defaults."""
+@pytest.mark.parametrize("head", [False, True])
+def test_a_multimodal_gemma3_config_is_its_text_model_and_a_siglip_tower(tmp_path, head):
+    """A gemma3 config.json nests the text model, listing only what differs from its defaults, beside
+    the SigLIP vision config (Gemma 3's own leaves out the pooling head). The count is
+    Gemma3ForConditionalGeneration's; the text model is the causal LM's."""
     import torch
     import transformers as T
 
     from costplan.model import from_hf_config
 
     text = T.Gemma3TextConfig(hidden_size=256, intermediate_size=512, num_hidden_layers=6, sliding_window=64)
-    T.Gemma3Config(text_config=text).save_pretrained(tmp_path)
+    vision = T.SiglipVisionConfig(hidden_size=96, intermediate_size=200, num_hidden_layers=3, num_attention_heads=4,
+                                  patch_size=14, image_size=112, vision_use_head=head)
+    config = T.Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=16)
+    config.save_pretrained(tmp_path)
     with torch.device("meta"):
-        module = T.AutoModelForCausalLM.from_config(text)
+        language = T.AutoModelForCausalLM.from_config(text)
+        whole = T.Gemma3ForConditionalGeneration(config)
     spec = from_hf_config(tmp_path)
     assert (spec.family, spec.sliding_window, spec.sliding_window_pattern) == ("gemma3", 64, 6)
-    assert count_params(spec).total == sum(p.numel() for p in module.parameters())
+    counts = count_params(spec)
+    assert counts.total == sum(p.numel() for p in whole.parameters())
+    assert counts.active == sum(p.numel() for p in language.parameters())
+    assert spec.vision.linear_weights == _vision_modules(whole)
+
+
+@pytest.mark.needs_torch
+@pytest.mark.parametrize("extra", [{}, {"multimodal_projector_bias": True, "vision_feature_layer": [-1, -4],
+                                        "spatial_merge_size": 3}])
+def test_a_mistral3_config_is_its_mistral_text_model_and_a_pixtral_tower(tmp_path, extra):
+    """Mistral Small 3.1/3.2 and Magistral Small 2509 ship as Mistral3ForConditionalGeneration: a
+    Mistral text model, a Pixtral encoder and a patch-merging projector."""
+    import torch
+    import transformers as T
+
+    from costplan.model import from_hf_config
+
+    text = dict(model_type="mistral", hidden_size=256, intermediate_size=640, num_hidden_layers=4,
+                num_attention_heads=8, num_key_value_heads=2, head_dim=32, vocab_size=1000, tie_word_embeddings=False)
+    vision = dict(model_type="pixtral", hidden_size=128, intermediate_size=320, num_hidden_layers=3,
+                  num_attention_heads=4, head_dim=32, patch_size=14, image_size=224)
+    config = T.Mistral3Config(text_config=text, vision_config=vision, tie_word_embeddings=False, **extra)
+    config.save_pretrained(tmp_path)
+    with torch.device("meta"):
+        whole = T.Mistral3ForConditionalGeneration(config)
+    spec = from_hf_config(tmp_path)
+    assert spec.family == "mistral" and spec.vision.kind == "Pixtral"
+    assert count_params(spec).total == sum(p.numel() for p in whole.parameters())
+    assert spec.vision.linear_weights == _vision_modules(whole)
 
 
 @pytest.mark.needs_torch
