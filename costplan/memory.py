@@ -269,6 +269,7 @@ def training_memory(model: ModelSpec, method: Method, work: Workload) -> Trainin
         # modules_to_save copies keep the model's dtype, and so do their gradients and (unless
         # 8-bit) optimizer states: no fp32 master copy.
         a = work.adapter_bytes
+        idle = sum(t.elements for t in method.idle_tensors(model))  # adapters text never reaches: held only
         saved_copies = method.saved_modules(model)
         own_tensors = tensors[:len(tensors) - len(saved_copies)]
         copied = sum(t.elements for t in saved_copies)
@@ -281,7 +282,7 @@ def training_memory(model: ModelSpec, method: Method, work: Workload) -> Trainin
         step_dtype = FP32 if work.precision in modes.MASTER_MODES else a
         if step_dtype != a:
             master = FP32 * own
-        weights = base_weight_bytes(model, method, p) + a * own + p * copied
+        weights = base_weight_bytes(model, method, p) + a * (own + idle) + p * copied
         if method.base_storage in ("nf4", "int8") and work.kbit_fp32_upcast:
             weights += unquantized_params(model, method) * (FP32 - p)
         states = opt.state_bytes_in(own_tensors, step_dtype) + opt.state_bytes_in(saved_copies, p)

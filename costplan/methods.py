@@ -113,8 +113,13 @@ class Method:
     def trainable_tensors(self, model: ModelSpec) -> tuple[Tensor2D, ...]:
         return ()
 
+    def idle_tensors(self, model: ModelSpec) -> tuple[Tensor2D, ...]:
+        """Trainable parameters that text never reaches, so they get no gradient and no optimizer state
+        (LoRA adapters peft puts on a vision tower): held in memory, counted as peft counts them."""
+        return ()
+
     def trainable_params(self, model: ModelSpec) -> int:
-        return sum(t.elements for t in self.trainable_tensors(model))
+        return sum(t.elements for t in (*self.trainable_tensors(model), *self.idle_tensors(model)))
 
     def default_tokens(self, model: ModelSpec) -> tuple[float, str]:
         """The token volume planned when ``--tokens`` is not given, and why."""
@@ -216,6 +221,8 @@ def parse_targets(text: str) -> tuple[str, ...]:
             roles.append(part)
         elif part in _TARGET_GROUPS:
             roles.extend(_TARGET_GROUPS[part])
+            if part == "all-linear":  # peft's shorthand also takes every other nn.Linear (a vision tower's)
+                roles.append(part)
         elif part.removesuffix("_proj") in LORA_ROLES:
             roles.append(part.removesuffix("_proj"))
         else:
@@ -307,6 +314,21 @@ class Lora(Method):
                     tensors.append(Tensor2D(1, lin.out_features, count))
         return (*tensors, *self.outer_tensors(model), *self.saved_modules(model))
 
+    def idle_tensors(self, model: ModelSpec) -> tuple[Tensor2D, ...]:
+        """Adapters on a vision tower's Linear layers: peft matches target names by their last part
+        (``q_proj`` adapts the tower's ``q_proj`` too) and ``all-linear`` takes every Linear but the LM
+        head. Text-only data never runs them."""
+        if model.vision is None:
+            return ()
+        names = {f"{role}_proj" for role in self.targets}
+        tensors: list[Tensor2D] = []
+        for name, features_in, features_out, count in model.vision.linears:
+            if "all-linear" in self.targets or name in names:
+                tensors += [Tensor2D(features_in, self.rank, count), Tensor2D(self.rank, features_out, count)]
+                if self.dora:
+                    tensors.append(Tensor2D(1, features_out, count))
+        return tuple(tensors)
+
     def validate(self, model: ModelSpec) -> None:
         adapters = self.adapters(model)
         if not adapters and not (self.head_rank or self.embedding_rank):
@@ -344,6 +366,12 @@ class Lora(Method):
             notes.append(f"modules_to_save: {names} trained as full copies (vocab x hidden each) in the model's "
                          "dtype, as peft makes them, with gradients and optimizer states in that dtype and no fp32 "
                          "master copy (transformers' Trainer on a model loaded in bf16/fp16)")
+        idle = sum(t.elements for t in self.idle_tensors(model))
+        if idle:
+            notes.append(f"peft's target names also match the vision tower's Linear layers: {idle:,} adapter "
+                         "parameters there, counted as trainable as peft counts them and held in memory, but text "
+                         "never reaches them (no gradient, no optimizer state); a regex target on the language "
+                         "model's layers leaves them out")
         return notes
 
 

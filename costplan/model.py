@@ -37,9 +37,15 @@ class VisionTower:
 
     kind: str
     params: int
-    linear_weights: int
-    """Weights of its ``nn.Linear`` layers: bitsandbytes' 4- and 8-bit loading quantizes them as it
-    does the language model's (transformers converts every ``nn.Linear`` but the LM head)."""
+    linears: tuple[tuple[str, int, int, int], ...]
+    """Its ``nn.Linear`` layers as (module name, in features, out features, count): peft matches LoRA
+    targets against these names as against the language model's."""
+
+    @property
+    def linear_weights(self) -> int:
+        """Weights of its ``nn.Linear`` layers: bitsandbytes' 4- and 8-bit loading quantizes them as it
+        does the language model's (transformers converts every ``nn.Linear`` but the LM head)."""
+        return sum(i * o * count for _, i, o, count in self.linears)
 
     def describe(self) -> str:
         return (f"vision tower: {self.params / 1e6:,.0f} M parameters ({self.kind}, with its projector) loaded "
@@ -53,14 +59,15 @@ def siglip_tower(config: dict, text_hidden: int) -> VisionTower:
     an RMSNorm and a vision x text projection matrix held as a parameter)."""
     h, i, layers = _int(config, "hidden_size"), _int(config, "intermediate_size"), _int(config, "num_hidden_layers")
     patch, image, channels = _int(config, "patch_size"), _int(config, "image_size"), _int(config, "num_channels", 3)
-    linear = layers * (4 * h * h + 2 * h * i)
+    linears = [("q_proj", h, h, layers), ("k_proj", h, h, layers), ("v_proj", h, h, layers),
+               ("out_proj", h, h, layers), ("fc1", h, i, layers), ("fc2", i, h, layers)]
     params = channels * patch * patch * h + h + (image // patch) ** 2 * h
     params += layers * (4 * (h * h + h) + 4 * h + h * i + i + i * h + h) + 2 * h
     if config.get("vision_use_head", True):  # probe, nn.MultiheadAttention (in_proj is a bare parameter), LN, MLP
         params += h + 3 * h * h + 3 * h + h * h + h + 2 * h + h * i + i + i * h + h
-        linear += h * h + 2 * h * i
+        linears += [("out_proj", h, h, 1), ("fc1", h, i, 1), ("fc2", i, h, 1)]
     params += h + h * text_hidden
-    return VisionTower("SigLIP", params, linear)
+    return VisionTower("SigLIP", params, tuple(linears))
 
 
 def pixtral_tower(config: dict, text_hidden: int, merge: int, feature_layers: int, bias: bool) -> VisionTower:
@@ -70,11 +77,13 @@ def pixtral_tower(config: dict, text_hidden: int, merge: int, feature_layers: in
     ``merge² x hidden -> hidden`` matrix, then two text-width linears)."""
     h, i, layers = _int(config, "hidden_size"), _int(config, "intermediate_size"), _int(config, "num_hidden_layers")
     patch, channels = _int(config, "patch_size"), _int(config, "num_channels", 3)
-    projector = merge * merge * h * h + feature_layers * h * text_hidden + text_hidden * text_hidden
-    linear = layers * (4 * h * h + 3 * h * i) + projector
-    params = channels * patch * patch * h + h + layers * (2 * h + 4 * h * h + 3 * h * i)
-    params += h + projector + (2 * text_hidden if bias else 0)
-    return VisionTower("Pixtral", params, linear)
+    linears = (*((name, h, h, layers) for name in ("q_proj", "k_proj", "v_proj", "o_proj")),
+               ("gate_proj", h, i, layers), ("up_proj", h, i, layers), ("down_proj", i, h, layers),
+               ("merging_layer", merge * merge * h, h, 1), ("linear_1", feature_layers * h, text_hidden, 1),
+               ("linear_2", text_hidden, text_hidden, 1))
+    params = channels * patch * patch * h + h + layers * 2 * h + h + (2 * text_hidden if bias else 0)
+    params += sum(i_ * o * count for _, i_, o, count in linears)
+    return VisionTower("Pixtral", params, linears)
 
 
 @record(kw_only=True)

@@ -396,15 +396,20 @@ def test_a_vision_tower_is_held_in_memory_but_never_run_on_text():
         est = costplan.estimate(model, method, **{**base, **options})
         return est, {t.value: v for t, v in est.memory.terms.items()}
 
-    for method, extra in (("lora", 2 * tower.params),
-                          ("qlora", linear * nf4_bytes_per_param(True) + rest * 4),  # peft upcasts the rest to fp32
-                          ("full", 4 * tower.params)):  # bf16-mixed: fp32 weights, the master copy
+    # peft's q_proj and v_proj targets adapt the tower's q_proj and v_proj too: fp32 adapters, no gradient.
+    idle = 27 * 8 * 2 * (1152 + 1152)
+    assert sum(t.elements for t in Lora(rank=8).idle_tensors(both)) == idle
+    for method, extra, adapters in (("lora", 2 * tower.params + 4 * idle, idle),
+                                    # peft upcasts the rest to fp32
+                                    ("qlora", linear * nf4_bytes_per_param(True) + rest * 4 + 4 * idle, idle),
+                                    ("full", 4 * tower.params, 0)):  # bf16-mixed: fp32 weights, the master copy
         with_tower, with_terms = terms(both, method)
         alone, alone_terms = terms(text, method)
         assert with_terms["weights"] - alone_terms["weights"] == pytest.approx(extra), method
         assert {k: v for k, v in with_terms.items() if k != "weights"} == pytest.approx(
             {k: v for k, v in alone_terms.items() if k != "weights"}), method
-        assert with_tower.flops_total == alone.flops_total and with_tower.params_trainable == alone.params_trainable
+        assert with_tower.flops_total == alone.flops_total
+        assert with_tower.params_trainable == alone.params_trainable + adapters
         assert any(a.startswith("vision tower: 420 M parameters (SigLIP") for a in with_tower.assumptions)
     served, alone = (costplan.estimate(m, "inference", gpu="a100", micro_batch=1) for m in (both, text))
     assert served.wall_seconds == alone.wall_seconds

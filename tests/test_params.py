@@ -249,6 +249,46 @@ def test_a_mistral3_config_is_its_mistral_text_model_and_a_pixtral_tower(tmp_pat
 
 
 @pytest.mark.needs_torch
+@pytest.mark.parametrize("family,targets,names,dora", [
+    ("gemma3", "q,v", ["q_proj", "v_proj"], False),
+    ("gemma3", "q,v", ["q_proj", "v_proj"], True),
+    ("gemma3", "all-linear", "all-linear", False),
+    ("mistral3", "mlp", ["gate_proj", "up_proj", "down_proj"], False),
+    ("mistral3", "all-linear", "all-linear", False),
+])
+def test_lora_on_an_image_text_model_adapts_the_vision_tower_as_peft_does(tmp_path, family, targets, names, dora):
+    """peft matches target names by their last part, so q_proj adapts the vision tower's q_proj too, and
+    all-linear takes every Linear but the LM head (the Mistral 3 projector's included): costplan's
+    trainable count is peft's, adapters that text never reaches included."""
+    import peft
+    import torch
+    import transformers as T
+
+    from costplan.model import from_hf_config
+
+    if family == "gemma3":
+        text = T.Gemma3TextConfig(hidden_size=256, intermediate_size=512, num_hidden_layers=6, num_attention_heads=4,
+                                  num_key_value_heads=2, head_dim=64)
+        vision = T.SiglipVisionConfig(hidden_size=96, intermediate_size=200, num_hidden_layers=3, num_attention_heads=4,
+                                      patch_size=14, image_size=112, vision_use_head=False)
+        config, cls = T.Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=16), \
+            T.Gemma3ForConditionalGeneration
+    else:
+        config = T.Mistral3Config(
+            text_config=dict(model_type="mistral", hidden_size=256, intermediate_size=640, num_hidden_layers=4,
+                             num_attention_heads=8, num_key_value_heads=2, head_dim=32, vocab_size=1000),
+            vision_config=dict(model_type="pixtral", hidden_size=128, intermediate_size=320, num_hidden_layers=3,
+                               num_attention_heads=4, head_dim=32, patch_size=14), tie_word_embeddings=False)
+        cls = T.Mistral3ForConditionalGeneration
+    config.save_pretrained(tmp_path)
+    with torch.device("meta"):
+        model = peft.get_peft_model(cls(config), peft.LoraConfig(r=8, target_modules=names, use_dora=dora))
+    method = Lora(rank=8, targets=parse_targets(targets), dora=dora)
+    assert method.trainable_params(from_hf_config(tmp_path)) == sum(
+        p.numel() for p in model.parameters() if p.requires_grad)
+
+
+@pytest.mark.needs_torch
 def test_an_olmo3_config_reads_as_olmo2_layers_three_in_four_sliding(tmp_path):
     """OLMo 3 keeps OLMo 2's layers (norms after each block, q/k norms over all heads) and slides
     three layers in four over a 4096-token window (its config's layer_types)."""
