@@ -720,7 +720,8 @@ def preset(name: str) -> ModelSpec:
 _MODEL_TYPE_FAMILY = {
     "llama": "llama", "mistral": "mistral", "mixtral": "mixtral", "qwen2": "qwen2", "qwen3": "qwen3",
     "qwen3_moe": "qwen3_moe", "phi3": "phi3", "olmo2": "olmo2", "olmo3": "olmo2", "gemma": "gemma", "gemma2": "gemma2",
-    "gemma3_text": "gemma3", "gemma3": "gemma3", "mistral3": "mistral", "deepseek_v3": "deepseek_v3", "gpt2": "gpt2",
+    "gemma3_text": "gemma3", "gemma3": "gemma3", "mistral3": "mistral", "ministral3": "mistral",
+    "deepseek_v3": "deepseek_v3", "gpt2": "gpt2",
     "gpt_neox": "gpt_neox", "bert": "bert", "t5": "t5",
 }
 
@@ -812,8 +813,9 @@ def from_hf_config(path: str | Path, name: str | None = None) -> ModelSpec:
             if not isinstance(text, dict):
                 raise ValueError("text_config must be an object")
             model_type = _MULTIMODAL[model_type][0] if model_type == "gemma3" else text.get("model_type", "mistral")
-            if model_type not in ("gemma3_text", "mistral"):
-                raise ValueError(f"a mistral3 text model of type {shown(model_type)} is not supported (mistral is)")
+            if model_type not in ("gemma3_text", "mistral", "ministral3"):
+                raise ValueError(f"a mistral3 text model of type {shown(model_type)} is not supported (mistral and "
+                                 "ministral3 are)")
             if "tie_word_embeddings" not in text and "tie_word_embeddings" in container:
                 text = {**text, "tie_word_embeddings": container["tie_word_embeddings"]}
             config = {**text, "model_type": model_type}
@@ -880,7 +882,7 @@ def _big(value: float) -> str:
 def _sliding_pattern(config: dict, layers: int, model_type: str) -> tuple[int | None, int]:
     """(window, pattern) from ``sliding_window`` with ``layer_types`` or the family's rule."""
     window = config.get("sliding_window")
-    if model_type in ("qwen2", "qwen3", "mistral", "mixtral") or window is None:
+    if model_type in ("qwen2", "qwen3", "mistral", "ministral3", "mixtral") or window is None:
         if model_type in ("qwen2", "qwen3") and config.get("use_sliding_window"):
             raise ValueError("use_sliding_window (sliding attention above max_window_layers) is not modelled")
         return None, 0
@@ -927,8 +929,8 @@ def _read_config(model_type: str, config: dict) -> tuple[dict[str, int], dict[st
         overrides["attention_dropout"] = _float(config, "attention_probs_dropout_prob", 0.1)
     if "tie_word_embeddings" in config and model_type != "bert":
         overrides["tied_embeddings"] = bool(config["tie_word_embeddings"])
-    llama_like = ("llama", "mistral", "mixtral", "qwen2", "qwen3", "qwen3_moe", "olmo2", "olmo3", "gemma", "gemma2",
-                  "gemma3_text", "deepseek_v3")
+    llama_like = ("llama", "mistral", "ministral3", "mixtral", "qwen2", "qwen3", "qwen3_moe", "olmo2", "olmo3", "gemma",
+                  "gemma2", "gemma3_text", "deepseek_v3")
     if model_type in llama_like:
         overrides["qkv_bias"] = bool(config.get("attention_bias", model_type == "qwen2"))
         overrides["out_bias"] = bool(config.get("attention_bias", False)) and model_type != "qwen2"

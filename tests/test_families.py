@@ -341,3 +341,41 @@ def test_presets_of_every_family_verify_within_the_bounds(model, method, attenti
     assert result.params_exact
     assert abs(result.flops_error) <= FLOPS_TOLERANCE
     assert abs(result.peak_error) <= PEAK_WORST_TOLERANCE
+
+
+@pytest.mark.needs_torch
+def test_ministral3_runs_as_mistral_its_query_scale_keeps_nothing(tmp_path):
+    """Ministral 3 (``ministral3``; the text model of Mistral 3 containers since December 2025) is Mistral's
+    layer with Llama 4's position-dependent query scale after the rotary embedding. That product keeps
+    only the per-position scale for its backward, so the real Ministral3 code, traced, has Mistral's
+    FLOPs and parameters and its peak within a few KiB; costplan reads it as the mistral family."""
+    import transformers as T
+
+    import costplan.tracing as tracing
+    from costplan.model import from_hf_config
+
+    rope = {"rope_type": "yarn", "factor": 16.0, "original_max_position_embeddings": 16384, "rope_theta": 1e6,
+            "llama_4_scaling_beta": 0.1, "beta_fast": 32.0, "beta_slow": 1.0, "mscale": 1.0, "mscale_all_dim": 1.0}
+    numbers = dict(hidden_size=256, num_hidden_layers=3, num_attention_heads=8, num_key_value_heads=2, head_dim=32,
+                   intermediate_size=640, vocab_size=1000, max_position_embeddings=8192, tie_word_embeddings=False)
+    T.Ministral3Config(**numbers, rope_parameters=rope).save_pretrained(tmp_path)
+    spec = from_hf_config(tmp_path)
+    assert spec.family == "mistral"
+    mistral = tracing.hf_config
+
+    def ministral(model, attention="sdpa"):
+        config = T.Ministral3Config(**numbers, rope_parameters=rope)
+        config._attn_implementation = mistral(model, attention)._attn_implementation
+        return config
+
+    work = Workload(seq_len=256, micro_batch=2, precision="bf16-true", attention="flash")
+    for method in (Lora(rank=8), FullFineTune()):
+        as_mistral = tracing.trace_training_step(spec, method, work, device="meta")
+        tracing.hf_config = ministral
+        try:
+            real = tracing.trace_training_step(spec, method, work, device="meta")
+        finally:
+            tracing.hf_config = mistral
+        assert real.params_total == as_mistral.params_total == count_params(spec).total
+        assert (real.flops_forward, real.flops_backward) == (as_mistral.flops_forward, as_mistral.flops_backward)
+        assert 0 <= real.peak_bytes - as_mistral.peak_bytes <= 8 * 1024

@@ -224,17 +224,21 @@ def test_a_multimodal_gemma3_config_is_its_text_model_and_a_siglip_tower(tmp_pat
 
 
 @pytest.mark.needs_torch
-@pytest.mark.parametrize("extra", [{}, {"multimodal_projector_bias": True, "vision_feature_layer": [-1, -4],
-                                        "spatial_merge_size": 3}])
-def test_a_mistral3_config_is_its_mistral_text_model_and_a_pixtral_tower(tmp_path, extra):
+@pytest.mark.parametrize("text_type,extra", [
+    ("mistral", {}),
+    ("mistral", {"multimodal_projector_bias": True, "vision_feature_layer": [-1, -4], "spatial_merge_size": 3}),
+    ("ministral3", {}),
+])
+def test_a_mistral3_config_is_its_mistral_text_model_and_a_pixtral_tower(tmp_path, text_type, extra):
     """Mistral Small 3.1/3.2 and Magistral Small 2509 ship as Mistral3ForConditionalGeneration: a
-    Mistral text model, a Pixtral encoder and a patch-merging projector."""
+    Mistral text model, a Pixtral encoder and a patch-merging projector; Ministral 3 with a ministral3
+    text model (Mistral's layers with Llama 4's query scale, test_families)."""
     import torch
     import transformers as T
 
     from costplan.model import from_hf_config
 
-    text = dict(model_type="mistral", hidden_size=256, intermediate_size=640, num_hidden_layers=4,
+    text = dict(model_type=text_type, hidden_size=256, intermediate_size=640, num_hidden_layers=4,
                 num_attention_heads=8, num_key_value_heads=2, head_dim=32, vocab_size=1000, tie_word_embeddings=False)
     vision = dict(model_type="pixtral", hidden_size=128, intermediate_size=320, num_hidden_layers=3,
                   num_attention_heads=4, head_dim=32, patch_size=14, image_size=224)
