@@ -212,6 +212,12 @@ GROUPED_DRAWS = 4
 """Shuffles of the dataset averaged for ``grouped`` (fixed seeds 0..3, so the figure is repeatable)."""
 
 
+def _megabatch(sequences: int, micro_batch: int, grad_accum: int) -> int:
+    """Sequences in one of ``LengthGroupedSampler``'s length-sorted megabatches."""
+    batch = micro_batch * grad_accum
+    return max(1, min(sequences // (4 * batch), MEGABATCH_MULT)) * batch
+
+
 def _grouped_positions(lengths: Any, micro_batch: int, grad_accum: int) -> float:
     """Positions an epoch when the Hugging Face Trainer groups by length (``group_by_length``), run as
     ``LengthGroupedSampler`` runs: the sequences shuffled, cut into megabatches of
@@ -223,8 +229,7 @@ def _grouped_positions(lengths: Any, micro_batch: int, grad_accum: int) -> float
     import numpy as np
 
     n = len(lengths)
-    batch = micro_batch * grad_accum
-    mega = max(1, min(n // (4 * batch), MEGABATCH_MULT)) * batch
+    mega = _megabatch(n, micro_batch, grad_accum)
     full = n // mega * mega
     total = 0.0
     for seed in range(GROUPED_DRAWS):
@@ -304,8 +309,7 @@ class Rows:
             return (f"rows: each micro-batch padded to its longest sequence{grouped}: the padding grows with the "
                     f"micro-batch; memory sized on the longest, {self.row_len} tokens{truncated}")
         elif self.padding == "grouped":
-            batch = micro_batch * grad_accum
-            mega = max(1, min(self.count.sequences // (4 * batch), MEGABATCH_MULT)) * batch
+            mega = _megabatch(self.count.sequences, micro_batch, grad_accum)
             how = (f"each micro-batch of {micro_batch} padded to its longest, cut from length-sorted megabatches "
                    f"of {mega} sequences (--padding grouped, the Trainer's group_by_length; mean of "
                    f"{GROUPED_DRAWS} shuffles); memory sized on the longest, {self.row_len} tokens")

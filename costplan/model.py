@@ -821,7 +821,7 @@ def from_hf_config(path: str | Path, name: str | None = None) -> ModelSpec:
             config = {**text, "model_type": model_type}
         config = {**_CONFIG_DEFAULTS.get(model_type, {}), **config}
         numbers, overrides = _read_config(model_type, config)
-        if container is not config and container.get("model_type") in _MULTIMODAL:
+        if container.get("model_type") in _MULTIMODAL:
             overrides["vision"] = _vision_tower(container, numbers["hidden_size"])
         if not config.get("head_dim") and numbers["hidden_size"] % numbers["num_heads"]:
             raise ValueError(f"the hidden size ({numbers['hidden_size']}) must be a multiple of the "

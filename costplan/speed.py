@@ -326,17 +326,17 @@ class DecodeShape:
 
 def decode_shape(model: ModelSpec, method: Method, work: Workload, flops_per_token: float,
                  fused: bool = False) -> DecodeShape:
-    """One decode step: every weight but the untied input embedding, a vision tower and the routed experts, the
-    experts the batch's tokens hit, and the KV cache (which a sliding window caps, and MLA keeps
-    compressed; transformers re-expands MLA's latent through ``kv_b`` at every step, which the
+    """One decode step: every weight but the untied input embedding, a vision tower and the routed
+    experts, the experts the batch's tokens hit, and the KV cache (which a sliding window caps, and MLA
+    keeps compressed; transformers re-expands MLA's latent through ``kv_b`` at every step, which the
     FLOPs count). ``fused``: kernels as a compiled or C++ engine launches them (fewer per layer)."""
     from costplan.memory import base_weight_bytes, kv_cache_bytes, matrix_bytes_per_param, matrix_params
 
     p = work.compute_bytes
     total = base_weight_bytes(model, method, p)
     per = matrix_bytes_per_param(method, p)  # the matrices as stored (a weight-only format quantizes them)
-    embedding = model.vocab_size * model.hidden_size * p if not model.tied_embeddings else 0.0
-    embedding += model.vision.params * p if model.vision else 0.0  # a vision tower is not read on text
+    unread = model.vocab_size * model.hidden_size * p if not model.tied_embeddings else 0.0  # the input embedding
+    unread += model.vision.params * p if model.vision else 0.0  # a vision tower is not read on text
     # One routed expert's matrices in every MoE layer; a dense layer (DeepSeek's first ones) has
     # none, and shared experts are read like any dense weight.
     expert_elements = sum(kind.count * sum(lin.weight_elements for lin in kind.linears if lin.copies > 1)
@@ -349,7 +349,7 @@ def decode_shape(model: ModelSpec, method: Method, work: Workload, flops_per_tok
     else:  # prompt and half the generation on average (at most a sliding window)
         kv = kv_cache_bytes(model, work.prompt_len + work.gen_len // 2, 1, p)
     return DecodeShape(
-        weight_bytes=total - embedding - expert_elements * per * model.num_experts - encoder,
+        weight_bytes=total - unread - expert_elements * per * model.num_experts - encoder,
         expert_bytes=expert_elements * per, expert_elements=expert_elements,
         experts=model.num_experts, experts_per_token=model.experts_per_token,
         kv_bytes_per_sequence=kv, flops_per_token=flops_per_token,
