@@ -8,7 +8,10 @@ minute on a 2-core machine; no per-example deadline):
   case stays fast), ``cram``, ``models`` and ``gpus``, with values drawn from valid ones, edges
   (0, -0, 1, the bounds) and garbage: NaN, inf, 1e308, 1e-300, 2**63, 300-digit integers, empty
   and long strings, wrong suffixes, unknown names, NUL bytes;
-- ``config.json`` files for the llama, mixtral, gpt2 and bert families with valid but extreme sizes
+- ``--dataset`` files (JSONL, JSON lists, text, broken and empty ones, a folder, a missing path) with
+  ``--padding`` and the layout options on ``estimate``, ``compare`` and ``plan``;
+- ``config.json`` files for the llama, mixtral, gpt2 and bert families and the mistral3 and gemma3
+  image-text containers, with valid but extreme sizes
   (at their limits: 10^6 hidden, 10^4 layers, 10^7 vocabulary...), fields replaced by any JSON value
   (NaN/Infinity literals, 1e200, 200-digit integers, zero, negatives, strings, lists, nested
   objects, bools, null) or dropped, and files that are not JSON at all;
@@ -25,10 +28,12 @@ are tested in a subprocess with a timeout (``test_fifo_and_device_files``).
 
 from __future__ import annotations
 
+import atexit
 import json
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -227,6 +232,20 @@ CONFIGS = {
     "mixtral": {"model_type": "mixtral", "hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 2,
                 "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 1000,
                 "max_position_embeddings": 4096, "num_local_experts": 4, "num_experts_per_tok": 2},
+    # Image-text containers: the fields replaced or dropped are the container's (text_config and vision_config
+    # whole, the projector's settings).
+    "mistral3": {"model_type": "mistral3", "spatial_merge_size": 2, "vision_feature_layer": -1,
+                 "multimodal_projector_bias": False, "tie_word_embeddings": False,
+                 "text_config": {"model_type": "ministral3", "hidden_size": 256, "intermediate_size": 512,
+                                 "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+                                 "head_dim": 64, "vocab_size": 1000},
+                 "vision_config": {"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2,
+                                   "patch_size": 14}},
+    "gemma3": {"model_type": "gemma3", "mm_tokens_per_image": 16,
+               "text_config": {"hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 6,
+                               "sliding_window": 64},
+               "vision_config": {"hidden_size": 96, "intermediate_size": 200, "num_hidden_layers": 2,
+                                 "patch_size": 14, "image_size": 112, "vision_use_head": False}},
 }
 
 
@@ -264,6 +283,50 @@ def test_config_files(text, command):
         path = Path(folder) / "config.json"
         path.write_text(text, encoding="utf-8", errors="surrogateescape")
         check([*command, "--model", str(path)])
+
+
+# --- datasets --------------------------------------------------------------------------------------
+
+DATASETS = {
+    "alpaca.jsonl": "\n".join(json.dumps({"instruction": "w " * (7 * i % 300 + 1), "output": "o " * (i % 9)})
+                               for i in range(300)),
+    "chat.jsonl": json.dumps({"messages": [{"role": "user", "content": "hi " * 50}, 5, {"content": ["x", {}]}]}),
+    "empty.jsonl": "", "blank.txt": "\n \n", "one.txt": "x", "broken.jsonl": "{\"text\": \"a\"}\n{oops",
+    "list.json": "[1, null, \"s\", {\"text\": 7}]", "nan.json": "[{\"text\": NaN}]", "fake.parquet": "PAR1 not",
+    "long.txt": "y " * 50_000,
+}
+DATASET_DIR = Path(tempfile.mkdtemp(prefix="costplan-fuzz-"))
+atexit.register(shutil.rmtree, DATASET_DIR, ignore_errors=True)
+for _name, _text in DATASETS.items():
+    (DATASET_DIR / _name).write_text(_text, encoding="utf-8")
+
+
+@st.composite
+def dataset_args(draw) -> list[str]:
+    command = draw(st.sampled_from(["estimate", "estimate", "compare", "plan"]))
+    where = draw(st.sampled_from([*DATASETS, ".", "missing.jsonl"]))
+    args = [command, "--model", draw(st.sampled_from(["7b", "gpt2", "tinyllama", "mixtral"])),
+            "--dataset", str(DATASET_DIR / where)]
+    if command != "compare":
+        args += ["--method", draw(st.sampled_from(["lora", "qlora", "full", "cpt", "pretrain", "prompt",
+                                                  "inference"]))]
+    if command == "plan":
+        args += ["--gpu", draw(st.sampled_from(["a100", "rtx-4090"])), "--max-gpus", "8"]
+    if draw(st.booleans()):
+        args += ["--padding", draw(st.sampled_from(["longest", "grouped", "max", "packed", "x", ""]))]
+    for option in draw(st.lists(st.sampled_from(["--seq-len", "--epochs", "--global-batch"]
+                                                + (["--micro-batch"] if command == "estimate" else [])),
+                                max_size=2, unique=True)):
+        args += [option, draw(st.sampled_from(["1", "3", "64", "2048", "0", "1e9", "nan"]))]
+    if draw(st.booleans()):
+        args.append("--json")
+    return args
+
+
+@settings(max_examples=60, **SETTINGS)
+@given(dataset_args())
+def test_dataset_arguments(args):
+    check(args)
 
 
 # --- calibration profiles -------------------------------------------------------------------------
