@@ -692,6 +692,8 @@ def _extra(text: str, model: str) -> dict[str, object]:
         key, raw = key.strip(), raw.strip()
         if key in _MLA_FIELDS:
             mla[key] = None if raw == "none" else int(raw)
+        elif key == "vision":
+            values[key] = raw  # built in preset() once the text model's width is known
         elif key in ("attn_softcap", "final_softcap"):
             values[key] = None if raw == "none" else float(raw)
         elif key in ModelSpec.__dataclass_fields__:
@@ -703,6 +705,24 @@ def _extra(text: str, model: str) -> dict[str, object]:
     return values
 
 
+def _preset_tower(text: str, text_hidden: int, model: str) -> VisionTower:
+    """The ``vision`` extra of ``tables/models.csv``: ``pixtral:hidden:intermediate:layers:patch:merge``
+    (Mistral 3's tower and projector) or ``siglip:hidden:intermediate:layers:patch:image`` (Gemma 3's,
+    without the pooling head)."""
+    kind, *numbers = text.split(":")
+    try:
+        h, i, layers, patch, last = (int(n) for n in numbers)
+    except ValueError:
+        raise CostplanError(f"tables/models.csv: {model}'s vision extra {text!r} is not kind:hidden:intermediate:"
+                            "layers:patch:merge-or-image.") from None
+    config = {"hidden_size": h, "intermediate_size": i, "num_hidden_layers": layers, "patch_size": patch}
+    if kind == "pixtral":
+        return pixtral_tower(config, text_hidden, last, 1, False)
+    if kind == "siglip":
+        return siglip_tower({**config, "image_size": last, "vision_use_head": False}, text_hidden)
+    raise CostplanError(f"tables/models.csv: {model}'s vision tower kind {kind!r} is not pixtral or siglip.")
+
+
 def preset(name: str) -> ModelSpec:
     """A model from ``tables/models.csv`` by key or alias (``7b`` is Llama-2-7B)."""
     row = row_by_name("models", name, "model")
@@ -711,6 +731,8 @@ def preset(name: str) -> ModelSpec:
     if row.get("tied_embeddings"):
         overrides["tied_embeddings"] = row["tied_embeddings"].lower() == "true"
     overrides.update(_extra(row.get("extra", ""), row["key"]))
+    if "vision" in overrides:
+        overrides["vision"] = _preset_tower(str(overrides["vision"]), numbers["hidden_size"], row["key"])
     published = int(row["params_published"]) if row.get("params_published") else None
     return model_spec(row["key"], row["family"], numbers, params_published=published, **overrides)
 

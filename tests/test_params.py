@@ -70,9 +70,30 @@ def test_prompt_and_prefix_parameters():
 
 
 def test_full_fine_tune_trains_everything():
+    """Every parameter text reaches: an image-text checkpoint's vision tower gets no gradient."""
     for name in preset_names():
-        model = preset(name)
-        assert FullFineTune().trainable_params(model) == count_params(model).total
+        counts = count_params(preset(name))
+        assert FullFineTune().trainable_params(preset(name)) == counts.total - counts.vision
+
+
+@pytest.mark.needs_torch
+def test_the_mistral_small_preset_is_the_whole_image_text_checkpoint():
+    """Mistral-Small-3.1-24B as Mistral3ForConditionalGeneration builds it from the checkpoint's
+    config.json: 24,011,361,280 parameters, 438,958,080 of them the Pixtral tower and projector."""
+    import torch
+    import transformers as T
+
+    model = preset("mistral-small")
+    text = dict(model_type="mistral", hidden_size=5120, num_hidden_layers=40, num_attention_heads=32,
+                num_key_value_heads=8, head_dim=128, intermediate_size=32768, vocab_size=131072,
+                tie_word_embeddings=False)
+    vision = dict(model_type="pixtral", hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
+                  num_attention_heads=16, head_dim=64, patch_size=14, image_size=1540)
+    config = T.Mistral3Config(text_config=text, vision_config=vision, tie_word_embeddings=False)
+    with torch.device("meta"):
+        whole = T.Mistral3ForConditionalGeneration(config)
+    assert count_params(model).total == sum(p.numel() for p in whole.parameters()) == 24_011_361_280
+    assert model.vision.params == 438_958_080
 
 
 def test_moe_active_parameters_match_the_published_figures():
