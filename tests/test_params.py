@@ -96,6 +96,23 @@ def test_the_mistral_small_preset_is_the_whole_image_text_checkpoint():
     assert model.vision.params == 438_958_080
 
 
+@pytest.mark.needs_torch
+def test_the_gemma3_4b_it_preset_is_the_whole_image_text_checkpoint():
+    """google/gemma-3-4b-it as Gemma3ForConditionalGeneration builds it (4.3B on the model card);
+    the gemma-3-4b preset stays its text model."""
+    import torch
+    import transformers as T
+
+    text = T.Gemma3TextConfig(hidden_size=2560, intermediate_size=10240, num_hidden_layers=34, num_attention_heads=8,
+                              num_key_value_heads=4, head_dim=256, vocab_size=262208, sliding_window=1024)
+    vision = T.SiglipVisionConfig(hidden_size=1152, intermediate_size=4304, num_hidden_layers=27,
+                                  num_attention_heads=16, patch_size=14, image_size=896, vision_use_head=False)
+    with torch.device("meta"):
+        whole = T.Gemma3ForConditionalGeneration(T.Gemma3Config(text_config=text, vision_config=vision))
+    assert count_params(preset("gemma-3-4b-it")).total == sum(p.numel() for p in whole.parameters()) == 4_300_079_472
+    assert count_params(preset("gemma-3-4b")).total == count_params(preset("gemma-3-4b-it")).active
+
+
 def test_moe_active_parameters_match_the_published_figures():
     # Mixtral: "46.7B total parameters but only uses 12.9B parameters per token" (Mistral AI, 2023-12-11).
     assert round(count_params(preset("mixtral-8x7b")).active / 1e8) == 129
