@@ -97,19 +97,26 @@ def test_the_mistral_small_preset_is_the_whole_image_text_checkpoint():
 
 
 @pytest.mark.needs_torch
-def test_the_gemma3_4b_it_preset_is_the_whole_image_text_checkpoint():
-    """google/gemma-3-4b-it as Gemma3ForConditionalGeneration builds it (4.3B on the model card);
-    the gemma-3-4b preset stays its text model."""
+@pytest.mark.parametrize("name,text,total", [
+    ("gemma-3-4b-it", dict(hidden_size=2560, intermediate_size=10240, num_hidden_layers=34, num_attention_heads=8,
+                           num_key_value_heads=4, head_dim=256), 4_300_079_472),
+    ("gemma-3-12b-it", dict(hidden_size=3840, intermediate_size=15360, num_hidden_layers=48, num_attention_heads=16,
+                            num_key_value_heads=8, head_dim=256), 12_187_325_040),
+    ("gemma-3-27b-it", dict(hidden_size=5376, intermediate_size=21504, num_hidden_layers=62, num_attention_heads=32,
+                            num_key_value_heads=16, head_dim=128, query_pre_attn_scalar=168), 27_432_406_640),
+])
+def test_the_gemma3_presets_are_whole_image_text_checkpoints(name, text, total):
+    """google/gemma-3-*-it as Gemma3ForConditionalGeneration builds them from their config.json (4.3B,
+    12.2B, 27.4B); the gemma-3-4b preset stays the 4B's text model."""
     import torch
     import transformers as T
 
-    text = T.Gemma3TextConfig(hidden_size=2560, intermediate_size=10240, num_hidden_layers=34, num_attention_heads=8,
-                              num_key_value_heads=4, head_dim=256, vocab_size=262208, sliding_window=1024)
+    text = T.Gemma3TextConfig(**text, vocab_size=262208, sliding_window=1024)
     vision = T.SiglipVisionConfig(hidden_size=1152, intermediate_size=4304, num_hidden_layers=27,
                                   num_attention_heads=16, patch_size=14, image_size=896, vision_use_head=False)
     with torch.device("meta"):
         whole = T.Gemma3ForConditionalGeneration(T.Gemma3Config(text_config=text, vision_config=vision))
-    assert count_params(preset("gemma-3-4b-it")).total == sum(p.numel() for p in whole.parameters()) == 4_300_079_472
+    assert count_params(preset(name)).total == sum(p.numel() for p in whole.parameters()) == total
     assert count_params(preset("gemma-3-4b")).total == count_params(preset("gemma-3-4b-it")).active
 
 
