@@ -215,51 +215,50 @@ MAX_LAYERS = 256
 published language models have under 200 layers)."""
 
 
-TEXT_MODEL = " (text model)"
-"""What ``verify`` traces of an image-text checkpoint: its text model, as a causal LM. The vision tower it
-holds is counted against the real module by the tests (test_params), and memory only holds it."""
+def prepare(case: Case) -> tuple[ModelSpec, Method, Workload, tuple[str, ...]]:
+    """costplan's own checks of a case, before any tracing: bad input is a ``CostplanError``. Returns the
+    model traced, the method, the workload and the notes on what of the case the trace leaves out.
 
-
-def prepare(case: Case) -> tuple[ModelSpec, Method, Workload]:
-    """costplan's own checks of a case, before any tracing: bad input is a ``CostplanError``."""
+    Of an image-text checkpoint, the text model is traced, as a causal LM: the vision tower it holds is
+    counted against the real module by the tests (test_params), and memory only holds it."""
     from costplan.api import make_method
 
     model = resolve_model(case.model)
-    if model.vision is not None:  # transformers' causal LM of the text model is traced; the tower is only held
-        model = replace(model, vision=None, name=f"{model.name}{TEXT_MODEL}")
+    notes: list[str] = []
+    if model.vision is not None:
+        model = replace(model, vision=None, name=f"{model.name} (text model)")
+        notes.append("the text model is traced: the checkpoint's vision tower (held, never run on text) is left out "
+                     "of both columns")
     method = make_method(case.method, lora_rank=8, lora_targets="q,v", lora_dropout=0.0, virtual_tokens=20)
     method.validate(model)
     if model.num_layers > MAX_LAYERS:
         raise CostplanError(f"verify traces models of up to {MAX_LAYERS} layers (about 0.2 s per layer, so a "
                             f"minute at most); {model.name} has {model.num_layers:,}. Use estimate for it.")
-    work, _ = _workload(case, model, method)
+    work, stack_notes = _workload(case, model, method)
     positions = work.prompt_len + 1 if not method.training else work.seq_len + method.virtual_tokens
     model.check_positions(positions)
-    return model, method, work
+    return model, method, work, (*notes, *stack_notes)
 
 
 def run_case(case: Case) -> CaseResult:
     """Trace one case on the meta device and compare it with the analytic model."""
-    model, method, work = prepare(case)
+    model, method, work, notes = prepare(case)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # transformers and peft warn about training-time options
         try:
-            return _run_case(case, model, method, work)
+            return _run_case(case, model, method, work, notes)
         except Exception as exc:  # an exception inside transformers, peft or torch
             detail = " ".join(str(exc).split())
             detail = detail[:300] + ("..." if len(detail) > 300 else "")
             raise TraceFailed(f"tracing {case.label} failed: {type(exc).__name__}: {detail}") from exc
 
 
-def _run_case(case: Case, model: ModelSpec, method: Method, work: Workload) -> CaseResult:
+def _run_case(case: Case, model: ModelSpec, method: Method, work: Workload, prepared: tuple[str, ...]) -> CaseResult:
     from costplan.tracing import trace_inference_step, trace_training_step
 
     started = time.perf_counter()
     profile = default_profile()
-    notes: list[str] = []
-    if model.name.endswith(TEXT_MODEL):
-        notes.append("the text model is traced: the checkpoint's vision tower (held, never run on text) is left out "
-                     "of both columns")
+    notes = list(prepared)
     if not method.training:
         traced = trace_inference_step(model, work, device="meta")
         fl = inference_flops(model, Inference(), Workload(prompt_len=work.prompt_len, gen_len=2,
@@ -296,7 +295,6 @@ def _run_case(case: Case, model: ModelSpec, method: Method, work: Workload) -> C
         notes.append("qlora: bitsandbytes' 4-bit layer emulated from its source (CUDA-only library)")
     if work.autocast:
         notes.append("autocast emulated above autograd (costplan.autocast): meta tensors have no autocast key")
-    notes += _workload(case, model, method)[1]
     return CaseResult(case, tuple(checks), time.perf_counter() - started, traced_step.peak_op,
                       memory.peak_phase.label, work.seq_len, tuple(notes))
 
