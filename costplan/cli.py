@@ -167,12 +167,14 @@ def _echo_csv(rows: list[dict[str, Any]]) -> None:
     click.echo(csv_text(rows), nl=False)
 
 
+PADDING_CHOICE = click.Choice(["longest", "grouped", "max", "packed"])
+"""dataset.PADDINGS, spelled out so --help imports no dataset module (a test keeps them equal)."""
 DATASET = _options(
     click.option("--dataset", type=click.Path(),
                  help="Count the training tokens in this JSONL/Parquet/text file or folder (see `costplan tokens`)."),
     click.option("--tokenizer", help="With --dataset: tokenizer.json, a folder holding one, or a Hub id in the local "
                                      "cache [default: the model's, else a bytes-per-token estimate]."),
-    click.option("--padding", type=click.Choice(("longest", "grouped", "max", "packed")), show_default="auto",
+    click.option("--padding", type=PADDING_CHOICE, show_default="auto",
                  help="With --dataset: how sequences fill the rows: each micro-batch padded to its longest (the "
                       "stacks' collators; auto for fine-tuning), the same over micro-batches grouped by length "
                       "(the Trainer's group_by_length), all padded to --seq-len, or packed (auto for "

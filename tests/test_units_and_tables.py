@@ -82,6 +82,13 @@ def test_every_gpu_has_its_interconnect_and_v100_offers_sit_under_their_memory_s
     assert {r["gpu"] for r in prices if r["instance"] == "p3dn.24xlarge"} == {"v100-32gb"}
 
 
+def test_padding_option_choices_are_the_dataset_modes():
+    from costplan.cli import PADDING_CHOICE
+    from costplan.dataset import PADDINGS
+
+    assert tuple(PADDING_CHOICE.choices) == PADDINGS
+
+
 def test_frameworks_table_matches_the_option_choices_and_is_sourced():
     from costplan.cli import FRAMEWORK_CHOICE
     from costplan.frameworks import FRAMEWORK_KEYS, frameworks
