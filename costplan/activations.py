@@ -350,7 +350,12 @@ def _mlp_saved(model: ModelSpec, flow: LayerFlow, prefix: str, p: int, lora: Ada
         # One 2f-wide output: the activation keeps its gate half, the product its up half, both
         # views of the same storage, and the activation's output.
         g = lin[prefix + "gate_up"]
-        act = (2 * p * f if g.output_rg else 0.0) + (p * f if g.output_rg and not compiled else 0.0)
+        if model.activation == "swiglu_clamped":
+            # gpt-oss: the two clamps keep their halves (views of the output); the clamped gate, the
+            # sigmoid's output, up + 1 and their gated product are kept by the multiplications.
+            act = 6 * p * f if g.output_rg else 0.0
+        else:
+            act = (2 * p * f if g.output_rg else 0.0) + (p * f if g.output_rg and not compiled else 0.0)
         out.append((f"{prefix}mlp activations", k * act))
     elif prefix + "gate" in lin:
         g, u = lin[prefix + "gate"], lin[prefix + "up"]
@@ -381,6 +386,8 @@ def _router_saved(model: ModelSpec, flow: LayerFlow, p: int, lora: AdapterIO, ml
         kept = sum(_reader_inputs([router], p, lora))
     if not (mlp_in_rg or router.trainable):
         return kept
+    if model.router_topk_first:  # gpt-oss: top-k of the raw logits, then a softmax over those k (compute dtype)
+        return kept + INT64 * k + p * k
     # fp32 scores (softmax, or DeepSeek's sigmoid), top-k indices (int64) and weights (fp32)
     # with their normaliser.
     kept += FP32 * e + INT64 * k + FP32 * k + FP32

@@ -352,6 +352,8 @@ def estimate(
         spec, how, adapter_notes = _from_adapter(adapter, model, method)
     else:
         spec = model if isinstance(model, ModelSpec) else resolve_model("7b" if model is None else model)
+        if weights is None and spec.shipped_weights and isinstance(method, str) and method.lower() == "inference":
+            weights = spec.shipped_weights  # served as the checkpoint ships (gpt-oss: MXFP4 experts)
         how = make_method("lora" if method is None else method, lora_rank=lora_rank, lora_targets=lora_targets,
                           lora_dropout=lora_dropout or 0.0, virtual_tokens=virtual_tokens, lora_alpha=lora_alpha,
                           use_dora=use_dora, use_rslora=use_rslora, modules_to_save=modules_to_save,

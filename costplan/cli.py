@@ -169,6 +169,8 @@ def _echo_csv(rows: list[dict[str, Any]]) -> None:
 
 PADDING_CHOICE = click.Choice(["longest", "grouped", "max", "packed"])
 """dataset.PADDINGS, spelled out so --help imports no dataset module (a test keeps them equal)."""
+WEIGHTS_CHOICE = click.Choice(["bf16", "fp16", "fp8", "int8", "int4", "nf4", "mxfp4"])
+"""memory.WEIGHT_FORMATS, spelled out so --help imports no memory model (a test keeps them equal)."""
 DATASET = _options(
     click.option("--dataset", type=click.Path(),
                  help="Count the training tokens in this JSONL/Parquet/text file or folder (see `costplan tokens`)."),
@@ -281,8 +283,9 @@ LAYOUT = _options(
               help="Kernel dispatch: eager PyTorch (transformers generate), compiled (CUDA graphs / torch.compile, as "
                    "vLLM, TensorRT-LLM and gpt-fast run) or native (C++ engines: llama.cpp, exllamav2) [auto: compiled "
                    "for inference, the stack's own for training].")
-@click.option("--weights", type=click.Choice(["bf16", "fp16", "fp8", "int8", "int4", "nf4"]),
-              help="Inference: weight-only quantization of the layers' matrices (int4: AWQ/GPTQ groups of 128) "
+@click.option("--weights", type=WEIGHTS_CHOICE,
+              help="Inference: weight-only quantization of the layers' matrices (int4: AWQ/GPTQ groups of 128; "
+                   "mxfp4: 4.25 bits, the routed experts only on a mixture of experts, as gpt-oss ships) "
                    "[default: the precision].")
 @click.option("--lora-rank", type=_ints(65_536), default=8, show_default=True)
 @click.option("--lora-targets", default="q,v", show_default=True,

@@ -61,7 +61,9 @@ def nf4_bytes_per_param(double_quant: bool) -> float:
 INT8_BYTES_PER_PARAM = 1.0 + 4 / 4096
 """LLM.int8 (bitsandbytes ``Int8Params``): one byte per weight and an fp32 scale per output row
 (``SCB``; about 4/4096 bytes per weight for 4096-wide rows)."""
-WEIGHT_FORMATS = ("bf16", "fp16", "fp8", "int8", "int4", "nf4")
+WEIGHT_FORMATS = ("bf16", "fp16", "fp8", "int8", "int4", "nf4", "mxfp4")
+MXFP4_BYTES_PER_PARAM = 0.5 + 1 / 32
+"""OCP microscaling FP4 (E2M1) with one 8-bit (E8M0) scale per block of 32 weights: 4.25 bits."""
 INT4_GROUP = 128
 """AWQ and GPTQ quantize in groups of 128 weights with a 16-bit scale and a zero point each."""
 
@@ -69,9 +71,9 @@ INT4_GROUP = 128
 def weight_bytes_per_param(weights: str, compute_bytes: int) -> float:
     """Stored bytes per element of a quantized matrix (weight-only quantization for inference):
     int8 with a per-row scale (about 1 byte), int4 AWQ/GPTQ with a 16-bit scale and zero per group
-    of 128, NF4 with double quantization (bitsandbytes), fp8 (1 byte)."""
-    return {"bf16": 2.0, "fp16": 2.0, "fp32": 4.0, "fp8": 1.0, "int8": 1.0,
-            "int4": 0.5 + 4 / INT4_GROUP, "nf4": nf4_bytes_per_param(True)}.get(weights, float(compute_bytes))
+    of 128, NF4 with double quantization (bitsandbytes), fp8 (1 byte), MXFP4 (4.25 bits)."""
+    return {"bf16": 2.0, "fp16": 2.0, "fp32": 4.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5 + 4 / INT4_GROUP,
+            "nf4": nf4_bytes_per_param(True), "mxfp4": MXFP4_BYTES_PER_PARAM}.get(weights, float(compute_bytes))
 
 
 def fp32_params(model: ModelSpec) -> int:
@@ -94,9 +96,22 @@ def base_weight_bytes(model: ModelSpec, method: Method, compute_bytes: int) -> f
 def quantized_params(model: ModelSpec, method: Method) -> int:
     """Weights a quantized base stores at ``matrix_bytes_per_param``: the layers' matrices, and a vision
     tower's ``nn.Linear`` weights when bitsandbytes loads the model in 4 or 8 bits (weight-only
-    inference formats quantize the language model only)."""
-    vision = model.vision.linear_weights if model.vision and method.base_storage in ("nf4", "int8") else 0
-    return matrix_params(model) + vision
+    inference formats quantize the language model only). bitsandbytes replaces ``nn.Linear`` layers
+    only: gpt-oss's router and experts, tensors of custom modules, stay 16-bit."""
+    if experts_only(model, method):
+        return sum(kind.count * lin.copies * lin.weight_elements for kind in layer_kinds(model)
+                   for lin in kind.linears if lin.copies > 1)
+    if method.base_storage not in ("nf4", "int8"):
+        return matrix_params(model)
+    vision = model.vision.linear_weights if model.vision else 0
+    return vision + sum(kind.count * lin.copies * lin.weight_elements for kind in layer_kinds(model)
+                        for lin in kind.linears if lin.module and not lin.fp32)
+
+
+def experts_only(model: ModelSpec, method: Method) -> bool:
+    """MXFP4 on a mixture of experts quantizes the routed experts only, as gpt-oss ships and vLLM and
+    transformers load it (attention, router, embeddings and LM head stay 16-bit)."""
+    return getattr(method, "weights", "") == "mxfp4" and model.is_moe
 
 
 def matrix_bytes_per_param(method: Method, compute_bytes: int) -> float:
@@ -507,7 +522,8 @@ def prefill_layer_bytes(model: ModelSpec, work: Workload) -> float:
     """Transient bytes per prompt token at the widest moment of one layer's prefill.
 
     A gated MLP holds the residual stream, gate and up outputs, the activation and their
-    product (4 · ffn); MoE adds each routed token's gathered copy; a plain MLP holds its
+    product (4 · ffn); MoE adds each routed token's gathered copy (gpt-oss's clamped gate and
+    biased experts more: fitted to traced prefills at two widths); a plain MLP holds its
     intermediate and activation output (GPT-2's Python-written GELU a few more temporaries).
     Eager attention holds the scores, softmax output and its cast copy at their own moment.
     """
@@ -516,6 +532,10 @@ def prefill_layer_bytes(model: ModelSpec, work: Workload) -> float:
         # Grouped experts: the routed copies with their gate/up outputs, then about six
         # hidden-wide copies per routed token around the down projection and the weighted sum.
         mlp = h + k * max(4 * f + h, 6 * h)
+        if model.activation == "swiglu_clamped":
+            # gpt-oss: the gathered gate/up biases (2f) stay referenced through the gate, whose clamps,
+            # sigmoid and products hold about five more f-wide temporaries beside the 2f output.
+            mlp = h + k * max(9 * f + 3 * h, 7 * h)
         if model.dense_layers:
             mlp = max(mlp, h + 4 * model.dense_ffn_size)
     elif model.gated_mlp:

@@ -139,11 +139,14 @@ class Inference(Method):
     label: ClassVar[str] = "inference (prompting only)"
     training: ClassVar[bool] = False
     weights: str = ""
-    """Weight-only quantization of the layers' matrices (int8, int4, nf4, fp8); empty: the compute dtype."""
+    """Weight-only quantization of the layers' matrices (int8, int4, nf4, fp8, mxfp4); empty: the compute dtype."""
 
     def notes(self, model: ModelSpec) -> list[str]:
         if not self.weights or self.weights in ("bf16", "fp16"):
             return []
+        if self.weights == "mxfp4" and model.is_moe:
+            return ["weights: the routed experts stored in MXFP4 (4.25 bits, as gpt-oss ships them); attention, "
+                    "router, embeddings and the LM head in 16 bits"]
         return [f"weights: the layers' matrices stored in {self.weights} (weight-only quantization; embeddings "
                 "and the LM head in 16 bits), dequantized on the fly as each decode step reads them"]
 
@@ -299,7 +302,7 @@ class Lora(Method):
         return tuple(Tensor2D(v, h) for part in SAVED_MODULES if part in self.modules_to_save)
 
     def adapter(self, linear: Linear) -> Adapter | None:
-        if any(name in self.targets for name in linear.target_names):
+        if linear.module and any(name in self.targets for name in linear.target_names):
             return Adapter(linear, self.rank, self.dora)
         return None
 
@@ -332,7 +335,8 @@ class Lora(Method):
     def validate(self, model: ModelSpec) -> None:
         adapters = self.adapters(model)
         if not adapters and not (self.head_rank or self.embedding_rank):
-            names = sorted({name for lin in layer_linears(model) for name in lin.target_names} & set(LORA_ROLES))
+            names = sorted({name for lin in layer_linears(model) if lin.module for name in lin.target_names}
+                           & set(LORA_ROLES))
             raise CostplanError(f"None of the LoRA targets {','.join(self.targets)} exist in {model.name} "
                                 f"(its matrices answer to {','.join(names)}).")
         smallest = min((min(a.linear.in_features, a.linear.out_features) for a in adapters),

@@ -24,7 +24,9 @@ from costplan.record import record
 from costplan.tables import keys, read_json, row_by_name
 
 Norm = Literal["rmsnorm", "layernorm"]
-Activation = Literal["silu", "gelu", "gelu_tanh", "gelu_new", "relu"]
+Activation = Literal["silu", "gelu", "gelu_tanh", "gelu_new", "relu", "swiglu_clamped"]
+"""``swiglu_clamped``: gpt-oss's gate, on interleaved gate/up columns: ``(clamp(up, ±7) + 1) · g ·
+sigmoid(1.702 g)`` with ``g = clamp(gate, max=7)``."""
 NormPlacement = Literal["pre", "post", "sandwich", "reordered"]
 QkNorm = Literal["none", "head", "full"]
 
@@ -169,6 +171,15 @@ class ModelSpec:
     """MoE models whose first layers keep a dense MLP (DeepSeek's ``first_k_dense_replace``)."""
     dense_ffn_size: int = 0
     """Width of those dense MLPs (``intermediate_size``); 0 when there are none."""
+    router_bias: bool = False
+    """The router's linear layer has a bias (gpt-oss)."""
+    expert_tensors: bool = False
+    """Routed experts are held as 3-D tensors, not ``nn.Linear`` layers (gpt-oss since its release):
+    bitsandbytes' 4- and 8-bit loading leaves them in the compute dtype (peft's k-bit preparation
+    then upcasts them to fp32 with the other unquantized parameters)."""
+    router_topk_first: bool = False
+    """The router takes the top-k raw logits, then a softmax over those k in the compute dtype
+    (gpt-oss); otherwise an fp32 softmax over all experts comes first (Mixtral, Qwen3-MoE)."""
     grouped_router: bool = False
     """DeepSeek-V3's router: a float32 weight reading an fp32 copy of its input, sigmoid scores,
     and top-k chosen among the best ``expert_groups_used`` of ``expert_groups`` expert groups."""
@@ -199,6 +210,9 @@ class ModelSpec:
     (Qwen3, Gemma 3), ``full`` over all heads at once (OLMo 2)."""
     parallel_residual: bool = False
     """Attention and MLP both read the layer input and add to it (GPT-NeoX)."""
+    attention_sinks: bool = False
+    """gpt-oss: one learned logit per query head joins each softmax (a per-layer vector of
+    ``num_heads`` parameters) and takes a share of the probability mass."""
     qkv_bias: bool = False
     out_bias: bool = False
     mlp_bias: bool = False
@@ -252,6 +266,9 @@ class ModelSpec:
     softmax_fp32: bool = True
     """Eager attention upcasts its softmax to fp32 (Llama-style implementations do; GPT-2's and
     BERT's do not)."""
+    shipped_weights: str = ""
+    """The weight-only format the published checkpoint ships in (gpt-oss: ``mxfp4``, its experts),
+    which inference assumes unless ``--weights`` says otherwise; empty: 16-bit."""
     vision: VisionTower | None = None
     """A multimodal checkpoint's image encoder, loaded with the model but not run on text."""
     params_published: int | None = field(default=None, compare=False)
@@ -391,6 +408,9 @@ class Linear:
     fused ``qkv`` takes one when any of q, k, v is asked, as peft adapts the fused module."""
     fp32: bool = False
     """Stored in float32 whatever the compute dtype (DeepSeek-V3's router)."""
+    module: bool = True
+    """An ``nn.Linear`` layer, which LoRA can adapt; False for a tensor inside a custom module
+    (gpt-oss's router and its experts, held as 3-D tensors)."""
 
     @property
     def params(self) -> int:
@@ -416,7 +436,8 @@ class LayerKind:
     """In forward order."""
     norms: tuple[int, ...]
     """Lengths of the layer's norm vectors (weights, and biases for LayerNorm): hidden-width norms,
-    q/k norms, MLA's latent norms."""
+    q/k norms, MLA's latent norms; and gpt-oss's attention sinks, a per-head vector held and
+    trained as a norm's weight is."""
     window: int | None = None
     """Keys a query sees in its self-attention (sliding window); None: all earlier positions."""
     causal: bool = True
@@ -477,14 +498,20 @@ def _cross_attention(model: ModelSpec) -> list[Linear]:
 
 def _mlp(model: ModelSpec, width: int, prefix: str = "", copies: int = 1, active: int = 1) -> list[Linear]:
     """A gated (gate, up, down), fused (gate_up, down) or plain (up, down) MLP; ``prefix`` names
-    routed (``expert_``) or shared (``shared_``) experts, which LoRA targets as gate/up/down."""
+    routed (``expert_``) or shared (``shared_``) experts, which LoRA targets as gate/up/down (routed
+    experts held as 3-D tensors not at all)."""
     h, bias = model.hidden_size, model.mlp_bias
+    # Experts held as 3-D tensors answer to no LoRA target: peft's target_modules (all-linear too)
+    # adapts nn.Linear layers only.
+    tensors = prefix == "expert_" and model.expert_tensors
 
     def lin(role: str, i: int, o: int) -> Linear:
-        return Linear(prefix + role, i, o, bias, copies, active, targets=(role,) if prefix else ())
+        return Linear(prefix + role, i, o, bias, copies, active, targets=(role,) if prefix else (),
+                      module=not tensors)
 
     if model.fused_gate_up:
-        first = [Linear(prefix + "gate_up", h, 2 * width, bias, copies, active, targets=("gate_up", "gate", "up"))]
+        first = [Linear(prefix + "gate_up", h, 2 * width, bias, copies, active, targets=("gate_up", "gate", "up"),
+                        module=not tensors)]
     elif model.gated_mlp:
         first = [lin("gate", h, width), lin("up", h, width)]
     else:
@@ -497,7 +524,8 @@ def _hidden_norms(model: ModelSpec, count: int) -> tuple[int, ...]:
 
 
 def _layer_norms(model: ModelSpec) -> tuple[int, ...]:
-    """Norm vectors of one decoder-only layer: hidden-width norms, q/k norms, MLA's latent norms."""
+    """Norm vectors of one decoder-only layer: hidden-width norms, q/k norms, MLA's latent norms,
+    attention sinks."""
     norms = _hidden_norms(model, model.norms_per_layer)
     if model.qk_norm == "head":
         norms += (model.head_dim, model.head_dim)
@@ -506,6 +534,8 @@ def _layer_norms(model: ModelSpec) -> tuple[int, ...]:
     if model.mla is not None:
         norms += (model.mla.q_lora_rank,) if model.mla.q_lora_rank else ()
         norms += (model.mla.kv_lora_rank,)
+    if model.attention_sinks:
+        norms += (model.num_heads,)
     return norms
 
 
@@ -527,31 +557,33 @@ def layer_sequence(model: ModelSpec) -> tuple[LayerKind, ...]:
         decoder = LayerKind("decoder", n_dec, tuple(attention + _cross_attention(model) + mlp),
                             _hidden_norms(model, 3), cross_attention=True)
         return (encoder,) * n_enc + (decoder,) * n_dec
+    causal = model.causal
+    every = model.sliding_window_pattern
+    windowed = [model.sliding_window is not None and not (every and (i + 1) % every == 0)
+                for i in range(model.num_layers)]  # False: global attention
+    n_sliding = sum(windowed)
     if model.is_moe:
         e, k, h = model.num_experts, model.experts_per_token, model.hidden_size
-        routed = [Linear("router", h, e, False, fp32=model.grouped_router),
+        routed = [Linear("router", h, e, model.router_bias, fp32=model.grouped_router, module=not model.expert_tensors),
                   *_mlp(model, model.ffn_size, "expert_", e, k)]
         if model.shared_experts:
             routed += _mlp(model, model.shared_experts * model.ffn_size, "shared_")
-        moe = LayerKind("moe" if model.dense_layers else "layer", model.num_layers - model.dense_layers,
-                        tuple(attention + routed), norms)
-        if not model.dense_layers:
-            return (moe,) * model.num_layers
-        dense = LayerKind("dense", model.dense_layers, tuple(attention + _mlp(model, model.dense_ffn_size)), norms)
-        return (dense,) * model.dense_layers + (moe,) * moe.count
-    linears = tuple(attention + _mlp(model, model.ffn_size))
-    causal = model.causal
-    if model.sliding_window is None:
+        linears = tuple(attention + routed)
+        if model.dense_layers:
+            if n_sliding:
+                raise ValueError(f"model {model.name}: dense layers with sliding-window attention are not modelled")
+            moe = LayerKind("moe", model.num_layers - model.dense_layers, linears, norms)
+            dense = LayerKind("dense", model.dense_layers, tuple(attention + _mlp(model, model.dense_ffn_size)), norms)
+            return (dense,) * model.dense_layers + (moe,) * moe.count
+    else:
+        linears = tuple(attention + _mlp(model, model.ffn_size))
+    if not n_sliding:
         return (LayerKind("layer", model.num_layers, linears, norms, causal=causal),) * model.num_layers
-    every = model.sliding_window_pattern
-    pattern = [bool(every) and (i + 1) % every == 0 for i in range(model.num_layers)]  # True: global
-    n_global = sum(pattern)
-    sliding = LayerKind("sliding", model.num_layers - n_global, linears, norms, window=model.sliding_window,
-                        causal=causal)
-    if not n_global:
+    sliding = LayerKind("sliding", n_sliding, linears, norms, window=model.sliding_window, causal=causal)
+    if n_sliding == model.num_layers:
         return (sliding,) * model.num_layers
-    full = LayerKind("global", n_global, linears, norms, causal=causal)
-    return tuple(full if is_global else sliding for is_global in pattern)
+    full = LayerKind("global", model.num_layers - n_sliding, linears, norms, causal=causal)
+    return tuple(sliding if is_sliding else full for is_sliding in windowed)
 
 
 def layer_linears(model: ModelSpec) -> tuple[Linear, ...]:
@@ -639,6 +671,11 @@ _FAMILY_TRAITS: dict[str, dict[str, object]] = {
     "gemma3": {**_GEMMA2, "attn_softcap": None, "final_softcap": None, "qk_norm": "head", "sliding_window": 4096,
                "sliding_window_pattern": 6, "rotary_local_base": True},
     "deepseek_v3": {"grouped_router": True},
+    "gpt_oss": {"qkv_bias": True, "out_bias": True, "mlp_bias": True, "router_bias": True, "router_topk_first": True,
+                "expert_tensors": True, "shipped_weights": "mxfp4",
+                "attention_sinks": True, "rotary_by_concat": True,
+                "fused_gate_up": True, "activation": "swiglu_clamped", "norm_scales_fp32": True, "softmax_fp32": False,
+                "sliding_window": 128, "sliding_window_pattern": 2},
     "gpt2": {
         "gated_mlp": False, "activation": "gelu_new", "norm": "layernorm", "qkv_bias": True,
         "out_bias": True, "mlp_bias": True, "fused_qkv": True, "learned_positions": True, "cache_in_training": True,
@@ -743,7 +780,7 @@ _MODEL_TYPE_FAMILY = {
     "llama": "llama", "mistral": "mistral", "mixtral": "mixtral", "qwen2": "qwen2", "qwen3": "qwen3",
     "qwen3_moe": "qwen3_moe", "phi3": "phi3", "olmo2": "olmo2", "olmo3": "olmo2", "gemma": "gemma", "gemma2": "gemma2",
     "gemma3_text": "gemma3", "gemma3": "gemma3", "mistral3": "mistral", "ministral3": "mistral",
-    "deepseek_v3": "deepseek_v3", "gpt2": "gpt2",
+    "deepseek_v3": "deepseek_v3", "gpt_oss": "gpt_oss", "gpt2": "gpt2",
     "gpt_neox": "gpt_neox", "bert": "bert", "t5": "t5",
 }
 
@@ -804,6 +841,10 @@ _CONFIG_DEFAULTS: dict[str, dict[str, object]] = {
                     "moe_intermediate_size": 2048, "num_experts_per_tok": 8, "n_group": 8, "topk_group": 4},
     "qwen3_moe": {"decoder_sparse_step": 1, "moe_intermediate_size": 768, "num_experts_per_tok": 8,
                   "num_experts": 128},
+    "gpt_oss": {"num_hidden_layers": 36, "num_local_experts": 128, "vocab_size": 201088, "hidden_size": 2880,
+                "intermediate_size": 2880, "head_dim": 64, "num_attention_heads": 64, "num_key_value_heads": 8,
+                "sliding_window": 128, "max_position_embeddings": 131072, "num_experts_per_tok": 4,
+                "tie_word_embeddings": False, "attention_bias": True},
 }
 
 
@@ -965,7 +1006,13 @@ def _read_config(model_type: str, config: dict) -> tuple[dict[str, int], dict[st
     if model_type in ("gemma2", "gemma3_text"):
         overrides["attn_softcap"] = _float(config, "attn_logit_softcapping")
         overrides["final_softcap"] = _float(config, "final_logit_softcapping")
-    if model_type in ("gemma2", "gemma3_text", "phi3", "olmo3"):  # OLMo 3: OLMo 2's layers, 3 in 4 sliding
+    if model_type == "gpt_oss":
+        if not config.get("attention_bias", True):
+            raise ValueError("gpt-oss without attention biases (attention_bias false) is not modelled")
+        if config.get("layer_types") is None:  # GptOssConfig: sliding, then full, alternating
+            config = {**config, "layer_types": ["sliding_attention" if (i + 1) % 2 else "full_attention"
+                                                for i in range(layers)]}
+    if model_type in ("gemma2", "gemma3_text", "phi3", "olmo3", "gpt_oss"):  # OLMo 3: OLMo 2's layers, 3 in 4 sliding
         window, pattern = _sliding_pattern(config, layers, model_type)
         overrides["sliding_window"], overrides["sliding_window_pattern"] = window, pattern
     else:
@@ -988,6 +1035,8 @@ def _read_config(model_type: str, config: dict) -> tuple[dict[str, int], dict[st
         if _int(config, "decoder_sparse_step", 1) != 1 or config.get("mlp_only_layers"):
             raise ValueError("decoder_sparse_step and mlp_only_layers (dense layers among MoE ones) are not modelled")
         ffn = _int(config, "moe_intermediate_size")
+    elif model_type == "gpt_oss":  # every layer routes; each expert is intermediate_size wide
+        experts, top_k = _int(config, "num_local_experts"), _int(config, "num_experts_per_tok")
     elif model_type == "deepseek_v3":
         experts = _int(config, "num_local_experts" if "num_local_experts" in config else "n_routed_experts")
         top_k = _int(config, "num_experts_per_tok")

@@ -330,7 +330,7 @@ def decode_shape(model: ModelSpec, method: Method, work: Workload, flops_per_tok
     experts, the experts the batch's tokens hit, and the KV cache (which a sliding window caps, and MLA
     keeps compressed; transformers re-expands MLA's latent through ``kv_b`` at every step, which the
     FLOPs count). ``fused``: kernels as a compiled or C++ engine launches them (fewer per layer)."""
-    from costplan.memory import base_weight_bytes, kv_cache_bytes, matrix_bytes_per_param, matrix_params
+    from costplan.memory import base_weight_bytes, experts_only, kv_cache_bytes, matrix_bytes_per_param, matrix_params
 
     p = work.compute_bytes
     total = base_weight_bytes(model, method, p)
@@ -356,4 +356,5 @@ def decode_shape(model: ModelSpec, method: Method, work: Workload, flops_per_tok
         operators=sum(kind.count * _ops_per_layer(kind, fused) for kind in layer_kinds(model) if kind.causal)
         + OPS_HEAD,
         layers=model.decoder_layers, hidden_size=model.hidden_size, bytes_per_element=p,
-        matrix_elements=matrix_params(model) - expert_elements * model.num_experts - encoder_matrices)
+        matrix_elements=0.0 if experts_only(model, method) else
+        matrix_params(model) - expert_elements * model.num_experts - encoder_matrices)

@@ -114,6 +114,10 @@ def hf_config(model: ModelSpec, attention: str = "sdpa") -> Any:
         cfg = T.Qwen3MoeConfig(**{**decoder, "intermediate_size": model.ffn_size}, head_dim=model.head_dim,
                                moe_intermediate_size=model.ffn_size, num_experts=model.num_experts,
                                num_experts_per_tok=model.experts_per_token, norm_topk_prob=True, **grouped)
+    elif model.family == "gpt_oss":
+        cfg = T.GptOssConfig(**decoder, head_dim=model.head_dim, num_local_experts=model.num_experts,
+                             num_experts_per_tok=model.experts_per_token, sliding_window=model.sliding_window,
+                             layer_types=_layer_types(model), **grouped)
     elif model.family == "deepseek_v3":
         mla = model.mla
         assert mla is not None
@@ -146,11 +150,14 @@ _FUSED_SOFTCAP = "costplan_sdpa_softcap"
 
 
 def _register_fused_softcap() -> None:
-    """SDPA standing in for FlashAttention-2 on models with an attention logit softcap (Gemma 2).
+    """SDPA standing in for the fused attention kernels of models with an attention logit softcap
+    (Gemma 2: FlashAttention-2) or attention sinks (gpt-oss: the FlashAttention-3 build transformers
+    loads from the kernels hub, or FlashAttention-4).
 
-    FlashAttention-2 applies the softcap inside its kernel: no matmul, no saved tensor, nothing
-    the FLOPs or memory rules would count. SDPA has no softcap argument and transformers refuses
-    SDPA for Gemma 2, so the trace drops the cap and calls SDPA under a registered name.
+    The kernel applies the softcap, or joins the sink logits to the softmax, inside: no matmul, no
+    saved tensor beyond what FlashAttention keeps, nothing the FLOPs or memory rules would count.
+    SDPA takes neither and transformers refuses SDPA for both models, so the trace drops them and
+    calls SDPA under a registered name.
     """
     import transformers as T
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
@@ -158,6 +165,7 @@ def _register_fused_softcap() -> None:
 
     def attention(module: Any, query: Any, key: Any, value: Any, mask: Any, **kwargs: Any) -> Any:
         kwargs.pop("softcap", None)
+        kwargs.pop("s_aux", None)
         return sdpa_attention_forward(module, query, key, value, mask, **kwargs)
 
     T.AttentionInterface.register(_FUSED_SOFTCAP, attention)
@@ -172,10 +180,10 @@ def build_model(model: ModelSpec, attention: str = "sdpa", device: str = "cpu", 
 
     T.logging.set_verbosity_error()
     cfg = hf_config(model, attention)
-    fused_softcap = attention == "sdpa" and model.attn_softcap is not None
+    fused_softcap = attention == "sdpa" and (model.attn_softcap is not None or model.attention_sinks)
     if fused_softcap:
         _register_fused_softcap()
-        cfg._attn_implementation = "eager"  # swapped below: transformers refuses SDPA for softcapped models
+        cfg._attn_implementation = "eager"  # swapped below: transformers refuses SDPA for these models
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype or torch.float32)
     try:

@@ -336,6 +336,10 @@ FAMILY_CASES = (
     Case(model="t5-base", method="lora"),
     Case(model="t5-base", method="lora", attention="eager", grad_ckpt=True),
     Case(model="t5-base", method="inference"),
+    # gpt-oss: attention sinks, biased experts with the clamped SwiGLU, 128-token windows on alternate layers.
+    Case(model="gpt-oss-20b", method="lora"),
+    Case(model="gpt-oss-20b", method="full", grad_ckpt=True, precision="bf16-true"),
+    Case(model="gpt-oss-20b", method="inference"),
 )
 """The families added after the first matrix, each with its own mechanisms, in the representative
 subset (the full matrix stays the six models above). Their full fine-tuning is traced in pure bf16;

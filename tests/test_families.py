@@ -20,7 +20,7 @@ S = 8
 
 PRESET_OF = {"llama": "llama-2-7b", "phi3": "phi-3-mini", "gemma2": "gemma-2-9b", "gemma3": "gemma-3-1b",
              "qwen3": "qwen3-8b", "qwen3_moe": "qwen3-30b-a3b", "deepseek_v3": "deepseek-v3", "olmo2": "olmo-2-7b",
-             "t5": "t5-base"}
+             "t5": "t5-base", "gpt_oss": "gpt-oss-20b"}
 
 
 def _spec(family: str, **fields) -> ModelSpec:
@@ -261,13 +261,14 @@ def _small(family: str) -> ModelSpec:
                                     v_head_dim=24)),
         "olmo2": {},
         "t5": dict(num_kv_heads=4, encoder_layers=2),
+        "gpt_oss": dict(num_experts=8, experts_per_token=2, ffn_size=96, sliding_window=16),
     }[family])
     defaults = dict(shared_experts=0, dense_layers=0, dense_ffn_size=0, expert_groups=1, expert_groups_used=1)
     return with_overrides(preset(PRESET_OF[family]), name=f"small-{family}", params_published=None,
                           **{**defaults, **fields})
 
 
-FAMILIES = ["phi3", "gemma2", "gemma3", "qwen3", "qwen3_moe", "deepseek_v3", "olmo2", "t5"]
+FAMILIES = ["phi3", "gemma2", "gemma3", "qwen3", "qwen3_moe", "deepseek_v3", "olmo2", "t5", "gpt_oss"]
 METHODS = {"full": FullFineTune(), "lora": Lora(rank=8, targets=("q", "v")),
            "lora-all": Lora(rank=4, targets=parse_targets("attn,mlp"))}
 
@@ -328,6 +329,7 @@ CI_CASES = [
     ("deepseek-v3", "inference", "flash", False, 128),
     ("olmo-2-7b", "full", "flash", False, 256),
     ("t5-base", "lora", "flash", False, 64),
+    ("gpt-oss-20b", "lora", "flash", False, 256),  # sinks, biased clamped-SwiGLU experts, 128-token windows
 ]
 
 
@@ -379,3 +381,71 @@ def test_ministral3_runs_as_mistral_its_query_scale_keeps_nothing(tmp_path):
         assert real.params_total == as_mistral.params_total == count_params(spec).total
         assert (real.flops_forward, real.flops_backward) == (as_mistral.flops_forward, as_mistral.flops_backward)
         assert 0 <= real.peak_bytes - as_mistral.peak_bytes <= 8 * 1024
+
+
+# --- gpt-oss -------------------------------------------------------------------------------------
+
+def test_gpt_oss_counts_split_as_the_model_card_and_mxfp4_sizes_as_the_checkpoints():
+    """Totals as transformers 5.24 builds GptOssForCausalLM; active parameters without the 0.58 B input
+    embedding are the model card's 3.6 B and 5.1 B; MXFP4 experts (4.25 bits) with everything else in
+    bf16 give the checkpoints' sizes: vLLM's launch post (vllm-project/vllm-project.github.io
+    _posts/2025-08-05-gpt-oss.md: "63 GB (120B) and 14 GB (20B)") and Ollama's gpt-oss:120b file of
+    65,290,180,781 bytes (tokenizer and metadata included)."""
+    from costplan.memory import base_weight_bytes
+
+    small, large = preset("gpt-oss-20b"), preset("gpt-oss-120b")
+    assert (count_params(small).total, count_params(large).total) == (20_914_757_184, 116_829_156_672)
+    embedding = 201_088 * 2880
+    assert round((count_params(small).active - embedding) / 1e8) == 36
+    assert round((count_params(large).active - embedding) / 1e8) == 51
+    # 24 layers x 32 experts x (2880 x 5760 + 2880 x 2880) weights at 0.53125 bytes, the rest 2 bytes.
+    experts = 24 * 32 * (2880 * 5760 + 2880 * 2880)
+    assert base_weight_bytes(small, Inference(weights="mxfp4"), 2) == experts * 0.53125 + (20_914_757_184 - experts) * 2
+    assert round(base_weight_bytes(small, Inference(weights="mxfp4"), 2) / 1e9) == 14
+    assert base_weight_bytes(large, Inference(weights="mxfp4"), 2) == pytest.approx(65_290_180_781, rel=0.002)
+
+
+def test_gpt_oss_qlora_quantizes_only_the_attention_linears():
+    """bitsandbytes replaces nn.Linear layers: gpt-oss's router and experts are tensors of custom
+    modules and stay bf16, so 4-bit loading shrinks only q, k, v and o."""
+    from costplan.memory import base_weight_bytes, nf4_bytes_per_param
+    from costplan.methods import QLora
+
+    attention = 24 * (2880 * 4096 + 2 * 2880 * 512 + 4096 * 2880)
+    expected = attention * nf4_bytes_per_param(True) + (20_914_757_184 - attention) * 2
+    assert base_weight_bytes(preset("gpt-oss-20b"), QLora(), 2) == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.needs_torch
+def test_gpt_oss_lora_targets_only_reach_linear_layers_as_peft_finds_them():
+    """peft's all-linear (and q,k,v,o,gate,up,down) adapts the attention only: the experts are 3-D
+    tensors and the router a custom module. The count equals peft's on the real module."""
+    import torch
+    import transformers as T
+    from peft import LoraConfig, get_peft_model
+
+    from costplan.tracing import hf_config
+
+    model = _small("gpt_oss")
+    with torch.device("meta"):
+        module = T.AutoModelForCausalLM.from_config(hf_config(model, attention="eager"))
+    for targets, peft_targets in (("all-linear", "all-linear"), ("q,k,v,o,gate,up,down", ["q_proj", "k_proj", "v_proj",
+                                                                                          "o_proj", "gate_proj",
+                                                                                          "up_proj", "down_proj"])):
+        method = Lora(rank=4, targets=parse_targets(targets))
+        peft = get_peft_model(module, LoraConfig(r=4, target_modules=peft_targets))
+        trainable = sum(p.numel() for p in peft.parameters() if p.requires_grad)
+        assert method.trainable_params(model) == trainable == 4 * 4 * (128 + 128 + 2 * (128 + 64) + 128 + 128)
+        peft.unload()
+
+
+def test_gpt_oss_is_served_as_it_ships():
+    """Inference defaults to the checkpoint's MXFP4 experts: gpt-oss-120b on one 80 GB H100, as OpenAI
+    describes it ("designed to run on a single H100 80GB"); dequantized to bf16 it needs four."""
+    from costplan.api import estimate
+
+    shipped = estimate(model="gpt-oss-120b", method="inference", gpu="h100")
+    assert shipped.method == Inference(weights="mxfp4") and shipped.gpus == 1
+    assert estimate(model="gpt-oss-120b", method="inference", gpu="h100", weights="bf16").gpus == 4
+    # Training dequantizes (transformers' Mxfp4Config(dequantize=True)): no default format there.
+    assert estimate(model="gpt-oss-20b", method="lora", gpu="h100").method.key == "lora"

@@ -10,7 +10,7 @@ minute on a 2-core machine; no per-example deadline):
   and long strings, wrong suffixes, unknown names, NUL bytes;
 - ``--dataset`` files (JSONL, JSON lists, text, broken and empty ones, a folder, a missing path) with
   ``--padding`` and the layout options on ``estimate``, ``compare`` and ``plan``;
-- ``config.json`` files for the llama, mixtral, gpt2 and bert families and the mistral3 and gemma3
+- ``config.json`` files for the llama, mixtral, gpt_oss, gpt2 and bert families and the mistral3 and gemma3
   image-text containers, with valid but extreme sizes
   (at their limits: 10^6 hidden, 10^4 layers, 10^7 vocabulary...), fields replaced by any JSON value
   (NaN/Infinity literals, 1e200, 200-digit integers, zero, negatives, strings, lists, nested
@@ -232,6 +232,10 @@ CONFIGS = {
     "mixtral": {"model_type": "mixtral", "hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 2,
                 "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 1000,
                 "max_position_embeddings": 4096, "num_local_experts": 4, "num_experts_per_tok": 2},
+    "gpt_oss": {"model_type": "gpt_oss", "hidden_size": 256, "intermediate_size": 256, "num_hidden_layers": 4,
+                "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 64, "vocab_size": 1000,
+                "max_position_embeddings": 4096, "num_local_experts": 4, "num_experts_per_tok": 2,
+                "sliding_window": 128, "layer_types": ["sliding_attention", "full_attention"] * 2},
     # Image-text containers: the fields replaced or dropped are the container's (text_config and vision_config
     # whole, the projector's settings).
     "mistral3": {"model_type": "mistral3", "spatial_merge_size": 2, "vision_feature_layer": -1,

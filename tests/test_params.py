@@ -203,6 +203,9 @@ def _small_configs():
                                num_key_value_heads=2, vocab_size=500),
         "t5": T.T5Config(d_model=128, d_kv=32, d_ff=344, num_layers=2, num_decoder_layers=3, num_heads=4,
                          vocab_size=500, feed_forward_proj="gated-gelu"),
+        "gpt_oss": T.GptOssConfig(hidden_size=128, intermediate_size=96, num_hidden_layers=4, num_attention_heads=4,
+                                  num_key_value_heads=2, head_dim=48, num_local_experts=8, num_experts_per_tok=2,
+                                  vocab_size=500, sliding_window=16),
     }
 
 
@@ -218,7 +221,8 @@ def _module(family, config):
 
 @pytest.mark.needs_torch
 @pytest.mark.parametrize("family", ["llama", "mistral", "mixtral", "qwen2", "gemma", "gpt2", "gpt_neox", "bert",
-                                    "phi3", "gemma2", "gemma3", "qwen3", "qwen3_moe", "deepseek_v3", "olmo2", "t5"])
+                                    "phi3", "gemma2", "gemma3", "qwen3", "qwen3_moe", "deepseek_v3", "olmo2", "t5",
+                                    "gpt_oss"])
 def test_config_json_is_read_like_transformers_reads_it(family, tmp_path):
     """A config written by transformers, read back without it, gives the module's exact count."""
     import torch

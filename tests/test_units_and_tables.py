@@ -89,6 +89,13 @@ def test_padding_option_choices_are_the_dataset_modes():
     assert tuple(PADDING_CHOICE.choices) == PADDINGS
 
 
+def test_weights_option_choices_are_the_weight_formats():
+    from costplan.cli import WEIGHTS_CHOICE
+    from costplan.memory import WEIGHT_FORMATS
+
+    assert tuple(WEIGHTS_CHOICE.choices) == WEIGHT_FORMATS
+
+
 def test_frameworks_table_matches_the_option_choices_and_is_sourced():
     from costplan.cli import FRAMEWORK_CHOICE
     from costplan.frameworks import FRAMEWORK_KEYS, frameworks
