@@ -418,6 +418,8 @@ def estimate(
                                        gathered_load=gathered_load, held_logits=held_logits,
                                        virtual_stages=virtual_stages, flat_unit_gradients=flat_unit_gradients,
                                        kbit_upcast=kbit_upcast)
+    if isinstance(how, QLora) and spec.expert_tensors and work.modeling == "unsloth" and adapter is None:
+        how = replace(how, quantize_experts=True)  # Unsloth ships gpt-oss with its experts in 4 bits
     if how.training and work.modeling == "litgpt":
         stack_notes.append("activations as LitGPT's own layers keep them (fused qkv, k and v repeated to every "
                            "query head, one zero-padded qkv adapter)")

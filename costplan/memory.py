@@ -104,8 +104,9 @@ def quantized_params(model: ModelSpec, method: Method) -> int:
     if method.base_storage not in ("nf4", "int8"):
         return matrix_params(model)
     vision = model.vision.linear_weights if model.vision else 0
+    experts = getattr(method, "quantize_experts", False)
     return vision + sum(kind.count * lin.copies * lin.weight_elements for kind in layer_kinds(model)
-                        for lin in kind.linears if lin.module and not lin.fp32)
+                        for lin in kind.linears if (lin.module or experts and lin.copies > 1) and not lin.fp32)
 
 
 def experts_only(model: ModelSpec, method: Method) -> bool:

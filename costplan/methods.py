@@ -385,6 +385,9 @@ class QLora(Lora):
     label: ClassVar[str] = "QLoRA (4-bit NF4 base)"
     base_storage: ClassVar[BaseStorage] = "nf4"
     double_quant: bool = True
+    quantize_experts: bool = False
+    """Routed experts held as 3-D tensors (gpt-oss) stored in 4 bits too, which bitsandbytes' loading
+    does not do: Unsloth's pre-quantized gpt-oss checkpoints (its ``unsloth/gpt-oss-*`` 4-bit loads)."""
     bnb_keeps_input: bool = False
     """Runs on bitsandbytes before 0.43.2 (July 2024), whose 4-bit matmul also kept its input for
     backward; 0.43.2 to 0.50 keep only the packed weight."""
@@ -405,6 +408,9 @@ class QLora(Lora):
         return [*Lora.notes(self, model),
                 f"base linear layers stored in NF4 (block 64, {quant}); embeddings, norms and "
                 "LM head in the compute dtype; one layer matrix dequantized at a time",
+                *([("routed experts stored in NF4 as well (Unsloth's 4-bit checkpoint)" if self.quantize_experts else
+                    "routed experts and router kept in the compute dtype: they are tensors of custom modules, "
+                    "which bitsandbytes' 4-bit loading leaves as they are")] if model.expert_tensors else []),
                 *(["quantized on the GPU at load by torchao 0.1, a whole matrix at once: 68 bytes per element of "
                    "the largest matrix at the load's peak, kept reserved by the caching allocator"]
                   if self.unchunked_quantize else [])]

@@ -470,9 +470,10 @@ def _predict_memory(row: dict[str, str], spec: ModelSpec, device: Any, options: 
         options.pop("zero", None)
     # The stated accumulation: gradients of the earlier micro-batches are held through the later ones.
     accumulation = _int(row, "grad_accum") or 1
+    stated = options.pop("global_batch", None)  # a stated global batch, else micro-batch x GPUs x accumulation
     est = estimate(spec, method, tokens=1e8, lora_rank=_int(row, "lora_rank") or 8,
-                   lora_targets=_targets(row.get("lora_targets", "")), global_batch=options["micro_batch"]
-                   * options["gpus"] * accumulation, **options)
+                   lora_targets=_targets(row.get("lora_targets", "")),
+                   global_batch=stated or options["micro_batch"] * options["gpus"] * accumulation, **options)
     detail = f"{est.framework.key}, {est.workload.precision}, {est.workload.optimizer}; {_layout(est)}"
     if kind == "fit":
         naive_fits = _naive_memory(spec, method) <= device.memory_bytes

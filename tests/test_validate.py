@@ -201,6 +201,17 @@ def test_torchtunes_logged_peaks_are_read_as_the_allocators_reserved_bytes():
     assert predict({**axolotl, "as_of": "2024-04-18"})[2].startswith("unknown")
 
 
+def test_a_memory_rows_stated_global_batch_is_its_layout():
+    """A memory row that states its global batch (as well as its accumulation) is predicted at it."""
+    from costplan.validate import predict
+
+    row = {"kind": "memory", "name": "t", "model": "llama-2-7b", "gpu": "a100-80gb", "gpus": "2",
+           "framework": "fsdp", "method": "full", "precision": "bf16-true", "seq_len": "1024",
+           "micro_batch": "1", "grad_accum": "2", "grad_ckpt": "true", "metric": "reserved", "as_of": "2025-01-01"}
+    assert predict({**row, "global_batch": "4"}) == predict(row)
+    assert "x4" in predict({**row, "global_batch": "8", "grad_accum": ""})[2]
+
+
 def test_torchtune_rows_follow_the_loss_their_recipes_ran():
     # Until pytorch/torchtune#1235 (2024-07-28) the recipes held the model's fp32 logits through
     # backward; until #1390 (2024-08-28) the configs' loss was torch.nn.CrossEntropyLoss over all
