@@ -275,8 +275,11 @@ def _floor_fits(job: Job, gpus: int, pins: Pins) -> bool:
         return False
     dp = gpus // (tp * pp * pins.cp)
     zero = pins.zero if pins.zero is not None else max(job.framework.zero_stages if dp > 1 else (0,))
-    layout = engine.Layout(gpus=gpus, tp=tp, pp=pp, zero=zero, micro_batch=pins.micro_batch or 1,
-                           grad_accum=1 if job.work.optimizer_in_backward else 2,
+    micro_batch = pins.micro_batch or 1
+    # As few accumulation steps as the global batch allows: under FSDP's accumulation without sync each
+    # extra micro-batch holds unsharded gradients, so more steps would not be the frugal layout.
+    accumulation = 1 if job.work.optimizer_in_backward else max(1, math.ceil(job.global_batch / (dp * micro_batch)))
+    layout = engine.Layout(gpus=gpus, tp=tp, pp=pp, zero=zero, micro_batch=micro_batch, grad_accum=accumulation,
                            grad_ckpt=pins.grad_ckpt if pins.grad_ckpt is not None else True, cp=pins.cp)
     return job.device_bytes(layout) <= job.gpu.memory_bytes
 

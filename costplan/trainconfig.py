@@ -35,6 +35,7 @@ KINDS = ("axolotl", "torchtune", "llama-factory", "training-arguments")
 OPTIMIZERS = {
     "adamw_torch": "adamw", "adamw_hf": "adamw", "adamw": "adamw", "adamw_torch_fused": "adamw-fused",
     "adamw_apex_fused": "adamw-fused", "adamw_bnb_8bit": "adamw-8bit", "adamw_8bit": "adamw-8bit",
+    "adamw_torch_8bit": "adamw-8bit",  # torchao's AdamW8bit: blockwise 8-bit states, as bitsandbytes keeps them
     "paged_adamw_8bit": "paged-adamw-8bit", "paged_adamw_32bit": "paged-adamw", "paged_adamw": "paged-adamw",
     "adafactor": "adafactor", "sgd": "sgd",
     # torchtune components
@@ -373,6 +374,13 @@ def _axolotl(r: _Reader) -> TrainingConfig:
     ckpt = r.get("gradient_checkpointing")
     if ckpt is not None:
         r.set("grad_ckpt", bool(ckpt), "checkpointing " + ("on" if ckpt else "off"))
+    offloads = ["activations"] if r.get("activation_offloading") or str(ckpt).lower() == "offload" else []
+    plugins = " ".join(map(str, r.get("plugins") or [])).lower()
+    if "cut_cross_entropy" in plugins or ("liger" in plugins and r.get("liger_fused_linear_cross_entropy")):
+        r.set("loss", "fused", "fused cross-entropy (" + ("Cut Cross-Entropy" if "cut_cross_entropy" in plugins
+                                                          else "Liger") + " plugin: no logits held)")
+    elif r.get("chunked_cross_entropy"):
+        r.set("loss", "chunked", "chunked cross-entropy")
     attention = r.get("attn_implementation") or ("flash" if r.get("flash_attention") or r.get("sdp_attention")
                                                  else None)
     if attention:
@@ -380,12 +388,16 @@ def _axolotl(r: _Reader) -> TrainingConfig:
     if r.get("deepspeed"):
         _zero_from_deepspeed(r, r.data["deepspeed"])
     fsdp, fsdp_config = r.get("fsdp"), r.get("fsdp_config")
-    if fsdp or fsdp_config:
-        _zero_from_fsdp(r, fsdp, fsdp_config)
+    if fsdp or fsdp_config or r.get("fsdp_version"):
+        _zero_from_fsdp(r, fsdp or True, fsdp_config)
+    if offloads:
+        r.set("offload", tuple(sorted({*r.options.get("offload", ()), *offloads})),
+              "checkpointed activations offloaded to the host")
     _padding(r, r.get("sample_packing"), r.get("pad_to_sequence_len"), _grouped(r))
     r.get("datasets")
-    if "framework" not in r.options:
-        r.set("framework", "axolotl")
+    # Axolotl's own conventions (the model loaded in bf16, its trainer) hold under FSDP as well: the
+    # sharding read above is its layout.
+    r.set("framework", "axolotl")
     return r.finish("axolotl", "Axolotl")
 
 

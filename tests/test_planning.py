@@ -370,3 +370,16 @@ def test_pretraining_without_a_gpu_count_finishes_within_the_practice_target():
     assert any("the fewest whole nodes that finish in about 30 days" in a for a in est.assumptions)
     fewer = costplan.estimate("70b", "pretrain", tokens=2e12, gpus=est.gpus - 8)
     assert fewer.wall_seconds > 30 * 86400
+
+
+def test_the_fewest_gpus_that_fit_when_accumulation_would_hold_unsharded_gradients():
+    """FSDP under the Trainer accumulates without sync, holding unsharded gradients; a global batch of
+    2 sequences needs no accumulation on 2 or more replicas, so the search for the fewest GPUs must
+    not assume it (it did, found nothing that fit, and planned 107,024 GPUs)."""
+    from costplan.api import estimate
+
+    args = dict(model="gpt-oss-20b", method="full", gpu="l40s", framework="fsdp", global_batch=2, micro_batch=1,
+                seq_len=4096)
+    chosen = estimate(**args)
+    assert chosen.gpus == 16 and chosen.placement.fits and chosen.placement.layout.grad_accum == 1
+    assert not estimate(**args, gpus=8).placement.fits  # the candidate before 16: one whole node
