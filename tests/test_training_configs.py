@@ -31,7 +31,8 @@ def estimate_json(*args):
         optimizer="adamw-fused", lora_rank=8)),
     ("axolotl_gpt_oss_20b_fft_fsdp2.yaml", "axolotl", dict(
         model="openai/gpt-oss-20b", method="full", seq_len=4096, micro_batch=1, global_batch=2, zero=3,
-        framework="axolotl", optimizer="adamw-8bit", loss="fused", offload=("activations",), grad_ckpt=True)),
+        framework="axolotl", optimizer="adamw-8bit", loss="fused", offload=("activations",), grad_ckpt=True,
+        precision="bf16-mixed")),
     ("torchtune_llama3_1_8B_lora_single_device.yaml", "torchtune", dict(
         model="llama-3.1-8b", method="lora", lora_targets="q,v,o,gate,up,down", lora_rank=8, lora_alpha=16.0,
         micro_batch=2, global_batch=16, epochs=1.0, optimizer="adamw-fused", precision="bf16", grad_ckpt=True)),
