@@ -764,8 +764,8 @@ def stack_workload(stack: Framework, how: Method, *, precision: str = "bf16", op
         notes.append("torch.compile: layers keep what its partitioner keeps (norm inputs, gate and up outputs; "
                      "casts and activations recomputed)")
     if work.kbit_fp32_upcast:
-        notes.append("QLoRA prepared by peft (prepare_model_for_kbit_training): embeddings, LM head and norms "
-                     "upcast to fp32")
+        notes.append("QLoRA prepared by peft (prepare_model_for_kbit_training): the parameters left unquantized "
+                     "(embeddings, LM head, norms) upcast to fp32")
     if in_backward:
         notes.append("optimizer stepped inside backward, each gradient freed once used (no gradient accumulation)")
     return work, notes

@@ -409,8 +409,9 @@ class QLora(Lora):
                 f"base linear layers stored in NF4 (block 64, {quant}); embeddings, norms and "
                 "LM head in the compute dtype; one layer matrix dequantized at a time",
                 *([("routed experts stored in NF4 as well (Unsloth's 4-bit checkpoint)" if self.quantize_experts else
-                    "routed experts and router kept in the compute dtype: they are tensors of custom modules, "
-                    "which bitsandbytes' 4-bit loading leaves as they are")] if model.expert_tensors else []),
+                    "routed experts and router left unquantized: they are tensors of custom modules, which "
+                    "bitsandbytes' 4-bit loading leaves as they are (in the compute dtype, or in fp32 where peft's "
+                    "k-bit preparation upcasts the unquantized parameters)")] if model.expert_tensors else []),
                 *(["quantized on the GPU at load by torchao 0.1, a whole matrix at once: 68 bytes per element of "
                    "the largest matrix at the load's peak, kept reserved by the caching allocator"]
                   if self.unchunked_quantize else [])]
