@@ -66,7 +66,7 @@ numbers = st.one_of(
     st.text(max_size=12),
 )
 MODELS = ["7b", "8b", "70b", "gpt2", "bert-base", "mixtral", "llama-3.1-8b", "tinyllama", "qwen2-7b", "gemma-2b",
-          "pythia-1b", "llama-9b", "", "a" * 300, "x.json", "/nonexistent/config.json", "~nouser/x", "bert"]
+          "pythia-1b", "gpt-oss-20b", "llama-9b", "", "a" * 300, "x.json", "/nonexistent/config.json", "~nouser/x", "bert"]
 GPUS = ["h100", "a100", "a100-40gb", "t4", "v100", "rtx-4090", "l40s", "mi300x", "h200", "l4", "a10g", "rtx-a6000",
         "h1000", "", "a" * 200, "t4,v100"]
 METHODS = ["inference", "prompt", "prefix", "lora", "qlora", "full", "cpt", "pretrain", "LORA", "dreambooth", ""]
@@ -81,14 +81,14 @@ ESTIMATE_NUMERIC = ["--gpus", "--tokens", "--epochs", "--seq-len", "--micro-batc
                     "--serve-batch"]
 ESTIMATE_CHOICES = {"--method": METHODS, "--gpu": GPUS, "--precision": ["fp32", "bf16", "fp16", "fp8", "fp4"],
                     "--attention": ["flash", "eager", "x"], "--runtime": ["eager", "compiled", "x"],
-                    "--framework": ["hf-trainer", "megatron", "x"]}
+                    "--framework": ["hf-trainer", "megatron", "x"], "--weights": ["mxfp4", "int4", "nf4", "x"]}
 ESTIMATE_NAMES = ["--optimizer", "--lora-targets", "--provider", "--grid"]
 ESTIMATE_FLAGS = ["--spot", "--grad-ckpt", "--no-grad-ckpt", "--brief"]
 
 
 VALID_CHOICES = {"--method": METHODS[:8], "--gpu": GPUS[:12], "--precision": ["fp32", "bf16", "fp16", "fp8"],
                  "--attention": ["flash", "eager"], "--runtime": ["eager", "compiled"],
-                 "--framework": ["hf-trainer", "megatron"]}
+                 "--framework": ["hf-trainer", "megatron"], "--weights": ["mxfp4", "int4", "fp8", "bf16"]}
 VALID_NAMES = {"--optimizer": ["adamw", "adamw-fused", "adamw-8bit", "paged-adamw", "sgd", "sgd-momentum", "adafactor"],
                "--lora-targets": ["q,v", "all-linear", "attn", "mlp", "q,k,v,o"], "--provider": ["aws", "runpod"],
                "--grid": ["world", "eu", "us", "france", "0", "0.5", "2"]}
@@ -99,7 +99,7 @@ def estimate_args(draw) -> list[str]:
     """Half the cases draw only valid values (deep paths: layouts, offers, what does not fit), half
     mix in garbage (the refusals)."""
     valid = draw(st.booleans())
-    args = ["estimate", "--model", draw(st.sampled_from(MODELS[:11] if valid or draw(st.booleans()) else MODELS))]
+    args = ["estimate", "--model", draw(st.sampled_from(MODELS[:12] if valid or draw(st.booleans()) else MODELS))]
     for option in draw(st.lists(st.sampled_from(ESTIMATE_NUMERIC), max_size=4, unique=True)):
         args += [option, draw(plausible if valid else numbers)]
     for option in draw(st.lists(st.sampled_from(sorted(ESTIMATE_CHOICES)), max_size=3, unique=True)):
