@@ -77,6 +77,8 @@ class SavedItem:
     whose backward runs before the attention's."""
     per_batch: bool = False
     """Kept once per micro-batch, whatever its sequences (T5's position-bias masks)."""
+    remade: bool = False
+    """Per micro-batch and made again when a checkpointed layer re-runs: peft's merged expert weights."""
 
 
 @record
@@ -102,6 +104,11 @@ class LayerSaved:
     @property
     def mlp_bytes(self) -> float:
         return sum(item.bytes for item in self.items if item.in_mlp and not item.per_batch)
+
+    @property
+    def remade_bytes(self) -> float:
+        """Per micro-batch, made again by the layer's recompute (``SavedItem.remade``)."""
+        return sum(item.bytes for item in self.items if item.remade)
 
 
 @record
@@ -131,6 +138,11 @@ class SavedTensors:
     def later_layer(self) -> float:
         """Bytes of that layer: what one checkpointed layer holds again while its backward runs."""
         return self.recomputed.bytes
+
+    @property
+    def later_layer_batch(self) -> float:
+        """Per micro-batch, what that layer's recompute makes again besides (peft's merged expert weights)."""
+        return self.recomputed.remade_bytes
 
     @property
     def later_layer_mlp(self) -> float:
@@ -551,6 +563,15 @@ def layer_saved(model: ModelSpec, method: Method, work: Workload, flow: LayerFlo
         weight = FP32 if lin["router"].linear.fp32 else p
         add("expert routing", k * (gathered + p * h + weight + 3 * INT64))
         batch("expert offsets", 4 * model.num_experts)
+        # LoRA through peft's target_parameters merges W + s·BA into a full expert stack at each forward:
+        # the grouped matmul keeps it for its input's gradient, the merge its two factors cast to 16 bits.
+        for u in lin.values():
+            adapter = method.adapter(u.linear)
+            if adapter is not None and adapter.merged:
+                stack, factors = u.linear.copies * u.linear.weight_elements, u.linear.copies * adapter.rank * (
+                    u.linear.in_features + u.linear.out_features)
+                items.append(SavedItem("merged expert weights", p * ((stack if u.input_rg else 0) + factors), True,
+                                       per_batch=True, remade=True))
     if placement in ("sandwich", "reordered"):
         down_rg = any(lin[r].output_rg for r in ("down", "expert_down", "shared_down") if r in lin)
         add("mlp output norm", norm(down_rg or trains))

@@ -42,7 +42,7 @@ from dataclasses import field
 
 from costplan.gradflow import LayerFlow, model_flows
 from costplan.methods import Method
-from costplan.model import ModelSpec
+from costplan.model import ModelSpec, layer_kinds
 from costplan.record import record
 from costplan.terms import Part
 from costplan.workload import Workload
@@ -228,10 +228,26 @@ def training_flops(model: ModelSpec, method: Method, work: Workload) -> FlopsBre
     # The LM head's input is the last layer's output, which requires a gradient here always.
     head_term = FlopTerm(Part.HEAD, head, head, head if method.trains_head else 0.0)
     outer = _outer_adapter_flops(model, method, positions * method.predicted_fraction, positions)
-    if outer is not None:
-        layer[Part.ADAPTERS] = layer[Part.ADAPTERS] + outer if Part.ADAPTERS in layer else outer
+    merged = _merged_adapter_flops(model, method, work)
+    for extra in (outer, merged):
+        if extra is not None:
+            layer[Part.ADAPTERS] = layer[Part.ADAPTERS] + extra if Part.ADAPTERS in layer else extra
     terms = tuple(t.scaled(1.0 / work.seq_len) for t in (*layer.values(), head_term))
     return FlopsBreakdown(terms, work.seq_len)
+
+
+def _merged_adapter_flops(model: ModelSpec, method: Method, work: Workload) -> FlopTerm | None:
+    """LoRA through peft's ``target_parameters`` (gpt-oss's expert tensors), per sequence of a micro-batch:
+    each forward merges ``W + s·BA`` into the full expert stack with one batched matmul, twice (torch's
+    parametrization evaluates it once more on registering it, peft registers it at every forward), and
+    backward takes both factors' gradients from the merged weight's with two more. The matmuls then run
+    on the merged weight, whose gradient they compute as a trained weight's (``LayerFlow``)."""
+    merge = sum(kind.count * 2.0 * a.linear.copies * a.linear.in_features * a.linear.out_features * a.rank
+                for kind in layer_kinds(model) for a in filter(None, map(method.adapter, kind.linears)) if a.merged)
+    if not merge:
+        return None
+    per_sequence = merge / work.micro_batch
+    return FlopTerm(Part.ADAPTERS, 2 * per_sequence, 0.0, 2 * per_sequence, 2 * per_sequence if work.grad_ckpt else 0.0)
 
 
 def _outer_adapter_flops(model: ModelSpec, method: Method, head_rows: float, rows: float) -> FlopTerm | None:

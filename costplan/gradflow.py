@@ -83,7 +83,9 @@ def layer_flow(model: ModelSpec, kind: LayerKind, method: Method, stream_rg: boo
     def use(role: str, input_rg: bool) -> bool:
         """Record the matrix's use; whether its output requires a gradient."""
         linear = lins[role]
-        u = LinearUse(linear, input_rg, method.trains_base, method.adapter(linear),
+        adapter = method.adapter(linear)
+        merged = adapter is not None and adapter.merged  # the matmul uses, and trains, the merged weight
+        u = LinearUse(linear, input_rg, method.trains_base or merged, None if merged else adapter,
                       quantized=method.base_storage in ("nf4", "int8"),
                       legacy_quantized=method.base_storage == "int8" or bool(getattr(method, "bnb_keeps_input", False)))
         uses[role] = u

@@ -145,6 +145,14 @@ def _layer_bytes(kind: LayerKind, matrix_bytes: float, compute_bytes: int) -> fl
     return matrices * matrix_bytes + (kind.params - matrices) * compute_bytes
 
 
+def merged_gradient(model: ModelSpec, method: Method, compute_bytes: int) -> float:
+    """LoRA through peft's ``target_parameters``: inside a layer's backward, the gradient of the merged
+    expert stack whose backward runs first (the last merged in the forward: gpt-oss's down projection),
+    formed while both merged stacks are still held; the factors' gradients are then taken from it."""
+    merged = [a for a in method.adapters(model) if a.merged]
+    return compute_bytes * merged[-1].linear.copies * merged[-1].linear.weight_elements if merged else 0.0
+
+
 def dora_workspace(model: ModelSpec, method: Method) -> float:
     """DoRA's transient per adapted matrix in forward, for the largest one: peft builds the adapter's
     full update through an identity matrix (in x in, fp32), the update itself (in x out, fp32) and
@@ -358,8 +366,8 @@ def training_memory(model: ModelSpec, method: Method, work: Workload) -> Trainin
         activations=activations,
         batch_activations=saved.batch(work.grad_ckpt),
         checkpoints=checkpoints,
-        recompute=mb * saved.later_layer if work.grad_ckpt else 0.0,
-        layer_transient=mb * layer_backward_transient(model, method, work),
+        recompute=mb * saved.later_layer + saved.later_layer_batch if work.grad_ckpt else 0.0,
+        layer_transient=mb * layer_backward_transient(model, method, work) + merged_gradient(model, method, p),
         attention_backward=mb * (eager_attention_backward(model, method, work) - saved.later_layer_mlp)
         if work.attention == "eager" else 0.0,
         logits_peak=mb * loss_logits(model, method, work).backward_peak,

@@ -16,12 +16,14 @@ from costplan.record import record
 
 BaseStorage = Literal["compute", "nf4", "int8"]
 
-LORA_ROLES = ("q", "k", "v", "o", "qkv", "q_a", "q_b", "kv_a", "kv_b", "router", "gate", "up", "gate_up", "down")
+LORA_ROLES = ("q", "k", "v", "o", "qkv", "q_a", "q_b", "kv_a", "kv_b", "router", "gate", "up", "gate_up", "down",
+              "experts")
 """Target names ``--lora-targets`` accepts; each matrix of the inventory says which of them adapt it
 (``Linear.targets``): a fused ``qkv`` answers to q, k and v, MLA's ``kv_b`` to k and v, T5's
-cross-attention to q, k, v, o, shared and routed experts to gate, up and down."""
+cross-attention to q, k, v, o, shared and routed experts to gate, up and down; ``experts`` names routed
+experts held as 3-D tensors (gpt-oss), which peft adapts through ``target_parameters`` only."""
 _TARGET_GROUPS = {
-    "all-linear": LORA_ROLES,
+    "all-linear": LORA_ROLES[:-1],
     "attn": ("q", "k", "v", "o", "qkv", "q_a", "q_b", "kv_a", "kv_b"),
     "mlp": ("gate", "up", "gate_up", "down"),
 }
@@ -42,6 +44,12 @@ class Adapter:
     linear: Linear
     rank: int
     magnitude: bool = False
+
+    @property
+    def merged(self) -> bool:
+        """On a tensor of a custom module (gpt-oss's experts), through peft's ``target_parameters``: each
+        forward merges ``W + s·BA`` into a full-size weight, which the matmul then uses (and trains)."""
+        return not self.linear.module
     """DoRA: a trainable magnitude per output feature, and the base and adapter outputs kept for it."""
 
     @property
@@ -231,7 +239,7 @@ def parse_targets(text: str) -> tuple[str, ...]:
         else:
             raise CostplanError(
                 f"Unknown LoRA target {part!r}: use q,k,v,o,gate,up,down (qkv, gate_up; q_a, q_b, kv_a, kv_b "
-                "for MLA), attn, mlp or all-linear."
+                "for MLA; experts for gpt-oss's expert tensors), attn, mlp or all-linear."
             )
     if not roles:
         raise CostplanError("--lora-targets is empty.")
@@ -302,7 +310,7 @@ class Lora(Method):
         return tuple(Tensor2D(v, h) for part in SAVED_MODULES if part in self.modules_to_save)
 
     def adapter(self, linear: Linear) -> Adapter | None:
-        if linear.module and any(name in self.targets for name in linear.target_names):
+        if (linear.module or "experts" in linear.target_names) and any(n in self.targets for n in linear.target_names):
             return Adapter(linear, self.rank, self.dora)
         return None
 
@@ -335,10 +343,13 @@ class Lora(Method):
     def validate(self, model: ModelSpec) -> None:
         adapters = self.adapters(model)
         if not adapters and not (self.head_rank or self.embedding_rank):
-            names = sorted({name for lin in layer_linears(model) if lin.module for name in lin.target_names}
-                           & set(LORA_ROLES))
+            names = sorted({name for lin in layer_linears(model) if lin.module or "experts" in lin.target_names
+                            for name in lin.target_names} & set(LORA_ROLES))
             raise CostplanError(f"None of the LoRA targets {','.join(self.targets)} exist in {model.name} "
                                 f"(its matrices answer to {','.join(names)}).")
+        if any(a.merged for a in adapters) and (self.dora or self.dropout):
+            raise CostplanError("LoRA on expert tensors (peft's target_parameters) runs without DoRA and with "
+                                "--lora-dropout 0, as peft requires.")
         smallest = min((min(a.linear.in_features, a.linear.out_features) for a in adapters),
                        default=model.hidden_size)
         if self.rank > smallest:
@@ -358,6 +369,12 @@ class Lora(Method):
             where += (" and " if where else "") + " and ".join({"head": "the LM head", "embeddings": "the token "
                                                                  "embedding"}[o] for o in outer)
         notes = [f"LoRA rank {self.rank} on {where}{scaling}"]
+        if any(a.merged for a in self.adapters(model)):
+            notes.append("LoRA on the expert tensors through peft's target_parameters: each forward merges W + s·BA "
+                         "into a full expert stack (twice, torch's parametrization evaluating it once more), which "
+                         "the grouped matmuls run on and train; its gradient gives the factors'. Held and streamed "
+                         "per micro-batch; adapters on some layers only (the OpenAI cookbook's) are not modelled: "
+                         "every layer's experts are adapted")
         if self.dora:
             notes.append("DoRA: a trained fp32 magnitude per output feature (exact in the parameter count); each "
                          "adapted matrix also keeps its base output and fp32 adapter output for backward and builds "

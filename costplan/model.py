@@ -499,19 +499,19 @@ def _cross_attention(model: ModelSpec) -> list[Linear]:
 def _mlp(model: ModelSpec, width: int, prefix: str = "", copies: int = 1, active: int = 1) -> list[Linear]:
     """A gated (gate, up, down), fused (gate_up, down) or plain (up, down) MLP; ``prefix`` names
     routed (``expert_``) or shared (``shared_``) experts, which LoRA targets as gate/up/down (routed
-    experts held as 3-D tensors not at all)."""
+    experts held as 3-D tensors as ``experts``)."""
     h, bias = model.hidden_size, model.mlp_bias
-    # Experts held as 3-D tensors answer to no LoRA target: peft's target_modules (all-linear too)
-    # adapts nn.Linear layers only.
+    # Experts held as 3-D tensors answer to ``experts`` alone: peft's target_modules (all-linear too)
+    # adapts nn.Linear layers only; its target_parameters reaches the tensors.
     tensors = prefix == "expert_" and model.expert_tensors
 
     def lin(role: str, i: int, o: int) -> Linear:
-        return Linear(prefix + role, i, o, bias, copies, active, targets=(role,) if prefix else (),
-                      module=not tensors)
+        return Linear(prefix + role, i, o, bias, copies, active,
+                      targets=("experts",) if tensors else (role,) if prefix else (), module=not tensors)
 
     if model.fused_gate_up:
-        first = [Linear(prefix + "gate_up", h, 2 * width, bias, copies, active, targets=("gate_up", "gate", "up"),
-                        module=not tensors)]
+        first = [Linear(prefix + "gate_up", h, 2 * width, bias, copies, active,
+                        targets=("experts",) if tensors else ("gate_up", "gate", "up"), module=not tensors)]
     elif model.gated_mlp:
         first = [lin("gate", h, width), lin("up", h, width)]
     else:

@@ -214,11 +214,20 @@ def step_shape(model: ModelSpec, method: Method, work: Workload, flops: FlopsBre
     loss = positions * method.predicted_fraction * model.vocab_size * per_logit if training else 0.0
     dequant = 0.0
     if method.base_storage in ("nf4", "int8"):
-        matrices = sum(kind.count * sum(lin.copies * lin.weight_elements for lin in kind.linears)
+        # The matrices bitsandbytes quantized (nn.Linear layers; gpt-oss's experts when Unsloth's checkpoint has them).
+        experts = getattr(method, "quantize_experts", False)
+        matrices = sum(kind.count * sum(lin.copies * lin.weight_elements for lin in kind.linears
+                                        if (lin.module or experts and lin.copies > 1) and not lin.fp32)
                        for kind in layer_kinds(model))
         uses = (2.0 + recompute) if training else 1.0  # forward and dX (and the recompute)
         stored = 0.5 if method.base_storage == "nf4" else 1.0
         dequant = matrices * (stored + p) * uses
+    merged = sum(kind.count * a.linear.copies * a.linear.weight_elements for kind in layer_kinds(model)
+                 for a in filter(None, map(method.adapter, kind.linears)) if a.merged)
+    if training and merged:
+        # peft's target_parameters: each forward (and recompute) reads W and writes the merged W + s·BA twice;
+        # backward writes the merged weight's gradient and reads it for both factors' gradients.
+        dequant += merged * p * (4.0 * (1.0 + recompute) + 3.0)
     op_passes = (2.0 + recompute) if training else 1.0
     operators = (sum(kind.count * _ops_per_layer(kind, fused_ops) for kind in layer_kinds(model)) + OPS_HEAD) \
         * op_passes

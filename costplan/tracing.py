@@ -53,6 +53,8 @@ _MODULE_NAMES = {
 }
 """Routers and routed experts have no entry: in transformers 5 they are custom modules holding
 3-D parameters, which peft's ``target_modules`` cannot adapt."""
+_TENSOR_NAMES = {"expert_gate_up": "mlp.experts.gate_up_proj", "expert_down": "mlp.experts.down_proj"}
+"""gpt-oss's expert tensors as peft's ``target_parameters`` names them."""
 
 
 def _layer_types(model: ModelSpec) -> list[str]:
@@ -219,7 +221,9 @@ def apply_method(module: Any, method: Method) -> Any:
     if isinstance(method, Lora):
         spec = _spec_of(module)
         names = _MODULE_NAMES.get(spec.family, _LLAMA_NAMES)
-        roles = sorted({a.linear.role for a in method.adapters(spec)})
+        adapters = method.adapters(spec)
+        roles = sorted({a.linear.role for a in adapters if not a.merged})
+        tensors = sorted({_TENSOR_NAMES[a.linear.role] for a in adapters if a.merged})
         untraceable = [role for role in roles if role not in names]
         if untraceable:
             raise ValueError(f"LoRA on {', '.join(untraceable)} of {spec.name} cannot be traced: transformers 5 "
@@ -228,9 +232,9 @@ def apply_method(module: Any, method: Method) -> Any:
         saved = {"embeddings": _EMBEDDING_NAMES.get(spec.family, "embed_tokens"), "head": "lm_head"}
         names = {**names, **saved}
         roles += [outer for outer in ("head", "embeddings") if outer in method.targets]
-        pattern = rf"(.*\.)?({'|'.join(names[role] for role in roles)})$"
+        pattern = rf"(.*\.)?({'|'.join(names[role] for role in roles)})$" if roles else []
         config = peft.LoraConfig(r=method.rank, lora_alpha=2 * method.rank, lora_dropout=method.dropout,
-                                 target_modules=pattern, use_dora=method.dora,
+                                 target_modules=pattern, target_parameters=tensors or None, use_dora=method.dora,
                                  modules_to_save=[saved[m] for m in method.modules_to_save] or None)
         return peft.get_peft_model(module, config)
     if isinstance(method, PromptTuning):
@@ -504,8 +508,15 @@ def _gpu_kernels(device: str) -> Iterator[None]:
             return input
         return torch.native_dropout(input, p, True)[0]
 
+    real_autocast = torch.autocast
+
+    def autocast(device_type: str, *args: Any, **kwargs: Any) -> Any:
+        # peft's merge of a parameter-wrapped LoRA (target_parameters) turns autocast off around it;
+        # meta has no autocast state, and no autocast to turn off.
+        return contextlib.nullcontext() if device_type == "meta" else real_autocast(device_type, *args, **kwargs)
+
     with mock.patch("torch.nn.functional.scaled_dot_product_attention", sdpa), \
-            mock.patch("torch.nn.functional.dropout", dropout), \
+            mock.patch("torch.nn.functional.dropout", dropout), mock.patch("torch.autocast", autocast), \
             mock.patch("transformers.masking_utils.find_packed_sequence_indices", lambda *a, **k: None):
         yield
 

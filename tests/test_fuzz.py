@@ -66,7 +66,8 @@ numbers = st.one_of(
     st.text(max_size=12),
 )
 MODELS = ["7b", "8b", "70b", "gpt2", "bert-base", "mixtral", "llama-3.1-8b", "tinyllama", "qwen2-7b", "gemma-2b",
-          "pythia-1b", "gpt-oss-20b", "llama-9b", "", "a" * 300, "x.json", "/nonexistent/config.json", "~nouser/x", "bert"]
+          "pythia-1b", "gpt-oss-20b", "llama-9b", "", "a" * 300, "x.json", "/nonexistent/config.json", "~nouser/x",
+          "bert"]
 GPUS = ["h100", "a100", "a100-40gb", "t4", "v100", "rtx-4090", "l40s", "mi300x", "h200", "l4", "a10g", "rtx-a6000",
         "h1000", "", "a" * 200, "t4,v100"]
 METHODS = ["inference", "prompt", "prefix", "lora", "qlora", "full", "cpt", "pretrain", "LORA", "dreambooth", ""]
