@@ -566,9 +566,9 @@ def layer_saved(model: ModelSpec, method: Method, work: Workload, flow: LayerFlo
         # LoRA through peft's target_parameters merges W + s·BA into a full expert stack at each forward:
         # the grouped matmul keeps it for its input's gradient, the merge its two factors cast to 16 bits.
         for u in lin.values():
-            adapter = method.adapter(u.linear)
-            if adapter is not None and adapter.merged:
-                stack, factors = u.linear.copies * u.linear.weight_elements, u.linear.copies * adapter.rank * (
+            if u.merged:
+                rank = getattr(method, "rank", 0)
+                stack, factors = u.linear.copies * u.linear.weight_elements, u.linear.copies * rank * (
                     u.linear.in_features + u.linear.out_features)
                 items.append(SavedItem("merged expert weights", p * ((stack if u.input_rg else 0) + factors), True,
                                        per_batch=True, remade=True))

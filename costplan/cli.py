@@ -290,7 +290,7 @@ LAYOUT = _options(
 @click.option("--lora-rank", type=_ints(65_536), default=8, show_default=True)
 @click.option("--lora-targets", default="q,v", show_default=True,
               help="Comma list of q,k,v,o,gate,up,down, or attn, mlp, all-linear; experts: gpt-oss's expert tensors "
-                   "(peft's target_parameters).")
+                   "(peft's target_parameters), experts.N: layer N's.")
 @click.option("--lora-dropout", type=_Number(0, 0.99), show_default="auto",
               help="[auto: the stack's default: 0, or 0.05 on LitGPT]")
 @click.option("--double-quant/--no-double-quant", default=True, show_default=True,

@@ -42,7 +42,7 @@ from dataclasses import field
 
 from costplan.gradflow import LayerFlow, model_flows
 from costplan.methods import Method
-from costplan.model import ModelSpec, layer_kinds
+from costplan.model import ModelSpec
 from costplan.record import record
 from costplan.terms import Part
 from costplan.workload import Workload
@@ -242,8 +242,10 @@ def _merged_adapter_flops(model: ModelSpec, method: Method, work: Workload) -> F
     parametrization evaluates it once more on registering it, peft registers it at every forward), and
     backward takes both factors' gradients from the merged weight's with two more. The matmuls then run
     on the merged weight, whose gradient they compute as a trained weight's (``LayerFlow``)."""
-    merge = sum(kind.count * 2.0 * a.linear.copies * a.linear.in_features * a.linear.out_features * a.rank
-                for kind in layer_kinds(model) for a in filter(None, map(method.adapter, kind.linears)) if a.merged)
+    rank = getattr(method, "rank", 0)
+    merge = sum(count * 2.0 * u.linear.copies * u.linear.in_features * u.linear.out_features * rank
+                for flow, count in model_flows(model, method, work.grad_ckpt)
+                for u in flow.linears.values() if u.merged)
     if not merge:
         return None
     per_sequence = merge / work.micro_batch

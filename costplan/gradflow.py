@@ -32,6 +32,9 @@ class LinearUse:
     the packed weight for backward (``ctx.tensors = (None, B)``, since bitsandbytes 0.43.2 and in
     0.50), never its input."""
 
+    merged: bool = False
+    """LoRA through peft's ``target_parameters`` (gpt-oss's expert tensors): the matmul runs on, and
+    trains, the weight merged with its adapter at each forward (``Adapter.merged``)."""
     legacy_quantized: bool = False
     """The quantized matmul keeps its input when it needs dX: bitsandbytes' 8-bit ``MatMul8bitLt``,
     and its 4-bit one before 0.43.2 (July 2024; ``ctx.tensors = (A, B)``)."""
@@ -85,7 +88,7 @@ def layer_flow(model: ModelSpec, kind: LayerKind, method: Method, stream_rg: boo
         linear = lins[role]
         adapter = method.adapter(linear)
         merged = adapter is not None and adapter.merged  # the matmul uses, and trains, the merged weight
-        u = LinearUse(linear, input_rg, method.trains_base or merged, None if merged else adapter,
+        u = LinearUse(linear, input_rg, method.trains_base or merged, None if merged else adapter, merged=merged,
                       quantized=method.base_storage in ("nf4", "int8"),
                       legacy_quantized=method.base_storage == "int8" or bool(getattr(method, "bnb_keeps_input", False)))
         uses[role] = u
@@ -161,15 +164,17 @@ def model_flows(model: ModelSpec, method: Method, grad_ckpt: bool) -> tuple[tupl
     stream, memory = embeddings_rg, False
     counts: list[int] = []
     flows: list[LayerFlow] = []
-    followed: dict[tuple[int, bool, bool], int] = {}  # (layer kind, stream, memory) -> its flow's index
+    followed: dict[tuple[int, bool, bool, bool], int] = {}  # (kind, stream, memory, experts adapted) -> flow index
     previous = None
-    for kind in layer_sequence(model):
+    experts = getattr(method, "expert_layers", None)  # LoRA on some layers' expert tensors only (experts.N)
+    for i, kind in enumerate(layer_sequence(model)):
         if kind.cross_attention and (previous is None or not previous.cross_attention):
             memory, stream = stream or method.trains_base, embeddings_rg  # the encoder's final norm, then the decoder
-        key = (id(kind), stream, memory)  # a layer's flow depends on these alone: follow each once
+        adapted = experts is None or i in experts
+        key = (id(kind), stream, memory, adapted)  # a layer's flow depends on these alone: follow each once
         index = followed.get(key)
         if index is None:
-            flow = layer_flow(model, kind, method, stream, memory)
+            flow = layer_flow(model, kind, method if adapted else method.without_experts(), stream, memory)
             index = next((i for i, known in enumerate(flows) if known == flow), len(flows))
             if index == len(flows):
                 flows.append(flow)

@@ -149,8 +149,8 @@ def merged_gradient(model: ModelSpec, method: Method, compute_bytes: int) -> flo
     """LoRA through peft's ``target_parameters``: inside a layer's backward, the gradient of the merged
     expert stack whose backward runs first (the last merged in the forward: gpt-oss's down projection),
     formed while both merged stacks are still held; the factors' gradients are then taken from it."""
-    merged = [a for a in method.adapters(model) if a.merged]
-    return compute_bytes * merged[-1].linear.copies * merged[-1].linear.weight_elements if merged else 0.0
+    merged = [u.linear for flow, _ in model_flows(model, method, False) for u in flow.linears.values() if u.merged]
+    return compute_bytes * merged[-1].copies * merged[-1].weight_elements if merged else 0.0
 
 
 def dora_workspace(model: ModelSpec, method: Method) -> float:

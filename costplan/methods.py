@@ -8,10 +8,12 @@ these properties; they never branch on the method's name.
 
 from __future__ import annotations
 
+import re
+from dataclasses import replace
 from typing import ClassVar, Literal
 
 from costplan.errors import CostplanError
-from costplan.model import Linear, ModelSpec, count_params, layer_kinds, layer_linears
+from costplan.model import Linear, ModelSpec, count_params, layer_kinds, layer_linears, layer_sequence
 from costplan.record import record
 
 BaseStorage = Literal["compute", "nf4", "int8"]
@@ -236,10 +238,12 @@ def parse_targets(text: str) -> tuple[str, ...]:
                 roles.append(part)
         elif part.removesuffix("_proj") in LORA_ROLES:
             roles.append(part.removesuffix("_proj"))
+        elif re.fullmatch(r"experts\.\d{1,5}", part):  # one layer's expert tensors (peft's "7.mlp.experts...")
+            roles.append(f"experts.{int(part.split('.')[1])}")
         else:
             raise CostplanError(
                 f"Unknown LoRA target {part!r}: use q,k,v,o,gate,up,down (qkv, gate_up; q_a, q_b, kv_a, kv_b "
-                "for MLA; experts for gpt-oss's expert tensors), attn, mlp or all-linear."
+                "for MLA; experts, or experts.N for layer N's, for gpt-oss's expert tensors), attn, mlp or all-linear."
             )
     if not roles:
         raise CostplanError("--lora-targets is empty.")
@@ -309,16 +313,31 @@ class Lora(Method):
         h, v = model.hidden_size, model.vocab_size
         return tuple(Tensor2D(v, h) for part in SAVED_MODULES if part in self.modules_to_save)
 
+    @property
+    def expert_layers(self) -> frozenset[int] | None:
+        """The layers whose expert tensors carry LoRA: all (None) for ``experts``, else those named ``experts.N``."""
+        if "experts" in self.targets:
+            return None
+        return frozenset(int(t.split(".")[1]) for t in self.targets if t.startswith("experts."))
+
+    def without_experts(self) -> Lora:
+        """The same adapters but none on the expert tensors (the layers ``experts.N`` leaves out)."""
+        return replace(self, targets=tuple(t for t in self.targets if not t.startswith("experts")))
+
     def adapter(self, linear: Linear) -> Adapter | None:
-        if (linear.module or "experts" in linear.target_names) and any(n in self.targets for n in linear.target_names):
+        targets = (*self.targets, "experts") if self.expert_layers else self.targets
+        if (linear.module or "experts" in linear.target_names) and any(n in targets for n in linear.target_names):
             return Adapter(linear, self.rank, self.dora)
         return None
 
     def trainable_tensors(self, model: ModelSpec) -> tuple[Tensor2D, ...]:
         tensors = []
+        layers, sequence = self.expert_layers, layer_sequence(model)
         for kind in layer_kinds(model):
             for adapter in filter(None, map(self.adapter, kind.linears)):
-                lin, count = adapter.linear, adapter.linear.copies * kind.count
+                adapted = kind.count if not adapter.merged or layers is None else \
+                    sum(1 for i, k in enumerate(sequence) if k is kind and i in layers)
+                lin, count = adapter.linear, adapter.linear.copies * adapted
                 tensors.append(Tensor2D(lin.in_features, self.rank, count))
                 tensors.append(Tensor2D(self.rank, lin.out_features, count))
                 if adapter.magnitude:
@@ -347,6 +366,10 @@ class Lora(Method):
                             for name in lin.target_names} & set(LORA_ROLES))
             raise CostplanError(f"None of the LoRA targets {','.join(self.targets)} exist in {model.name} "
                                 f"(its matrices answer to {','.join(names)}).")
+        beyond = sorted(i for i in (self.expert_layers or ()) if i >= model.num_layers)
+        if beyond:
+            raise CostplanError(f"--lora-targets experts.{beyond[0]}: {model.name} has layers 0 to "
+                                f"{model.num_layers - 1}.")
         if any(a.merged for a in adapters) and (self.dora or self.dropout):
             raise CostplanError("LoRA on expert tensors (peft's target_parameters) runs without DoRA and with "
                                 "--lora-dropout 0, as peft requires.")
@@ -364,7 +387,12 @@ class Lora(Method):
         if self.alpha is not None:
             scaling = (f", alpha {self.alpha:g} (scale {self.alpha / self.rank ** (0.5 if self.rslora else 1):.3g}"
                        + (", rsLoRA alpha/sqrt(r)" if self.rslora else "") + "; no effect on cost)")
-        where = f"{','.join(roles)} in every layer" if roles else ""
+        layers = self.expert_layers
+        plain = [r for r in roles if not r.startswith("expert_") or layers is None]
+        where = f"{','.join(plain)} in every layer" if plain else ""
+        if layers:
+            where += ("; " if where else "") + "the expert tensors of layer" + ("s " if len(layers) > 1 else " ") + \
+                ", ".join(map(str, sorted(layers)))
         if outer:
             where += (" and " if where else "") + " and ".join({"head": "the LM head", "embeddings": "the token "
                                                                  "embedding"}[o] for o in outer)
@@ -373,8 +401,7 @@ class Lora(Method):
             notes.append("LoRA on the expert tensors through peft's target_parameters: each forward merges W + s·BA "
                          "into a full expert stack (twice, torch's parametrization evaluating it once more), which "
                          "the grouped matmuls run on and train; its gradient gives the factors'. Held and streamed "
-                         "per micro-batch; adapters on some layers only (the OpenAI cookbook's) are not modelled: "
-                         "every layer's experts are adapted")
+                         "per micro-batch")
         if self.dora:
             notes.append("DoRA: a trained fp32 magnitude per output feature (exact in the parameter count); each "
                          "adapted matrix also keeps its base output and fp32 adapter output for backward and builds "

@@ -222,8 +222,8 @@ def step_shape(model: ModelSpec, method: Method, work: Workload, flops: FlopsBre
         uses = (2.0 + recompute) if training else 1.0  # forward and dX (and the recompute)
         stored = 0.5 if method.base_storage == "nf4" else 1.0
         dequant = matrices * (stored + p) * uses
-    merged = sum(kind.count * a.linear.copies * a.linear.weight_elements for kind in layer_kinds(model)
-                 for a in filter(None, map(method.adapter, kind.linears)) if a.merged)
+    merged = sum(count * u.linear.copies * u.linear.weight_elements for flow, count in model_flows(model, method, ckpt)
+                 for u in flow.linears.values() if u.merged)
     if training and merged:
         # peft's target_parameters: each forward (and recompute) reads W and writes the merged W + s·BA twice;
         # backward writes the merged weight's gradient and reads it for both factors' gradients.

@@ -224,6 +224,9 @@ def apply_method(module: Any, method: Method) -> Any:
         adapters = method.adapters(spec)
         roles = sorted({a.linear.role for a in adapters if not a.merged})
         tensors = sorted({_TENSOR_NAMES[a.linear.role] for a in adapters if a.merged})
+        layers = getattr(method, "expert_layers", None)
+        if layers is not None:  # some layers' only, as the OpenAI cookbook names them ("7.mlp.experts.gate_up_proj")
+            tensors = [f"layers.{i}.{name}" for i in sorted(layers) for name in tensors]
         untraceable = [role for role in roles if role not in names]
         if untraceable:
             raise ValueError(f"LoRA on {', '.join(untraceable)} of {spec.name} cannot be traced: transformers 5 "

@@ -453,6 +453,24 @@ def test_gpt_oss_is_served_as_it_ships():
 
 @pytest.mark.needs_torch
 @pytest.mark.parametrize("ckpt", [False, True])
+def test_lora_on_some_layers_expert_tensors(ckpt):
+    """``experts.N``: peft's target_parameters on layer N's expert stacks only (the OpenAI cookbook adapts
+    layers 7, 15 and 23 of gpt-oss-20b): the other layers run their frozen experts."""
+    from costplan.tracing import trace_training_step
+    from costplan.verify import analytic_breakdown
+
+    model, method = _small("gpt_oss"), Lora(rank=4, targets=parse_targets("q,v,experts.1,experts.3"))
+    work = Workload(seq_len=32, attention="flash", precision="bf16-true", grad_ckpt=ckpt)
+    traced = trace_training_step(model, method, work, device="meta")
+    assert method.trainable_params(model) == traced.params_trainable == 4 * (4 * 256 + 4 * 192) + 2 * (
+        8 * 4 * (128 + 192) + 8 * 4 * (96 + 128))
+    assert training_flops(model, method, work).per_token * work.seq_len == pytest.approx(traced.flops, rel=1e-9)
+    assert analytic_breakdown(model, method, work).peak_bytes == pytest.approx(traced.peak_bytes,
+                                                                               rel=0.03 if ckpt else 0.01)
+
+
+@pytest.mark.needs_torch
+@pytest.mark.parametrize("ckpt", [False, True])
 def test_lora_on_gpt_oss_expert_tensors_as_peft_target_parameters_runs_it(ckpt):
     """``experts``: peft's target_parameters on each layer's expert stacks. Every forward merges W + s·BA
     into a full-size stack with a batched matmul (twice: torch's parametrization evaluates it once more on
@@ -489,6 +507,11 @@ def test_expert_tensors_answer_to_experts_alone():
     assert {a.linear.role for a in merged} == {"expert_gate_up", "expert_down"} and all(a.merged for a in merged)
     with pytest.raises(CostplanError, match="None of the LoRA targets experts"):
         Lora(targets=("experts",)).validate(preset("llama-2-7b"))
+    assert parse_targets("experts.7,experts.15") == ("experts.7", "experts.15")
+    assert Lora(targets=parse_targets("q,experts.7")).trainable_params(gpt_oss) == 24 * 8 * (2880 + 4096) + 32 * 8 * (
+        2880 + 5760 + 2880 + 2880)
+    with pytest.raises(CostplanError, match="has layers 0 to 23"):
+        Lora(targets=("experts.24",)).validate(gpt_oss)
     for refused in (Lora(targets=("experts",), dora=True), Lora(targets=("experts",), dropout=0.05)):
         with pytest.raises(CostplanError, match="target_parameters"):  # peft raises on both
             refused.validate(gpt_oss)
