@@ -91,7 +91,8 @@ VALID_CHOICES = {"--method": METHODS[:8], "--gpu": GPUS[:12], "--precision": ["f
                  "--attention": ["flash", "eager"], "--runtime": ["eager", "compiled"],
                  "--framework": ["hf-trainer", "megatron"], "--weights": ["mxfp4", "int4", "fp8", "bf16"]}
 VALID_NAMES = {"--optimizer": ["adamw", "adamw-fused", "adamw-8bit", "paged-adamw", "sgd", "sgd-momentum", "adafactor"],
-               "--lora-targets": ["q,v", "all-linear", "attn", "mlp", "q,k,v,o"], "--provider": ["aws", "runpod"],
+               "--lora-targets": ["q,v", "all-linear", "attn", "mlp", "q,k,v,o", "all-linear,experts.7,experts.23"],
+               "--provider": ["aws", "runpod"],
                "--grid": ["world", "eu", "us", "france", "0", "0.5", "2"]}
 
 
