@@ -40,7 +40,7 @@ from __future__ import annotations
 
 from dataclasses import field
 
-from costplan.gradflow import LayerFlow, model_flows
+from costplan.gradflow import LayerFlow, merged_elements, model_flows
 from costplan.methods import Method
 from costplan.model import ModelSpec
 from costplan.record import record
@@ -242,10 +242,7 @@ def _merged_adapter_flops(model: ModelSpec, method: Method, work: Workload) -> F
     parametrization evaluates it once more on registering it, peft registers it at every forward), and
     backward takes both factors' gradients from the merged weight's with two more. The matmuls then run
     on the merged weight, whose gradient they compute as a trained weight's (``LayerFlow``)."""
-    rank = getattr(method, "rank", 0)
-    merge = sum(count * 2.0 * u.linear.copies * u.linear.in_features * u.linear.out_features * rank
-                for flow, count in model_flows(model, method, work.grad_ckpt)
-                for u in flow.linears.values() if u.merged)
+    merge = 2.0 * getattr(method, "rank", 0) * merged_elements(model, method)
     if not merge:
         return None
     per_sequence = merge / work.micro_batch

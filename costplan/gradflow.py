@@ -166,7 +166,8 @@ def model_flows(model: ModelSpec, method: Method, grad_ckpt: bool) -> tuple[tupl
     flows: list[LayerFlow] = []
     followed: dict[tuple[int, bool, bool, bool], int] = {}  # (kind, stream, memory, experts adapted) -> flow index
     previous = None
-    experts = getattr(method, "expert_layers", None)  # LoRA on some layers' expert tensors only (experts.N)
+    # LoRA on some layers' expert tensors only (experts.N); none at all (an empty set) leaves every layer alike.
+    experts = getattr(method, "expert_layers", None) or None
     for i, kind in enumerate(layer_sequence(model)):
         if kind.cross_attention and (previous is None or not previous.cross_attention):
             memory, stream = stream or method.trains_base, embeddings_rg  # the encoder's final norm, then the decoder
@@ -184,3 +185,10 @@ def model_flows(model: ModelSpec, method: Method, grad_ckpt: bool) -> tuple[tupl
         stream = flows[index].stream_out_rg
         previous = kind
     return tuple(zip(flows, counts, strict=True))
+
+
+def merged_elements(model: ModelSpec, method: Method) -> int:
+    """Weights of the expert stacks LoRA merges at each forward (peft's ``target_parameters``), over the
+    layers that carry it: what the merges read and write."""
+    return sum(count * u.linear.copies * u.linear.weight_elements for flow, count in model_flows(model, method, False)
+               for u in flow.linears.values() if u.merged)

@@ -209,6 +209,12 @@ class _Tried:
     seconds_per_token: float
 
 
+def _accumulation(job: Job, dp: int, micro_batch: int) -> int:
+    """Micro-batches per optimizer step that make up the global batch over ``dp`` replicas (at least one;
+    optimizer-in-backward cannot accumulate: each step is one micro-batch per replica)."""
+    return 1 if job.work.optimizer_in_backward else max(1, math.ceil(job.global_batch / (dp * micro_batch)))
+
+
 def _fastest_at(job: Job, gpus: int, pins: Pins) -> tuple[_Tried | None, _Tried | None, list[_Tried]]:
     """(fastest fitting layout, smallest non-fitting one, every fitting one) on ``gpus`` GPUs."""
     capacity = job.gpu.memory_bytes
@@ -229,10 +235,8 @@ def _fastest_at(job: Job, gpus: int, pins: Pins) -> tuple[_Tried | None, _Tried 
                     else:
                         batches = list(reversed(_powers_of_two(max(1, job.global_batch // dp))))
                     for mb in batches:
-                        # Optimizer-in-backward cannot accumulate: each step is one micro-batch per replica.
-                        accum = 1 if job.work.optimizer_in_backward else max(
-                            1, math.ceil(job.global_batch / (dp * mb)))
-                        layout = engine.Layout(gpus=gpus, tp=tp, pp=pp, zero=zero, micro_batch=mb, grad_accum=accum,
+                        layout = engine.Layout(gpus=gpus, tp=tp, pp=pp, zero=zero, micro_batch=mb,
+                                               grad_accum=_accumulation(job, dp, mb),
                                                grad_ckpt=ckpt, cp=pins.cp)
                         needed = job.device_bytes(layout)
                         if needed <= capacity:
@@ -276,10 +280,10 @@ def _floor_fits(job: Job, gpus: int, pins: Pins) -> bool:
     dp = gpus // (tp * pp * pins.cp)
     zero = pins.zero if pins.zero is not None else max(job.framework.zero_stages if dp > 1 else (0,))
     micro_batch = pins.micro_batch or 1
-    # As few accumulation steps as the global batch allows: under FSDP's accumulation without sync each
-    # extra micro-batch holds unsharded gradients, so more steps would not be the frugal layout.
-    accumulation = 1 if job.work.optimizer_in_backward else max(1, math.ceil(job.global_batch / (dp * micro_batch)))
-    layout = engine.Layout(gpus=gpus, tp=tp, pp=pp, zero=zero, micro_batch=micro_batch, grad_accum=accumulation,
+    # As few accumulation steps as the global batch allows, as every layout tried has: under FSDP's
+    # accumulation without sync each extra micro-batch holds unsharded gradients.
+    layout = engine.Layout(gpus=gpus, tp=tp, pp=pp, zero=zero, micro_batch=micro_batch,
+                           grad_accum=_accumulation(job, dp, micro_batch),
                            grad_ckpt=pins.grad_ckpt if pins.grad_ckpt is not None else True, cp=pins.cp)
     return job.device_bytes(layout) <= job.gpu.memory_bytes
 

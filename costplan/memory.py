@@ -103,10 +103,15 @@ def quantized_params(model: ModelSpec, method: Method) -> int:
                    for lin in kind.linears if lin.copies > 1)
     if method.base_storage not in ("nf4", "int8"):
         return matrix_params(model)
-    vision = model.vision.linear_weights if model.vision else 0
+    return (model.vision.linear_weights if model.vision else 0) + bnb_layer_matrices(model, method)
+
+
+def bnb_layer_matrices(model: ModelSpec, method: Method) -> int:
+    """The layers' weights bitsandbytes' 4- or 8-bit loading converts: its ``nn.Linear`` layers (not fp32
+    ones, nor gpt-oss's expert tensors unless Unsloth's checkpoint stores them in 4 bits)."""
     experts = getattr(method, "quantize_experts", False)
-    return vision + sum(kind.count * lin.copies * lin.weight_elements for kind in layer_kinds(model)
-                        for lin in kind.linears if (lin.module or experts and lin.copies > 1) and not lin.fp32)
+    return sum(kind.count * lin.copies * lin.weight_elements for kind in layer_kinds(model)
+               for lin in kind.linears if (lin.module or experts and lin.copies > 1) and not lin.fp32)
 
 
 def experts_only(model: ModelSpec, method: Method) -> bool:

@@ -30,7 +30,7 @@ from typing import Any
 
 from costplan import xp
 from costplan.flops import FlopsBreakdown
-from costplan.gradflow import model_flows
+from costplan.gradflow import merged_elements, model_flows
 from costplan.methods import Method
 from costplan.model import ModelSpec, layer_kinds
 from costplan.record import record
@@ -214,16 +214,12 @@ def step_shape(model: ModelSpec, method: Method, work: Workload, flops: FlopsBre
     loss = positions * method.predicted_fraction * model.vocab_size * per_logit if training else 0.0
     dequant = 0.0
     if method.base_storage in ("nf4", "int8"):
-        # The matrices bitsandbytes quantized (nn.Linear layers; gpt-oss's experts when Unsloth's checkpoint has them).
-        experts = getattr(method, "quantize_experts", False)
-        matrices = sum(kind.count * sum(lin.copies * lin.weight_elements for lin in kind.linears
-                                        if (lin.module or experts and lin.copies > 1) and not lin.fp32)
-                       for kind in layer_kinds(model))
+        from costplan.memory import bnb_layer_matrices
+
         uses = (2.0 + recompute) if training else 1.0  # forward and dX (and the recompute)
         stored = 0.5 if method.base_storage == "nf4" else 1.0
-        dequant = matrices * (stored + p) * uses
-    merged = sum(count * u.linear.copies * u.linear.weight_elements for flow, count in model_flows(model, method, ckpt)
-                 for u in flow.linears.values() if u.merged)
+        dequant = bnb_layer_matrices(model, method) * (stored + p) * uses
+    merged = merged_elements(model, method)
     if training and merged:
         # peft's target_parameters: each forward (and recompute) reads W and writes the merged W + s·BA twice;
         # backward writes the merged weight's gradient and reads it for both factors' gradients.
