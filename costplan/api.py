@@ -746,7 +746,8 @@ def stack_workload(stack: Framework, how: Method, *, precision: str = "bf16", op
         notes.append(f"loss: {loss_kind} cross-entropy ({stack.key}'s)" +
                      ("" if stack.loss_fp32 else ", logits not upcast to fp32"))
     work = Workload(precision=mode, optimizer=name, optimizer_in_backward=in_backward, loss=loss_kind,
-                    loss_fp32=stack.loss_fp32, offload=offloads, grad_ckpt=bool(grad_ckpt),
+                    loss_fp32=stack.loss_fp32, output_upcast=stack.output_upcast, offload=offloads,
+                    grad_ckpt=bool(grad_ckpt),
                     fp32_adapters=stack.fp32_adapters, fp32_main_grads=stack.fp32_main_grads, fp8_base=stack.bf16
                     if stack.bf16 != "fp8" else "bf16-master",
                     kbit_fp32_upcast=(stack.kbit_upcast if kbit_upcast is None else kbit_upcast)

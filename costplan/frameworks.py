@@ -42,6 +42,9 @@ class Framework:
     """Under bf16-master: Megatron's fp32 main-gradient buffer (else DeepSpeed's bf16 gradients)."""
     loss_fp32: bool = True
     """Logits upcast to fp32 for the loss."""
+    output_upcast: bool = False
+    """The model's forward upcasts the full logits (torchtune's ``TransformerDecoder``:
+    ``self.output(h).float()``), outside a compiled loss."""
     kbit_upcast: bool = False
     """QLoRA prepared by peft's ``prepare_model_for_kbit_training``: unquantized parameters in fp32."""
     offload_checkpoints: bool = False
@@ -82,7 +85,8 @@ def frameworks() -> dict[str, Framework]:
             tensor_parallel=row["tensor_parallel"] == "true", pipeline_parallel=row["pipeline_parallel"] == "true",
             runtime=row["runtime"], kernels=row["kernels"], bf16=row["bf16"], optimizer=row["optimizer"],
             grad_ckpt=row["grad_ckpt"] == "true", loss=row["loss"], fp32_adapters=row["adapters"] == "fp32",
-            fp32_main_grads=row["main_grads"] == "fp32", loss_fp32=row["loss_fp32"] == "true",
+            fp32_main_grads=row["main_grads"] == "fp32", loss_fp32=row["loss_fp32"] in ("true", "output"),
+            output_upcast=row["loss_fp32"] == "output",
             kbit_upcast=row["kbit_upcast"] == "true", offload_checkpoints=row["offload_checkpoints"] == "true",
             full_single_gpu_optimizer=row["full_single_gpu_optimizer"], autocast=row["autocast"] == "true",
             lora_dropout=float(row["lora_dropout"]), modeling=row["modeling"], accumulation=row["accumulation"],

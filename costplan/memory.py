@@ -434,7 +434,10 @@ def loss_logits(model: ModelSpec, method: Method, work: Workload) -> LogitsBytes
     head and the loss run chunk by chunk; each chunk's log-softmax (fp32, or the compute dtype where
     the stack does not upcast: LitGPT) is saved for backward, so the kept bytes are the same but
     the transient of the backward is one chunk's; compiled (Inductor), the cross-entropy keeps the
-    16-bit logits instead of an fp32 log-softmax. ``fused``: a fused linear + cross-entropy
+    16-bit logits instead of an fp32 log-softmax, and its backward writes the chunk's 16-bit
+    gradient in one kernel; where the model's forward upcasts (torchtune's full logits,
+    ``Workload.output_upcast``) it keeps the fp32 input, and its backward adds an fp32 gradient
+    before the cast. ``fused``: a fused linear + cross-entropy
     (Liger, Unsloth, Cut Cross-Entropy) computes the head's input gradient chunk by chunk in
     forward and keeps it (hidden-wide, compute dtype); no logits are kept."""
     if work.loss == "full" and work.loss_fp32 and not work.compiled:
@@ -448,10 +451,14 @@ def loss_logits(model: ModelSpec, method: Method, work: Workload) -> LogitsBytes
         chunk = logits / LOSS_CHUNKS
         kept = p * positions * model.hidden_size
         return LogitsBytes(kept=kept, backward_peak=kept + (p + FP32) * chunk + head_grad)
+    if work.loss == "full" and work.compiled and work.output_upcast and work.loss_fp32 and model.causal:
+        # the kept fp32 input with the fp32 gradient; then that gradient and its 16-bit cast
+        return LogitsBytes(kept=FP32 * logits, backward_peak=max(2 * FP32, FP32 + p) * logits + head_grad)
     if work.loss == "full":  # full logits in the compute dtype (no upcast)
         return LogitsBytes(kept=loss * logits, backward_peak=3 * loss * logits + head_grad)
     chunk = logits / LOSS_CHUNKS
-    return LogitsBytes(kept=loss * logits, backward_peak=loss * logits + 2 * loss * chunk + p * chunk + head_grad)
+    gradient = p * chunk if work.compiled else 2 * loss * chunk + p * chunk
+    return LogitsBytes(kept=loss * logits, backward_peak=loss * logits + gradient + head_grad)
 
 
 @record

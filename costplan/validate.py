@@ -372,7 +372,7 @@ def _stack_options(row: dict[str, str], options: dict[str, Any]) -> tuple[Any, d
         legacy = (as_of < LEGACY_BNB_BEFORE or (stack == "litgpt" and as_of < LITGPT_BNB_044_SINCE)) \
             and stack not in ("torchtune", "unsloth")
         method = QLora(rank=_int(row, "lora_rank") or 8, targets=parse_targets(_targets(row.get("lora_targets", ""))),
-                       double_quant=quant != "nf4", bnb_keeps_input=legacy,
+                       double_quant=quant != "nf4" or stack == "torchtune", bnb_keeps_input=legacy,
                        unchunked_quantize=stack == "torchtune" and as_of < TORCHTUNE_TORCHAO_03_SINCE)  # type: ignore[assignment]
     if quant == "int8" and method == "lora":
         method = "lora-int8"

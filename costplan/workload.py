@@ -56,6 +56,9 @@ class Workload:
     loss_fp32: bool = True
     """Logits upcast to fp32 for the loss (transformers, torchtune, Megatron); False: in the compute
     dtype (LitGPT)."""
+    output_upcast: bool = False
+    """The model's forward upcasts the full logits to fp32 (torchtune's ``TransformerDecoder``), so a
+    compiled loss receives, and keeps for backward, fp32 logits."""
     offload: tuple[str, ...] = ()
     """What lives in host memory: ``optimizer`` (states, master weights, fp32 gradients: ZeRO-Offload,
     FSDP CPU offload), ``params`` (ZeRO-3 / FSDP parameter shards), ``activations`` (checkpoints)."""

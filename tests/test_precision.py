@@ -159,6 +159,14 @@ def test_losses_keep_what_their_code_keeps():
     assert litgpt.kept == 2 * logits  # bf16 log-softmax
     fused = loss(loss="fused")
     assert fused.kept == 2 * 2048 * 4096  # only the head's input gradient, hidden-wide
+    # torch.compile's cross-entropy keeps its input as it came (and a log-sum-exp per position; on the CPU,
+    # torch 2.13's saved-tensor hooks see the input itself) and writes the input's gradient in one kernel.
+    compiled = loss(loss="chunked", compiled=True)  # torchtune's compiled compute_cross_entropy, bf16 chunks
+    assert compiled.kept == 2 * logits and compiled.backward_peak == pytest.approx(2 * logits + 2 * logits / 8)
+    whole = loss(compiled=True)  # the whole model and loss compiled (transformers): bf16 logits
+    assert whole.kept == 2 * logits and whole.backward_peak == 6 * logits
+    upcast = loss(compiled=True, output_upcast=True)  # torchtune's decoder upcasts before the compiled loss
+    assert upcast.kept == 4 * logits and upcast.backward_peak == 8 * logits  # fp32 input and its fp32 gradient
 
 
 def test_precision_names_resolve_per_stack():

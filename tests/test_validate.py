@@ -307,3 +307,25 @@ def test_quantized_rows_keep_the_4bit_matmuls_inputs_where_their_bitsandbytes_di
         costplan.api.estimate = original
     assert [m.bnb_keeps_input for m in seen] == [True, False, False, True]
     assert kept > later and early > trainer
+
+
+def test_torchtunes_nf4_quantizes_its_scalers_whatever_the_row_says():
+    # torchao's NF4Tensor always stores int8 block scalers with a factor per 256 blocks (the layout of
+    # bitsandbytes' double quantization); a torchtune row's bare "nf4" names the format, not the option.
+    from costplan.validate import _stack_options
+
+    row = {"method": "qlora", "framework": "torchtune", "quant": "nf4", "as_of": "2024-09-24", "lora_rank": "8",
+           "lora_targets": "q;v"}
+    assert _stack_options(row, {})[0].double_quant
+    assert not _stack_options({**row, "framework": "hf-trainer"}, {})[0].double_quant
+
+
+def test_torchtunes_decoder_upcasts_the_full_logits_outside_a_compiled_loss():
+    from costplan.frameworks import frameworks
+
+    stacks = frameworks()
+    assert stacks["torchtune"].output_upcast and stacks["torchtune"].loss_fp32
+    assert not any(stacks[key].output_upcast for key in stacks if key != "torchtune")
+    est = costplan.estimate("llama-3-8b", "full", gpu="a100-80gb", framework="torchtune", runtime="compiled",
+                            loss="full", seq_len=2048, micro_batch=1, tokens=1e6)
+    assert est.workload.output_upcast and est.workload.compiled
