@@ -52,7 +52,8 @@ class Workload:
     ``fused``: a fused linear + cross-entropy that keeps no logits (Liger, Unsloth, Cut Cross-Entropy)."""
     compiled: bool = False
     """torch.compile over the model and loss (Inductor): the cross-entropy runs as one fused kernel that
-    keeps the 16-bit logits and a log-sum-exp per position for backward, not an fp32 log-softmax."""
+    keeps its input (the 16-bit logits; fp32 ones where the model upcast them, ``output_upcast``) and a
+    log-sum-exp per position for backward, not an fp32 log-softmax."""
     loss_fp32: bool = True
     """Logits upcast to fp32 for the loss (transformers, torchtune, Megatron); False: in the compute
     dtype (LitGPT)."""

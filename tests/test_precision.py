@@ -1,5 +1,7 @@
 """Precision modes and stack conventions: bytes per parameter by hand, for each mode and technique."""
 
+import shutil
+
 import pytest
 
 import costplan
@@ -220,3 +222,29 @@ def test_the_autocast_emulation_saves_what_real_autocast_saves(attention):
     emulated = saved(lambda: autocast_mode(torch.bfloat16))
     assert real == emulated
     assert sum(n for (shape, dtype), n in real.items() if dtype == torch.bfloat16) > 0  # casts were saved
+
+
+@pytest.mark.needs_torch
+@pytest.mark.skipif(shutil.which("cc") is None, reason="Inductor's CPU backend needs a C compiler")
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
+def test_a_compiled_cross_entropy_keeps_its_input_and_writes_one_gradient(dtype):
+    # what memory.loss_logits assumes of torch.compile's loss (torchtune's compute_cross_entropy, whose
+    # input is a bf16 chunk, or the fp32 logits its decoder upcast): the input itself is kept, with a
+    # statistic per position, and backward allocates one input-sized gradient in the input's dtype.
+    import torch
+    import torch.nn.functional as F
+    from torch.profiler import ProfilerActivity, profile
+
+    rows, vocab = 64, 2048
+    loss_fn = torch.compile(lambda x, y: F.cross_entropy(x.float(), y, reduction="sum"))
+    x = torch.randn(rows, vocab, dtype=getattr(torch, dtype), requires_grad=True)
+    labels = torch.randint(0, vocab, (rows,))
+    kept = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: kept.append(t) or t, lambda t: t):
+        loss = loss_fn(x, labels)
+    assert any(t.data_ptr() == x.data_ptr() for t in kept)
+    assert sum(t.numel() * t.element_size() for t in kept if t.data_ptr() != x.data_ptr()) < rows * 64
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        loss.backward()
+    sizes = {e.cpu_memory_usage for e in prof.events() if e.name == "CompiledFunctionBackward"}
+    assert sizes == {x.numel() * x.element_size()} and x.grad.dtype == x.dtype
