@@ -764,6 +764,9 @@ def stack_workload(stack: Framework, how: Method, *, precision: str = "bf16", op
     if work.compiled:
         notes.append("torch.compile: layers keep what its partitioner keeps (norm inputs, gate and up outputs; "
                      "casts and activations recomputed)")
+        if work.loss == "full" and work.output_upcast:
+            notes.append(f"{stack.key}'s decoder upcasts the full logits before the compiled loss, which keeps "
+                         "them in fp32")
     if work.kbit_fp32_upcast:
         notes.append("QLoRA prepared by peft (prepare_model_for_kbit_training): the parameters left unquantized "
                      "(embeddings, LM head, norms) upcast to fp32")

@@ -329,3 +329,4 @@ def test_torchtunes_decoder_upcasts_the_full_logits_outside_a_compiled_loss():
     est = costplan.estimate("llama-3-8b", "full", gpu="a100-80gb", framework="torchtune", runtime="compiled",
                             loss="full", seq_len=2048, micro_batch=1, tokens=1e6)
     assert est.workload.output_upcast and est.workload.compiled
+    assert any("upcasts the full logits before the compiled loss" in note for note in est.assumptions)
