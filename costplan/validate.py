@@ -335,6 +335,11 @@ TORCHTUNE_FUSED_ADAMW_SINCE = "2024-09-14"
 TORCHTUNE_CHUNKED_CE_SINCE = "2024-08-28"
 """torchtune's configs computed ``torch.nn.CrossEntropyLoss`` over the full fp32 logits until
 ``CEWithChunkedOutputLoss`` (pytorch/torchtune#1390, 4fba6cd44, 2024-08-28) became their loss."""
+DOUBLE_QUANT_STACKS = ("torchtune", "unsloth")
+"""Stacks whose 4-bit base always stores 8-bit block scalers, whatever a row calls its format: torchao's
+``NF4Tensor`` (int8 scalers with a factor per 256 blocks) under torchtune, and Unsloth's loader, whose
+``BitsAndBytesConfig`` sets ``bnb_4bit_use_double_quant=True`` (unslothai/unsloth e3162dc5bf, 2025-01-14,
+models/llama.py and models/loader.py; so today)."""
 LEGACY_BNB_BEFORE = "2024-07-16"
 """bitsandbytes 0.43.2 (bitsandbytes-foundation/bitsandbytes#1270): its 4-bit matmul stopped keeping
 its input for backward."""
@@ -372,7 +377,7 @@ def _stack_options(row: dict[str, str], options: dict[str, Any]) -> tuple[Any, d
         legacy = (as_of < LEGACY_BNB_BEFORE or (stack == "litgpt" and as_of < LITGPT_BNB_044_SINCE)) \
             and stack not in ("torchtune", "unsloth")
         method = QLora(rank=_int(row, "lora_rank") or 8, targets=parse_targets(_targets(row.get("lora_targets", ""))),
-                       double_quant=quant != "nf4" or stack == "torchtune", bnb_keeps_input=legacy,
+                       double_quant=quant != "nf4" or stack in DOUBLE_QUANT_STACKS, bnb_keeps_input=legacy,
                        unchunked_quantize=stack == "torchtune" and as_of < TORCHTUNE_TORCHAO_03_SINCE)  # type: ignore[assignment]
     if quant == "int8" and method == "lora":
         method = "lora-int8"

@@ -309,7 +309,7 @@ def test_quantized_rows_keep_the_4bit_matmuls_inputs_where_their_bitsandbytes_di
     assert kept > later and early > trainer
 
 
-def test_torchtunes_nf4_quantizes_its_scalers_whatever_the_row_says():
+def test_torchtune_and_unsloth_quantize_their_scalers_whatever_the_row_says():
     # torchao's NF4Tensor always stores int8 block scalers with a factor per 256 blocks (the layout of
     # bitsandbytes' double quantization); a torchtune row's bare "nf4" names the format, not the option.
     from costplan.validate import _stack_options
@@ -318,6 +318,8 @@ def test_torchtunes_nf4_quantizes_its_scalers_whatever_the_row_says():
            "lora_targets": "q;v"}
     assert _stack_options(row, {})[0].double_quant
     assert not _stack_options({**row, "framework": "hf-trainer"}, {})[0].double_quant
+    # Unsloth's loader builds its BitsAndBytesConfig with bnb_4bit_use_double_quant=True
+    assert _stack_options({**row, "framework": "unsloth"}, {})[0].double_quant
 
 
 def test_torchtunes_decoder_upcasts_the_full_logits_outside_a_compiled_loss():
