@@ -334,15 +334,23 @@ CI_CASES = [
 
 
 @pytest.mark.needs_torch
-@pytest.mark.parametrize("model,method,attention,ckpt,length", CI_CASES)
-def test_presets_of_every_family_verify_within_the_bounds(model, method, attention, ckpt, length):
+def test_presets_of_every_family_verify_within_the_bounds():
+    # The cases run in two processes (the CI machine's two cores), as the representative matrix does.
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
     from costplan.verify import FLOPS_TOLERANCE, PEAK_WORST_TOLERANCE, Case, run_case
 
-    result = run_case(Case(model=model, method=method, attention=attention, grad_ckpt=ckpt, seq_len=length,
-                           source_len=128 if model == "t5-base" else None))
-    assert result.params_exact
-    assert abs(result.flops_error) <= FLOPS_TOLERANCE
-    assert abs(result.peak_error) <= PEAK_WORST_TOLERANCE
+    cases = [Case(model=model, method=method, attention=attention, grad_ckpt=ckpt, seq_len=length,
+                  source_len=128 if model == "t5-base" else None)
+             for model, method, attention, ckpt, length in CI_CASES]
+    with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        results = list(pool.map(run_case, cases))
+    assert [result.case for result in results] == cases
+    for result in results:
+        assert result.params_exact, result.case.label
+        assert abs(result.flops_error) <= FLOPS_TOLERANCE, result.case.label
+        assert abs(result.peak_error) <= PEAK_WORST_TOLERANCE, result.case.label
 
 
 @pytest.mark.needs_torch
