@@ -187,8 +187,13 @@ def model_flows(model: ModelSpec, method: Method, grad_ckpt: bool) -> tuple[tupl
     return tuple(zip(flows, counts, strict=True))
 
 
+def merged_linears(model: ModelSpec, method: Method) -> list[tuple[Linear, int]]:
+    """The expert stacks LoRA merges at each forward (peft's ``target_parameters``), in forward order
+    within a layer, each with the number of layers that carry it."""
+    return [(u.linear, count) for flow, count in model_flows(model, method, False) for u in flow.linears.values()
+            if u.merged]
+
+
 def merged_elements(model: ModelSpec, method: Method) -> int:
-    """Weights of the expert stacks LoRA merges at each forward (peft's ``target_parameters``), over the
-    layers that carry it: what the merges read and write."""
-    return sum(count * u.linear.copies * u.linear.weight_elements for flow, count in model_flows(model, method, False)
-               for u in flow.linears.values() if u.merged)
+    """Weights of those stacks over the layers that carry them: what the merges read and write."""
+    return sum(count * lin.copies * lin.weight_elements for lin, count in merged_linears(model, method))

@@ -26,7 +26,7 @@ The reserved total adds the caching allocator's slack; the device total adds the
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from costplan import precision as modes
 from costplan.activations import (
@@ -37,9 +37,9 @@ from costplan.activations import (
     logits_bytes,
     saved_tensors,
 )
-from costplan.gradflow import model_flows
+from costplan.gradflow import merged_linears, model_flows
 from costplan.methods import Method, Tensor2D
-from costplan.model import LayerKind, ModelSpec, count_params, layer_kinds, layer_linears
+from costplan.model import LayerKind, Linear, ModelSpec, count_params, layer_kinds, layer_linears
 from costplan.optimizers import optimizer
 from costplan.record import record
 from costplan.terms import Mem, Phase
@@ -99,8 +99,7 @@ def quantized_params(model: ModelSpec, method: Method) -> int:
     inference formats quantize the language model only). bitsandbytes replaces ``nn.Linear`` layers
     only: gpt-oss's router and experts, tensors of custom modules, stay 16-bit."""
     if experts_only(model, method):
-        return sum(kind.count * lin.copies * lin.weight_elements for kind in layer_kinds(model)
-                   for lin in kind.linears if lin.copies > 1)
+        return _layer_weights(model, lambda lin: lin.copies > 1)
     if method.base_storage not in ("nf4", "int8"):
         return matrix_params(model)
     return (model.vision.linear_weights if model.vision else 0) + bnb_layer_matrices(model, method)
@@ -110,8 +109,7 @@ def bnb_layer_matrices(model: ModelSpec, method: Method) -> int:
     """The layers' weights bitsandbytes' 4- or 8-bit loading converts: its ``nn.Linear`` layers (not fp32
     ones, nor gpt-oss's expert tensors unless Unsloth's checkpoint stores them in 4 bits)."""
     experts = getattr(method, "quantize_experts", False)
-    return sum(kind.count * lin.copies * lin.weight_elements for kind in layer_kinds(model)
-               for lin in kind.linears if (lin.module or experts and lin.copies > 1) and not lin.fp32)
+    return _layer_weights(model, lambda lin: (lin.module or experts and lin.copies > 1) and not lin.fp32)
 
 
 def experts_only(model: ModelSpec, method: Method) -> bool:
@@ -136,12 +134,24 @@ def matrix_bytes_per_param(method: Method, compute_bytes: int) -> float:
 def matrix_params(model: ModelSpec, kinds: Iterable[LayerKind] | None = None) -> int:
     """Weights of the layers' matrices in the compute dtype: what 4-bit and weight-only formats
     quantize (fp32 ones, DeepSeek's routers, stay as they are); of ``kinds`` of layer only when given."""
-    return sum(kind.count * _kind_matrix_params(kind) for kind in (layer_kinds(model) if kinds is None else kinds))
+    return _layer_weights(model, _in_compute_dtype, kinds)
+
+
+def _in_compute_dtype(lin: Linear) -> bool:
+    """A matrix stored in the compute dtype (fp32 ones, DeepSeek's routers, are not)."""
+    return not lin.fp32
 
 
 def _kind_matrix_params(kind: LayerKind) -> int:
-    """One layer's matrix weights in the compute dtype (fp32 ones, DeepSeek's routers, excluded)."""
-    return sum(lin.copies * lin.weight_elements for lin in kind.linears if not lin.fp32)
+    """One layer's matrix weights in the compute dtype."""
+    return sum(lin.copies * lin.weight_elements for lin in kind.linears if _in_compute_dtype(lin))
+
+
+def _layer_weights(model: ModelSpec, keep: Callable[[Linear], bool], kinds: Iterable[LayerKind] | None = None) -> int:
+    """Weights of the layers' matrices that ``keep`` picks (every copy of a routed expert), over
+    ``kinds`` of layer when given."""
+    chosen = layer_kinds(model) if kinds is None else kinds
+    return sum(kind.count * lin.copies * lin.weight_elements for kind in chosen for lin in kind.linears if keep(lin))
 
 
 def _layer_bytes(kind: LayerKind, matrix_bytes: float, compute_bytes: int) -> float:
@@ -154,8 +164,8 @@ def merged_gradient(model: ModelSpec, method: Method, compute_bytes: int) -> flo
     """LoRA through peft's ``target_parameters``: inside a layer's backward, the gradient of the merged
     expert stack whose backward runs first (the last merged in the forward: gpt-oss's down projection),
     formed while both merged stacks are still held; the factors' gradients are then taken from it."""
-    merged = [u.linear for flow, _ in model_flows(model, method, False) for u in flow.linears.values() if u.merged]
-    return compute_bytes * merged[-1].copies * merged[-1].weight_elements if merged else 0.0
+    merged = merged_linears(model, method)
+    return compute_bytes * merged[-1][0].copies * merged[-1][0].weight_elements if merged else 0.0
 
 
 def dora_workspace(model: ModelSpec, method: Method) -> float:

@@ -46,13 +46,13 @@ class Adapter:
     linear: Linear
     rank: int
     magnitude: bool = False
+    """DoRA: a trainable magnitude per output feature, and the base and adapter outputs kept for it."""
 
     @property
     def merged(self) -> bool:
         """On a tensor of a custom module (gpt-oss's experts), through peft's ``target_parameters``: each
         forward merges ``W + s·BA`` into a full-size weight, which the matmul then uses (and trains)."""
         return not self.linear.module
-    """DoRA: a trainable magnitude per output feature, and the base and adapter outputs kept for it."""
 
     @property
     def params(self) -> int:
