@@ -1,4 +1,10 @@
+import os
+
 import pytest
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # One process per core (`-n auto`): torch's own thread pool per worker would only oversubscribe the cores.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 def pytest_collection_modifyitems(config, items):
