@@ -406,8 +406,8 @@ def estimate(
             True, how.trains_base, how.key in ("pretrain", "cpt") and (gpus is None or gpus > 1))
     else:
         stack = find_framework(framework) if framework else default_framework(False, False, False)
-    if lora_dropout is None and isinstance(how, Lora) and stack.lora_dropout and adapter is None:
-        how = replace(how, dropout=stack.lora_dropout)  # the stack's default (LitGPT: 0.05)
+    given = lora_dropout is not None or adapter is not None
+    spec, how, built_notes = stack_model(stack, spec, how, dropout_given=given)
     work, stack_notes = stack_workload(stack, how, precision=precision, optimizer=optimizer,
                                        optimizer_in_backward=optimizer_in_backward, loss=loss, offload=offload,
                                        sync_each_batch=sync_each_batch,
@@ -420,6 +420,7 @@ def estimate(
                                        kbit_upcast=kbit_upcast)
     if isinstance(how, QLora) and spec.expert_tensors and work.modeling == "unsloth" and adapter is None:
         how = replace(how, quantize_experts=True)  # Unsloth ships gpt-oss with its experts in 4 bits
+    stack_notes += built_notes
     if how.training and work.modeling == "litgpt":
         stack_notes.append("activations as LitGPT's own layers keep them (fused qkv, k and v repeated to every "
                            "query head, one zero-padded qkv adapter)")
@@ -707,6 +708,34 @@ def _precision_note(work: Workload, how: Method) -> str:
         return f"{'bf16' if held == 'fp8' else held} weights and activations"
     return "precision " + modes.describe(work.precision, how.trains_base, fp32_main_grads=work.fp32_main_grads,
                                          fp32_adapters=work.fp32_adapters, base_mode=work.fp8_base)
+
+
+def stack_model(stack: Framework, spec: ModelSpec, how: Method, *,
+                dropout_given: bool = False) -> tuple[ModelSpec, Method, list[str]]:
+    """The model and method as ``stack`` builds them: its default LoRA dropout (LitGPT's 0.05) unless
+    one is given, and LitGPT's own LM head (``litgpt_model``). ``estimate`` and ``plan`` both go through it."""
+    if not dropout_given and isinstance(how, Lora) and stack.lora_dropout:
+        how = replace(how, dropout=stack.lora_dropout)
+    if how.training and stack.modeling == "litgpt":
+        return litgpt_model(spec, how)
+    return spec, how, []
+
+
+def litgpt_model(spec: ModelSpec, how: Method) -> tuple[ModelSpec, Method, list[str]]:
+    """The model as LitGPT trains it. Its ``GPT`` builds ``lm_head`` apart from the embeddings and only
+    its pretraining script ties them (``train.tie_embeddings``, off by default; the finetune scripts
+    reject it), so a tied checkpoint's embedding is copied into a head of its own
+    (``convert_hf_checkpoint``: ``lm_head.weight`` from ``transformer.wte.weight``). Its 4-bit loading,
+    Lightning's ``BitsandbytesPrecision`` without ``ignore_modules``, quantizes every ``nn.Linear``,
+    the head included (Lightning-AI/litgpt 00af8b0d9 and 2685705)."""
+    notes = []
+    if spec.tied_embeddings and spec.causal:
+        spec = replace(spec, tied_embeddings=False)
+        notes.append("the LM head a weight of its own, as LitGPT builds it (a tied checkpoint's embedding copied "
+                     "into it)")
+    if isinstance(how, QLora) and not how.quantize_head:
+        how = replace(how, quantize_head=True)
+    return spec, how, notes
 
 
 def stack_workload(stack: Framework, how: Method, *, precision: str = "bf16", optimizer: str | None = None,

@@ -126,9 +126,10 @@ def training_phases(mem: TrainingMemory, *, dp: Any, zero: Any, micro_batch: Any
     activations = mem.activations * mb * in_flight + per_batch
     logits = mem.logits_peak * mb
     transient = mem.layer_transient * mb
-    # Top of backward: every saved tensor with the loss's gradients on top or, when larger (tiny
-    # vocabularies, QLoRA's dequantized matrices), the last layer's backward gradients.
-    loss_side = logits >= transient + mem.workspace
+    # Top of backward: every saved tensor with the loss's gradients on top (and a quantized head
+    # dequantized for its backward) or, when larger (tiny vocabularies, QLoRA's dequantized
+    # matrices), the last layer's backward gradients.
+    loss_side = logits + mem.head_workspace >= transient + mem.workspace
     # autocast's 16-bit casts of fp32 weights (and fp8 copies), saved for backward; under ZeRO-3 /
     # FSDP the gathered 16-bit layers are the copies (``gather``).
     copies = xp.where(zero >= 3, 0.0, mem.weight_copies / model_split)
@@ -138,7 +139,7 @@ def training_phases(mem: TrainingMemory, *, dp: Any, zero: Any, micro_batch: Any
         Mem.WEIGHT_COPIES: copies,
         Mem.LOGITS: xp.where(loss_side, logits, 0.0) + held_logits,
         Mem.LAYER_BACKWARD: xp.where(loss_side, 0.0, transient),
-        Mem.DEQUANT: xp.where(loss_side, 0.0, mem.workspace)}}
+        Mem.DEQUANT: xp.where(loss_side, mem.head_workspace, mem.workspace)}}
     if mem.attention_backward > 0:
         # Eager attention's softmax backward in the last layer (re-run when checkpointing).
         kept = (mem.checkpoints * in_flight + mem.recompute) if mem.recompute else mem.activations * in_flight

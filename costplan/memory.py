@@ -102,7 +102,15 @@ def quantized_params(model: ModelSpec, method: Method) -> int:
         return _layer_weights(model, lambda lin: lin.copies > 1)
     if method.base_storage not in ("nf4", "int8"):
         return matrix_params(model)
-    return (model.vision.linear_weights if model.vision else 0) + bnb_layer_matrices(model, method)
+    return (model.vision.linear_weights if model.vision else 0) + bnb_layer_matrices(model, method) \
+        + quantized_head(model, method)
+
+
+def quantized_head(model: ModelSpec, method: Method) -> int:
+    """Weights of an LM head that the 4-bit loading quantizes too (``QLora.quantize_head``), untied."""
+    if getattr(method, "quantize_head", False) and model.causal and not model.tied_embeddings:
+        return model.vocab_size * model.hidden_size
+    return 0
 
 
 def bnb_layer_matrices(model: ModelSpec, method: Method) -> int:
@@ -208,6 +216,8 @@ class TrainingMemory:
     """Dequantized matrices (QLoRA): one weight matrix in the compute dtype."""
     layer_weights: float
     """One layer's weights in the compute dtype (what ZeRO-3 gathers)."""
+    head_workspace: float = 0.0
+    """A quantized LM head dequantized whole while the loss's gradients are alive (``QLora.quantize_head``)."""
     reduced_gradients: float = 0.0
     """All gradient bytes a step reduces over data-parallel replicas (whatever is live at once)."""
     gradient_buffer: float = 0.0
@@ -387,6 +397,7 @@ def training_memory(model: ModelSpec, method: Method, work: Workload) -> Trainin
         if work.attention == "eager" else 0.0,
         logits_peak=mb * loss_logits(model, method, work).backward_peak,
         workspace=(largest * p if method.base_storage in ("nf4", "int8") else 0.0) + dora_workspace(model, method),
+        head_workspace=quantized_head(model, method) * p,
         layer_weights=layer,
         reduced_gradients=reduced,
         gradient_buffer=buffer,

@@ -432,6 +432,10 @@ class QLora(Lora):
     quantize_experts: bool = False
     """Routed experts held as 3-D tensors (gpt-oss) stored in 4 bits too, which bitsandbytes' loading
     does not do: Unsloth's pre-quantized gpt-oss checkpoints (its ``unsloth/gpt-oss-*`` 4-bit loads)."""
+    quantize_head: bool = False
+    """The LM head stored in NF4 as well, and dequantized whole each time the loss reads it (LitGPT:
+    Lightning's ``BitsandbytesPrecision`` replaces every ``nn.Linear``, ``lm_head`` included, where
+    transformers' loading keeps the head in the compute dtype)."""
     bnb_keeps_input: bool = False
     """Runs on bitsandbytes before 0.43.2 (July 2024), whose 4-bit matmul also kept its input for
     backward; 0.43.2 to 0.50 keep only the packed weight."""
@@ -450,8 +454,10 @@ class QLora(Lora):
     def notes(self, model: ModelSpec) -> list[str]:
         quant = "with double quantization" if self.double_quant else "without double quantization"
         return [*Lora.notes(self, model),
-                f"base linear layers stored in NF4 (block 64, {quant}); embeddings, norms and "
-                "LM head in the compute dtype; one layer matrix dequantized at a time",
+                f"base linear layers stored in NF4 (block 64, {quant}); "
+                + ("the LM head in NF4 too (every nn.Linear quantized); embeddings and norms in the compute dtype; "
+                   "one matrix dequantized at a time, the whole head for each chunk of the loss" if self.quantize_head
+                   else "embeddings, norms and LM head in the compute dtype; one layer matrix dequantized at a time"),
                 *([("routed experts stored in NF4 as well (Unsloth's 4-bit checkpoint)" if self.quantize_experts else
                     "routed experts and router left unquantized: they are tensors of custom modules, which "
                     "bitsandbytes' 4-bit loading leaves as they are (in the compute dtype, or in fp32 where peft's "

@@ -19,7 +19,7 @@ from typing import Any
 
 from costplan import arguments, engine
 from costplan import precision as modes
-from costplan.api import PRECISIONS, make_method, run_goodput, stack_workload, training_job
+from costplan.api import PRECISIONS, make_method, run_goodput, stack_model, stack_workload, training_job
 from costplan.energy import energy_model
 from costplan.errors import CostplanError
 from costplan.frameworks import FRAMEWORK_KEYS, default_framework, frameworks
@@ -270,6 +270,7 @@ def search(
         batch_notes.add(f"{method.key}: {batch_note}")
         stack = frameworks()[framework] if framework else default_framework(True, method.trains_base,
                                                                           method.key in ("pretrain", "cpt"))
+        built, method, _ = stack_model(stack, spec, method)  # the model and adapters as the stack builds them
         for precision in precisions:
             if precision == "fp8" and method.base_storage != "compute":
                 skipped.append(f"{method.key} at fp8: a quantized base is not trained in fp8")
@@ -285,7 +286,7 @@ def search(
                 if grid is None:  # the layouts and the GPUs' columns are the same with and without checkpointing
                     work, _ = stack_workload(stack, method, precision=precision, grad_ckpt=ckpt, seq_len=seq,
                                              micro_batch=1, source_len=source)
-                    grid = _grid(spec, method, stack, work, profile, usable, batch, max_gpus, provider, spot,
+                    grid = _grid(built, method, stack, work, profile, usable, batch, max_gpus, provider, spot,
                                  price, owned, pue, memo)
                     if grid is None:
                         break

@@ -414,3 +414,26 @@ def test_a_vision_tower_is_held_in_memory_but_never_run_on_text():
     served, alone = (costplan.estimate(m, "inference", gpu="a100", micro_batch=1) for m in (both, text))
     assert served.wall_seconds == alone.wall_seconds
     assert served.memory.peak_bytes - alone.memory.peak_bytes == pytest.approx(2 * tower.params)
+
+
+def test_litgpt_builds_its_own_head_and_quantizes_it_under_qlora():
+    # LitGPT's GPT has an lm_head apart from the embeddings (its finetune scripts never tie them) and
+    # Lightning's BitsandbytesPrecision quantizes every nn.Linear, the head included.
+    from costplan.api import litgpt_model
+    from costplan.memory import nf4_bytes_per_param
+
+    gemma, head = preset("gemma-2b"), 256_000 * 2048
+    built, qlora, notes = litgpt_model(gemma, QLora())
+    assert gemma.tied_embeddings and not built.tied_embeddings and qlora.quantize_head and notes
+    assert count_params(built).total - count_params(gemma).total == head
+    nf4 = nf4_bytes_per_param(True)
+    assert base_weight_bytes(built, qlora, 2) - base_weight_bytes(built, QLora(), 2) == pytest.approx(head * (nf4 - 2))
+    # The loss reads the head whole: dequantized (2 bytes a weight) while the loss's gradients are alive.
+    work = Workload(seq_len=512, micro_batch=2, precision="bf16-true")
+    assert training_memory(built, qlora, work).head_workspace == 2 * head
+    top = {q: sharded(training_memory(built, q, work), dp=1, zero=0).phases[Phase.BACKWARD_START]
+           for q in (qlora, QLora())}
+    assert top[qlora] - top[QLora()] == pytest.approx(head * nf4)  # NF4 head and its bf16 copy, not a bf16 head
+    # An untied model keeps its shape; LoRA's base is not quantized.
+    llama, lora = preset("llama-2-7b"), Lora()
+    assert litgpt_model(llama, lora) == (llama, lora, [])

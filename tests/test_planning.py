@@ -183,6 +183,17 @@ def test_plan_and_estimate_agree_with_tensor_parallelism_and_a_profile(tmp_path)
     assert without.pareto[0].wall_seconds != result.pareto[0].wall_seconds  # the profile changes the answer
 
 
+def test_plan_and_estimate_build_litgpts_model_alike():
+    # LitGPT unties a tied checkpoint's head, quantizes it under QLoRA and puts dropout (0.05) on its
+    # adapters, in plan as in estimate.
+    for method in ("lora", "qlora", "full"):
+        result = search("gemma-2b", (method,), tokens=1e8, gpus=("a10g",), framework="litgpt")
+        assert result.pareto
+        for c in result.pareto[:3]:
+            est = _same_as_estimate(c, "gemma-2b", 1e8)
+            assert any("weight of its own" in note for note in est.assumptions)
+
+
 def test_plan_with_an_impossible_deadline_is_a_clear_answer():
     result = CliRunner().invoke(cli, ["plan", "--model", "70b", "--method", "full", "--tokens", "1T",
                                       "--deadline", "1h", "--json"])
