@@ -16,6 +16,9 @@ private formula. The kinds:
   the device total for nvidia-smi and unknown); naive rule: 16 bytes per parameter for full
   fine-tuning (mixed-precision Adam), the weights' bytes plus 20% for adapters;
 - ``fit``: whether a setup ran or went out of memory: the verdict is right or wrong;
+  a memory row, or a fit row that ran, whose figure (or card) holds under ``STEP_FLOOR_SHARE`` of the
+  weights, gradients and optimizer states its stated settings keep at the optimizer step is skipped
+  as mislabelled, as throughput rows beyond ``PLAUSIBLE_MFU`` are;
 - ``max_context``: the longest sequence a setup trained at on a card of stated memory (``estimate
   --max seq-len``); naive rule: the naive memory's headroom spent at 2 bytes x hidden x layers x 16
   per token (a rule of thumb for bf16 activations with checkpointing off).
@@ -42,6 +45,7 @@ from costplan.errors import CostplanError
 from costplan.model import ModelSpec, count_params, model_spec, preset
 from costplan.record import record
 from costplan.tables import number, read_table
+from costplan.terms import Phase
 from costplan.units import GIB
 
 KINDS = ("pretrain", "throughput", "finetune_throughput", "decode", "memory", "fit", "max_context")
@@ -480,6 +484,14 @@ def _predict_memory(row: dict[str, str], spec: ModelSpec, device: Any, options: 
                    lora_targets=_targets(row.get("lora_targets", "")),
                    global_batch=stated or options["micro_batch"] * options["gpus"] * accumulation, **options)
     detail = f"{est.framework.key}, {est.workload.precision}, {est.workload.optimizer}; {_layout(est)}"
+    step = est.memory.phases.get(Phase.OPTIMIZER_STEP, 0.0)  # weights, gradients and states, stepped together
+    peak = number(row, "reported") if kind == "memory" else None
+    held = device.memory_bytes if kind == "fit" and row.get("reported") == "yes" else GIB * peak if peak else math.inf
+    if held < STEP_FLOOR_SHARE * step:
+        raise CostplanError(f"{'the card that ran it' if kind == 'fit' else 'the reported peak'} holds under "
+                            f"{STEP_FLOOR_SHARE:.0%} of the weights, gradients and optimizer states the stated "
+                            f"settings keep at the step ({step / GIB:.1f} GiB): the figure or its settings are not "
+                            "as labelled")
     if kind == "fit":
         naive_fits = _naive_memory(spec, method) <= device.memory_bytes
         return (float(not est.placement.fits), float(not naive_fits),
@@ -532,6 +544,10 @@ def _naive_context(spec: ModelSpec, method: str, options: dict[str, Any]) -> flo
     left = gpu(options["gpu"]).memory_bytes - _naive_memory(spec, method)
     return max(left, 0.0) / (34.0 * spec.hidden_size * spec.num_layers)
 
+
+STEP_FLOOR_SHARE = 0.8
+"""No measured peak falls this far below the tensors the optimizer step holds at once (weights,
+gradients, optimizer states on the GPU): a row that would is mislabelled (its settings or its figure)."""
 
 PLAUSIBLE_MFU = 0.85
 """No published training step exceeds this share of the dense peak on 6N (4N for a frozen base) FLOPs

@@ -332,3 +332,22 @@ def test_torchtunes_decoder_upcasts_the_full_logits_outside_a_compiled_loss():
                             loss="full", seq_len=2048, micro_batch=1, tokens=1e6)
     assert est.workload.output_upcast and est.workload.compiled
     assert any("upcasts the full logits before the compiled loss" in note for note in est.assumptions)
+
+
+def test_rows_under_what_their_optimizer_step_holds_are_skipped_as_mislabelled():
+    # LitGPT's config-hub table gives Llama 3.2 1B and 3B full fine-tuning on one A10G at 8.70 and 16.51 GB,
+    # under the bf16 weights, gradients and AdamW states alone (1.5 B x 8 bytes = 12 GB for the 1B as LitGPT
+    # builds it, 3.6 B x 8 = 29 GB for the 3B, whose 24 GB card could not have run it either).
+    from costplan.errors import CostplanError
+    from costplan.validate import predict
+
+    run = validate(("memory", "fit"))
+    mislabelled = {(s.kind, s.name) for s in run.skipped if "not as labelled" in s.reason}
+    assert mislabelled == {("memory", "litgpt config hub: llama-3.2-1B/full.yaml (1xA10G used)"),
+                           ("memory", "litgpt config hub: llama-3.2-3B/full.yaml (1xA10G used)"),
+                           ("fit", "litgpt config hub: llama-3.2-3B/full.yaml (1xA10G used)")}
+    row = next(r for r in read_table("published_runs") if r["kind"] == "memory"
+               and r["name"] == "litgpt resource table: 7 B Llama 2 LoRA mb1 1xA100-40GB")
+    predict(row)  # 19.84 GiB: above the 13.5 GB of bf16 weights
+    with pytest.raises(CostplanError, match="not as labelled"):
+        predict({**row, "reported": "10"})  # under 80% of them
