@@ -16,9 +16,6 @@ private formula. The kinds:
   the device total for nvidia-smi and unknown); naive rule: 16 bytes per parameter for full
   fine-tuning (mixed-precision Adam), the weights' bytes plus 20% for adapters;
 - ``fit``: whether a setup ran or went out of memory: the verdict is right or wrong;
-  a memory row, or a fit row that ran, whose figure (or card) holds under ``STEP_FLOOR_SHARE`` of the
-  weights, gradients and optimizer states its stated settings keep at the optimizer step is skipped
-  as mislabelled, as throughput rows beyond ``PLAUSIBLE_MFU`` are;
 - ``max_context``: the longest sequence a setup trained at on a card of stated memory (``estimate
   --max seq-len``); naive rule: the naive memory's headroom spent at 2 bytes x hidden x layers x 16
   per token (a rule of thumb for bf16 activations with checkpointing off).
@@ -27,6 +24,11 @@ Memory, fit and max-context rows run on the stack the source names (``framework`
 settings it states: precision mode, optimizer (``+in-backward``: stepped inside backward), 4-bit
 base with or without double quantization, checkpointing (``offloaded``: its checkpoints in host
 memory), LoRA rank and targets; the rest are the stack's defaults.
+
+Rows whose figures contradict their own settings are skipped as mislabelled, with the reason:
+throughput beyond ``PLAUSIBLE_MFU`` of the dense peak, and a memory row (or the card of a fit row
+that ran) holding under ``STEP_FLOOR_SHARE`` of the weights, gradients and optimizer states its
+stated settings keep at the optimizer step.
 
 ``split`` says which rows the speed model's constants were fitted on (``fit``) and which were
 kept apart (``holdout``); splits go by source, never by row.
