@@ -424,6 +424,22 @@ def unsloth_kernels(model: ModelSpec, method: Method, work: Workload) -> bool:
             and not model.is_encoder_decoder and not model.parallel_residual and not method.prefix_tokens)
 
 
+AXOLOTL_MLP_TARGETS = frozenset(("gate", "up", "down"))
+
+
+def axolotl_mlp_kernel(model: ModelSpec, method: Method, work: Workload) -> bool:
+    """Whether Axolotl's fused ``LoRA_MLP`` kernel runs the MLP (axolotl-ai-cloud/axolotl
+    src/axolotl/kernels/lora.py, auto-enabled since #2589, 2025-04-29): LoRA without dropout (the
+    kernel took none until #3528, 2026-03-22) on the gate, up and down projections of a dense
+    SwiGLU/GeGLU MLP, on a 16-bit or 4-bit base (Axolotl skips it for 8-bit LoRA). It keeps its
+    input and the gate and up outputs and recomputes the activation and the product in backward,
+    as Unsloth's kernel it was ported from does; the rest of the layer runs transformers' modules."""
+    return (work.modeling == "axolotl" and method.base_storage != "int8" and not method.trains_base
+            and AXOLOTL_MLP_TARGETS <= set(getattr(method, "targets", ())) and getattr(method, "dropout", 0.0) == 0
+            and not getattr(method, "dora", False) and model.gated_mlp and not model.fused_gate_up
+            and model.activation in ("silu", "gelu") and model.num_experts <= 1 and not model.is_encoder_decoder)
+
+
 def _unsloth_layer(model: ModelSpec, work: Workload, positions: int) -> list[SavedItem]:
     """What one layer keeps under Unsloth's kernels (unslothai/unsloth, unsloth/kernels), per sequence:
     each ``fast_rms_layernorm`` its input and fp32 ``r`` per row; ``LoRA_QKV`` its input; the rotary
@@ -549,6 +565,11 @@ def layer_saved(model: ModelSpec, method: Method, work: Workload, flow: LayerFlo
     if "router" in lin:
         add("router", _router_saved(model, flow, p, lora, mlp_in_rg))
     for prefix in ("", "shared_", "expert_"):
+        if prefix == "" and axolotl_mlp_kernel(model, method, work):
+            # LoRA_MLP's save_for_backward: X, gate and up (the LoRA matrices are parameters)
+            add("mlp inputs", p * h)
+            add("mlp activations", 2 * p * model.ffn_size)
+            continue
         if prefix + "down" in lin:
             for name, value in _mlp_saved(model, flow, prefix, p, lora, prefix == "expert_", wide, work.compiled):
                 add(name, value)
@@ -749,12 +770,12 @@ def layer_backward_transient(model: ModelSpec, method: Method, work: Workload) -
     sequence: the incoming residual gradient and, in the MLP, the gradients of the down
     projection's input and of both factors of the gated product (one fewer for a plain MLP)."""
     positions = work.seq_len + method.virtual_tokens
-    if unsloth_kernels(model, method, work):
-        # LoRA_MLP's backward (unsloth/kernels/fast_lora.py at c67183f, utils.py at 451ed29): the
-        # incoming gradient and the down projection's input gradient DW = matmul_lora(dY, down.T),
-        # which adds its LoRA term out of place (``out += (X @ A) @ (s * B)``: a second tensor of
-        # DW's size while it is formed); the SwiGLU backward then writes into DW, e and g in place
-        # and dX reuses the saved input's storage.
+    if unsloth_kernels(model, method, work) or axolotl_mlp_kernel(model, method, work):
+        # LoRA_MLP's backward (unsloth/kernels/fast_lora.py at c67183f, utils.py at 451ed29; Axolotl's
+        # port keeps its structure): the incoming gradient and the down projection's input gradient
+        # DW = matmul_lora(dY, down.T), which adds its LoRA term out of place (``out += (X @ A) @ (s * B)``:
+        # a second tensor of DW's size while it is formed); the SwiGLU backward then writes into DW, e
+        # and g in place and dX reuses the saved input's storage.
         return work.compute_bytes * positions * (model.hidden_size + 2 * model.ffn_size)
     # MLP units a token passes through in the widest kind of layer: the dense width, or the top-k
     # routed experts with the shared ones.

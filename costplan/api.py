@@ -424,6 +424,12 @@ def estimate(
     if how.training and work.modeling == "litgpt":
         stack_notes.append("activations as LitGPT's own layers keep them (fused qkv, k and v repeated to every "
                            "query head, one zero-padded qkv adapter)")
+    elif how.training and work.modeling == "axolotl":
+        from costplan.activations import axolotl_mlp_kernel
+
+        if axolotl_mlp_kernel(spec, how, work):
+            stack_notes.append("the MLP as Axolotl's fused LoRA_MLP kernel runs it (auto-enabled for LoRA without "
+                               "dropout on gate, up and down): it keeps its input and the gate and up outputs")
     elif how.training and work.modeling == "unsloth":
         from costplan.activations import unsloth_kernels
 

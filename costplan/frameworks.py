@@ -55,7 +55,7 @@ class Framework:
     """The stack's default LoRA dropout."""
     modeling: str = "transformers"
     """Whose layer code the saved activations follow: ``litgpt`` (LitGPT's own GPT), ``unsloth`` (its fused
-    LoRA kernels) or ``transformers``."""
+    LoRA kernels), ``axolotl`` (transformers' modules and its fused LoRA MLP kernel) or ``transformers``."""
     full_single_gpu_optimizer: str = ""
     """The optimizer of full fine-tuning on one GPU where it differs (``+in-backward``: stepped in backward)."""
     quantized_gather: bool = False

@@ -375,6 +375,9 @@ def _stack_options(row: dict[str, str], options: dict[str, Any]) -> tuple[Any, d
         method = "qlora"
     extra: dict[str, Any] = {}
     as_of, stack = row.get("as_of", ""), row.get("framework")
+    dropout = _stated(row, "lora-dropout")  # as the source's config sets it; else the stack's default
+    if dropout is not None:
+        extra["lora_dropout"] = dropout
     if method == "qlora":
         from costplan.methods import QLora, parse_targets
 
@@ -383,6 +386,7 @@ def _stack_options(row: dict[str, str], options: dict[str, Any]) -> tuple[Any, d
         legacy = (as_of < LEGACY_BNB_BEFORE or (stack == "litgpt" and as_of < LITGPT_BNB_044_SINCE)) \
             and stack not in ("torchtune", "unsloth")
         method = QLora(rank=_int(row, "lora_rank") or 8, targets=parse_targets(_targets(row.get("lora_targets", ""))),
+                       dropout=dropout or 0.0,
                        double_quant=quant != "nf4" or stack in DOUBLE_QUANT_STACKS, bnb_keeps_input=legacy,
                        unchunked_quantize=stack == "torchtune" and as_of < TORCHTUNE_TORCHAO_03_SINCE)  # type: ignore[assignment]
     if quant == "int8" and method == "lora":

@@ -72,8 +72,9 @@ class Workload:
     modeling: str = "transformers"
     """Whose layer code runs: ``transformers`` (its modules with peft), ``litgpt`` (LitGPT's GPT: one
     fused qkv projection split into views, k and v repeated to every query head under grouped-query
-    attention, one zero-padded adapter for the enabled q/k/v) or ``unsloth`` (its fused LoRA kernels
-    where they apply, ``activations.unsloth_kernels``)."""
+    attention, one zero-padded adapter for the enabled q/k/v), ``unsloth`` (its fused LoRA kernels
+    where they apply, ``activations.unsloth_kernels``) or ``axolotl`` (transformers' modules, and
+    Axolotl's fused ``LoRA_MLP`` kernel where it applies, ``activations.axolotl_mlp_kernel``)."""
     unsharded_accumulation: bool = False
     """Under FSDP, gradient accumulation runs the micro-batches before the last without syncing
     (FSDP's ``no_sync``, Lightning Fabric's ``no_backward_sync``): each GPU keeps the unsharded

@@ -277,6 +277,41 @@ def test_unsloth_kernels_keep_what_their_save_for_backward_lists():
         preset("llama-3-8b"), partial, replace(peft_work, modeling="transformers")).later_layer > 1000 * per_token
 
 
+def test_axolotls_lora_mlp_kernel_keeps_its_input_and_the_gate_and_up_outputs():
+    # axolotl kernels/lora.py LoRA_MLP saves X, gate and up (bf16, per token 2h + 2 x 2f bytes); peft's
+    # modules keep the gate's output (SiLU's input), SiLU's output, up, the product (down's lora_A input)
+    # and their adapters' inputs. The attention half of the layer is transformers' either way.
+    # Llama-3-8B, h = 4096, f = 14336.
+    from costplan.api import stack_workload
+    from costplan.frameworks import framework
+
+    f, h, tokens = 14336, 4096, 1000
+    lora = Lora(rank=16, targets=parse_targets("all-linear"))
+    work, notes = stack_workload(framework("axolotl"), lora, precision="bf16", gpus=1, seq_len=tokens)
+    spec = preset("llama-3-8b")
+
+    def items(w):
+        return {i.name: i.bytes for i in saved_tensors(spec, lora, w).layers_saved[-1].items}
+
+    kernel, peft = items(work), items(replace(work, modeling="transformers"))
+    assert kernel["mlp inputs"] == tokens * 2 * h and kernel["mlp activations"] == tokens * 2 * 2 * f
+    assert "down input" not in kernel and peft["mlp activations"] == tokens * 3 * 2 * f
+    mlp = ("mlp inputs", "mlp activations", "down input")
+    assert {k: v for k, v in kernel.items() if k not in mlp} == {k: v for k, v in peft.items() if k not in mlp}
+    kernel_total = saved_tensors(spec, lora, work).later_layer
+    assert training_memory(spec, lora, work).layer_transient == tokens * 2 * (h + 2 * f)  # as Unsloth's
+    # It takes no dropout (until axolotl#3528), no 8-bit base, and needs all three MLP matrices.
+    for other in (replace(lora, dropout=0.05), Lora(rank=16, targets=parse_targets("q,k,v,o,gate,up"))):
+        assert saved_tensors(spec, other, work).later_layer == saved_tensors(
+            spec, other, replace(work, modeling="transformers")).later_layer
+    qlora = QLora(rank=16, targets=parse_targets("all-linear"))
+    assert saved_tensors(spec, qlora, work).later_layer == kernel_total
+    import costplan
+
+    est = costplan.estimate("8b", "lora", lora_targets="all-linear", framework="axolotl", gpu="h100", seq_len=1024)
+    assert any("LoRA_MLP" in note for note in est.assumptions)
+
+
 def test_a_loop_that_holds_the_models_outputs_holds_its_logits_in_every_phase():
     # Answer.AI's fsdp_qlora train.py keeps `output` through loss.backward(): under transformers before
     # 4.46, Llama-2's fp32 logits, 4 bytes x 2048 positions x 32,000 entries per sequence (262 MB),

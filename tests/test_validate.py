@@ -351,3 +351,22 @@ def test_rows_under_what_their_optimizer_step_holds_are_skipped_as_mislabelled()
     predict(row)  # 19.84 GiB: above the 13.5 GB of bf16 weights
     with pytest.raises(CostplanError, match="not as labelled"):
         predict({**row, "reported": "10"})  # under 80% of them
+
+
+def test_axolotl_rows_take_the_lora_dropout_their_configs_set():
+    # Devstral's example config sets lora_dropout 0, so Axolotl's auto-enabled LoRA_MLP kernel runs
+    # (axolotl-ai-cloud/axolotl#2589); at its usual 0.05 the kernel stays off until #3528 and peft's
+    # modules keep their dropout masks and dropped copies: more memory.
+    from costplan.validate import predict
+
+    rows = [r for r in read_table("published_runs") if r["framework"] == "axolotl" and r["method"] in ("lora", "qlora")]
+    devstral = next(r for r in rows if r["kind"] == "memory" and "Devstral-Small-2505" in r["name"])
+    assert "lora-dropout=0" in devstral["switches"].split(";")
+    at_zero = predict(devstral)[0]
+    stated = devstral["switches"].replace("lora-dropout=0", "lora-dropout=0.05")
+    at_default = predict({**devstral, "switches": stated})[0]
+    assert at_default > at_zero * 1.03
+    # Every row from before the kernels existed (2025-04-29) states the dropout that kept them off anyway.
+    for row in rows:
+        if row["as_of"] < "2025-04-29":
+            assert "lora-dropout=0.05" in row["switches"].split(";"), row["name"]
