@@ -737,8 +737,8 @@ def litgpt_model(spec: ModelSpec, how: Method) -> tuple[ModelSpec, Method, list[
     notes = []
     if spec.tied_embeddings and spec.causal:
         spec = replace(spec, tied_embeddings=False)
-        notes.append("the LM head a weight of its own, as LitGPT builds it (a tied checkpoint's embedding copied "
-                     "into it)")
+        notes.append("the LM head is a weight of its own, as LitGPT builds it (a tied checkpoint's embedding is "
+                     "copied into it)")
     if isinstance(how, QLora) and not how.quantize_head:
         how = replace(how, quantize_head=True)
     return spec, how, notes
