@@ -45,6 +45,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from costplan.cli import cli
+from costplan.frameworks import FRAMEWORK_KEYS
 
 SETTINGS = {"deadline": None, "database": None, "suppress_health_check": list(HealthCheck)}
 RUNNER = CliRunner()
@@ -82,14 +83,14 @@ ESTIMATE_NUMERIC = ["--gpus", "--tokens", "--epochs", "--seq-len", "--micro-batc
                     "--serve-batch"]
 ESTIMATE_CHOICES = {"--method": METHODS, "--gpu": GPUS, "--precision": ["fp32", "bf16", "fp16", "fp8", "fp4"],
                     "--attention": ["flash", "eager", "x"], "--runtime": ["eager", "compiled", "x"],
-                    "--framework": ["hf-trainer", "megatron", "x"], "--weights": ["mxfp4", "int4", "nf4", "x"]}
+                    "--framework": [*FRAMEWORK_KEYS, "x"], "--weights": ["mxfp4", "int4", "nf4", "x"]}
 ESTIMATE_NAMES = ["--optimizer", "--lora-targets", "--provider", "--grid"]
 ESTIMATE_FLAGS = ["--spot", "--grad-ckpt", "--no-grad-ckpt", "--brief"]
 
 
 VALID_CHOICES = {"--method": METHODS[:8], "--gpu": GPUS[:12], "--precision": ["fp32", "bf16", "fp16", "fp8"],
                  "--attention": ["flash", "eager"], "--runtime": ["eager", "compiled"],
-                 "--framework": ["hf-trainer", "megatron"], "--weights": ["mxfp4", "int4", "fp8", "bf16"]}
+                 "--framework": list(FRAMEWORK_KEYS), "--weights": ["mxfp4", "int4", "fp8", "bf16"]}
 VALID_NAMES = {"--optimizer": ["adamw", "adamw-fused", "adamw-8bit", "paged-adamw", "sgd", "sgd-momentum", "adafactor"],
                "--lora-targets": ["q,v", "all-linear", "attn", "mlp", "q,k,v,o", "all-linear,experts.7,experts.23"],
                "--provider": ["aws", "runpod"],
