@@ -23,7 +23,8 @@ private formula. The kinds:
 Memory, fit and max-context rows run on the stack the source names (``framework``) with the
 settings it states: precision mode, optimizer (``+in-backward``: stepped inside backward), 4-bit
 base with or without double quantization, checkpointing (``offloaded``: its checkpoints in host
-memory), LoRA rank and targets; the rest are the stack's defaults.
+memory), LoRA rank, targets and dropout (a ``lora-dropout=`` switch, else the training script's default,
+``SCRIPT_LORA_DROPOUT``, and torchtune's builders' 0.05 until 2024-09-11); the rest are the stack's defaults.
 
 Rows whose figures contradict their own settings are skipped as mislabelled, with the reason:
 throughput beyond ``PLAUSIBLE_MFU`` of the dense peak, and a memory row (or the card of a fit row
@@ -338,6 +339,13 @@ f319b0bc6) until axolotl-ai-cloud/axolotl#1083 (78c5b1979, 2024-01-10) cast them
 TORCHTUNE_FUSED_ADAMW_SINCE = "2024-09-14"
 """torchtune's configs ran torch.optim.AdamW with its default foreach step until they set ``fused: True``
 (pytorch/torchtune#1575, cca50f02e, 2024-09-14)."""
+SCRIPT_LORA_DROPOUT = {"fsdp-qlora": 0.1}
+"""The LoRA dropout of training scripts whose published runs leave it at the script's default: Answer.AI's
+fsdp_qlora ``train.py`` (``lora_dropout: float = 0.1``; its benchmark commands do not set it, AnswerDotAI/fsdp_qlora
+4cd6923)."""
+TORCHTUNE_NO_LORA_DROPOUT_SINCE = "2024-09-11"
+"""pytorch/torchtune#1492 (d7fae9677): the LoRA model builders' ``lora_dropout`` default went from 0.05 to
+0.0 and the configs set it; before, every torchtune LoRA and QLoRA run had dropout 0.05."""
 TORCHTUNE_CHUNKED_CE_SINCE = "2024-08-28"
 """torchtune's configs computed ``torch.nn.CrossEntropyLoss`` over the full fp32 logits until
 ``CEWithChunkedOutputLoss`` (pytorch/torchtune#1390, 4fba6cd44, 2024-08-28) became their loss."""
@@ -376,6 +384,10 @@ def _stack_options(row: dict[str, str], options: dict[str, Any]) -> tuple[Any, d
     extra: dict[str, Any] = {}
     as_of, stack = row.get("as_of", ""), row.get("framework")
     dropout = _stated(row, "lora-dropout")  # as the source's config sets it; else the stack's default
+    if dropout is None and stack == "torchtune" and as_of < TORCHTUNE_NO_LORA_DROPOUT_SINCE:
+        dropout = 0.05  # its LoRA builders' default then, which the configs did not expose
+    if dropout is None:
+        dropout = SCRIPT_LORA_DROPOUT.get(row.get("stack", ""))
     if dropout is not None:
         extra["lora_dropout"] = dropout
     if method == "qlora":

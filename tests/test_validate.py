@@ -370,3 +370,17 @@ def test_axolotl_rows_take_the_lora_dropout_their_configs_set():
     for row in rows:
         if row["as_of"] < "2025-04-29":
             assert "lora-dropout=0.05" in row["switches"].split(";"), row["name"]
+
+
+def test_rows_without_a_stated_dropout_take_their_scripts_default():
+    # torchtune's LoRA builders defaulted to dropout 0.05 until pytorch/torchtune#1492 (2024-09-11), which
+    # its configs did not expose; Answer.AI's fsdp_qlora train.py defaults to 0.1. A stated value wins.
+    from costplan.validate import predict
+
+    memory = [r for r in read_table("published_runs") if r["kind"] == "memory"]
+    basement = "fsdp_qlora bench Case Study: A Dual 3090 'Basement Rig': llama-2-7b qlora ctx2048 bs4"
+    for name, default in (("torchtune README 2024-05: Llama2-7B QLoRA 1x4090", 0.05), (basement, 0.1)):
+        row = next(r for r in memory if r["name"].startswith(name))
+        assert "lora-dropout" not in row["switches"]
+        stated = predict({**row, "switches": row["switches"] + f";lora-dropout={default}"})[0]
+        assert predict(row)[0] == stated > predict({**row, "switches": row["switches"] + ";lora-dropout=0"})[0]
