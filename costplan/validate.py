@@ -503,8 +503,11 @@ def _predict_memory(row: dict[str, str], spec: ModelSpec, device: Any, options: 
                    global_batch=stated or options["micro_batch"] * options["gpus"] * accumulation, **options)
     detail = f"{est.framework.key}, {est.workload.precision}, {est.workload.optimizer}; {_layout(est)}"
     step = est.memory.phases.get(Phase.OPTIMIZER_STEP, 0.0)  # weights, gradients and states, stepped together
-    peak = number(row, "reported") if kind == "memory" else None
-    held = device.memory_bytes if kind == "fit" and row.get("reported") == "yes" else GIB * peak if peak else math.inf
+    if kind == "fit":  # a setup that ran held its step on the card; one that went out of memory proves nothing
+        held = device.memory_bytes if row.get("reported") == "yes" else math.inf
+    else:
+        peak = number(row, "reported")
+        held = GIB * peak if peak else math.inf
     if held < STEP_FLOOR_SHARE * step:
         raise CostplanError(f"{'the card that ran it' if kind == 'fit' else 'the reported peak'} holds under "
                             f"{STEP_FLOOR_SHARE:.0%} of the weights, gradients and optimizer states the stated "

@@ -287,7 +287,7 @@ def test_axolotls_lora_mlp_kernel_keeps_its_input_and_the_gate_and_up_outputs():
 
     f, h, tokens = 14336, 4096, 1000
     lora = Lora(rank=16, targets=parse_targets("all-linear"))
-    work, notes = stack_workload(framework("axolotl"), lora, precision="bf16", gpus=1, seq_len=tokens)
+    work, _ = stack_workload(framework("axolotl"), lora, precision="bf16", gpus=1, seq_len=tokens)
     spec = preset("llama-3-8b")
 
     def items(w):
