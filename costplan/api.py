@@ -254,6 +254,7 @@ def estimate(
     flat_unit_gradients: bool = False,
     kbit_upcast: bool | None = None,
     held_logits: str | None = None,
+    expandable_segments: bool | None = None,
     virtual_stages: int | None = None,
     steady_state: bool = False,
     goodput: float | None = None,
@@ -282,6 +283,8 @@ def estimate(
     keeps its embeddings, LM head and norms in fp32 (None: as the stack does). ``held_logits`` (``fp32`` or
     ``compute``): the
     training loop keeps the model's outputs, its logits, until the next forward (``Workload.held_logits``).
+    ``expandable_segments``: PyTorch's caching allocator runs with ``expandable_segments:True`` (None: as the
+    stack sets it), which keeps its reserve close to the allocated peak.
     ``virtual_stages``: pipeline stages per GPU under interleaved 1F1B (None: about two layers each; 1: plain
     1F1B).
     ``steady_state``: the wall time of the training steps only, without a pretraining run's allowance for
@@ -339,6 +342,7 @@ def estimate(
     flat_unit_gradients = arguments.flag("flat_unit_gradients", flat_unit_gradients)
     kbit_upcast = arguments.flag("kbit_upcast", kbit_upcast, optional=True)
     held_logits = arguments.text("held_logits", held_logits, ("fp32", "compute"), optional=True)
+    expandable_segments = arguments.flag("expandable_segments", expandable_segments, optional=True)
     steady_state = arguments.flag("steady_state", steady_state)
     if steady_state and goodput is not None:
         raise CostplanError("give --steady-state (no whole-run allowance) or --goodput, not both.")
@@ -417,7 +421,7 @@ def estimate(
                                        source_len=prompt_len if spec.is_encoder_decoder else None,
                                        gathered_load=gathered_load, held_logits=held_logits,
                                        virtual_stages=virtual_stages, flat_unit_gradients=flat_unit_gradients,
-                                       kbit_upcast=kbit_upcast)
+                                       kbit_upcast=kbit_upcast, expandable_segments=expandable_segments)
     if isinstance(how, QLora) and spec.expert_tensors and work.modeling == "unsloth" and adapter is None:
         how = replace(how, quantize_experts=True)  # Unsloth ships gpt-oss with its experts in 4 bits
     stack_notes += built_notes
@@ -748,7 +752,8 @@ def stack_workload(stack: Framework, how: Method, *, precision: str = "bf16", op
                    optimizer_in_backward: bool | None = None, loss: str | None = None,
                    offload: tuple[str, ...] | str | None = None, grad_ckpt: bool | None = None,
                    gpus: int | None = None, runtime: str | None = None, sync_each_batch: bool | None = None,
-                   kbit_upcast: bool | None = None, **shape: Any) -> tuple[Workload, list[str]]:
+                   kbit_upcast: bool | None = None, expandable_segments: bool | None = None,
+                   **shape: Any) -> tuple[Workload, list[str]]:
     """The workload as ``stack`` runs it: its precision mode for ``bf16``, its optimizer, loss,
     adapter dtype and gradient buffers, unless given; with one line per convention taken."""
     mode = modes.resolve(precision, stack.bf16)
@@ -790,6 +795,8 @@ def stack_workload(stack: Framework, how: Method, *, precision: str = "bf16", op
                     autocast_forward=True if stack.autocast and mode != "fp32" else None,
                     compiled=(runtime or stack.runtime) == "compiled" and how.training, modeling=stack.modeling,
                     quantized_gather=stack.quantized_gather,
+                    expandable_segments=stack.expandable_segments if expandable_segments is None
+                    else expandable_segments,
                     unsharded_accumulation=how.training and (stack.accumulation == "no-sync" if sync_each_batch is None
                                                              else not sync_each_batch),
                     **shape)
@@ -807,6 +814,9 @@ def stack_workload(stack: Framework, how: Method, *, precision: str = "bf16", op
                      "(embeddings, LM head, norms) upcast to fp32")
     if in_backward:
         notes.append("optimizer stepped inside backward, each gradient freed once used (no gradient accumulation)")
+    if work.expandable_segments:
+        why = f"{stack.key} sets it" if expandable_segments is None else "--expandable-segments"
+        notes.append(f"caching allocator with expandable_segments ({why}): reserve close to the allocated peak")
     return work, notes
 
 
@@ -949,7 +959,7 @@ def _inference(spec, how, device, net, work, profile, tokens, gpus, runtime, sta
                price_override, owned=None) -> _Result:
     fl = inference_flops(spec, how, work)
     mem = inference_memory(spec, how, work)
-    slack, context = profile.allocator_slack(), profile.cuda_context_bytes()
+    slack, context = profile.allocator_slack(work.expandable_segments), profile.cuda_context_bytes()
     counts = [gpus] if gpus is not None else [n for n in (1, 2, 4, 8) if n <= net.gpus_per_node] or [1]
     for n in counts:
         phases = engine.inference_phases(mem, tp=n)

@@ -135,6 +135,14 @@ def describe_device() -> dict[str, Any]:
             "memory_bytes": None, "cores": os.cpu_count(), "threads": torch.get_num_threads()}
 
 
+def allocator_mode() -> str:
+    """How PyTorch's caching allocator runs in this process: ``expandable`` where ``PYTORCH_CUDA_ALLOC_CONF``
+    (or ``PYTORCH_ALLOC_CONF``, its newer name) turns on ``expandable_segments``, else ``default``: the
+    reserve measured above the allocated peak is the slack of that mode."""
+    conf = ",".join(os.environ.get(name, "") for name in ("PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_ALLOC_CONF"))
+    return "expandable" if "expandable_segments:true" in conf.replace(" ", "").lower() else "default"
+
+
 def match_gpu_row(device: dict[str, Any]) -> str | None:
     """The GPU table key whose name or alias appears in the device name (None for a CPU or unknown)."""
     if device["kind"] != "cuda":
@@ -435,6 +443,7 @@ def calibrate(model: ModelSpec, *, quick: bool = False, precision: str | None = 
         "gpu_key": match_gpu_row(info),
         "software": {"torch": torch.__version__, "transformers": transformers.__version__,
                      "python": platform.python_version()},
+        "allocator": allocator_mode(),
         "model_family": model.family,
         "calibration_model": small.name,
         "precision": precision,

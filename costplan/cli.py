@@ -265,6 +265,10 @@ LAYOUT = _options(
               help="Under FSDP with gradient accumulation, reduce-scatter the gradients after every micro-batch "
                    "(accelerate's sync_each_batch; Composer) instead of keeping them unsharded until the last one "
                    "(FSDP's no_sync: the Trainer's and LitGPT's default) [auto: the stack's].")
+@click.option("--expandable-segments/--no-expandable-segments", default=None, show_default="auto",
+              help="PyTorch's caching allocator runs with PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True, which "
+                   "keeps its reserve close to the allocated peak (less fragmentation; Axolotl and torchtitan set it) "
+                   "[auto: the stack's].")
 @click.option("--optimizer-in-backward/--no-optimizer-in-backward", default=None, show_default="auto",
               help="Step each parameter inside backward and free its gradient (torchtune's optimizer_in_bwd; no "
                    "gradient accumulation).")

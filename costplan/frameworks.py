@@ -64,6 +64,9 @@ class Framework:
     held_logits: str = ""
     """The training loop keeps the model's logits from one forward to the next (``compute``: LitGPT's
     fit loops); empty: it keeps only the loss (``Workload.held_logits``)."""
+    expandable_segments: bool = False
+    """The stack runs PyTorch's caching allocator with ``expandable_segments:True`` (it sets
+    ``PYTORCH_CUDA_ALLOC_CONF`` before CUDA starts): its reserve stays close to the allocated peak."""
     accumulation: str = "reduce"
     """Gradient accumulation under FSDP: ``reduce`` (each micro-batch reduce-scatters its gradients) or
     ``no-sync`` (FSDP's ``no_sync``: unsharded gradients kept until the last micro-batch)."""
@@ -91,7 +94,7 @@ def frameworks() -> dict[str, Framework]:
             full_single_gpu_optimizer=row["full_single_gpu_optimizer"], autocast=row["autocast"] == "true",
             lora_dropout=float(row["lora_dropout"]), modeling=row["modeling"], accumulation=row["accumulation"],
             held_logits=row["held_logits"], quantized_gather=row["quantized_gather"] == "true",
-            source=row["source"])
+            expandable_segments=row["allocator"] == "expandable", source=row["source"])
     return found
 
 

@@ -101,6 +101,11 @@ class Job:
             self._parts[grad_ckpt] = Parts(training_memory(self.model, self.method, work), flops, shape)
         return self._parts[grad_ckpt]
 
+    @property
+    def allocator_slack(self) -> float:
+        """The caching allocator's reserve above the peak, in the mode the stack runs it."""
+        return self.profile.allocator_slack(self.work.expandable_segments)
+
     def phases(self, layout: engine.Layout) -> dict:
         return engine.training_phases(self.parts(layout.grad_ckpt).memory, dp=layout.dp, zero=layout.zero,
                                       micro_batch=layout.micro_batch, grad_accum=layout.grad_accum, tp=layout.tp,
@@ -111,11 +116,11 @@ class Job:
         mem = self.parts(layout.grad_ckpt).memory
         managed, host = engine.off_device_bytes(mem, dp=layout.dp, zero=layout.zero, micro_batch=layout.micro_batch,
                                                 tp=layout.tp, pp=layout.pp, cp=layout.cp)
-        return engine.breakdown(self.phases(layout), self.profile.allocator_slack(), self.profile.cuda_context_bytes(),
+        return engine.breakdown(self.phases(layout), self.allocator_slack, self.profile.cuda_context_bytes(),
                                 managed, host)
 
     def device_bytes(self, layout: engine.Layout) -> float:
-        return engine.device_bytes(engine.peak_bytes(self.phases(layout)), self.profile.allocator_slack(),
+        return engine.device_bytes(engine.peak_bytes(self.phases(layout)), self.allocator_slack,
                                    self.profile.cuda_context_bytes())
 
     def step(self, layout: engine.Layout) -> engine.StepTime:
@@ -369,7 +374,7 @@ def _why_not(job: Job, layout: engine.Layout, memory: MemoryBreakdown, *, fixed:
     parts = job.parts(layout.grad_ckpt).memory
     floor = engine.device_bytes((parts.checkpoints + parts.recompute + parts.logits_peak) / layout.tp
                                 if layout.grad_ckpt else (parts.activations + parts.logits_peak) / layout.tp,
-                                job.profile.allocator_slack(), job.profile.cuda_context_bytes())
+                                job.allocator_slack, job.profile.cuda_context_bytes())
     if floor > capacity:
         return (f"one sequence's activations and logits alone need {fmt_bytes(floor)} per GPU (GPU holds "
                 f"{fmt_bytes(capacity)}) however many GPUs share the rest; use a shorter --seq-len, "

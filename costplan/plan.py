@@ -349,7 +349,7 @@ class _Grid:
     offers: _Offers
     correction: Any
     hidden: int
-    allocator_slack: float
+    allocator_slack: Any
     context_bytes: float
     goodput: float
     job: Any
@@ -461,7 +461,7 @@ def _columns(spec, keys, jobs, parts, layout, found, profile, method) -> _Grid:
     first = jobs[0].constants
     constants = replace(first, bandwidth_efficiency=column([job.constants.bandwidth_efficiency for job in jobs]))
     return _Grid(keys, hw, constants, parts, layout, found, column([job.correction for job in jobs]),
-                 spec.hidden_size, profile.allocator_slack(), profile.cuda_context_bytes(),
+                 spec.hidden_size, column([job.allocator_slack for job in jobs]), profile.cuda_context_bytes(),
                  run_goodput(method, profile), jobs[0])
 
 

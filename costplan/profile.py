@@ -148,9 +148,12 @@ class Profile:
         measured = dict(self.measured).get("cuda_context_bytes")
         return measured if measured is not None else self._row("cuda_context_gib", ()).value * GIB
 
-    def allocator_slack(self) -> float:
-        measured = dict(self.measured).get("allocator_slack")
-        return measured if measured is not None else self._row("allocator_slack", ()).value
+    def allocator_slack(self, expandable: bool = False) -> float:
+        """The caching allocator's reserve above its allocated peak, as a share of it: with its default
+        fixed-size blocks, or with ``expandable_segments:True`` (one growing segment, little fragmentation)."""
+        kind = "allocator_slack_expandable" if expandable else "allocator_slack"
+        measured = dict(self.measured).get(kind)
+        return measured if measured is not None else self._row(kind, ()).value
 
     def power_watts(self, gpu_key: str) -> float | None:
         return self._measured("power_watts", gpu_key)
@@ -208,7 +211,8 @@ def check_profile(data: Any) -> None:
     ``copy_bandwidth_bytes_per_second``, ``attention`` (``seq_len``, ``seconds``,
     ``flops_per_second``), ``methods`` (per method: ``seconds``, ``predicted_seconds``, ``flops``,
     ``achieved_flops_per_second``, ``max_allocated``/``max_reserved``/``analytic_peak`` bytes,
-    ``power_watts``, ``context_bytes``), ``collectives`` (bus bytes per second per message size),
+    ``power_watts``, ``context_bytes``), ``allocator`` (``default`` or ``expandable``: the caching
+    allocator's mode, which the measured reserve belongs to), ``collectives`` (bus bytes per second per message size),
     ``corrections`` (``factor``, ``model``, ``method``, ``source``). Every number must be finite
     and in a physical range, so no measurement can turn an estimate negative, infinite or NaN.
     """
@@ -225,6 +229,7 @@ def check_profile(data: Any) -> None:
 
         check.choice(data, "gpu_key", tuple(gpu_names()))
     check.choice(data, "precision", ("fp32", "tf32", "bf16", "fp16", "fp8"), required=False)
+    check.choice(data, "allocator", ("default", "expandable"), required=False)
     for i, point in enumerate(check.sequence(data, "gemm")):
         where = f"gemm[{i}]"
         point = check.mapping({where: point}, where)
@@ -391,8 +396,9 @@ def _from_profile_data(data: dict) -> Profile:
     contexts = [e["context_bytes"] for e in data["methods"].values() if e.get("context_bytes")]
     powers = [e["power_watts"] for e in data["methods"].values() if e.get("power_watts")]
     collective = max((p["all_reduce_bus_bytes_per_second"] for p in data.get("collectives") or []), default=None)
-    if slacks:
-        measured["allocator_slack"] = statistics.median(slacks)
+    if slacks:  # the slack of the allocator mode the calibration ran under
+        kind = "allocator_slack_expandable" if data.get("allocator") == "expandable" else "allocator_slack"
+        measured[kind] = statistics.median(slacks)
     if contexts:
         measured["cuda_context_bytes"] = max(contexts)
     if powers:

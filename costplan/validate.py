@@ -364,6 +364,11 @@ LOSS_FUNCTION_SINCE = "2024-10-24"
 """transformers 4.46: causal LMs compute their loss in ``loss_function`` (which upcasts a copy of the
 logits to fp32) and return the logits in the compute dtype; before, ``logits = logits.float()`` in the
 forward made the returned logits fp32."""
+EXPANDABLE_SEGMENTS_SINCE = {"axolotl": "2024-12-17", "torchtitan": "2024-10-22"}
+"""Since when the stacks whose estimates take the expandable-segments reserve (``tables/frameworks.csv``
+allocator) have set ``expandable_segments:True`` before CUDA starts: Axolotl's CLI since
+axolotl-ai-cloud/axolotl#2183 (its train module had set it after CUDA started, without effect),
+torchtitan's ``run_train.sh`` since a5e57e4a9. Rows measured before ran the default allocator."""
 ALLOCATOR_LOGGING_SINCE = {"torchtune": "", "axolotl": "2025-07-31"}
 """Stacks whose published peaks come from their own logging of the caching allocator's statistics, and
 since when: torchtune's recipes log ``training.get_memory_stats`` (peak active, allocated and reserved
@@ -447,6 +452,9 @@ def _stack_options(row: dict[str, str], options: dict[str, Any]) -> tuple[Any, d
         extra["held_logits"] = "fp32" if row.get("as_of", "") < LOSS_FUNCTION_SINCE else "compute"
     elif stack == "torchtune" and as_of < TORCHTUNE_DEL_LOGITS_SINCE:
         extra["held_logits"] = "fp32"
+    expandable_since = EXPANDABLE_SEGMENTS_SINCE.get(stack or "")
+    if expandable_since is not None and as_of < expandable_since:
+        extra["expandable_segments"] = False
     if "zero2" in switches:
         extra["zero"] = 2
     elif switches & {"zero3", "fsdp-full-shard", "fsdp2-full-shard"}:

@@ -95,6 +95,10 @@ class Workload:
     """Pipeline stages each GPU holds under interleaved 1F1B (Megatron's virtual pipeline); None: about two
     layers each, as NeMo's recipes run large models; 1: plain 1F1B (DeepSpeed's pipeline engine, as GPT-NeoX
     and Megatron-DeepSpeed run it, and Megatron-LM unless virtual stages are asked for)."""
+    expandable_segments: bool = False
+    """PyTorch's caching allocator runs with ``expandable_segments:True`` (``PYTORCH_CUDA_ALLOC_CONF``): one
+    growing segment instead of fixed-size blocks, so the reserve stays close to the allocated peak
+    (``Profile.allocator_slack``)."""
     gathered_load: bool = False
     """The checkpoint is loaded into the sharded (ZeRO-3 / FSDP) model by gathering the whole model onto
     every GPU at once: Lightning Fabric's ``load_raw`` summoned all parameters until

@@ -4,13 +4,14 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 import costplan
 from costplan.cli import cli
-from costplan.profile import load_profile
+from costplan.profile import ProfileError, load_profile
 
 
 @pytest.fixture(scope="module")
@@ -192,3 +193,34 @@ def test_the_gpu_check_runs_its_cpu_path(tmp_path):
     assert (tmp_path / "gpu_check.csv").is_file() and (tmp_path / "gpu_check.md").is_file()
     for r in rows:  # the live peak of a real step against the analytic peak
         assert r["measured_step_s"] > 0 and abs(r["allocated_error"]) < 0.02
+
+
+def test_a_profile_measured_under_expandable_segments_keeps_that_reserve_apart(tmp_path):
+    # The reserve a calibration measures belongs to the allocator mode it ran under: measured with
+    # expandable segments it replaces only that mode's slack, and the default mode keeps the table's.
+    path = Path(fake_gpu_profile(tmp_path, "a100-80gb"))
+    data = json.loads(path.read_text())
+    data["allocator"] = "expandable"
+    path.write_text(json.dumps(data))
+    profile = load_profile(str(path))
+    assert profile.allocator_slack(expandable=True) == pytest.approx(0.1)  # reserved 11 GB over 10 GB
+    assert profile.allocator_slack() == pytest.approx(0.12)  # tables/efficiency.csv allocator_slack
+    data["allocator"] = "segments"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ProfileError, match="allocator"):
+        load_profile(str(path))
+
+
+def test_calibration_names_the_allocator_mode_it_runs_under(monkeypatch):
+    from costplan.calibrate import allocator_mode
+
+    monkeypatch.delenv("PYTORCH_CUDA_ALLOC_CONF", raising=False)
+    monkeypatch.delenv("PYTORCH_ALLOC_CONF", raising=False)
+    assert allocator_mode() == "default"
+    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "max_split_size_mb:128, expandable_segments:True")
+    assert allocator_mode() == "expandable"
+    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:False")
+    assert allocator_mode() == "default"
+    monkeypatch.delenv("PYTORCH_CUDA_ALLOC_CONF")
+    monkeypatch.setenv("PYTORCH_ALLOC_CONF", "expandable_segments:True")
+    assert allocator_mode() == "expandable"

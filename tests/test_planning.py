@@ -394,3 +394,15 @@ def test_the_fewest_gpus_that_fit_when_accumulation_would_hold_unsharded_gradien
     chosen = estimate(**args)
     assert chosen.gpus == 16 and chosen.placement.fits and chosen.placement.layout.grad_accum == 1
     assert not estimate(**args, gpus=8).placement.fits  # the candidate before 16: one whole node
+
+
+def test_plan_and_estimate_reserve_alike_under_axolotls_expandable_segments():
+    # Axolotl runs the caching allocator with expandable segments: plan's rows carry the same smaller
+    # reserve as estimate's, and that reserve is the table's 2.2% above the peak, not the default 12%.
+    result = search("8b", ("qlora",), tokens=1e8, gpus=("a10g", "l40s"), framework="axolotl")
+    assert result.pareto
+    for c in result.pareto[:3]:
+        est = _same_as_estimate(c, "8b", 1e8)
+        memory = est.memory
+        assert memory.reserved_bytes == pytest.approx(1.022 * memory.peak_bytes, rel=1e-12)
+        assert any("expandable_segments (axolotl sets it)" in note for note in est.assumptions)
