@@ -85,7 +85,8 @@ ESTIMATE_CHOICES = {"--method": METHODS, "--gpu": GPUS, "--precision": ["fp32", 
                     "--attention": ["flash", "eager", "x"], "--runtime": ["eager", "compiled", "x"],
                     "--framework": [*FRAMEWORK_KEYS, "x"], "--weights": ["mxfp4", "int4", "nf4", "x"]}
 ESTIMATE_NAMES = ["--optimizer", "--lora-targets", "--provider", "--grid"]
-ESTIMATE_FLAGS = ["--spot", "--grad-ckpt", "--no-grad-ckpt", "--brief"]
+ESTIMATE_FLAGS = ["--spot", "--grad-ckpt", "--no-grad-ckpt", "--brief", "--expandable-segments",
+                  "--no-expandable-segments"]
 
 
 VALID_CHOICES = {"--method": METHODS[:8], "--gpu": GPUS[:12], "--precision": ["fp32", "bf16", "fp16", "fp8"],
