@@ -151,7 +151,7 @@ class Profile:
     def allocator_slack(self, expandable: bool = False) -> float:
         """The caching allocator's reserve above its allocated peak, as a share of it: with its default
         fixed-size blocks, or with ``expandable_segments:True`` (one growing segment, little fragmentation)."""
-        kind = "allocator_slack_expandable" if expandable else "allocator_slack"
+        kind = _slack_kind(expandable)
         measured = dict(self.measured).get(kind)
         return measured if measured is not None else self._row(kind, ()).value
 
@@ -173,6 +173,11 @@ class Profile:
         if gpu_key is not None and self.device_key != gpu_key:
             return f"{self.name} is for {self.device_key}; {gpu_key} keeps the table's constants"
         return f"speed model calibrated: {self.name}"
+
+
+def _slack_kind(expandable: bool) -> str:
+    """The constant (``tables/efficiency.csv`` kind, and measured key) of an allocator mode's slack."""
+    return "allocator_slack_expandable" if expandable else "allocator_slack"
 
 
 def default_profile() -> Profile:
@@ -397,8 +402,7 @@ def _from_profile_data(data: dict) -> Profile:
     powers = [e["power_watts"] for e in data["methods"].values() if e.get("power_watts")]
     collective = max((p["all_reduce_bus_bytes_per_second"] for p in data.get("collectives") or []), default=None)
     if slacks:  # the slack of the allocator mode the calibration ran under
-        kind = "allocator_slack_expandable" if data.get("allocator") == "expandable" else "allocator_slack"
-        measured[kind] = statistics.median(slacks)
+        measured[_slack_kind(data.get("allocator") == "expandable")] = statistics.median(slacks)
     if contexts:
         measured["cuda_context_bytes"] = max(contexts)
     if powers:
