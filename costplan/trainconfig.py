@@ -390,10 +390,9 @@ def _axolotl(r: _Reader) -> TrainingConfig:
     fsdp, fsdp_config = r.get("fsdp"), r.get("fsdp_config")
     if fsdp or fsdp_config or r.get("fsdp_version"):
         _zero_from_fsdp(r, fsdp or True, fsdp_config)
-        if str(r.get("fsdp_version")) == "2" and method == "full" and r.options.get("precision") == "bf16":
-            # accelerate's FSDP2 preparation upcasts the trainable weights to fp32 under bf16 mixed
-            # precision (huggingface/accelerate d7c741a6, 2025-03-27; trainable ones only since d1c96ba9).
-            r.set("precision", "bf16-mixed", "bf16 under FSDP2: fp32 weights, bf16 compute (accelerate's upcast)")
+        # No fp32 upcast under FSDP2: accelerate's ``fsdp2_prepare_model`` casts the model to fp32 under bf16
+        # mixed precision, but Axolotl puts its own in its place (``patch_accelerate_fsdp2``, since d6e4a611e,
+        # 2025-07-12), which keeps the bf16-loaded weights: its bf16 stays bf16-true.
     if offloads:
         r.set("offload", tuple(sorted({*r.options.get("offload", ()), *offloads})),
               "checkpointed activations offloaded to the host")

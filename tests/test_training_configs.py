@@ -32,7 +32,7 @@ def estimate_json(*args):
     ("axolotl_gpt_oss_20b_fft_fsdp2.yaml", "axolotl", dict(
         model="openai/gpt-oss-20b", method="full", seq_len=4096, micro_batch=1, global_batch=2, zero=3,
         framework="axolotl", optimizer="adamw-8bit", loss="fused", offload=("activations",), grad_ckpt=True,
-        precision="bf16-mixed")),
+        precision="bf16")),
     ("torchtune_llama3_1_8B_lora_single_device.yaml", "torchtune", dict(
         model="llama-3.1-8b", method="lora", lora_targets="q,v,o,gate,up,down", lora_rank=8, lora_alpha=16.0,
         micro_batch=2, global_batch=16, epochs=1.0, optimizer="adamw-fused", precision="bf16", grad_ckpt=True)),
@@ -89,6 +89,16 @@ def test_estimate_from_a_file_uses_its_layout_and_lists_it():
     chosen = (layout["micro_batch"], layout["grad_accum"], layout["global_batch"], layout["grad_ckpt"])
     assert chosen == (2, 8, 16, True)
     assert any(a.startswith("from ") and "torchtune" in a for a in data["assumptions"])
+
+
+def test_axolotls_fsdp2_file_keeps_bf16_weights():
+    # Axolotl replaces accelerate's fsdp2_prepare_model (which upcasts to fp32 under bf16) with one that
+    # keeps the bf16-loaded weights: gpt-oss-20b's 20,914,757,184 parameters, sharded over 8 GPUs, hold
+    # 2 bytes each of weights on each GPU (fp32 would be 4).
+    data = estimate_json("--from", str(CONFIGS / "axolotl_gpt_oss_20b_fft_fsdp2.yaml"), "-m", "gpt-oss-20b",
+                         "--gpus", "8", "--gpu", "h100")
+    assert data["precision"] == "bf16-true" and data["framework"] == "axolotl"
+    assert data["memory_breakdown"]["weights"] == pytest.approx(20_914_757_184 * 2 / 8, rel=1e-6)
 
 
 def test_command_line_flags_override_the_file():
