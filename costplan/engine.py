@@ -116,6 +116,12 @@ def training_phases(mem: TrainingMemory, *, dp: Any, zero: Any, micro_batch: Any
     if mem.flat_gradients:  # FSDP1 units mixing frozen and trainable parameters: whole flat gradients
         grads = xp.where(fsdp, mem.flat_gradients / by_grads + buffer, grads)
     gather = xp.where(fsdp, 2 * mem.layer_weights / model_split, 0.0)
+    # FSDP's root unit (embeddings and LM head): gathered for the loss's backward, the last layer
+    # prefetched beside it (the head's gradient is the loss's, in ``logits``), and unsharded until
+    # backward ends, the trained head's gradient with it.
+    rooted = fsdp & (mem.root_unit > 0)
+    loss_gather = xp.where(rooted, (mem.root_unit + mem.layer_weights) / model_split, gather)
+    late_gather = gather + xp.where(fsdp, (mem.root_unit + mem.root_gradients) / model_split, 0.0)
     accumulated = xp.where(grad_accum > 1, grads, buffer)
     late = grads  # late in backward
     if mem.unsharded_gradients:  # accumulating without sync: unsharded until the last micro-batch
@@ -135,7 +141,7 @@ def training_phases(mem: TrainingMemory, *, dp: Any, zero: Any, micro_batch: Any
     copies = xp.where(zero >= 3, 0.0, mem.weight_copies / model_split)
     held_logits = mem.held_logits * mb  # the loop's outputs, held from one forward to the next
     phases: dict[Phase, dict[Mem, Any]] = {Phase.BACKWARD_START: {
-        **held, Mem.GRADIENTS: accumulated, Mem.ACTIVATIONS: activations, Mem.GATHER: gather,
+        **held, Mem.GRADIENTS: accumulated, Mem.ACTIVATIONS: activations, Mem.GATHER: loss_gather,
         Mem.WEIGHT_COPIES: copies,
         Mem.LOGITS: xp.where(loss_side, logits, 0.0) + held_logits,
         Mem.LAYER_BACKWARD: xp.where(loss_side, 0.0, transient),
@@ -151,11 +157,11 @@ def training_phases(mem: TrainingMemory, *, dp: Any, zero: Any, micro_batch: Any
         phases[Phase.LAYER_RECOMPUTE] = {
             **held, Mem.GRADIENTS: accumulated,
             Mem.ACTIVATIONS: (mem.checkpoints * in_flight + mem.recompute) * mb + per_batch,
-            Mem.LAYER_BACKWARD: transient, Mem.DEQUANT: mem.workspace, Mem.GATHER: gather, Mem.LOGITS: held_logits}
+            Mem.LAYER_BACKWARD: transient, Mem.DEQUANT: mem.workspace, Mem.GATHER: late_gather, Mem.LOGITS: held_logits}
     # Late in backward nearly all gradients exist; a checkpointed layer is being re-run.
     phases[Phase.BACKWARD_END] = {
         **held, Mem.GRADIENTS: late, Mem.ACTIVATIONS: mem.recompute * mb,
-        Mem.LAYER_BACKWARD: transient if mem.recompute else 0.0, Mem.DEQUANT: mem.workspace, Mem.GATHER: gather,
+        Mem.LAYER_BACKWARD: transient if mem.recompute else 0.0, Mem.DEQUANT: mem.workspace, Mem.GATHER: late_gather,
         Mem.LOGITS: held_logits}
     phases[Phase.OPTIMIZER_STEP] = {
         **held, Mem.GRADIENTS: grads, Mem.GRAD_COPIES: mem.gradient_copies / by_states,

@@ -242,6 +242,11 @@ class TrainingMemory:
     """Offloaded parameters fetched per micro-batch whatever its size (forward and backward), before sharding."""
     offloaded_params: float = 0.0
     """Parameters whose optimizer step runs on the host CPU (ZeRO-Offload's CPU Adam)."""
+    root_unit: float = 0.0
+    """Under FSDP, the root unit's embeddings and LM head in the compute dtype, unsharded from the loss's
+    backward to the end of backward (``Workload.fsdp_root_unit``; 0 otherwise)."""
+    root_gradients: float = 0.0
+    """The root unit's trained head gradient, unsharded until the end of backward."""
     load_gather: float = 0.0
     """The whole model gathered onto each GPU while the checkpoint loads (``Workload.gathered_load``)."""
     load_quantize: float = 0.0
@@ -273,6 +278,11 @@ def _one_largest(tensors: tuple[Tensor2D, ...]) -> tuple[Tensor2D, ...]:
         return ()
     t = max(tensors, key=lambda t: t.rows * t.cols)
     return (Tensor2D(t.rows, t.cols),)
+
+
+def _root_unit(model: ModelSpec, p: int) -> float:
+    """The embeddings and the LM head (one matrix when tied), in the compute dtype."""
+    return p * model.vocab_size * model.hidden_size * (1 if model.tied_embeddings else 2)
 
 
 def unquantized_params(model: ModelSpec, method: Method) -> float:
@@ -410,6 +420,9 @@ def training_memory(model: ModelSpec, method: Method, work: Workload) -> Trainin
         offload_bytes_per_micro=per_micro,
         offload_param_bytes_per_micro=per_micro_params,
         offloaded_params=cpu_params,
+        root_unit=_root_unit(model, p) if work.fsdp_root_unit else 0.0,
+        root_gradients=(work.adapter_bytes if not method.trains_base else p) * model.vocab_size * model.hidden_size
+        if work.fsdp_root_unit and method.trains_head else 0.0,
         load_gather=whole_model if work.gathered_load else 0.0,
         load_quantize=largest * UNCHUNKED_NF4_BYTES_PER_ELEMENT if getattr(method, "unchunked_quantize", False)
         else 0.0,

@@ -66,6 +66,9 @@ class Workload:
     autocast_forward: bool | None = None
     """The forward runs under ``torch.autocast`` (None: in the mixed modes). The Hugging Face Trainer
     with ``bf16=True`` autocasts a model loaded in bf16 too (Axolotl), which matters to fp32 adapters."""
+    fsdp_root_unit: bool = False
+    """Under FSDP the root unit holds the embeddings and the LM head (the stack wraps only the layers
+    as units of their own): gathered at the loss's backward and kept unsharded to the end of it."""
     kbit_fp32_upcast: bool = False
     """QLoRA through peft's ``prepare_model_for_kbit_training``: the parameters left unquantized
     (embeddings, LM head, norms) upcast to fp32."""

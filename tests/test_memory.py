@@ -236,6 +236,38 @@ def test_torchaos_nf4_is_gathered_as_stored_under_fsdp():
     assert plain.terms[Mem.GATHER] == pytest.approx(2 * (layer + 2 * 4096) * 2)
 
 
+def test_fsdps_root_unit_holds_the_embeddings_and_head_through_backward():
+    # torch 2.13's FSDPMemTracker over a fake 4-rank process group, FSDP2 with fully_shard on each
+    # LlamaDecoderLayer and then the model (hidden 1024, 4 layers, ffn 2816, vocab 32000, untied, bf16,
+    # full fine-tuning): at the peak, the loss's backward, 125.0 MiB of unsharded parameters (the root's
+    # embeddings and head) beside a 24.5 MiB all-gather (the last layer, prefetched), with or without
+    # reshard_after_forward on the root; through the layers' backward the root stays unsharded.
+    from costplan.api import estimate
+    from costplan.terms import Mem
+    from costplan.validate import architecture
+
+    spec = architecture("hidden=1024;layers=4;heads=8;kv_heads=8;ffn=2816;vocab=32000;mlp=gated;pos=rope;tied=false")
+    root, layer = 2 * 32000 * 1024 * 2, (4 * 1024 * 1024 + 3 * 1024 * 2816 + 2 * 1024) * 2
+
+    def memory(framework, gpus=4):
+        return estimate(spec, "full", tokens=1e8, gpu="h100-sxm", gpus=gpus, zero=3, framework=framework,
+                        micro_batch=1, seq_len=512, global_batch=gpus, grad_ckpt=False, optimizer="adamw",
+                        precision="bf16-true", price=0.0).memory
+
+    traced = memory("fsdp")
+    assert traced.peak_phase == Phase.BACKWARD_START
+    assert traced.terms[Mem.GATHER] == pytest.approx(root + layer)
+    assert root == 125 * 2**20 and layer == pytest.approx(24.5 * 2**20, rel=1e-3)
+    assert traced.peak_bytes == pytest.approx(631.85 * 2**20, rel=0.06)  # the tracker's peak
+    # Late in backward the root is still unsharded, the head's bf16 gradient beside it.
+    late = traced.phases[Phase.BACKWARD_END] - memory("torchtune").phases[Phase.BACKWARD_END]
+    assert late == pytest.approx(root + 32000 * 1024 * 2)
+    # torchtune shards the embeddings and head as units of their own (custom_sharded_layers), and
+    # DeepSpeed's ZeRO-3 gathers each module's parameters: two layers at a time, no root unit.
+    for framework in ("torchtune", "deepspeed"):
+        assert memory(framework).terms[Mem.GATHER] == pytest.approx(2 * layer)
+
+
 def test_torchao_01_quantizes_a_whole_matrix_at_load():
     # torchao 0.1's NF4Tensor.from_tensor on Llama-2-7B's largest matrix (11008 x 4096 bf16): the matrix
     # (2n), its block-scaled copy (2n), and (value - nf4) and its abs() over 16 NF4 values (32n each)
