@@ -38,8 +38,6 @@ ESTIMATE_AUTO = frozenset({"gpus", "tokens", "seq_len", "micro_batch", "global_b
                            "virtual_stages"})
 """Arguments whose None means "chosen by costplan" (or "not asked")."""
 
-FSDP_ROOT_UNIT_STACKS = frozenset({"fsdp", "hf-trainer", "axolotl", "litgpt"})
-"""Stacks whose FSDP wraps each layer and leaves the embeddings and LM head to the root unit."""
 SCHEMA_VERSION = 2
 """Of the ``--json`` object; 2: enum keys in ``memory_breakdown``/``flops_breakdown``, ``mfu`` on
 model FLOPs with ``hfu`` beside it, ``layout``."""
@@ -796,7 +794,7 @@ def stack_workload(stack: Framework, how: Method, *, precision: str = "bf16", op
                     and how.base_storage in ("nf4", "int8"),
                     autocast_forward=True if stack.autocast and mode != "fp32" else None,
                     compiled=(runtime or stack.runtime) == "compiled" and how.training, modeling=stack.modeling,
-                    quantized_gather=stack.quantized_gather, fsdp_root_unit=stack.key in FSDP_ROOT_UNIT_STACKS,
+                    quantized_gather=stack.quantized_gather, fsdp_root_unit=stack.root_unit,
                     expandable_segments=stack.expandable_segments if expandable_segments is None
                     else expandable_segments,
                     unsharded_accumulation=how.training and (stack.accumulation == "no-sync" if sync_each_batch is None

@@ -61,6 +61,9 @@ class Framework:
     quantized_gather: bool = False
     """Under FSDP a 4-bit base's layers are all-gathered as stored (torchao's NF4 under FSDP2), not at the
     compute dtype's size."""
+    root_unit: bool = False
+    """Under FSDP the stack wraps each layer and leaves the embeddings and LM head to the root unit,
+    gathered for the loss's backward and unsharded until backward ends (``Workload.fsdp_root_unit``)."""
     held_logits: str = ""
     """The training loop keeps the model's logits from one forward to the next (``compute``: LitGPT's
     fit loops); empty: it keeps only the loss (``Workload.held_logits``)."""
@@ -94,6 +97,7 @@ def frameworks() -> dict[str, Framework]:
             full_single_gpu_optimizer=row["full_single_gpu_optimizer"], autocast=row["autocast"] == "true",
             lora_dropout=float(row["lora_dropout"]), modeling=row["modeling"], accumulation=row["accumulation"],
             held_logits=row["held_logits"], quantized_gather=row["quantized_gather"] == "true",
+            root_unit=row["root_unit"] == "true",
             expandable_segments=row["allocator"] == "expandable", source=row["source"])
     return found
 
