@@ -1,20 +1,32 @@
-"""Every GPU check in one run: calibration, then real training steps measured against the estimate.
+"""Every GPU check in one run: real training steps and generation measured against the estimate, then calibration.
 
-    python benchmarks/gpu_check.py                  # on a GPU machine: ~5-8 minutes
-    python benchmarks/gpu_check.py --quick          # fewer models and steps
+    python benchmarks/gpu_check.py                  # on a GPU machine: about 4-6 minutes on an H100/H200
+    python benchmarks/gpu_check.py --quick          # fewer cases and steps
     python benchmarks/gpu_check.py --cpu --quick    # the CPU path (what the tests run)
 
-On a GPU it runs `costplan calibrate` (full suite; the profile is written beside the table), then for
-small models (GPT-2, TinyLlama-1.1B, Pythia-1B) and each method (full fine-tuning, LoRA, prompt
-tuning, and QLoRA with real bitsandbytes NF4 layers) a few real training steps in bf16 on the GPU:
-the median step time (CUDA events), `torch.cuda.max_memory_allocated` and `max_memory_reserved`,
-beside what `costplan estimate` predicts for the same configuration (one GPU, the same micro-batch
-and sequence, no checkpointing, the table's constants and, separately, the fresh profile). It
-writes `gpu_check.csv` and `gpu_check.md` into --out (default benchmarks/output/gpu_check/).
+Training: each case is one of `costplan verify`'s cases (model, method, precision mode, stack,
+checkpointing, sequence, micro-batch), prepared exactly as `verify` prepares it, and run for real on
+the GPU by the same code that traces it (`costplan.tracing.trace_training_step`), with QLoRA's base
+quantized by bitsandbytes itself. For each case the table holds:
+- `torch.cuda.max_memory_allocated` and `max_memory_reserved` over a plain steady-state step, beside
+  the analytic peak and reserve of the same configuration (`costplan.verify.analytic_breakdown`) and
+  the live tensor bytes costplan's tracer counts on the GPU;
+- the median time of a few plain steps (CUDA events), beside `costplan estimate`'s step time for one
+  GPU of this type, with the shipped constants and, separately, with the profile calibrated at the end;
+- what ran out of memory, beside the verdict the analytic memory gives.
 
-Without a GPU (or with --cpu) the same loop runs a tiny Llama-shaped model on the CPU in fp32: step
-times are measured but have no GPU estimate to compare with, and the peak is the live tensor bytes
-that costplan.tracing follows during a real step, against the analytic peak.
+Decode: `generate` in eager mode (transformers' dynamic cache, greedy, no compilation) at batch 1,
+tokens/s and time to first token beside `costplan estimate ... --method inference --runtime eager`.
+
+Calibration: `costplan calibrate` (the profile is written beside the tables) last, so a short lease
+still gets the measurements above. `--budget-s` skips what would start after that many seconds.
+
+It writes `gpu_check.csv`, `gpu_decode.csv`, `gpu_check.md` and `profile.json` into --out (default
+benchmarks/output/gpu_check/), after every row, so a run cut short keeps what it measured.
+
+Without a GPU (or with --cpu) the training loop runs a tiny Llama-shaped model on the CPU in fp32:
+the step time is measured but has no GPU estimate to compare with, and the peak is the live tensor
+bytes the tracer counts, against the analytic peak.
 """
 
 from __future__ import annotations
@@ -23,101 +35,141 @@ import argparse
 import csv
 import io
 import json
-import statistics
 import sys
 import time
+import traceback
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-COLUMNS = ("device", "model", "method", "precision", "seq_len", "micro_batch", "measured_step_s",
-           "estimated_step_s", "estimated_step_calibrated_s", "step_error", "measured_allocated_bytes",
-           "estimated_peak_bytes", "allocated_error", "measured_reserved_bytes", "estimated_reserved_bytes",
-           "reserved_error")
+COLUMNS = ("device", "case", "model", "method", "precision", "framework", "grad_ckpt", "seq_len", "micro_batch",
+           "quantizer", "status", "measured_step_s", "estimated_step_s", "estimated_step_calibrated_s", "step_error",
+           "measured_allocated_bytes", "traced_peak_bytes", "estimated_peak_bytes", "allocated_error",
+           "measured_reserved_bytes", "estimated_reserved_bytes", "reserved_error", "estimated_verdict", "notes")
+DECODE_COLUMNS = ("device", "model", "batch", "prompt_len", "gen_len", "runtime", "status", "measured_tokens_per_s",
+                  "estimated_tokens_per_s", "estimated_calibrated_tokens_per_s", "tokens_per_s_error",
+                  "roofline_tokens_per_s", "measured_ttft_s", "estimated_ttft_s")
 
 
-def measure_gpu(spec, method, seq_len: int, micro_batch: int, steps: int) -> dict:
+def gpu_cases(quick: bool):
+    """What a GPU of 80 GB or more runs: the common questions first (7B LoRA and QLoRA, a 1B model by
+    every method), then pure bf16 and autocast full fine-tuning of a 7B model, the last close to an
+    H200's memory (does it fit?)."""
+    from costplan.verify import Case
+
+    small = [Case(model="tinyllama-1.1b", method="full", seq_len=2048, micro_batch=4),
+             Case(model="tinyllama-1.1b", method="lora", seq_len=2048, micro_batch=4),
+             Case(model="tinyllama-1.1b", method="qlora", seq_len=2048, micro_batch=4),
+             Case(model="tinyllama-1.1b", method="prompt", seq_len=2000, micro_batch=4),
+             Case(model="gpt2", method="full", seq_len=1024, micro_batch=8)]
+    large = [Case(model="llama-2-7b", method="lora", seq_len=2048, micro_batch=1),
+             Case(model="llama-2-7b", method="qlora", seq_len=2048, micro_batch=1, grad_ckpt=True),
+             Case(model="llama-2-7b", method="qlora", seq_len=2048, micro_batch=4),
+             Case(model="llama-2-7b", method="lora", seq_len=4096, micro_batch=4, grad_ckpt=True),
+             Case(model="llama-3-8b", method="lora", seq_len=2048, micro_batch=2, grad_ckpt=True,
+                  framework="torchtune"),
+             Case(model="llama-2-7b", method="full", precision="bf16-true", seq_len=2048, micro_batch=1,
+                  grad_ckpt=True),
+             Case(model="llama-2-7b", method="full", seq_len=2048, micro_batch=1, grad_ckpt=True)]
+    if quick:
+        return [small[1], small[2], large[0], large[1]]
+    return [large[0], large[1], *small, *large[2:]]
+
+
+def cpu_cases():
+    from costplan.model import ModelSpec
+    from costplan.verify import Case
+
+    tiny = ModelSpec(name="tiny-llama", family="llama", hidden_size=128, num_layers=2, num_heads=4, num_kv_heads=2,
+                     head_dim=32, ffn_size=344, vocab_size=512, max_positions=256)
+    return [(Case(model="tiny-llama", method=key, precision="fp32", seq_len=64, micro_batch=2), tiny)
+            for key in ("full", "lora", "prompt")]
+
+
+def train_row(case, spec, *, gpu: bool, gpu_key: str | None, device_name: str, memory_bytes: float | None,
+              steps: int) -> dict:
     import torch
 
-    from costplan.tracing import apply_method, build_model, quantize_with_bitsandbytes
-
-    torch.cuda.empty_cache()
-    torch.cuda.reset_peak_memory_stats()
-    module = build_model(spec, device="cuda", dtype=torch.bfloat16)
-    if method.base_storage != "compute":
-        quantize_with_bitsandbytes(module, spec, method)
-    module = apply_method(module, method)
-    module.train()
-    params = [p for p in module.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, foreach=True)
-    ids = torch.randint(0, spec.vocab_size, (micro_batch, seq_len), device="cuda")
-    times = []
-    for i in range(steps + 2):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        loss = module(input_ids=ids, labels=ids).loss
-        loss.backward()
-        del loss
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        end.record()
-        torch.cuda.synchronize()
-        if i >= 2:  # warm-up: the first steps allocate optimizer states and tune kernels
-            times.append(start.elapsed_time(end) / 1000)
-    result = {"measured_step_s": statistics.median(times),
-              "measured_allocated_bytes": torch.cuda.max_memory_allocated(),
-              "measured_reserved_bytes": torch.cuda.max_memory_reserved()}
-    del module, optimizer
-    torch.cuda.empty_cache()
-    return result
-
-
-def measure_cpu(spec, method, seq_len: int, micro_batch: int, steps: int) -> dict:
-    import torch
-
-    from costplan.tracing import apply_method, build_model, trace_training_step
-    from costplan.workload import Workload
-
-    torch.manual_seed(0)
-    module = apply_method(build_model(spec, device="cpu", dtype=torch.float32), method)
-    params = [p for p in module.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, foreach=True)
-    ids = torch.randint(0, spec.vocab_size, (micro_batch, seq_len))
-    times = []
-    for i in range(steps + 1):
-        t0 = time.perf_counter()
-        loss = module(input_ids=ids, labels=ids).loss
-        loss.backward()
-        del loss
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if i >= 1:
-            times.append(time.perf_counter() - t0)
-    traced = trace_training_step(spec, method, Workload(seq_len=seq_len, micro_batch=micro_batch, precision="fp32"))
-    return {"measured_step_s": statistics.median(times), "measured_allocated_bytes": traced.peak_bytes,
-            "measured_reserved_bytes": None}
-
-
-def estimate_row(spec, method_key: str, gpu_key: str | None, precision: str, seq_len: int, micro_batch: int,
-                 profile=None) -> dict:
     import costplan
-    from costplan.verify import analytic_breakdown
-    from costplan.workload import Workload
+    from costplan.fit import verdict as fit_verdict
+    from costplan.tracing import trace_training_step
+    from costplan.verify import analytic_breakdown, prepare
 
-    if gpu_key is None:  # no GPU to estimate time on: the analytic memory of the step alone
-        from costplan.api import make_method
+    model, method, work, notes = prepare(case, spec)
+    analytic = analytic_breakdown(model, method, work)
+    quantizer = "bitsandbytes" if gpu and method.base_storage != "compute" else \
+        ("stand-in" if method.base_storage != "compute" else "")
+    row = {"device": device_name, "case": case.label, "model": model.name, "method": case.method,
+           "precision": work.precision, "framework": case.framework or "", "grad_ckpt": case.grad_ckpt,
+           "seq_len": work.seq_len, "micro_batch": work.micro_batch, "quantizer": quantizer,
+           "estimated_peak_bytes": analytic.peak_bytes, "estimated_reserved_bytes": analytic.reserved_bytes,
+           "estimated_verdict": fit_verdict(memory_bytes, analytic.device_bytes) if memory_bytes else "",
+           "notes": "; ".join(notes)}
+    if gpu_key is not None:
+        est = costplan.estimate(model, case.method, gpu=gpu_key, gpus=1, micro_batch=work.micro_batch,
+                                global_batch=work.micro_batch, seq_len=work.seq_len, grad_ckpt=case.grad_ckpt,
+                                precision=case.precision, framework=case.framework, tokens=1e6, price=0.0,
+                                lora_rank=8, lora_targets="q,v", lora_dropout=0.0, virtual_tokens=20)
+        row["estimated_step_s"] = float(est.step.total)
+    traced = None
+    try:
+        traced = trace_training_step(model, method, work, device="cuda" if gpu else "cpu", measure_steps=steps,
+                                     real_bitsandbytes=gpu)
+    except torch.cuda.OutOfMemoryError:
+        row["status"] = "out of memory"
+    if gpu:  # outside the handler: the traceback's frames no longer hold the step's tensors
+        import gc
 
-        method = make_method(method_key)
-        memory = analytic_breakdown(spec, method, Workload(seq_len=seq_len, micro_batch=micro_batch,
-                                                          precision=precision))
-        return {"estimated_step_s": None, "estimated_peak_bytes": memory.peak_bytes,
-                "estimated_reserved_bytes": memory.reserved_bytes}
-    est = costplan.estimate(spec, method_key, gpu=gpu_key, gpus=1, micro_batch=micro_batch, global_batch=micro_batch,
-                            seq_len=seq_len, grad_ckpt=False, precision=precision, tokens=1e6, price=0.0,
-                            profile=profile)
-    return {"estimated_step_s": float(est.step.total), "estimated_peak_bytes": est.memory.peak_bytes,
-            "estimated_reserved_bytes": est.memory.reserved_bytes}
+        gc.collect()
+        torch.cuda.empty_cache()
+    if traced is None:
+        return row
+    row.update(status="ran", measured_step_s=traced.step_seconds, traced_peak_bytes=traced.peak_bytes,
+               measured_allocated_bytes=traced.device_allocated_bytes if gpu else traced.peak_bytes,
+               measured_reserved_bytes=traced.device_reserved_bytes)
+    return row
+
+
+def decode_row(name: str, *, gpu_key: str, device_name: str, batch: int = 1, prompt_len: int = 128,
+               gen_len: int = 256, device: str = "cuda") -> dict:
+    import torch
+
+    import costplan
+    from costplan.hardware import gpu
+    from costplan.memory import weight_bytes_per_param
+    from costplan.model import count_params, preset
+    from costplan.tracing import build_model
+
+    spec = preset(name)
+    module = build_model(spec, device=device, dtype=torch.bfloat16).eval()
+    ids = torch.randint(0, spec.vocab_size, (batch, prompt_len), device=device)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+    def generate(new: int) -> float:
+        sync()
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            module.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=new,
+                            min_new_tokens=new, do_sample=False, pad_token_id=0)
+        sync()
+        return time.perf_counter() - t0
+
+    generate(8)  # warm-up: kernels chosen, the allocator filled
+    ttft = min(generate(1) for _ in range(3))
+    total = generate(gen_len)
+    module = None  # free the weights before the next model is built
+    if device == "cuda":
+        torch.cuda.empty_cache()
+    est = costplan.estimate(spec, "inference", gpu=gpu_key, gpus=1, micro_batch=batch, prompt_len=prompt_len,
+                            gen_len=gen_len, runtime="eager", price=0.0)
+    roofline = gpu(gpu_key).bandwidth_bytes_per_s / (count_params(spec).total * weight_bytes_per_param("bf16", 2))
+    measured = batch * gen_len / total
+    return {"device": device_name, "model": spec.name, "batch": batch, "prompt_len": prompt_len, "gen_len": gen_len,
+            "runtime": "eager", "status": "ran", "measured_tokens_per_s": measured,
+            "estimated_tokens_per_s": est.tokens_per_second,
+            "tokens_per_s_error": est.tokens_per_second / measured - 1, "roofline_tokens_per_s": roofline,
+            "measured_ttft_s": ttft, "estimated_ttft_s": est.time_to_first_token_seconds}
 
 
 def _error(measured, estimated):
@@ -126,89 +178,155 @@ def _error(measured, estimated):
     return estimated / measured - 1
 
 
-def run(*, cpu: bool, quick: bool, out: Path) -> list[dict]:
+def run(*, cpu: bool, quick: bool, out: Path, budget_s: float = float("inf")) -> list[dict]:
     import torch
 
-    from costplan.api import make_method
     from costplan.calibrate import calibrate, describe_device, match_gpu_row, write_json_atomically
-    from costplan.model import ModelSpec, preset
+    from costplan.model import preset
     from costplan.profile import load_profile
 
+    started = time.perf_counter()
     gpu = torch.cuda.is_available() and not cpu
     out.mkdir(parents=True, exist_ok=True)
     device = describe_device() if gpu else {"kind": "cpu", "name": "CPU"}
     gpu_key = match_gpu_row(device) if gpu else None
-    profile = None
+    memory_bytes = torch.cuda.get_device_properties(0).total_memory if gpu else None
+    print(f"device {device['name']} (costplan row {gpu_key}), torch {torch.__version__}", flush=True)
+    rows: list[dict] = []
+    decode: list[dict] = []
+
+    def left() -> float:
+        return budget_s - (time.perf_counter() - started)
+
+    def train(case, spec) -> None:
+        if left() <= 0:
+            print(f"{case.label}: skipped, past the {budget_s:.0f} s budget", flush=True)
+            return
+        t0 = time.perf_counter()
+        try:
+            row = train_row(case, spec, gpu=gpu, gpu_key=gpu_key, device_name=device["name"],
+                            memory_bytes=memory_bytes, steps=steps)
+        except Exception as exc:  # a library missing or failing on this machine: say so, keep going
+            traceback.print_exc()
+            row = {"device": device["name"], "case": case.label, "model": case.model, "method": case.method,
+                   "status": f"failed: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"}
+        row["step_error"] = _error(row.get("measured_step_s"), row.get("estimated_step_s"))
+        row["allocated_error"] = _error(row.get("measured_allocated_bytes"), row.get("estimated_peak_bytes"))
+        row["reserved_error"] = _error(row.get("measured_reserved_bytes"), row.get("estimated_reserved_bytes"))
+        rows.append({c: row.get(c) for c in COLUMNS})
+        print(f"{case.label}: {row['status']} in {time.perf_counter() - t0:.1f} s", flush=True)
+        write(rows, decode, out)
+
+    cases = [(c, None) for c in gpu_cases(quick)] if gpu else cpu_cases()
+    steps = (3 if quick else 5) if gpu else (1 if quick else 3)
+    first = 6 if gpu and not quick else len(cases)  # the common questions, then decode, then the rest
+    for case, spec in cases[:first]:
+        train(case, spec)
     if gpu:
-        data = calibrate(preset("tinyllama-1.1b"), quick=quick)
-        write_json_atomically(data, out / "profile.json")
-        profile = load_profile(out / "profile.json")
-        models = [preset("gpt2"), preset("tinyllama-1.1b")] + ([] if quick else [preset("pythia-1b")])
-        methods = ["full", "lora", "prompt", "qlora"]
-        seq_len, micro_batch, steps, precision = (512, 4, 5, "bf16") if quick else (1024, 4, 10, "bf16")
-    else:
-        models = [ModelSpec(name="tiny-llama", family="llama", hidden_size=128, num_layers=2, num_heads=4,
-                            num_kv_heads=2, head_dim=32, ffn_size=344, vocab_size=512, max_positions=256)]
-        methods = ["full", "lora", "prompt"]
-        seq_len, micro_batch, steps, precision = 64, 2, 2 if quick else 5, "fp32"
-    rows = []
-    for spec in models:
-        for key in methods:
-            method = make_method(key)
-            measure = measure_gpu if gpu else measure_cpu
-            try:
-                measured = measure(spec, method, seq_len, micro_batch, steps)
-            except Exception as exc:  # e.g. bitsandbytes missing: say so in the table, keep going
-                print(f"{spec.name} {key}: not measured ({type(exc).__name__}: {exc})", file=sys.stderr)
+        for name in (["tinyllama-1.1b"] if quick else ["tinyllama-1.1b", "llama-2-7b"]):
+            if left() <= 0:
                 continue
-            estimated = estimate_row(spec, key, gpu_key, precision, seq_len, micro_batch)
-            calibrated = estimate_row(spec, key, gpu_key, precision, seq_len, micro_batch, profile) if profile \
-                else {"estimated_step_s": None}
-            row = {"device": device["name"], "model": spec.name, "method": key, "precision": precision,
-                   "seq_len": seq_len, "micro_batch": micro_batch, **measured, **estimated,
-                   "estimated_step_calibrated_s": calibrated["estimated_step_s"]}
-            row["step_error"] = _error(row["measured_step_s"], row["estimated_step_s"])
-            row["allocated_error"] = _error(row["measured_allocated_bytes"], row["estimated_peak_bytes"])
-            row["reserved_error"] = _error(row["measured_reserved_bytes"], row["estimated_reserved_bytes"])
-            rows.append({c: row.get(c) for c in COLUMNS})
-    write(rows, out)
+            try:
+                decode.append(decode_row(name, gpu_key=gpu_key, device_name=device["name"]))
+            except Exception as exc:
+                traceback.print_exc()
+                decode.append({"device": device["name"], "model": name, "status": f"failed: {type(exc).__name__}"})
+            print(f"decode {name}: {decode[-1]['status']}", flush=True)
+            write(rows, decode, out)
+    for case, spec in cases[first:]:
+        train(case, spec)
+    if gpu and left() > 0:
+        t0 = time.perf_counter()
+        try:
+            write_json_atomically(calibrate(preset("tinyllama-1.1b"), quick=quick or left() < 150),
+                                  out / "profile.json")
+            print(f"calibrated in {time.perf_counter() - t0:.1f} s", flush=True)
+            _calibrated_estimates(rows, decode, load_profile(out / "profile.json"), gpu_key)
+        except Exception:
+            traceback.print_exc()
+        write(rows, decode, out)
     return rows
 
 
-def write(rows: list[dict], out: Path) -> None:
+def _calibrated_estimates(rows: list[dict], decode: list[dict], profile, gpu_key: str) -> None:
+    """The same estimates again, with the profile just measured in place of the shipped constants."""
+    import costplan
+    from costplan.model import resolve_model
+
+    for row in rows:
+        if row.get("status") != "ran":
+            continue
+        est = costplan.estimate(resolve_model(row["model"]), row["method"], gpu=gpu_key, gpus=1,
+                                micro_batch=row["micro_batch"], global_batch=row["micro_batch"],
+                                seq_len=row["seq_len"], grad_ckpt=row["grad_ckpt"],
+                                precision=row["precision"], framework=row["framework"] or None, tokens=1e6,
+                                price=0.0, lora_rank=8, lora_targets="q,v", lora_dropout=0.0, virtual_tokens=20,
+                                profile=profile)
+        row["estimated_step_calibrated_s"] = float(est.step.total)
+    for row in decode:
+        if row.get("status") != "ran":
+            continue
+        est = costplan.estimate(row["model"], "inference", gpu=gpu_key, gpus=1, micro_batch=row["batch"],
+                                prompt_len=row["prompt_len"], gen_len=row["gen_len"], runtime="eager", price=0.0,
+                                profile=profile)
+        row["estimated_calibrated_tokens_per_s"] = est.tokens_per_second
+
+
+def _csv(rows: list[dict], columns: tuple[str, ...]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows([{c: r.get(c) for c in columns} for r in rows])
+    return buffer.getvalue()
+
+
+def write(rows: list[dict], decode: list[dict], out: Path) -> None:
     from costplan.files import write_atomically
 
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(COLUMNS), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    write_atomically(out / "gpu_check.csv", buffer.getvalue())
+    write_atomically(out / "gpu_check.csv", _csv(rows, COLUMNS))
+    if decode:
+        write_atomically(out / "gpu_decode.csv", _csv(decode, DECODE_COLUMNS))
 
     def fmt(v, kind):
-        if v is None:
+        if v is None or v == "":
             return "-"
-        return {"s": f"{v * 1e3:.1f} ms", "b": f"{v / 2**30:.2f} GiB", "e": f"{v:+.1%}"}[kind]
+        return {"s": f"{v * 1e3:.1f} ms", "b": f"{v / 2**30:.2f} GiB", "e": f"{v:+.1%}", "t": f"{v:.1f}"}[kind]
 
-    lines = ["| model | method | step measured | step estimated | error | allocated | estimated peak | error | "
-             "reserved | estimated reserved | error |", "|" + "---|" * 11]
+    lines = ["| case | status | step measured | step estimated | error | calibrated | allocated | traced | "
+             "estimated peak | error | reserved | estimated reserved | error |", "|" + "---|" * 13]
     for r in rows:
-        lines.append(f"| {r['model']} | {r['method']} | {fmt(r['measured_step_s'], 's')} | "
-                     f"{fmt(r['estimated_step_s'], 's')} | {fmt(r['step_error'], 'e')} | "
-                     f"{fmt(r['measured_allocated_bytes'], 'b')} | {fmt(r['estimated_peak_bytes'], 'b')} | "
-                     f"{fmt(r['allocated_error'], 'e')} | {fmt(r['measured_reserved_bytes'], 'b')} | "
-                     f"{fmt(r['estimated_reserved_bytes'], 'b')} | {fmt(r['reserved_error'], 'e')} |")
+        lines.append(f"| {r['case']} | {r['status']} | {fmt(r.get('measured_step_s'), 's')} | "
+                     f"{fmt(r.get('estimated_step_s'), 's')} | {fmt(r.get('step_error'), 'e')} | "
+                     f"{fmt(r.get('estimated_step_calibrated_s'), 's')} | "
+                     f"{fmt(r.get('measured_allocated_bytes'), 'b')} | {fmt(r.get('traced_peak_bytes'), 'b')} | "
+                     f"{fmt(r.get('estimated_peak_bytes'), 'b')} | {fmt(r.get('allocated_error'), 'e')} | "
+                     f"{fmt(r.get('measured_reserved_bytes'), 'b')} | {fmt(r.get('estimated_reserved_bytes'), 'b')} | "
+                     f"{fmt(r.get('reserved_error'), 'e')} |")
+    if decode:
+        lines += ["", "| decode | batch | prompt + generated | status | tokens/s measured | estimated | error | "
+                  "calibrated | roofline | TTFT measured | estimated |", "|" + "---|" * 11]
+        for r in decode:
+            lines.append(f"| {r['model']} | {r.get('batch', '-')} | "
+                         f"{r.get('prompt_len', '-')} + {r.get('gen_len', '-')} | "
+                         f"{r['status']} | {fmt(r.get('measured_tokens_per_s'), 't')} | "
+                         f"{fmt(r.get('estimated_tokens_per_s'), 't')} | {fmt(r.get('tokens_per_s_error'), 'e')} | "
+                         f"{fmt(r.get('estimated_calibrated_tokens_per_s'), 't')} | "
+                         f"{fmt(r.get('roofline_tokens_per_s'), 't')} | {fmt(r.get('measured_ttft_s'), 's')} | "
+                         f"{fmt(r.get('estimated_ttft_s'), 's')} |")
     device = rows[0]["device"] if rows else "?"
     write_atomically(out / "gpu_check.md", f"# GPU check on {device}\n\n" + "\n".join(lines) + "\n")
-    print("\n".join(lines))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cpu", action="store_true", help="Run the CPU path even where a GPU is present.")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--budget-s", type=float, default=float("inf"),
+                        help="Start nothing new after this many seconds (a device lease's length).")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "output" / "gpu_check")
     args = parser.parse_args()
-    rows = run(cpu=args.cpu, quick=args.quick, out=args.out)
+    rows = run(cpu=args.cpu, quick=args.quick, out=args.out, budget_s=args.budget_s)
+    print((args.out / "gpu_check.md").read_text())
     print(json.dumps({"rows": len(rows)}))
 
 

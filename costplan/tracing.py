@@ -554,6 +554,13 @@ class TracedStep:
     peak_breakdown: dict[str, int]
     """Live bytes at the peak by category: weights, gradients, optimizer states, logits, and
     activations (everything else: saved tensors, backward gradients, step temporaries)."""
+    device_allocated_bytes: int | None = None
+    """On a GPU, with ``measure_steps``: ``torch.cuda.max_memory_allocated`` over one plain steady-state
+    step (no tracing), after ``reset_peak_memory_stats``."""
+    device_reserved_bytes: int | None = None
+    """Likewise ``torch.cuda.max_memory_reserved``, the cache emptied first: what the step itself reserves."""
+    step_seconds: float | None = None
+    """With ``measure_steps``: the median wall time of that many plain steps (CUDA events on a GPU)."""
 
     @property
     def flops(self) -> int:
@@ -621,7 +628,7 @@ def _optimizer(name: str, params: list[Any]) -> Any:
 
 
 def trace_training_step(model: ModelSpec, method: Method, work: Workload, *, device: str = "cpu",
-                        seed: int = 0) -> TracedStep:
+                        seed: int = 0, measure_steps: int = 0, real_bitsandbytes: bool = False) -> TracedStep:
     """Run real training steps and measure the second one, in the workload's precision mode.
 
     ``device="cpu"`` runs a small model for real; ``device="meta"`` runs any size without memory,
@@ -632,6 +639,10 @@ def trace_training_step(model: ModelSpec, method: Method, work: Workload, *, dev
     the step, or Megatron's fp32 main gradients accumulated by a hook). Adapters stay fp32 (peft) unless the
     workload keeps them in the model's dtype. Optimizer-in-backward steps each parameter from its
     gradient hook and frees the gradient.
+
+    ``measure_steps`` (real devices): after the traced steps, one plain step under the allocator's peak
+    statistics and that many timed plain steps (``benchmarks/gpu_check.py``). ``real_bitsandbytes``
+    (CUDA): quantize a 4-bit or 8-bit base with bitsandbytes itself rather than the stand-in.
     """
     import torch
     from torch.utils.flop_counter import FlopCounterMode
@@ -644,7 +655,9 @@ def trace_training_step(model: ModelSpec, method: Method, work: Workload, *, dev
     attention = "sdpa" if work.attention == "flash" else "eager"
     module = build_model(model, attention=attention, device=device, dtype=_load_dtype(work, method))
     params_total = sum(p.numel() for p in module.parameters())
-    if method.base_storage == "nf4":
+    if real_bitsandbytes and method.base_storage != "compute":
+        quantize_with_bitsandbytes(module, model, method)
+    elif method.base_storage == "nf4":
         _quantize_base(module, model, getattr(method, "double_quant", True))
     elif method.base_storage == "int8":
         _quantize_base_int8(module, model)
@@ -801,6 +814,7 @@ def trace_training_step(model: ModelSpec, method: Method, work: Workload, *, dev
 
         with live_bytes(existing, snapshot_at=tracker.peak_at, on_snapshot=note_grads) as again:
             step()
+    measured = _measure_plain_steps(step, device, measure_steps) if measure_steps else {}
     weights = {id(t.untyped_storage()) for t in (*module.parameters(), *module.buffers())}
     opt_states = {id(t.untyped_storage()) for t in states} | (
         set() if master is trainable else {id(m.untyped_storage()) for m in master})
@@ -816,7 +830,42 @@ def trace_training_step(model: ModelSpec, method: Method, work: Workload, *, dev
                       flops_backward=backward_counter.get_total_flops(), saved_bytes=saved_bytes,
                       peak_bytes=tracker.peak,
                       peak_op=f"{tracker.peak_op} (op {tracker.peak_at} of {tracker.ops})",
-                      peak_breakdown=breakdown)
+                      peak_breakdown=breakdown, **measured)
+
+
+def _measure_plain_steps(step: Any, device: str, steps: int) -> dict[str, Any]:
+    """The allocator's peaks over one plain step, then the median time of ``steps`` more."""
+    import statistics
+    import time
+
+    import torch
+
+    gc.collect()
+    cuda = device.startswith("cuda")
+    result: dict[str, Any] = {}
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()  # what the traced steps cached is not this step's
+        torch.cuda.reset_peak_memory_stats()
+        step()
+        torch.cuda.synchronize()
+        result = {"device_allocated_bytes": torch.cuda.max_memory_allocated(),
+                  "device_reserved_bytes": torch.cuda.max_memory_reserved()}
+    times = []
+    for _ in range(steps):
+        if cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            step()
+            end.record()
+            torch.cuda.synchronize()
+            times.append(start.elapsed_time(end) / 1000)
+        else:
+            t0 = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - t0)
+    result["step_seconds"] = statistics.median(times)
+    return result
 
 
 @record

@@ -215,15 +215,16 @@ MAX_LAYERS = 256
 published language models have under 200 layers)."""
 
 
-def prepare(case: Case) -> tuple[ModelSpec, Method, Workload, tuple[str, ...]]:
+def prepare(case: Case, model: ModelSpec | None = None) -> tuple[ModelSpec, Method, Workload, tuple[str, ...]]:
     """costplan's own checks of a case, before any tracing: bad input is a ``CostplanError``. Returns the
     model traced, the method, the workload and the notes on what of the case the trace leaves out.
+    ``model`` traces that spec (a preset cut to fewer layers, say) in place of ``case.model``.
 
     Of an image-text checkpoint, the text model is traced, as a causal LM: the vision tower it holds is
     counted against the real module by the tests (test_params), and memory only holds it."""
     from costplan.api import make_method
 
-    model = resolve_model(case.model)
+    model = model or resolve_model(case.model)
     notes: list[str] = []
     if model.vision is not None:
         model = replace(model, vision=None, name=f"{model.name} (text model)")
