@@ -33,8 +33,10 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import io
 import json
+import subprocess
 import sys
 import time
 import traceback
@@ -49,13 +51,13 @@ COLUMNS = ("device", "case", "model", "method", "precision", "framework", "grad_
            "measured_reserved_bytes", "estimated_reserved_bytes", "reserved_error", "estimated_verdict", "notes")
 DECODE_COLUMNS = ("device", "model", "batch", "prompt_len", "gen_len", "runtime", "status", "measured_tokens_per_s",
                   "estimated_tokens_per_s", "estimated_calibrated_tokens_per_s", "tokens_per_s_error",
-                  "roofline_tokens_per_s", "measured_ttft_s", "estimated_ttft_s")
+                  "roofline_tokens_per_s", "measured_ttft_s", "estimated_ttft_s", "launch_us", "sync_us")
 
 
 def gpu_cases(quick: bool):
     """What a GPU of 80 GB or more runs: the common questions first (7B LoRA and QLoRA, a 1B model by
-    every method), then pure bf16 and autocast full fine-tuning of a 7B model, the last close to an
-    H200's memory (does it fit?)."""
+    every method), then (after decode) pure bf16 and autocast full fine-tuning of a 7B model, the
+    second close to an H200's memory (does it fit?), and the rest."""
     from costplan.verify import Case
 
     small = [Case(model="tinyllama-1.1b", method="full", seq_len=2048, micro_batch=4),
@@ -65,16 +67,16 @@ def gpu_cases(quick: bool):
              Case(model="gpt2", method="full", seq_len=1024, micro_batch=8)]
     large = [Case(model="llama-2-7b", method="lora", seq_len=2048, micro_batch=1),
              Case(model="llama-2-7b", method="qlora", seq_len=2048, micro_batch=1, grad_ckpt=True),
-             Case(model="llama-2-7b", method="qlora", seq_len=2048, micro_batch=4),
-             Case(model="llama-2-7b", method="lora", seq_len=4096, micro_batch=4, grad_ckpt=True),
-             Case(model="llama-3-8b", method="lora", seq_len=2048, micro_batch=2, grad_ckpt=True,
-                  framework="torchtune"),
              Case(model="llama-2-7b", method="full", precision="bf16-true", seq_len=2048, micro_batch=1,
                   grad_ckpt=True),
-             Case(model="llama-2-7b", method="full", seq_len=2048, micro_batch=1, grad_ckpt=True)]
+             Case(model="llama-2-7b", method="full", seq_len=2048, micro_batch=1, grad_ckpt=True),
+             Case(model="llama-3-8b", method="lora", seq_len=2048, micro_batch=2, grad_ckpt=True,
+                  framework="torchtune"),
+             Case(model="llama-2-7b", method="lora", seq_len=4096, micro_batch=4, grad_ckpt=True),
+             Case(model="llama-2-7b", method="qlora", seq_len=2048, micro_batch=4)]
     if quick:
         return [small[1], small[2], large[0], large[1]]
-    return [large[0], large[1], *small, *large[2:]]
+    return [large[0], large[1], *small[:4], *large[2:6], small[4], large[6]]
 
 
 def cpu_cases():
@@ -115,9 +117,11 @@ def train_row(case, spec, *, gpu: bool, gpu_key: str | None, device_name: str, m
     traced = None
     try:
         traced = trace_training_step(model, method, work, device="cuda" if gpu else "cpu", measure_steps=steps,
-                                     real_bitsandbytes=gpu)
+                                     real_bitsandbytes=gpu, count_flops=not gpu)
     except torch.cuda.OutOfMemoryError:
         row["status"] = "out of memory"
+        held = f"the allocator held {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB at most before it ran out"
+        row["notes"] = "; ".join(filter(None, [row["notes"], held]))
     if gpu:  # outside the handler: the traceback's frames no longer hold the step's tensors
         import gc
 
@@ -132,7 +136,7 @@ def train_row(case, spec, *, gpu: bool, gpu_key: str | None, device_name: str, m
 
 
 def decode_row(name: str, *, gpu_key: str, device_name: str, batch: int = 1, prompt_len: int = 128,
-               gen_len: int = 256, device: str = "cuda") -> dict:
+               gen_len: int = 256, device: str = "cuda", profile_to: Path | None = None) -> dict:
     import torch
 
     import costplan
@@ -158,6 +162,13 @@ def decode_row(name: str, *, gpu_key: str, device_name: str, batch: int = 1, pro
     generate(8)  # warm-up: kernels chosen, the allocator filled
     ttft = min(generate(1) for _ in range(3))
     total = generate(gen_len)
+    probes = _host_probes(device) if device == "cuda" else {}
+    if profile_to is not None:  # where a decode step's time goes, operator by operator
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            generate(16)
+        profile_to.write_text(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=30))
     module = None  # free the weights before the next model is built
     if device == "cuda":
         torch.cuda.empty_cache()
@@ -169,7 +180,26 @@ def decode_row(name: str, *, gpu_key: str, device_name: str, batch: int = 1, pro
             "runtime": "eager", "status": "ran", "measured_tokens_per_s": measured,
             "estimated_tokens_per_s": est.tokens_per_second,
             "tokens_per_s_error": est.tokens_per_second / measured - 1, "roofline_tokens_per_s": roofline,
-            "measured_ttft_s": ttft, "estimated_ttft_s": est.time_to_first_token_seconds}
+            "measured_ttft_s": ttft, "estimated_ttft_s": est.time_to_first_token_seconds, **probes}
+
+
+def _host_probes(device: str) -> dict:
+    """What the host adds per operator and per synchronisation on this machine (a VM or sandbox can
+    add much): the time of 2000 tiny kernels launched back to back, and of 200 launch-and-wait."""
+    import torch
+
+    x = torch.zeros(16, device=device)
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(2000):
+        x.add_(1)
+    torch.cuda.synchronize()
+    launch = (time.perf_counter() - t0) / 2000
+    t0 = time.perf_counter()
+    for _ in range(200):
+        x.add_(1)
+        torch.cuda.synchronize()
+    return {"launch_us": launch * 1e6, "sync_us": ((time.perf_counter() - t0) / 200 - launch) * 1e6}
 
 
 def _error(measured, estimated):
@@ -181,8 +211,7 @@ def _error(measured, estimated):
 def run(*, cpu: bool, quick: bool, out: Path, budget_s: float = float("inf")) -> list[dict]:
     import torch
 
-    from costplan.calibrate import calibrate, describe_device, match_gpu_row, write_json_atomically
-    from costplan.model import preset
+    from costplan.calibrate import describe_device, match_gpu_row
     from costplan.profile import load_profile
 
     started = time.perf_counter()
@@ -203,13 +232,17 @@ def run(*, cpu: bool, quick: bool, out: Path, budget_s: float = float("inf")) ->
             print(f"{case.label}: skipped, past the {budget_s:.0f} s budget", flush=True)
             return
         t0 = time.perf_counter()
+        options = {"gpu": gpu, "gpu_key": gpu_key, "device_name": device["name"], "memory_bytes": memory_bytes,
+                   "steps": steps}
         try:
-            row = train_row(case, spec, gpu=gpu, gpu_key=gpu_key, device_name=device["name"],
-                            memory_bytes=memory_bytes, steps=steps)
+            if gpu:  # a process of its own: the allocator's peaks are this case's, nothing is left behind
+                row = _isolated("train", {"case": dataclasses.asdict(case), **options}, timeout=max(left(), 60))
+            else:
+                row = train_row(case, spec, **options)
         except Exception as exc:  # a library missing or failing on this machine: say so, keep going
             traceback.print_exc()
-            row = {"device": device["name"], "case": case.label, "model": case.model, "method": case.method,
-                   "status": f"failed: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"}
+            row = {"status": f"failed: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"}
+        row = {"device": device["name"], "case": case.label, "model": case.model, "method": case.method, **row}
         row["step_error"] = _error(row.get("measured_step_s"), row.get("estimated_step_s"))
         row["allocated_error"] = _error(row.get("measured_allocated_bytes"), row.get("estimated_peak_bytes"))
         row["reserved_error"] = _error(row.get("measured_reserved_bytes"), row.get("estimated_reserved_bytes"))
@@ -227,10 +260,13 @@ def run(*, cpu: bool, quick: bool, out: Path, budget_s: float = float("inf")) ->
             if left() <= 0:
                 continue
             try:
-                decode.append(decode_row(name, gpu_key=gpu_key, device_name=device["name"]))
+                profile_to = str(out / "decode_profile.txt") if not decode else None
+                decode.append(_isolated("decode", {"name": name, "gpu_key": gpu_key, "device_name": device["name"],
+                                                   "profile_to": profile_to}, timeout=max(left(), 60)))
             except Exception as exc:
                 traceback.print_exc()
-                decode.append({"device": device["name"], "model": name, "status": f"failed: {type(exc).__name__}"})
+                decode.append({"device": device["name"], "model": name,
+                               "status": f"failed: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"})
             print(f"decode {name}: {decode[-1]['status']}", flush=True)
             write(rows, decode, out)
     for case, spec in cases[first:]:
@@ -238,14 +274,45 @@ def run(*, cpu: bool, quick: bool, out: Path, budget_s: float = float("inf")) ->
     if gpu and left() > 0:
         t0 = time.perf_counter()
         try:
-            write_json_atomically(calibrate(preset("tinyllama-1.1b"), quick=quick or left() < 150),
-                                  out / "profile.json")
+            _isolated("calibrate", {"quick": quick or left() < 150, "path": str(out / "profile.json")},
+                      timeout=max(left(), 60))
             print(f"calibrated in {time.perf_counter() - t0:.1f} s", flush=True)
             _calibrated_estimates(rows, decode, load_profile(out / "profile.json"), gpu_key)
         except Exception:
             traceback.print_exc()
         write(rows, decode, out)
     return rows
+
+
+def _isolated(kind: str, arguments: dict, timeout: float) -> dict:
+    """Run one measurement in a fresh Python process (``--one``) and return the row it prints."""
+    proc = subprocess.run([sys.executable, __file__, "--one", kind, json.dumps(arguments)], capture_output=True,
+                          text=True, timeout=timeout)
+    sys.stderr.write("".join(line + "\n" for line in proc.stderr.splitlines()
+                             if "warn" not in line.lower())[-3000:])
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        tail = " ".join(proc.stderr.strip().splitlines()[-1:])[:200]
+        return {"status": f"failed (exit {proc.returncode}): {tail}"}
+    return json.loads(lines[-1])
+
+
+def _one(kind: str, arguments: dict) -> dict:
+    """The child's side of ``_isolated``."""
+    if kind == "train":
+        from costplan.verify import Case
+
+        return train_row(Case(**arguments.pop("case")), None, **arguments)
+    if kind == "decode":
+        profile_to = arguments.pop("profile_to")
+        return decode_row(arguments.pop("name"), profile_to=Path(profile_to) if profile_to else None, **arguments)
+    if kind == "calibrate":
+        from costplan.calibrate import calibrate, write_json_atomically
+        from costplan.model import preset
+
+        write_json_atomically(calibrate(preset("tinyllama-1.1b"), quick=arguments["quick"]), Path(arguments["path"]))
+        return {"status": "ran"}
+    raise ValueError(f"unknown measurement {kind}")
 
 
 def _calibrated_estimates(rows: list[dict], decode: list[dict], profile, gpu_key: str) -> None:
@@ -324,7 +391,11 @@ def main() -> None:
     parser.add_argument("--budget-s", type=float, default=float("inf"),
                         help="Start nothing new after this many seconds (a device lease's length).")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "output" / "gpu_check")
+    parser.add_argument("--one", nargs=2, metavar=("KIND", "JSON"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.one:
+        print(json.dumps(_one(args.one[0], json.loads(args.one[1]))))
+        return
     rows = run(cpu=args.cpu, quick=args.quick, out=args.out, budget_s=args.budget_s)
     print((args.out / "gpu_check.md").read_text())
     print(json.dumps({"rows": len(rows)}))

@@ -324,7 +324,8 @@ def quantize_with_bitsandbytes(module: Any, model: ModelSpec, method: Method) ->
                 continue
             parent_name, _, attr = name.rpartition(".")
             parent = layer.get_submodule(parent_name) if parent_name else layer
-            weight = child.weight.data.to("cpu")
+            # Params4bit quantizes on whatever device it is moved to; Int8Params only on the way from the CPU.
+            weight = child.weight.data if method.base_storage == "nf4" else child.weight.data.to("cpu")
             if method.base_storage == "nf4":
                 double = getattr(method, "double_quant", True)
                 q = bnb.nn.Linear4bit(child.in_features, child.out_features, bias=child.bias is not None,
@@ -628,7 +629,8 @@ def _optimizer(name: str, params: list[Any]) -> Any:
 
 
 def trace_training_step(model: ModelSpec, method: Method, work: Workload, *, device: str = "cpu",
-                        seed: int = 0, measure_steps: int = 0, real_bitsandbytes: bool = False) -> TracedStep:
+                        seed: int = 0, measure_steps: int = 0, real_bitsandbytes: bool = False,
+                        count_flops: bool = True) -> TracedStep:
     """Run real training steps and measure the second one, in the workload's precision mode.
 
     ``device="cpu"`` runs a small model for real; ``device="meta"`` runs any size without memory,
@@ -640,9 +642,11 @@ def trace_training_step(model: ModelSpec, method: Method, work: Workload, *, dev
     workload keeps them in the model's dtype. Optimizer-in-backward steps each parameter from its
     gradient hook and frees the gradient.
 
-    ``measure_steps`` (real devices): after the traced steps, one plain step under the allocator's peak
-    statistics and that many timed plain steps (``benchmarks/gpu_check.py``). ``real_bitsandbytes``
-    (CUDA): quantize a 4-bit or 8-bit base with bitsandbytes itself rather than the stand-in.
+    ``measure_steps`` (real devices): before anything is traced, one step to allocate the optimizer
+    states, one plain step under the allocator's peak statistics and that many timed plain steps
+    (``benchmarks/gpu_check.py``). ``real_bitsandbytes`` (CUDA): quantize a 4-bit or 8-bit base with
+    bitsandbytes itself rather than the stand-in. ``count_flops=False`` leaves the FLOPs at 0 (torch's
+    counter rejects CUDA's grouped-query attention shapes, which the meta trace routes itself).
     """
     import torch
     from torch.utils.flop_counter import FlopCounterMode
@@ -765,10 +769,15 @@ def trace_training_step(model: ModelSpec, method: Method, work: Workload, *, dev
         for p in trainable:
             p.grad = None
 
+    counter = (lambda: FlopCounterMode(display=False)) if count_flops else contextlib.nullcontext
     with _gpu_kernels(device):
-        with FlopCounterMode(display=False) as forward_counter:
+        measured: dict[str, Any] = {}
+        if measure_steps:  # the allocator's own figures, before any tracing machinery has run
+            step()
+            measured = _measure_plain_steps(step, device, measure_steps)
+        with counter() as forward_counter:
             value = loss()
-        with FlopCounterMode(display=False) as backward_counter:
+        with counter() as backward_counter:
             value.backward()
         del value
         for p in trainable:
@@ -814,7 +823,6 @@ def trace_training_step(model: ModelSpec, method: Method, work: Workload, *, dev
 
         with live_bytes(existing, snapshot_at=tracker.peak_at, on_snapshot=note_grads) as again:
             step()
-    measured = _measure_plain_steps(step, device, measure_steps) if measure_steps else {}
     weights = {id(t.untyped_storage()) for t in (*module.parameters(), *module.buffers())}
     opt_states = {id(t.untyped_storage()) for t in states} | (
         set() if master is trainable else {id(m.untyped_storage()) for m in master})
@@ -826,8 +834,8 @@ def trace_training_step(model: ModelSpec, method: Method, work: Workload, *, dev
         ("logits", lambda key, shape: bool(shape) and shape[-1] == model.vocab_size),
     ])
     return TracedStep(params_total=params_total, params_trainable=sum(p.numel() for p in trainable),
-                      flops_forward=forward_counter.get_total_flops(),
-                      flops_backward=backward_counter.get_total_flops(), saved_bytes=saved_bytes,
+                      flops_forward=forward_counter.get_total_flops() if count_flops else 0,
+                      flops_backward=backward_counter.get_total_flops() if count_flops else 0, saved_bytes=saved_bytes,
                       peak_bytes=tracker.peak,
                       peak_op=f"{tracker.peak_op} (op {tracker.peak_at} of {tracker.ops})",
                       peak_breakdown=breakdown, **measured)
