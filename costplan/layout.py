@@ -27,6 +27,7 @@ from costplan.hardware import GpuSpec
 from costplan.memory import MemoryBreakdown, TrainingMemory, training_memory
 from costplan.methods import Method
 from costplan.model import ModelSpec, count_params
+from costplan.optimizers import FP32
 from costplan.optimizers import optimizer as find_optimizer
 from costplan.profile import Profile
 from costplan.record import record
@@ -92,8 +93,11 @@ class Job:
             tensors = self.method.trainable_tensors(self.model)
             opt = find_optimizer(work.optimizer)
             trainable = sum(t.elements for t in tensors)
-            moved = trainable * opt.step_bytes_per_param(work.compute_bytes, self.method.trains_base
-                                                         and work.trained.master > 0)
+            master = self.method.trains_base and work.trained.master > 0
+            # The dtype the step updates: the fp32 master copy, else the trained weight (fp32 under
+            # autocast, bf16 when pure bf16), else the adapters'.
+            element = (FP32 if master else work.trained.weights) if self.method.trains_base else work.adapter_bytes
+            moved = trainable * opt.step_bytes_per_param(work.compute_bytes, master, element)
             # torch.compile (Inductor) fuses the elementwise chains between matmuls, as fused stacks do.
             fused = self.framework.kernels == "fused" or self.framework.runtime == "compiled"
             shape = step_shape(self.model, self.method, work, flops, optimizer_bytes=moved, fused_loss=fused,

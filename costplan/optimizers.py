@@ -49,9 +49,11 @@ class Optimizer:
     per_tensor_temp: bool = False
     """The step's temporary is one tensor's size at a time (fp32)."""
     note: str = ""
-    streamed_bytes: float = 44.0
-    """Bytes the step reads and writes per trainable element (fp32 weight, gradient, states and
-    temporaries), which makes its time: it is memory-bound."""
+    streamed_bytes: float = 84.0
+    """Bytes the step reads and writes per trainable fp32 element (weight, gradient, states and
+    temporaries), which makes its time: it is memory-bound. Counted from the tensors each kernel of a
+    steady-state step reads and writes (``tests/test_optimizers.py`` traces torch's own steps); states
+    that take the parameter's dtype scale with it."""
     quantized_states: bool = False
     """States kept in 8 bits whatever the parameter's dtype (bitsandbytes); otherwise they take the
     parameter's dtype (``torch.zeros_like``), fp32 for fp32 parameters."""
@@ -73,10 +75,12 @@ class Optimizer:
     def state_bytes(self, tensors: tuple[Tensor2D, ...]) -> float:
         return sum(self.state(t) for t in tensors)
 
-    def step_bytes_per_param(self, compute_bytes: int, master: bool) -> float:
-        """Bytes streamed per trainable parameter; with fp32 master weights also the 16-bit
+    def step_bytes_per_param(self, compute_bytes: int, master: bool, element_bytes: int = FP32) -> float:
+        """Bytes streamed per trainable parameter of ``element_bytes`` (the dtype the step updates: the
+        fp32 master copy, a pure-bf16 weight, an adapter); with fp32 master weights also the 16-bit
         gradient's copy to fp32 and the updated weight's copy back."""
-        return self.streamed_bytes + (2 * (compute_bytes + FP32) if master else 0.0)
+        scale = 1.0 if self.quantized_states or self.fixed_dtype else element_bytes / FP32
+        return self.streamed_bytes * scale + (2 * (compute_bytes + FP32) if master else 0.0)
 
     def step_temp_bytes(self, tensors: tuple[Tensor2D, ...]) -> float:
         if self.per_tensor_temp:
@@ -85,9 +89,12 @@ class Optimizer:
 
 
 OPTIMIZERS: dict[str, Optimizer] = {o.name: o for o in (
-    # Streamed bytes: weight, gradient and both states read, weight and states written (28), and
-    # for foreach AdamW the temporaries of its multi-step update (about 16 more).
-    Optimizer("adamw", _adam, FP32, note="AdamW (PyTorch foreach): fp32 m and v", streamed_bytes=44.0),
+    # Streamed bytes per fp32 element of a steady-state step, as torch 2.13's kernels read and write
+    # them: fused AdamW reads weight, gradient and both states and writes weight and states (28);
+    # foreach AdamW runs eight passes (weight decay, lerp, mul, addcmul, sqrt, div, add, addcdiv:
+    # 56 read, 28 written); foreach SGD reads weight and gradient and writes the weight (12); with
+    # momentum it also scales and adds into the buffer (32).
+    Optimizer("adamw", _adam, FP32, note="AdamW (PyTorch foreach): fp32 m and v", streamed_bytes=84.0),
     Optimizer("adamw-fused", _adam, 0.0, note="AdamW fused: fp32 m and v, updated in place", streamed_bytes=28.0),
     Optimizer("adamw-8bit", _adam_8bit, 0.0, note="8-bit AdamW (bitsandbytes, block 256)", streamed_bytes=16.0,
               quantized_states=True),
@@ -97,7 +104,7 @@ OPTIMIZERS: dict[str, Optimizer] = {o.name: o for o in (
               streamed_bytes=16.0, quantized_states=True, paged=True),
     Optimizer("sgd", lambda t: 0.0, 0.0, note="SGD without momentum: no state", streamed_bytes=12.0),
     Optimizer("sgd-momentum", lambda t: FP32 * t.elements, 0.0, note="SGD with momentum: fp32 buffer",
-              streamed_bytes=20.0),
+              streamed_bytes=32.0),
     Optimizer("adafactor", _adafactor, 0.0, per_tensor_temp=True,
               note="Adafactor: factored fp32 second moment, no first moment", streamed_bytes=24.0),
 )}

@@ -59,6 +59,63 @@ def test_optimizer_states():
     assert w("adafactor").optimizer_states == 4 * (matrices + vectors)
 
 
+
+def _bytes_a_step_moves(make, dtype) -> float:
+    """Bytes per parameter torch's kernels read (every tensor argument) and write (mutated arguments and
+    fresh outputs) over one steady-state optimizer step, counted op by op."""
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_flatten
+
+    def size(value) -> int:
+        return sum(t.numel() * t.element_size() for t in tree_flatten(value)[0]
+                   if isinstance(t, torch.Tensor) and t.numel() > 1)  # not the step counters
+
+    class Moved(TorchDispatchMode):
+        total = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            bound = dict(zip((a.name for a in func._schema.arguments), args)) | (kwargs or {})
+            # Fused Adam's schema marks the gradients mutable for AMP's unscale, done only with a grad_scale.
+            unscaled = "fused_adam" in func._schema.name and bound.get("grad_scale") is None
+            written = [bound.get(a.name) for a in func._schema.arguments
+                       if a.alias_info is not None and a.alias_info.is_write and not (unscaled and a.name == "grads")]
+            Moved.total += size(list(bound.values())) + size(written)
+            fresh = [o for o, r in zip(out if isinstance(out, tuple) else (out,), func._schema.returns)
+                     if r.alias_info is None]
+            Moved.total += size(fresh)
+            return out
+
+    n = 4 * 4096
+    params = [torch.nn.Parameter(torch.randn(4096, dtype=dtype)) for _ in range(4)]
+    optimizer = make(params)
+    for p in params:
+        p.grad = torch.randn_like(p)
+    optimizer.step()  # the first step creates the states
+    with Moved():
+        optimizer.step()
+    return Moved.total / n
+
+
+@pytest.mark.needs_torch
+@pytest.mark.parametrize("name", ["adamw", "adamw-fused", "sgd", "sgd-momentum"])
+def test_an_optimizer_step_streams_what_torchs_kernels_read_and_write(name):
+    # The step's time is its traffic: each optimizer's bytes per parameter are what torch's own
+    # step reads and writes, in fp32 (bf16-mixed's weights, a master copy) and in bf16 (pure bf16:
+    # states take the parameter's dtype). Foreach AdamW: eight passes, 56 read and 28 written.
+    import torch
+
+    from costplan.optimizers import optimizer
+
+    make = {"adamw": lambda p: torch.optim.AdamW(p, foreach=True),
+            "adamw-fused": lambda p: torch.optim.AdamW(p, fused=True),
+            "sgd": lambda p: torch.optim.SGD(p, lr=1e-3, foreach=True),
+            "sgd-momentum": lambda p: torch.optim.SGD(p, lr=1e-3, momentum=0.9, foreach=True)}[name]
+    for dtype, element in ((torch.float32, 4), (torch.bfloat16, 2)):
+        traced = _bytes_a_step_moves(make, dtype)
+        assert optimizer(name).step_bytes_per_param(2, False, element) == traced
+    assert optimizer("adamw").step_bytes_per_param(2, False, 4) == 84
 def test_nf4_storage():
     assert nf4_bytes_per_param(True) == pytest.approx(0.5 + 1 / 64 + 4 / (64 * 256))  # 4.127 bits
     assert nf4_bytes_per_param(False) == pytest.approx(0.5 + 4 / 64)
@@ -537,3 +594,18 @@ def test_the_reserve_follows_the_allocator_mode_the_stack_runs():
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     assert data["memory_reserved_bytes"] == pytest.approx(1.12 * data["memory_peak_bytes"], rel=1e-9)
+
+
+def test_the_optimizer_step_streams_the_dtype_it_updates():
+    # Under autocast (bf16-mixed) foreach AdamW updates fp32 weights; pure bf16 updates bf16 weights
+    # with bf16 states (half the traffic); bf16-master updates the fp32 master and copies the bf16
+    # gradient in and the weight back (2 + 4 bytes each way).
+    import costplan
+
+    def seconds(precision):
+        est = costplan.estimate("llama-2-7b", "full", gpu="h100", gpus=1, micro_batch=1, global_batch=1, seq_len=512,
+                                grad_ckpt=True, precision=precision, optimizer="adamw", tokens=1e6, price=0.0)
+        return est.step.optimizer
+
+    assert seconds("bf16-mixed") == pytest.approx(2 * seconds("bf16-true"))
+    assert seconds("bf16-master") == pytest.approx(seconds("bf16-true") * (84 + 2 * (2 + 4)) / 42)
