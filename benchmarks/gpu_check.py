@@ -45,13 +45,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-COLUMNS = ("device", "case", "model", "method", "precision", "framework", "grad_ckpt", "seq_len", "micro_batch",
+COLUMNS = ("device", "case", "model", "method", "precision", "framework", "optimizer", "grad_ckpt", "seq_len",
+           "micro_batch",
            "quantizer", "status", "measured_step_s", "estimated_step_s", "estimated_step_calibrated_s", "step_error",
            "measured_allocated_bytes", "traced_peak_bytes", "estimated_peak_bytes", "allocated_error",
            "measured_reserved_bytes", "estimated_reserved_bytes", "reserved_error", "estimated_verdict", "notes")
 DECODE_COLUMNS = ("device", "model", "batch", "prompt_len", "gen_len", "runtime", "status", "measured_tokens_per_s",
                   "estimated_tokens_per_s", "estimated_calibrated_tokens_per_s", "tokens_per_s_error",
-                  "roofline_tokens_per_s", "measured_ttft_s", "estimated_ttft_s", "launch_us", "sync_us")
+                  "roofline_tokens_per_s", "measured_ttft_s", "estimated_ttft_s", "first_generate_tokens_per_s",
+                  "launch_us", "sync_us")
 
 
 def gpu_cases(quick: bool):
@@ -89,31 +91,52 @@ def cpu_cases():
             for key in ("full", "lora", "prompt")]
 
 
+def estimates(case, spec, gpu_key: str | None, memory_bytes: float | None, profile=None) -> dict:
+    """What costplan says of a case: the analytic memory of the step as traced, the verdict for a card
+    of ``memory_bytes``, and `estimate`'s step time on one GPU of the row ``gpu_key`` for the same
+    stack, optimizer, checkpointing and shape, eager as the check runs it."""
+    import costplan
+    from costplan.fit import verdict as fit_verdict
+    from costplan.verify import analytic_breakdown, prepare
+
+    model, method, work, _ = prepare(case, spec)
+    analytic = analytic_breakdown(model, method, work)
+    row = {"estimated_peak_bytes": analytic.peak_bytes, "estimated_reserved_bytes": analytic.reserved_bytes,
+           "estimated_verdict": fit_verdict(memory_bytes, analytic.device_bytes) if memory_bytes else ""}
+    if gpu_key is not None:
+        est = costplan.estimate(model, case.method, gpu=gpu_key, gpus=1, micro_batch=work.micro_batch,
+                                global_batch=work.micro_batch, seq_len=work.seq_len, grad_ckpt=case.grad_ckpt,
+                                precision=work.precision, framework=case.framework, optimizer=work.optimizer,
+                                loss=work.loss, runtime="eager", tokens=1e6, price=0.0, lora_rank=8,
+                                lora_targets="q,v", lora_dropout=0.0, virtual_tokens=20, profile=profile)
+        row["estimated_step_calibrated_s" if profile is not None else "estimated_step_s"] = float(est.step.total)
+    return row
+
+
+def case_of(row: dict):
+    """The case a table row measured (its precision as resolved)."""
+    from costplan.verify import Case
+
+    return Case(model=row["model"], method=row["method"], precision=row["precision"],
+                framework=row.get("framework") or None, grad_ckpt=str(row["grad_ckpt"]) == "True",
+                seq_len=int(row["seq_len"]), micro_batch=int(row["micro_batch"]))
+
+
 def train_row(case, spec, *, gpu: bool, gpu_key: str | None, device_name: str, memory_bytes: float | None,
               steps: int) -> dict:
     import torch
 
-    import costplan
-    from costplan.fit import verdict as fit_verdict
     from costplan.tracing import trace_training_step
-    from costplan.verify import analytic_breakdown, prepare
+    from costplan.verify import prepare
 
     model, method, work, notes = prepare(case, spec)
-    analytic = analytic_breakdown(model, method, work)
     quantizer = "bitsandbytes" if gpu and method.base_storage != "compute" else \
         ("stand-in" if method.base_storage != "compute" else "")
     row = {"device": device_name, "case": case.label, "model": model.name, "method": case.method,
-           "precision": work.precision, "framework": case.framework or "", "grad_ckpt": case.grad_ckpt,
-           "seq_len": work.seq_len, "micro_batch": work.micro_batch, "quantizer": quantizer,
-           "estimated_peak_bytes": analytic.peak_bytes, "estimated_reserved_bytes": analytic.reserved_bytes,
-           "estimated_verdict": fit_verdict(memory_bytes, analytic.device_bytes) if memory_bytes else "",
-           "notes": "; ".join(notes)}
-    if gpu_key is not None:
-        est = costplan.estimate(model, case.method, gpu=gpu_key, gpus=1, micro_batch=work.micro_batch,
-                                global_batch=work.micro_batch, seq_len=work.seq_len, grad_ckpt=case.grad_ckpt,
-                                precision=case.precision, framework=case.framework, tokens=1e6, price=0.0,
-                                lora_rank=8, lora_targets="q,v", lora_dropout=0.0, virtual_tokens=20)
-        row["estimated_step_s"] = float(est.step.total)
+           "precision": work.precision, "framework": case.framework or "", "optimizer": work.optimizer,
+           "grad_ckpt": case.grad_ckpt, "seq_len": work.seq_len, "micro_batch": work.micro_batch,
+           "quantizer": quantizer, "notes": "; ".join(notes),
+           **estimates(case, spec, gpu_key, memory_bytes)}
     traced = None
     try:
         traced = trace_training_step(model, method, work, device="cuda" if gpu else "cpu", measure_steps=steps,
@@ -159,7 +182,9 @@ def decode_row(name: str, *, gpu_key: str, device_name: str, batch: int = 1, pro
         sync()
         return time.perf_counter() - t0
 
-    generate(8)  # warm-up: kernels chosen, the allocator filled
+    # Warm-up over the whole length: each new attention length can build a new kernel plan (cuDNN's
+    # attention on Hopper), which a server does once and a first generate does for every token.
+    first = generate(gen_len)
     ttft = min(generate(1) for _ in range(3))
     total = generate(gen_len)
     probes = _host_probes(device) if device == "cuda" else {}
@@ -180,7 +205,8 @@ def decode_row(name: str, *, gpu_key: str, device_name: str, batch: int = 1, pro
             "runtime": "eager", "status": "ran", "measured_tokens_per_s": measured,
             "estimated_tokens_per_s": est.tokens_per_second,
             "tokens_per_s_error": est.tokens_per_second / measured - 1, "roofline_tokens_per_s": roofline,
-            "measured_ttft_s": ttft, "estimated_ttft_s": est.time_to_first_token_seconds, **probes}
+            "measured_ttft_s": ttft, "estimated_ttft_s": est.time_to_first_token_seconds,
+            "first_generate_tokens_per_s": batch * gen_len / first, **probes}
 
 
 def _host_probes(device: str) -> dict:
@@ -243,9 +269,7 @@ def run(*, cpu: bool, quick: bool, out: Path, budget_s: float = float("inf")) ->
             traceback.print_exc()
             row = {"status": f"failed: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"}
         row = {"device": device["name"], "case": case.label, "model": case.model, "method": case.method, **row}
-        row["step_error"] = _error(row.get("measured_step_s"), row.get("estimated_step_s"))
-        row["allocated_error"] = _error(row.get("measured_allocated_bytes"), row.get("estimated_peak_bytes"))
-        row["reserved_error"] = _error(row.get("measured_reserved_bytes"), row.get("estimated_reserved_bytes"))
+        _errors(row)
         rows.append({c: row.get(c) for c in COLUMNS})
         print(f"{case.label}: {row['status']} in {time.perf_counter() - t0:.1f} s", flush=True)
         write(rows, decode, out)
@@ -317,26 +341,67 @@ def _one(kind: str, arguments: dict) -> dict:
 
 def _calibrated_estimates(rows: list[dict], decode: list[dict], profile, gpu_key: str) -> None:
     """The same estimates again, with the profile just measured in place of the shipped constants."""
-    import costplan
-    from costplan.model import resolve_model
-
     for row in rows:
-        if row.get("status") != "ran":
-            continue
-        est = costplan.estimate(resolve_model(row["model"]), row["method"], gpu=gpu_key, gpus=1,
-                                micro_batch=row["micro_batch"], global_batch=row["micro_batch"],
-                                seq_len=row["seq_len"], grad_ckpt=row["grad_ckpt"],
-                                precision=row["precision"], framework=row["framework"] or None, tokens=1e6,
-                                price=0.0, lora_rank=8, lora_targets="q,v", lora_dropout=0.0, virtual_tokens=20,
-                                profile=profile)
-        row["estimated_step_calibrated_s"] = float(est.step.total)
+        if row.get("status") == "ran":
+            row.update(estimates(case_of(row), None, gpu_key, None, profile))
     for row in decode:
-        if row.get("status") != "ran":
-            continue
-        est = costplan.estimate(row["model"], "inference", gpu=gpu_key, gpus=1, micro_batch=row["batch"],
-                                prompt_len=row["prompt_len"], gen_len=row["gen_len"], runtime="eager", price=0.0,
-                                profile=profile)
-        row["estimated_calibrated_tokens_per_s"] = est.tokens_per_second
+        if row.get("status") == "ran":
+            row["estimated_calibrated_tokens_per_s"] = _decode_estimate(row, gpu_key, profile)
+
+
+def _decode_estimate(row: dict, gpu_key: str, profile=None) -> float:
+    import costplan
+
+    return costplan.estimate(row["model"], "inference", gpu=gpu_key, gpus=1, micro_batch=int(row["batch"]),
+                             prompt_len=int(row["prompt_len"]), gen_len=int(row["gen_len"]), runtime="eager",
+                             price=0.0, profile=profile).tokens_per_second
+
+
+def reestimate(out: Path) -> list[dict]:
+    """Recompute every estimate of a finished run's tables with today's costplan (the measurements
+    stay as measured), and the errors with them."""
+    from costplan.calibrate import match_gpu_row
+    from costplan.hardware import gpu
+    from costplan.profile import load_profile
+    from costplan.verify import prepare
+
+    def value(text: str):
+        if text == "":
+            return None
+        try:
+            return int(text)
+        except ValueError:
+            pass
+        try:
+            return float(text)
+        except ValueError:
+            return text
+
+    def read(name: str) -> list[dict]:
+        path = out / name
+        return [{k: value(v) for k, v in r.items()} for r in csv.DictReader(path.open())] if path.is_file() else []
+
+    rows, decode = read("gpu_check.csv"), read("gpu_decode.csv")
+    gpu_key = match_gpu_row({"kind": "cuda", "name": rows[0]["device"]}) if rows else None
+    memory = gpu(gpu_key).memory_bytes if gpu_key else None  # the table's card (the run kept torch's figure)
+    for row in rows:
+        row["optimizer"] = prepare(case_of(row))[2].optimizer
+        row.update(estimates(case_of(row), None, gpu_key, memory))
+        _errors(row)
+    for row in decode:
+        if row.get("status") in ("ran", "first generate only"):
+            row["estimated_tokens_per_s"] = _decode_estimate(row, gpu_key)
+            row["tokens_per_s_error"] = _error(row.get("measured_tokens_per_s"), row["estimated_tokens_per_s"])
+    if (out / "profile.json").is_file():
+        _calibrated_estimates(rows, decode, load_profile(out / "profile.json"), gpu_key)
+    write(rows, decode, out)
+    return rows
+
+
+def _errors(row: dict) -> None:
+    row["step_error"] = _error(row.get("measured_step_s"), row.get("estimated_step_s"))
+    row["allocated_error"] = _error(row.get("measured_allocated_bytes"), row.get("estimated_peak_bytes"))
+    row["reserved_error"] = _error(row.get("measured_reserved_bytes"), row.get("estimated_reserved_bytes"))
 
 
 def _csv(rows: list[dict], columns: tuple[str, ...]) -> str:
@@ -371,7 +436,7 @@ def write(rows: list[dict], decode: list[dict], out: Path) -> None:
                      f"{fmt(r.get('reserved_error'), 'e')} |")
     if decode:
         lines += ["", "| decode | batch | prompt + generated | status | tokens/s measured | estimated | error | "
-                  "calibrated | roofline | TTFT measured | estimated |", "|" + "---|" * 11]
+                  "calibrated | roofline | TTFT measured | estimated | first generate |", "|" + "---|" * 12]
         for r in decode:
             lines.append(f"| {r['model']} | {r.get('batch', '-')} | "
                          f"{r.get('prompt_len', '-')} + {r.get('gen_len', '-')} | "
@@ -379,7 +444,7 @@ def write(rows: list[dict], decode: list[dict], out: Path) -> None:
                          f"{fmt(r.get('estimated_tokens_per_s'), 't')} | {fmt(r.get('tokens_per_s_error'), 'e')} | "
                          f"{fmt(r.get('estimated_calibrated_tokens_per_s'), 't')} | "
                          f"{fmt(r.get('roofline_tokens_per_s'), 't')} | {fmt(r.get('measured_ttft_s'), 's')} | "
-                         f"{fmt(r.get('estimated_ttft_s'), 's')} |")
+                         f"{fmt(r.get('estimated_ttft_s'), 's')} | {fmt(r.get('first_generate_tokens_per_s'), 't')} |")
     device = rows[0]["device"] if rows else "?"
     write_atomically(out / "gpu_check.md", f"# GPU check on {device}\n\n" + "\n".join(lines) + "\n")
 
@@ -392,7 +457,13 @@ def main() -> None:
                         help="Start nothing new after this many seconds (a device lease's length).")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "output" / "gpu_check")
     parser.add_argument("--one", nargs=2, metavar=("KIND", "JSON"), help=argparse.SUPPRESS)
+    parser.add_argument("--reestimate", action="store_true",
+                        help="Recompute the estimates of the tables already in --out (measured on a GPU earlier).")
     args = parser.parse_args()
+    if args.reestimate:
+        reestimate(args.out)
+        print((args.out / "gpu_check.md").read_text())
+        return
     if args.one:
         print(json.dumps(_one(args.one[0], json.loads(args.one[1]))))
         return

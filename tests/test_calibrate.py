@@ -195,6 +195,40 @@ def test_the_gpu_check_runs_its_cpu_path(tmp_path):
         assert r["measured_step_s"] > 0 and abs(r["allocated_error"]) < 0.02
 
 
+def _gpu_check_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "gpu_check", os.path.join(os.path.dirname(__file__), "..", "benchmarks", "gpu_check.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_peaks_measured_on_an_h200_hold(tmp_path):
+    # benchmarks/gpu_check.py on one H200 (2026-11-30, torch 2.11, transformers 5.24, bitsandbytes 0.50):
+    # torch.cuda.max_memory_allocated of real steps. Re-estimated with today's model, every Llama-family
+    # step (LoRA, QLoRA with bitsandbytes' own NF4, prompt tuning, full fine-tuning in bf16-mixed and
+    # bf16-true, torchtune's LoRA) is within 2% of what the allocator held, and the reserve within 10%.
+    # (GPT-2's step held 1.7 GiB more than costplan counts: not explained yet.)
+    import shutil
+
+    shutil.copytree(os.path.join(os.path.dirname(__file__), "..", "tables", "generated", "gpu_check_h200"),
+                    tmp_path / "run")
+    rows = _gpu_check_module().reestimate(tmp_path / "run")
+    llama = [r for r in rows if r["model"] != "gpt2"]
+    assert len(llama) == 10 and all(r["status"] == "ran" for r in llama)
+    for r in llama:
+        assert abs(r["allocated_error"]) < 0.02, r["case"]
+        assert abs(r["reserved_error"]) < 0.10, r["case"]
+    # Step time: the steps costplan puts at a quarter of a second or more (7B-8B models: full
+    # fine-tuning, checkpointed LoRA) within 25%; the shorter ones ran 20-60% slower than estimated
+    # (fixed per-step costs the estimate leaves out, some of them this machine's host).
+    long = [r for r in llama if r["estimated_step_s"] >= 0.25]
+    assert len(long) == 4 and all(-0.25 < r["step_error"] < 0 for r in long)
+    assert sorted(r["step_error"] for r in llama)[len(llama) // 2] < -0.15
+
+
 def test_a_profile_measured_under_expandable_segments_keeps_that_reserve_apart(tmp_path):
     # The reserve a calibration measures belongs to the allocator mode it ran under: measured with
     # expandable segments it replaces only that mode's slack, and the default mode keeps the table's.
