@@ -258,3 +258,21 @@ def test_calibration_names_the_allocator_mode_it_runs_under(monkeypatch):
     monkeypatch.delenv("PYTORCH_CUDA_ALLOC_CONF")
     monkeypatch.setenv("PYTORCH_ALLOC_CONF", "expandable_segments:True")
     assert allocator_mode() == "expandable"
+
+
+@pytest.mark.needs_torch
+def test_a_measured_step_is_timed_before_it_is_traced_and_the_trace_is_unchanged():
+    # The GPU check's path on the CPU: measure_steps times plain steps (before any tracing) and
+    # count_flops=False (CUDA's grouped-query shapes trip torch's counter) leaves the FLOPs at 0;
+    # the traced peak is the same step's either way.
+    from costplan.methods import Lora
+    from costplan.tracing import trace_training_step
+    from costplan.workload import Workload
+    from tests.specs import TRACE
+
+    work = Workload(seq_len=32, micro_batch=2, precision="fp32")
+    plain = trace_training_step(TRACE, Lora(), work)
+    measured = trace_training_step(TRACE, Lora(), work, measure_steps=2, count_flops=False)
+    assert plain.flops > 0 and measured.flops == 0 and plain.step_seconds is None
+    assert measured.step_seconds > 0 and measured.device_allocated_bytes is None  # no CUDA allocator here
+    assert measured.peak_bytes == plain.peak_bytes
