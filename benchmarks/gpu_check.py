@@ -419,34 +419,40 @@ def write(rows: list[dict], decode: list[dict], out: Path) -> None:
     if decode:
         write_atomically(out / "gpu_decode.csv", _csv(decode, DECODE_COLUMNS))
 
-    def fmt(v, kind):
-        if v is None or v == "":
-            return "-"
-        return {"s": f"{v * 1e3:.1f} ms", "b": f"{v / 2**30:.2f} GiB", "e": f"{v:+.1%}", "t": f"{v:.1f}"}[kind]
-
-    lines = ["| case | status | step measured | step estimated | error | calibrated | allocated | traced | "
-             "estimated peak | error | reserved | estimated reserved | error |", "|" + "---|" * 13]
-    for r in rows:
-        lines.append(f"| {r['case']} | {r['status']} | {fmt(r.get('measured_step_s'), 's')} | "
-                     f"{fmt(r.get('estimated_step_s'), 's')} | {fmt(r.get('step_error'), 'e')} | "
-                     f"{fmt(r.get('estimated_step_calibrated_s'), 's')} | "
-                     f"{fmt(r.get('measured_allocated_bytes'), 'b')} | {fmt(r.get('traced_peak_bytes'), 'b')} | "
-                     f"{fmt(r.get('estimated_peak_bytes'), 'b')} | {fmt(r.get('allocated_error'), 'e')} | "
-                     f"{fmt(r.get('measured_reserved_bytes'), 'b')} | {fmt(r.get('estimated_reserved_bytes'), 'b')} | "
-                     f"{fmt(r.get('reserved_error'), 'e')} |")
+    lines = _markdown(rows, TRAIN_TABLE)
     if decode:
-        lines += ["", "| decode | batch | prompt + generated | status | tokens/s measured | estimated | error | "
-                  "calibrated | roofline | TTFT measured | estimated | first generate |", "|" + "---|" * 12]
-        for r in decode:
-            lines.append(f"| {r['model']} | {r.get('batch', '-')} | "
-                         f"{r.get('prompt_len', '-')} + {r.get('gen_len', '-')} | "
-                         f"{r['status']} | {fmt(r.get('measured_tokens_per_s'), 't')} | "
-                         f"{fmt(r.get('estimated_tokens_per_s'), 't')} | {fmt(r.get('tokens_per_s_error'), 'e')} | "
-                         f"{fmt(r.get('estimated_calibrated_tokens_per_s'), 't')} | "
-                         f"{fmt(r.get('roofline_tokens_per_s'), 't')} | {fmt(r.get('measured_ttft_s'), 's')} | "
-                         f"{fmt(r.get('estimated_ttft_s'), 's')} | {fmt(r.get('first_generate_tokens_per_s'), 't')} |")
+        lines += ["", *_markdown(decode, DECODE_TABLE)]
     device = rows[0]["device"] if rows else "?"
     write_atomically(out / "gpu_check.md", f"# GPU check on {device}\n\n" + "\n".join(lines) + "\n")
+
+
+TRAIN_TABLE = (("case", "case", None), ("status", "status", None), ("step measured", "measured_step_s", "s"),
+               ("step estimated", "estimated_step_s", "s"), ("error", "step_error", "e"),
+               ("calibrated", "estimated_step_calibrated_s", "s"), ("allocated", "measured_allocated_bytes", "b"),
+               ("traced", "traced_peak_bytes", "b"), ("estimated peak", "estimated_peak_bytes", "b"),
+               ("error", "allocated_error", "e"), ("reserved", "measured_reserved_bytes", "b"),
+               ("estimated reserved", "estimated_reserved_bytes", "b"), ("error", "reserved_error", "e"))
+DECODE_TABLE = (("decode", "model", None), ("batch", "batch", None), ("prompt", "prompt_len", None),
+                ("generated", "gen_len", None), ("status", "status", None),
+                ("tokens/s measured", "measured_tokens_per_s", "t"), ("estimated", "estimated_tokens_per_s", "t"),
+                ("error", "tokens_per_s_error", "e"), ("calibrated", "estimated_calibrated_tokens_per_s", "t"),
+                ("roofline", "roofline_tokens_per_s", "t"), ("TTFT measured", "measured_ttft_s", "s"),
+                ("estimated", "estimated_ttft_s", "s"), ("first generate", "first_generate_tokens_per_s", "t"))
+
+
+def _markdown(rows: list[dict], table: tuple) -> list[str]:
+    """A Markdown table of ``rows``: (header, key, unit) per column; units s (as ms), b (as GiB), e (a
+    relative error), t (a rate), None (as written)."""
+    def cell(value, unit) -> str:
+        if value is None or value == "":
+            return "-"
+        if unit is None:
+            return str(value)
+        return {"s": f"{value * 1e3:.1f} ms", "b": f"{value / 2**30:.2f} GiB", "e": f"{value:+.1%}",
+                "t": f"{value:.1f}"}[unit]
+
+    return ["| " + " | ".join(header for header, _, _ in table) + " |", "|" + "---|" * len(table),
+            *("| " + " | ".join(cell(r.get(key), unit) for _, key, unit in table) + " |" for r in rows)]
 
 
 def main() -> None:

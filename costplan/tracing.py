@@ -843,9 +843,6 @@ def trace_training_step(model: ModelSpec, method: Method, work: Workload, *, dev
 
 def _measure_plain_steps(step: Any, device: str, steps: int) -> dict[str, Any]:
     """The allocator's peaks over one plain step, then the median time of ``steps`` more."""
-    import statistics
-    import time
-
     import torch
 
     gc.collect()
@@ -859,20 +856,9 @@ def _measure_plain_steps(step: Any, device: str, steps: int) -> dict[str, Any]:
         torch.cuda.synchronize()
         result = {"device_allocated_bytes": torch.cuda.max_memory_allocated(),
                   "device_reserved_bytes": torch.cuda.max_memory_reserved()}
-    times = []
-    for _ in range(steps):
-        if cuda:
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            step()
-            end.record()
-            torch.cuda.synchronize()
-            times.append(start.elapsed_time(end) / 1000)
-        else:
-            t0 = time.perf_counter()
-            step()
-            times.append(time.perf_counter() - t0)
-    result["step_seconds"] = statistics.median(times)
+    from costplan.calibrate import Timer  # CUDA events on a GPU, the wall clock otherwise
+
+    result["step_seconds"] = Timer("cuda" if cuda else "cpu", warmup=0, repeat=steps)(step)
     return result
 
 
