@@ -45,7 +45,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-COLUMNS = ("device", "case", "model", "method", "precision", "framework", "optimizer", "grad_ckpt", "seq_len",
+COLUMNS = ("device", "case", "model", "layers", "method", "precision", "framework", "optimizer", "grad_ckpt", "seq_len",
            "micro_batch",
            "quantizer", "status", "measured_step_s", "estimated_step_s", "estimated_step_calibrated_s", "step_error",
            "measured_allocated_bytes", "traced_peak_bytes", "estimated_peak_bytes", "allocated_error",
@@ -57,9 +57,10 @@ DECODE_COLUMNS = ("device", "model", "batch", "prompt_len", "gen_len", "runtime"
 
 
 def gpu_cases(quick: bool):
-    """What a GPU of 80 GB or more runs: the common questions first (7B LoRA and QLoRA, a 1B model by
-    every method), then (after decode) pure bf16 and autocast full fine-tuning of a 7B model, the
-    second close to an H200's memory (does it fit?), and the rest."""
+    """What a GPU of 80 GB or more runs, as (case, model cut to fewer layers or None): the common
+    questions first (7B LoRA and QLoRA, a 1B model by every method), then (after decode) pure bf16 and
+    autocast full fine-tuning of a 7B model, the second close to an H200's memory (does it fit?), the
+    rest, and last a mixture of experts."""
     from costplan.verify import Case
 
     small = [Case(model="tinyllama-1.1b", method="full", seq_len=2048, micro_batch=4),
@@ -76,9 +77,22 @@ def gpu_cases(quick: bool):
                   framework="torchtune"),
              Case(model="llama-2-7b", method="lora", seq_len=4096, micro_batch=4, grad_ckpt=True),
              Case(model="llama-2-7b", method="qlora", seq_len=2048, micro_batch=4)]
+    # transformers' own MoE layers (gpt-oss: 32 experts, top-4, attention sinks), cut to 4 of 24 layers.
+    moe = [(Case(model="gpt-oss-20b", method=key, precision="bf16-true", seq_len=4096, grad_ckpt=True),
+            cut("gpt-oss-20b", 4)) for key in ("lora", "full")]
     if quick:
-        return [small[1], small[2], large[0], large[1]]
-    return [large[0], large[1], *small[:4], *large[2:6], small[4], large[6]]
+        return [(c, None) for c in (small[1], small[2], large[0], large[1])]
+    return [*((c, None) for c in (large[0], large[1], *small[:4], *large[2:6], small[4], large[6])), *moe]
+
+
+def cut(name: str, layers: int | None):
+    """A preset with only its first ``layers`` layers (None: the preset as it is)."""
+    from dataclasses import replace
+
+    from costplan.model import resolve_model
+
+    spec = resolve_model(name)
+    return spec if layers is None else replace(spec, num_layers=layers, name=f"{spec.name} ({layers} layers)")
 
 
 def cpu_cases():
@@ -114,12 +128,14 @@ def estimates(case, spec, gpu_key: str | None, memory_bytes: float | None, profi
 
 
 def case_of(row: dict):
-    """The case a table row measured (its precision as resolved)."""
+    """The case a table row measured (its precision as resolved), and the model cut as it ran."""
     from costplan.verify import Case
 
-    return Case(model=row["model"], method=row["method"], precision=row["precision"],
+    case = Case(model=row["model"], method=row["method"], precision=row["precision"],
                 framework=row.get("framework") or None, grad_ckpt=str(row["grad_ckpt"]) == "True",
                 seq_len=int(row["seq_len"]), micro_batch=int(row["micro_batch"]))
+    layers = row.get("layers")
+    return case, (cut(row["model"], int(layers)) if layers not in (None, "") else None)
 
 
 def train_row(case, spec, *, gpu: bool, gpu_key: str | None, device_name: str, memory_bytes: float | None,
@@ -132,7 +148,8 @@ def train_row(case, spec, *, gpu: bool, gpu_key: str | None, device_name: str, m
     model, method, work, notes = prepare(case, spec)
     quantizer = "bitsandbytes" if gpu and method.base_storage != "compute" else \
         ("stand-in" if method.base_storage != "compute" else "")
-    row = {"device": device_name, "case": case.label, "model": model.name, "method": case.method,
+    row = {"device": device_name, "case": case.label + (f" ({spec.num_layers} layers)" if spec else ""),
+           "model": case.model, "layers": spec.num_layers if spec else None, "method": case.method,
            "precision": work.precision, "framework": case.framework or "", "optimizer": work.optimizer,
            "grad_ckpt": case.grad_ckpt, "seq_len": work.seq_len, "micro_batch": work.micro_batch,
            "quantizer": quantizer, "notes": "; ".join(notes),
@@ -262,7 +279,8 @@ def run(*, cpu: bool, quick: bool, out: Path, budget_s: float = float("inf")) ->
                    "steps": steps}
         try:
             if gpu:  # a process of its own: the allocator's peaks are this case's, nothing is left behind
-                row = _isolated("train", {"case": dataclasses.asdict(case), **options}, timeout=max(left(), 60))
+                row = _isolated("train", {"case": dataclasses.asdict(case), "layers": spec.num_layers if spec else None,
+                                          **options}, timeout=max(left(), 60))
             else:
                 row = train_row(case, spec, **options)
         except Exception as exc:  # a library missing or failing on this machine: say so, keep going
@@ -274,7 +292,7 @@ def run(*, cpu: bool, quick: bool, out: Path, budget_s: float = float("inf")) ->
         print(f"{case.label}: {row['status']} in {time.perf_counter() - t0:.1f} s", flush=True)
         write(rows, decode, out)
 
-    cases = [(c, None) for c in gpu_cases(quick)] if gpu else cpu_cases()
+    cases = gpu_cases(quick) if gpu else cpu_cases()
     steps = (3 if quick else 5) if gpu else (1 if quick else 3)
     first = 6 if gpu and not quick else len(cases)  # the common questions, then decode, then the rest
     for case, spec in cases[:first]:
@@ -326,7 +344,8 @@ def _one(kind: str, arguments: dict) -> dict:
     if kind == "train":
         from costplan.verify import Case
 
-        return train_row(Case(**arguments.pop("case")), None, **arguments)
+        case = Case(**arguments.pop("case"))
+        return train_row(case, cut(case.model, arguments.pop("layers")), **arguments)
     if kind == "decode":
         profile_to = arguments.pop("profile_to")
         return decode_row(arguments.pop("name"), profile_to=Path(profile_to) if profile_to else None, **arguments)
@@ -343,7 +362,7 @@ def _calibrated_estimates(rows: list[dict], decode: list[dict], profile, gpu_key
     """The same estimates again, with the profile just measured in place of the shipped constants."""
     for row in rows:
         if row.get("status") == "ran":
-            row.update(estimates(case_of(row), None, gpu_key, None, profile))
+            row.update(estimates(*case_of(row), gpu_key, None, profile))
     for row in decode:
         if row.get("status") == "ran":
             row["estimated_calibrated_tokens_per_s"] = _decode_estimate(row, gpu_key, profile)
@@ -385,8 +404,8 @@ def reestimate(out: Path) -> list[dict]:
     gpu_key = match_gpu_row({"kind": "cuda", "name": rows[0]["device"]}) if rows else None
     memory = gpu(gpu_key).memory_bytes if gpu_key else None  # the table's card (the run kept torch's figure)
     for row in rows:
-        row["optimizer"] = prepare(case_of(row))[2].optimizer
-        row.update(estimates(case_of(row), None, gpu_key, memory))
+        row["optimizer"] = prepare(*case_of(row))[2].optimizer
+        row.update(estimates(*case_of(row), gpu_key, memory))
         _errors(row)
     for row in decode:
         if row.get("status") in ("ran", "first generate only"):
