@@ -49,7 +49,8 @@ COLUMNS = ("device", "case", "model", "layers", "method", "precision", "framewor
            "micro_batch",
            "quantizer", "status", "measured_step_s", "estimated_step_s", "estimated_step_calibrated_s", "step_error",
            "measured_allocated_bytes", "traced_peak_bytes", "estimated_peak_bytes", "allocated_error",
-           "measured_reserved_bytes", "estimated_reserved_bytes", "reserved_error", "estimated_verdict", "notes")
+           "measured_reserved_bytes", "estimated_reserved_bytes", "reserved_error", "estimated_verdict",
+           "traced_peak_op", "traced_breakdown", "notes")
 DECODE_COLUMNS = ("device", "model", "batch", "prompt_len", "gen_len", "runtime", "status", "measured_tokens_per_s",
                   "estimated_tokens_per_s", "estimated_calibrated_tokens_per_s", "tokens_per_s_error",
                   "roofline_tokens_per_s", "measured_ttft_s", "estimated_ttft_s", "first_generate_tokens_per_s",
@@ -143,7 +144,8 @@ def train_row(case, spec, *, gpu: bool, gpu_key: str | None, device_name: str, m
     import torch
 
     from costplan.tracing import trace_training_step
-    from costplan.verify import prepare
+    from costplan.units import fmt_bytes
+    from costplan.verify import _memory_checks, analytic_breakdown, prepare
 
     model, method, work, notes = prepare(case, spec)
     quantizer = "bitsandbytes" if gpu and method.base_storage != "compute" else \
@@ -169,9 +171,14 @@ def train_row(case, spec, *, gpu: bool, gpu_key: str | None, device_name: str, m
         torch.cuda.empty_cache()
     if traced is None:
         return row
+    # Where a gap comes from: the traced peak by category beside costplan's, and the operator at the peak.
+    checks = _memory_checks(analytic_breakdown(model, method, work), traced.peak_breakdown)
+    breakdown = "; ".join(f"{c.quantity.removeprefix('memory: ')} {fmt_bytes(c.traced)} traced, "
+                          f"{fmt_bytes(c.analytic)} costplan" for c in checks)
     row.update(status="ran", measured_step_s=traced.step_seconds, traced_peak_bytes=traced.peak_bytes,
                measured_allocated_bytes=traced.device_allocated_bytes if gpu else traced.peak_bytes,
-               measured_reserved_bytes=traced.device_reserved_bytes)
+               measured_reserved_bytes=traced.device_reserved_bytes, traced_peak_op=traced.peak_op,
+               traced_breakdown=breakdown)
     return row
 
 
