@@ -52,7 +52,7 @@ class Optimizer:
     streamed_bytes: float = 84.0
     """Bytes the step reads and writes per trainable fp32 element (weight, gradient, states and
     temporaries), which makes its time: it is memory-bound. Counted from the tensors each kernel of a
-    steady-state step reads and writes (``tests/test_optimizers.py`` traces torch's own steps); states
+    steady-state step reads and writes (``tests/test_memory.py`` traces torch's own steps); states
     that take the parameter's dtype scale with it."""
     quantized_states: bool = False
     """States kept in 8 bits whatever the parameter's dtype (bitsandbytes); otherwise they take the

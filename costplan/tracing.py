@@ -557,7 +557,7 @@ class TracedStep:
     activations (everything else: saved tensors, backward gradients, step temporaries)."""
     device_allocated_bytes: int | None = None
     """On a GPU, with ``measure_steps``: ``torch.cuda.max_memory_allocated`` over one plain steady-state
-    step (no tracing), after ``reset_peak_memory_stats``."""
+    step, before any tracing, after ``reset_peak_memory_stats``."""
     device_reserved_bytes: int | None = None
     """Likewise ``torch.cuda.max_memory_reserved``, the cache emptied first: what the step itself reserves."""
     step_seconds: float | None = None
@@ -850,7 +850,7 @@ def _measure_plain_steps(step: Any, device: str, steps: int) -> dict[str, Any]:
     result: dict[str, Any] = {}
     if cuda:
         torch.cuda.synchronize()
-        torch.cuda.empty_cache()  # what the traced steps cached is not this step's
+        torch.cuda.empty_cache()  # the reserve the first step left cached is not this step's own
         torch.cuda.reset_peak_memory_stats()
         step()
         torch.cuda.synchronize()

@@ -224,7 +224,7 @@ def prepare(case: Case, model: ModelSpec | None = None) -> tuple[ModelSpec, Meth
     counted against the real module by the tests (test_params), and memory only holds it."""
     from costplan.api import make_method
 
-    model = model or resolve_model(case.model)
+    model = model if model is not None else resolve_model(case.model)
     notes: list[str] = []
     if model.vision is not None:
         model = replace(model, vision=None, name=f"{model.name} (text model)")
