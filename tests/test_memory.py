@@ -76,13 +76,13 @@ def _bytes_a_step_moves(make, dtype) -> float:
 
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
             out = func(*args, **(kwargs or {}))
-            bound = dict(zip((a.name for a in func._schema.arguments), args)) | (kwargs or {})
+            bound = dict(zip((a.name for a in func._schema.arguments), args, strict=False)) | (kwargs or {})
             # Fused Adam's schema marks the gradients mutable for AMP's unscale, done only with a grad_scale.
             unscaled = "fused_adam" in func._schema.name and bound.get("grad_scale") is None
             written = [bound.get(a.name) for a in func._schema.arguments
                        if a.alias_info is not None and a.alias_info.is_write and not (unscaled and a.name == "grads")]
             Moved.total += size(list(bound.values())) + size(written)
-            fresh = [o for o, r in zip(out if isinstance(out, tuple) else (out,), func._schema.returns)
+            fresh = [o for o, r in zip(out if isinstance(out, tuple) else (out,), func._schema.returns, strict=False)
                      if r.alias_info is None]
             Moved.total += size(fresh)
             return out
