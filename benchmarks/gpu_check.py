@@ -493,6 +493,9 @@ def main() -> None:
                         help="Recompute the estimates of the tables already in --out (measured on a GPU earlier).")
     args = parser.parse_args()
     if args.reestimate:
+        if not (args.out / "gpu_check.csv").is_file():
+            print(f"There is no gpu_check.csv in {args.out} to re-estimate: run the check first.", file=sys.stderr)
+            sys.exit(2)
         reestimate(args.out)
         print((args.out / "gpu_check.md").read_text())
         return
