@@ -106,26 +106,26 @@ def cpu_cases():
             for key in ("full", "lora", "prompt")]
 
 
-def estimates(case, spec, gpu_key: str | None, memory_bytes: float | None, profile=None) -> dict:
-    """What costplan says of a case: the analytic memory of the step as traced, the verdict for a card
-    of ``memory_bytes``, and `estimate`'s step time on one GPU of the row ``gpu_key`` for the same
-    stack, optimizer, checkpointing and shape, eager as the check runs it."""
-    import costplan
+def memory_estimates(analytic, memory_bytes: float | None) -> dict:
+    """What costplan says of a step's memory (``verify.analytic_breakdown``) and the verdict for a card of
+    ``memory_bytes``."""
     from costplan.fit import verdict as fit_verdict
-    from costplan.verify import analytic_breakdown, prepare
 
-    model, method, work, _ = prepare(case, spec)
-    analytic = analytic_breakdown(model, method, work)
-    row = {"estimated_peak_bytes": analytic.peak_bytes, "estimated_reserved_bytes": analytic.reserved_bytes,
-           "estimated_verdict": fit_verdict(memory_bytes, analytic.device_bytes) if memory_bytes else ""}
-    if gpu_key is not None:
-        est = costplan.estimate(model, case.method, gpu=gpu_key, gpus=1, micro_batch=work.micro_batch,
-                                global_batch=work.micro_batch, seq_len=work.seq_len, grad_ckpt=case.grad_ckpt,
-                                precision=work.precision, framework=case.framework, optimizer=work.optimizer,
-                                loss=work.loss, runtime="eager", tokens=1e6, price=0.0, lora_rank=8,
-                                lora_targets="q,v", lora_dropout=0.0, virtual_tokens=20, profile=profile)
-        row["estimated_step_calibrated_s" if profile is not None else "estimated_step_s"] = float(est.step.total)
-    return row
+    return {"estimated_peak_bytes": analytic.peak_bytes, "estimated_reserved_bytes": analytic.reserved_bytes,
+            "estimated_verdict": fit_verdict(memory_bytes, analytic.device_bytes) if memory_bytes else ""}
+
+
+def step_estimate(case, model, work, gpu_key: str, profile=None) -> float:
+    """`estimate`'s step time on one GPU of the row ``gpu_key`` for the case as prepared: the same stack,
+    optimizer, checkpointing and shape, eager as the check runs it."""
+    import costplan
+
+    est = costplan.estimate(model, case.method, gpu=gpu_key, gpus=1, micro_batch=work.micro_batch,
+                            global_batch=work.micro_batch, seq_len=work.seq_len, grad_ckpt=case.grad_ckpt,
+                            precision=work.precision, framework=case.framework, optimizer=work.optimizer,
+                            loss=work.loss, runtime="eager", tokens=1e6, price=0.0, lora_rank=8,
+                            lora_targets="q,v", lora_dropout=0.0, virtual_tokens=20, profile=profile)
+    return float(est.step.total)
 
 
 def case_of(row: dict):
@@ -148,14 +148,16 @@ def train_row(case, spec, *, gpu: bool, gpu_key: str | None, device_name: str, m
     from costplan.verify import _memory_checks, analytic_breakdown, prepare
 
     model, method, work, notes = prepare(case, spec)
+    analytic = analytic_breakdown(model, method, work)
     quantizer = "bitsandbytes" if gpu and method.base_storage != "compute" else \
         ("stand-in" if method.base_storage != "compute" else "")
     row = {"device": device_name, "case": case.label + (f" ({spec.num_layers} layers)" if spec else ""),
            "model": case.model, "layers": spec.num_layers if spec else None, "method": case.method,
            "precision": work.precision, "framework": case.framework or "", "optimizer": work.optimizer,
            "grad_ckpt": case.grad_ckpt, "seq_len": work.seq_len, "micro_batch": work.micro_batch,
-           "quantizer": quantizer, "notes": "; ".join(notes),
-           **estimates(case, spec, gpu_key, memory_bytes)}
+           "quantizer": quantizer, "notes": "; ".join(notes), **memory_estimates(analytic, memory_bytes)}
+    if gpu_key is not None:
+        row["estimated_step_s"] = step_estimate(case, model, work, gpu_key)
     traced = None
     try:
         traced = trace_training_step(model, method, work, device="cuda" if gpu else "cpu", measure_steps=steps,
@@ -172,7 +174,7 @@ def train_row(case, spec, *, gpu: bool, gpu_key: str | None, device_name: str, m
     if traced is None:
         return row
     # Where a gap comes from: the traced peak by category beside costplan's, and the operator at the peak.
-    checks = _memory_checks(analytic_breakdown(model, method, work), traced.peak_breakdown)
+    checks = _memory_checks(analytic, traced.peak_breakdown)
     breakdown = "; ".join(f"{c.quantity.removeprefix('memory: ')} {fmt_bytes(c.traced)} traced, "
                           f"{fmt_bytes(c.analytic)} costplan" for c in checks)
     row.update(status="ran", measured_step_s=traced.step_seconds, traced_peak_bytes=traced.peak_bytes,
@@ -186,7 +188,6 @@ def decode_row(name: str, *, gpu_key: str, device_name: str, batch: int = 1, pro
                gen_len: int = 256, device: str = "cuda", profile_to: Path | None = None) -> dict:
     import torch
 
-    import costplan
     from costplan.hardware import gpu
     from costplan.memory import weight_bytes_per_param
     from costplan.model import count_params, preset
@@ -221,8 +222,7 @@ def decode_row(name: str, *, gpu_key: str, device_name: str, batch: int = 1, pro
     module = None  # free the weights before the next model is built
     if device == "cuda":
         torch.cuda.empty_cache()
-    est = costplan.estimate(spec, "inference", gpu=gpu_key, gpus=1, micro_batch=batch, prompt_len=prompt_len,
-                            gen_len=gen_len, runtime="eager", price=0.0)
+    est = decode_estimate(spec, batch, prompt_len, gen_len, gpu_key)
     roofline = gpu(gpu_key).bandwidth_bytes_per_s / (count_params(spec).total * weight_bytes_per_param("bf16", 2))
     measured = batch * gen_len / total
     return {"device": device_name, "model": spec.name, "batch": batch, "prompt_len": prompt_len, "gen_len": gen_len,
@@ -366,21 +366,30 @@ def _one(kind: str, arguments: dict) -> dict:
 
 
 def _calibrated_estimates(rows: list[dict], decode: list[dict], profile, gpu_key: str) -> None:
-    """The same estimates again, with the profile just measured in place of the shipped constants."""
+    """The step and decode times again, with the profile just measured in place of the shipped constants."""
+    from costplan.verify import prepare
+
     for row in rows:
         if row.get("status") == "ran":
-            row.update(estimates(*case_of(row), gpu_key, None, profile))
+            case, spec = case_of(row)
+            model, _, work, _ = prepare(case, spec)
+            row["estimated_step_calibrated_s"] = step_estimate(case, model, work, gpu_key, profile)
     for row in decode:
         if row.get("status") == "ran":
-            row["estimated_calibrated_tokens_per_s"] = _decode_estimate(row, gpu_key, profile)
+            row["estimated_calibrated_tokens_per_s"] = _decode_estimate_of(row, gpu_key, profile).tokens_per_second
 
 
-def _decode_estimate(row: dict, gpu_key: str, profile=None) -> float:
+def decode_estimate(model, batch: int, prompt_len: int, gen_len: int, gpu_key: str, profile=None):
+    """`estimate --method inference --runtime eager` for one GPU of the row ``gpu_key``."""
     import costplan
 
-    return costplan.estimate(row["model"], "inference", gpu=gpu_key, gpus=1, micro_batch=int(row["batch"]),
-                             prompt_len=int(row["prompt_len"]), gen_len=int(row["gen_len"]), runtime="eager",
-                             price=0.0, profile=profile).tokens_per_second
+    return costplan.estimate(model, "inference", gpu=gpu_key, gpus=1, micro_batch=batch, prompt_len=prompt_len,
+                             gen_len=gen_len, runtime="eager", price=0.0, profile=profile)
+
+
+def _decode_estimate_of(row: dict, gpu_key: str, profile=None):
+    return decode_estimate(row["model"], int(row["batch"]), int(row["prompt_len"]), int(row["gen_len"]), gpu_key,
+                           profile)
 
 
 def reestimate(out: Path) -> list[dict]:
@@ -389,7 +398,7 @@ def reestimate(out: Path) -> list[dict]:
     from costplan.calibrate import match_gpu_row
     from costplan.hardware import gpu
     from costplan.profile import load_profile
-    from costplan.verify import prepare
+    from costplan.verify import analytic_breakdown, prepare
 
     def value(text: str):
         if text == "":
@@ -411,12 +420,16 @@ def reestimate(out: Path) -> list[dict]:
     gpu_key = match_gpu_row({"kind": "cuda", "name": rows[0]["device"]}) if rows else None
     memory = gpu(gpu_key).memory_bytes if gpu_key else None  # the table's card (the run kept torch's figure)
     for row in rows:
-        row["optimizer"] = prepare(*case_of(row))[2].optimizer
-        row.update(estimates(*case_of(row), gpu_key, memory))
+        case, spec = case_of(row)
+        model, method, work, _ = prepare(case, spec)
+        row["optimizer"] = work.optimizer
+        row.update(memory_estimates(analytic_breakdown(model, method, work), memory))
+        if gpu_key is not None:
+            row["estimated_step_s"] = step_estimate(case, model, work, gpu_key)
         _errors(row)
     for row in decode:
         if row.get("status") in ("ran", "first generate only"):
-            row["estimated_tokens_per_s"] = _decode_estimate(row, gpu_key)
+            row["estimated_tokens_per_s"] = _decode_estimate_of(row, gpu_key).tokens_per_second
             row["tokens_per_s_error"] = _error(row.get("measured_tokens_per_s"), row["estimated_tokens_per_s"])
     if (out / "profile.json").is_file():
         _calibrated_estimates(rows, decode, load_profile(out / "profile.json"), gpu_key)
