@@ -411,7 +411,7 @@ def estimate(
     else:
         stack = find_framework(framework) if framework else default_framework(False, False, False)
     given = lora_dropout is not None or adapter is not None
-    spec, how, built_notes = stack_model(stack, spec, how, dropout_given=given)
+    spec, how, built_notes = stack_model(stack, spec, how, dropout_given=given, from_adapter=adapter is not None)
     work, stack_notes = stack_workload(stack, how, precision=precision, optimizer=optimizer,
                                        optimizer_in_backward=optimizer_in_backward, loss=loss, offload=offload,
                                        sync_each_batch=sync_each_batch,
@@ -422,8 +422,6 @@ def estimate(
                                        gathered_load=gathered_load, held_logits=held_logits,
                                        virtual_stages=virtual_stages, flat_unit_gradients=flat_unit_gradients,
                                        kbit_upcast=kbit_upcast, expandable_segments=expandable_segments)
-    if isinstance(how, QLora) and spec.expert_tensors and work.modeling == "unsloth" and adapter is None:
-        how = replace(how, quantize_experts=True)  # Unsloth ships gpt-oss with its experts in 4 bits
     stack_notes += built_notes
     if how.training and work.modeling == "litgpt":
         stack_notes.append("activations as LitGPT's own layers keep them (fused qkv, k and v repeated to every "
@@ -720,12 +718,16 @@ def _precision_note(work: Workload, how: Method) -> str:
                                          fp32_adapters=work.fp32_adapters, base_mode=work.fp8_base)
 
 
-def stack_model(stack: Framework, spec: ModelSpec, how: Method, *,
-                dropout_given: bool = False) -> tuple[ModelSpec, Method, list[str]]:
+def stack_model(stack: Framework, spec: ModelSpec, how: Method, *, dropout_given: bool = False,
+                from_adapter: bool = False) -> tuple[ModelSpec, Method, list[str]]:
     """The model and method as ``stack`` builds them: its default LoRA dropout (LitGPT's 0.05) unless
-    one is given, and LitGPT's own LM head (``litgpt_model``). ``estimate`` and ``plan`` both go through it."""
+    one is given, Unsloth's 4-bit routed experts (its pre-quantized gpt-oss checkpoints) unless the
+    method comes from the user's adapter config, and LitGPT's own LM head (``litgpt_model``).
+    ``estimate`` and ``plan`` both go through it."""
     if not dropout_given and isinstance(how, Lora) and stack.lora_dropout:
         how = replace(how, dropout=stack.lora_dropout)
+    if isinstance(how, QLora) and spec.expert_tensors and stack.modeling == "unsloth" and not from_adapter:
+        how = replace(how, quantize_experts=True)  # Unsloth ships gpt-oss with its experts in 4 bits
     if how.training and stack.modeling == "litgpt":
         return litgpt_model(spec, how)
     return spec, how, []

@@ -406,3 +406,13 @@ def test_plan_and_estimate_reserve_alike_under_axolotls_expandable_segments():
         memory = est.memory
         assert memory.reserved_bytes == pytest.approx(1.022 * memory.peak_bytes, rel=1e-12)
         assert any("expandable_segments (axolotl sets it)" in note for note in est.assumptions)
+
+
+def test_plan_and_estimate_build_unsloths_4bit_experts_alike():
+    # Unsloth's gpt-oss QLoRA loads its pre-quantized checkpoint, routed experts in NF4: plan's rows hold
+    # the same bytes as estimate's (one stack_model builds the method for both).
+    result = search("gpt-oss-20b", ("qlora",), tokens=1e8, gpus=("h100",), framework="unsloth")
+    assert result.pareto
+    for c in result.pareto[:3]:
+        est = _same_as_estimate(c, "gpt-oss-20b", 1e8)
+        assert est.method.quantize_experts
