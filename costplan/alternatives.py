@@ -12,6 +12,9 @@ from costplan.hardware import gpu_names
 
 PINNED_LAYOUT = ("gpus", "tp", "pp", "zero", "micro_batch", "grad_ckpt", "framework")
 """Layout choices dropped when looking elsewhere: each GPU type gets the layout that suits it."""
+NOT_ASKED = ("maximize",)
+"""Questions about the user's own GPU that the alternative does not answer (``--max`` searches a
+dozen estimates per GPU type)."""
 
 
 def cheapest_fit(model: Any, method: Any, **options: Any) -> Estimate | None:
@@ -23,7 +26,8 @@ def cheapest_fit(model: Any, method: Any, **options: Any) -> Estimate | None:
     # No method: lora or the --adapter's (LoRA, prompt or prefix tuning), each of them training.
     trains = make_method(method).training if method is not None else True
     # Inference's micro-batch is the concurrency asked for, not a layout choice.
-    options = {k: v for k, v in options.items() if k not in PINNED_LAYOUT or (k == "micro_batch" and not trains)}
+    options = {k: v for k, v in options.items()
+               if k not in NOT_ASKED and (k not in PINNED_LAYOUT or (k == "micro_batch" and not trains))}
     options.pop("gpu", None)
     precision = options.get("precision", "bf16")
     priced: list[Estimate] = []

@@ -118,6 +118,20 @@ def test_an_estimate_that_does_not_fit_has_no_price_and_says_what_would():
     assert "none: it does not fit" in text and "would fit" in text and "$" not in text.split("would fit")[0]
 
 
+def test_the_would_fit_search_answers_max_only_for_the_users_own_gpu(monkeypatch):
+    # --max is a binary search of a dozen estimates; the alternative GPU types need only their
+    # verdict and price, or a --max on a job that does not fit took seconds (one search per type).
+    import costplan.api as api
+
+    searched = []
+    real = api.largest_fitting
+    monkeypatch.setattr(api, "largest_fitting", lambda *a, **k: searched.append(a[0]) or real(*a, **k))
+    result = run("estimate", "-m", "70b", "--method", "full", "--gpus", "1", "--max", "seq-len", "--json")
+    data = json.loads(result.output)
+    assert data["fits"] is False and data["would_fit"]["gpus"] > 1
+    assert searched == ["seq-len"] and data["max"] == {"seq_len": 0}
+
+
 def test_compare_rows_that_do_not_fit_show_no_gpus_hours_or_dollars():
     result = run("compare", "-m", "70b", "--gpu", "t4", "--precision", "fp16")
     assert result.exit_code == 0, result.output
