@@ -1,5 +1,6 @@
 """costplan calibrate on the CPU: measure, write the profile, estimate with it; torchrun + gloo."""
 
+import csv
 import json
 import os
 import subprocess
@@ -193,6 +194,24 @@ def test_the_gpu_check_runs_its_cpu_path(tmp_path):
     assert (tmp_path / "gpu_check.csv").is_file() and (tmp_path / "gpu_check.md").is_file()
     for r in rows:  # the live peak of a real step against the analytic peak
         assert r["measured_step_s"] > 0 and abs(r["allocated_error"]) < 0.02
+    with open(tmp_path / "saved_tensors.csv") as f:  # the meta side of the saved-tensor comparison
+        assert {r["where"] for r in csv.DictReader(f)} == {"meta (costplan's autocast emulation)"}
+
+
+@pytest.mark.needs_torch
+def test_the_saved_tensor_listing_shows_the_gelu_chain_autocast_keeps():
+    # GPT-2's gelu_new, 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))), on the bf16 output x of c_fc under
+    # autocast: pow runs in fp32 (autocast's fp32 list) and keeps its fp32 copy of x; tanh keeps its fp32
+    # output; the last product keeps its operands, 0.5·x (bf16) and 1 + tanh (fp32); c_proj keeps its
+    # input cast to bf16, as a (batch·sequence) x 3072 matrix. At micro-batch 8, sequence 1024:
+    module = _gpu_check_module()
+    rows = {(r["shape"], r["dtype"]): r for r in module.saved_tensors("meta")}
+    width = 8 * 1024 * 3072
+    assert rows[("8x1024x3072", "float32")]["count"] == 3
+    assert rows[("8x1024x3072", "float32")]["bytes"] == 3 * 4 * width
+    assert rows[("8x1024x3072", "bfloat16")]["count"] == 1 and rows[("8192x3072", "bfloat16")]["count"] == 1
+    # the fused dropout's one-byte masks after the two residual branches
+    assert rows[("8x1024x768", "bool")]["bytes"] == 2 * 8 * 1024 * 768
 
 
 def _gpu_check_module():
