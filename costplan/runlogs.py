@@ -18,6 +18,7 @@ apart from the calibration profiles, and listed by ``estimate`` in its assumptio
 from __future__ import annotations
 
 import json
+import math
 import re
 from datetime import date
 from pathlib import Path
@@ -70,7 +71,11 @@ def _trainer_state(path: Path, *, seq_len: int | None, gpus: int) -> MeasuredRun
         samples = _positive(final.get("train_samples_per_second"), "train_samples_per_second", path)
         tokens = samples * seq_len * runtime
         how = f"{samples:,.3g} samples/s x {seq_len} tokens over {runtime:,.0f} s"
-    return MeasuredRun(tokens / runtime / gpus, "trainer_state.json", f"{how} on {gpus} GPU(s)")
+    speed = tokens / runtime / gpus
+    if not 0 < speed < math.inf:
+        raise CostplanError(f"{path}: its tokens and train_runtime give {speed:.3g} tokens/s per GPU, not a "
+                            "training speed.")
+    return MeasuredRun(speed, "trainer_state.json", f"{how} on {gpus} GPU(s)")
 
 
 _STEP = re.compile(r"^\s*Step\s+(\d+)\s*\|(.*)$")
@@ -92,8 +97,11 @@ def _torchtune_log(path: Path) -> MeasuredRun:
         if match:
             values = dict(_PAIR.findall(match.group(2)))
             if "tokens_per_second_per_gpu" in values:
-                speed = float(values["tokens_per_second_per_gpu"])
-                if speed > 0:
+                try:
+                    speed = float(values["tokens_per_second_per_gpu"])
+                except ValueError:  # e.g. "1.2.3": not a number, not a step's speed
+                    continue
+                if 0 < speed < math.inf:
                     speeds.append(speed)
     if not speeds:
         raise CostplanError(f"{path} has no 'Step N | ... tokens_per_second_per_gpu:...' lines: not a torchtune "

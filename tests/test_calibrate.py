@@ -172,6 +172,10 @@ def test_learning_from_a_torchtune_log_takes_the_steady_median():
     ('{"log_history": [{"loss": 1.0, "step": 10}]}', "did not finish"),
     ('{"log_history": [{"train_runtime": -3, "train_samples_per_second": 1}]}', "positive"),
     ("Step 1 | loss:1.0\n", "tokens_per_second_per_gpu"),
+    # a speed that is no number, or no finite one, is not a step's speed
+    ("Step 1 | tokens_per_second_per_gpu:1.2.3\nStep 2 | tokens_per_second_per_gpu:1e999\n",
+     "tokens_per_second_per_gpu"),
+    ('{"log_history": [{"train_runtime": 1e-10, "num_input_tokens_seen": 1e308}]}', "not a training speed"),
 ])
 def test_bad_logs_are_one_line(tmp_path, content, message):
     path = tmp_path / ("trainer_state.json" if content.startswith("{") else "log_1.txt")
