@@ -134,14 +134,25 @@ def _endpoint_host() -> str:
 
 
 def _reachable(host: str, timeout: float = 3.0) -> bool:
-    """Whether the Hub answers on port 443 within ``timeout`` seconds (so offline fails fast)."""
+    """Whether the Hub answers on port 443 within ``timeout`` seconds (so offline fails fast). The socket's
+    timeout does not bound the name lookup, which an unanswering resolver holds for 5 s and more per try:
+    the probe runs in a thread that is given up on after ``timeout``."""
     import socket
+    import threading
 
-    try:
-        with socket.create_connection((host, 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
+    answered: list[bool] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((host, 443), timeout=timeout):
+                answered.append(True)
+        except OSError:
+            answered.append(False)
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return bool(answered) and answered[0]
 
 
 def origin(name: object, filename: str = "config.json") -> str | None:

@@ -301,6 +301,69 @@ def _targets(names: list[str]) -> str:
     return ",".join(str(n).removesuffix("_proj") for n in names)
 
 
+_ROLE_MODULES = {
+    "q": ("self_attn.q_proj",), "k": ("self_attn.k_proj",), "v": ("self_attn.v_proj",), "o": ("self_attn.o_proj",),
+    "gate": ("mlp.gate_proj", "mlp.shared_experts.gate_proj"), "up": ("mlp.up_proj", "mlp.shared_experts.up_proj"),
+    "down": ("mlp.down_proj", "mlp.shared_experts.down_proj"),
+    "q_a": ("self_attn.q_a_proj",), "q_b": ("self_attn.q_b_proj",), "kv_a": ("self_attn.kv_a_proj_with_mqa",),
+    "kv_b": ("self_attn.kv_b_proj",),
+}
+"""The module names peft sees in a Llama-style layer (MLA's and DeepSeek's shared experts included), by LoRA role."""
+_LAYER_PREFIXES = ("model.layers.{i}.", "model.language_model.layers.{i}.", "language_model.model.layers.{i}.",
+                   "model.language_model.model.layers.{i}.", "model.text_model.layers.{i}.")
+"""Where the decoder's layers sit: a causal LM, and the language model inside an image-text container."""
+_OUTER_MODULES = {"head": ("lm_head", "language_model.lm_head"),
+                  "embeddings": ("model.embed_tokens", "model.language_model.embed_tokens",
+                                 "language_model.model.embed_tokens")}
+_PROBED_LAYERS = 128
+_REGEX = re.compile(r"[\\\[\](){}|*+?^$]")
+
+
+def _lora_targets(r: _Reader, value: Any) -> None:
+    """peft's ``target_modules`` as costplan's LoRA targets: a string is a regular expression that must
+    match a module's whole name (peft's ``re.fullmatch``), a list names modules by their last parts;
+    names a layer does not have are left out, as peft leaves them."""
+    if isinstance(value, str) and _REGEX.search(value):
+        try:
+            pattern = re.compile(value)
+        except re.error as exc:
+            raise CostplanError(f"{r.path}: lora_target_modules {value!r} is not a regular expression "
+                                f"({exc}).") from None
+        layers: dict[str, list[int]] = {}
+        for role, modules in _ROLE_MODULES.items():
+            hits = [i for i in range(_PROBED_LAYERS) if any(pattern.fullmatch(prefix.format(i=i) + module)
+                                                            for prefix in _LAYER_PREFIXES for module in modules)]
+            if hits:
+                layers[role] = hits
+        outer = [part for part, names in _OUTER_MODULES.items() if any(pattern.fullmatch(n) for n in names)]
+        if not layers and not outer:
+            raise CostplanError(f"{r.path}: lora_target_modules {value!r} (a regular expression, as peft reads a "
+                                "string) matches no projection of a Llama-style layer "
+                                "(model.layers.N.self_attn.q_proj, mlp.gate_proj, ...).")
+        some = sorted({i for hits in layers.values() for i in hits if len(hits) < _PROBED_LAYERS})
+        if some:
+            shown = ", ".join(map(str, some[:12])) + (", ..." if len(some) > 12 else "")
+            r.notes.append(f"lora_target_modules adapts some roles in layers {shown} only; costplan puts them in "
+                           "every layer (adapters of a few MB more)")
+        roles = [*layers, *outer]
+        r.set("lora_targets", ",".join(roles), f"targets {','.join(roles)} (the regular expression {value})")
+        return
+    names = value if isinstance(value, list) else str(value).split(",")
+    from costplan.methods import parse_targets
+
+    roles, unknown = [], []
+    for name in (str(n).strip() for n in names):
+        last = name.rsplit(".", 1)[-1]
+        try:
+            roles.extend(parse_targets(last))
+        except CostplanError:
+            unknown.append(name)
+    if unknown and roles:
+        r.notes.append(f"lora_target_modules {', '.join(unknown)} name no matrix costplan models in a decoder "
+                       "layer (peft leaves out the names a model lacks)")
+    r.set("lora_targets", ",".join(dict.fromkeys(roles)) if roles else _targets(unknown), f"targets {value}")
+
+
 def _lora_extras(r: _Reader, alpha_key: str, dora_key: str, rslora_key: str, saved_key: str) -> None:
     from costplan.adapter_config import saved_modules
 
@@ -366,8 +429,7 @@ def _axolotl(r: _Reader) -> TrainingConfig:
             r.set("lora_targets", "all-linear", "all linear layers")
         targets = r.get("lora_target_modules")
         if targets:
-            r.set("lora_targets", _targets(targets if isinstance(targets, list) else [targets]),
-                  f"targets {targets}")
+            _lora_targets(r, targets)
         _lora_extras(r, "lora_alpha", "peft_use_dora", "peft_use_rslora", "lora_modules_to_save")
     _optimizer(r, "optimizer")
     _precision(r)

@@ -89,6 +89,23 @@ def test_unreachable_hub_fails_fast_in_one_line(monkeypatch):
     assert len(result.output.strip().splitlines()) == 1
 
 
+def test_a_name_lookup_that_hangs_is_given_up_on_after_the_timeout(monkeypatch):
+    # socket.create_connection's timeout does not bound getaddrinfo: an unanswering resolver held an
+    # offline `estimate -m org/name` 5 s per lookup.
+    import socket
+    import threading
+    import time
+
+    release = threading.Event()
+    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: release.wait(30) or None)
+    start = time.perf_counter()
+    try:
+        assert hub._reachable("huggingface.co", timeout=0.2) is False
+        assert time.perf_counter() - start < 2
+    finally:
+        release.set()
+
+
 def test_paths_and_presets_are_not_hub_ids(tmp_path):
     assert hub.is_repo_id("meta-llama/Llama-3.1-8B")
     assert not hub.is_repo_id("7b") and not hub.is_repo_id("./x/config.json") and not hub.is_repo_id("a/b/c")

@@ -145,3 +145,49 @@ def test_bad_files_are_one_line(tmp_path, content, message):
 def test_missing_file_is_one_line():
     result = CliRunner().invoke(cli, ["estimate", "--from", "/nonexistent/axolotl.yml"])
     assert result.exit_code == 2 and "No training config at" in result.output
+
+
+AXOLOTL_LORA = """base_model: NousResearch/Meta-Llama-3-8B
+adapter: lora
+lora_r: 16
+sequence_len: 2048
+micro_batch_size: 1
+gradient_accumulation_steps: 4
+"""
+
+
+@pytest.mark.parametrize("targets,roles,note", [
+    # a string is a regular expression peft full-matches against module names; Axolotl's image-text
+    # examples (gemma3, mistral3, llama-3.2 vision) name the language model's layers so
+    (r"'model.language_model.layers.[\d]+.(mlp|cross_attn|self_attn).(up|down|gate|q|k|v|o)_proj'",
+     "q,k,v,o,gate,up,down", None),
+    (r"'language_model.model.layers.[\d]+.(mlp|self_attn).(up|down|gate|q|k|v|o)_proj'", "q,k,v,o,gate,up,down", None),
+    # attention in every fourth layer only (examples/qwen3: ".*\.layers\.(3|7|...)\.self_attn...")
+    (r'".*\\.layers\\.(3|7|11|15|19|23|27|31)\\.self_attn\\.(q|k|v|o)_proj|.*\\.mlp\\.(gate|up|down)_proj"',
+     "q,k,v,o,gate,up,down", "layers 3, 7, 11, 15, 19, 23, 27, 31 only"),
+    # DeepSeek-style MLA and shared experts (examples/deepseek-v2)
+    (r"'model.layers.[\d]+.(self_attn.(q_a_proj|q_b_proj|kv_a_proj_with_mqa|kv_b_proj|o_proj)|"
+     r"mlp.(shared_experts.)?(gate_proj|up_proj|down_proj))'", "o,gate,up,down,q_a,q_b,kv_a,kv_b", None),
+    # a list names modules by their last parts; peft leaves out what the model lacks (Jamba's in_proj)
+    ("[self_attn.q_proj, self_attn.v_proj, in_proj, x_proj]", "q,v", "in_proj, x_proj name no matrix"),
+])
+def test_axolotl_target_modules_are_read_as_peft_reads_them(tmp_path, targets, roles, note):
+    path = tmp_path / "axolotl.yml"
+    path.write_text(AXOLOTL_LORA + f"lora_target_modules: {targets}\n")
+    config = read_training_config(path)
+    assert config.options["lora_targets"] == roles
+    assert (note is None) == (not any("lora_target_modules" in n for n in config.notes))
+    if note:
+        assert any(note in n for n in config.notes), config.notes
+
+
+@pytest.mark.parametrize("targets,message", [
+    (r"'model.vision_tower.layers.[\d]+.fc[12]'", "matches no projection of a Llama-style layer"),
+    ("'(q_proj'", "is not a regular expression"),
+])
+def test_axolotl_target_modules_that_name_nothing_are_one_line(tmp_path, targets, message):
+    path = tmp_path / "axolotl.yml"
+    path.write_text(AXOLOTL_LORA + f"lora_target_modules: {targets}\n")
+    result = CliRunner().invoke(cli, ["estimate", "--from", str(path), "-m", "8b"])
+    assert result.exit_code == 2 and message in result.output
+    assert len(result.output.strip().splitlines()) == 1
