@@ -8,7 +8,9 @@ main branch. Nothing goes over the network for a cached file.
 
 Only when the file is not cached, ``huggingface_hub`` is installed and ``HF_HUB_OFFLINE`` is not
 set, the one small file asked for (``config.json``, ``tokenizer.json``) is downloaded with
-``hf_hub_download``, never weights; the estimate's assumptions say so. Offline and uncached is one
+``hf_hub_download``, never weights; the estimate's assumptions say so. Offline (or refused) and
+uncached, a preset of the repository's own name stands in where one exists (``costplan.model``:
+``Qwen/Qwen2.5-0.5B-Instruct`` is the qwen2.5-0.5b preset), said so in the assumptions; else it is one
 clear error.
 """
 
@@ -156,8 +158,22 @@ def _reachable(host: str, timeout: float = 3.0) -> bool:
 
 
 def origin(name: object, filename: str = "config.json") -> str | None:
-    """The assumptions line for a model given as a Hub id that was already located, else None."""
+    """The assumptions line for a model given as a Hub id that was already located (or stood in for by a
+    preset), else None."""
     if not isinstance(name, str) or not is_repo_id(name):
         return None
     located = _LOCATED.get((str(cache_dir()), name, filename))
-    return located.note if located else None
+    return located.note if located else _STOOD_IN.get((str(cache_dir()), name), (None, None))[1]
+
+
+_STOOD_IN: dict[tuple[str, str], tuple[str, str]] = {}
+"""(cache, repo id) -> (preset key, assumptions line) for the Hub ids a preset stands in for."""
+
+
+def stand_in(repo_id: str) -> str | None:
+    """The preset already standing in for ``repo_id`` (so a second estimate probes nothing), else None."""
+    return _STOOD_IN.get((str(cache_dir()), repo_id), (None, None))[0]
+
+
+def record_stand_in(repo_id: str, key: str, note: str) -> None:
+    _STOOD_IN[(str(cache_dir()), repo_id)] = (key, note)

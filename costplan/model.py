@@ -14,6 +14,7 @@ the order the layers run; ``layer_kinds`` the distinct kinds with their counts.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import field, replace
 from functools import cache
 from pathlib import Path
@@ -1102,7 +1103,21 @@ def resolve_model(name_or_path: str | Path) -> ModelSpec:
         from costplan import hub
 
         if hub.is_repo_id(name_or_path):
-            return from_hf_config(hub.locate(name_or_path).path, name=name_or_path)
+            known = hub.stand_in(name_or_path)
+            if known is not None:
+                return with_overrides(preset(known), name=name_or_path)
+            try:
+                located = hub.locate(name_or_path)
+            except CostplanError:
+                key = _preset_of_repo(name_or_path)
+                if key is None:
+                    raise
+                hub.record_stand_in(name_or_path, key,
+                                    f"model {name_or_path}: its config.json is neither in the local Hugging Face "
+                                    f"cache nor fetched (offline, or refused); the {key} preset of that name stands "
+                                    "in (tables/models.csv): pass the repository's config.json for its own numbers")
+                return with_overrides(preset(key), name=name_or_path)
+            return from_hf_config(located.path, name=name_or_path)
     looks_like_path = any(sep in name_or_path for sep in ("/", "\\")) or name_or_path.endswith(".json")
     try:
         candidate = Path(name_or_path).expanduser()
@@ -1112,6 +1127,26 @@ def resolve_model(name_or_path: str | Path) -> ModelSpec:
     if exists or looks_like_path:
         return from_hf_config(candidate)
     return preset(name_or_path)
+
+
+_RELEASE_SUFFIX = re.compile(r"-(instruct|it|chat|hf|base|pt|\d{4})$")
+"""Suffixes of a repository's name that change no shape: tuned releases (Instruct, it, chat), format
+(hf), and date codes (Qwen's -2507, Mistral's -2410)."""
+
+
+def _preset_of_repo(repo_id: str) -> str | None:
+    """The preset whose key or alias is the repository's name, after dropping release suffixes one by one
+    (``meta-llama/Meta-Llama-3-8B-Instruct`` -> ``meta-llama-3-8b``, an alias of llama-3-8b)."""
+    name = repo_id.rsplit("/", 1)[-1].lower()
+    for _ in range(4):
+        try:
+            return preset(name).name
+        except CostplanError:
+            stripped = _RELEASE_SUFFIX.sub("", name)
+            if stripped == name:
+                return None
+            name = stripped
+    return None
 
 
 def with_overrides(model: ModelSpec, **changes: object) -> ModelSpec:

@@ -466,8 +466,11 @@ def _axolotl(r: _Reader) -> TrainingConfig:
     return r.finish("axolotl", "Axolotl")
 
 
-_TORCHTUNE_MODELS = {"llama3_1": "llama-3.1", "llama3": "llama-3", "llama2": "llama-2", "mistral": "mistral",
-                     "qwen2": "qwen2", "gemma": "gemma"}
+_TORCHTUNE_MODELS = {"llama3_1": "llama-3.1", "llama3_2": "llama-3.2", "llama3_3": "llama-3.3", "llama3": "llama-3",
+                     "llama2": "llama-2", "mistral": "mistral", "qwen2_5": "qwen2.5", "qwen2": "qwen2",
+                     "qwen3": "qwen3", "gemma2": "gemma-2", "gemma": "gemma", "phi3": "phi-3", "phi4": "phi-4"}
+"""torchtune's model builders (``torchtune.models.<family>.<family>_<size>``) by costplan's preset prefix,
+the longer prefix first (llama3_2 before llama3)."""
 
 
 def _torchtune_model(r: _Reader, component: str) -> str | None:
@@ -481,8 +484,9 @@ def _torchtune_model(r: _Reader, component: str) -> str | None:
     builder = re.sub(r"^(q?lora_)", "", builder)
     for prefix, family in _TORCHTUNE_MODELS.items():
         if builder.startswith(prefix + "_"):
-            size = builder[len(prefix) + 1:]
-            return f"{family}-{size}"
+            # qwen2_5_1_5b_instruct -> 1.5b: the base and instruct builders share their shapes
+            size = re.sub(r"_(base|instruct)$", "", builder[len(prefix) + 1:])
+            return f"{family}-{re.sub(r'(?<=[0-9])_(?=[0-9])', '.', size)}"
     return None
 
 
@@ -504,7 +508,7 @@ def _torchtune(r: _Reader, text: str) -> TrainingConfig:
         if model.get("apply_lora_to_mlp"):
             roles += ["gate", "up", "down"]
         if model.get("apply_lora_to_output"):
-            raise Error(f"{r.path}: apply_lora_to_output (LoRA on the LM head) is not modelled.")
+            roles.append("head")
         if roles:
             r.set("lora_targets", ",".join(roles), f"LoRA on {','.join(roles)}")
         rank = model.get("lora_rank")

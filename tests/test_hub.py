@@ -55,11 +55,28 @@ def test_refs_main_picks_the_snapshot(tmp_path, monkeypatch):
 
 
 def test_offline_and_uncached_is_one_clear_line():
-    result = CliRunner().invoke(cli, ["estimate", "-m", "meta-llama/Llama-3.1-8B"])
+    result = CliRunner().invoke(cli, ["estimate", "-m", "someone/Not-A-Preset-7B"])
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: meta-llama/Llama-3.1-8B has no config.json in the local")
+    assert len(lines) == 1 and lines[0].startswith("Error: someone/Not-A-Preset-7B has no config.json in the local")
     assert "HF_HUB_OFFLINE" in lines[0]
+
+
+@pytest.mark.parametrize("repo,key,params", [
+    ("meta-llama/Llama-3.1-8B", "llama-3.1-8b", 8_030_261_248),
+    ("meta-llama/Meta-Llama-3-8B-Instruct", "llama-3-8b", 8_030_261_248),  # an alias, less "-Instruct"
+    ("Qwen/Qwen2.5-0.5B-Instruct", "qwen2.5-0.5b", 494_032_768),
+    ("Qwen/Qwen3-4B-Instruct-2507", "qwen3-4b", 4_022_468_096),  # less a date code and "-Instruct"
+])
+def test_offline_and_uncached_a_preset_of_the_same_name_stands_in_and_says_so(monkeypatch, repo, key, params):
+    probes = []
+    monkeypatch.setattr(hub, "_reachable", lambda host, timeout=3.0: probes.append(host) or False)
+    monkeypatch.setattr(hub, "_STOOD_IN", {})
+    data = run_json("-m", repo, "--method", "lora")
+    assert data["model"] == repo and data["params_total"] == params
+    assert any(f"the {key} preset of that name stands in" in a for a in data["assumptions"])
+    run_json("-m", repo, "--method", "qlora")  # the same id again: decided once, nothing probed
+    assert len(probes) <= 1
 
 
 def test_online_it_fetches_config_json_only_and_says_so(tmp_path, monkeypatch):

@@ -25,6 +25,30 @@ PUBLISHED = {
     "qwen3-30b-a3b": 30_532_122_624,  # Qwen/Qwen3-30B-A3B
     "olmo-2-7b": 7_298_617_344,  # allenai/OLMo-2-1124-7B
     "t5-base": 222_903_552,  # google-t5/t5-base, T5ForConditionalGeneration
+    # the safetensors totals on the Hub model pages (shapes from torchtune's builders, tables/models.csv)
+    "llama-3.2-1b": 1_235_814_400,  # meta-llama/Llama-3.2-1B (tied embeddings)
+    "llama-3.2-3b": 3_212_749_824,  # meta-llama/Llama-3.2-3B
+    "llama-3.3-70b": 70_553_706_496,  # meta-llama/Llama-3.3-70B-Instruct
+    "llama-3.1-405b": 405_853_388_800,  # meta-llama/Llama-3.1-405B
+    "qwen2-0.5b": 494_032_768,  # Qwen/Qwen2-0.5B
+    "qwen2-1.5b": 1_543_714_304,  # Qwen/Qwen2-1.5B
+    "qwen2.5-0.5b": 494_032_768,  # Qwen/Qwen2.5-0.5B
+    "qwen2.5-1.5b": 1_543_714_304,  # Qwen/Qwen2.5-1.5B
+    "qwen2.5-3b": 3_085_938_688,  # Qwen/Qwen2.5-3B
+    "qwen2.5-14b": 14_770_033_664,  # Qwen/Qwen2.5-14B
+    "qwen2.5-32b": 32_763_876_352,  # Qwen/Qwen2.5-32B
+    "qwen2.5-72b": 72_706_203_648,  # Qwen/Qwen2.5-72B
+    "qwen3-4b": 4_022_468_096,  # Qwen/Qwen3-4B
+    "qwen3-14b": 14_768_307_200,  # Qwen/Qwen3-14B
+    "qwen3-32b": 32_762_123_264,  # Qwen/Qwen3-32B
+    # Qwen/Qwen3-0.6B and -1.7B tie their embeddings but their checkpoints store lm_head.weight too: the
+    # pages' totals (751,632,384 and 2,031,739,904) count the vocabulary x hidden matrix twice.
+    "qwen3-0.6b": 751_632_384 - 151_936 * 1024,
+    "qwen3-1.7b": 2_031_739_904 - 151_936 * 2048,
+    "gemma-7b": 8_537_680_896,  # google/gemma-7b
+    "gemma-2-2b": 2_614_341_888,  # google/gemma-2-2b
+    "gemma-2-27b": 27_227_128_320,  # google/gemma-2-27b
+    "phi-4": 14_659_507_200,  # microsoft/phi-4
 }
 
 

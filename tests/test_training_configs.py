@@ -117,11 +117,19 @@ def test_deepspeed_stage_read_from_its_json_next_to_the_yaml(tmp_path):
     assert read_training_config(moved).options["zero"] == 3
 
 
-def test_model_named_by_the_file_resolves_offline_or_says_pass_model():
-    result = CliRunner().invoke(cli, ["estimate", "--from", str(CONFIGS / "axolotl_llama3_qlora.yml")])
+def test_model_named_by_the_file_resolves_offline_or_says_pass_model(tmp_path):
+    # Not cached here: the preset of the same name stands in (NousResearch/Meta-Llama-3-8B: meta-llama-3-8b,
+    # an alias of llama-3-8b), and says so.
+    data = estimate_json("--from", str(CONFIGS / "axolotl_llama3_qlora.yml"))
+    assert data["model"] == "NousResearch/Meta-Llama-3-8B" and data["params_total"] == 8_030_261_248
+    assert any("the llama-3-8b preset of that name stands in" in a for a in data["assumptions"])
+    unknown = tmp_path / "axolotl.yml"
+    unknown.write_text((CONFIGS / "axolotl_llama3_qlora.yml").read_text().replace(
+        "NousResearch/Meta-Llama-3-8B", "someone/Not-A-Preset-8B"))
+    result = CliRunner().invoke(cli, ["estimate", "--from", str(unknown)])
     assert result.exit_code == 2
     (line,) = result.output.strip().splitlines()
-    assert line.startswith("Error: NousResearch/Meta-Llama-3-8B has no config.json") and "pass --model" in line
+    assert line.startswith("Error: someone/Not-A-Preset-8B has no config.json") and "pass --model" in line
 
 
 @pytest.mark.parametrize("content,message", [
@@ -191,3 +199,32 @@ def test_axolotl_target_modules_that_name_nothing_are_one_line(tmp_path, targets
     result = CliRunner().invoke(cli, ["estimate", "--from", str(path), "-m", "8b"])
     assert result.exit_code == 2 and message in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("component,model", [
+    ("torchtune.models.llama3_2.lora_llama3_2_3b", "llama-3.2-3b"),
+    ("torchtune.models.llama3_3.llama3_3_70b", "llama-3.3-70b"),
+    ("torchtune.models.qwen2_5.lora_qwen2_5_1_5b_instruct", "qwen2.5-1.5b"),
+    ("torchtune.models.qwen3.qwen3_0_6b_instruct", "qwen3-0.6b"),
+    ("torchtune.models.gemma2.gemma2_27b", "gemma-2-27b"),
+    ("torchtune.models.phi4.lora_phi4_14b", "phi-4-14b"),
+])
+def test_torchtune_builders_name_their_presets(tmp_path, component, model):
+    from costplan.model import resolve_model
+
+    path = tmp_path / "recipe.yaml"
+    path.write_text(f"model:\n  _component_: {component}\nbatch_size: 2\n")
+    config = read_training_config(path)
+    assert config.options["model"] == model
+    resolve_model(model)  # a preset (or an alias of one)
+
+
+def test_torchtune_lora_on_the_output_projection_is_lora_on_the_head(tmp_path):
+    path = tmp_path / "recipe.yaml"
+    path.write_text("model:\n  _component_: torchtune.models.mistral.lora_mistral_7b\n"
+                    "  lora_attn_modules: ['q_proj', 'v_proj']\n  apply_lora_to_output: True\n  lora_rank: 8\n"
+                    "batch_size: 2\n")
+    assert read_training_config(path).options["lora_targets"] == "q,v,head"
+    data = estimate_json("--from", str(path), "--gpus", "1")
+    # peft's own count: r (in + out) per matrix; q and v of Mistral-7B (4096->4096, 4096->1024), the head 4096->32000
+    assert data["params_trainable"] == 32 * 8 * ((4096 + 4096) + (4096 + 1024)) + 8 * (4096 + 32000)
