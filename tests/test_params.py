@@ -397,3 +397,17 @@ def test_the_layer_structure_read_from_config_json(family, tmp_path):
     assert kinds == {"phi3": ["sliding"] * 2, "gemma2": ["sliding", "global", "sliding"],
                      "gemma3": ["sliding"] * 5 + ["global", "sliding"], "deepseek_v3": ["dense", "moe", "moe"],
                      "t5": ["encoder"] * 2 + ["decoder"] * 3}[family]
+
+
+@pytest.mark.needs_torch
+def test_every_text_preset_counts_what_transformers_builds_from_it():
+    """The module transformers builds (meta device) from each preset's config holds exactly the parameters
+    costplan counts; image-text presets are checked whole above (their towers are built apart)."""
+    from costplan.tracing import build_model
+
+    for name in preset_names():
+        spec = preset(name)
+        if spec.vision is not None:
+            continue
+        module = build_model(spec, device="meta")
+        assert sum(p.numel() for p in module.parameters()) == count_params(spec).total, name
