@@ -6,9 +6,10 @@
 - ``savings``: for each switch that is off, the bytes per GPU it would save at the same layout
   (activation checkpointing, an 8-bit or paged 8-bit optimizer, the optimizer stepped in backward, a
   chunked or fused cross-entropy, CPU offload of the optimizer or of the checkpoints, micro-batch 1,
-  the next ZeRO stage, QLoRA's 4-bit base for LoRA).
-- The suggestion: for ``tight`` the largest saving; for ``no`` the change that makes it fit at the least
-  cost (switches at the same GPU count first, then more GPUs).
+  the next ZeRO stage, QLoRA's 4-bit base for LoRA, the allocator's expandable segments).
+- The suggestion: for ``tight`` the largest saving; for ``no`` the switch that makes it fit at the least
+  cost (one that leaves the arithmetic as it is before an 8-bit optimizer or a 4-bit base; among them
+  the fastest step), else more GPUs.
 
 Only memory is computed for the switches (the engine's phases), so this costs a few milliseconds.
 """
@@ -56,6 +57,8 @@ def _variants(job: Job, layout: engine.Layout) -> dict[str, tuple[Job, engine.La
     from costplan.methods import Lora, QLora
 
     out: dict[str, tuple[Job, engine.Layout]] = {}
+    if not job.work.expandable_segments:  # first: a change of the environment wins a tie
+        out[EXPANDABLE] = (_with_work(job, expandable_segments=True), layout)
     if not layout.grad_ckpt:
         out["activation checkpointing"] = (job, replace(layout, grad_ckpt=True))
     trains = job.method.training and job.method.trainable_params(job.model) > 0
@@ -84,6 +87,12 @@ def _variants(job: Job, layout: engine.Layout) -> dict[str, tuple[Job, engine.La
     return out
 
 
+EXPANDABLE = "expandable segments (PYTORCH_CUDA_ALLOC_CONF)"
+"""The caching allocator run with ``expandable_segments:True``: its reserve stays near the allocated peak
+(``allocator_slack_expandable`` against ``allocator_slack``, tables/efficiency.csv); a switch of the
+environment, not of the training code."""
+
+
 def _with_work(job: Job, **changes: Any) -> Job:
     return replace(job, work=replace(job.work, **changes), _parts={})
 
@@ -92,12 +101,30 @@ def _with_method(job: Job, method: Any) -> Job:
     return replace(job, method=method, _parts={})
 
 
+CHANGES_THE_MATH = ("8-bit optimizer", "paged 8-bit optimizer", "QLoRA (4-bit base)")
+"""Switches that change what is computed (8-bit optimizer states, a 4-bit base), suggested only when no
+other switch makes it fit."""
+
+
+def _cheapest(variants: dict[str, tuple[Job, engine.Layout]], fixes: list[str]) -> str:
+    """Of the switches that make it fit, those that leave the arithmetic as it is first, then the one whose
+    step runs fastest per token (the least cost: the allocator's expandable segments cost nothing, CPU
+    offload the most), the first listed on a tie."""
+    def cost(name: str) -> tuple[bool, float]:
+        variant, changed = variants[name]
+        step = variant.step(changed)
+        return name in CHANGES_THE_MATH, step.total / step.tokens
+
+    return min(fixes, key=cost)
+
+
 def assess(job: Job, layout: engine.Layout) -> Fit:
     """The verdict for ``layout`` with the savings of every switch that is off and a suggestion."""
     capacity = job.gpu.memory_bytes
     needed = _device(job, layout)
     savings = {}
-    for name, (variant, changed) in _variants(job, layout).items():
+    variants = _variants(job, layout)
+    for name, (variant, changed) in variants.items():
         try:
             savings[name] = needed - _device(variant, changed)
         except ValueError:  # a variant the model cannot take (e.g. a rank beyond a matrix)
@@ -111,10 +138,9 @@ def assess(job: Job, layout: engine.Layout) -> Fit:
                       + (f"{best[0]} would free {fmt_bytes(best[1])}" if best and best[1] > 0
                          else "a shorter sequence or smaller micro-batch adds margin"))
     elif state == "no":
-        fixes = [name for name, saved in sorted(savings.items(), key=lambda kv: -kv[1])
-                 if needed - saved <= capacity]
+        fixes = [name for name, saved in savings.items() if needed - saved <= capacity]
         if fixes:
-            suggestion = f"needs {fmt_bytes(-headroom)} more; {fixes[0]} alone makes it fit"
+            suggestion = f"needs {fmt_bytes(-headroom)} more; {_cheapest(variants, fixes)} alone makes it fit"
         else:
             together = sum(max(s, 0.0) for s in savings.values())
             suggestion = (f"needs {fmt_bytes(-headroom)} more, more than any one switch saves"
