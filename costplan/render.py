@@ -219,13 +219,17 @@ def models_table(rows: list[dict[str, Any]]) -> Table:
     aliases = "; ".join(f"{row['key']}: {row['aliases']}" for row in rows if row["aliases"])
     table = Table(title="model presets (tables/models.csv)", title_justify="left",
                   caption=f"aliases - {aliases}", caption_justify="left")
-    numeric = ("params", "layers", "hidden", "vocab", "context")
-    for column in ("key", "family", "params", "layers", "hidden", "heads/kv", "vocab", "context"):
-        column = {"layers": "L", "hidden": "hidden", "context": "ctx", "heads/kv": "heads/kv"}.get(column, column)
-        table.add_column(column, justify="right" if column in (*numeric, "L", "ctx") else "left", no_wrap=True)
+    # At 80 columns the key and family fold rather than truncate the numbers; the context is in
+    # thousands of tokens where it is a whole number of them (131072 -> 128k; exact in --json/--csv).
+    table.add_column("key", overflow="fold", min_width=14)
+    table.add_column("family", overflow="fold", max_width=9)
+    for column in ("params", "L", "hidden", "heads", "vocab", "ctx"):
+        table.add_column(column, justify="left" if column == "heads" else "right", no_wrap=True)
     for row in rows:
+        context = row["context"]
+        ctx = f"{context // 1024}k" if context >= 1024 and context % 1024 == 0 else str(context)
         table.add_row(row["key"], row["family"], fmt_count(row["params"]).replace(" ", ""), str(row["layers"]),
-                      str(row["hidden"]), row["heads"], str(row["vocab"]), str(row["context"]))
+                      str(row["hidden"]), row["heads"], str(row["vocab"]), ctx)
     return table
 
 

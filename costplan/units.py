@@ -59,9 +59,13 @@ def fmt_number(value: float, digits: int = 3) -> str:
     return text.rstrip("0").rstrip(".") if "." in text else text
 
 
+ROUNDS_UP = 1 - 5e-4
+"""A value this close under a unit shows as that unit (999.9 M is 1 B, not 1,000 M) at 3 digits."""
+
+
 def _scaled(value: float, steps: list[tuple[float, str]], unit: str) -> str:
     for scale, prefix in steps:
-        if abs(value) >= scale:
+        if abs(value) >= scale * ROUNDS_UP:
             return f"{fmt_number(value / scale)} {prefix}{unit}"
     return f"{fmt_number(value)} {unit}"
 
@@ -76,7 +80,7 @@ def fmt_count(n: float) -> str:
     """A count in decimal units: 6.74 B, 100 M."""
     steps = [(1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")]
     for scale, prefix in steps:
-        if abs(n) >= scale:
+        if abs(n) >= scale * ROUNDS_UP:
             return f"{fmt_number(n / scale)} {prefix}"
     return fmt_number(n)
 

@@ -216,6 +216,7 @@ def _check_narrow(text):
     ["cram"], ["cram", "--gpu", "a6000", "--model", "bert-base"],
     ["cram", "--gpu", "t4", "--model", "70b", "--precision", "fp16"],
     ["estimate", "-m", "70b", "--method", "pretrain", "--gpus", "32", "--tokens", "5T"],
+    ["models"], ["gpus"],
 ])
 def test_tables_fit_80_columns_without_cut_cells_or_scientific_notation(args):
     result = run(*args)  # CliRunner's console is not a terminal: rich uses 80 columns, as in a pipe
@@ -229,6 +230,8 @@ def test_numbers_never_use_scientific_notation():
     assert fmt_number(2573.4) == "2,570" and fmt_duration(1910 * 86400) == "5.23 years"
     assert fmt_duration(1000 * 86400) == "1,000 days" and fmt_count(1e16) == "10,000 T"
     assert fmt_flops(3e27) == "3,000 YFLOP" and fmt_usd(1.23e-5) == "$0.0000123"
+    # a value that rounds up to the next unit is shown in it: Gemma-3-1B's 999,885,952 parameters
+    assert fmt_count(999_885_952) == "1 B" and fmt_count(999_400_000) == "999 M" and fmt_flops(999.9e9) == "1 TFLOP"
     est = costplan.estimate("70b", "pretrain", gpu="h100", gpus=32, tokens=5e12)
     assert est.wall_seconds > 3 * 365 * 86400
     from costplan.render import estimate_view
