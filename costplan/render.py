@@ -169,8 +169,9 @@ def flops_table(est: Estimate) -> Table:
     if est.inference is not None:
         return _inference_flops_table(est)
     table = Table(title="FLOPs per data token", title_justify="left")
-    for column in ("part", "forward", "backward dX", "backward dW", "recompute", "total"):
-        table.add_column(column, justify="left" if column == "part" else "right")
+    table.add_column("part", min_width=11)  # "projections", the longest word of a part's label
+    for column in ("forward", "backward dX", "backward dW", "recompute", "total"):
+        table.add_column(column, justify="right", max_width=10)  # "99.9 GFLOP"; the headers wrap
     for t in est.flops.terms:
         table.add_row(t.part.label, *(fmt_flops(v) if v else "-" for v in
                                       (t.forward, t.backward_input, t.backward_weight, t.recompute, t.total)))
@@ -245,20 +246,24 @@ def gpus_table(rows: list[dict[str, Any]]) -> Table:
 
 
 def prices_table(rows: list[dict[str, Any]]) -> Table:
+    # At 80 columns the names fold and the dates show their month, so no price is ever cut.
     table = Table(title="rental offers (tables/prices.csv; $ per GPU-hour)", title_justify="left",
-                  caption="cluster: the provider sells multi-node clusters of the instance (a fast network between "
-                          "nodes); sources in --json/--csv", caption_justify="left")
-    for column in ("gpu", "provider", "instance", "GPUs", "on-demand", "spot", "cluster", "as of"):
-        table.add_column(column, justify="right" if column in ("GPUs", "on-demand", "spot") else "left",
-                         no_wrap=column != "instance", min_width=18 if column == "instance" else None)
+                  caption="GPUs: per instance; * the provider sells multi-node clusters of it (a fast network "
+                          "between nodes). As of: the month the price was read; days and sources in --json/--csv",
+                  caption_justify="left")
+    table.add_column("gpu", overflow="fold", min_width=9)
+    table.add_column("provider", overflow="fold", max_width=12)
+    table.add_column("instance", overflow="fold", min_width=8)
+    for column in ("GPUs", "on-demand", "spot", "as of"):
+        table.add_column(column, justify="left" if column == "as of" else "right", no_wrap=True)
 
     def usd(value: float | None) -> str:
         return "-" if value is None else f"{value:,.3f}"
 
     for row in rows:
-        table.add_row(row["gpu"], row["provider"], row["instance"], str(row["gpus_per_instance"]),
-                      usd(row["usd_per_gpu_hour"]), usd(row["usd_per_gpu_hour_spot"]),
-                      "yes" if row["cluster"] else "", row["as_of"])
+        table.add_row(row["gpu"], row["provider"], row["instance"],
+                      f"{row['gpus_per_instance']}{'*' if row['cluster'] else ''}",
+                      usd(row["usd_per_gpu_hour"]), usd(row["usd_per_gpu_hour_spot"]), str(row["as_of"])[:7])
     if not rows:
         table.add_row("(none listed)", *[""] * 7)
     return table
@@ -528,13 +533,16 @@ def validation_view(results: list[Validation], summary: list[ErrorSummary], skip
     totals = Table(title="error by kind: costplan's defaults against the naive rule on the same rows "
                          "(fit: rows the constants were fitted on; holdout: the rest)", title_justify="left")
     for column in ("kind", "split", "rows", "median |error|", "worst", "naive median", "naive worst"):
-        totals.add_column(column, justify="left" if column in ("kind", "split") else "right")
+        # the kind's words wrap at 80 columns ("finetune throughput"), none of them cut
+        totals.add_column(column, justify="left" if column in ("kind", "split") else "right",
+                          min_width=10 if column == "kind" else None)
     for s in summary:
         label = "share wrong" if s.kind == "fit" else ""
         naive = "-" if s.naive_median_abs is None else f"{s.naive_median_abs:.1%}"
         naive_worst = "-" if s.naive_worst is None else f"{s.naive_worst:+.1%}"
         style = None if s.beats_naive in (None, True) else "red"
-        totals.add_row(s.kind + (f" ({label})" if label else ""), s.split, str(s.rows), f"{s.median_abs:.1%}",
+        totals.add_row(s.kind.replace("_", " ") + (f" ({label})" if label else ""), s.split, str(s.rows),
+                       f"{s.median_abs:.1%}",
                        f"{s.worst:+.1%}", naive, naive_worst, style=style)
     parts.append(totals)
     if stacks:
@@ -544,7 +552,7 @@ def validation_view(results: list[Validation], summary: list[ErrorSummary], skip
             by.add_column(column, justify="left" if column in ("kind", "stack") else "right")
         for s in stacks:
             naive = "-" if s.naive_median_abs is None else f"{s.naive_median_abs:.1%}"
-            by.add_row(s.kind + (" (share wrong)" if s.kind == "fit" else ""), s.split, str(s.rows),
+            by.add_row(s.kind.replace("_", " ") + (" (share wrong)" if s.kind == "fit" else ""), s.split, str(s.rows),
                        f"{s.median_abs:.1%}", naive, style=None if s.beats_naive in (None, True) else "red")
         parts.append(by)
     parts.append(Text("naive rules: GPU-hours and tokens/s from 6 N D / (0.4 x dense peak); decode from the bandwidth "

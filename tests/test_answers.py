@@ -216,7 +216,8 @@ def _check_narrow(text):
     ["cram"], ["cram", "--gpu", "a6000", "--model", "bert-base"],
     ["cram", "--gpu", "t4", "--model", "70b", "--precision", "fp16"],
     ["estimate", "-m", "70b", "--method", "pretrain", "--gpus", "32", "--tokens", "5T"],
-    ["models"], ["gpus"],
+    ["models"], ["gpus"], ["prices"], ["validate", "--kind", "max_context"],
+    ["estimate", "-m", "phi-4", "--method", "qlora", "--gpu", "t4", "--precision", "fp16"],  # a recompute column
 ])
 def test_tables_fit_80_columns_without_cut_cells_or_scientific_notation(args):
     result = run(*args)  # CliRunner's console is not a terminal: rich uses 80 columns, as in a pipe
