@@ -103,7 +103,6 @@ class AdapterConfig:
     def _lora(self, model: ModelSpec, quantized: bool) -> tuple[Lora, list[str]]:
         d, path = self.data, self.path
         _refuse_if_set(d, path, "rank_pattern", "per-module ranks (rank_pattern)")
-        _refuse_if_set(d, path, "layers_to_transform", "adapters on a subset of layers (layers_to_transform)")
         _refuse_if_set(d, path, "target_parameters", "LoRA on parameters (target_parameters, fused MoE experts)")
         _refuse_if_set(d, path, "trainable_token_indices", "trainable token rows (trainable_token_indices)")
         if d.get("bias", "none") not in ("none", None):
@@ -117,6 +116,13 @@ class AdapterConfig:
             raise CostplanError(f"{path}: lora_alpha must be a number, got {alpha!r}.")
         notes: list[str] = []
         targets = target_roles(model, d.get("target_modules"), d.get("exclude_modules"), path, notes)
+        subset = d.get("layers_to_transform")
+        if subset not in (None, [], ""):
+            chosen = [subset] if isinstance(subset, int) and not isinstance(subset, bool) else subset
+            if not isinstance(chosen, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in chosen):
+                raise CostplanError(f"{path}: layers_to_transform must be a layer index or a list of them, "
+                                    f"got {subset!r}.")
+            notes.append(_subset_note(sorted(set(chosen)), "layers_to_transform"))
         saved = saved_modules(d.get("modules_to_save"), path)
         if d.get("alpha_pattern"):
             notes.append("alpha_pattern changes scaling only: no effect on cost")
@@ -174,11 +180,23 @@ def target_roles(model: ModelSpec, targets: Any, exclude: Any, path: Path, notes
     names = MODULE_NAMES.get(model.family, _LLAMA)
     outer = list(dict.fromkeys(part for n, part in _OUTSIDE_LAYERS.items()
                                if _matches(targets, f"model.{n}") or _matches(targets, n)))
-    chosen = [role for role in present if any(_matches(targets, name) for name in names.get(role, ()))]
+
+    def in_layer(name: str, i: int) -> str:  # the names are layer 0's: "model.layers.0.self_attn.q_proj"
+        return name.replace(".0.", f".{i}.", 1)
+
+    def layers(role: str, pattern: Any) -> list[int]:
+        return [i for i in range(model.num_layers)
+                if any(_matches(pattern, in_layer(name, i)) for name in names.get(role, ()))]
+
+    hits = {role: layers(role, targets) for role in present}
     if exclude:
-        chosen = [role for role in chosen if not any(_matches(exclude, name) for name in names.get(role, ()))]
+        hits = {role: [i for i in found if i not in set(layers(role, exclude))] for role, found in hits.items()}
+    chosen = [role for role in present if hits[role]]
+    partial = sorted({i for role in chosen for i in hits[role] if len(hits[role]) < model.num_layers})
+    if partial:
+        notes.append(_subset_note(partial, "target_modules"))
     if isinstance(targets, list):
-        unused = [t for t in targets if not any(_matches([t], n) for role in present for n in names.get(role, ()))]
+        unused = [t for t in targets if not any(layers(role, [t]) for role in present)]
         if unused:
             notes.append(f"target_modules {', '.join(unused)} name no layer matrix of {model.family} "
                          "(peft ignores them too)")
@@ -187,6 +205,12 @@ def target_roles(model: ModelSpec, targets: Any, exclude: Any, path: Path, notes
         raise CostplanError(f"{path}: target_modules {targets!r} match no layer matrix of {model.name} "
                             f"({model.family}: {', '.join(known)}).")
     return (*chosen, *outer)
+
+
+def _subset_note(layers: list[int], what: str) -> str:
+    shown = ", ".join(map(str, layers[:12])) + (", ..." if len(layers) > 12 else "")
+    return (f"{what} puts adapters on layers {shown} only; costplan puts them in every layer (adapters of a few MB "
+            "more, their FLOPs a fraction of a percent)")
 
 
 def saved_modules(value: Any, path: Path) -> tuple[str, ...]:

@@ -664,13 +664,25 @@ def _from_adapter(adapter: str, model: str | ModelSpec | None,
         base = config.base_model
         if base is None:
             raise CostplanError(f"{config.path} names no base_model_name_or_path: pass --model.")
+        stood_in = None
         try:
             spec = resolve_model(base)
         except CostplanError as exc:
-            raise CostplanError(f"the adapter's base model {base!r}: {str(exc).rstrip('.')}; or pass --model") from None
+            from costplan.model import preset, preset_named_in_path
+
+            # A path on the machine that trained it: the preset it names stands in, and says so.
+            stood_in = preset_named_in_path(base) if ("/" in base or "\\" in base) else None
+            if stood_in is None:
+                raise CostplanError(f"the adapter's base model {base!r}: {str(exc).rstrip('.')}; or pass --model") \
+                    from None
+            spec = preset(stood_in)
     else:
         spec = model if isinstance(model, ModelSpec) else resolve_model(model)
+        stood_in = None
     how, notes = config.method(spec, method)
+    if stood_in is not None:
+        notes.insert(0, f"the adapter's base model {base!r} is not on this machine; the {stood_in} preset it names "
+                        "stands in (tables/models.csv): pass --model for the base's own config.json")
     return spec, how, notes
 
 

@@ -1112,10 +1112,13 @@ def resolve_model(name_or_path: str | Path) -> ModelSpec:
                 key = _preset_of_repo(name_or_path)
                 if key is None:
                     raise
+                four_bit = "bnb-4bit" in name_or_path.lower()
                 hub.record_stand_in(name_or_path, key,
                                     f"model {name_or_path}: its config.json is neither in the local Hugging Face "
                                     f"cache nor fetched (offline, or refused); the {key} preset of that name stands "
-                                    "in (tables/models.csv): pass the repository's config.json for its own numbers")
+                                    "in (tables/models.csv): pass the repository's config.json for its own numbers"
+                                    + ("; the name says a bitsandbytes 4-bit checkpoint: LoRA on it is QLoRA "
+                                       "(--method qlora)" if four_bit else ""))
                 return with_overrides(preset(key), name=name_or_path)
             return from_hf_config(located.path, name=name_or_path)
     looks_like_path = any(sep in name_or_path for sep in ("/", "\\")) or name_or_path.endswith(".json")
@@ -1129,9 +1132,10 @@ def resolve_model(name_or_path: str | Path) -> ModelSpec:
     return preset(name_or_path)
 
 
-_RELEASE_SUFFIX = re.compile(r"-(instruct|it|chat|hf|base|pt|\d{4})$")
+_RELEASE_SUFFIX = re.compile(r"-(instruct|it|chat|hf|base|pt|unsloth|bnb-4bit|\d{4})$")
 """Suffixes of a repository's name that change no shape: tuned releases (Instruct, it, chat), format
-(hf), and date codes (Qwen's -2507, Mistral's -2410)."""
+(hf; Unsloth's re-uploads and their bitsandbytes 4-bit copies), and date codes (Qwen's -2507,
+Mistral's -2410)."""
 
 
 def _preset_of_repo(repo_id: str) -> str | None:
@@ -1147,6 +1151,16 @@ def _preset_of_repo(repo_id: str) -> str | None:
                 return None
             name = stripped
     return None
+
+
+def preset_named_in_path(text: str) -> str | None:
+    """The preset a path names on the machine that wrote it (an adapter's base_model_name_or_path):
+    its Hugging Face cache folder ``models--org--name``, else its last part (``/data/Llama-2-7b-hf/``)."""
+    parts = [p for p in re.split(r"[\\/]", text) if p and p not in (".", "..")]
+    cached = next((p for p in parts if p.startswith("models--") and p.count("--") >= 2), None)
+    if cached is not None:
+        return _preset_of_repo(cached.split("--", 2)[2])
+    return _preset_of_repo(parts[-1]) if parts else None
 
 
 def with_overrides(model: ModelSpec, **changes: object) -> ModelSpec:

@@ -116,7 +116,7 @@ def test_method_that_contradicts_the_adapter_is_an_error():
     ({"peft_type": None}, "has no peft_type"),
     ({"r": 0}, "r must be a positive integer"),
     ({"rank_pattern": {"q_proj": 4}}, "rank_pattern"),
-    ({"layers_to_transform": [0, 1]}, "subset of layers"),
+    ({"layers_to_transform": "last"}, "layers_to_transform must be a layer index"),
     ({"bias": "all"}, "trains biases"),
     ({"target_modules": ["c_attn"]}, "match no layer matrix"),
     ({"modules_to_save": ["score"]}, "modules_to_save score is not modelled"),
@@ -158,3 +158,43 @@ def test_target_modules_match_as_peft_matches():
     assert target_roles(llama, None, None, Path("x"), notes) == ("q", "v")
     with pytest.raises(CostplanError):
         read_adapter_config(ADAPTERS / "missing")
+
+
+def test_adapters_on_some_layers_are_read_and_said(tmp_path):
+    # peft names a module by its whole name: "model.layers.31.self_attn.q_proj" is layer 31's alone, and
+    # layers_to_transform keeps a list of layers; costplan puts the adapters in every layer and says so.
+    from costplan.adapter_config import target_roles
+
+    llama = preset("7b")
+    notes: list[str] = []
+    names = [f"model.layers.31.self_attn.{m}_proj" for m in "qkvo"]
+    assert target_roles(llama, names, None, Path("x"), notes) == ("q", "k", "v", "o")
+    assert any("layers 31 only" in n for n in notes)
+    data = json.loads((ADAPTERS / "tinyllama_lora" / "adapter_config.json").read_text())
+    data.update({"layers_to_transform": [0, 1, 2]})
+    (tmp_path / "adapter_config.json").write_text(json.dumps(data))
+    out = run_json("-m", "tinyllama", "--adapter", str(tmp_path))
+    assert any("layers_to_transform puts adapters on layers 0, 1, 2 only" in a for a in out["assumptions"])
+
+
+@pytest.mark.parametrize("base,key", [
+    # base_model_name_or_path as found in published adapters: the trainer's own cache and folders
+    ("/content/llama3_model/models--meta-llama--Meta-Llama-3-8B/snapshots/8cde5ca8380496c9a6cc7ef3a8b46a0372a1d920",
+     "llama-3-8b"),
+    ("../../Llama2-7b-chat/", "llama-2-7b"),
+    ("C:\\\\models\\\\Qwen2.5-3B-Instruct", "qwen2.5-3b"),
+])
+def test_a_base_model_path_from_another_machine_stands_in_by_the_preset_it_names(tmp_path, base, key):
+    data = json.loads((ADAPTERS / "tinyllama_lora" / "adapter_config.json").read_text())
+    data.update({"base_model_name_or_path": base})
+    (tmp_path / "adapter_config.json").write_text(json.dumps(data))
+    out = run_json("--adapter", str(tmp_path))
+    assert out["model"] == key
+    assert any(f"the {key} preset it names stands in" in a for a in out["assumptions"])
+
+
+def test_a_base_model_path_naming_no_preset_is_one_line(tmp_path):
+    data = json.loads((ADAPTERS / "tinyllama_lora" / "adapter_config.json").read_text())
+    data.update({"base_model_name_or_path": "/data/models/my-private-model"})
+    (tmp_path / "adapter_config.json").write_text(json.dumps(data))
+    one_error_line(run("--adapter", str(tmp_path)), "or pass --model")

@@ -67,6 +67,7 @@ def test_offline_and_uncached_is_one_clear_line():
     ("meta-llama/Meta-Llama-3-8B-Instruct", "llama-3-8b", 8_030_261_248),  # an alias, less "-Instruct"
     ("Qwen/Qwen2.5-0.5B-Instruct", "qwen2.5-0.5b", 494_032_768),
     ("Qwen/Qwen3-4B-Instruct-2507", "qwen3-4b", 4_022_468_096),  # less a date code and "-Instruct"
+    ("unsloth/llama-3.2-1b-instruct-unsloth-bnb-4bit", "llama-3.2-1b", 1_235_814_400),  # Unsloth's 4-bit copy
 ])
 def test_offline_and_uncached_a_preset_of_the_same_name_stands_in_and_says_so(monkeypatch, repo, key, params):
     probes = []
@@ -75,6 +76,7 @@ def test_offline_and_uncached_a_preset_of_the_same_name_stands_in_and_says_so(mo
     data = run_json("-m", repo, "--method", "lora")
     assert data["model"] == repo and data["params_total"] == params
     assert any(f"the {key} preset of that name stands in" in a for a in data["assumptions"])
+    assert any("--method qlora" in a for a in data["assumptions"]) == ("bnb-4bit" in repo)
     run_json("-m", repo, "--method", "qlora")  # the same id again: decided once, nothing probed
     assert len(probes) <= 1
 
