@@ -111,7 +111,7 @@ def _download(repo_id: str, filename: str) -> Located:
     except ImportError:
         raise CostplanError(f"{where}, and huggingface_hub is not installed to fetch it: {hint}.") from None
     host = _endpoint_host()
-    if not _reachable(host):
+    if not _hub_answers(host):
         raise CostplanError(f"{where}, and {host} cannot be reached (offline?): {hint}.")
     import logging
 
@@ -133,6 +133,24 @@ def _endpoint_host() -> str:
     from urllib.parse import urlparse
 
     return urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co").hostname or "huggingface.co"
+
+
+_SILENT_FOR_S = 60.0
+"""A Hub that did not answer is not asked again for this long (a server resolving many ids offline)."""
+_SILENT_SINCE: dict[str, float] = {}
+
+
+def _hub_answers(host: str) -> bool:
+    import time
+
+    since = _SILENT_SINCE.get(host)
+    if since is not None and time.monotonic() - since < _SILENT_FOR_S:
+        return False
+    if _reachable(host):
+        _SILENT_SINCE.pop(host, None)
+        return True
+    _SILENT_SINCE[host] = time.monotonic()
+    return False
 
 
 def _reachable(host: str, timeout: float = 3.0) -> bool:

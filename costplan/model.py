@@ -1103,7 +1103,7 @@ def resolve_model(name_or_path: str | Path) -> ModelSpec:
         from costplan import hub
 
         if hub.is_repo_id(name_or_path):
-            known = hub.stand_in(name_or_path)
+            known = hub.stand_in(name_or_path) if hub.cached_file(name_or_path, "config.json") is None else None
             if known is not None:
                 return with_overrides(preset(known), name=name_or_path)
             try:

@@ -15,6 +15,13 @@ LLAMA_31_8B = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hi
                "tie_word_embeddings": False, "rms_norm_eps": 1e-05, "rope_theta": 500000.0, "hidden_act": "silu"}
 
 
+@pytest.fixture(autouse=True)
+def _fresh_hub_state(monkeypatch):
+    """Each test starts with no Hub remembered as silent and no preset standing in."""
+    monkeypatch.setattr(hub, "_SILENT_SINCE", {})
+    monkeypatch.setattr(hub, "_STOOD_IN", {})
+
+
 def fake_cache(root, repo_id, files, commit="0e9e39f249a16976918f6564b8830bc894c89659"):
     """The layout huggingface_hub writes: models--org--name/{refs/main, snapshots/<commit>/<file>}."""
     repo = root / ("models--" + repo_id.replace("/", "--"))
@@ -72,7 +79,6 @@ def test_offline_and_uncached_is_one_clear_line():
 def test_offline_and_uncached_a_preset_of_the_same_name_stands_in_and_says_so(monkeypatch, repo, key, params):
     probes = []
     monkeypatch.setattr(hub, "_reachable", lambda host, timeout=3.0: probes.append(host) or False)
-    monkeypatch.setattr(hub, "_STOOD_IN", {})
     data = run_json("-m", repo, "--method", "lora")
     assert data["model"] == repo and data["params_total"] == params
     assert any(f"the {key} preset of that name stands in" in a for a in data["assumptions"])
@@ -125,6 +131,17 @@ def test_a_name_lookup_that_hangs_is_given_up_on_after_the_timeout(monkeypatch):
         release.set()
 
 
+def test_a_hub_that_did_not_answer_is_not_asked_again_at_once(monkeypatch):
+    pytest.importorskip("huggingface_hub")
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    probes = []
+    monkeypatch.setattr(hub, "_reachable", lambda host, timeout=3.0: probes.append(host) or False)
+    for repo in ("nobody/first-model", "nobody/second-model"):
+        result = CliRunner().invoke(cli, ["estimate", "-m", repo])
+        assert result.exit_code == 2 and "cannot be reached" in result.output
+    assert probes == ["huggingface.co"]
+
+
 def test_paths_and_presets_are_not_hub_ids(tmp_path):
     assert hub.is_repo_id("meta-llama/Llama-3.1-8B")
     assert not hub.is_repo_id("7b") and not hub.is_repo_id("./x/config.json") and not hub.is_repo_id("a/b/c")
@@ -140,3 +157,12 @@ def test_paths_and_presets_are_not_hub_ids(tmp_path):
         assert run_json("-m", "org/name")["params_total"] == 8_030_261_248
     finally:
         os.chdir(cwd)
+
+
+def test_a_config_cached_later_replaces_the_stand_in(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    assert run_json("-m", "meta-llama/Llama-3.1-8B", "--method", "lora")["params_total"] == 8_030_261_248  # preset
+    fake_cache(tmp_path, "meta-llama/Llama-3.1-8B", {"config.json": dict(LLAMA_31_8B, num_hidden_layers=2)})
+    data = run_json("-m", "meta-llama/Llama-3.1-8B", "--method", "lora")
+    assert data["params_total"] == 2 * 218_112_000 + 2 * 128256 * 4096 + 4096  # two layers, embeddings, head, norm
+    assert not any("stands in" in a for a in data["assumptions"])
