@@ -51,7 +51,7 @@ def read_log(path: str | Path, *, seq_len: int | None, gpus: int) -> MeasuredRun
 
 
 def _trainer_state(path: Path, *, seq_len: int | None, gpus: int) -> MeasuredRun:
-    data = read_json(path, "trainer_state.json")
+    data = read_json(path, "trainer_state.json", nonfinite=True)
     history = data.get("log_history") if isinstance(data, dict) else None
     if not isinstance(history, list) or not history:
         raise CostplanError(f"{path} has no log_history: not a Hugging Face trainer_state.json.")

@@ -85,16 +85,17 @@ MAX_JSON_BYTES = 8 * 2**20
 """The largest JSON file costplan reads (config.json files and calibration profiles are a few kB)."""
 
 
-def read_json(path: Path | str, what: str, max_bytes: int = MAX_JSON_BYTES) -> Any:
+def read_json(path: Path | str, what: str, max_bytes: int = MAX_JSON_BYTES, nonfinite: bool = False) -> Any:
     """A JSON file's content, or one clear error naming ``what`` the file should have been.
 
     Read as ``read_small_file`` reads it; NaN/Infinity literals (not JSON) and nesting too deep to
-    parse are refused too.
+    parse are refused too, except with ``nonfinite`` for files that Python's ``json`` writes with them
+    (the Trainer's ``trainer_state.json`` logs a ``grad_norm`` of NaN): the caller checks the values it uses.
     """
     data = read_small_file(path, what, max_bytes)
     name = shown(Path(path))
     try:
-        return json.loads(data.decode("utf-8"), parse_constant=_refuse_constant)
+        return json.loads(data.decode("utf-8"), parse_constant=None if nonfinite else _refuse_constant)
     except RecursionError as exc:
         raise CostplanError(f"{name} is nested too deeply to be a {what}.") from exc
     except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError

@@ -299,3 +299,18 @@ def test_a_measured_step_is_timed_before_it_is_traced_and_the_trace_is_unchanged
     assert plain.flops > 0 and measured.flops == 0 and plain.step_seconds is None
     assert measured.step_seconds > 0 and measured.device_allocated_bytes is None  # no CUDA allocator here
     assert measured.peak_bytes == plain.peak_bytes
+
+
+def test_a_trainer_state_with_nan_grad_norms_is_read(tmp_path):
+    # Python's json writes a NaN or infinite grad_norm as NaN / Infinity, and the Trainer logs them
+    # (found in published trainer_state.json files); only train_runtime and the speed must be numbers.
+    from costplan.runlogs import read_log
+
+    path = tmp_path / "trainer_state.json"
+    path.write_text('{"log_history": [{"loss": 2.1, "grad_norm": NaN, "step": 10}, '
+                    '{"loss": 1.9, "grad_norm": Infinity, "step": 20}, '
+                    '{"train_runtime": 100.0, "train_samples_per_second": 4.0, "step": 20}]}')
+    assert read_log(path, seq_len=512, gpus=2).tokens_per_second_per_gpu == pytest.approx(4.0 * 512 / 2)
+    path.write_text('{"log_history": [{"train_runtime": NaN, "train_samples_per_second": 4.0}]}')
+    with pytest.raises(costplan.errors.CostplanError, match="train_runtime must be a positive number"):
+        read_log(path, seq_len=512, gpus=1)
