@@ -411,3 +411,23 @@ def test_every_text_preset_counts_what_transformers_builds_from_it():
             continue
         module = build_model(spec, device="meta")
         assert sum(p.numel() for p in module.parameters()) == count_params(spec).total, name
+
+
+def test_roberta_reads_as_the_bert_it_is_built_as(tmp_path):
+    """FacebookAI/roberta-base's config.json: RobertaForMaskedLM holds BERT's modules with 514 positions and
+    one token type; by hand: embeddings (word, position, token type, LayerNorm), 12 layers (four biased
+    h x h projections, the biased MLP, two LayerNorms), the MLM head's dense + LayerNorm and the output bias
+    (its weight tied): 124,697,433, what transformers builds."""
+    import json
+
+    from costplan.model import resolve_model
+
+    config = {"architectures": ["RobertaForMaskedLM"], "model_type": "roberta", "hidden_size": 768,
+              "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072,
+              "max_position_embeddings": 514, "type_vocab_size": 1, "vocab_size": 50265, "pad_token_id": 1}
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    h, f, v = 768, 3072, 50265
+    by_hand = (v * h + 514 * h + h + 2 * h) + 12 * (4 * (h * h + h) + (h * f + f) + (f * h + h) + 4 * h) \
+        + (h * h + h + 2 * h + v)
+    assert count_params(resolve_model(str(path))).total == by_hand == 124_697_433
