@@ -785,10 +785,11 @@ _MODEL_TYPE_FAMILY = {
     "gpt_neox": "gpt_neox", "bert": "bert", "t5": "t5",
 }
 
-_BERT_ARCHITECTURE = ("roberta", "xlm-roberta", "camembert")
-"""Encoders built as BERT is, with their own vocabulary, positions and token types in config.json:
-``RobertaForMaskedLM`` holds exactly the parameters of ``BertForMaskedLM`` of the same numbers (its
-position offset changes no shape)."""
+_BUILT_AS = {"roberta": "bert", "xlm-roberta": "bert", "camembert": "bert", "kimi_k2": "deepseek_v3"}
+"""Model types built as another is, read with its fields: RoBERTa, XLM-R and CamemBERT are BERT with
+their own vocabulary, positions and token types (``RobertaForMaskedLM`` holds exactly the parameters
+of ``BertForMaskedLM`` of the same numbers; its position offset changes no shape); Kimi K2 ships
+``DeepseekV3ForCausalLM`` with DeepSeek-V3's config fields (moonshotai/Kimi-K2-Instruct config.json)."""
 
 _MULTIMODAL: dict[str, tuple[str, dict[str, object]]] = {
     "gemma3": ("gemma3_text", {}),
@@ -868,8 +869,8 @@ def from_hf_config(path: str | Path, name: str | None = None) -> ModelSpec:
     if not isinstance(config, dict):
         raise CostplanError(f"{where} does not hold a JSON object.")
     model_type = config.get("model_type", "")
-    if isinstance(model_type, str) and model_type in _BERT_ARCHITECTURE:
-        model_type = "bert"
+    if isinstance(model_type, str) and model_type in _BUILT_AS:
+        model_type = _BUILT_AS[model_type]
     if not isinstance(model_type, str) or model_type not in _MODEL_TYPE_FAMILY:
         raise CostplanError(
             f"{where}: model_type {shown(model_type)} is not supported "

@@ -431,3 +431,32 @@ def test_roberta_reads_as_the_bert_it_is_built_as(tmp_path):
     by_hand = (v * h + 514 * h + h + 2 * h) + 12 * (4 * (h * h + h) + (h * f + f) + (f * h + h) + 4 * h) \
         + (h * h + h + 2 * h + v)
     assert count_params(resolve_model(str(path))).total == by_hand == 124_697_433
+
+
+@pytest.mark.needs_torch
+def test_kimi_k2_reads_as_the_deepseek_v3_it_ships(tmp_path):
+    """moonshotai/Kimi-K2-Instruct's config.json says model_type kimi_k2 and DeepseekV3ForCausalLM: MLA, 384
+    routed experts of 2048 (8 a token) and one shared, a first dense layer, vocabulary 163,840. Cut to three
+    layers, costplan counts what transformers' DeepseekV3ForCausalLM builds from the same numbers."""
+    import json
+
+    import torch
+    import transformers as T
+
+    from costplan.model import resolve_model
+
+    config = {"model_type": "kimi_k2", "architectures": ["DeepseekV3ForCausalLM"], "hidden_size": 7168,
+              "intermediate_size": 18432, "moe_intermediate_size": 2048, "num_hidden_layers": 3,
+              "num_attention_heads": 64, "num_key_value_heads": 64, "n_routed_experts": 384, "n_shared_experts": 1,
+              "num_experts_per_tok": 8, "first_k_dense_replace": 1, "n_group": 1, "topk_group": 1,
+              "q_lora_rank": 1536, "kv_lora_rank": 512, "qk_nope_head_dim": 128, "qk_rope_head_dim": 64,
+              "v_head_dim": 128, "vocab_size": 163840, "max_position_embeddings": 262144,
+              "tie_word_embeddings": False}
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    spec = resolve_model(str(path))
+    fields = {k: v for k, v in config.items() if k not in ("model_type", "architectures")}
+    with torch.device("meta"):
+        module = T.DeepseekV3ForCausalLM(T.DeepseekV3Config(**fields))
+    assert spec.family == "deepseek_v3"
+    assert count_params(spec).total == sum(p.numel() for p in module.parameters()) == 36_965_047_296
