@@ -3,6 +3,7 @@ Python API and numeric options. Each test reproduces one class of defect found b
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -542,3 +543,22 @@ def test_an_out_of_range_setting_read_from_a_config_names_the_file(tmp_path):
     one_error_line(run("estimate", "-m", "7b", "--from", config), f"{config}: --micro-batch must be",
                    "read from the file")
     assert run("estimate", "-m", "7b", "--from", config, "--micro-batch", "2").exit_code == 0
+
+
+def test_the_input_sweep_counts_answers_refusals_and_failures(tmp_path):
+    # benchmarks/input_sweep.py over a folder: a real adapter answers (with and without -m 8b), a broken
+    # file is refused in one line both times, and nothing fails.
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "input_sweep", Path(__file__).parent.parent / "benchmarks" / "input_sweep.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    good = json.loads((Path(__file__).parent / "fixtures" / "adapters" / "tinyllama_lora" / "adapter_config.json")
+                      .read_text())
+    good["base_model_name_or_path"] = "NousResearch/Llama-2-7b-hf"  # not cached: the llama-2-7b preset stands in
+    (tmp_path / "good.json").write_text(json.dumps(good))
+    (tmp_path / "broken.json").write_text("{not json")
+    counts, reasons, failures = module.sweep("adapters", tmp_path)
+    assert counts == {"kind": "adapters", "files": 2, "runs": 4, "answers": 2, "refusals": 2, "failures": 0}
+    assert failures == [] and sum(reasons.values()) == 2
