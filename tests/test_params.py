@@ -460,3 +460,27 @@ def test_kimi_k2_reads_as_the_deepseek_v3_it_ships(tmp_path):
         module = T.DeepseekV3ForCausalLM(T.DeepseekV3Config(**fields))
     assert spec.family == "deepseek_v3"
     assert count_params(spec).total == sum(p.numel() for p in module.parameters()) == 36_965_047_296
+
+
+@pytest.mark.needs_torch
+def test_phi_4_mini_reads_with_its_partial_rotary(tmp_path):
+    """microsoft/Phi-4-mini-instruct's config.json (Phi3ForCausalLM, RoPE on 0.75 of each head, tied
+    embeddings, a 200,064-token vocabulary): 3,836,021,760 parameters, as transformers builds it; the
+    partial rotary holds no weight."""
+    import json
+
+    import torch
+    import transformers as T
+
+    from costplan.model import resolve_model
+
+    config = {"model_type": "phi3", "hidden_size": 3072, "intermediate_size": 8192, "num_hidden_layers": 32,
+              "num_attention_heads": 24, "num_key_value_heads": 8, "vocab_size": 200064,
+              "max_position_embeddings": 131072, "partial_rotary_factor": 0.75, "tie_word_embeddings": True}
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    fields = {k: v for k, v in config.items() if k != "model_type"}
+    with torch.device("meta"):
+        module = T.Phi3ForCausalLM(T.Phi3Config(**fields))
+    total = sum(p.numel() for p in module.parameters())
+    assert count_params(resolve_model(str(path))).total == total == 3_836_021_760
