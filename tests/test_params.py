@@ -49,6 +49,7 @@ PUBLISHED = {
     "gemma-2-2b": 2_614_341_888,  # google/gemma-2-2b
     "gemma-2-27b": 27_227_128_320,  # google/gemma-2-27b
     "phi-4": 14_659_507_200,  # microsoft/phi-4
+    "phi-4-mini": 3_836_021_760,  # microsoft/Phi-4-mini-instruct
 }
 
 
