@@ -492,6 +492,9 @@ def layer_saved(model: ModelSpec, method: Method, work: Workload, flow: LayerFlo
         readers = [lin["q" if "q" in lin else "q_a"], lin["kv_a"]]
     else:
         readers = [lin["q"], lin["k"], lin["v"]]
+    shared_norm = placement == "shared"
+    if shared_norm:  # Phi: the MLP's first matrices read the attention's normed input, kept once for all
+        readers = readers + [lin[r] for r in ("gate", "up", "gate_up") if r in lin]
     wide = pn != p  # norms' outputs in fp32 under autocast: each matmul casts its own copy
     litgpt = work.modeling == "litgpt" and model.mla is None and work.attention == "flash"
     if litgpt:
@@ -559,7 +562,7 @@ def layer_saved(model: ModelSpec, method: Method, work: Workload, flow: LayerFlo
         add("attention output norm", norm(lin["o"].output_rg or trains))
         batch("attention output norm scale", _norm_constant(model, lin["o"].output_rg or trains))
     mlp_in_rg = (flow.stream_in_rg if model.parallel_residual else after_attn) or trains
-    if placement != "reordered":
+    if placement not in ("reordered", "shared"):
         add("mlp norm", norm(mlp_in_rg))
         batch("mlp norm scale", _norm_constant(model, mlp_in_rg))
     if "router" in lin:
@@ -572,7 +575,8 @@ def layer_saved(model: ModelSpec, method: Method, work: Workload, flow: LayerFlo
             continue
         if prefix + "down" in lin:
             for name, value in _mlp_saved(model, flow, prefix, p, lora, prefix == "expert_", wide, work.compiled):
-                add(name, value)
+                if not (shared_norm and name == "mlp inputs"):  # counted with the attention's inputs
+                    add(name, value)
     if "router" in lin:
         # Grouped-matmul experts (tokens sorted by expert): the gathered copy of each routed
         # token's hidden state when the experts train, each expert output (kept by the product
@@ -683,14 +687,15 @@ def saved_tensors(model: ModelSpec, method: Method, work: Workload) -> SavedTens
         shared += INT64 * embedded * (1 + ((model.learned_positions + (model.token_types > 0)) if trains else 0))
     if model.post_norm:  # BERT normalises its embeddings (post-norm)
         shared += _norm(model, pn, embeddings_rg, trains) * positions
-    if model.dropout > 0 and embeddings_rg:
+    if model.dropout > 0 and model.embedding_dropout and embeddings_rg:
         shared += MASK * h * embedded  # embedding dropout
     if method.prefix_tokens:
         shared += FP32 * method.prefix_tokens * model.num_layers * model.kv_cache_width  # prefix expanded
     # Once per micro-batch: the RoPE cos/sin tables every layer reads (positions are the batch's),
     # the final norm's Gemma 1 + w.
     rope = FP32 if model.rotary_fp32 else pn
-    batch_shared = _rope_tables(model) * 2 * rope * model.head_dim * positions + _norm_constant(model, True)
+    rotated = int(model.head_dim * model.rotary_fraction)  # the tables' width: the rotated share of a head
+    batch_shared = _rope_tables(model) * 2 * rope * rotated * positions + _norm_constant(model, True)
     checkpointed_batch = 0.0
     if model.is_encoder_decoder:
         # The encoder's final norm and dropout, and its output, which every cross-attention reads

@@ -184,7 +184,7 @@ def _not_recomputed(model: ModelSpec, flow: LayerFlow, positions: float) -> dict
     """Forward FLOPs at the end of a layer that non-reentrant checkpointing does not redo: the last
     matmul, when nothing saves its output for backward (a pre-norm layer without dropout)."""
     routed_last = "router" in flow.linears and "shared_down" not in flow.linears
-    if model.dropout > 0 or model.norm_placement != "pre" or routed_last:
+    if model.dropout > 0 or model.norm_placement not in ("pre", "shared") or routed_last:
         return {}  # a later op saves a tensor (routing product, dropout mask, post-norm input)
     down = flow.linears["shared_down" if "shared_down" in flow.linears else "down"]
     if down.adapter is None:

@@ -35,7 +35,7 @@ OUTER_TARGETS = ("head", "embeddings")
 _MODULE_ALIASES = {
     "lm_head": "head", "embed_tokens": "embeddings", "wte": "embeddings", "embed_in": "embeddings",
     "word_embeddings": "embeddings", "embed_out": "head", "kv_a_proj_with_mqa": "kv_a", "wi": "up", "wi_0": "gate",
-    "wi_1": "up", "wo": "down", "c_attn": "qkv", "query_key_value": "qkv"
+    "wi_1": "up", "wo": "down", "c_attn": "qkv", "query_key_value": "qkv", "fc1": "up", "fc2": "down"
 }
 
 
@@ -568,6 +568,8 @@ def full_model_tensors(model: ModelSpec) -> tuple[Tensor2D, ...]:
     tensors.append(Tensor2D(1, h, norm_vectors * stacks))  # final norm(s), or BERT's embedding LayerNorm
     if not model.tied_embeddings:
         tensors.append(Tensor2D(model.vocab_size, h))
+    if model.head_bias:
+        tensors.append(Tensor2D(1, model.vocab_size))
     if model.mlm_head:
         tensors += [Tensor2D(h, h), Tensor2D(1, h, 1 + norm_vectors), Tensor2D(1, model.vocab_size)]
     counts = count_params(model)  # a vision tower gets no gradient from text: it is loaded, not trained

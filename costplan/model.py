@@ -28,7 +28,7 @@ Norm = Literal["rmsnorm", "layernorm"]
 Activation = Literal["silu", "gelu", "gelu_tanh", "gelu_new", "relu", "swiglu_clamped"]
 """``swiglu_clamped``: gpt-oss's gate, on interleaved gate/up columns: ``(clamp(up, ±7) + 1) · g ·
 sigmoid(1.702 g)`` with ``g = clamp(gate, max=7)``."""
-NormPlacement = Literal["pre", "post", "sandwich", "reordered"]
+NormPlacement = Literal["pre", "post", "sandwich", "reordered", "shared"]
 QkNorm = Literal["none", "head", "full"]
 
 
@@ -197,7 +197,7 @@ class ModelSpec:
     """``pre``: a norm before each block (Llama); ``post``: after each residual add (BERT; its
     embeddings are normalised and there is no final norm); ``sandwich``: before and after each
     block (Gemma 2/3: four norms per layer); ``reordered``: after each block, before its residual
-    add, none before (OLMo 2)."""
+    add, none before (OLMo 2); ``shared``: one norm whose output both blocks read, in parallel (Phi-1/1.5/2)."""
     norm_scales_fp32: bool = False
     """RMSNorm multiplies by its weight in fp32 and casts afterwards (Gemma's ``1 + w``, OLMo 2), so
     it keeps the fp32 normalised input for the weight's gradient."""
@@ -230,6 +230,12 @@ class ModelSpec:
     rotary_fp32: bool = False
     """The rotary embedding's cos/sin tables stay in fp32 (OLMo 2)."""
     rotary_local_base: bool = False
+    rotary_fraction: float = 1.0
+    """The share of each head's width the rotary embedding turns (GPT-NeoX's ``rotary_pct``, Phi's
+    ``partial_rotary_factor``): it sets the width of the cos/sin tables; it holds no weight."""
+    embedding_dropout: bool = True
+    """With ``dropout``, the embeddings' output is dropped out too (GPT-2, BERT); Phi's ``embd_pdrop``
+    is its own rate, 0 in the released models."""
     """Sliding-window layers rotate with their own RoPE base: two cos/sin tables (Gemma 3)."""
     token_types: int = 0
     """BERT's segment embeddings."""
@@ -238,6 +244,8 @@ class ModelSpec:
     causal: bool = True
     """Decoder (text generation) versus encoder (BERT)."""
     mlm_head: bool = False
+    head_bias: bool = False
+    """The LM head adds a bias (Phi-1/1.5/2)."""
     """BERT's masked-LM head: dense + LayerNorm transform and a decoder bias."""
     attn_softcap: float | None = None
     """Gemma 2: scores become ``cap · tanh(scores / cap)`` before the softmax."""
@@ -292,6 +300,10 @@ class ModelSpec:
             raise ValueError(f"model {self.name}: experts_per_token exceeds num_experts")
         if self.is_moe and not self.gated_mlp:
             raise ValueError(f"model {self.name}: mixture-of-experts layers are modelled with gated MLPs only")
+        if isinstance(self.rotary_fraction, bool) or not isinstance(self.rotary_fraction, (int, float)) \
+                or not 0 < self.rotary_fraction <= 1:
+            raise ValueError(f"model {self.name}: the rotary fraction must be in (0, 1], "
+                             f"got {shown(self.rotary_fraction)}")
         if isinstance(self.token_types, bool) or not isinstance(self.token_types, int) \
                 or not 0 <= self.token_types <= 1024:
             raise ValueError(f"model {self.name}: token_types must be an integer from 0 to 1024, "
@@ -385,7 +397,7 @@ class ModelSpec:
     @property
     def norms_per_layer(self) -> int:
         """Hidden-width norms of one decoder-only layer (T5's blocks are counted by ``layer_kinds``)."""
-        return 4 if self.norm_placement == "sandwich" else 2
+        return {"sandwich": 4, "shared": 1}.get(self.norm_placement, 2)
 
 
 @record
@@ -633,6 +645,7 @@ def count_params(model: ModelSpec) -> ParamCounts:
     stacks = 2 if model.is_encoder_decoder else 1
     embeddings += stacks * model.relative_attention_buckets * model.num_heads
     head = 0 if model.tied_embeddings else v * h
+    head += v if model.head_bias else 0
     if model.mlm_head:
         head += h * h + h + norm_params(model) + v
     kinds = layer_kinds(model)
@@ -682,9 +695,15 @@ _FAMILY_TRAITS: dict[str, dict[str, object]] = {
         "out_bias": True, "mlp_bias": True, "fused_qkv": True, "learned_positions": True, "cache_in_training": True,
         "tied_embeddings": True, "dropout": 0.1, "attention_dropout": 0.1, "softmax_fp32": False,
     },
+    "phi": {
+        "gated_mlp": False, "activation": "gelu_new", "norm": "layernorm", "qkv_bias": True, "out_bias": True,
+        "mlp_bias": True, "parallel_residual": True, "norm_placement": "shared", "head_bias": True,
+        "rotary_by_concat": True, "rotary_fraction": 0.5, "dropout": 0.1, "embedding_dropout": False,
+    },
     "gpt_neox": {
         "gated_mlp": False, "activation": "gelu", "norm": "layernorm", "qkv_bias": True,
         "out_bias": True, "mlp_bias": True, "fused_qkv": True, "parallel_residual": True, "rotary_by_concat": True,
+        "rotary_fraction": 0.25,
     },
     "bert": {
         "gated_mlp": False, "activation": "gelu", "norm": "layernorm", "qkv_bias": True,
@@ -732,7 +751,7 @@ def _extra(text: str, model: str) -> dict[str, object]:
             mla[key] = None if raw == "none" else int(raw)
         elif key == "vision":
             values[key] = raw  # built in preset() once the text model's width is known
-        elif key in ("attn_softcap", "final_softcap"):
+        elif key in ("attn_softcap", "final_softcap", "dropout", "attention_dropout", "rotary_fraction"):
             values[key] = None if raw == "none" else float(raw)
         elif key in ModelSpec.__dataclass_fields__:
             values[key] = int(raw) if raw.lstrip("-").isdigit() else {"true": True, "false": False}.get(raw, raw)
@@ -782,7 +801,7 @@ _MODEL_TYPE_FAMILY = {
     "qwen3_moe": "qwen3_moe", "phi3": "phi3", "olmo2": "olmo2", "olmo3": "olmo2", "gemma": "gemma", "gemma2": "gemma2",
     "gemma3_text": "gemma3", "gemma3": "gemma3", "mistral3": "mistral", "ministral3": "mistral",
     "deepseek_v3": "deepseek_v3", "gpt_oss": "gpt_oss", "gpt2": "gpt2",
-    "gpt_neox": "gpt_neox", "bert": "bert", "t5": "t5",
+    "gpt_neox": "gpt_neox", "bert": "bert", "t5": "t5", "phi": "phi",
 }
 
 _BUILT_AS = {"roberta": "bert", "xlm-roberta": "bert", "camembert": "bert", "kimi_k2": "deepseek_v3"}
@@ -1029,11 +1048,19 @@ def _read_config(model_type: str, config: dict) -> tuple[dict[str, int], dict[st
     if model_type == "phi3":
         overrides["dropout"] = _float(config, "resid_pdrop", 0.0)
         overrides["attention_dropout"] = _float(config, "attention_dropout", 0.0)
-        # partial_rotary_factor (Phi-4-mini: 0.75) rotates part of each head: no weight, no matmul, and
-        # traced on the meta device it moves the saved bytes by 0.04% and the peak not at all (as GPT-NeoX's
-        # rotary_pct, read the same way), so it is read and left out.
+        # partial_rotary_factor (Phi-4-mini: 0.75) rotates part of each head: no weight, no matmul; its
+        # narrower cos/sin tables are the only bytes it changes.
+        overrides["rotary_fraction"] = _float(config, "partial_rotary_factor", 1.0)
     if model_type == "gpt_neox":
         overrides["tied_embeddings"] = bool(config.get("tie_word_embeddings", False))
+        overrides["rotary_fraction"] = _float(config, "rotary_pct", 0.25)
+    if model_type == "phi":
+        overrides["dropout"] = _float(config, "resid_pdrop", 0.0)
+        overrides["attention_dropout"] = _float(config, "attention_dropout", 0.0)
+        overrides["embedding_dropout"] = (_float(config, "embd_pdrop", 0.0) or 0.0) > 0
+        overrides["rotary_fraction"] = _float(config, "partial_rotary_factor", 0.5)
+        if config.get("qk_layernorm"):
+            raise ValueError("qk_layernorm (norms on Phi's queries and keys) is not modelled")
     # num_local_experts is read for Mixtral only, as transformers does (other families ignore it).
     experts, top_k = (_int(config, "num_local_experts", 1) if model_type == "mixtral" else 1), 1
     if model_type == "mixtral":

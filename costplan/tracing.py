@@ -40,6 +40,8 @@ _MODULE_NAMES = {
                  "down": r"dense_4h_to_h"},
     "bert": {"q": r"attention\.self\.query", "k": r"attention\.self\.key", "v": r"attention\.self\.value",
              "o": r"attention\.output\.dense", "up": r"intermediate\.dense", "down": r"layer\.\d+\.output\.dense"},
+    "phi": {"q": r"self_attn\.q_proj", "k": r"self_attn\.k_proj", "v": r"self_attn\.v_proj", "o": r"self_attn\.dense",
+            "up": r"mlp\.fc1", "down": r"mlp\.fc2"},
     "phi3": {"qkv": r"self_attn\.qkv_proj", "o": r"self_attn\.o_proj", "gate_up": r"mlp\.gate_up_proj",
              "down": r"mlp\.down_proj"},
     "deepseek_v3": {"q": r"self_attn\.q_proj", "q_a": r"q_a_proj", "q_b": r"q_b_proj", "kv_a": r"kv_a_proj_with_mqa",
@@ -90,7 +92,7 @@ def hf_config(model: ModelSpec, attention: str = "sdpa") -> Any:
     elif model.family == "gpt_neox":
         cfg = T.GPTNeoXConfig(hidden_size=model.hidden_size, num_hidden_layers=model.num_layers,
                               num_attention_heads=model.num_heads, intermediate_size=model.ffn_size,
-                              max_position_embeddings=model.max_positions,
+                              max_position_embeddings=model.max_positions, rotary_pct=model.rotary_fraction,
                               tie_word_embeddings=model.tied_embeddings, **common)
     elif model.family == "t5":
         act = {"relu": "relu", "gelu_new": "gelu", "silu": "silu"}[model.activation]
@@ -100,12 +102,18 @@ def hf_config(model: ModelSpec, attention: str = "sdpa") -> Any:
                          dropout_rate=model.dropout, n_positions=model.max_positions,
                          feed_forward_proj=("gated-" if model.gated_mlp else "") + act, decoder_start_token_id=0,
                          pad_token_id=0, eos_token_id=1, **common)
+    elif model.family == "phi":
+        cfg = T.PhiConfig(**decoder, resid_pdrop=model.dropout,
+                          embd_pdrop=model.dropout if model.embedding_dropout else 0.0,
+                          attention_dropout=model.attention_dropout, hidden_act="gelu_new",
+                          partial_rotary_factor=model.rotary_fraction)
     elif model.family == "phi3":
         if model.head_dim * model.num_heads != model.hidden_size:
             raise ValueError("Phi-3's heads are hidden_size / num_attention_heads wide")
         cfg = T.Phi3Config(**decoder, original_max_position_embeddings=model.max_positions,
                            sliding_window=model.sliding_window, resid_pdrop=model.dropout,
-                           attention_dropout=model.attention_dropout, pad_token_id=None)
+                           attention_dropout=model.attention_dropout, pad_token_id=None,
+                           partial_rotary_factor=model.rotary_fraction)
     elif model.family in ("gemma2", "gemma3"):
         cls = T.Gemma2Config if model.family == "gemma2" else T.Gemma3TextConfig
         cfg = cls(**decoder, head_dim=model.head_dim, query_pre_attn_scalar=model.head_dim,

@@ -304,6 +304,11 @@ MODELS = ("gpt2", "bert-base", "llama-2-7b", "llama-3-8b", "mistral-7b", "mixtra
 METHODS = ("inference", "prompt", "prefix", "lora", "qlora", "full")
 
 FAMILY_CASES = (
+    # Phi-2: one LayerNorm read by attention and MLP in parallel, biased projections and LM head, RoPE
+    # on 0.4 of each head; pure bf16 (under autocast LayerNorm runs in fp32, as for GPT-2).
+    Case(model="phi-2", method="lora", precision="bf16-true"),
+    Case(model="phi-2", method="full", grad_ckpt=True, precision="bf16-true"),
+    Case(model="phi-2", method="inference", precision="bf16-true"),
     # Phi-3: fused qkv and gate_up, a sliding window (2047) just under the 2048-token sequence.
     Case(model="phi-3-mini", method="lora"),
     Case(model="phi-3-mini", method="full", grad_ckpt=True, precision="bf16-true"),

@@ -18,9 +18,9 @@ from costplan.workload import Workload
 S = 8
 
 
-PRESET_OF = {"llama": "llama-2-7b", "phi3": "phi-3-mini", "gemma2": "gemma-2-9b", "gemma3": "gemma-3-1b",
-             "qwen3": "qwen3-8b", "qwen3_moe": "qwen3-30b-a3b", "deepseek_v3": "deepseek-v3", "olmo2": "olmo-2-7b",
-             "t5": "t5-base", "gpt_oss": "gpt-oss-20b"}
+PRESET_OF = {"llama": "llama-2-7b", "phi3": "phi-3-mini", "phi": "phi-2", "gemma2": "gemma-2-9b",
+             "gemma3": "gemma-3-1b", "qwen3": "qwen3-8b", "qwen3_moe": "qwen3-30b-a3b", "deepseek_v3": "deepseek-v3",
+             "olmo2": "olmo-2-7b", "t5": "t5-base", "gpt_oss": "gpt-oss-20b"}
 
 
 def _spec(family: str, **fields) -> ModelSpec:
@@ -249,6 +249,7 @@ def _small(family: str) -> ModelSpec:
     fields = dict(hidden_size=128, num_layers=4, num_heads=4, num_kv_heads=2, head_dim=32, ffn_size=344,
                   vocab_size=512, max_positions=256, num_experts=1, experts_per_token=1)
     fields.update({
+        "phi": {},
         "phi3": dict(num_kv_heads=4, sliding_window=24),
         "gemma2": dict(sliding_window=16),
         "gemma3": dict(sliding_window=16, sliding_window_pattern=3),
@@ -268,7 +269,7 @@ def _small(family: str) -> ModelSpec:
                           **{**defaults, **fields})
 
 
-FAMILIES = ["phi3", "gemma2", "gemma3", "qwen3", "qwen3_moe", "deepseek_v3", "olmo2", "t5", "gpt_oss"]
+FAMILIES = ["phi", "phi3", "gemma2", "gemma3", "qwen3", "qwen3_moe", "deepseek_v3", "olmo2", "t5", "gpt_oss"]
 METHODS = {"full": FullFineTune(), "lora": Lora(rank=8, targets=("q", "v")),
            "lora-all": Lora(rank=4, targets=parse_targets("attn,mlp"))}
 
@@ -322,6 +323,7 @@ CI_CASES = [
     # One per family at short lengths: the presets' own shapes, built on the meta device (the
     # representative matrix, ``costplan verify --all``, runs them at full length).
     ("phi-3-mini", "lora", "flash", False, 256),
+    ("phi-2", "full", "flash", True, 256),  # one LayerNorm read by attention and MLP, biased head, partial RoPE
     ("gemma-2-9b", "lora", "eager", False, 256),
     ("gemma-3-1b", "lora", "flash", False, 1024),  # sliding windows of 512 under a 1024-token sequence
     ("qwen3-8b", "full", "flash", True, 256),

@@ -50,6 +50,8 @@ PUBLISHED = {
     "gemma-2-27b": 27_227_128_320,  # google/gemma-2-27b
     "phi-4": 14_659_507_200,  # microsoft/phi-4
     "phi-4-mini": 3_836_021_760,  # microsoft/Phi-4-mini-instruct
+    "phi-2": 2_779_683_840,  # microsoft/phi-2 (PhiForCausalLM: the LM head's bias included)
+    "phi-1.5": 1_418_270_720,  # microsoft/phi-1_5
 }
 
 
