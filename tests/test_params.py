@@ -52,6 +52,11 @@ PUBLISHED = {
     "phi-4-mini": 3_836_021_760,  # microsoft/Phi-4-mini-instruct
     "phi-2": 2_779_683_840,  # microsoft/phi-2 (PhiForCausalLM: the LM head's bias included)
     "phi-1.5": 1_418_270_720,  # microsoft/phi-1_5
+    "smollm2-135m": 134_515_008,  # HuggingFaceTB/SmolLM2-135M
+    "smollm2-360m": 361_821_120,  # HuggingFaceTB/SmolLM2-360M
+    "smollm2-1.7b": 1_711_376_384,  # HuggingFaceTB/SmolLM2-1.7B
+    "mistral-7b-v0.3": 7_248_023_552,  # mistralai/Mistral-7B-v0.3
+    "codellama-7b": 6_738_546_688,  # codellama/CodeLlama-7b-hf
 }
 
 
