@@ -57,6 +57,7 @@ PUBLISHED = {
     "smollm2-1.7b": 1_711_376_384,  # HuggingFaceTB/SmolLM2-1.7B
     "mistral-7b-v0.3": 7_248_023_552,  # mistralai/Mistral-7B-v0.3
     "codellama-7b": 6_738_546_688,  # codellama/CodeLlama-7b-hf
+    "phi-3.5-mini": 3_821_079_552,  # microsoft/Phi-3.5-mini-instruct (Phi-3-mini's shapes, 128K positions)
 }
 
 
