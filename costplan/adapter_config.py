@@ -125,7 +125,7 @@ class AdapterConfig:
             if not isinstance(chosen, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in chosen):
                 raise CostplanError(f"{path}: layers_to_transform must be a layer index or a list of them, "
                                     f"got {subset!r}.")
-            notes.append(_subset_note(sorted(set(chosen)), "layers_to_transform"))
+            notes.append(subset_note(sorted(set(chosen)), "layers_to_transform"))
         saved = saved_modules(d.get("modules_to_save"), path)
         if d.get("alpha_pattern"):
             notes.append("alpha_pattern changes scaling only: no effect on cost")
@@ -193,11 +193,13 @@ def target_roles(model: ModelSpec, targets: Any, exclude: Any, path: Path, notes
 
     hits = {role: layers(role, targets) for role in present}
     if exclude:
-        hits = {role: [i for i in found if i not in set(layers(role, exclude))] for role, found in hits.items()}
+        for role, found in hits.items():
+            excluded = set(layers(role, exclude))
+            hits[role] = [i for i in found if i not in excluded]
     chosen = [role for role in present if hits[role]]
     partial = sorted({i for role in chosen for i in hits[role] if len(hits[role]) < model.num_layers})
     if partial:
-        notes.append(_subset_note(partial, "target_modules"))
+        notes.append(subset_note(partial, "target_modules"))
     if isinstance(targets, list):
         unused = [t for t in targets if not any(layers(role, [t]) for role in present)]
         if unused:
@@ -210,7 +212,8 @@ def target_roles(model: ModelSpec, targets: Any, exclude: Any, path: Path, notes
     return (*chosen, *outer)
 
 
-def _subset_note(layers: list[int], what: str) -> str:
+def subset_note(layers: list[int], what: str) -> str:
+    """The assumption line for adapters on some layers only (``what`` names the setting that says so)."""
     shown = ", ".join(map(str, layers[:12])) + (", ..." if len(layers) > 12 else "")
     return (f"{what} puts adapters on layers {shown} only; costplan puts them in every layer (adapters of a few MB "
             "more, their FLOPs a fraction of a percent)")

@@ -660,11 +660,11 @@ def _from_adapter(adapter: str, model: str | ModelSpec | None,
     config = read_adapter_config(adapter)
     if isinstance(method, Method):
         raise CostplanError("give the method as a name with an adapter (it builds the method itself).")
+    stood_in = None
     if model is None:
         base = config.base_model
         if base is None:
             raise CostplanError(f"{config.path} names no base_model_name_or_path: pass --model.")
-        stood_in = None
         try:
             spec = resolve_model(base)
         except CostplanError as exc:
@@ -678,7 +678,6 @@ def _from_adapter(adapter: str, model: str | ModelSpec | None,
             spec = preset(stood_in)
     else:
         spec = model if isinstance(model, ModelSpec) else resolve_model(model)
-        stood_in = None
     how, notes = config.method(spec, method)
     if stood_in is not None:
         notes.insert(0, f"the adapter's base model {base!r} is not on this machine; the {stood_in} preset it names "

@@ -342,9 +342,9 @@ def _lora_targets(r: _Reader, value: Any) -> None:
                                 "(model.layers.N.self_attn.q_proj, mlp.gate_proj, ...).")
         some = sorted({i for hits in layers.values() for i in hits if len(hits) < _PROBED_LAYERS})
         if some:
-            shown = ", ".join(map(str, some[:12])) + (", ..." if len(some) > 12 else "")
-            r.notes.append(f"lora_target_modules adapts some roles in layers {shown} only; costplan puts them in "
-                           "every layer (adapters of a few MB more)")
+            from costplan.adapter_config import subset_note
+
+            r.notes.append(subset_note(some, "lora_target_modules"))
         roles = [*layers, *outer]
         r.set("lora_targets", ",".join(roles), f"targets {','.join(roles)} (the regular expression {value})")
         return
