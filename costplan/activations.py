@@ -515,6 +515,8 @@ def layer_saved(model: ModelSpec, method: Method, work: Workload, flow: LayerFlo
         q_in, k_in = lin["q"].output_rg, lin["k"].output_rg
         add("q/k norms", norm(q_in, model.q_size, q_groups) + norm(k_in, model.kv_size, k_groups))
         batch("q/k norm scales", _norm_constant(model, q_in, width) + _norm_constant(model, k_in, width))
+    if model.rotary_per_layer_fp32 and (lin["q"].output_rg or lin["k"].output_rg):
+        add("rotary tables", FP32 * 2 * int(model.head_dim * model.rotary_fraction))
     # Attention core.
     o_shared, o_adapters = _reader_inputs([lin["o"]], p, lora)
     if litgpt:
@@ -695,7 +697,8 @@ def saved_tensors(model: ModelSpec, method: Method, work: Workload) -> SavedTens
     # the final norm's Gemma 1 + w.
     rope = FP32 if model.rotary_fp32 else pn
     rotated = int(model.head_dim * model.rotary_fraction)  # the tables' width: the rotated share of a head
-    batch_shared = _rope_tables(model) * 2 * rope * rotated * positions + _norm_constant(model, True)
+    tables = 0 if model.rotary_per_layer_fp32 else _rope_tables(model)
+    batch_shared = tables * 2 * rope * rotated * positions + _norm_constant(model, True)
     checkpointed_batch = 0.0
     if model.is_encoder_decoder:
         # The encoder's final norm and dropout, and its output, which every cross-attention reads

@@ -579,7 +579,8 @@ def prefill_layer_bytes(model: ModelSpec, work: Workload) -> float:
     A gated MLP holds the residual stream, gate and up outputs, the activation and their
     product (4 · ffn); MoE adds each routed token's gathered copy (gpt-oss's clamped gate and
     biased experts more: fitted to traced prefills at two widths); a plain MLP holds its
-    intermediate and activation output (GPT-2's Python-written GELU a few more temporaries).
+    intermediate and activation output (GPT-2's Python-written GELU and ReLU squared a few more
+    temporaries).
     Eager attention holds the scores, softmax output and its cast copy at their own moment.
     """
     p, h, f, k = work.compute_bytes, model.hidden_size, model.ffn_size, model.experts_per_token
@@ -596,7 +597,8 @@ def prefill_layer_bytes(model: ModelSpec, work: Workload) -> float:
     elif model.gated_mlp:
         mlp = h + 4 * f
     else:
-        mlp = h + (5 if model.activation == "gelu_new" else 2) * f
+        # ReLU squared (Arcee) holds its input, the ReLU and its square at once.
+        mlp = h + {"gelu_new": 5, "relu2": 3}.get(model.activation, 2) * f
     widest = p * mlp
     if work.attention == "eager" and model.family in _BLOCKS_KEEPING_ATTENTION_WEIGHTS:
         widest += p * model.num_heads * work.prompt_len  # the probabilities, alive to the block's end

@@ -25,7 +25,7 @@ from costplan.record import record
 from costplan.tables import keys, read_json, row_by_name
 
 Norm = Literal["rmsnorm", "layernorm"]
-Activation = Literal["silu", "gelu", "gelu_tanh", "gelu_new", "relu", "swiglu_clamped"]
+Activation = Literal["silu", "gelu", "gelu_tanh", "gelu_new", "relu", "relu2", "swiglu_clamped"]
 """``swiglu_clamped``: gpt-oss's gate, on interleaved gate/up columns: ``(clamp(up, ±7) + 1) · g ·
 sigmoid(1.702 g)`` with ``g = clamp(gate, max=7)``."""
 NormPlacement = Literal["pre", "post", "sandwich", "reordered", "shared"]
@@ -230,6 +230,9 @@ class ModelSpec:
     rotary_fp32: bool = False
     """The rotary embedding's cos/sin tables stay in fp32 (OLMo 2)."""
     rotary_local_base: bool = False
+    rotary_per_layer_fp32: bool = False
+    """ERNIE 4.5: each layer interleaves its own fp32 copies of the cos/sin tables and rotates q and k
+    in fp32; the rotation's multiplies keep those per-layer tables (not the shared ones)."""
     rotary_fraction: float = 1.0
     """The share of each head's width the rotary embedding turns (GPT-NeoX's ``rotary_pct``, Phi's
     ``partial_rotary_factor``): it sets the width of the cos/sin tables; it holds no weight."""
@@ -685,6 +688,17 @@ _FAMILY_TRAITS: dict[str, dict[str, object]] = {
     "gemma3": {**_GEMMA2, "attn_softcap": None, "final_softcap": None, "qk_norm": "head", "sliding_window": 4096,
                "sliding_window_pattern": 6, "rotary_local_base": True},
     "deepseek_v3": {"grouped_router": True},
+    # Llama's layers with their own config fields (transformers 5.24's modules): SmolLM3 leaves out
+    # the rotary embedding in every fourth layer (no weight, no matmul); Granite scales the embeddings,
+    # residual branches, scores and logits by constants; Seed-OSS biases q, k and v (not o) and drops
+    # out both branches' outputs; ERNIE 4.5 biases every matrix or none (use_bias); Arcee's AFM has a
+    # plain two-matrix MLP with ReLU squared; HunYuan normalises each query and key head after RoPE.
+    "smollm3": {"tied_embeddings": True},
+    "granite": _LLAMA_LIKE,
+    "seed_oss": {"qkv_bias": True, "dropout": 0.1, "attention_dropout": 0.1, "embedding_dropout": False},
+    "ernie4_5": {"tied_embeddings": True, "rotary_per_layer_fp32": True},
+    "arcee": {"gated_mlp": False, "activation": "relu2"},
+    "hunyuan_v1_dense": {"qk_norm": "head"},
     "gpt_oss": {"qkv_bias": True, "out_bias": True, "mlp_bias": True, "router_bias": True, "router_topk_first": True,
                 "expert_tensors": True, "shipped_weights": "mxfp4",
                 "attention_sinks": True, "rotary_by_concat": True,
@@ -802,6 +816,8 @@ _MODEL_TYPE_FAMILY = {
     "gemma3_text": "gemma3", "gemma3": "gemma3", "mistral3": "mistral", "ministral3": "mistral",
     "deepseek_v3": "deepseek_v3", "gpt_oss": "gpt_oss", "gpt2": "gpt2",
     "gpt_neox": "gpt_neox", "bert": "bert", "t5": "t5", "phi": "phi",
+    "smollm3": "smollm3", "granite": "granite", "seed_oss": "seed_oss", "ernie4_5": "ernie4_5", "arcee": "arcee",
+    "hunyuan_v1_dense": "hunyuan_v1_dense",
 }
 
 _BUILT_AS = {"roberta": "bert", "xlm-roberta": "bert", "camembert": "bert", "kimi_k2": "deepseek_v3"}
@@ -861,6 +877,8 @@ _CONFIG_DEFAULTS: dict[str, dict[str, object]] = {
                     "max_position_embeddings": 131072, "sliding_window": 4096, "tie_word_embeddings": True,
                     "attn_logit_softcapping": None, "final_logit_softcapping": None},
     "qwen3": {"head_dim": 128},
+    "seed_oss": {"head_dim": 128},  # SeedOssConfig's and Ernie4_5Config's head_dim when the file has none
+    "ernie4_5": {"head_dim": 128},
     "phi3": {"sliding_window": None},
     "deepseek_v3": {"n_shared_experts": 1, "first_k_dense_replace": 3, "q_lora_rank": 1536, "kv_lora_rank": 512,
                     "qk_rope_head_dim": 64, "qk_nope_head_dim": 128, "v_head_dim": 128,
@@ -1021,13 +1039,30 @@ def _read_config(model_type: str, config: dict) -> tuple[dict[str, int], dict[st
     if "tie_word_embeddings" in config and model_type != "bert":
         overrides["tied_embeddings"] = bool(config["tie_word_embeddings"])
     llama_like = ("llama", "mistral", "ministral3", "mixtral", "qwen2", "qwen3", "qwen3_moe", "olmo2", "olmo3", "gemma",
-                  "gemma2", "gemma3_text", "deepseek_v3")
+                  "gemma2", "gemma3_text", "deepseek_v3", "smollm3", "granite", "seed_oss", "ernie4_5", "arcee",
+                  "hunyuan_v1_dense")
     if model_type in llama_like:
-        overrides["qkv_bias"] = bool(config.get("attention_bias", model_type == "qwen2"))
-        overrides["out_bias"] = bool(config.get("attention_bias", False)) and model_type != "qwen2"
+        overrides["qkv_bias"] = bool(config.get("attention_bias", model_type in ("qwen2", "seed_oss")))
+        overrides["out_bias"] = bool(config.get("attention_bias", False)) and model_type not in ("qwen2", "seed_oss")
         overrides["mlp_bias"] = bool(config.get("mlp_bias", False))
         act = config.get("hidden_act") or config.get("hidden_activation") or "silu"
-        overrides["activation"] = {"silu": "silu", "swish": "silu", "gelu": "gelu"}.get(act, "gelu_tanh")
+        if model_type == "arcee" or act == "relu2":
+            if act != "relu2":
+                raise ValueError(f"an Arcee MLP with hidden_act {shown(act)} is not modelled (relu2 is)")
+            overrides["activation"] = "relu2"
+        else:
+            overrides["activation"] = {"silu": "silu", "swish": "silu", "gelu": "gelu"}.get(act, "gelu_tanh")
+    if model_type == "seed_oss":
+        overrides["out_bias"] = bool(config.get("attention_out_bias", False))
+        overrides["dropout"] = _float(config, "residual_dropout", 0.1)
+        overrides["attention_dropout"] = _float(config, "attention_dropout", 0.1)
+    if model_type == "ernie4_5":
+        overrides["qkv_bias"] = overrides["out_bias"] = overrides["mlp_bias"] = bool(config.get("use_bias", False))
+    if model_type == "hunyuan_v1_dense" and config.get("use_cla"):
+        raise ValueError("use_cla (HunYuan's cross-layer attention, sharing keys and values between layers) is not "
+                         "modelled")
+    if model_type == "smollm3" and config.get("use_sliding_window"):
+        raise ValueError("use_sliding_window (SmolLM3's sliding attention) is not modelled")
     if model_type in ("gemma", "gemma2", "gemma3_text"):
         act = config.get("hidden_activation") or config.get("hidden_act") or "gelu_pytorch_tanh"
         overrides["activation"] = "gelu" if act == "gelu" else "gelu_tanh"

@@ -142,8 +142,22 @@ def hf_config(model: ModelSpec, attention: str = "sdpa") -> Any:
     else:
         cls = {"llama": T.LlamaConfig, "mistral": T.MistralConfig, "mixtral": T.MixtralConfig,
                "qwen2": T.Qwen2Config, "gemma": T.GemmaConfig, "qwen3": T.Qwen3Config,
-               "olmo2": T.Olmo2Config}[model.family]
+               "olmo2": T.Olmo2Config, "smollm3": T.SmolLM3Config, "granite": T.GraniteConfig,
+               "seed_oss": T.SeedOssConfig, "ernie4_5": T.Ernie4_5Config, "arcee": T.ArceeConfig,
+               "hunyuan_v1_dense": T.HunYuanDenseV1Config}[model.family]
         extra: dict[str, Any] = {}
+        if model.family in ("smollm3", "granite", "arcee", "hunyuan_v1_dense"):
+            extra = {"attention_bias": model.qkv_bias, "pad_token_id": None}
+            if model.family != "hunyuan_v1_dense":
+                extra["mlp_bias"] = model.mlp_bias
+            if model.family == "smollm3":  # RoPE in three layers of four, as the released model
+                extra["no_rope_layers"] = [int((i + 1) % 4 != 0) for i in range(model.num_layers)]
+        elif model.family == "seed_oss":
+            extra = {"attention_bias": model.qkv_bias, "attention_out_bias": model.out_bias, "mlp_bias": model.mlp_bias,
+                     "residual_dropout": model.dropout, "attention_dropout": model.attention_dropout,
+                     "pad_token_id": None}
+        elif model.family == "ernie4_5":
+            extra = {"use_bias": model.qkv_bias, "pad_token_id": None}
         if model.family == "mixtral":
             extra = {"num_local_experts": model.num_experts, "num_experts_per_tok": model.experts_per_token,
                      **grouped}

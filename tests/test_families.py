@@ -9,7 +9,7 @@ from costplan.activations import logits_bytes, saved_tensors
 from costplan.flops import inference_flops, mean_keys, training_flops
 from costplan.memory import inference_memory, kv_cache_bytes
 from costplan.methods import FullFineTune, Inference, Lora, parse_targets
-from costplan.model import MLA, ModelSpec, count_params, layer_kinds, layer_sequence, preset, with_overrides
+from costplan.model import MLA, ModelSpec, count_params, layer_kinds, layer_sequence, model_spec, preset, with_overrides
 from costplan.profile import default_profile
 from costplan.speed import decode_shape, executed_fraction, step_shape
 from costplan.terms import Part
@@ -263,13 +263,17 @@ def _small(family: str) -> ModelSpec:
         "olmo2": {},
         "t5": dict(num_kv_heads=4, encoder_layers=2),
         "gpt_oss": dict(num_experts=8, experts_per_token=2, ffn_size=96, sliding_window=16),
-    }[family])
+    }.get(family, {}))
+    if family in LLAMA_VARIANTS:  # the family's traits as a config.json of that model_type gives them
+        return model_spec(f"small-{family}", family, fields)
     defaults = dict(shared_experts=0, dense_layers=0, dense_ffn_size=0, expert_groups=1, expert_groups_used=1)
     return with_overrides(preset(PRESET_OF[family]), name=f"small-{family}", params_published=None,
                           **{**defaults, **fields})
 
 
-FAMILIES = ["phi", "phi3", "gemma2", "gemma3", "qwen3", "qwen3_moe", "deepseek_v3", "olmo2", "t5", "gpt_oss"]
+LLAMA_VARIANTS = ["smollm3", "granite", "seed_oss", "ernie4_5", "arcee", "hunyuan_v1_dense"]
+FAMILIES = ["phi", "phi3", "gemma2", "gemma3", "qwen3", "qwen3_moe", "deepseek_v3", "olmo2", "t5", "gpt_oss",
+            *LLAMA_VARIANTS]
 METHODS = {"full": FullFineTune(), "lora": Lora(rank=8, targets=("q", "v")),
            "lora-all": Lora(rank=4, targets=parse_targets("attn,mlp"))}
 

@@ -110,23 +110,29 @@ def test_full_fine_tune_trains_everything():
 
 
 @pytest.mark.needs_torch
-def test_the_mistral_small_preset_is_the_whole_image_text_checkpoint():
-    """Mistral-Small-3.1-24B as Mistral3ForConditionalGeneration builds it from the checkpoint's
-    config.json: 24,011,361,280 parameters, 438,958,080 of them the Pixtral tower and projector."""
+@pytest.mark.parametrize("name,text,total,tower", [
+    # Mistral-Small-3.1-24B: 24,011,361,280 parameters, 438,958,080 of them the Pixtral tower and projector.
+    ("mistral-small", dict(model_type="mistral", hidden_size=5120, num_hidden_layers=40, num_attention_heads=32,
+                           num_key_value_heads=8, head_dim=128, intermediate_size=32768, vocab_size=131072,
+                           tie_word_embeddings=False), 24_011_361_280, 438_958_080),
+    # Ministral-3-3B-2512: a tied 3.43B text model beside the same tower, its projector 3072 wide.
+    ("ministral-3-3b", dict(model_type="ministral3", hidden_size=3072, num_hidden_layers=26, num_attention_heads=32,
+                            num_key_value_heads=8, head_dim=128, intermediate_size=9216, vocab_size=131072,
+                            max_position_embeddings=262144, tie_word_embeddings=True), 3_849_090_048, 420_083_712),
+])
+def test_the_mistral3_presets_are_the_whole_image_text_checkpoints(name, text, total, tower):
+    """Mistral3ForConditionalGeneration built from the checkpoint's config.json holds what the preset counts."""
     import torch
     import transformers as T
 
-    model = preset("mistral-small")
-    text = dict(model_type="mistral", hidden_size=5120, num_hidden_layers=40, num_attention_heads=32,
-                num_key_value_heads=8, head_dim=128, intermediate_size=32768, vocab_size=131072,
-                tie_word_embeddings=False)
+    model = preset(name)
     vision = dict(model_type="pixtral", hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
                   num_attention_heads=16, head_dim=64, patch_size=14, image_size=1540)
-    config = T.Mistral3Config(text_config=text, vision_config=vision, tie_word_embeddings=False)
+    config = T.Mistral3Config(text_config=text, vision_config=vision, tie_word_embeddings=text["tie_word_embeddings"])
     with torch.device("meta"):
         whole = T.Mistral3ForConditionalGeneration(config)
-    assert count_params(model).total == sum(p.numel() for p in whole.parameters()) == 24_011_361_280
-    assert model.vision.params == 438_958_080
+    assert count_params(model).total == sum(p.numel() for p in whole.parameters()) == total
+    assert model.vision.params == tower
 
 
 @pytest.mark.needs_torch
@@ -197,6 +203,8 @@ def test_counts_equal_the_transformers_module_on_meta_device(name, tmp_path):
 def _small_configs():
     import transformers as T
 
+    small = dict(hidden_size=128, intermediate_size=344, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, vocab_size=500)
     return {
         "llama": T.LlamaConfig(hidden_size=128, intermediate_size=344, num_hidden_layers=2, num_attention_heads=4,
                                num_key_value_heads=2, vocab_size=500),
@@ -239,6 +247,13 @@ def _small_configs():
         "gpt_oss": T.GptOssConfig(hidden_size=128, intermediate_size=96, num_hidden_layers=4, num_attention_heads=4,
                                   num_key_value_heads=2, head_dim=48, num_local_experts=8, num_experts_per_tok=2,
                                   vocab_size=500, sliding_window=16),
+        # Llama's layers under their own model types: the biases each one's fields switch on.
+        "smollm3": T.SmolLM3Config(**small, pad_token_id=None, no_rope_layers=[1, 0]),
+        "granite": T.GraniteConfig(**small, mlp_bias=True, embedding_multiplier=12.0, residual_multiplier=0.22),
+        "seed_oss": T.SeedOssConfig(**small, head_dim=48, pad_token_id=None),  # q, k, v biased, o not
+        "ernie4_5": T.Ernie4_5Config(**small, use_bias=True, pad_token_id=None),
+        "arcee": T.ArceeConfig(**small, tie_word_embeddings=True),
+        "hunyuan_v1_dense": T.HunYuanDenseV1Config(**small, head_dim=32, attention_bias=True, pad_token_id=None),
     }
 
 
@@ -255,7 +270,8 @@ def _module(family, config):
 @pytest.mark.needs_torch
 @pytest.mark.parametrize("family", ["llama", "mistral", "mixtral", "qwen2", "gemma", "gpt2", "gpt_neox", "bert",
                                     "phi3", "gemma2", "gemma3", "qwen3", "qwen3_moe", "deepseek_v3", "olmo2", "t5",
-                                    "gpt_oss"])
+                                    "gpt_oss", "smollm3", "granite", "seed_oss", "ernie4_5", "arcee",
+                                    "hunyuan_v1_dense"])
 def test_config_json_is_read_like_transformers_reads_it(family, tmp_path):
     """A config written by transformers, read back without it, gives the module's exact count."""
     import torch
