@@ -309,6 +309,13 @@ FAMILY_CASES = (
     Case(model="phi-2", method="lora", precision="bf16-true"),
     Case(model="phi-2", method="full", grad_ckpt=True, precision="bf16-true"),
     Case(model="phi-2", method="inference", precision="bf16-true"),
+    # Llama's layers under their own model types: AFM's plain MLP with ReLU squared, ERNIE 4.5's
+    # per-layer fp32 RoPE, Granite's constant multipliers (QLoRA), SmolLM3's layers without RoPE.
+    Case(model="afm-4.5b", method="lora"),
+    Case(model="afm-4.5b", method="inference"),
+    Case(model="ernie-4.5-0.3b", method="full", grad_ckpt=True, precision="bf16-true"),
+    Case(model="granite-3.3-8b", method="qlora"),
+    Case(model="smollm3-3b", method="lora", attention="eager"),
     # Phi-3: fused qkv and gate_up, a sliding window (2047) just under the 2048-token sequence.
     Case(model="phi-3-mini", method="lora"),
     Case(model="phi-3-mini", method="full", grad_ckpt=True, precision="bf16-true"),

@@ -336,6 +336,8 @@ CI_CASES = [
     ("olmo-2-7b", "full", "flash", False, 256),
     ("t5-base", "lora", "flash", False, 64),
     ("gpt-oss-20b", "lora", "flash", False, 256),  # sinks, biased clamped-SwiGLU experts, 128-token windows
+    ("afm-4.5b", "lora", "flash", False, 256),  # a plain MLP with ReLU squared
+    ("ernie-4.5-0.3b", "full", "flash", True, 256),  # fp32 RoPE tables interleaved in every layer
 ]
 
 
