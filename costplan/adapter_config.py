@@ -48,6 +48,8 @@ MODULE_NAMES: dict[str, dict[str, tuple[str, ...]]] = {
     "phi": {"q": ("model.layers.0.self_attn.q_proj",), "k": ("model.layers.0.self_attn.k_proj",),
             "v": ("model.layers.0.self_attn.v_proj",), "o": ("model.layers.0.self_attn.dense",),
             "up": ("model.layers.0.mlp.fc1",), "down": ("model.layers.0.mlp.fc2",)},
+    "starcoder2": {**{r: _LLAMA[r] for r in ("q", "k", "v", "o")}, "up": ("model.layers.0.mlp.c_fc",),
+                   "down": ("model.layers.0.mlp.c_proj",)},
     "bert": {"q": ("bert.encoder.layer.0.attention.self.query",), "k": ("bert.encoder.layer.0.attention.self.key",),
              "v": ("bert.encoder.layer.0.attention.self.value",),
              "o": ("bert.encoder.layer.0.attention.output.dense",),

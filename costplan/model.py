@@ -699,6 +699,10 @@ _FAMILY_TRAITS: dict[str, dict[str, object]] = {
     "ernie4_5": {"tied_embeddings": True, "rotary_per_layer_fp32": True},
     "arcee": {"gated_mlp": False, "activation": "relu2"},
     "hunyuan_v1_dense": {"qk_norm": "head"},
+    # StarCoder2: biased LayerNorms and matrices everywhere (use_bias), a plain c_fc/c_proj MLP with tanh
+    # GELU, dropout on the embeddings and on both branches' outputs, a sliding window in every layer.
+    "starcoder2": {"gated_mlp": False, "activation": "gelu_tanh", "norm": "layernorm", "qkv_bias": True,
+                   "out_bias": True, "mlp_bias": True, "tied_embeddings": True},
     "gpt_oss": {"qkv_bias": True, "out_bias": True, "mlp_bias": True, "router_bias": True, "router_topk_first": True,
                 "expert_tensors": True, "shipped_weights": "mxfp4",
                 "attention_sinks": True, "rotary_by_concat": True,
@@ -817,7 +821,7 @@ _MODEL_TYPE_FAMILY = {
     "deepseek_v3": "deepseek_v3", "gpt_oss": "gpt_oss", "gpt2": "gpt2",
     "gpt_neox": "gpt_neox", "bert": "bert", "t5": "t5", "phi": "phi",
     "smollm3": "smollm3", "granite": "granite", "seed_oss": "seed_oss", "ernie4_5": "ernie4_5", "arcee": "arcee",
-    "hunyuan_v1_dense": "hunyuan_v1_dense",
+    "hunyuan_v1_dense": "hunyuan_v1_dense", "starcoder2": "starcoder2",
 }
 
 _BUILT_AS = {"roberta": "bert", "xlm-roberta": "bert", "camembert": "bert", "kimi_k2": "deepseek_v3"}
@@ -1075,7 +1079,17 @@ def _read_config(model_type: str, config: dict) -> tuple[dict[str, int], dict[st
         if config.get("layer_types") is None:  # GptOssConfig: sliding, then full, alternating
             config = {**config, "layer_types": ["sliding_attention" if (i + 1) % 2 else "full_attention"
                                                 for i in range(layers)]}
-    if model_type in ("gemma2", "gemma3_text", "phi3", "olmo3", "gpt_oss"):  # OLMo 3: OLMo 2's layers, 3 in 4 sliding
+    if model_type == "starcoder2":
+        overrides["qkv_bias"] = overrides["out_bias"] = overrides["mlp_bias"] = bool(config.get("use_bias", True))
+        act = config.get("hidden_act", "gelu_pytorch_tanh")
+        overrides["activation"] = {"gelu": "gelu", "gelu_pytorch_tanh": "gelu_tanh"}.get(act, "gelu_tanh")
+        overrides["dropout"] = _float(config, "residual_dropout", 0.0)
+        overrides["attention_dropout"] = _float(config, "attention_dropout", 0.0)
+        embedding = _float(config, "embedding_dropout", 0.0) or 0.0
+        if embedding and embedding != overrides["dropout"]:
+            raise ValueError("an embedding_dropout other than residual_dropout is not modelled")
+        overrides["embedding_dropout"] = embedding > 0
+    if model_type in ("gemma2", "gemma3_text", "phi3", "olmo3", "gpt_oss", "starcoder2"):  # OLMo 3: OLMo 2's layers, 3 in 4 sliding
         window, pattern = _sliding_pattern(config, layers, model_type)
         overrides["sliding_window"], overrides["sliding_window_pattern"] = window, pattern
     else:

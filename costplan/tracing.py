@@ -42,6 +42,8 @@ _MODULE_NAMES = {
              "o": r"attention\.output\.dense", "up": r"intermediate\.dense", "down": r"layer\.\d+\.output\.dense"},
     "phi": {"q": r"self_attn\.q_proj", "k": r"self_attn\.k_proj", "v": r"self_attn\.v_proj", "o": r"self_attn\.dense",
             "up": r"mlp\.fc1", "down": r"mlp\.fc2"},
+    "starcoder2": {"q": r"q_proj", "k": r"k_proj", "v": r"v_proj", "o": r"o_proj", "up": r"mlp\.c_fc",
+                   "down": r"mlp\.c_proj"},
     "phi3": {"qkv": r"self_attn\.qkv_proj", "o": r"self_attn\.o_proj", "gate_up": r"mlp\.gate_up_proj",
              "down": r"mlp\.down_proj"},
     "deepseek_v3": {"q": r"self_attn\.q_proj", "q_a": r"q_a_proj", "q_b": r"q_b_proj", "kv_a": r"kv_a_proj_with_mqa",
@@ -102,6 +104,11 @@ def hf_config(model: ModelSpec, attention: str = "sdpa") -> Any:
                          dropout_rate=model.dropout, n_positions=model.max_positions,
                          feed_forward_proj=("gated-" if model.gated_mlp else "") + act, decoder_start_token_id=0,
                          pad_token_id=0, eos_token_id=1, **common)
+    elif model.family == "starcoder2":
+        cfg = T.Starcoder2Config(**decoder, use_bias=model.qkv_bias, residual_dropout=model.dropout,
+                                 embedding_dropout=model.dropout if model.embedding_dropout else 0.0,
+                                 attention_dropout=model.attention_dropout, sliding_window=model.sliding_window,
+                                 hidden_act="gelu_pytorch_tanh" if model.activation == "gelu_tanh" else "gelu")
     elif model.family == "phi":
         cfg = T.PhiConfig(**decoder, resid_pdrop=model.dropout,
                           embd_pdrop=model.dropout if model.embedding_dropout else 0.0,

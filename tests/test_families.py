@@ -263,6 +263,9 @@ def _small(family: str) -> ModelSpec:
         "olmo2": {},
         "t5": dict(num_kv_heads=4, encoder_layers=2),
         "gpt_oss": dict(num_experts=8, experts_per_token=2, ffn_size=96, sliding_window=16),
+        # An MLP 5.4 times the hidden width, as StarCoder2's 4x of wider layers keeps the prefill's widest moment
+        # in the MLP (at 344 the rotary attention's temporaries would be wider than the plain MLP).
+        "starcoder2": dict(sliding_window=16, dropout=0.1, embedding_dropout=True, ffn_size=688),
     }.get(family, {}))
     if family in LLAMA_VARIANTS:  # the family's traits as a config.json of that model_type gives them
         return model_spec(f"small-{family}", family, fields)
@@ -271,7 +274,7 @@ def _small(family: str) -> ModelSpec:
                           **{**defaults, **fields})
 
 
-LLAMA_VARIANTS = ["smollm3", "granite", "seed_oss", "ernie4_5", "arcee", "hunyuan_v1_dense"]
+LLAMA_VARIANTS = ["smollm3", "granite", "seed_oss", "ernie4_5", "arcee", "hunyuan_v1_dense", "starcoder2"]
 FAMILIES = ["phi", "phi3", "gemma2", "gemma3", "qwen3", "qwen3_moe", "deepseek_v3", "olmo2", "t5", "gpt_oss",
             *LLAMA_VARIANTS]
 METHODS = {"full": FullFineTune(), "lora": Lora(rank=8, targets=("q", "v")),

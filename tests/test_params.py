@@ -254,6 +254,7 @@ def _small_configs():
         "ernie4_5": T.Ernie4_5Config(**small, use_bias=True, pad_token_id=None),
         "arcee": T.ArceeConfig(**small, tie_word_embeddings=True),
         "hunyuan_v1_dense": T.HunYuanDenseV1Config(**small, head_dim=32, attention_bias=True, pad_token_id=None),
+        "starcoder2": T.Starcoder2Config(**small, sliding_window=64, residual_dropout=0.1, embedding_dropout=0.1),
     }
 
 
@@ -271,7 +272,7 @@ def _module(family, config):
 @pytest.mark.parametrize("family", ["llama", "mistral", "mixtral", "qwen2", "gemma", "gpt2", "gpt_neox", "bert",
                                     "phi3", "gemma2", "gemma3", "qwen3", "qwen3_moe", "deepseek_v3", "olmo2", "t5",
                                     "gpt_oss", "smollm3", "granite", "seed_oss", "ernie4_5", "arcee",
-                                    "hunyuan_v1_dense"])
+                                    "hunyuan_v1_dense", "starcoder2"])
 def test_config_json_is_read_like_transformers_reads_it(family, tmp_path):
     """A config written by transformers, read back without it, gives the module's exact count."""
     import torch
