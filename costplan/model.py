@@ -1089,7 +1089,8 @@ def _read_config(model_type: str, config: dict) -> tuple[dict[str, int], dict[st
         if embedding and embedding != overrides["dropout"]:
             raise ValueError("an embedding_dropout other than residual_dropout is not modelled")
         overrides["embedding_dropout"] = embedding > 0
-    if model_type in ("gemma2", "gemma3_text", "phi3", "olmo3", "gpt_oss", "starcoder2"):  # OLMo 3: OLMo 2's layers, 3 in 4 sliding
+    # OLMo 3: OLMo 2's layers, 3 in 4 sliding; StarCoder2: every layer within its window.
+    if model_type in ("gemma2", "gemma3_text", "phi3", "olmo3", "gpt_oss", "starcoder2"):
         window, pattern = _sliding_pattern(config, layers, model_type)
         overrides["sliding_window"], overrides["sliding_window_pattern"] = window, pattern
     else:
