@@ -167,10 +167,12 @@ class SavedTensors:
 
 
 def _norm(model: ModelSpec, p: int, input_rg: bool, weight_trains: bool, width: int | None = None,
-          groups: int = 1, compiled: bool = False) -> float:
+          groups: int = 1, compiled: bool = False, autocast: bool = False) -> float:
     """Saved bytes per position of one RMSNorm or LayerNorm over ``width`` (``groups`` of it:
     Qwen3's per-head q/k norms normalise each head apart). ``compiled``: the layer runs through
-    torch.compile, whose partitioner keeps an RMSNorm's input and its rsqrt and recomputes the rest."""
+    torch.compile, whose partitioner keeps an RMSNorm's input and its rsqrt and recomputes the rest.
+    ``autocast``: a LayerNorm under autocast runs in fp32 (``layer_norm`` is on its fp32 list), so it
+    keeps an fp32 copy of a 16-bit input."""
     w = width or model.hidden_size
     if not (input_rg or weight_trains):
         return 0.0
@@ -184,7 +186,22 @@ def _norm(model: ModelSpec, p: int, input_rg: bool, weight_trains: bool, width: 
         if model.norm_rescales_input and input_rg and p != FP32:
             kept += p * w  # T5: the 16-bit input, kept for the rsqrt's gradient
         return FP32 * w + FP32 * groups + kept
-    return p * w + 2 * FP32  # native_layer_norm keeps its input, mean and rstd
+    return (FP32 if autocast else p) * w + 2 * FP32  # native_layer_norm keeps its input, mean and rstd
+
+
+def layernorm_in_fp32(model: ModelSpec, work: Workload) -> bool:
+    """A pre-norm LayerNorm model under autocast: each LayerNorm casts its input, weight and bias to fp32
+    and returns fp32, which every matmul reading it casts back to 16 bits (GPT-2, Phi, GPT-NeoX,
+    StarCoder2 under the Trainer's ``bf16=True``). BERT's post-norm stream is not modelled so."""
+    return work.autocast and model.norm == "layernorm" and model.norm_placement in ("pre", "shared")
+
+
+def _norm_weight_copies(model: ModelSpec, pn: int, input_rg: bool, weight_trains: bool, fp32_norm: bool) -> float:
+    """Per-call bytes a LayerNorm under autocast keeps of its 16-bit weight and bias cast to fp32 (for its
+    input's gradient); trained fp32 weights need no copy."""
+    if not fp32_norm or not input_rg or pn == FP32 or weight_trains:
+        return 0.0
+    return 2 * FP32 * model.hidden_size
 
 
 def _norm_constant(model: ModelSpec, input_rg: bool, width: int | None = None) -> float:
@@ -230,12 +247,15 @@ def _reader_inputs(uses: list[LinearUse], p: int, lora: AdapterIO, wide: bool = 
     return shared, total
 
 
-def _activation(model: ModelSpec, p: int, f: int, x_rg: bool, compiled: bool = False) -> float:
+def _activation(model: ModelSpec, p: int, f: int, x_rg: bool, compiled: bool = False, autocast: bool = False) -> float:
     """Bytes the activation function keeps for width ``f`` when its input requires a gradient."""
     if not x_rg:
         return 0.0
-    # gelu_new is written in Python ops: it keeps x, tanh(...), 0.5·x and 1 + tanh(...); compiled, its input.
-    return (4 if model.activation == "gelu_new" and not compiled else 1) * p * f
+    if model.activation == "gelu_new" and not compiled:
+        # gelu_new is written in Python ops: it keeps x, tanh(...), 0.5·x and 1 + tanh(...). Under autocast
+        # ``pow`` runs in fp32: it keeps an fp32 copy of x, and tanh and 1 + tanh follow in fp32.
+        return (3 * FP32 + p) * f if autocast else 4 * p * f
+    return p * f  # compiled, or a single kernel: its input
 
 
 @record
@@ -319,14 +339,14 @@ def _litgpt_attention_inputs(model: ModelSpec, flow: LayerFlow, p: int) -> float
     return p * 3 * q
 
 
-def _eager_scores(model: ModelSpec, p: int, scores_rg: bool, v_rg: bool) -> float:
+def _eager_scores(model: ModelSpec, p: int, scores_rg: bool, v_rg: bool, autocast: bool = False) -> float:
     """Bytes eager attention keeps per score (per head, query and key).
 
-    Softmax keeps its output (fp32 when the implementation upcasts, as Llama's does); AV keeps
-    its input probabilities, the same tensor unless cast or dropped out; attention dropout keeps
-    a one-byte mask; Gemma 2's softcap keeps its tanh.
+    Softmax keeps its output (fp32 when the implementation upcasts, as Llama's does, or under
+    autocast, whose fp32 list has softmax); AV keeps its input probabilities, the same tensor unless
+    cast or dropped out; attention dropout keeps a one-byte mask; Gemma 2's softcap keeps its tanh.
     """
-    softmax = FP32 if model.softmax_fp32 else p
+    softmax = FP32 if model.softmax_fp32 or autocast else p
     kept = softmax if scores_rg else 0.0
     if model.attn_softcap is not None and scores_rg:
         kept += p
@@ -375,11 +395,12 @@ def _mlp_saved(model: ModelSpec, flow: LayerFlow, prefix: str, p: int, lora: Ada
             act = p * f if g.output_rg or u.output_rg else 0.0
             product = p * f if g.output_rg else 0.0
         else:  # the activation keeps its input; the product keeps both factors
-            act = _activation(model, p, f, g.output_rg)
+            act = _activation(model, p, f, g.output_rg, autocast=lora.autocast)
             product = (p * f if u.output_rg else 0.0) + (p * f if g.output_rg else 0.0)
         out.append((f"{prefix}mlp activations", k * (act + product)))
     else:
-        out.append((f"{prefix}mlp activations", k * _activation(model, p, f, lin[prefix + "up"].output_rg, compiled)))
+        out.append((f"{prefix}mlp activations",
+                    k * _activation(model, p, f, lin[prefix + "up"].output_rg, compiled, lora.autocast)))
         if model.dropout > 0 and lin[prefix + "up"].output_rg and model.inner_dropout:
             out.append((f"{prefix}mlp dropout", k * MASK * f))  # T5 drops out the activation too
     out.append((f"{prefix}down input", sum(_reader_inputs([lin[prefix + "down"]], p, lora))))
@@ -470,8 +491,10 @@ def layer_saved(model: ModelSpec, method: Method, work: Workload, flow: LayerFlo
     items: list[SavedItem] = []
     in_mlp = False
 
+    fp32_norm = layernorm_in_fp32(model, work)
+
     def norm(input_rg: bool, width: int | None = None, groups: int = 1) -> float:
-        return _norm(model, pn, input_rg, trains, width, groups, compiled=work.compiled)
+        return _norm(model, pn, input_rg, trains, width, groups, compiled=work.compiled, autocast=fp32_norm)
 
     def add(name: str, per_position: float, rows: int = positions) -> None:
         if per_position:
@@ -486,6 +509,7 @@ def layer_saved(model: ModelSpec, method: Method, work: Workload, flow: LayerFlo
     if placement != "reordered":
         add("attention norm", norm(attn_in_rg))
         batch("attention norm scale", _norm_constant(model, attn_in_rg))
+        batch("attention norm fp32 weights", _norm_weight_copies(model, pn, attn_in_rg, trains, fp32_norm))
     if "qkv" in lin:
         readers = [lin["qkv"]]
     elif "kv_a" in lin:
@@ -495,7 +519,7 @@ def layer_saved(model: ModelSpec, method: Method, work: Workload, flow: LayerFlo
     shared_norm = placement == "shared"
     if shared_norm:  # Phi: the MLP's first matrices read the attention's normed input, kept once for all
         readers = readers + [lin[r] for r in ("gate", "up", "gate_up") if r in lin]
-    wide = pn != p  # norms' outputs in fp32 under autocast: each matmul casts its own copy
+    wide = pn != p or fp32_norm  # norms' outputs in fp32 under autocast: each matmul casts its own copy
     litgpt = work.modeling == "litgpt" and model.mla is None and work.attention == "flash"
     if litgpt:
         add("qkv inputs", _litgpt_qkv_inputs(readers, p, lora))
@@ -550,7 +574,8 @@ def layer_saved(model: ModelSpec, method: Method, work: Workload, flow: LayerFlo
             # (LitGPT transposes and reshapes its SDPA output the same way).
             add("attention output copy", o_shared)
     else:
-        add("attention scores (s²)", model.num_heads * keys * _eager_scores(model, p, scores_rg, flow.v_rg))
+        add("attention scores (s²)", model.num_heads * keys * _eager_scores(model, p, scores_rg, flow.v_rg,
+                                                                            work.autocast))
         add("attention output", o_shared)  # the output, transposed into a new tensor for o
     add("o adapter input", o_adapters)
     after_attn = flow.stream_in_rg or lin["o"].output_rg
@@ -567,6 +592,7 @@ def layer_saved(model: ModelSpec, method: Method, work: Workload, flow: LayerFlo
     if placement not in ("reordered", "shared"):
         add("mlp norm", norm(mlp_in_rg))
         batch("mlp norm scale", _norm_constant(model, mlp_in_rg))
+        batch("mlp norm fp32 weights", _norm_weight_copies(model, pn, mlp_in_rg, trains, fp32_norm))
     if "router" in lin:
         add("router", _router_saved(model, flow, p, lora, mlp_in_rg))
     for prefix in ("", "shared_", "expert_"):
@@ -669,7 +695,8 @@ def saved_tensors(model: ModelSpec, method: Method, work: Workload) -> SavedTens
                                                         adapter_io(method, work))[0] > 0
     # The head: the final norm and the LM head's input (kept for its dW); BERT's MLM head is a
     # dense layer, GELU and LayerNorm before the decoder; T5's decoder drops out its output.
-    head_side = _norm(model, pn, True, trains) + (p * h if method.trains_head else 0.0)
+    fp32_norm = layernorm_in_fp32(model, work)
+    head_side = _norm(model, pn, True, trains, autocast=fp32_norm) + (p * h if method.trains_head else 0.0)
     if model.mlm_head:
         head_side += (p * h if trains else 0.0) + p * h
     if model.inner_dropout and model.dropout > 0:
@@ -698,7 +725,8 @@ def saved_tensors(model: ModelSpec, method: Method, work: Workload) -> SavedTens
     rope = FP32 if model.rotary_fp32 else pn
     rotated = int(model.head_dim * model.rotary_fraction)  # the tables' width: the rotated share of a head
     tables = 0 if model.rotary_per_layer_fp32 else _rope_tables(model)
-    batch_shared = tables * 2 * rope * rotated * positions + _norm_constant(model, True)
+    batch_shared = tables * 2 * rope * rotated * positions + _norm_constant(model, True) \
+        + _norm_weight_copies(model, pn, True, trains, fp32_norm)
     checkpointed_batch = 0.0
     if model.is_encoder_decoder:
         # The encoder's final norm and dropout, and its output, which every cross-attention reads
@@ -764,7 +792,7 @@ def eager_attention_backward(model: ModelSpec, method: Method, work: Workload) -
     p = work.compute_bytes
     positions = work.seq_len + method.virtual_tokens
     scores = model.num_heads * positions * (positions + method.prefix_tokens)
-    if model.softmax_fp32 and p != FP32:
+    if (model.softmax_fp32 or work.autocast) and p != FP32:
         per_score = 2 * FP32 - p  # fp32 dP and dS; the cast probabilities are freed
     elif model.attention_dropout > 0:
         per_score = p  # dP and dS; the dropped-out probabilities are freed

@@ -688,6 +688,9 @@ _FAMILY_TRAITS: dict[str, dict[str, object]] = {
     "gemma3": {**_GEMMA2, "attn_softcap": None, "final_softcap": None, "qk_norm": "head", "sliding_window": 4096,
                "sliding_window_pattern": 6, "rotary_local_base": True},
     "deepseek_v3": {"grouped_router": True},
+    # GLM-4.5/4.6 (glm4_moe): DeepSeek-V3's MoE (sigmoid router over groups, shared expert, first layers
+    # dense) under grouped-query attention with biased q/k/v and RoPE on half of each head.
+    "glm4_moe": {"grouped_router": True, "qkv_bias": True, "rotary_by_concat": True, "rotary_fraction": 0.5},
     # Llama's layers with their own config fields (transformers 5.24's modules): SmolLM3 leaves out
     # the rotary embedding in every fourth layer (no weight, no matmul); Granite scales the embeddings,
     # residual branches, scores and logits by constants; Seed-OSS biases q, k and v (not o) and drops
@@ -821,7 +824,7 @@ _MODEL_TYPE_FAMILY = {
     "deepseek_v3": "deepseek_v3", "gpt_oss": "gpt_oss", "gpt2": "gpt2",
     "gpt_neox": "gpt_neox", "bert": "bert", "t5": "t5", "phi": "phi",
     "smollm3": "smollm3", "granite": "granite", "seed_oss": "seed_oss", "ernie4_5": "ernie4_5", "arcee": "arcee",
-    "hunyuan_v1_dense": "hunyuan_v1_dense", "starcoder2": "starcoder2",
+    "hunyuan_v1_dense": "hunyuan_v1_dense", "starcoder2": "starcoder2", "glm4_moe": "glm4_moe",
 }
 
 _BUILT_AS = {"roberta": "bert", "xlm-roberta": "bert", "camembert": "bert", "kimi_k2": "deepseek_v3"}
@@ -881,6 +884,8 @@ _CONFIG_DEFAULTS: dict[str, dict[str, object]] = {
                     "max_position_embeddings": 131072, "sliding_window": 4096, "tie_word_embeddings": True,
                     "attn_logit_softcapping": None, "final_logit_softcapping": None},
     "qwen3": {"head_dim": 128},
+    "glm4_moe": {"n_shared_experts": 1, "first_k_dense_replace": 1, "moe_intermediate_size": 1408,
+                 "num_experts_per_tok": 8, "n_routed_experts": 128, "n_group": 1, "topk_group": 1},
     "seed_oss": {"head_dim": 128},  # SeedOssConfig's and Ernie4_5Config's head_dim when the file has none
     "ernie4_5": {"head_dim": 128},
     "phi3": {"sliding_window": None},
@@ -1044,10 +1049,11 @@ def _read_config(model_type: str, config: dict) -> tuple[dict[str, int], dict[st
         overrides["tied_embeddings"] = bool(config["tie_word_embeddings"])
     llama_like = ("llama", "mistral", "ministral3", "mixtral", "qwen2", "qwen3", "qwen3_moe", "olmo2", "olmo3", "gemma",
                   "gemma2", "gemma3_text", "deepseek_v3", "smollm3", "granite", "seed_oss", "ernie4_5", "arcee",
-                  "hunyuan_v1_dense")
+                  "hunyuan_v1_dense", "glm4_moe")
     if model_type in llama_like:
         overrides["qkv_bias"] = bool(config.get("attention_bias", model_type in ("qwen2", "seed_oss")))
-        overrides["out_bias"] = bool(config.get("attention_bias", False)) and model_type not in ("qwen2", "seed_oss")
+        overrides["out_bias"] = bool(config.get("attention_bias", False)) and model_type not in (
+            "qwen2", "seed_oss", "glm4_moe")
         overrides["mlp_bias"] = bool(config.get("mlp_bias", False))
         act = config.get("hidden_act") or config.get("hidden_activation") or "silu"
         if model_type == "arcee" or act == "relu2":
@@ -1124,6 +1130,18 @@ def _read_config(model_type: str, config: dict) -> tuple[dict[str, int], dict[st
         ffn = _int(config, "moe_intermediate_size")
     elif model_type == "gpt_oss":  # every layer routes; each expert is intermediate_size wide
         experts, top_k = _int(config, "num_local_experts"), _int(config, "num_experts_per_tok")
+    elif model_type == "glm4_moe":  # DeepSeek-V3's MoE fields; GQA attention, RoPE on part of each head
+        experts = _int(config, "num_local_experts" if "num_local_experts" in config else "n_routed_experts")
+        top_k = _int(config, "num_experts_per_tok")
+        overrides["shared_experts"] = _int(config, "n_shared_experts")
+        overrides["expert_groups"] = _int(config, "n_group", 1)
+        overrides["expert_groups_used"] = _int(config, "topk_group", 1)
+        overrides["dense_layers"] = _int(config, "first_k_dense_replace")
+        overrides["dense_ffn_size"] = ffn if overrides["dense_layers"] else 0
+        ffn = _int(config, "moe_intermediate_size")
+        rope = config.get("rope_parameters") if isinstance(config.get("rope_parameters"), dict) else {}
+        overrides["rotary_fraction"] = _float({**config, **rope}, "partial_rotary_factor", 0.5)
+        overrides["qk_norm"] = "head" if config.get("use_qk_norm") else "none"
     elif model_type == "deepseek_v3":
         experts = _int(config, "num_local_experts" if "num_local_experts" in config else "n_routed_experts")
         top_k = _int(config, "num_experts_per_tok")

@@ -50,6 +50,9 @@ _MODULE_NAMES = {
                     "kv_b": r"kv_b_proj", "o": r"self_attn\.o_proj", "gate": r"mlp\.gate_proj", "up": r"mlp\.up_proj",
                     "down": r"mlp\.down_proj", "shared_gate": r"shared_experts\.gate_proj",
                     "shared_up": r"shared_experts\.up_proj", "shared_down": r"shared_experts\.down_proj"},
+    "glm4_moe": {**{r: rf"self_attn\.{r}_proj" for r in ("q", "k", "v", "o")}, "gate": r"mlp\.gate_proj",
+                 "up": r"mlp\.up_proj", "down": r"mlp\.down_proj", "shared_gate": r"shared_experts\.gate_proj",
+                 "shared_up": r"shared_experts\.up_proj", "shared_down": r"shared_experts\.down_proj"},
     "t5": {"q": r"SelfAttention\.q", "k": r"SelfAttention\.k", "v": r"SelfAttention\.v", "o": r"SelfAttention\.o",
            "cross_q": r"EncDecAttention\.q", "cross_k": r"EncDecAttention\.k", "cross_v": r"EncDecAttention\.v",
            "cross_o": r"EncDecAttention\.o", "gate": r"DenseReluDense\.wi_0", "up": r"DenseReluDense\.wi(?:_1)?",
@@ -135,6 +138,15 @@ def hf_config(model: ModelSpec, attention: str = "sdpa") -> Any:
         cfg = T.GptOssConfig(**decoder, head_dim=model.head_dim, num_local_experts=model.num_experts,
                              num_experts_per_tok=model.experts_per_token, sliding_window=model.sliding_window,
                              layer_types=_layer_types(model), **grouped)
+    elif model.family == "glm4_moe":
+        cfg = T.Glm4MoeConfig(**{**decoder, "intermediate_size": model.dense_ffn_size or model.ffn_size},
+                              head_dim=model.head_dim, attention_bias=model.qkv_bias,
+                              moe_intermediate_size=model.ffn_size, n_routed_experts=model.num_experts,
+                              num_experts_per_tok=model.experts_per_token, n_shared_experts=model.shared_experts,
+                              first_k_dense_replace=model.dense_layers, n_group=model.expert_groups,
+                              topk_group=model.expert_groups_used, use_qk_norm=model.qk_norm == "head",
+                              rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                                               "partial_rotary_factor": model.rotary_fraction}, **grouped)
     elif model.family == "deepseek_v3":
         mla = model.mla
         assert mla is not None

@@ -305,8 +305,9 @@ METHODS = ("inference", "prompt", "prefix", "lora", "qlora", "full")
 
 FAMILY_CASES = (
     # Phi-2: one LayerNorm read by attention and MLP in parallel, biased projections and LM head, RoPE
-    # on 0.4 of each head; pure bf16 (under autocast LayerNorm runs in fp32, as for GPT-2).
+    # on 0.4 of each head; pure bf16, and LoRA under autocast (fp32 LayerNorms and GELU, as for GPT-2).
     Case(model="phi-2", method="lora", precision="bf16-true"),
+    Case(model="phi-2", method="lora", precision="bf16-mixed"),
     Case(model="phi-2", method="full", grad_ckpt=True, precision="bf16-true"),
     Case(model="phi-2", method="inference", precision="bf16-true"),
     # Llama's layers under their own model types: AFM's plain MLP with ReLU squared, ERNIE 4.5's
@@ -394,9 +395,9 @@ def matrix(full: bool = False) -> list[Case]:
                     # wraps generative or classification heads, not a masked-LM head.
                     continue
                 for precision in ("bf16-mixed", "bf16-true", "fp32"):
-                    if precision == "bf16-mixed" and model in ("gpt2", "bert-base"):
-                        # Under autocast LayerNorm runs in fp32: its output and what follows it is
-                        # wider than modelled (the estimate plans these models' activations in bf16).
+                    if precision == "bf16-mixed" and model == "bert-base":
+                        # Under autocast BERT's post-norm LayerNorms put the whole residual stream in
+                        # fp32, which is not modelled (GPT-2's pre-norm fp32 LayerNorms are).
                         continue
                     if model == "mixtral-8x7b" and precision == "fp32":
                         # transformers' grouped-matmul experts run in bf16 only; in fp32 it loops
@@ -409,8 +410,9 @@ def matrix(full: bool = False) -> list[Case]:
                                        attention=attention) for ckpt in ckpts]
         return cases
     return [
-        # LayerNorm models (GPT-2, BERT) in pure bf16: under autocast their LayerNorms run in fp32
-        # (fp32 outputs and, for GPT-2's Python GELU, fp32 activations), which is not modelled.
+        # LayerNorm models: under autocast GPT-2's LayerNorms and its Python GELU's pow run in fp32;
+        # BERT (post-norm: an fp32 residual stream under autocast) in pure bf16 and fp32.
+        Case(model="gpt2", method="lora", precision="bf16-mixed"),
         Case(model="gpt2", method="full", precision="bf16-true"),
         Case(model="gpt2", method="lora", attention="eager", precision="bf16-true"),
         Case(model="gpt2", method="inference"),

@@ -266,9 +266,13 @@ def _small(family: str) -> ModelSpec:
         # An MLP 5.4 times the hidden width, as StarCoder2's 4x of wider layers keeps the prefill's widest moment
         # in the MLP (at 344 the rotary attention's temporaries would be wider than the plain MLP).
         "starcoder2": dict(sliding_window=16, dropout=0.1, embedding_dropout=True, ffn_size=688),
+        "glm4_moe": dict(num_experts=8, experts_per_token=2, ffn_size=96),
     }.get(family, {}))
     if family in LLAMA_VARIANTS:  # the family's traits as a config.json of that model_type gives them
         return model_spec(f"small-{family}", family, fields)
+    if family == "glm4_moe":  # DeepSeek-V3's MoE under GQA: a dense first layer, a shared expert, two groups
+        return model_spec(f"small-{family}", family, fields, shared_experts=1, dense_layers=1, dense_ffn_size=344,
+                          expert_groups=2, expert_groups_used=1, qk_norm="head")
     defaults = dict(shared_experts=0, dense_layers=0, dense_ffn_size=0, expert_groups=1, expert_groups_used=1)
     return with_overrides(preset(PRESET_OF[family]), name=f"small-{family}", params_published=None,
                           **{**defaults, **fields})
@@ -276,7 +280,7 @@ def _small(family: str) -> ModelSpec:
 
 LLAMA_VARIANTS = ["smollm3", "granite", "seed_oss", "ernie4_5", "arcee", "hunyuan_v1_dense", "starcoder2"]
 FAMILIES = ["phi", "phi3", "gemma2", "gemma3", "qwen3", "qwen3_moe", "deepseek_v3", "olmo2", "t5", "gpt_oss",
-            *LLAMA_VARIANTS]
+            "glm4_moe", *LLAMA_VARIANTS]
 METHODS = {"full": FullFineTune(), "lora": Lora(rank=8, targets=("q", "v")),
            "lora-all": Lora(rank=4, targets=parse_targets("attn,mlp"))}
 
@@ -547,3 +551,50 @@ def test_merged_expert_weights_are_streamed_each_micro_batch():
     plain = step_shape(model, Lora(rank=4, targets=("q", "v")), work,
                        training_flops(model, Lora(rank=4, targets=("q", "v")), work))
     assert shape.dequant_bytes - plain.dequant_bytes == 2 * stacks * (4 + 3)
+
+
+# --- LayerNorm models under autocast (the Trainer's bf16=True) --------------------------------------
+
+def test_layernorm_and_gelu_new_under_autocast_by_hand():
+    """Under autocast ``layer_norm``, ``pow`` and ``softmax`` run in fp32 (torch's autocast fp32 list):
+    a LayerNorm keeps an fp32 copy of its bf16 input with its mean and rstd, and copies its frozen bf16
+    weight and bias to fp32 at each call; GPT-2's Python GELU keeps an fp32 copy of x (pow), tanh and
+    1 + tanh in fp32, and 0.5·x in bf16; GPT-2's eager softmax keeps fp32 probabilities, its dropout a
+    one-byte mask and the AV matmul the bf16 dropped-out copy."""
+    from costplan.activations import _activation, _eager_scores, _norm, _norm_weight_copies
+
+    gpt2 = preset("gpt2")
+    h, f = 768, 3072
+    assert _norm(gpt2, 2, True, False, autocast=True) == 4 * h + 2 * 4
+    assert _norm(gpt2, 2, True, False) == 2 * h + 2 * 4
+    assert _norm_weight_copies(gpt2, 2, True, False, True) == 2 * 4 * h
+    assert _norm_weight_copies(gpt2, 4, True, True, True) == 0  # trained fp32 weights: no copy
+    assert _activation(gpt2, 2, f, True, autocast=True) == (4 + 4 + 2 + 4) * f
+    assert _activation(gpt2, 2, f, True) == 4 * 2 * f
+    assert _eager_scores(gpt2, 2, True, True, autocast=True) == 4 + 1 + 2
+    assert _eager_scores(gpt2, 2, True, True) == 2 + 1 + 2
+
+
+def _small_layernorm(name: str) -> ModelSpec:
+    shape = dict(hidden_size=128, num_layers=4, num_heads=4, num_kv_heads=4, head_dim=32, ffn_size=512,
+                 vocab_size=512, max_positions=256, num_experts=1, experts_per_token=1)
+    if name == "starcoder2":
+        return model_spec(f"small-{name}", "starcoder2", shape)
+    return with_overrides(preset(name), name=f"small-{name}", params_published=None, **shape)
+
+
+@pytest.mark.needs_torch
+@pytest.mark.parametrize("attention", ["flash", "eager"])
+@pytest.mark.parametrize("key", ["full", "lora"])
+@pytest.mark.parametrize("name", ["gpt2", "phi-2", "pythia-1b", "starcoder2"])
+def test_layernorm_models_under_autocast_match_the_real_model(name, key, attention):
+    """GPT-2, Phi-2, Pythia (GPT-NeoX) and StarCoder2 under bf16-mixed, as the Trainer's bf16=True runs
+    them: fp32 weights trained, or a bf16 base under LoRA, with the LayerNorms in fp32."""
+    from costplan.tracing import trace_training_step
+    from costplan.verify import analytic_breakdown
+
+    model = _small_layernorm(name)
+    method = {"full": FullFineTune(), "lora": Lora(rank=8, targets=("qkv",) if name == "gpt2" else ("q", "v"))}[key]
+    work = Workload(seq_len=64, attention=attention, precision="bf16-mixed")
+    traced = trace_training_step(model, method, work, device="meta")
+    assert analytic_breakdown(model, method, work).peak_bytes == pytest.approx(traced.peak_bytes, rel=0.01)

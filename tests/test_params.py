@@ -255,6 +255,10 @@ def _small_configs():
         "arcee": T.ArceeConfig(**small, tie_word_embeddings=True),
         "hunyuan_v1_dense": T.HunYuanDenseV1Config(**small, head_dim=32, attention_bias=True, pad_token_id=None),
         "starcoder2": T.Starcoder2Config(**small, sliding_window=64, residual_dropout=0.1, embedding_dropout=0.1),
+        "glm4_moe": T.Glm4MoeConfig(**{**small, "num_hidden_layers": 3}, head_dim=48, attention_bias=True,
+                                    moe_intermediate_size=96, n_routed_experts=16, num_experts_per_tok=2,
+                                    n_shared_experts=1, first_k_dense_replace=1, n_group=4, topk_group=2,
+                                    use_qk_norm=True),
     }
 
 
@@ -272,7 +276,7 @@ def _module(family, config):
 @pytest.mark.parametrize("family", ["llama", "mistral", "mixtral", "qwen2", "gemma", "gpt2", "gpt_neox", "bert",
                                     "phi3", "gemma2", "gemma3", "qwen3", "qwen3_moe", "deepseek_v3", "olmo2", "t5",
                                     "gpt_oss", "smollm3", "granite", "seed_oss", "ernie4_5", "arcee",
-                                    "hunyuan_v1_dense", "starcoder2"])
+                                    "hunyuan_v1_dense", "starcoder2", "glm4_moe"])
 def test_config_json_is_read_like_transformers_reads_it(family, tmp_path):
     """A config written by transformers, read back without it, gives the module's exact count."""
     import torch
