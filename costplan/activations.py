@@ -54,14 +54,18 @@ def adapter_io(method: Method, work: Workload) -> AdapterIO:
     return AdapterIO(getattr(method, "dropout", 0.0), work.adapter_bytes, work.autocast, work.compiled)
 
 
-def model_bytes(method: Method, work: Workload) -> int:
+def model_bytes(method: Method, work: Workload, model: ModelSpec | None = None) -> int:
     """Bytes per element of the model's own tensors outside autocast's matmuls (norms' outputs,
     the residual stream, rotary tables): fp32 when the weights are (fp32, or autocast over the
-    trained fp32 weights of mixed precision), else the compute dtype."""
+    trained fp32 weights of mixed precision), else the compute dtype. Without ``model``: the dtype
+    of the norms' weights. With it, a post-norm LayerNorm model under autocast (BERT) has an fp32
+    stream over 16-bit weights: its LayerNorms return fp32, and the stream is their output."""
     if work.precision in ("bf16-mixed", "fp16-mixed") and method.trains_base:
         return FP32
     if work.kbit_fp32_upcast and method.base_storage in ("nf4", "int8"):
         return FP32  # peft's k-bit preparation upcasts the embeddings and norms: an fp32 residual stream
+    if model is not None and model.post_norm and model.norm == "layernorm" and work.autocast:
+        return FP32
     return work.compute_bytes
 
 
@@ -190,16 +194,17 @@ def _norm(model: ModelSpec, p: int, input_rg: bool, weight_trains: bool, width: 
 
 
 def layernorm_in_fp32(model: ModelSpec, work: Workload) -> bool:
-    """A pre-norm LayerNorm model under autocast: each LayerNorm casts its input, weight and bias to fp32
-    and returns fp32, which every matmul reading it casts back to 16 bits (GPT-2, Phi, GPT-NeoX,
-    StarCoder2 under the Trainer's ``bf16=True``). BERT's post-norm stream is not modelled so."""
-    return work.autocast and model.norm == "layernorm" and model.norm_placement in ("pre", "shared")
+    """A LayerNorm model under autocast: each LayerNorm casts its input, weight and bias to fp32 and
+    returns fp32, which every matmul reading it casts back to 16 bits (GPT-2, Phi, GPT-NeoX, StarCoder2,
+    BERT under the Trainer's ``bf16=True``; BERT's post-norm stream is then fp32 throughout)."""
+    return work.autocast and model.norm == "layernorm"
 
 
-def _norm_weight_copies(model: ModelSpec, pn: int, input_rg: bool, weight_trains: bool, fp32_norm: bool) -> float:
+def _norm_weight_copies(model: ModelSpec, weight_bytes: int, input_rg: bool, weight_trains: bool,
+                        fp32_norm: bool) -> float:
     """Per-call bytes a LayerNorm under autocast keeps of its 16-bit weight and bias cast to fp32 (for its
-    input's gradient); trained fp32 weights need no copy."""
-    if not fp32_norm or not input_rg or pn == FP32 or weight_trains:
+    input's gradient); trained or upcast fp32 weights need no copy."""
+    if not fp32_norm or not input_rg or weight_bytes == FP32 or weight_trains:
         return 0.0
     return 2 * FP32 * model.hidden_size
 
@@ -486,7 +491,7 @@ def layer_saved(model: ModelSpec, method: Method, work: Workload, flow: LayerFlo
     positions, keys = span.queries, span.keys
     trains = method.trains_base
     lora = adapter_io(method, work)
-    pn = model_bytes(method, work)
+    pn, weight_bytes = model_bytes(method, work, model), model_bytes(method, work)
     lin = flow.linears
     items: list[SavedItem] = []
     in_mlp = False
@@ -509,7 +514,7 @@ def layer_saved(model: ModelSpec, method: Method, work: Workload, flow: LayerFlo
     if placement != "reordered":
         add("attention norm", norm(attn_in_rg))
         batch("attention norm scale", _norm_constant(model, attn_in_rg))
-        batch("attention norm fp32 weights", _norm_weight_copies(model, pn, attn_in_rg, trains, fp32_norm))
+        batch("attention norm fp32 weights", _norm_weight_copies(model, weight_bytes, attn_in_rg, trains, fp32_norm))
     if "qkv" in lin:
         readers = [lin["qkv"]]
     elif "kv_a" in lin:
@@ -592,7 +597,7 @@ def layer_saved(model: ModelSpec, method: Method, work: Workload, flow: LayerFlo
     if placement not in ("reordered", "shared"):
         add("mlp norm", norm(mlp_in_rg))
         batch("mlp norm scale", _norm_constant(model, mlp_in_rg))
-        batch("mlp norm fp32 weights", _norm_weight_copies(model, pn, mlp_in_rg, trains, fp32_norm))
+        batch("mlp norm fp32 weights", _norm_weight_copies(model, weight_bytes, mlp_in_rg, trains, fp32_norm))
     if "router" in lin:
         add("router", _router_saved(model, flow, p, lora, mlp_in_rg))
     for prefix in ("", "shared_", "expert_"):
@@ -677,7 +682,7 @@ def saved_tensors(model: ModelSpec, method: Method, work: Workload) -> SavedTens
     keys = positions + method.prefix_tokens
     source = work.source_len or 0
     p, h = work.compute_bytes, model.hidden_size
-    pn = model_bytes(method, work)
+    pn, weight_bytes = model_bytes(method, work, model), model_bytes(method, work)
     trains = method.trains_base
     layers = []
     memory_kept = memory_rg = False
@@ -726,7 +731,7 @@ def saved_tensors(model: ModelSpec, method: Method, work: Workload) -> SavedTens
     rotated = int(model.head_dim * model.rotary_fraction)  # the tables' width: the rotated share of a head
     tables = 0 if model.rotary_per_layer_fp32 else _rope_tables(model)
     batch_shared = tables * 2 * rope * rotated * positions + _norm_constant(model, True) \
-        + _norm_weight_copies(model, pn, True, trains, fp32_norm)
+        + _norm_weight_copies(model, weight_bytes, True, trains, fp32_norm)
     checkpointed_batch = 0.0
     if model.is_encoder_decoder:
         # The encoder's final norm and dropout, and its output, which every cross-attention reads
@@ -772,8 +777,9 @@ def logits_bytes(model: ModelSpec, method: Method, work: Workload) -> LogitsByte
     """
     logits = logit_count(model, method, work)
     p = work.compute_bytes
-    # BERT's masked-LM loss and T5's cross-entropy run in the compute dtype.
-    loss = FP32 if model.loss_upcast else p
+    # BERT's masked-LM loss and T5's cross-entropy run in the compute dtype, unless autocast (whose
+    # fp32 list has log_softmax and nll_loss) upcasts them.
+    loss = FP32 if model.loss_upcast or work.autocast else p
     # Gemma 2's final softcap keeps its tanh until the softcap's backward, after the loss's.
     tanh = p if model.final_softcap is not None else 0
     moment_a = (3 * loss + tanh) * logits

@@ -575,6 +575,24 @@ def test_layernorm_and_gelu_new_under_autocast_by_hand():
     assert _eager_scores(gpt2, 2, True, True) == 2 + 1 + 2
 
 
+def test_bert_and_t5_under_autocast_by_hand():
+    """BERT's post-norm LayerNorms return fp32 under autocast, so its residual stream is fp32 over a bf16
+    LoRA base; its masked-LM loss (and T5's) upcasts the logits, as cross_entropy's log_softmax and
+    nll_loss are on autocast's fp32 list: 3 x 4 bytes per logit at log_softmax's backward."""
+    from costplan.activations import logit_count, logits_bytes, model_bytes
+
+    bert, t5 = preset("bert-base"), preset("t5-base")
+    mixed, pure = Workload(seq_len=128, precision="bf16-mixed"), Workload(seq_len=128, precision="bf16-true")
+    lora = Lora(rank=8, targets=("q", "v"))
+    assert model_bytes(lora, mixed, bert) == 4 and model_bytes(lora, mixed) == 2
+    assert model_bytes(lora, pure, bert) == 2
+    assert model_bytes(lora, mixed, preset("gpt2")) == 2  # pre-norm: the stream stays in the LoRA base's bf16
+    for model in (bert, t5):
+        work = mixed if model is bert else Workload(seq_len=128, source_len=512, precision="bf16-mixed")
+        assert logits_bytes(model, lora, work).kept == 4 * logit_count(model, lora, work)
+    assert logits_bytes(bert, lora, pure).kept == 2 * logit_count(bert, lora, pure)
+
+
 def _small_layernorm(name: str) -> ModelSpec:
     shape = dict(hidden_size=128, num_layers=4, num_heads=4, num_kv_heads=4, head_dim=32, ffn_size=512,
                  vocab_size=512, max_positions=256, num_experts=1, experts_per_token=1)
