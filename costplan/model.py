@@ -827,11 +827,20 @@ _MODEL_TYPE_FAMILY = {
     "hunyuan_v1_dense": "hunyuan_v1_dense", "starcoder2": "starcoder2", "glm4_moe": "glm4_moe",
 }
 
-_BUILT_AS = {"roberta": "bert", "xlm-roberta": "bert", "camembert": "bert", "kimi_k2": "deepseek_v3"}
+_BUILT_AS = {"roberta": "bert", "xlm-roberta": "bert", "camembert": "bert", "kimi_k2": "deepseek_v3",
+             "glm4_moe_lite": "deepseek_v3"}
 """Model types built as another is, read with its fields: RoBERTa, XLM-R and CamemBERT are BERT with
 their own vocabulary, positions and token types (``RobertaForMaskedLM`` holds exactly the parameters
 of ``BertForMaskedLM`` of the same numbers; its position offset changes no shape); Kimi K2 ships
-``DeepseekV3ForCausalLM`` with DeepSeek-V3's config fields (moonshotai/Kimi-K2-Instruct config.json)."""
+``DeepseekV3ForCausalLM`` with DeepSeek-V3's config fields (moonshotai/Kimi-K2-Instruct config.json);
+GLM-4.7-Flash's ``Glm4MoeLiteForCausalLM`` is DeepSeek-V3's module (MLA, grouped sigmoid router, shared
+expert) with its dense layers listed in ``mlp_layer_types`` (traced against it: the same parameters,
+FLOPs, saved tensors and peak)."""
+_GLM4_MOE_LITE_DEFAULTS: dict[str, object] = {
+    "n_shared_experts": 1, "n_routed_experts": 64, "num_experts_per_tok": 4, "moe_intermediate_size": 1536,
+    "q_lora_rank": 768, "kv_lora_rank": 512, "qk_rope_head_dim": 64, "qk_nope_head_dim": 192, "v_head_dim": 256,
+    "n_group": 1, "topk_group": 1}
+"""``Glm4MoeLiteConfig``'s defaults (transformers 5.24) for the fields a GLM-4.7-Flash config.json leaves out."""
 
 _MULTIMODAL: dict[str, tuple[str, dict[str, object]]] = {
     "gemma3": ("gemma3_text", {}),
@@ -915,6 +924,8 @@ def from_hf_config(path: str | Path, name: str | None = None) -> ModelSpec:
     if not isinstance(config, dict):
         raise CostplanError(f"{where} does not hold a JSON object.")
     model_type = config.get("model_type", "")
+    if model_type == "glm4_moe_lite":
+        config = _glm4_moe_lite(config, shown(path))
     if isinstance(model_type, str) and model_type in _BUILT_AS:
         model_type = _BUILT_AS[model_type]
     if not isinstance(model_type, str) or model_type not in _MODEL_TYPE_FAMILY:
@@ -963,6 +974,20 @@ _CONFIG_FIELDS = {
 }
 """config.json keys whose ``ModelSpec`` field has a range in ``SIZE_LIMITS``."""
 _ANY_FIELD_LIMIT = 1_000_000_000
+
+
+def _glm4_moe_lite(config: dict, where: str) -> dict:
+    """A GLM-4.7-Flash config as DeepSeek-V3's: its ``mlp_layer_types`` (dense layers first, then sparse)
+    as ``first_k_dense_replace``, and Glm4MoeLiteConfig's defaults where the file has none."""
+    types = config.get("mlp_layer_types")
+    dense = 1
+    if types is not None:
+        if not isinstance(types, list) or "sparse" not in types:
+            raise CostplanError(f"{where}: mlp_layer_types must list 'dense' and 'sparse' layers.")
+        dense = types.index("sparse")
+        if set(types[:dense]) != {"dense"} or set(types[dense:]) != {"sparse"}:
+            raise CostplanError(f"{where}: mlp_layer_types: only dense layers followed by sparse ones are modelled.")
+    return {**_GLM4_MOE_LITE_DEFAULTS, **config, "first_k_dense_replace": dense}
 
 
 def _int(config: dict, key: str, default: int | None = None) -> int:

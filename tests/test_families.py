@@ -616,3 +616,49 @@ def test_layernorm_models_under_autocast_match_the_real_model(name, key, attenti
     work = Workload(seq_len=64, attention=attention, precision="bf16-mixed")
     traced = trace_training_step(model, method, work, device="meta")
     assert analytic_breakdown(model, method, work).peak_bytes == pytest.approx(traced.peak_bytes, rel=0.01)
+
+
+@pytest.mark.needs_torch
+def test_glm4_moe_lite_reads_and_traces_as_deepseek_v3(tmp_path, monkeypatch):
+    """GLM-4.7-Flash (``glm4_moe_lite``) is read as DeepSeek-V3 (MLA, grouped sigmoid router, shared expert)
+    with its dense layers from ``mlp_layer_types``; its own transformers module, traced, holds and keeps
+    what that reading predicts."""
+    import json
+
+    import torch
+    import transformers as T
+
+    import costplan.tracing as tracing
+    from costplan.model import from_hf_config
+    from costplan.tracing import trace_training_step
+    from costplan.verify import analytic_breakdown
+
+    config = T.Glm4MoeLiteConfig(hidden_size=128, intermediate_size=344, moe_intermediate_size=96,
+                                 num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=4,
+                                 n_routed_experts=8, num_experts_per_tok=2, n_shared_experts=1, q_lora_rank=64,
+                                 kv_lora_rank=48, qk_rope_head_dim=16, qk_nope_head_dim=32, v_head_dim=24,
+                                 vocab_size=512, mlp_layer_types=["dense", "sparse", "sparse"],
+                                 max_position_embeddings=256)
+    config.save_pretrained(tmp_path)
+    with torch.device("meta"):
+        module = T.AutoModelForCausalLM.from_config(config)
+    spec = from_hf_config(tmp_path)
+    assert (spec.family, spec.dense_layers, spec.num_experts) == ("deepseek_v3", 1, 8)
+    assert count_params(spec).total == sum(p.numel() for p in module.parameters())
+
+    def real_config(model, attention="sdpa"):  # trace Glm4MoeLiteForCausalLM itself, not DeepSeek-V3's class
+        raw = json.loads((tmp_path / "config.json").read_text())
+        cfg = T.Glm4MoeLiteConfig(**{k: v for k, v in raw.items()
+                                     if k not in ("architectures", "transformers_version", "model_type")})
+        cfg._attn_implementation = attention
+        cfg.experts_implementation = "grouped_mm"
+        return cfg
+
+    monkeypatch.setattr(tracing, "hf_config", real_config)
+    for method in (FullFineTune(), Lora(rank=8, targets=("q_b", "kv_b", "o"))):
+        work = Workload(seq_len=32, attention="flash", precision="bf16-true")
+        traced = trace_training_step(spec, method, work, device="meta")
+        assert training_flops(spec, method, work).per_token * 32 == pytest.approx(traced.flops, rel=1e-9)
+        saved = saved_tensors(spec, method, work)
+        assert saved.total(False) + saved.batch(False) == pytest.approx(traced.saved_bytes, rel=0.005)
+        assert analytic_breakdown(spec, method, work).peak_bytes == pytest.approx(traced.peak_bytes, rel=0.01)
