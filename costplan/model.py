@@ -980,13 +980,13 @@ def _glm4_moe_lite(config: dict, where: str) -> dict:
     """A GLM-4.7-Flash config as DeepSeek-V3's: its ``mlp_layer_types`` (dense layers first, then sparse)
     as ``first_k_dense_replace``, and Glm4MoeLiteConfig's defaults where the file has none."""
     types = config.get("mlp_layer_types")
-    dense = 1
-    if types is not None:
-        if not isinstance(types, list) or "sparse" not in types:
-            raise CostplanError(f"{where}: mlp_layer_types must list 'dense' and 'sparse' layers.")
-        dense = types.index("sparse")
-        if set(types[:dense]) != {"dense"} or set(types[dense:]) != {"sparse"}:
-            raise CostplanError(f"{where}: mlp_layer_types: only dense layers followed by sparse ones are modelled.")
+    if types is None:
+        return {**_GLM4_MOE_LITE_DEFAULTS, "first_k_dense_replace": 1, **config}
+    if not isinstance(types, list) or not types or any(t not in ("dense", "sparse") for t in types):
+        raise CostplanError(f"{where}: mlp_layer_types must list 'dense' or 'sparse' for each layer.")
+    dense = types.index("sparse") if "sparse" in types else len(types)
+    if not 0 < dense < len(types) or any(t != "sparse" for t in types[dense:]):
+        raise CostplanError(f"{where}: mlp_layer_types: only dense layers followed by sparse ones are modelled.")
     return {**_GLM4_MOE_LITE_DEFAULTS, **config, "first_k_dense_replace": dense}
 
 

@@ -10,8 +10,8 @@ minute on a 2-core machine; no per-example deadline):
   and long strings, wrong suffixes, unknown names, NUL bytes;
 - ``--dataset`` files (JSONL, JSON lists, text, broken and empty ones, a folder, a missing path) with
   ``--padding`` and the layout options on ``estimate``, ``compare`` and ``plan``;
-- ``config.json`` files for the llama, mixtral, gpt_oss, gpt2 and bert families and the mistral3 and gemma3
-  image-text containers, with valid but extreme sizes
+- ``config.json`` files for the llama, mixtral, gpt_oss, gpt2, bert, glm4_moe, glm4_moe_lite, starcoder2 and
+  ernie4_5 families and the mistral3 and gemma3 image-text containers, with valid but extreme sizes
   (at their limits: 10^6 hidden, 10^4 layers, 10^7 vocabulary...), fields replaced by any JSON value
   (NaN/Infinity literals, 1e200, 200-digit integers, zero, negatives, strings, lists, nested
   objects, bools, null) or dropped, and files that are not JSON at all;
@@ -240,6 +240,20 @@ CONFIGS = {
                 "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 64, "vocab_size": 1000,
                 "max_position_embeddings": 4096, "num_local_experts": 4, "num_experts_per_tok": 2,
                 "sliding_window": 128, "layer_types": ["sliding_attention", "full_attention"] * 2},
+    "glm4_moe": {"model_type": "glm4_moe", "hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 3,
+                 "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 64, "vocab_size": 1000,
+                 "moe_intermediate_size": 128, "n_routed_experts": 8, "num_experts_per_tok": 2, "n_shared_experts": 1,
+                 "first_k_dense_replace": 1, "partial_rotary_factor": 0.5, "attention_bias": True},
+    "glm4_moe_lite": {"model_type": "glm4_moe_lite", "hidden_size": 256, "intermediate_size": 512,
+                      "num_hidden_layers": 3, "num_attention_heads": 4, "num_key_value_heads": 4, "vocab_size": 1000,
+                      "moe_intermediate_size": 128, "n_routed_experts": 8, "num_experts_per_tok": 2,
+                      "q_lora_rank": 64, "kv_lora_rank": 48, "qk_rope_head_dim": 16, "qk_nope_head_dim": 32,
+                      "v_head_dim": 24, "mlp_layer_types": ["dense", "sparse", "sparse"]},
+    "starcoder2": {"model_type": "starcoder2", "hidden_size": 256, "intermediate_size": 1024, "num_hidden_layers": 2,
+                   "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 1000, "sliding_window": 64,
+                   "residual_dropout": 0.1, "embedding_dropout": 0.1, "use_bias": True},
+    "ernie4_5": {"model_type": "ernie4_5", "hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 2,
+                 "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 1000, "use_bias": False},
     # Image-text containers: the fields replaced or dropped are the container's (text_config and vision_config
     # whole, the projector's settings).
     "mistral3": {"model_type": "mistral3", "spatial_merge_size": 2, "vision_feature_layer": -1,
