@@ -1155,7 +1155,7 @@ def _read_config(model_type: str, config: dict) -> tuple[dict[str, int], dict[st
         ffn = _int(config, "moe_intermediate_size")
     elif model_type == "gpt_oss":  # every layer routes; each expert is intermediate_size wide
         experts, top_k = _int(config, "num_local_experts"), _int(config, "num_experts_per_tok")
-    elif model_type == "glm4_moe":  # DeepSeek-V3's MoE fields; GQA attention, RoPE on part of each head
+    elif model_type in ("deepseek_v3", "glm4_moe"):  # DeepSeek-V3's MoE fields (GLM-4.5: under GQA attention)
         experts = _int(config, "num_local_experts" if "num_local_experts" in config else "n_routed_experts")
         top_k = _int(config, "num_experts_per_tok")
         overrides["shared_experts"] = _int(config, "n_shared_experts")
@@ -1164,18 +1164,11 @@ def _read_config(model_type: str, config: dict) -> tuple[dict[str, int], dict[st
         overrides["dense_layers"] = _int(config, "first_k_dense_replace")
         overrides["dense_ffn_size"] = ffn if overrides["dense_layers"] else 0
         ffn = _int(config, "moe_intermediate_size")
+    if model_type == "glm4_moe":  # RoPE on part of each head, optional per-head q/k norms
         rope = config.get("rope_parameters") if isinstance(config.get("rope_parameters"), dict) else {}
         overrides["rotary_fraction"] = _float({**config, **rope}, "partial_rotary_factor", 0.5)
         overrides["qk_norm"] = "head" if config.get("use_qk_norm") else "none"
     elif model_type == "deepseek_v3":
-        experts = _int(config, "num_local_experts" if "num_local_experts" in config else "n_routed_experts")
-        top_k = _int(config, "num_experts_per_tok")
-        overrides["shared_experts"] = _int(config, "n_shared_experts")
-        overrides["expert_groups"] = _int(config, "n_group", 1)
-        overrides["expert_groups_used"] = _int(config, "topk_group", 1)
-        overrides["dense_layers"] = _int(config, "first_k_dense_replace")
-        overrides["dense_ffn_size"] = ffn if overrides["dense_layers"] else 0
-        ffn = _int(config, "moe_intermediate_size")
         q_rank = config.get("q_lora_rank")
         overrides["mla"] = MLA(q_lora_rank=None if q_rank is None else _int(config, "q_lora_rank"),
                                kv_lora_rank=_int(config, "kv_lora_rank"),
