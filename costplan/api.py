@@ -739,6 +739,11 @@ def stack_model(stack: Framework, spec: ModelSpec, how: Method, *, dropout_given
         how = replace(how, dropout=stack.lora_dropout)
     if isinstance(how, QLora) and spec.expert_tensors and stack.modeling == "unsloth" and not from_adapter:
         how = replace(how, quantize_experts=True)  # Unsloth ships gpt-oss with its experts in 4 bits
+    if isinstance(how, Lora) and how.base_storage in ("nf4", "int8") and spec.is_moe and stack.key == "axolotl" \
+            and not spec.expert_tensors:
+        # Under transformers 5 Axolotl quantizes MoE experts (3-D tensors) with quantize_moe_experts, a
+        # parametrization that dequantizes a layer's whole stack where its experts run.
+        how = replace(how, expert_stack_dequant=True)
     if how.training and stack.modeling == "litgpt":
         return litgpt_model(spec, how)
     return spec, how, []

@@ -176,6 +176,11 @@ def merged_gradient(model: ModelSpec, method: Method, compute_bytes: int) -> flo
     return compute_bytes * merged[-1][0].copies * merged[-1][0].weight_elements if merged else 0.0
 
 
+def expert_stack_elements(model: ModelSpec) -> int:
+    """Elements of one MoE layer's routed-expert matrices, every expert's (gate, up and down)."""
+    return sum(lin.copies * lin.weight_elements for lin in layer_linears(model) if lin.role.startswith("expert_"))
+
+
 def dora_workspace(model: ModelSpec, method: Method) -> float:
     """DoRA's transient per adapted matrix in forward, for the largest one: peft builds the adapter's
     full update through an identity matrix (in x in, fp32), the update itself (in x out, fp32) and
@@ -363,6 +368,10 @@ def training_memory(model: ModelSpec, method: Method, work: Workload) -> Trainin
     gathered = matrix_bytes_per_param(method, p) if work.quantized_gather else p
     layer = max(_layer_bytes(kind, gathered, p) for kind in layer_kinds(model))
     activations = mb * saved.total(work.grad_ckpt)
+    # Parametrized quantized experts: one MoE layer's whole stack in the compute dtype, from its forward
+    # (its recompute under checkpointing) to its backward; without checkpointing every MoE layer's.
+    stack = p * expert_stack_elements(model) if getattr(method, "expert_stack_dequant", False) else 0.0
+    moe_layers = model.num_layers - model.dense_layers if model.is_moe else 0
     checkpoints = mb * (saved.layers(work.grad_ckpt) + saved.shared)
     whole_model = weights
     host_states = host_weights = host_activations = crossing = per_micro = per_micro_params = cpu_params = 0.0
@@ -399,14 +408,15 @@ def training_memory(model: ModelSpec, method: Method, work: Workload) -> Trainin
         gradient_copies=copies,
         step_temporaries=temps,
         activations=activations,
-        batch_activations=saved.batch(work.grad_ckpt),
+        batch_activations=saved.batch(work.grad_ckpt) + (0.0 if work.grad_ckpt else stack * moe_layers),
         checkpoints=checkpoints,
         recompute=mb * saved.later_layer + saved.later_layer_batch if work.grad_ckpt else 0.0,
         layer_transient=mb * layer_backward_transient(model, method, work) + merged_gradient(model, method, p),
         attention_backward=mb * (eager_attention_backward(model, method, work) - saved.later_layer_mlp)
         if work.attention == "eager" else 0.0,
         logits_peak=mb * loss_logits(model, method, work).backward_peak,
-        workspace=(largest * p if method.base_storage in ("nf4", "int8") else 0.0) + dora_workspace(model, method),
+        workspace=max(largest * p if method.base_storage in ("nf4", "int8") else 0.0,
+                      stack if work.grad_ckpt else 0.0) + dora_workspace(model, method),
         head_workspace=quantized_head(model, method) * p,
         layer_weights=layer,
         reduced_gradients=reduced,

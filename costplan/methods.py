@@ -269,6 +269,11 @@ class Lora(Method):
     """DoRA (Liu et al. 2024, peft ``use_dora``): weight-decomposed LoRA with a trained magnitude vector."""
     modules_to_save: tuple[str, ...] = ()
     """Whole modules trained beside the adapters: ``embeddings`` and/or ``head``."""
+    expert_stack_dequant: bool = False
+    """A quantized base's routed experts are quantized as a parametrization of their 3-D tensors
+    (Axolotl's ``quantize_moe_experts``, src/axolotl/monkeypatch/moe_quant.py): a layer's whole expert
+    stack is dequantized in the compute dtype when its experts run, and the grouped matmuls keep it
+    for their input's gradient until that layer's backward."""
 
     def __post_init__(self) -> None:
         if self.rank <= 0:
@@ -402,6 +407,10 @@ class Lora(Method):
                          "into a full expert stack (twice, torch's parametrization evaluating it once more), which "
                          "the grouped matmuls run on and train; its gradient gives the factors'. Held and streamed "
                          "per micro-batch")
+        if self.expert_stack_dequant and model.is_moe:
+            notes.append("routed experts quantized as a parametrization of their 3-D tensors (Axolotl's "
+                         "quantize_moe_experts): each MoE layer's whole expert stack dequantized in the compute "
+                         "dtype where its experts run, and kept by the grouped matmuls until that layer's backward")
         if self.dora:
             notes.append("DoRA: a trained fp32 magnitude per output feature (exact in the parameter count); each "
                          "adapted matrix also keeps its base output and fp32 adapter output for backward and builds "

@@ -609,3 +609,32 @@ def test_the_optimizer_step_streams_the_dtype_it_updates():
 
     assert seconds("bf16-mixed") == pytest.approx(2 * seconds("bf16-true"))
     assert seconds("bf16-master") == pytest.approx(seconds("bf16-true") * (84 + 2 * (2 + 4)) / 42)
+
+
+def test_axolotl_quantized_experts_dequantize_a_whole_layer_stack():
+    """Axolotl quantizes MoE experts as a parametrization of their 3-D tensors (quantize_moe_experts): a layer's
+    whole stack is dequantized in bf16 where its experts run and kept by the grouped matmuls until its backward.
+    GLM-4.5-Air: 128 experts of gate, up and down, 1408 x 4096 each."""
+    from dataclasses import replace
+
+    from costplan.api import estimate
+    from costplan.memory import training_memory
+    from costplan.methods import QLora
+    from costplan.model import preset
+    from costplan.workload import Workload
+
+    model = preset("glm-4.5-air")
+    stack = 2 * 128 * 3 * 1408 * 4096
+    method = QLora(rank=16, targets=("q", "k", "v", "o"))
+    plain = training_memory(model, method, Workload(seq_len=2048, micro_batch=2, grad_ckpt=True))
+    parametrized = replace(method, expert_stack_dequant=True)
+    ckpt = training_memory(model, parametrized, Workload(seq_len=2048, micro_batch=2, grad_ckpt=True))
+    assert plain.workspace == 2 * 4096 * 96 * 128  # the largest matrix (q) at a time, as bitsandbytes' Linear4bit
+    assert ckpt.workspace == stack  # one layer's stack at a time, during its recompute and backward
+    whole = training_memory(model, parametrized, Workload(seq_len=2048, micro_batch=2, grad_ckpt=False))
+    bare = training_memory(model, method, Workload(seq_len=2048, micro_batch=2, grad_ckpt=False))
+    assert whole.batch_activations - bare.batch_activations == 45 * stack  # every MoE layer's, kept to backward
+    # Axolotl's stack sets it for a quantized MoE base; the Hugging Face Trainer (bitsandbytes' loading) does not.
+    assert estimate("glm-4.5-air", "qlora", framework="axolotl", gpu="h100").method.expert_stack_dequant
+    assert not estimate("glm-4.5-air", "qlora", gpu="h100").method.expert_stack_dequant
+    assert not estimate("mixtral", "lora", framework="axolotl", gpu="h100").method.expert_stack_dequant
