@@ -431,6 +431,10 @@ def _axolotl(r: _Reader) -> TrainingConfig:
         if targets:
             _lora_targets(r, targets)
         _lora_extras(r, "lora_alpha", "peft_use_dora", "peft_use_rslora", "lora_modules_to_save")
+    if r.get("quantize_moe_experts") and method in ("qlora", "lora-int8"):
+        # Axolotl's own convention for a quantized MoE base, which --framework axolotl plans: each layer's
+        # expert stack dequantized where its experts run (api.stack_model).
+        r.said.append("MoE experts quantized on load (quantize_moe_experts)")
     _optimizer(r, "optimizer")
     _precision(r)
     ckpt = r.get("gradient_checkpointing")

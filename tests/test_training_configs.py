@@ -228,3 +228,20 @@ def test_torchtune_lora_on_the_output_projection_is_lora_on_the_head(tmp_path):
     data = estimate_json("--from", str(path), "--gpus", "1")
     # peft's own count: r (in + out) per matrix; q and v of Mistral-7B (4096->4096, 4096->1024), the head 4096->32000
     assert data["params_trainable"] == 32 * 8 * ((4096 + 4096) + (4096 + 1024)) + 8 * (4096 + 32000)
+
+
+def test_axolotls_quantized_moe_experts_are_read(tmp_path):
+    """Axolotl's GLM-4.5-Air QLoRA example (examples/glm45/glm-45-air-qlora.yaml, 753906cfc): quantize_moe_experts
+    is read, not listed as unknown, and the estimate plans each layer's expert stack dequantized where it runs."""
+    path = tmp_path / "glm-45-air-qlora.yaml"
+    path.write_text("base_model: zai-org/GLM-4.5-Air\nload_in_4bit: true\nquantize_moe_experts: true\nadapter: qlora\n"
+                    "sequence_len: 2048\nsample_packing: true\nlora_r: 16\nlora_alpha: 8\nlora_dropout: 0\n"
+                    "lora_target_modules:\n  - q_proj\n  - v_proj\n  - k_proj\n  - o_proj\n"
+                    "gradient_accumulation_steps: 2\nmicro_batch_size: 2\noptimizer: adamw_bnb_8bit\nbf16: auto\n"
+                    "gradient_checkpointing: true\nflash_attention: true\n")
+    config = read_training_config(path)
+    assert "quantize_moe_experts" not in config.unknown
+    assert any("quantize_moe_experts" in n for n in config.notes)
+    data = estimate_json("--from", str(path), "--gpu", "h100")
+    assert data["model"] == "zai-org/GLM-4.5-Air"  # the glm-4.5-air preset stands in offline
+    assert any("parametrization of their 3-D tensors" in a for a in data["assumptions"])
