@@ -317,6 +317,9 @@ FAMILY_CASES = (
     Case(model="ernie-4.5-0.3b", method="full", grad_ckpt=True, precision="bf16-true"),
     Case(model="granite-3.3-8b", method="qlora"),
     Case(model="smollm3-3b", method="lora", attention="eager"),
+    # GLM-4.5-Air: DeepSeek-V3's MoE under GQA with partial RoPE; GLM-4.7-Flash: DeepSeek-V3's module.
+    Case(model="glm-4.5-air", method="lora"),
+    Case(model="glm-4.7-flash", method="full", grad_ckpt=True, precision="bf16-true"),
     # Phi-3: fused qkv and gate_up, a sliding window (2047) just under the 2048-token sequence.
     Case(model="phi-3-mini", method="lora"),
     Case(model="phi-3-mini", method="full", grad_ckpt=True, precision="bf16-true"),

@@ -347,6 +347,7 @@ CI_CASES = [
     ("gpt-oss-20b", "lora", "flash", False, 256),  # sinks, biased clamped-SwiGLU experts, 128-token windows
     ("afm-4.5b", "lora", "flash", False, 256),  # a plain MLP with ReLU squared
     ("ernie-4.5-0.3b", "full", "flash", True, 256),  # fp32 RoPE tables interleaved in every layer
+    ("glm-4.5-air", "lora", "flash", False, 128),  # DeepSeek-V3's MoE under GQA, RoPE on half of each head
 ]
 
 
