@@ -89,6 +89,23 @@ def pixtral_tower(config: dict, text_hidden: int, merge: int, feature_layers: in
     return VisionTower("Pixtral", params, linears)
 
 
+def qwen_vl_tower(config: dict, text_hidden: int) -> VisionTower:
+    """Qwen2.5-VL's vision transformer and patch merger (transformers' ``Qwen2_5_VisionTransformerPretrainedModel``:
+    an unbiased 3-D patch convolution over ``temporal_patch_size`` frames, RMSNorms, a biased fused qkv and
+    proj, a biased gated gate/up/down per block, rotary positions without parameters; the merger: an
+    RMSNorm, then ``merge² x hidden`` wide biased linears to ``out_hidden_size``)."""
+    h, i, depth = _int(config, "hidden_size"), _int(config, "intermediate_size"), _int(config, "depth")
+    patch, frames = _int(config, "patch_size"), _int(config, "temporal_patch_size", 2)
+    channels = _int(config, "in_channels" if "in_channels" in config else "in_chans", 3)
+    merged = h * _int(config, "spatial_merge_size", 2) ** 2
+    out = _int(config, "out_hidden_size", text_hidden)
+    linears = (("qkv", h, 3 * h, depth), ("proj", h, h, depth), ("gate_proj", h, i, depth), ("up_proj", h, i, depth),
+               ("down_proj", i, h, depth), ("mlp.0", merged, merged, 1), ("mlp.2", merged, out, 1))
+    params = channels * frames * patch * patch * h + depth * (2 * h + 3 * h + h + 2 * i + h) + h + merged + out
+    params += sum(i_ * o * count for _, i_, o, count in linears)
+    return VisionTower("Qwen2.5-VL ViT", params, linears)
+
+
 @record(kw_only=True)
 class MLA:
     """DeepSeek's multi-head latent attention: low-rank queries and a compressed key/value latent.
@@ -785,8 +802,9 @@ def _extra(text: str, model: str) -> dict[str, object]:
 
 def _preset_tower(text: str, text_hidden: int, model: str) -> VisionTower:
     """The ``vision`` extra of ``tables/models.csv``: ``pixtral:hidden:intermediate:layers:patch:merge``
-    (Mistral 3's tower and projector) or ``siglip:hidden:intermediate:layers:patch:image`` (Gemma 3's,
-    without the pooling head)."""
+    (Mistral 3's tower and projector), ``siglip:hidden:intermediate:layers:patch:image`` (Gemma 3's,
+    without the pooling head) or ``qwenvl:hidden:intermediate:depth:patch:merge`` (Qwen2.5-VL's, two
+    frames per patch, its merger to the text width)."""
     kind, *numbers = text.split(":")
     try:
         h, i, layers, patch, last = (int(n) for n in numbers)
@@ -798,7 +816,10 @@ def _preset_tower(text: str, text_hidden: int, model: str) -> VisionTower:
         return pixtral_tower(config, text_hidden, last, 1, False)
     if kind == "siglip":
         return siglip_tower({**config, "image_size": last, "vision_use_head": False}, text_hidden)
-    raise CostplanError(f"tables/models.csv: {model}'s vision tower kind {kind!r} is not pixtral or siglip.")
+    if kind == "qwenvl":
+        return qwen_vl_tower({"hidden_size": h, "intermediate_size": i, "depth": layers, "patch_size": patch,
+                              "spatial_merge_size": last}, text_hidden)
+    raise CostplanError(f"tables/models.csv: {model}'s vision tower kind {kind!r} is not pixtral, siglip or qwenvl.")
 
 
 def preset(name: str) -> ModelSpec:
@@ -820,7 +841,7 @@ def preset(name: str) -> ModelSpec:
 _MODEL_TYPE_FAMILY = {
     "llama": "llama", "mistral": "mistral", "mixtral": "mixtral", "qwen2": "qwen2", "qwen3": "qwen3",
     "qwen3_moe": "qwen3_moe", "phi3": "phi3", "olmo2": "olmo2", "olmo3": "olmo2", "gemma": "gemma", "gemma2": "gemma2",
-    "gemma3_text": "gemma3", "gemma3": "gemma3", "mistral3": "mistral", "ministral3": "mistral",
+    "gemma3_text": "gemma3", "gemma3": "gemma3", "mistral3": "mistral", "ministral3": "mistral", "qwen2_5_vl": "qwen2",
     "deepseek_v3": "deepseek_v3", "gpt_oss": "gpt_oss", "gpt2": "gpt2",
     "gpt_neox": "gpt_neox", "bert": "bert", "t5": "t5", "phi": "phi",
     "smollm3": "smollm3", "granite": "granite", "seed_oss": "seed_oss", "ernie4_5": "ernie4_5", "arcee": "arcee",
@@ -844,6 +865,7 @@ _GLM4_MOE_LITE_DEFAULTS: dict[str, object] = {
 
 _MULTIMODAL: dict[str, tuple[str, dict[str, object]]] = {
     "gemma3": ("gemma3_text", {}),
+    "qwen2_5_vl": ("qwen2", {}),
     "mistral3": ("mistral", {"hidden_size": 5120, "num_hidden_layers": 40, "num_attention_heads": 32,
                              "num_key_value_heads": 8, "head_dim": 128, "intermediate_size": 32768,
                              "vocab_size": 131072, "max_position_embeddings": 131072, "tie_word_embeddings": False}),
@@ -855,6 +877,8 @@ _VISION_DEFAULTS: dict[str, dict[str, object]] = {
                "image_size": 224, "num_channels": 3, "vision_use_head": True},
     "mistral3": {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24, "patch_size": 16,
                  "num_channels": 3},
+    "qwen2_5_vl": {"depth": 32, "hidden_size": 3584, "intermediate_size": 3420, "patch_size": 14,
+                   "temporal_patch_size": 2, "spatial_merge_size": 2, "in_channels": 3},
 }
 """``SiglipVisionConfig``'s and ``PixtralVisionConfig``'s defaults (transformers 5.24) for the fields a
 vision_config leaves out; with no vision_config at all, ``Mistral3Config`` uses Pixtral's 14-pixel patches."""
@@ -875,6 +899,8 @@ def _vision_tower(container: dict, text_hidden: int) -> VisionTower:
     try:
         if model_type == "gemma3":
             return siglip_tower(vision, text_hidden)
+        if model_type == "qwen2_5_vl":
+            return qwen_vl_tower(vision, text_hidden)
         return pixtral_tower(vision, text_hidden, merge, feature_layers,
                              bool(container.get("multimodal_projector_bias", False)))
     except KeyError as exc:
@@ -938,13 +964,17 @@ def from_hf_config(path: str | Path, name: str | None = None) -> ModelSpec:
         container = config
         if model_type in _MULTIMODAL:  # the text model, with the vision tower it loads beside it
             text = config.get("text_config")
-            text = _MULTIMODAL[model_type][1] if text is None else text
+            if text is None:  # Qwen2.5-VL's Hub files keep the text model's fields at the top level
+                text = config if model_type == "qwen2_5_vl" else _MULTIMODAL[model_type][1]
             if not isinstance(text, dict):
                 raise ValueError("text_config must be an object")
-            model_type = _MULTIMODAL[model_type][0] if model_type == "gemma3" else text.get("model_type", "mistral")
-            if model_type not in ("gemma3_text", "mistral", "ministral3"):
-                raise ValueError(f"a mistral3 text model of type {shown(model_type)} is not supported (mistral and "
-                                 "ministral3 are)")
+            if model_type == "mistral3":
+                model_type = text.get("model_type", "mistral")
+                if model_type not in ("mistral", "ministral3"):
+                    raise ValueError(f"a mistral3 text model of type {shown(model_type)} is not supported "
+                                     "(mistral and ministral3 are)")
+            else:
+                model_type = _MULTIMODAL[model_type][0]
             if "tie_word_embeddings" not in text and "tie_word_embeddings" in container:
                 text = {**text, "tie_word_embeddings": container["tie_word_embeddings"]}
             config = {**text, "model_type": model_type}

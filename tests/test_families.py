@@ -665,3 +665,40 @@ def test_glm4_moe_lite_reads_and_traces_as_deepseek_v3(tmp_path, monkeypatch):
         saved = saved_tensors(spec, method, work)
         assert saved.total(False) + saved.batch(False) == pytest.approx(traced.saved_bytes, rel=0.005)
         assert analytic_breakdown(spec, method, work).peak_bytes == pytest.approx(traced.peak_bytes, rel=0.01)
+
+
+@pytest.mark.needs_torch
+def test_qwen2_5_vl_text_training_traces_as_its_qwen2_text_model(monkeypatch, tmp_path):
+    """Qwen2_5_VLForConditionalGeneration itself, trained on text (M-RoPE tables merged once per forward, the
+    ViT held and never run), keeps and peaks at what the Qwen2 text model with a held tower predicts."""
+    import transformers as T
+
+    import costplan.tracing as tracing
+    from costplan.model import from_hf_config
+    from costplan.tracing import trace_training_step
+    from costplan.verify import analytic_breakdown
+
+    text = dict(hidden_size=256, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                intermediate_size=512, vocab_size=1000, tie_word_embeddings=False, max_position_embeddings=512,
+                rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [8, 12, 12]})
+    vision = dict(depth=2, hidden_size=128, intermediate_size=200, num_heads=4, patch_size=14, temporal_patch_size=2,
+                  spatial_merge_size=2, out_hidden_size=256, in_channels=3)
+
+    def real_config(model, attention="sdpa"):
+        cfg = T.Qwen2_5_VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=False)
+        cfg._attn_implementation = cfg.text_config._attn_implementation = attention
+        return cfg
+
+    real_config(None).save_pretrained(tmp_path)
+    spec = from_hf_config(tmp_path)
+    monkeypatch.setattr(tracing, "hf_config", real_config)
+    monkeypatch.setattr(T.AutoModelForCausalLM, "from_config",
+                        lambda cfg, **_: T.Qwen2_5_VLForConditionalGeneration(cfg))
+    method, work = Lora(rank=8, targets=("q", "v")), Workload(seq_len=32, attention="flash", precision="bf16-true")
+    traced = trace_training_step(spec, method, work, device="meta")
+    assert count_params(spec).total == traced.params_total
+    assert method.trainable_params(spec) == traced.params_trainable
+    assert training_flops(spec, method, work).per_token * 32 == pytest.approx(traced.flops, rel=1e-9)
+    saved = saved_tensors(spec, method, work)
+    assert saved.total(False) + saved.batch(False) == pytest.approx(traced.saved_bytes, rel=0.005)
+    assert analytic_breakdown(spec, method, work).peak_bytes == pytest.approx(traced.peak_bytes, rel=0.01)

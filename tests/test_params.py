@@ -514,3 +514,43 @@ def test_phi_4_mini_reads_with_its_partial_rotary(tmp_path):
         module = T.Phi3ForCausalLM(T.Phi3Config(**fields))
     total = sum(p.numel() for p in module.parameters())
     assert count_params(resolve_model(str(path))).total == total == 3_836_021_760
+
+
+@pytest.mark.needs_torch
+def test_qwen2_5_vl_is_its_qwen2_text_model_and_its_vit(tmp_path):
+    """Qwen2.5-VL's config.json, nested (as transformers 5 writes it) or flat (the Hub's files keep the text
+    model's fields at the top level), counts what Qwen2_5_VLForConditionalGeneration holds; the preset is
+    Qwen2.5-VL-7B-Instruct's 8,292,166,656 parameters, 676,550,144 of them the ViT and its merger."""
+    import json
+
+    import torch
+    import transformers as T
+
+    from costplan.model import from_hf_config
+
+    text = dict(hidden_size=256, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                intermediate_size=512, vocab_size=1000, tie_word_embeddings=False)
+    vision = dict(depth=2, hidden_size=128, intermediate_size=200, num_heads=4, patch_size=14, temporal_patch_size=2,
+                  spatial_merge_size=2, out_hidden_size=256, in_channels=3)
+    config = T.Qwen2_5_VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=False)
+    config.save_pretrained(tmp_path)
+    with torch.device("meta"):
+        whole = T.Qwen2_5_VLForConditionalGeneration(config)
+    spec = from_hf_config(tmp_path)
+    assert spec.family == "qwen2" and spec.qkv_bias and not spec.out_bias
+    assert count_params(spec).total == sum(p.numel() for p in whole.parameters())
+    assert spec.vision.params == sum(p.numel() for p in whole.model.visual.parameters())
+    raw = json.loads((tmp_path / "config.json").read_text())
+    flat = {**raw.pop("text_config"), **raw, "model_type": "qwen2_5_vl"}
+    (tmp_path / "config.json").write_text(json.dumps(flat))
+    assert count_params(from_hf_config(tmp_path)).total == count_params(spec).total
+    seven = dict(model_type="qwen2_5_vl_text", hidden_size=3584, num_hidden_layers=28, num_attention_heads=28,
+                 num_key_value_heads=4, intermediate_size=18944, vocab_size=152064, tie_word_embeddings=False)
+    vit = dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, patch_size=14, temporal_patch_size=2,
+               spatial_merge_size=2, out_hidden_size=3584, in_channels=3)
+    with torch.device("meta"):
+        whole = T.Qwen2_5_VLForConditionalGeneration(
+            T.Qwen2_5_VLConfig(text_config=seven, vision_config=vit, tie_word_embeddings=False))
+    model = preset("qwen2.5-vl-7b")
+    assert count_params(model).total == sum(p.numel() for p in whole.parameters()) == 8_292_166_656
+    assert model.vision.params == 676_550_144
