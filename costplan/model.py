@@ -96,7 +96,7 @@ def qwen_vl_tower(config: dict, text_hidden: int) -> VisionTower:
     RMSNorm, then ``merge² x hidden`` wide biased linears to ``out_hidden_size``)."""
     h, i, depth = _int(config, "hidden_size"), _int(config, "intermediate_size"), _int(config, "depth")
     patch, frames = _int(config, "patch_size"), _int(config, "temporal_patch_size", 2)
-    channels = _int(config, "in_channels" if "in_channels" in config else "in_chans", 3)
+    channels = _int(config, "in_channels", 3)  # older files' in_chans is not a field transformers reads
     merged = h * _int(config, "spatial_merge_size", 2) ** 2
     out = _int(config, "out_hidden_size", text_hidden)
     linears = (("qkv", h, 3 * h, depth), ("proj", h, h, depth), ("gate_proj", h, i, depth), ("up_proj", h, i, depth),

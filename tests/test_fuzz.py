@@ -11,7 +11,7 @@ minute on a 2-core machine; no per-example deadline):
 - ``--dataset`` files (JSONL, JSON lists, text, broken and empty ones, a folder, a missing path) with
   ``--padding`` and the layout options on ``estimate``, ``compare`` and ``plan``;
 - ``config.json`` files for the llama, mixtral, gpt_oss, gpt2, bert, glm4_moe, glm4_moe_lite, starcoder2 and
-  ernie4_5 families and the mistral3 and gemma3 image-text containers, with valid but extreme sizes
+  ernie4_5 families and the mistral3, qwen2_5_vl and gemma3 image-text containers, with valid but extreme sizes
   (at their limits: 10^6 hidden, 10^4 layers, 10^7 vocabulary...), fields replaced by any JSON value
   (NaN/Infinity literals, 1e200, 200-digit integers, zero, negatives, strings, lists, nested
   objects, bools, null) or dropped, and files that are not JSON at all;
@@ -263,6 +263,10 @@ CONFIGS = {
                                  "head_dim": 64, "vocab_size": 1000},
                  "vision_config": {"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2,
                                    "patch_size": 14}},
+    "qwen2_5_vl": {"model_type": "qwen2_5_vl", "hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 2,
+                   "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 1000,
+                   "vision_config": {"depth": 2, "hidden_size": 128, "intermediate_size": 200, "patch_size": 14,
+                                     "temporal_patch_size": 2, "spatial_merge_size": 2, "out_hidden_size": 256}},
     "gemma3": {"model_type": "gemma3", "mm_tokens_per_image": 16,
                "text_config": {"hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 6,
                                "sliding_window": 64},
