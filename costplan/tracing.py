@@ -34,6 +34,10 @@ from costplan.workload import Workload
 # Module names (regular expressions on the end of the qualified name) of each role, by family.
 _LLAMA_NAMES = {"q": r"q_proj", "k": r"k_proj", "v": r"v_proj", "o": r"o_proj", "gate": r"gate_proj",
                 "up": r"up_proj", "down": r"down_proj"}
+_DEEPSEEK_MLP_NAMES = {"gate": r"mlp\.gate_proj", "up": r"mlp\.up_proj", "down": r"mlp\.down_proj",
+                       "shared_gate": r"shared_experts\.gate_proj", "shared_up": r"shared_experts\.up_proj",
+                       "shared_down": r"shared_experts\.down_proj"}
+"""DeepSeek-V3's dense MLPs and shared experts, which GLM-4.5 shares."""
 _MODULE_NAMES = {
     "gpt2": {"qkv": r"attn\.c_attn", "o": r"attn\.c_proj", "up": r"mlp\.c_fc", "down": r"mlp\.c_proj"},
     "gpt_neox": {"qkv": r"query_key_value", "o": r"attention\.dense", "up": r"dense_h_to_4h",
@@ -42,17 +46,12 @@ _MODULE_NAMES = {
              "o": r"attention\.output\.dense", "up": r"intermediate\.dense", "down": r"layer\.\d+\.output\.dense"},
     "phi": {"q": r"self_attn\.q_proj", "k": r"self_attn\.k_proj", "v": r"self_attn\.v_proj", "o": r"self_attn\.dense",
             "up": r"mlp\.fc1", "down": r"mlp\.fc2"},
-    "starcoder2": {"q": r"q_proj", "k": r"k_proj", "v": r"v_proj", "o": r"o_proj", "up": r"mlp\.c_fc",
-                   "down": r"mlp\.c_proj"},
+    "starcoder2": {**{r: _LLAMA_NAMES[r] for r in ("q", "k", "v", "o")}, "up": r"mlp\.c_fc", "down": r"mlp\.c_proj"},
     "phi3": {"qkv": r"self_attn\.qkv_proj", "o": r"self_attn\.o_proj", "gate_up": r"mlp\.gate_up_proj",
              "down": r"mlp\.down_proj"},
     "deepseek_v3": {"q": r"self_attn\.q_proj", "q_a": r"q_a_proj", "q_b": r"q_b_proj", "kv_a": r"kv_a_proj_with_mqa",
-                    "kv_b": r"kv_b_proj", "o": r"self_attn\.o_proj", "gate": r"mlp\.gate_proj", "up": r"mlp\.up_proj",
-                    "down": r"mlp\.down_proj", "shared_gate": r"shared_experts\.gate_proj",
-                    "shared_up": r"shared_experts\.up_proj", "shared_down": r"shared_experts\.down_proj"},
-    "glm4_moe": {**{r: rf"self_attn\.{r}_proj" for r in ("q", "k", "v", "o")}, "gate": r"mlp\.gate_proj",
-                 "up": r"mlp\.up_proj", "down": r"mlp\.down_proj", "shared_gate": r"shared_experts\.gate_proj",
-                 "shared_up": r"shared_experts\.up_proj", "shared_down": r"shared_experts\.down_proj"},
+                    "kv_b": r"kv_b_proj", "o": r"self_attn\.o_proj", **_DEEPSEEK_MLP_NAMES},
+    "glm4_moe": {**{r: rf"self_attn\.{r}_proj" for r in ("q", "k", "v", "o")}, **_DEEPSEEK_MLP_NAMES},
     "t5": {"q": r"SelfAttention\.q", "k": r"SelfAttention\.k", "v": r"SelfAttention\.v", "o": r"SelfAttention\.o",
            "cross_q": r"EncDecAttention\.q", "cross_k": r"EncDecAttention\.k", "cross_v": r"EncDecAttention\.v",
            "cross_o": r"EncDecAttention\.o", "gate": r"DenseReluDense\.wi_0", "up": r"DenseReluDense\.wi(?:_1)?",
